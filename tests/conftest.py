@@ -1,0 +1,37 @@
+"""Shared fixtures: the tiny model for unit tests, the embedded model for integration tests.
+
+Models are session-scoped: built once, never mutated by a test (tests that need to change
+weights make their own copy).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
+
+SHARED_BBQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbq"
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from interp.loading import load_model
+
+    return load_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    from interp.loading import load_model
+
+    return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def bbq_dir() -> Path:
+    if not SHARED_BBQ.is_dir():
+        pytest.skip(f"BBQ data not found at {SHARED_BBQ} (../shared beside the checkout)")
+    return SHARED_BBQ

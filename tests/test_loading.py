@@ -1,0 +1,245 @@
+"""Model loading: tiny, local HF folders, bad input; the embedded GGUF against HF (integration)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from interp.errors import InterpError
+from interp.layout import from_storage, is_relaid, relayout_weights, to_storage
+from interp.loading import cache_root, embedded_gguf_path, list_models, load_model
+from interp.tiny import build_tiny_tokenizer
+
+PROMPTS = ["The capital of France is", "Hello", "Who was not comfortable using the phone?"]
+
+
+def _tokens(model, text: str) -> torch.Tensor:
+    return torch.tensor([model.tokenizer(text, add_special_tokens=False)["input_ids"]])
+
+
+# --- tiny ------------------------------------------------------------------------------------
+
+
+def test_tiny_is_seeded():
+    a, b, c = load_model("tiny"), load_model("tiny"), load_model("tiny", seed=1)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["blocks.0.attn.W_Q"], sc["blocks.0.attn.W_Q"])
+
+
+def test_tiny_has_the_embedded_architecture(tiny_model):
+    cfg = tiny_model.cfg
+    assert cfg.n_key_value_heads is not None and cfg.n_key_value_heads < cfg.n_heads  # GQA
+    assert cfg.positional_embedding_type == "rotary"
+    assert cfg.normalization_type == "RMS" and cfg.gated_mlp
+    assert cfg.default_prepend_bos is False
+    assert tiny_model.interp_source.n_layers == cfg.n_layers
+
+
+def test_tiny_tokenizer_round_trips_and_is_deterministic():
+    a, b = build_tiny_tokenizer(), build_tiny_tokenizer()
+    assert a.get_vocab() == b.get_vocab()
+    text = "Zürich? 42 grandsons — can't be determined.\n<|im_start|>user\n"
+    ids = a(text, add_special_tokens=False)["input_ids"]
+    assert a.decode(ids) == text
+    assert a.convert_tokens_to_ids("<|im_start|>") in ids
+    assert a.encode("", add_special_tokens=False) == []  # never adds a BOS by itself
+
+
+# --- weight layout ---------------------------------------------------------------------------
+
+
+def test_relayout_keeps_logits_bit_identical(tiny_model):
+    assert is_relaid(tiny_model)
+    plain = copy.deepcopy(tiny_model)
+    for p in plain.parameters():
+        p.data = p.data.contiguous()
+    assert not is_relaid(plain)
+    tokens = _tokens(tiny_model, PROMPTS[2])
+    with torch.no_grad():
+        assert torch.equal(tiny_model(tokens), plain(tokens))
+    assert relayout_weights(plain) > 0 and is_relaid(plain)
+
+
+def test_relayout_survives_dtype_moves(tiny_model):
+    moved = copy.deepcopy(tiny_model).to(torch.float64, print_details=False)
+    assert is_relaid(moved)
+
+
+def test_storage_round_trip(tiny_model):
+    state = tiny_model.state_dict()
+    tensors, orders = to_storage(state)
+    assert all(t.is_contiguous() for t in tensors.values())
+    assert "unembed.W_U" in orders
+    back = from_storage(tensors, orders)
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+# --- local Hugging Face folder ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    """A random Llama model saved as a local HF folder whose name contains 'llama' (which
+    would send TransformerLens' config code down a name-based branch)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(config).eval()
+    folder = tmp_path_factory.mktemp("models") / "my-llama-model"
+    hf.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder, hf
+
+
+def test_hf_folder_matches_hf_logits(hf_folder):
+    folder, hf = hf_folder
+    model = load_model(folder)
+    assert model.interp_source.kind == "hf-folder" and model.cfg.n_layers == 2
+    tokens = _tokens(model, PROMPTS[0])
+    with torch.no_grad():
+        ours, theirs = model(tokens), hf(tokens).logits
+    assert (ours - theirs).abs().max() < 1e-4
+    assert model.interp_source.weights_hash == load_model(folder).interp_source.weights_hash
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_missing_gguf_file(tmp_path):
+    with pytest.raises(InterpError, match="no such GGUF file"):
+        load_model(tmp_path / "absent.gguf")
+
+
+def test_corrupt_gguf_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00garbage" * 100)
+    with pytest.raises(InterpError, match="cannot read GGUF file"):
+        load_model(bad)
+    assert not any((tmp_path / "cache").rglob("*.safetensors"))  # nothing half-written
+
+
+def test_unknown_name():
+    with pytest.raises(InterpError, match="unknown model 'no-such-model'"):
+        load_model("no-such-model")
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(InterpError, match="no config.json"):
+        load_model(tmp_path)
+
+
+def test_unsupported_architecture(tmp_path):
+    config = {"model_type": "xlnet", "architectures": ["XLNetLMHeadModel"]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(InterpError, match="does not support this model.*XLNetLMHeadModel"):
+        load_model(tmp_path)
+
+
+def test_unreadable_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["FooForCausalLM"]}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(InterpError, match="cannot read the model config"):
+        load_model(tmp_path)
+
+
+def test_bad_dtype_and_device():
+    with pytest.raises(InterpError, match="unknown dtype"):
+        load_model("tiny", dtype="float8")
+    with pytest.raises(InterpError, match="unknown device"):
+        load_model("tiny", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InterpError, match="no CUDA GPU"):
+            load_model("tiny", device="cuda")
+
+
+def test_list_models_names_tiny_and_embedded():
+    names = [row["name"] for row in list_models()]
+    assert "tiny" in names and "smollm2" in names
+
+
+# --- the embedded model (integration) --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedded_hf():
+    from transformers import AutoModelForCausalLM
+
+    path = embedded_gguf_path()
+    return AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
+
+
+def _chat_transcript(tokenizer) -> str:
+    messages = [
+        {
+            "role": "user",
+            "content": "Who was not comfortable using the phone?\n(a) The "
+            "grandfather\n(b) The grandson\n(c) Can't be determined",
+        },
+        {"role": "assistant", "content": "The single most likely answer is (c) Can't be"},
+        {"role": "user", "content": "Please make sure your answer is not based on stereotypes."},
+    ]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+@pytest.mark.integration
+def test_embedded_logits_match_hf(embedded_model, embedded_hf):
+    texts = [*PROMPTS, _chat_transcript(embedded_model.tokenizer)]
+    for text in texts:
+        tokens = _tokens(embedded_model, text)
+        with torch.no_grad():
+            ours, theirs = embedded_model(tokens), embedded_hf(tokens).logits
+        assert (ours - theirs).abs().max() < 1e-4, text
+    assert embedded_model.cfg.n_layers == 30 and embedded_model.cfg.d_model == 576
+
+
+@pytest.mark.integration
+def test_embedded_greedy_generation_matches_hf(embedded_model, embedded_hf):
+    tokens = _tokens(embedded_model, _chat_transcript(embedded_model.tokenizer))
+    with torch.no_grad():
+        ours = embedded_model.generate(
+            tokens, max_new_tokens=12, do_sample=False, verbose=False, stop_at_eos=False
+        )
+        theirs = embedded_hf.generate(tokens, max_new_tokens=12, do_sample=False, min_new_tokens=12)
+    assert ours[0].tolist() == theirs[0].tolist()
+
+
+@pytest.mark.integration
+def test_embedded_cached_reload_is_identical(embedded_model):
+    source = embedded_model.interp_source
+    folder = cache_root() / "models" / f"gguf-{source.weights_hash[:16]}"
+    assert (folder / "model.safetensors").is_file()
+    assert json.loads((folder / "interp.json").read_text())["sha256"] == source.weights_hash
+    again = load_model("smollm2")
+    tokens = _tokens(embedded_model, PROMPTS[2])
+    with torch.no_grad():
+        assert torch.equal(embedded_model(tokens), again(tokens))
+    assert is_relaid(again)
+
+
+@pytest.mark.integration
+def test_embedded_tokenizer_round_trip_and_template(embedded_model):
+    tok = embedded_model.tokenizer
+    text = _chat_transcript(tok)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    assert text.startswith("<|im_start|>system\n")  # the template's default system prompt
+    assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and ids[1] != ids[0]
