@@ -84,6 +84,10 @@ def replay(
     ] = "self-correct",
     rounds: Annotated[int, typer.Option(help="Follow-up rounds R; the run holds 0..R.")] = 3,
     limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(help="A random sample of N examples across all files (seeded by --seed)."),
+    ] = None,
     hooks: Annotated[
         list[str] | None,
         typer.Option(
@@ -94,6 +98,13 @@ def replay(
     mode: Annotated[
         str, typer.Option(help="choice: score option letters; generate: greedy + parse.")
     ] = "choice",
+    score: Annotated[
+        str,
+        typer.Option(
+            help="choice mode: score each option by the log-prob of its letter, or of its "
+            "whole text 'letter) option'."
+        ),
+    ] = "letter",
     max_new_tokens: Annotated[int, typer.Option(help="generate mode: tokens per answer.")] = 48,
     batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed (bootstrap intervals, tiny model).")] = 0,
@@ -119,8 +130,10 @@ def replay(
         plan=plan,
         rounds=rounds,
         limit=limit,
+        sample=sample,
         hooks=list(hooks or ["resid_post"]),
         mode=mode,
+        score=score,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         seed=seed,

@@ -56,6 +56,7 @@ from interp.store import (
 from interp.tasks import Example, load_task, task_data_hash
 
 MODES = ("choice", "generate")
+SCORES = ("letter", "text")
 HOOK_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 
 
@@ -70,8 +71,10 @@ class ReplayConfig:
     plan: str = "self-correct"  # a built-in plan name or a YAML/JSON plan file
     rounds: int = 3  # follow-up rounds: the run holds rounds 0..rounds
     limit: int | None = None  # use only the first `limit` examples
+    sample: int | None = None  # a seeded random sample of this many examples (before limit)
     hooks: list[str] = field(default_factory=lambda: ["resid_post"])  # kinds or hook names
-    mode: str = "choice"  # "choice" (score option letters) or "generate" (greedy + parse)
+    mode: str = "choice"  # "choice" (score options at the read-out) or "generate" (greedy)
+    score: str = "letter"  # choice mode: log-prob of each option's "letter" or whole "text"
     max_new_tokens: int = 48  # generate mode: tokens per answer
     batch_size: int = 8
     seed: int = 0
@@ -113,9 +116,7 @@ def replay(
     if _existing_complete(out, config):
         return Run.open(out)
     plan = load_plan(config.plan)
-    examples = load_task(config.task, config.data or None)
-    if config.limit is not None:
-        examples = examples[: config.limit]
+    examples = select_examples(load_task(config.task, config.data or None), config)
     torch.manual_seed(config.seed)
     if model is None:
         model = load_model(config.model, device=config.device, dtype=config.dtype)
@@ -150,14 +151,32 @@ def _validate(config: ReplayConfig) -> None:
         raise InterpError(f"--rounds must be at least 1 (got {config.rounds})")
     if config.limit is not None and config.limit < 1:
         raise InterpError(f"--limit must be at least 1 (got {config.limit})")
+    if config.sample is not None and config.sample < 1:
+        raise InterpError(f"--sample must be at least 1 (got {config.sample})")
     if config.mode not in MODES:
         raise InterpError(f"unknown mode {config.mode!r}; use one of {', '.join(MODES)}")
+    if config.score not in SCORES:
+        raise InterpError(f"unknown score {config.score!r}; use one of {', '.join(SCORES)}")
     if config.batch_size < 1:
         raise InterpError(f"--batch-size must be at least 1 (got {config.batch_size})")
     if config.max_new_tokens < 1:
         raise InterpError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")
     if not config.hooks:
         raise InterpError("--hooks needs at least one hook")
+
+
+def select_examples(examples: list[Example], config: ReplayConfig) -> list[Example]:
+    """``sample``: a uniform random subset (seeded, kept in file order); then ``limit``."""
+    if config.sample is not None:
+        if config.sample > len(examples):
+            n = len(examples)
+            raise InterpError(f"--sample {config.sample} exceeds the {n} examples loaded")
+        gen = torch.Generator().manual_seed(config.seed)
+        keep = sorted(torch.randperm(len(examples), generator=gen)[: config.sample].tolist())
+        examples = [examples[i] for i in keep]
+    if config.limit is not None:
+        examples = examples[: config.limit]
+    return examples
 
 
 def resolve_hooks(hooks: Sequence[str], n_layers: int) -> list[str]:
@@ -273,8 +292,12 @@ def _replay_batch(
             state.commit(convs)
         for h in hooks:
             acts[h][:, r] = captured[h].float().cpu()
+        if config.mode == "choice":
+            option_lp = _option_logprobs(model, cache, logits, batch, letters, config.score)
+        else:
+            option_lp = torch.full((n, max(len(ex.options) for ex in batch)), float("nan"))
         for b, ex in enumerate(batch):
-            entry = _score(ex, logits[b], letters, config.mode, generated[b])
+            entry = _score(ex, option_lp[b], config.mode, generated[b])
             scored[b].append(entry)
             state.done[b].append(
                 RoundInput(
@@ -417,10 +440,66 @@ def parse_choice(text: str, options: Sequence[str]) -> int:
     return named[0] if len(named) == 1 else -1
 
 
-def _score(
-    ex: Example, logits: torch.Tensor, letters: list[int], mode: str, generated: str
-) -> dict[str, Any]:
-    logprobs = torch.log_softmax(logits.float(), -1)[letters[: len(ex.options)]].cpu()
+def _option_logprobs(
+    model: HookedTransformer,
+    cache: TransformerLensKeyValueCache,
+    logits: Float[torch.Tensor, "batch d_vocab"],
+    batch: list[Example],
+    letters: list[int],
+    score: str,
+) -> Float[torch.Tensor, "batch option"]:
+    """Each option's log-probability at the read-out: of its letter, or (``score="text"``)
+    of its whole text ``letter) option`` as the continuation (NaN where an example has fewer
+    options than the batch's widest)."""
+    first = torch.log_softmax(logits.float(), -1).cpu()
+    width = max(len(ex.options) for ex in batch)
+    if score == "letter":
+        out = first[:, letters[:width]].clone()
+    else:
+        out = torch.stack(
+            [_continuation_logprob(model, cache, first, batch, i) for i in range(width)], dim=1
+        )
+    for b, ex in enumerate(batch):
+        out[b, len(ex.options) :] = float("nan")
+    return out
+
+
+def _continuation_logprob(model, cache, first, batch, i: int) -> torch.Tensor:
+    """log P(option i's text | prompt) for every example, on a frozen cache (the option
+    tokens are scored, not kept)."""
+    tok = model.tokenizer
+    conts = [
+        tok.encode(
+            f"{option_letter(i)}) {ex.options[min(i, len(ex.options) - 1)]}",
+            add_special_tokens=False,
+        )
+        for ex in batch
+    ]
+    width = max(len(c) for c in conts)
+    tokens = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(tokens)
+    for b, c in enumerate(conts):
+        tokens[b, : len(c)] = torch.tensor(c)
+        mask[b, : len(c)] = 1
+    cache.freeze()
+    try:
+        with torch.no_grad():
+            logits = model(
+                tokens.to(model.cfg.device),
+                attention_mask=mask.to(model.cfg.device),
+                past_kv_cache=cache,
+            )
+    finally:
+        cache.unfreeze()
+    later = torch.log_softmax(logits.float(), -1).cpu()
+    total = torch.zeros(len(batch))
+    for b, c in enumerate(conts):
+        total[b] = first[b, c[0]] + sum(later[b, j - 1, c[j]] for j in range(1, len(c)))
+    return total
+
+
+def _score(ex: Example, logprobs: torch.Tensor, mode: str, generated: str) -> dict[str, Any]:
+    logprobs = logprobs[: len(ex.options)]
     if mode == "generate":
         choice = parse_choice(generated, ex.options)
         answer = generated
