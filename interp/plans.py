@@ -111,6 +111,13 @@ def _make(name: str, fields: dict[str, Any], where: str) -> Plan:
             raise InterpError(f"{where}: '{key}' must be a non-empty text")
     if "{question}" not in fields["question"] or "{options}" not in fields["question"]:
         raise InterpError(f"{where}: 'question' must contain {{question}} and {{options}}")
+    try:
+        fields["question"].format(context="", question="", options="")
+    except (KeyError, IndexError, ValueError) as err:
+        raise InterpError(
+            f"{where}: 'question' may use only {{context}}, {{question}} and {{options}} "
+            f"(write a literal brace as {{{{ or }}}}); problem: {err!r}"
+        ) from None
     first = fields.get("first")
     if first is not None and (not isinstance(first, str) or not first.strip()):
         raise InterpError(f"{where}: 'first' must be a text or null")

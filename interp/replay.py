@@ -82,10 +82,14 @@ class ReplayConfig:
     device: str = "cpu"
     dtype: str = "float32"
 
-    def fingerprint(self) -> str:
-        """What makes two replays the same (all but where they are written)."""
-        fields = {k: v for k, v in asdict(self).items() if k != "out"}
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+def fingerprint(config: ReplayConfig, plan: Plan) -> str:
+    """What makes two replays the same: every setting but ``out``, the plan's texts and the
+    data files' contents (an edited file or plan must not be served from an old run)."""
+    fields = {k: v for k, v in asdict(config).items() if k != "out"}
+    fields["plan"] = plan.to_dict()
+    fields["data_hash"] = task_data_hash(config.task, config.data or None)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -113,17 +117,18 @@ def replay(
     """
     _validate(config)
     out = Path(config.out)
-    if _existing_complete(out, config):
-        return Run.open(out)
     plan = load_plan(config.plan)
     examples = select_examples(load_task(config.task, config.data or None), config)
+    key = fingerprint(config, plan)
+    if _existing_complete(out, key):
+        return Run.open(out)
     torch.manual_seed(config.seed)
     if model is None:
-        model = load_model(config.model, device=config.device, dtype=config.dtype)
+        model = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
     hooks = resolve_hooks(config.hooks, model.cfg.n_layers)
     letters = option_token_ids(model.tokenizer, max(len(e.options) for e in examples))
     # Only now, with every input checked, does anything get written.
-    partial = _prepare_partial(out, config)
+    partial = _prepare_partial(out, config, key)
     batches = [
         examples[i : i + config.batch_size] for i in range(0, len(examples), config.batch_size)
     ]
@@ -140,7 +145,7 @@ def replay(
         atomic_write(path, lambda tmp, result=result: torch.save(asdict(result), tmp))
     bar.close()
     elapsed = time.perf_counter() - started
-    return _finish(out, partial, config, plan, model, hooks, len(batches), elapsed, command)
+    return _finish(out, partial, key, config, plan, model, hooks, len(batches), elapsed, command)
 
 
 # --- validation and the run directory --------------------------------------------------------
@@ -186,7 +191,7 @@ def resolve_hooks(hooks: Sequence[str], n_layers: int) -> list[str]:
         if hook in HOOK_KINDS:
             names.extend(f"blocks.{layer}.hook_{hook}" for layer in range(n_layers))
             continue
-        match = re.fullmatch(r"blocks\.(\d+)\.hook_(\w+)", hook)
+        match = re.fullmatch(r"blocks\.(0|[1-9]\d*)\.hook_(\w+)", hook)
         if match is None or match.group(2) not in HOOK_KINDS:
             raise InterpError(
                 f"unknown hook {hook!r}; use {', '.join(HOOK_KINDS)} (every layer) or a name "
@@ -198,7 +203,7 @@ def resolve_hooks(hooks: Sequence[str], n_layers: int) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _existing_complete(out: Path, config: ReplayConfig) -> bool:
+def _existing_complete(out: Path, key: str) -> bool:
     manifest = out / "manifest.json"
     if not manifest.is_file():
         return False
@@ -206,18 +211,18 @@ def _existing_complete(out: Path, config: ReplayConfig) -> bool:
         info = json.loads(manifest.read_text())
     except json.JSONDecodeError:
         raise InterpError(f"{manifest} is corrupt; delete {out} and replay") from None
-    if info.get("fingerprint") != config.fingerprint():
+    if info.get("fingerprint") != key:
         raise InterpError(f"{out} already holds a different run; choose another --out or delete it")
     return bool(info.get("complete"))
 
 
-def _prepare_partial(out: Path, config: ReplayConfig) -> Path:
+def _prepare_partial(out: Path, config: ReplayConfig, key: str) -> Path:
     if out.exists() and not out.is_dir():
         raise InterpError(f"--out {out} is a file, not a directory")
     partial = out / ".partial"
     stamp = partial / "config.json"
     if stamp.is_file():
-        if json.loads(stamp.read_text()).get("fingerprint") != config.fingerprint():
+        if json.loads(stamp.read_text()).get("fingerprint") != key:
             raise InterpError(
                 f"{out} holds an unfinished different replay; choose another --out or delete it"
             )
@@ -225,7 +230,7 @@ def _prepare_partial(out: Path, config: ReplayConfig) -> Path:
     if out.exists() and any(out.iterdir()):
         raise InterpError(f"{out} is not empty and holds no replay; choose another --out")
     partial.mkdir(parents=True, exist_ok=True)
-    write_json(stamp, {"fingerprint": config.fingerprint(), "config": asdict(config)})
+    write_json(stamp, {"fingerprint": key, "config": asdict(config)})
     return partial
 
 
@@ -262,7 +267,7 @@ def _replay_batch(
     n = len(batch)
     tok = model.tokenizer
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, n)
-    state = _BatchState(cached=[[] for _ in batch], done=[[] for _ in batch])
+    state = _BatchState(config.system, cached=[[] for _ in batch], done=[[] for _ in batch])
     acts = {h: torch.zeros(n, config.rounds + 1, model.cfg.d_model) for h in hooks}
     scored: list[list[dict[str, Any]]] = [[] for _ in batch]
     for r in range(config.rounds + 1):
@@ -315,6 +320,7 @@ def _replay_batch(
 class _BatchState:
     """Per example: tokens already in the KV cache, and the rounds answered so far."""
 
+    system: str | None
     cached: list[list[int]]
     done: list[list[RoundInput]]
     tokens_run: int = 0
@@ -322,7 +328,7 @@ class _BatchState:
 
     def conversation(self, tok, turn: tuple[str, str | None], b: int, prefix: str) -> Conversation:
         rounds = [*self.done[b], RoundInput(user=turn[0], instruction=turn[1], prefix=prefix)]
-        return build_conversation(tok, rounds, answer_prefix=prefix)
+        return build_conversation(tok, rounds, answer_prefix=prefix, system=self.system)
 
     def new_tokens(self, convs: list[Conversation]) -> list[list[int]]:
         chunks = []
@@ -426,7 +432,13 @@ def _truncate_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
     cache.previous_attention_mask = cache.previous_attention_mask[:, :length]
 
 
-_LETTER_PATTERNS = (r"\(([a-z])\)", r"(?:^|\s)([a-z])\)", r"answer is:?\s*\(?([a-z])\b")
+# A bare letter counts only when nothing word-like follows it: "the answer is a college
+# student" names no letter (the article "a"), "the answer is a." does.
+_LETTER_PATTERNS = (
+    r"\(([a-z])\)",
+    r"(?:^|\s)([a-z])\)",
+    r"answer is:?\s*\(?([a-z])(?=\s*(?:[).,;:!]|$))",
+)
 
 
 def parse_choice(text: str, options: Sequence[str]) -> int:
@@ -522,7 +534,9 @@ def _score(ex: Example, logprobs: torch.Tensor, mode: str, generated: str) -> di
 def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Batch:
     rows, tokens = [], []
     for b, ex in enumerate(batch):
-        final = build_conversation(tok, state.done[b], answer_prefix=plan.answer_prefix)
+        final = build_conversation(
+            tok, state.done[b], answer_prefix=plan.answer_prefix, system=state.system
+        )
         tokens.append(final.tokens)
         for r, entry in enumerate(scored[b]):
             rows.append(
@@ -549,7 +563,7 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
 # --- assembling the run directory -------------------------------------------------------------
 
 
-def _finish(out, partial, config, plan, model, hooks, n_batches, elapsed, command) -> Run:
+def _finish(out, partial, key, config, plan, model, hooks, n_batches, elapsed, command) -> Run:
     parts = [torch.load(partial / f"batch-{i:05d}.pt") for i in range(n_batches)]
     rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
     write_parquet(out / "rounds.parquet", rounds)
@@ -568,7 +582,7 @@ def _finish(out, partial, config, plan, model, hooks, n_batches, elapsed, comman
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "complete": True,
-        "fingerprint": config.fingerprint(),
+        "fingerprint": key,
         "config": asdict(config),
         "model": model.interp_source.to_dict() if hasattr(model, "interp_source") else {},
         "task": {

@@ -81,9 +81,13 @@ class Run:
         manifest_path = path / "manifest.json"
         if not path.is_dir():
             raise InterpError(f"no run directory at {path}")
+        if not manifest_path.is_file() and (path / ".partial").is_dir():
+            raise InterpError(
+                f"{path} is an unfinished replay; run the same replay command again to resume it"
+            )
         if not manifest_path.is_file():
             raise InterpError(
-                f"{path} is not a complete run (no manifest.json); run `interp replay`"
+                f"{path} is not a run directory (no manifest.json); run interp replay"
             )
         try:
             manifest = json.loads(manifest_path.read_text())
