@@ -110,7 +110,8 @@ def main() -> None:
         "replay_s": t_replay,
         "reencode_every_round_s": t_reencode,
         "speedup_vs_reencode": t_reencode / t_replay,
-        "reencoded_tokens_per_transcript_token": reencoded_tokens / timing["final_transcript_tokens"],
+        "reencoded_tokens_per_transcript_token": reencoded_tokens
+        / timing["final_transcript_tokens"],
         "replay_tok_s": timing["tokens_run"] / t_replay,
         "bare_forward_tok_s": bare_tokens / t_bare,
         "replay_vs_bare_forward": (timing["tokens_run"] / t_replay) / (bare_tokens / t_bare),
