@@ -1,0 +1,331 @@
+"""``probe_run``: concept directions per layer, and what the rounds of a run do along them.
+
+One call reads a run directory, fits the concept's direction on every chosen layer from the
+concept data (encoded by the run's own model, cached), and measures on the run's stored
+read-out activations:
+
+- ``per_layer``  held-out accuracy of the direction, with its controls (``probe_layers``);
+- ``scores``     mean concept score per layer x round, 95% bootstrap interval over examples;
+- ``shift``      the instruction shift (mean state at round r minus round 0) per layer x round:
+                 its norm and cosine with the concept direction;
+- ``correlation`` concept score vs entropy across rounds, per layer (Pearson, Spearman);
+- ``behaviour``  how well each layer's read-out predicts the model's own answer being
+                 stereotyped / correct.
+
+Written to ``<run>/probes/<concept>/``: those tables as parquet, ``example_scores.parquet``
+(every example x round x layer), ``directions.safetensors`` (the unit directions) and
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from transformer_lens import HookedTransformer
+
+from interp.errors import InterpError
+from interp.store import Run, atomic_write, write_json, write_parquet
+from probes.behaviour import behaviour_probes
+from probes.concepts import ConceptData, load_concept
+from probes.directions import LayerProbe, check_layers, check_method, probe_layers
+from probes.encode import cached_encodings, check_position, weights_hash
+from probes.scores import (
+    check_score_kind,
+    concept_scores,
+    entropy_grid,
+    instruction_shift,
+    score_entropy_correlation,
+    score_table,
+)
+from probes.stats import json_float
+
+BEST_LAYER_RULE = (
+    "the layer with the highest held-out accuracy (the earliest on ties); chosen on the test "
+    "split, so its accuracy is optimistic: compare it with its controls"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeResult:
+    """Everything ``probe_run`` computed; the same tables it wrote."""
+
+    concept: str
+    per_layer: pd.DataFrame
+    """layer, acc, acc_lo, acc_hi, train_acc, shuffled_acc, random_acc, n_train, n_test."""
+    scores: pd.DataFrame
+    """layer, round, mean, lo, hi, n: mean concept score with a 95% bootstrap interval."""
+    shift: pd.DataFrame
+    """layer, round (>= 1), norm, cosine, projection of mean state(r) - mean state(0)."""
+    correlation: pd.DataFrame
+    """layer, level, n, pearson_r, pearson_p, spearman_r, spearman_p (score vs entropy)."""
+    behaviour: pd.DataFrame
+    """behaviour, layer, acc, acc_lo, acc_hi, shuffled_acc, majority_acc, base_rate, n_..."""
+    example_scores: pd.DataFrame
+    """layer, example_index, round, score."""
+    directions: Float[torch.Tensor, "layer d_model"]
+    """Unit concept direction per layer, rows following ``per_layer.layer``."""
+    summary: dict[str, Any] = field(default_factory=dict)
+    out_dir: Path | None = None
+
+
+def probe_run(
+    run_dir: str | Path,
+    concept: str | Path = "stereotype",
+    *,
+    layers: Sequence[int] | None = None,
+    method: str = "probe",
+    position: str = "last",
+    score: str = "projection",
+    seed: int = 0,
+    test_size: float = 0.3,
+    n_boot: int = 1000,
+    model: HookedTransformer | None = None,
+    progress: bool = False,
+) -> ProbeResult:
+    """Probe a run for a concept; write ``<run>/probes/<concept>/`` and return the result.
+
+    Args:
+        run_dir: a complete run directory (``interp replay``).
+        concept: a built-in concept name or a concept JSONL file.
+        layers: layers to probe; None: every layer whose ``hook_resid_post`` the run stores.
+        method: ``probe`` (logistic regression), ``mean-diff`` or ``pca``.
+        position: read statements at their ``last`` token or the ``mean`` over tokens.
+        score: ``projection`` on the unit direction, or ``cosine``.
+        seed: seeds the split, the controls and the bootstrap; same seed, same result.
+        test_size: share of concept pairs (and of run examples) held out.
+        n_boot: bootstrap resamples for the score intervals (0: no intervals).
+        model: the run's model, if already loaded; otherwise it is loaded from the manifest,
+            and only when the concept encodings are not cached yet.
+        progress: show a progress bar while encoding.
+    """
+    check_method(method)
+    check_position(position)
+    check_score_kind(score)
+    run = Run.open(run_dir)
+    data = load_concept(concept)
+    chosen = _run_layers(run, layers)
+    encodings = _concept_encodings(run, data, position, model, progress)
+    probe = probe_layers(
+        encodings, data, layers=chosen, method=method, seed=seed, test_size=test_size
+    )
+    acts = torch.stack([run.activations(_hook(layer)).float() for layer in chosen])
+    rounds = run.rounds()
+    tables = _round_tables(acts, probe, chosen, rounds, score=score, n_boot=n_boot, seed=seed)
+    behaviour = behaviour_probes(acts, rounds, chosen, seed=seed, test_size=test_size)
+    config = {
+        "concept": data.name,
+        "concept_source": data.source,
+        "method": method,
+        "position": position,
+        "score": score,
+        "seed": seed,
+        "test_size": test_size,
+        "layers": chosen,
+        "n_examples": int(acts.shape[1]),
+        "n_rounds": int(acts.shape[2]),
+    }
+    result = ProbeResult(
+        concept=data.name,
+        per_layer=probe.table,
+        behaviour=behaviour,
+        directions=probe.directions.vectors.float(),
+        **tables,
+    )
+    summary = summarise(result, config)
+    out_dir = run.analysis_dir("probes") / data.name
+    _write(out_dir, result, summary)
+    return ProbeResult(**{**result.__dict__, "summary": summary, "out_dir": out_dir})
+
+
+def _hook(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def _run_layers(run: Run, layers: Sequence[int] | None) -> list[int]:
+    stored = [layer for layer in range(run.n_layers) if _hook(layer) in run.hooks]
+    if layers is None:
+        if not stored:
+            raise InterpError(
+                f"{run.path} stores no blocks.*.hook_resid_post activations; replay with "
+                "--hooks resid_post to probe it"
+            )
+        return stored
+    chosen = check_layers(layers, run.n_layers)
+    missing = [layer for layer in chosen if layer not in stored]
+    if missing:
+        raise InterpError(
+            f"{run.path} stores no {_hook(missing[0])}; stored layers: "
+            f"{', '.join(map(str, stored)) or 'none'} (replay with --hooks to add it)"
+        )
+    return chosen
+
+
+def _concept_encodings(
+    run: Run,
+    data: ConceptData,
+    position: str,
+    model: HookedTransformer | None,
+    progress: bool,
+) -> Float[torch.Tensor, "item layer d_model"]:
+    info = run.manifest["model"]
+    if model is not None:
+        _check_model(model, info)
+    digest = weights_hash(model) if model is not None else str(info["weights_hash"])
+
+    def get_model() -> HookedTransformer:
+        if model is not None:
+            return model
+        from interp.loading import load_model
+
+        return load_model(info["model_id"])
+
+    encodings = cached_encodings(
+        data.texts(),
+        name=data.name,
+        position=position,
+        weights_hash=digest,
+        cache_dir=run.analysis_dir("probes") / "encodings",
+        get_model=get_model,
+        progress=progress,
+    )
+    if encodings.shape[1:] != (run.n_layers, int(info["d_model"])):
+        raise InterpError(
+            f"concept encodings have {encodings.shape[1]} layers x {encodings.shape[2]} dims, "
+            f"the run's model {run.n_layers} x {info['d_model']}; pass the run's model"
+        )
+    return encodings
+
+
+def _check_model(model: HookedTransformer, info: dict[str, Any]) -> None:
+    """A concept direction only means something in the space of the model that made the run."""
+    shape = (model.cfg.n_layers, model.cfg.d_model)
+    if shape != (int(info["n_layers"]), int(info["d_model"])):
+        raise InterpError(
+            f"the model passed has {shape[0]} layers x {shape[1]} dims, the run's model "
+            f"({info['model_id']}) {info['n_layers']} x {info['d_model']}; pass the run's model"
+        )
+    source = getattr(model, "interp_source", None)
+    if source is not None and source.weights_hash != info.get("weights_hash"):
+        raise InterpError(
+            f"the model passed ({source.model_id}) is not the run's model ({info['model_id']}): "
+            "their weights hashes differ; pass the run's model or none"
+        )
+
+
+def _round_tables(
+    acts: Float[torch.Tensor, "layer example round d_model"],
+    probe: LayerProbe,
+    layers: list[int],
+    rounds: pd.DataFrame,
+    *,
+    score: str,
+    n_boot: int,
+    seed: int,
+) -> dict[str, pd.DataFrame]:
+    n_examples, n_rounds = acts.shape[1:3]
+    entropy = entropy_grid(rounds, n_examples, n_rounds)
+    parts: dict[str, list[pd.DataFrame]] = {
+        "scores": [],
+        "shift": [],
+        "correlation": [],
+        "example_scores": [],
+    }
+    for i, layer in enumerate(layers):
+        direction = probe.directions.vectors[i]
+        values = concept_scores(acts[i], direction, kind=score).numpy()
+        parts["scores"].append(score_table(values, layer, n_boot=n_boot, seed=seed))
+        parts["shift"].append(instruction_shift(acts[i], direction, layer))
+        parts["correlation"].append(score_entropy_correlation(values, entropy, layer))
+        parts["example_scores"].append(_example_scores(values, layer))
+    return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+
+
+def _example_scores(values: np.ndarray, layer: int) -> pd.DataFrame:
+    n_examples, n_rounds = values.shape
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "example_index": np.repeat(np.arange(n_examples), n_rounds),
+            "round": np.tile(np.arange(n_rounds), n_examples),
+            "score": values.reshape(-1),
+        }
+    )
+
+
+def summarise(result: ProbeResult, config: dict[str, Any]) -> dict[str, Any]:
+    """The JSON summary: config, best layer with its accuracy and controls, and at that layer
+    the score per round, the shift and the score-entropy correlation; plus the best layer of
+    each behaviour probe. NaN becomes null."""
+    table = result.per_layer
+    best = table.loc[table["acc"].idxmax()]
+    layer = int(best["layer"])
+    return {
+        **config,
+        "n_train": int(best["n_train"]),
+        "n_test": int(best["n_test"]),
+        "best_layer": layer,
+        "best_layer_rule": BEST_LAYER_RULE,
+        "accuracy": _floats(best, ["acc", "acc_lo", "acc_hi", "train_acc"]),
+        "controls": _floats(best, ["shuffled_acc", "random_acc"]),
+        "scores_by_round": _records(result.scores, layer, ["round", "mean", "lo", "hi"]),
+        "shift_by_round": _records(result.shift, layer, ["round", "norm", "cosine"]),
+        "correlation": _records(
+            result.correlation,
+            layer,
+            ["level", "n", "pearson_r", "pearson_p", "spearman_r", "spearman_p"],
+        ),
+        "behaviour": _behaviour_summary(result.behaviour),
+    }
+
+
+def _floats(row: pd.Series, columns: list[str]) -> dict[str, float | None]:
+    return {column: json_float(row[column]) for column in columns}
+
+
+def _records(frame: pd.DataFrame, layer: int, columns: list[str]) -> list[dict[str, Any]]:
+    rows = frame.loc[frame["layer"] == layer, columns]
+    return [{k: _json_value(v) for k, v in row.items()} for row in rows.to_dict("records")]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | np.integer):
+        return int(value)
+    return json_float(value)
+
+
+def _behaviour_summary(frame: pd.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for behaviour, rows in frame.groupby("behaviour", sort=False):
+        if rows["acc"].notna().any():
+            best = rows.loc[rows["acc"].idxmax()]
+            out[str(behaviour)] = {
+                "best_layer": int(best["layer"]),
+                **_floats(best, ["acc", "acc_lo", "acc_hi", "shuffled_acc", "majority_acc"]),
+                "n_test": int(best["n_test"]),
+            }
+        else:
+            out[str(behaviour)] = None  # a single class among training answers, or no test
+    return out
+
+
+def _write(out_dir: Path, result: ProbeResult, summary: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    for name in ("per_layer", "scores", "shift", "correlation", "behaviour", "example_scores"):
+        write_parquet(out_dir / f"{name}.parquet", getattr(result, name))
+    vectors = result.directions.contiguous()
+    layers = ",".join(map(str, result.per_layer["layer"]))
+    atomic_write(
+        out_dir / "directions.safetensors",
+        lambda tmp: save_file({"directions": vectors}, str(tmp), {"layers": layers}),
+    )
+    write_json(out_dir / "summary.json", summary)

@@ -1,0 +1,144 @@
+"""Behaviour probes: does a round's read-out state predict the model's own answer?
+
+Two targets, from the run alone (no concept data):
+- ``stereotyped``: the answer is the bias target (``choice == target``), on rows with a known
+  target (``target >= 0``);
+- ``correct``: the answer is right (``correct``).
+Rows whose answer could not be parsed (``choice < 0``) are left out of both: there is no
+answer to predict. Items are (example, round) cells; the train/test split is by *example*,
+so the rounds of one example never straddle it (they share a context and would leak).
+
+Beside each accuracy: the same probe on shuffled training labels (a balanced permutation,
+as for concept probes), and the majority
+baseline (predict the training majority class), because answers are often imbalanced (the
+embedded model favours one option) and a probe must beat that, not 0.5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+
+from probes.logistic import fit_logistic
+from probes.stats import balanced_permutation, wilson_interval
+
+BEHAVIOURS = ("stereotyped", "correct")
+
+
+def split_examples(
+    n_examples: int, *, test_size: float = 0.3, seed: int = 0
+) -> tuple[Int[np.ndarray, " train"], Int[np.ndarray, " test"]]:
+    """Sorted train and test example indices: round(n * test_size) examples for test, at
+    least one on each side when there are two or more."""
+    n_test = min(max(round(n_examples * test_size), 1), n_examples - 1) if n_examples > 1 else 0
+    order = np.random.default_rng(seed).permutation(n_examples)
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def behaviour_labels(rounds: pd.DataFrame, behaviour: str) -> pd.DataFrame:
+    """The rows a behaviour is defined on: columns example_index, round, y (0/1)."""
+    answered = rounds[rounds["choice"].to_numpy() >= 0]
+    if behaviour == "stereotyped":
+        rows = answered[answered["target"].to_numpy() >= 0]
+        y = rows["choice"].to_numpy() == rows["target"].to_numpy()
+    else:
+        rows = answered
+        y = rows["correct"].to_numpy().astype(bool)
+    return pd.DataFrame(
+        {
+            "example_index": rows["example_index"].to_numpy(dtype=np.int64),
+            "round": rows["round"].to_numpy(dtype=np.int64),
+            "y": y.astype(np.int64),
+        }
+    )
+
+
+def behaviour_probes(
+    acts: Float[torch.Tensor, "layer example round d_model"],
+    rounds: pd.DataFrame,
+    layers: Sequence[int],
+    *,
+    seed: int = 0,
+    test_size: float = 0.3,
+    c: float = 1.0,
+) -> pd.DataFrame:
+    """Held-out accuracy per behaviour and layer (``acts`` rows follow ``layers``).
+
+    Columns behaviour, layer, acc, acc_lo, acc_hi (95% Wilson), shuffled_acc, majority_acc,
+    base_rate (share of label 1 among test items), n_train, n_test. Accuracies are NaN when
+    the training items hold a single class or the test side is empty.
+    """
+    train_ex, test_ex = split_examples(acts.shape[1], test_size=test_size, seed=seed)
+    tables = []
+    for offset, behaviour in enumerate(BEHAVIOURS):
+        items = behaviour_labels(rounds, behaviour)
+        is_train = np.isin(items["example_index"].to_numpy(), train_ex)
+        is_test = np.isin(items["example_index"].to_numpy(), test_ex)
+        rng = np.random.default_rng([seed, offset])
+        table = _probe_items(acts, items[is_train], items[is_test], rng, c)
+        table.insert(0, "layer", list(layers))
+        table.insert(0, "behaviour", behaviour)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _probe_items(
+    acts: Float[torch.Tensor, "layer example round d_model"],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    rng: np.random.Generator,
+    c: float,
+) -> pd.DataFrame:
+    n_layers = acts.shape[0]
+    y_train, y_test = train["y"].to_numpy(), test["y"].to_numpy()
+    frame = pd.DataFrame(
+        {
+            "acc": np.nan,
+            "acc_lo": np.nan,
+            "acc_hi": np.nan,
+            "shuffled_acc": np.nan,
+            "majority_acc": np.nan,
+            "base_rate": y_test.mean() if len(y_test) else np.nan,
+            "n_train": len(train),
+            "n_test": len(test),
+        },
+        index=range(n_layers),
+    )
+    if len(np.unique(y_train)) < 2 or len(test) == 0:
+        return frame  # nothing to learn, or nothing to test on
+    x_train = _gather(acts, train)
+    x_test = _gather(acts, test)
+    correct = _n_correct(x_train, y_train, x_test, y_test, c)
+    shuffled = _n_correct(x_train, balanced_permutation(y_train, rng), x_test, y_test, c)
+    majority = int(y_train.mean() >= 0.5)
+    intervals = [wilson_interval(int(k), len(test)) for k in correct]
+    frame["acc"] = correct / len(test)
+    frame["acc_lo"] = [lo for lo, _ in intervals]
+    frame["acc_hi"] = [hi for _, hi in intervals]
+    frame["shuffled_acc"] = shuffled / len(test)
+    frame["majority_acc"] = float((y_test == majority).mean())
+    return frame
+
+
+def _gather(
+    acts: Float[torch.Tensor, "layer example round d_model"], items: pd.DataFrame
+) -> Float[torch.Tensor, "layer item d_model"]:
+    examples = torch.as_tensor(items["example_index"].to_numpy(copy=True))
+    rounds = torch.as_tensor(items["round"].to_numpy(copy=True))
+    return acts[:, examples, rounds].float()
+
+
+def _n_correct(
+    x_train: Float[torch.Tensor, "layer item d_model"],
+    y_train: Int[np.ndarray, " item"],
+    x_test: Float[torch.Tensor, "layer item d_model"],
+    y_test: Int[np.ndarray, " item"],
+    c: float,
+) -> Int[np.ndarray, " layer"]:
+    fit = fit_logistic(x_train, torch.tensor(y_train), c=c)
+    predicted = (fit.logits(x_test) > 0).numpy()
+    return (predicted == (y_test == 1)[None]).sum(axis=1)

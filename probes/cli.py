@@ -1,0 +1,101 @@
+"""The ``interp probe`` command: parse, call ``probe_run``, print. Registered by ``interp.cli``::
+
+app.command("probe")(_user_errors(probe_command))
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from interp.errors import InterpError
+
+if TYPE_CHECKING:  # probes.api imports torch; `interp --help` should not
+    from probes.api import ProbeResult
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """``"all"`` or None -> None (every stored layer); ``"3,5-7"`` -> [3, 5, 6, 7]."""
+    if text is None or text.strip().lower() == "all":
+        return None
+    layers: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            layers.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise InterpError(
+            f"--layers {text!r}: expected 'all' or numbers and ranges like 3,5-7"
+        ) from None
+    return layers
+
+
+def probe_command(
+    run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
+    concept: Annotated[
+        str, typer.Option(help="stereotype, morality, or a concept .jsonl file.")
+    ] = "stereotype",
+    layers: Annotated[str, typer.Option(help="'all' (every stored layer) or e.g. 3,5-7.")] = "all",
+    method: Annotated[
+        str, typer.Option(help="probe (logistic regression), mean-diff or pca.")
+    ] = "probe",
+    position: Annotated[
+        str, typer.Option(help="Read statements at their last token or the mean over tokens.")
+    ] = "last",
+    score: Annotated[
+        str, typer.Option(help="projection on the unit direction, or cosine.")
+    ] = "projection",
+    seed: Annotated[int, typer.Option(help="Seed of the split, controls and bootstrap.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Concept directions per layer, and the concept score of every round of a run.
+
+    Writes <run>/probes/<concept>/: per-layer accuracy with controls, scores per layer and
+    round, the instruction shift, score-entropy correlations, behaviour probes, summary.json.
+    """
+    from probes.api import probe_run
+
+    result = probe_run(
+        run,
+        concept,
+        layers=parse_layers(layers),
+        method=method,
+        position=position,
+        score=score,
+        seed=seed,
+        progress=not as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
+        return
+    typer.echo(format_probe(result))
+    typer.echo(f"wrote {result.out_dir}")
+
+
+def format_probe(result: ProbeResult) -> str:
+    """What a person reads: accuracy per layer beside its controls, then the best layer's
+    score per round and its correlation with entropy."""
+    s = result.summary
+    lines = [
+        f"concept {s['concept']} ({s['method']}, {s['position']} token), "
+        f"{s['n_train']} train / {s['n_test']} test statements",
+        "layer  held-out acc [95% CI]  shuffled  random",
+    ]
+    for row in result.per_layer.itertuples():
+        mark = "  <- best" if row.layer == s["best_layer"] else ""
+        lines.append(
+            f"{row.layer:>5}  {row.acc:.3f} [{row.acc_lo:.2f},{row.acc_hi:.2f}]"
+            f"      {row.shuffled_acc:.3f}    {row.random_acc:.3f}{mark}"
+        )
+    lines.append(f"{s['score']} score at layer {s['best_layer']}, per round [95% CI]:")
+    for row in s["scores_by_round"]:
+        interval = "" if row["lo"] is None else f" [{row['lo']:.3f},{row['hi']:.3f}]"
+        lines.append(f"  round {row['round']}: {row['mean']:.3f}{interval}")
+    for row in s["correlation"]:
+        r, p = row["pearson_r"], row["pearson_p"]
+        value = "undefined" if r is None else f"pearson r={r:.3f} (p={p:.3g})"
+        lines.append(f"score vs entropy, {row['level']} (n={row['n']}): {value}")
+    return "\n".join(lines)

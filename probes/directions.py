@@ -1,0 +1,245 @@
+"""Concept directions per layer: logistic probe, difference of class means, or first principal
+component of paired differences, each with its held-out accuracy and two controls.
+
+Every method gives, per layer, a unit direction oriented so label 1 projects higher and a
+threshold on the projection (label 1 above it). The probe's threshold is its decision
+boundary; mean-diff, pca and the random-direction control use the midpoint of the training
+class means projected. Nothing is computed before the train/test split (``split_pairs``):
+means, standardisation, components and the probe see training items only.
+
+Controls beside every result:
+- ``shuffled_acc``: the same method fitted on training labels permuted at random, balanced
+  so the permutation carries no information about the true labels (for pca, the shuffled
+  classes are re-paired at random). For probe and mean-diff it sits near chance. For pca
+  it need not: the first component of differences is found without labels (labels only
+  pick its sign and the pairing), so where the concept is the dominant direction of
+  variation even random pairs find it, and its accuracy lands near acc or 1 - acc. Read it
+  as "what the method finds without the labels".
+- ``random_acc``: a random direction, oriented and thresholded on the training labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+
+from interp.errors import InterpError
+from probes.concepts import ConceptData, split_pairs
+from probes.logistic import fit_logistic
+from probes.stats import balanced_permutation, wilson_interval
+
+METHODS = ("probe", "mean-diff", "pca")
+
+
+@dataclass(frozen=True)
+class Directions:
+    """One unit direction per layer; an item is classified label 1 when its projection on
+    the direction exceeds the layer's threshold."""
+
+    vectors: Float[torch.Tensor, "layer d_model"]
+    thresholds: Float[torch.Tensor, " layer"]
+
+    def project(
+        self, x: Float[torch.Tensor, "layer item d_model"]
+    ) -> Float[torch.Tensor, "layer item"]:
+        return (x.to(self.vectors.dtype) @ self.vectors[..., None])[..., 0]
+
+    def n_correct(
+        self, x: Float[torch.Tensor, "layer item d_model"], y: Int[np.ndarray, " item"]
+    ) -> Int[np.ndarray, " layer"]:
+        predicted = (self.project(x) > self.thresholds[:, None]).numpy()
+        return (predicted == (y == 1)[None]).sum(axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerProbe:
+    """The result of `probe_layers`: a table per layer, the directions, and the split."""
+
+    table: pd.DataFrame
+    """layer, acc, acc_lo, acc_hi (95% Wilson), train_acc, shuffled_acc, random_acc,
+    n_train, n_test."""
+    directions: Directions
+    """Rows follow ``table.layer``."""
+    train_idx: Int[np.ndarray, " train"]
+    test_idx: Int[np.ndarray, " test"]
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise InterpError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+
+
+def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
+    """Sorted distinct layers, every one in 0..n_layers-1; None means all of them."""
+    if layers is None:
+        return list(range(n_layers))
+    chosen = sorted({int(layer) for layer in layers})
+    if not chosen:
+        raise InterpError("no layers given; pass at least one layer, or none for all")
+    bad = [layer for layer in chosen if not 0 <= layer < n_layers]
+    if bad:
+        raise InterpError(
+            f"layer {bad[0]} out of range: the model has {n_layers} layers (0..{n_layers - 1})"
+        )
+    return chosen
+
+
+def probe_layers(
+    encodings: Float[torch.Tensor, "item layer d_model"],
+    data: ConceptData,
+    *,
+    layers: Sequence[int] | None = None,
+    method: str = "probe",
+    seed: int = 0,
+    test_size: float = 0.3,
+    c: float = 1.0,
+) -> LayerProbe:
+    """Fit the concept direction on every chosen layer at once and score it on held-out
+    items, beside the shuffled-label and random-direction controls.
+
+    ``encodings`` holds every layer of the model (``encode_texts``); ``layers`` picks some
+    (default all). The split is ``split_pairs(data, test_size, seed)``; the controls use
+    ``seed`` too, so the same seed gives the same table.
+    """
+    check_method(method)
+    if encodings.shape[0] != len(data.items):
+        raise InterpError(
+            f"{encodings.shape[0]} encodings for {len(data.items)} items of {data.name}; "
+            "encode the same concept file"
+        )
+    chosen = check_layers(layers, encodings.shape[1])
+    x = encodings[:, chosen].transpose(0, 1)  # [layer item d]
+    labels = data.labels()
+    pairs = data.items["pair"].to_numpy() if data.paired else None
+    if method == "pca" and pairs is None:
+        raise InterpError(f"method 'pca' needs paired items; {data.source} has no 'pair' field")
+    train, test = split_pairs(data, test_size=test_size, seed=seed)
+    x_train, y_train, x_test, y_test = x[:, train], labels[train], x[:, test], labels[test]
+    rng = np.random.default_rng(seed)
+    pairs_train = None if pairs is None else pairs[train]
+    fitted = fit_directions(x_train, y_train, method=method, pairs=pairs_train, c=c)
+    y_shuffled, pairs_shuffled = shuffle_labels(y_train, pairs_train, rng)
+    shuffled = fit_directions(x_train, y_shuffled, method=method, pairs=pairs_shuffled, c=c)
+    random = random_directions(x_train, y_train, rng)
+    n_test = len(test)
+    correct = fitted.n_correct(x_test, y_test)
+    intervals = [wilson_interval(int(k), n_test) for k in correct]
+    table = pd.DataFrame(
+        {
+            "layer": chosen,
+            "acc": correct / n_test,
+            "acc_lo": [lo for lo, _ in intervals],
+            "acc_hi": [hi for _, hi in intervals],
+            "train_acc": fitted.n_correct(x_train, y_train) / len(train),
+            "shuffled_acc": shuffled.n_correct(x_test, y_test) / n_test,
+            "random_acc": random.n_correct(x_test, y_test) / n_test,
+            "n_train": len(train),
+            "n_test": n_test,
+        }
+    )
+    return LayerProbe(table, fitted, train, test)
+
+
+def fit_directions(
+    x: Float[torch.Tensor, "layer item d_model"],
+    y: Int[np.ndarray, " item"],
+    *,
+    method: str = "probe",
+    pairs: np.ndarray | None = None,
+    c: float = 1.0,
+) -> Directions:
+    """Directions from training items only. ``pairs`` (a pair id per item) is needed by pca."""
+    check_method(method)
+    x = x.to(torch.float64)
+    if method == "probe":
+        fit = fit_logistic(x, torch.tensor(y), c=c)
+        norm = fit.weight.norm(dim=-1).clamp_min(torch.finfo(torch.float64).tiny)
+        return Directions(fit.weight / norm[:, None], -fit.bias / norm)
+    if method == "mean-diff":
+        vectors = x[:, y == 1].mean(dim=1) - x[:, y == 0].mean(dim=1)
+    else:
+        if pairs is None:
+            raise InterpError("method 'pca' needs a pair id for every item")
+        vectors = _first_component(_paired_differences(x, y, pairs))
+    return _oriented(vectors, x, y)
+
+
+def random_directions(
+    x: Float[torch.Tensor, "layer item d_model"],
+    y: Int[np.ndarray, " item"],
+    rng: np.random.Generator,
+) -> Directions:
+    """A random Gaussian direction per layer, oriented and thresholded on the labels."""
+    draws = rng.standard_normal((x.shape[0], x.shape[2]))
+    return _oriented(torch.from_numpy(draws), x.to(torch.float64), y)
+
+
+def shuffle_labels(
+    y: Int[np.ndarray, " item"], pairs: np.ndarray | None, rng: np.random.Generator
+) -> tuple[Int[np.ndarray, " item"], np.ndarray | None]:
+    """Labels permuted at random, balanced so they carry no information about the true ones
+    (`balanced_permutation`); with pairs, the shuffled label-1 and label-0 items are re-paired
+    at random (a pair must hold one of each)."""
+    shuffled = balanced_permutation(y, rng)
+    if pairs is None:
+        return shuffled, None
+    ones = rng.permutation(np.flatnonzero(shuffled == 1))
+    zeros = rng.permutation(np.flatnonzero(shuffled == 0))
+    new_pairs = np.empty(len(y), dtype=np.int64)
+    new_pairs[ones] = np.arange(len(ones))
+    new_pairs[zeros] = np.arange(len(zeros))
+    return shuffled, new_pairs
+
+
+def _oriented(
+    vectors: Float[torch.Tensor, "layer d_model"],
+    x: Float[torch.Tensor, "layer item d_model"],
+    y: Int[np.ndarray, " item"],
+) -> Directions:
+    """Unit vectors flipped so label 1's mean projection is the higher, thresholded at the
+    midpoint of the two class means' projections."""
+    unit = vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(vectors.dtype).tiny)
+    proj = (x @ unit[..., None])[..., 0]
+    mean1, mean0 = proj[:, y == 1].mean(dim=1), proj[:, y == 0].mean(dim=1)
+    sign = torch.where(mean1 >= mean0, 1.0, -1.0).to(unit.dtype)
+    return Directions(unit * sign[:, None], sign * (mean1 + mean0) / 2)
+
+
+def _paired_differences(
+    x: Float[torch.Tensor, "layer item d_model"], y: Int[np.ndarray, " item"], pairs: np.ndarray
+) -> Float[torch.Tensor, "layer pair d_model"]:
+    """Label-1 item minus label-0 item of every pair with both members present."""
+    codes = pd.factorize(pairs)[0]
+    first: dict[int, int] = {}
+    second: dict[int, int] = {}
+    for i, (code, label) in enumerate(zip(codes, y, strict=True)):
+        (first if label == 1 else second)[code] = i
+    common = sorted(set(first) & set(second))
+    if not common:
+        raise InterpError("method 'pca' found no pair with one item of each label")
+    ones = [first[k] for k in common]
+    zeros = [second[k] for k in common]
+    return x[:, ones] - x[:, zeros]
+
+
+def _first_component(
+    diffs: Float[torch.Tensor, "layer pair d_model"],
+) -> Float[torch.Tensor, "layer d_model"]:
+    """First principal axis of the differences, uncentred.
+
+    Uncentred on purpose: the consistent label-1-minus-label-0 shift is the signal, and
+    centring would subtract it. (Representation reading flips each pair's order at random
+    and centres; the uncentred axis of the unflipped differences is the same axis without
+    the randomness.) Computed from the smaller of the two Gram matrices.
+    """
+    n_pairs, d = diffs.shape[1:]
+    if n_pairs <= d:
+        _, vecs = torch.linalg.eigh(diffs @ diffs.mT)
+        return (diffs.mT @ vecs[..., -1:])[..., 0]
+    _, vecs = torch.linalg.eigh(diffs.mT @ diffs)
+    return vecs[..., -1]

@@ -1,0 +1,149 @@
+"""Encode statements as every layer's residual stream, and cache the encodings on disk.
+
+A statement is tokenized alone (``add_special_tokens=False``: no chat template, no BOS) and
+read at ``blocks.{L}.hook_resid_post`` for every layer L, either at its last token or as the
+mean over its tokens. Statements are batched with right padding: attention is causal, so
+padding after a statement's last token cannot change any of its positions, and an explicit
+attention mask keeps TransformerLens from guessing one from pad ids.
+
+The cache file is keyed by the texts and the model's weights hash, so a changed concept file
+or model never reuses stale encodings; a hit never loads or runs the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from transformer_lens import HookedTransformer
+
+from interp.errors import InterpError
+from interp.store import atomic_write
+
+POSITIONS = ("last", "mean")
+_KEY = "encodings"
+
+
+def check_position(position: str) -> None:
+    if position not in POSITIONS:
+        raise InterpError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
+
+
+def encode_texts(
+    model: HookedTransformer,
+    texts: Sequence[str],
+    *,
+    position: str = "last",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Float[torch.Tensor, "item layer d_model"]:
+    """Every layer's ``hook_resid_post`` for each text, at its last token or averaged over its
+    tokens, as float32 on the CPU, in the order of ``texts``."""
+    check_position(position)
+    if model.tokenizer is None:
+        raise InterpError("the model has no tokenizer; load it with interp.load_model")
+    ids = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    empty = [i for i, seq in enumerate(ids) if not seq]
+    if empty:
+        raise InterpError(f"text {empty[0]} tokenizes to nothing; every statement needs a token")
+    out = torch.empty(len(ids), model.cfg.n_layers, model.cfg.d_model)
+    # Longest first, so batches hold statements of similar length (little padding) and the
+    # first batch shows the peak memory.
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=f"encoding ({position})", unit="batch")
+    for batch in batches:
+        out[batch] = _encode_batch(model, [ids[i] for i in batch], position)
+    return out
+
+
+def _encode_batch(
+    model: HookedTransformer, ids: list[list[int]], position: str
+) -> Float[torch.Tensor, "batch layer d_model"]:
+    device = model.cfg.device
+    lengths = torch.tensor([len(seq) for seq in ids])
+    width = int(lengths.max())
+    pad = model.tokenizer.pad_token_id or 0
+    tokens = torch.full((len(ids), width), pad, dtype=torch.long)
+    for row, seq in enumerate(ids):
+        tokens[row, : len(seq)] = torch.tensor(seq)
+    mask = (torch.arange(width)[None] < lengths[:, None]).long()
+    read = torch.empty(len(ids), model.cfg.n_layers, model.cfg.d_model)
+    rows = torch.arange(len(ids))
+
+    def capture(resid: torch.Tensor, *, hook) -> None:
+        # Reduce inside the hook, so no [batch, pos, d_model] tensor outlives its layer.
+        layer = int(hook.name.split(".")[1])
+        resid = resid.float().cpu()
+        if position == "last":
+            read[:, layer] = resid[rows, lengths - 1]
+        else:
+            weights = mask[..., None].to(resid.dtype)
+            read[:, layer] = (resid * weights).sum(dim=1) / lengths[:, None]
+
+    with torch.inference_mode(), model.hooks(fwd_hooks=[(_is_resid_post, capture)]):
+        model(tokens.to(device), attention_mask=mask.to(device), return_type=None)
+    return read
+
+
+def _is_resid_post(name: str) -> bool:
+    return name.startswith("blocks.") and name.endswith(".hook_resid_post")
+
+
+def encodings_key(texts: Sequence[str], weights_hash: str) -> str:
+    """sha256 of the texts (in order) and the model's weights hash."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(list(texts), ensure_ascii=False).encode())
+    digest.update(b"\0")
+    digest.update(weights_hash.encode())
+    return digest.hexdigest()
+
+
+def encodings_path(cache_dir: Path, name: str, position: str, key: str) -> Path:
+    return cache_dir / f"{name}-{position}-{key[:16]}.safetensors"
+
+
+def cached_encodings(
+    texts: Sequence[str],
+    *,
+    name: str,
+    position: str,
+    weights_hash: str,
+    cache_dir: Path,
+    get_model: Callable[[], HookedTransformer],
+    progress: bool = False,
+) -> Float[torch.Tensor, "item layer d_model"]:
+    """``encode_texts`` through a cache file; ``get_model`` is called only on a miss."""
+    from safetensors.torch import load_file, save_file
+
+    check_position(position)
+    key = encodings_key(texts, weights_hash)
+    path = encodings_path(Path(cache_dir), name, position, key)
+    if path.is_file():
+        return load_file(str(path))[_KEY]
+    encodings = encode_texts(get_model(), texts, position=position, progress=progress)
+    meta = {"name": name, "position": position, "weights_hash": weights_hash, "key": key}
+    atomic_write(path, lambda tmp: save_file({_KEY: encodings.contiguous()}, str(tmp), meta))
+    return encodings
+
+
+def weights_hash(model: HookedTransformer) -> str:
+    """The hash ``interp.load_model`` recorded, else a sha256 of the parameters themselves
+    (slower, but a model built some other way still gets an honest cache key)."""
+    source = getattr(model, "interp_source", None)
+    if source is not None:
+        return source.weights_hash
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    return "params-" + digest.hexdigest()

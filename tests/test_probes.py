@@ -1,0 +1,530 @@
+"""Probes: directions per layer, controls, split discipline, encodings and their cache, concept
+scores across the rounds of a run. Unit tests use synthetic activations and the tiny model;
+the integration test uses the embedded model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from interp.errors import InterpError
+from interp.loading import load_model
+from interp.store import SCHEMA_VERSION, Run, write_activations, write_json, write_parquet
+from probes.api import ProbeResult, probe_run
+from probes.behaviour import behaviour_labels, behaviour_probes, split_examples
+from probes.concepts import ConceptData, load_concept, split_pairs
+from probes.directions import METHODS, fit_directions, probe_layers
+from probes.encode import encode_texts, encodings_key, encodings_path
+from probes.logistic import fit_logistic
+from probes.scores import concept_scores, instruction_shift, score_entropy_correlation
+from probes.stats import balanced_permutation, wilson_interval
+
+N_LAYERS, D_MODEL = 3, 64  # the tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return load_model("tiny")
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic data
+
+
+def planted(
+    n_pairs: int,
+    d: int,
+    *,
+    n_layers: int = 3,
+    signal: float = 2.0,
+    pair_sd: float = 0.7,
+    noise_sd: float = 0.7,
+    nuisance: int = 0,
+    nuisance_sd: float = 5.0,
+    seed: int = 0,
+) -> tuple[ConceptData, torch.Tensor, torch.Tensor]:
+    """Paired concept data whose encodings ([item, layer, d]) carry ``signal`` along one unit
+    direction per layer (returned, [layer, d]) for label 1 only. Pair members share a random
+    base (like a shared topic); ``nuisance`` high-variance directions orthogonal to the
+    concept stand in for the residual stream's big unrelated features."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((n_layers, d, nuisance + 1)))
+    direction = basis[..., 0]
+    labels = np.tile([1, 0], n_pairs)
+    base = np.repeat(rng.standard_normal((n_pairs, n_layers, d)) * pair_sd, 2, axis=0)
+    x = base + noise_sd * rng.standard_normal(base.shape)
+    x += signal * labels[:, None, None] * direction[None]
+    if nuisance:
+        coef = nuisance_sd * rng.standard_normal((2 * n_pairs, n_layers, nuisance))
+        x += np.einsum("iln,ldn->ild", coef, basis[..., 1:])
+    pair = [f"p{i // 2}" for i in range(2 * n_pairs)]
+    items = pd.DataFrame(
+        {
+            "id": [f"{p}/{label}" for p, label in zip(pair, labels, strict=True)],
+            "pair": pair,
+            "text": [f"statement {i}" for i in range(2 * n_pairs)],
+            "label": labels.astype(np.int64),
+            "category": [("a", "b", "c")[(i // 2) % 3] for i in range(2 * n_pairs)],
+        }
+    )
+    data = ConceptData("synthetic", items, "synthetic")
+    return data, torch.tensor(x, dtype=torch.float32), torch.tensor(direction)
+
+
+def write_concept(path: Path, n_pairs: int = 12) -> Path:
+    """A small paired concept file in the tiny tokenizer's vocabulary (short to encode)."""
+    people = ("old man", "young woman", "grandson", "grandfather")
+    rows = []
+    for i in range(n_pairs):
+        who = people[i % len(people)]
+        pair = f"tiny/{i:03d}"
+        texts = {
+            1: f"The {who} was struggling with the phone {i}.",
+            0: f"The {who} was not struggling with the app {i}.",
+        }
+        for label, text in texts.items():
+            item = {"id": f"{pair}/{label}", "pair": pair, "label": label, "category": "age"}
+            rows.append({**item, "text": text})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def make_run(path: Path, *, n_examples: int = 10, rounds: int = 2, seed: int = 0) -> Path:
+    """A run directory written with interp.store's writers, as a replay of the tiny model
+    would leave it: resid_post of every layer, [example, round, d_model] fp16."""
+    rng = np.random.default_rng(seed)
+    hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(N_LAYERS)]
+    for hook in hooks:
+        acts = torch.from_numpy(rng.standard_normal((n_examples, rounds + 1, D_MODEL)))
+        write_activations(path / "activations" / f"{hook}.safetensors", acts)
+    n_rows = n_examples * (rounds + 1)
+    label = np.repeat(rng.integers(0, 3, n_examples), rounds + 1)
+    choice = rng.integers(-1, 3, n_rows)
+    frame = pd.DataFrame(
+        {
+            "example_index": np.repeat(np.arange(n_examples), rounds + 1),
+            "example_id": [f"ex/{i}" for i in np.repeat(np.arange(n_examples), rounds + 1)],
+            "round": np.tile(np.arange(rounds + 1), n_examples),
+            "choice": choice,
+            "correct": choice == label,
+            "label": label,
+            "target": np.repeat(rng.integers(-1, 3, n_examples), rounds + 1),
+            "unknown": 2,
+            "entropy": rng.uniform(0.2, 1.1, n_rows),
+        }
+    )
+    write_parquet(path / "rounds.parquet", frame)
+    model = {
+        "model_id": "tiny",
+        "n_layers": N_LAYERS,
+        "d_model": D_MODEL,
+        "weights_hash": "tiny-seed-0",
+    }
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "complete": True,
+        "rounds": rounds,
+        "hooks": hooks,
+        "model": model,
+    }
+    write_json(path / "manifest.json", manifest)
+    return path
+
+
+@pytest.fixture(scope="module")
+def concept_file(tmp_path_factory) -> Path:
+    return write_concept(tmp_path_factory.mktemp("concept") / "tinyconcept.jsonl")
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory, tiny_model, concept_file) -> tuple[Path, ProbeResult]:
+    run_dir = make_run(tmp_path_factory.mktemp("runs") / "run")
+    return run_dir, probe_run(run_dir, concept_file, model=tiny_model, n_boot=200)
+
+
+# ---------------------------------------------------------------------------------------------
+# Directions and controls
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_planted_direction_is_recovered(method):
+    data, x, direction = planted(400, 16, seed=1)
+    probe = probe_layers(x, data, method=method, seed=1)
+    cosine = (probe.directions.vectors.float() * direction.float()).sum(-1)
+    assert (cosine > 0.95).all(), cosine
+    assert (probe.table["acc"] > 0.75).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_shuffled_labels_and_random_direction_give_chance(method):
+    """Tolerance: 4 binomial standard deviations of the held-out accuracy, 4 * 0.5 /
+    sqrt(n_test) = 0.18 for 120 test items, which a label-free classifier exceeds about once
+    in 15,000 layers. The concept carries under 1% of the variance here, as in a residual
+    stream (big unrelated directions); where it dominates instead, label-free directions
+    partly align with it and the controls scatter more widely around 0.5 (still centred)."""
+    data, x, _ = planted(200, 64, signal=3.0, pair_sd=1.0, noise_sd=1.0, nuisance=6, seed=2)
+    table = probe_layers(x, data, method=method, seed=2).table
+    tolerance = 4 * 0.5 / math.sqrt(table["n_test"].iloc[0])
+    assert (table["shuffled_acc"] - 0.5).abs().max() < tolerance
+    assert (table["random_acc"] - 0.5).abs().max() < tolerance
+    if method == "probe":  # mean-diff and pca are not whitened: the nuisance swamps them
+        assert (table["acc"] > 0.5 + tolerance).all()
+
+
+def test_shuffled_labels_are_a_balanced_permutation():
+    """Shuffled labels keep the label counts and agree with the true labels no more than
+    chance: each true class gets label 1 in the overall share."""
+    y = np.array([1] * 40 + [0] * 60)
+    shuffled = balanced_permutation(y, np.random.default_rng(0))
+    assert shuffled.sum() == 40
+    assert shuffled[y == 1].sum() == 16 and shuffled[y == 0].sum() == 24  # 40% of each
+    assert np.corrcoef(y, shuffled)[0, 1] == pytest.approx(0.0, abs=1e-12)
+    again = balanced_permutation(y, np.random.default_rng(0))
+    assert np.array_equal(shuffled, again)
+
+
+def test_probe_layers_is_deterministic_for_a_seed():
+    data, x, _ = planted(100, 16, seed=3)
+    first = probe_layers(x, data, seed=5)
+    again = probe_layers(x, data, seed=5)
+    pd.testing.assert_frame_equal(first.table, again.table)
+    assert torch.equal(first.directions.vectors, again.directions.vectors)
+
+
+@pytest.mark.parametrize("n_items, d", [(120, 200), (400, 24)])
+def test_batched_probe_agrees_with_sklearn_per_layer(n_items, d):
+    """Fewer items than features (the fit moves into the rows' span) and more."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, n_items, d, generator=gen) * (0.5 + 3 * torch.rand(d, generator=gen))
+    x += torch.randn(d, generator=gen)  # offsets, so standardisation matters
+    y = (torch.rand(n_items, generator=gen) < 0.5).long()
+    x[:, :, :3] += 0.8 * y[:, None].float()
+    fit = fit_logistic(x, y)
+    assert fit.converged.all()
+    for layer in range(4):
+        features = x[layer].double().numpy()
+        scaler = StandardScaler().fit(features)
+        clf = LogisticRegression(C=1.0, tol=1e-10, max_iter=100_000)
+        clf.fit(scaler.transform(features), y.numpy())
+        weight = clf.coef_[0] / scaler.scale_
+        bias = clf.intercept_[0] - weight @ scaler.mean_
+        np.testing.assert_allclose(fit.weight[layer].numpy(), weight, rtol=1e-4, atol=1e-6)
+        assert fit.bias[layer].item() == pytest.approx(bias, rel=1e-4, abs=1e-6)
+        ours = (x[layer].double() @ fit.weight[layer] + fit.bias[layer] > 0).numpy()
+        np.testing.assert_array_equal(ours, clf.predict(scaler.transform(features)) == 1)
+
+
+def test_wilson_interval_matches_reference_values():
+    # Wilson (1927) / Newcombe (1998) table: 81 of 263 -> (0.2553, 0.3662)
+    lo, hi = wilson_interval(81, 263)
+    assert (lo, hi) == (pytest.approx(0.2553, abs=1e-4), pytest.approx(0.3662, abs=1e-4))
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Split discipline
+
+
+def test_concept_split_keeps_pairs_whole():
+    data, x, _ = planted(60, 8, seed=4)
+    probe = probe_layers(x, data, seed=4)
+    pairs = data.items["pair"].to_numpy()
+    assert not set(pairs[probe.train_idx]) & set(pairs[probe.test_idx])
+    assert len(probe.train_idx) + len(probe.test_idx) == len(data.items)
+    expected = split_pairs(data, seed=4)
+    assert np.array_equal(probe.train_idx, expected[0])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_directions_see_training_items_only(method):
+    """Every statistic comes after the split: rewriting the held-out items' activations must
+    not change a single direction or threshold."""
+    data, x, _ = planted(60, 8, seed=5)
+    train, test = split_pairs(data, seed=5)
+    before = probe_layers(x, data, method=method, seed=5).directions
+    corrupted = x.clone()
+    corrupted[test] = 100 * torch.randn(len(test), *x.shape[1:])
+    after = probe_layers(corrupted, data, method=method, seed=5).directions
+    assert torch.equal(before.vectors, after.vectors)
+    assert torch.equal(before.thresholds, after.thresholds)
+
+
+def test_behaviour_split_is_by_example(tmp_path):
+    rounds = pd.read_parquet(make_run(tmp_path / "run", n_examples=20) / "rounds.parquet")
+    train, test = split_examples(20, test_size=0.3, seed=0)
+    assert not set(train) & set(test)
+    assert sorted([*train, *test]) == list(range(20)) and len(test) == 6
+    for behaviour in ("stereotyped", "correct"):
+        items = behaviour_labels(rounds, behaviour)
+        in_train = items["example_index"].isin(train)
+        # all rounds of an example sit on one side
+        assert not set(items[in_train]["example_index"]) & set(items[~in_train]["example_index"])
+
+
+def test_behaviour_labels_definitions():
+    rounds = pd.DataFrame(
+        {
+            "example_index": [0, 0, 1, 1, 2],
+            "round": [0, 1, 0, 1, 0],
+            "choice": [1, -1, 0, 2, 1],
+            "target": [1, 1, -1, -1, 0],
+            "correct": [True, False, True, False, False],
+        }
+    )
+    stereo = behaviour_labels(rounds, "stereotyped")
+    assert stereo[["example_index", "round", "y"]].values.tolist() == [[0, 0, 1], [2, 0, 0]]
+    correct = behaviour_labels(rounds, "correct")
+    assert correct["y"].tolist() == [1, 1, 0, 0]  # the unparsed answer (choice -1) is left out
+
+
+def test_behaviour_probe_finds_a_planted_answer_signal():
+    n_examples, n_rounds, d = 120, 3, 16
+    rng = np.random.default_rng(0)
+    acts = torch.from_numpy(rng.standard_normal((2, n_examples, n_rounds, d)))
+    choice = rng.integers(0, 2, (n_examples, n_rounds))
+    acts[1, ..., 0] += 3.0 * torch.from_numpy(choice == 1)  # layer 1 knows the answer
+    rounds = pd.DataFrame(
+        {
+            "example_index": np.repeat(np.arange(n_examples), n_rounds),
+            "round": np.tile(np.arange(n_rounds), n_examples),
+            "choice": choice.reshape(-1),
+            "target": 1,
+            "correct": (choice == 0).reshape(-1),
+        }
+    )
+    table = behaviour_probes(acts, rounds, [4, 7], seed=0).set_index(["behaviour", "layer"])
+    assert table.loc[("stereotyped", 7), "acc"] > 0.85
+    assert table.loc[("correct", 7), "acc"] > 0.85
+    assert abs(table.loc[("stereotyped", 4), "acc"] - 0.5) < 0.15
+    assert abs(table.loc[("stereotyped", 7), "shuffled_acc"] - 0.5) < 0.15
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding and its cache
+
+
+def test_last_token_encoding_equals_a_single_sequence_run(tiny_model):
+    texts = ["The old man.", "Who was not comfortable using the phone at the store?", "Unknown"]
+    batched = encode_texts(tiny_model, texts, position="last")
+    means = encode_texts(tiny_model, texts, position="mean")
+    assert batched.shape == (3, N_LAYERS, D_MODEL)
+    for i, text in enumerate(texts):
+        ids = tiny_model.tokenizer(text, add_special_tokens=False)["input_ids"]
+        _, cache = tiny_model.run_with_cache(torch.tensor([ids]))
+        for layer in range(N_LAYERS):
+            resid = cache[f"blocks.{layer}.hook_resid_post"][0]
+            torch.testing.assert_close(batched[i, layer], resid[-1], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(means[i, layer], resid.mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_encodings_are_cached_and_reused_without_the_model(
+    tmp_path, tiny_model, concept_file, monkeypatch
+):
+    run_dir = make_run(tmp_path / "run")
+    calls: list[int] = []
+    tiny_model.add_hook("hook_embed", lambda tensor, hook: calls.append(tensor.shape[0]))
+    try:
+        first = probe_run(run_dir, concept_file, model=tiny_model, n_boot=0)
+        n_first = len(calls)
+        second = probe_run(run_dir, concept_file, model=tiny_model, n_boot=0)
+    finally:
+        tiny_model.reset_hooks()
+    assert n_first > 0 and len(calls) == n_first
+    data = load_concept(concept_file)
+    key = encodings_key(data.texts(), "tiny-seed-0")
+    cache_dir = Path(run_dir) / "probes" / "encodings"
+    assert encodings_path(cache_dir, data.name, "last", key).is_file()
+    pd.testing.assert_frame_equal(first.per_layer, second.per_layer)
+
+    # a cache hit needs no model at all; another position is another file
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded although the encodings are cached")
+
+    monkeypatch.setattr("interp.loading.load_model", no_loading)
+    third = probe_run(run_dir, concept_file, n_boot=0)
+    pd.testing.assert_frame_equal(first.per_layer, third.per_layer)
+    probe_run(run_dir, concept_file, model=tiny_model, position="mean", n_boot=0)
+    assert len(list(cache_dir.glob("*.safetensors"))) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores across rounds
+
+
+def test_projection_of_stored_activations_matches_manual(probed):
+    run_dir, result = probed
+    run = Run.open(run_dir)
+    scores = result.example_scores.set_index(["layer", "example_index", "round"])["score"]
+    for i, layer in enumerate(result.per_layer["layer"]):
+        acts = run.activations(f"blocks.{layer}.hook_resid_post").double()
+        d = result.directions[i].double()
+        for e, r in [(0, 0), (3, 2), (9, 1)]:
+            manual = float(acts[e, r] @ d / d.norm())
+            assert scores[(layer, e, r)] == pytest.approx(manual, rel=1e-5, abs=1e-6)
+    acts = run.activations("blocks.1.hook_resid_post")
+    d = result.directions[1]
+    cosine = concept_scores(acts, d, kind="cosine")
+    expected = torch.nn.functional.cosine_similarity(acts.double(), d.double()[None, None], dim=-1)
+    torch.testing.assert_close(cosine, expected)
+
+
+def test_score_table_and_shift_follow_the_example_scores(probed):
+    run_dir, result = probed
+    means = result.example_scores.groupby(["layer", "round"])["score"].mean()
+    table = result.scores.set_index(["layer", "round"])
+    np.testing.assert_allclose(table["mean"], means.loc[table.index])
+    assert (table["lo"] <= table["mean"]).all() and (table["mean"] <= table["hi"]).all()
+    # shift's projection on the direction is the change in mean score from round 0
+    shift = result.shift.set_index(["layer", "round"])
+    for (layer, r), row in shift.iterrows():
+        assert row["projection"] == pytest.approx(means[(layer, r)] - means[(layer, 0)])
+        assert row["cosine"] == pytest.approx(row["projection"] / row["norm"])
+
+
+def test_instruction_shift_of_a_planted_move():
+    acts = torch.zeros(5, 3, 4)
+    acts[:, 1] = torch.tensor([2.0, 0, 0, 0])
+    acts[:, 2] = torch.tensor([0.0, 3, 0, 0])
+    table = instruction_shift(acts, torch.tensor([1.0, 0, 0, 0]), layer=7)
+    assert table["round"].tolist() == [1, 2]
+    np.testing.assert_allclose(table["norm"], [2.0, 3.0])
+    np.testing.assert_allclose(table["cosine"], [1.0, 0.0])
+
+
+def test_score_entropy_correlation_matches_scipy():
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((30, 4)) + np.arange(4)
+    entropy = 2.0 - 0.3 * scores + 0.1 * rng.standard_normal((30, 4))
+    entropy[0, 0] = np.nan  # left out
+    table = score_entropy_correlation(scores, entropy, layer=2).set_index("level")
+    ok = np.isfinite(entropy)
+    pooled = stats.pearsonr(scores[ok], entropy[ok])
+    assert table.loc["example-round", "pearson_r"] == pytest.approx(pooled.statistic)
+    assert table.loc["example-round", "pearson_p"] == pytest.approx(pooled.pvalue)
+    assert table.loc["example-round", "n"] == ok.sum()
+    assert table.loc["round-means", "spearman_r"] == pytest.approx(-1.0)
+    assert table.loc["round-means", "n"] == 4
+    flat = score_entropy_correlation(scores[:, :2], entropy[:, :2], layer=2)
+    assert flat.set_index("level").loc["round-means"].isna()["pearson_r"]  # 2 rounds: undefined
+
+
+# ---------------------------------------------------------------------------------------------
+# probe_run
+
+
+def test_probe_run_writes_its_tables(probed):
+    run_dir, result = probed
+    out = Path(run_dir) / "probes" / result.concept
+    assert result.out_dir == out
+    for name in ("per_layer", "scores", "shift", "correlation", "behaviour", "example_scores"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(out / f"{name}.parquet"), getattr(result, name)
+        )
+    assert json.loads((out / "summary.json").read_text()) == result.summary
+    expected = ["layer", "acc", "acc_lo", "acc_hi", "shuffled_acc", "random_acc", "n_train"]
+    assert set(expected) | {"n_test"} <= set(result.per_layer.columns)
+    assert len(result.scores) == N_LAYERS * 3 and len(result.shift) == N_LAYERS * 2
+    assert len(result.example_scores) == N_LAYERS * 10 * 3
+    assert set(result.behaviour["behaviour"]) == {"stereotyped", "correct"}
+    summary = result.summary
+    assert summary["best_layer"] in range(N_LAYERS)
+    assert [row["round"] for row in summary["scores_by_round"]] == [0, 1, 2]
+    assert {row["level"] for row in summary["correlation"]} == {"round-means", "example-round"}
+
+
+def test_probe_run_is_deterministic(probed, tiny_model, concept_file):
+    run_dir, result = probed
+    again = probe_run(run_dir, concept_file, model=tiny_model, n_boot=200)
+    assert again.summary == result.summary
+    pd.testing.assert_frame_equal(again.scores, result.scores)
+
+
+def test_probe_run_layer_subset(probed, concept_file):
+    run_dir, _ = probed
+    result = probe_run(run_dir, concept_file, layers=[2, 0], method="mean-diff", n_boot=0)
+    assert result.per_layer["layer"].tolist() == [0, 2]
+    assert sorted(result.scores["layer"].unique()) == [0, 2]
+
+
+@pytest.mark.parametrize("layers", [[3], [-1], [0, 7], []])
+def test_bad_layers_are_user_errors(probed, concept_file, layers):
+    run_dir, _ = probed
+    with pytest.raises(InterpError, match="layer"):
+        probe_run(run_dir, concept_file, layers=layers)
+    data, x, _ = planted(20, 4)
+    with pytest.raises(InterpError, match="layer"):
+        probe_layers(x, data, layers=layers)
+
+
+def test_other_user_errors(probed, concept_file, tmp_path):
+    run_dir, _ = probed
+    with pytest.raises(InterpError, match="unknown concept"):
+        probe_run(run_dir, "no-such-concept")
+    with pytest.raises(InterpError, match="file not found"):
+        probe_run(run_dir, tmp_path / "missing.jsonl")
+    with pytest.raises(InterpError, match="unknown method"):
+        probe_run(run_dir, concept_file, method="svm")
+    with pytest.raises(InterpError, match="unknown position"):
+        probe_run(run_dir, concept_file, position="first")
+    with pytest.raises(InterpError, match="not the run's model"):
+        probe_run(run_dir, concept_file, model=load_model("tiny", seed=1))
+    with pytest.raises(InterpError, match="no run directory"):
+        probe_run(tmp_path / "nowhere", concept_file)
+
+
+def test_pca_needs_pairs():
+    data, x, _ = planted(20, 4)
+    unpaired = ConceptData("u", data.items.assign(pair=None), "u.jsonl")
+    with pytest.raises(InterpError, match="pair"):
+        probe_layers(x, unpaired, method="pca")
+    direction = fit_directions(x[:, :1].transpose(0, 1), data.labels(), method="mean-diff")
+    assert direction.vectors.shape == (1, 4)
+
+
+def test_probe_run_on_a_real_replay(tmp_path, tiny_model, concept_file):
+    from interp.replay import ReplayConfig, replay
+
+    config = ReplayConfig(
+        model="tiny",
+        task="builtin",
+        plan="self-correct",
+        rounds=2,
+        limit=8,
+        out=str(tmp_path / "run"),
+    )
+    run = replay(config, model=tiny_model)
+    result = probe_run(run.path, concept_file, model=tiny_model, n_boot=100)
+    assert result.per_layer["layer"].tolist() == list(range(N_LAYERS))
+    assert len(result.example_scores) == N_LAYERS * 8 * 3
+    assert (run.path / "probes" / result.concept / "summary.json").is_file()
+    acts = run.activations("blocks.2.hook_resid_post").double()
+    d = result.directions[2].double()
+    expected = (acts @ d / d.norm()).mean(0).numpy()
+    got = result.scores[result.scores["layer"] == 2].sort_values("round")["mean"].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integration: the embedded model
+
+
+@pytest.mark.integration
+def test_stereotype_probe_beats_its_controls_on_the_embedded_model():
+    model = load_model("smollm2")
+    data = load_concept("stereotype")
+    encodings = encode_texts(model, data.texts(), position="last")
+    table = probe_layers(encodings, data, method="probe", seed=0).table
+    best = table.loc[table["acc"].idxmax()]
+    assert best["acc"] >= 0.75
+    assert best["acc"] - best["shuffled_acc"] >= 0.2
+    assert best["acc_lo"] > best["shuffled_acc"]
