@@ -1,0 +1,151 @@
+"""``interp patch``: the command behind :func:`interp.patching.patch_run`.
+
+Register in ``interp/cli.py`` with::
+
+    from interp.patching_cli import patch_command
+
+    app.command("patch")(_user_errors(patch_command))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def patch_command(
+    run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
+    layer: Annotated[str, typer.Option(help="A layer index, or 'all' to sweep every layer.")],
+    round: Annotated[int, typer.Option(help="Source round (e.g. 3, after the instructions).")],
+    target_round: Annotated[int, typer.Option(help="Target round (e.g. 0, the question).")] = 0,
+    component: Annotated[
+        str,
+        typer.Option(
+            help="resid_pre, resid_post, attn_out, mlp_out, heads (every head's z), 'all', or a "
+            "comma-separated list."
+        ),
+    ] = "resid_post",
+    direction: Annotated[
+        str,
+        typer.Option(
+            help="denoise: source activation into the target run; noise: target activation into "
+            "the source run."
+        ),
+    ] = "denoise",
+    positions: Annotated[
+        str, typer.Option(help="readout, or last:K (the last K positions, aligned from the end).")
+    ] = "readout",
+    method: Annotated[
+        str, typer.Option(help="exact, or attribution (gradient estimate, one pass per example).")
+    ] = "exact",
+    verify_top: Annotated[
+        int, typer.Option(help="attribution: re-run the K strongest exactly (Spearman's rho).")
+    ] = 0,
+    example: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these examples (id like builtin/3, or index); repeatable."),
+    ] = None,
+    category: Annotated[
+        list[str] | None, typer.Option(help="Only these categories (e.g. Age); repeatable.")
+    ] = None,
+    context_condition: Annotated[
+        str | None, typer.Option(help="Only 'ambig' or 'disambig' examples.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Patch variants per forward pass.")] = 32,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    top: Annotated[int, typer.Option(help="Rows to print (strongest |effect| first).")] = 15,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
+) -> None:
+    """Patch an activation from one round into another at the read-out position.
+
+    Reports the logit difference (correct option minus stereotyped option) of the clean
+    target, the source and the patched run, and the normalised effect (1: the patch carries
+    the whole change between the rounds), per layer/component/head with 95% bootstrap
+    intervals. Writes patching/<name>.parquet (per example) and .json into the run.
+    """
+    import json
+
+    from interp.patching import patch_run
+
+    result = patch_run(
+        run,
+        layer="all" if layer == "all" else _int(layer, "--layer"),
+        round=round,
+        target_round=target_round,
+        component=component,
+        direction=direction,
+        positions=positions,
+        method=method,
+        verify_top=verify_top,
+        examples=[int(e) if e.isdigit() else e for e in example] if example else None,
+        categories=category or None,
+        context_condition=context_condition,
+        limit=limit,
+        batch_size=batch_size,
+        n_boot=n_boot,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        progress=not as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
+        return
+    typer.echo(format_patching(result.summary, top))
+    typer.echo(f"written: {', '.join(str(p) for p in result.paths)}")
+
+
+def _int(text: str, flag: str) -> int:
+    from interp.errors import InterpError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise InterpError(f"{flag} {text!r}: use a layer index or 'all'") from None
+
+
+def format_patching(summary: dict[str, Any], top: int = 15) -> str:
+    """The table a person reads: the strongest rows, effect with its 95% interval."""
+    counts = summary["examples"]
+    config = summary["config"]
+    lines = [
+        f"{summary['name']}: {config['direction']} round {config['round']} -> target round "
+        f"{config['target_round']}, {config['method']}, n = {counts['used']} examples "
+        f"({counts['excluded_no_target']} without a stereotyped option and "
+        f"{counts['excluded_target_is_label']} whose stereotyped option is correct excluded)",
+        "effect = ratio of means (headline); effect_mean = mean of per-example ratios",
+        f"{'method':<11} {'layer':>5} {'component':<10} {'head':>4} {'clean':>8} {'source':>8} "
+        f"{'patched':>8}  {'effect [95% CI]':<24} {'effect_mean':>11}",
+    ]
+    rows = summary["top"] if len(summary["table"]) > top else summary["table"]
+    for row in rows[:top]:
+        head = "-" if row["head"] < 0 else str(row["head"])
+        lines.append(
+            f"{row['method']:<11} {row['layer']:>5} {row['component']:<10} {head:>4} "
+            f"{_num(row['clean']):>8} {_num(row['source']):>8} {_num(row['patched']):>8}  "
+            f"{_with_ci(row, 'effect'):<24} {_num(row['effect_mean']):>11}"
+        )
+    verify = summary.get("verify")
+    if verify:
+        lines.append(
+            f"attribution vs exact on the top {verify['k']}: Spearman rho = "
+            f"{_num(verify['spearman'])}"
+        )
+    return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _with_ci(row: dict[str, Any], name: str) -> str:
+    lo, hi = row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    if lo is None or hi is None:
+        return _num(row[name])
+    return f"{_num(row[name])} [{lo:.2f}, {hi:.2f}]"
