@@ -1,0 +1,73 @@
+"""``interp export``: the command behind :func:`interp.report.export_report`.
+
+Register in ``interp/cli.py`` with::
+
+    from interp.export_cli import export_command
+
+    app.command("export")(_user_errors(export_command))
+
+and add ``"--heads"`` to ``_MULTI_VALUE_OPTIONS`` so that ``--heads 12.3 14.0`` works as
+well as ``--heads 12.3 --heads 14.0`` (or ``--heads 12.3,14.0``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def export_command(
+    run: Annotated[
+        list[Path],
+        typer.Option(
+            help="A run directory; repeat to compare runs (--run A --run B): the report goes "
+            "into the first, the others join its convergence, position-bias and metrics."
+        ),
+    ],
+    png: Annotated[
+        bool,
+        typer.Option(
+            help="Also write figures/*.png (kaleido, else headless Chromium; skipped with a "
+            "note when neither works)."
+        ),
+    ] = False,
+    heads: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Heads for the attention views as LAYER.HEAD (--heads 12.3 14.0); default: "
+            "those head patching ranks highest."
+        ),
+    ] = None,
+    example: Annotated[
+        int, typer.Option(help="Example index whose transcript the attention views show.")
+    ] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what was written as JSON.")
+    ] = False,
+) -> None:
+    """Write figures/*.html and an offline index.html (every figure the run has data for).
+
+    The page needs no network; the same run gives the same bytes. The path of index.html is
+    the last line printed.
+    """
+    from interp.report import export_report
+
+    result = export_report(run, heads=heads, example=example, png=png)
+    if as_json:
+        out = {
+            "index": str(result.index),
+            "figures": [str(p) for p in result.figures],
+            "notes": result.notes,
+            "png": result.png,
+        }
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"{len(result.figures)} figures in {result.index.parent / 'figures'}")
+    for note in result.notes:
+        typer.echo(f"not shown: {note}")
+    if result.png is not None:
+        typer.echo(result.png)
+    typer.echo(str(result.index))

@@ -1,0 +1,756 @@
+"""``interp export``: every figure a run has data for, as files and one offline ``index.html``.
+
+Written into the (first) run directory::
+
+    figures/<name>.html    one page per figure (plotly: beside figures/plotly.min.js)
+    figures/<name>.png     with ``png=True``, where a static exporter works here
+    index.html             the manifest in brief, the metrics table, every figure and
+                           attention view, notes on what has not been run
+
+``index.html`` is self-contained: plotly.js is inlined once, circuitsvis views carry their
+bundle, nothing is fetched. Element ids are fixed and nothing depends on the clock, so the
+same run exports to the same bytes. With several runs (e.g. one per plan), convergence,
+position bias, the manifest and the metrics compare them all; answer flow, probes, patching
+and attention are drawn for the first.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import torch
+from transformer_lens import HookedTransformer
+
+from interp import attention, figures
+from interp.errors import InterpError
+from interp.metrics import compute_metrics, metrics_table
+from interp.store import Run, atomic_write
+
+PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One exported figure: a plotly figure or a circuitsvis view (HTML)."""
+
+    name: str  # file stem and element id, [a-z0-9-]
+    title: str
+    plot: go.Figure | None = None
+    view: str | None = None  # circuitsvis HTML (bundle inline)
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    intro: str = ""  # HTML
+    items: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what is missing here, and how to add it
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    index: Path
+    figures: list[Path]
+    notes: list[str]  # one line per section or figure left out, with the reason
+    png: str | None  # one line on static images (None: not asked for)
+
+
+def export_report(
+    runs: Sequence[str | Path],
+    *,
+    heads: Sequence[str] | None = None,
+    example: int = 0,
+    png: bool = False,
+    model: HookedTransformer | None = None,
+) -> ExportResult:
+    """Export the figures of ``runs`` and an ``index.html`` into the first run directory.
+
+    Args:
+        runs: run directories; the first is the one reported in depth, the others are
+            compared with it (convergence, position bias, metrics).
+        heads: heads for the attention views (``"12.3"`` = layer 12, head 3); default: the
+            heads patching ranks highest, else those attending most to the instructions.
+        example: the example (``example_index``) whose transcript the attention views show.
+        png: also write ``figures/<name>.png`` where a static exporter works.
+        model: the first run's model, if loaded (otherwise loaded for the attention views).
+    """
+    if not runs:
+        raise InterpError("export needs at least one run directory (--run DIR)")
+    opened = [Run.open(path) for path in runs]
+    labels = run_labels(opened)
+    metrics = {label: load_metrics(run) for label, run in zip(labels, opened, strict=True)}
+    main = opened[0]
+    # Attention first: it checks --example and --heads before the slower figures are made.
+    attention_part = _attention_section(main, heads, example, model)
+    sections = [
+        _overview_section(opened, labels, metrics),
+        _behaviour_section(main, metrics, several=len(opened) > 1),
+        _probe_section(main),
+        _patching_section(main),
+        attention_part,
+    ]
+    written = _write_figures(main.analysis_dir("figures"), sections)
+    index = main.path / "index.html"
+    _write_text(index, render_page(main, labels, sections))
+    png_note = None
+    if png:
+        pngs, png_note = write_pngs(main.path / "figures", sections)
+        written += pngs
+    _remove_stale(main.path / "figures", written)
+    notes = [f"{s.title}: {note}" for s in sections for note in s.notes]
+    return ExportResult(index, written, notes, png_note)
+
+
+# --- reading a run ----------------------------------------------------------------------------
+
+
+def run_labels(runs: Sequence[Run]) -> list[str]:
+    """The plan's name per run; with the run folder's name where plans repeat."""
+    plans = [str(run.manifest["plan"]["name"]) for run in runs]
+    labels = [
+        plan if plans.count(plan) == 1 else f"{plan} ({run.path.name})"
+        for plan, run in zip(plans, runs, strict=True)
+    ]
+    # Same plan and same folder name (a/run, b/run): number them, labels key the figures.
+    return [
+        label if labels.count(label) == 1 else f"{label} #{i + 1}" for i, label in enumerate(labels)
+    ]
+
+
+def load_metrics(run: Run) -> dict[str, Any]:
+    """``metrics.json`` of a run (computed from rounds.parquet, not written, if missing)."""
+    path = run.path / "metrics.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
+
+
+def load_probes(run: Run) -> dict[str, dict[str, Any]]:
+    """concept -> its tables (per_layer, scores, shift, behaviour; those present) and
+    summary, from ``<run>/probes/<concept>/``."""
+    root = run.path / "probes"
+    out: dict[str, dict[str, Any]] = {}
+    for folder in sorted(root.iterdir() if root.is_dir() else []):
+        if not (folder / "per_layer.parquet").is_file():
+            continue  # e.g. probes/encodings
+        tables: dict[str, Any] = {}
+        for name in ("per_layer", "scores", "shift", "behaviour"):
+            if (folder / f"{name}.parquet").is_file():
+                tables[name] = pd.read_parquet(folder / f"{name}.parquet")
+        summary = folder / "summary.json"
+        tables["summary"] = json.loads(summary.read_text()) if summary.is_file() else {}
+        out[folder.name] = tables
+    return out
+
+
+def load_patching(run: Run) -> dict[str, tuple[dict[str, Any], pd.DataFrame]]:
+    """name -> (JSON summary, summary table of its main method) from ``<run>/patching/``."""
+    root = run.path / "patching"
+    out: dict[str, tuple[dict[str, Any], pd.DataFrame]] = {}
+    for path in sorted(root.glob("*.json") if root.is_dir() else []):
+        summary = json.loads(path.read_text())
+        if "table" in summary:
+            table = pd.DataFrame(summary["table"])
+        elif path.with_suffix(".parquet").is_file():
+            from interp.patching import summarize
+
+            table = summarize(pd.read_parquet(path.with_suffix(".parquet")), n_boot=0)
+        else:
+            continue
+        for column in ("effect", "effect_lo", "effect_hi"):
+            if column in table:
+                table[column] = pd.to_numeric(table[column], errors="coerce")
+        method = summary.get("config", {}).get("method")
+        if method is not None and "method" in table:
+            table = table[table["method"] == method]
+        out[path.stem] = (summary, table)
+    return out
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+
+def _overview_section(
+    runs: Sequence[Run], labels: Sequence[str], metrics: dict[str, dict[str, Any]]
+) -> Section:
+    parts = []
+    for run, label in zip(runs, labels, strict=True):
+        parts.append(f"<h3>{_e(label)} <small>({_e(run.path.name)})</small></h3>")
+        parts.append(manifest_html(run.manifest))
+        parts.append(metrics_html(metrics[label]))
+    first = next(iter(metrics.values()))
+    parts.append(_definitions_html(first.get("definitions", {})))
+    return Section("Runs and metrics", intro="\n".join(parts))
+
+
+def _behaviour_section(main: Run, metrics: dict[str, dict[str, Any]], several: bool) -> Section:
+    first = next(iter(metrics))
+    compared = " (one line per plan)" if several else ""
+    section = Section("Behaviour across rounds")
+    section.items += [
+        Figure(
+            "convergence",
+            "Convergence",
+            figures.convergence_figure(metrics),
+            caption=f"Per-round metrics with 95% bootstrap intervals{compared}.",
+        ),
+        Figure(
+            "flow-role",
+            "Answer flow by role",
+            figures.answer_flow_figure(main.rounds(), by="role"),
+            caption=f"{_e(first)}: how many answers moved between correct, stereotyped, "
+            "unknown and other from one round to the next.",
+        ),
+        Figure(
+            "flow-option",
+            "Answer flow by option",
+            figures.answer_flow_figure(main.rounds(), by="option"),
+            caption=f"{_e(first)}: the same flows by the option letter chosen.",
+        ),
+        Figure(
+            "position-bias",
+            "Position bias",
+            figures.position_bias_figure(metrics),
+            caption="Share of answers per option letter; dashed: a uniform share.",
+        ),
+    ]
+    return section
+
+
+def _probe_section(main: Run) -> Section:
+    section = Section("Probes: concepts across rounds")
+    probes = load_probes(main)
+    if not probes:
+        section.notes.append(
+            "not run for this run; add them with `interp probe --run RUN --concept stereotype` "
+            "(or probes.api.probe_run), then export again"
+        )
+    for concept, tables in probes.items():
+        slug = _slug(concept)
+        summary = tables["summary"]
+        builders = (
+            ("per_layer", "accuracy", "Probe accuracy", figures.probe_accuracy_figure),
+            ("scores", "score", "Concept score", figures.concept_score_figure),
+            ("shift", "shift", "Instruction shift", figures.instruction_shift_figure),
+        )
+        for table, suffix, title, build in builders:
+            if table not in tables:
+                section.notes.append(f"{concept}: no {table}.parquet")
+                continue
+            caption = _probe_caption(summary) if table == "per_layer" else ""
+            plot = build(tables[table], concept)
+            section.items.append(Figure(f"probe-{slug}-{suffix}", title, plot, caption=caption))
+        behaviour = tables.get("behaviour")
+        if behaviour is not None and behaviour["acc"].notna().any():
+            plot = figures.behaviour_probe_figure(behaviour)
+            section.items.append(Figure(f"probe-{slug}-behaviour", "Behaviour probes", plot))
+        elif behaviour is not None:
+            section.notes.append(f"{concept}: behaviour probes undefined (one answer class only)")
+    return section
+
+
+def _probe_caption(summary: dict[str, Any]) -> str:
+    if "best_layer" not in summary:
+        return ""
+    acc = summary.get("accuracy", {})
+    controls = summary.get("controls", {})
+    return (
+        f"Method {_e(summary.get('method', '?'))}; best layer {summary['best_layer']} "
+        f"(held-out accuracy {_num(acc.get('acc'))}, shuffled-label control "
+        f"{_num(controls.get('shuffled_acc'))}, random direction "
+        f"{_num(controls.get('random_acc'))}; chosen on the test split, so optimistic)."
+    )
+
+
+def _patching_section(main: Run) -> Section:
+    section = Section("Patching between rounds")
+    results = load_patching(main)
+    if not results:
+        section.notes.append(
+            "not run for this run; add it with `interp patch --run RUN --layer all --round "
+            f"{main.n_rounds - 1} --component all` (or interp.patching.patch_run), then export "
+            "again"
+        )
+    for name, (summary, table) in results.items():
+        slug, title = _slug(name), _patch_title(summary, name)
+        caption = _patch_caption(summary)
+        if table["component"].isin(figures.PATCH_COMPONENTS).any():
+            plot = figures.patching_components_figure(table, title)
+            section.items.append(
+                Figure(f"patching-{slug}-components", f"Patching {title}", plot, caption=caption)
+            )
+        if (table["component"] == "heads").any():
+            plot = figures.patching_heads_figure(table, title)
+            section.items.append(
+                Figure(f"patching-{slug}-heads", f"Patching {title}, heads", plot, caption=caption)
+            )
+    return section
+
+
+def _patch_title(summary: dict[str, Any], name: str) -> str:
+    config = summary.get("config", {})
+    if "round" not in config:
+        return name
+    return (
+        f"round {config['round']} → round {config.get('target_round', 0)} "
+        f"({config.get('direction', 'denoise')}, {config.get('method', 'exact')})"
+    )
+
+
+def _patch_caption(summary: dict[str, Any]) -> str:
+    n = summary.get("n_examples")
+    return (
+        f"{_e(str(summary.get('name', '')))}: normalised effect (patched − target) / "
+        f"(source − target) of the logit difference (correct − stereotyped option), mean over "
+        f"{n} examples; 1 = the patch carries the whole change between the rounds. Colours "
+        "are capped at ±2; hover for values and intervals."
+    )
+
+
+def _attention_section(
+    main: Run, heads: Sequence[str] | None, example: int, model: HookedTransformer | None
+) -> Section:
+    section = Section("Attention over the transcript")
+    n_examples = len(main.tokens())
+    if not 0 <= example < n_examples:
+        raise InterpError(
+            f"--example {example} is out of range: the run has examples 0..{n_examples - 1}"
+        )
+    model = model if model is not None else _load_run_model(main, section)
+    if model is None:
+        return section
+    _check_model(model, main)
+    text = attention.transcript(main, example, model.tokenizer)
+    chosen, how = _choose_heads(main, model, text, heads)
+    if not chosen:
+        section.notes.append(how)
+        return section
+    patterns = attention.head_patterns(model, text.tokens, chosen)
+    section.intro = _attention_intro(main, example, text, chosen, how)
+    section.items += _attention_items(patterns, text, chosen, section)
+    return section
+
+
+def _load_run_model(run: Run, section: Section) -> HookedTransformer | None:
+    from interp.loading import load_model
+
+    model_id = run.manifest.get("model", {}).get("model_id")
+    if model_id is None:
+        section.notes.append("the manifest names no model, so attention cannot be computed")
+        return None
+    try:
+        return load_model(model_id)
+    except InterpError as err:
+        section.notes.append(f"the run's model ({model_id}) does not load here: {err}")
+        return None
+
+
+def _check_model(model: HookedTransformer, run: Run) -> None:
+    expected = run.manifest.get("model", {}).get("weights_hash")
+    source = getattr(model, "interp_source", None)
+    if expected and source is not None and source.weights_hash != expected:
+        raise InterpError(
+            f"the model passed ({source.model_id}) is not the run's model "
+            f"({run.manifest['model'].get('model_id')}); pass the run's model or none"
+        )
+
+
+def _choose_heads(
+    run: Run, model: HookedTransformer, text: attention.Transcript, heads: Sequence[str] | None
+) -> tuple[list[attention.Head], str]:
+    if heads:
+        return attention.parse_heads(heads, model.cfg.n_layers, model.cfg.n_heads), (
+            "heads named on the command line"
+        )
+    tables = [table for _, table in load_patching(run).values()]
+    head_rows = [t for t in tables if (t["component"] == "heads").any()]
+    if head_rows:
+        chosen = attention.top_patched_heads(pd.concat(head_rows), attention_k(model))
+        return chosen, "the heads with the largest |normalised effect| in head patching"
+    chosen = attention.instruction_attention_heads(model, text, attention_k(model))
+    if chosen:
+        return chosen, (
+            "no head patching in this run: the heads whose last read-out attends most to "
+            "the instruction texts (pass --heads, or patch with --component heads)"
+        )
+    return [], (
+        "no head patching in this run and no instruction spans to rank heads by; pass "
+        "--heads LAYER.HEAD or run `interp patch ... --component heads`"
+    )
+
+
+def attention_k(model: HookedTransformer) -> int:
+    return min(MAX_HEADS, model.cfg.n_layers * model.cfg.n_heads)
+
+
+def _attention_intro(
+    run: Run, example: int, text: attention.Transcript, chosen: list[attention.Head], how: str
+) -> str:
+    rows = run.rounds()
+    example_id = rows.loc[rows["example_index"] == example, "example_id"].iloc[0]
+    names = ", ".join(attention.head_name(h) for h in chosen)
+    marks = (
+        "Tokens are marked [R<i>] where round i's user message starts, "
+        "[R<i> instruction] where an instruction starts, and [R<i> read-out] at each "
+        "read-out position."
+        if text.spans_known
+        else "Only read-out positions mark the rounds ([R<i> read-out]): the round texts "
+        "could not be rebuilt exactly from the manifest (e.g. a thinking plan)."
+    )
+    return (
+        f"<p>Example {example} (<code>{_e(str(example_id))}</code>), "
+        f"{len(text.tokens)} tokens. Heads {_e(names)}: {_e(how)}. {_e(marks)}</p>"
+    )
+
+
+def _attention_items(
+    patterns: torch.Tensor,
+    text: attention.Transcript,
+    chosen: list[attention.Head],
+    section: Section,
+) -> list[Figure]:
+    mass = attention.readout_attention_mass(patterns, text, chosen)
+    items = [
+        Figure(
+            "attention-readout-mass",
+            "Read-out attention by transcript part",
+            figures.readout_attention_figure(mass),
+            caption="Share of each head's attention from round r's read-out position.",
+        ),
+        Figure(
+            "attention-readout",
+            "Read-out attention over the tokens",
+            view=attention.readout_tokens_view(patterns, text, chosen),
+            caption="Pick a column: a head's attention from one round's read-out, the round "
+            "of each token, or the instruction texts. Hover a token for all its values.",
+        ),
+    ]
+    items.append(
+        Figure(
+            "attention-patterns",
+            "Attention patterns",
+            figures.attention_pattern_figure(
+                patterns.numpy(),
+                [attention.head_name(h) for h in chosen],
+                round_starts=text.round_starts,
+                instruction_spans=text.instruction_spans,
+                readouts=text.readouts,
+            ),
+            caption="Query × key attention of each head. Grey lines: round boundaries; red "
+            "columns: instruction texts; dotted red rows: read-out positions.",
+        )
+    )
+    if len(text.tokens) <= attention.MAX_HEADS_VIEW_TOKENS:
+        items.append(
+            Figure(
+                "attention-heads",
+                "Attention patterns (circuitsvis)",
+                view=attention.attention_heads_view(patterns, text, chosen),
+                caption="Query × key attention of each head over the marked tokens; pick a "
+                "head to enlarge it.",
+            )
+        )
+    else:
+        section.notes.append(
+            f"circuitsvis' attention-heads view, for {len(text.tokens)} tokens (it draws "
+            f"slowly past {attention.MAX_HEADS_VIEW_TOKENS}); the pattern heatmap shows the "
+            "same patterns"
+        )
+    return items
+
+
+# --- HTML -------------------------------------------------------------------------------------
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{float(value):.{digits}f}"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "x"
+
+
+def manifest_html(manifest: dict[str, Any]) -> str:
+    """The manifest in brief: model, task, plan and its texts, rounds, examples."""
+    model, task, plan = manifest.get("model", {}), manifest.get("task", {}), manifest["plan"]
+    config = manifest.get("config", {})
+    files = ", ".join(Path(f).name for f in task.get("files", [])) or "built in"
+    rows = [
+        (
+            "model",
+            f"{model.get('model_id')} ({model.get('kind')}, {model.get('n_layers')} layers, "
+            f"d_model {model.get('d_model')}, weights {str(model.get('weights_hash'))[:12]})",
+        ),
+        (
+            "task",
+            f"{task.get('name')}: {task.get('n_examples')} examples ({files}; data "
+            f"{str(task.get('data_hash'))[:12]})",
+        ),
+        (
+            "rounds",
+            f"0..{manifest['rounds']} (round 0: the question; {manifest['rounds']} "
+            "follow-up rounds)",
+        ),
+        (
+            "mode",
+            f"{manifest.get('mode')}, score {config.get('score', '-')}, seed "
+            f"{manifest.get('seed')}",
+        ),
+        ("plan", f"{plan['name']}: {plan.get('description', '')}"),
+        ("round 0 question", plan.get("question", "")),
+        ("round 0 instruction", plan.get("first") or "(none)"),
+        *[(f"round {i} follow-up", text) for i, text in enumerate(plan["followups"], start=1)],
+        ("answer prefix", plan.get("answer_prefix", "")),
+        ("stored activations", f"{len(manifest.get('hooks', []))} hooks"),
+        ("command", manifest.get("command", "")),
+    ]
+    body = "\n".join(f"<tr><th>{_e(k)}</th><td><pre>{_e(v)}</pre></td></tr>" for k, v in rows)
+    return f'<table class="manifest">\n{body}\n</table>'
+
+
+_METRIC_COLUMNS = (
+    ("accuracy", "accuracy"),
+    ("accuracy_ambig", "acc ambig"),
+    ("accuracy_disambig", "acc disambig"),
+    ("bias_amb", "s_AMB"),
+    ("bias_dis", "s_DIS"),
+    ("entropy", "entropy"),
+    ("ece", "ECE"),
+)
+
+
+def metrics_html(result: dict[str, Any]) -> str:
+    """The per-round metrics table (values with 95% intervals) and the convergence round."""
+    table = metrics_table(result)
+    head = ["round", *[title for _, title in _METRIC_COLUMNS], "unknown", "Brier"]
+    head += ["R→W", "W→R", "changed", "unparsed"]
+    rows = []
+    for _, row in table.iterrows():
+        cells = [str(row["round"])]
+        for name, _ in _METRIC_COLUMNS:
+            cells.append(_with_ci(row[name], row[f"{name}_lo"], row[f"{name}_hi"]))
+        cells += [_num(row["unknown_rate"]), _num(row["brier"])]
+        for column in ("flips_right_to_wrong", "flips_wrong_to_right", "flips_changed", "unparsed"):
+            cells.append("-" if pd.isna(row[column]) else str(int(row[column])))
+        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    conv = result["convergence"]
+    converged = conv["round"] if conv["round"] is not None else "not converged"
+    return (
+        '<div class="wide"><table class="metrics">\n<tr>'
+        + "".join(f"<th>{_e(h)}</th>" for h in head)
+        + "</tr>\n"
+        + "\n".join(rows)
+        + f"\n</table></div>\n<p>n = {result['n_examples']} examples; convergence round: "
+        f"{_e(converged)} (accuracy moves ≤ {conv['tol_acc']}, ≤ {conv['tol_change']:.0%} of "
+        "answers change).</p>"
+    )
+
+
+def _with_ci(value: Any, lo: Any, hi: Any) -> str:
+    if pd.isna(value):
+        return "-"
+    if pd.isna(lo):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _definitions_html(definitions: dict[str, str]) -> str:
+    if not definitions:
+        return ""
+    items = "\n".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in definitions.items())
+    return f"<details><summary>Metric definitions</summary><dl>\n{items}\n</dl></details>"
+
+
+def _figure_html(item: Figure, view: str | None) -> str:
+    if item.plot is not None:
+        body = pio.to_html(
+            item.plot,
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=item.name,
+            config=PLOTLY_CONFIG,
+        )
+        kind = "plotly"
+    else:
+        body, kind = view or "", "circuitsvis"
+    caption = f"<figcaption>{item.caption}</figcaption>" if item.caption else ""
+    return (
+        f'<figure class="fig" data-kind="{kind}" data-target="{item.name}">\n'
+        f'<h3>{_e(item.title)}</h3>\n{caption}\n<div class="body">{body}</div>\n</figure>'
+    )
+
+
+def _section_html(section: Section, views: dict[str, str]) -> str:
+    notes = "".join(f'<p class="note">Not shown: {_e(n)}</p>\n' for n in section.notes)
+    items = "\n".join(_figure_html(item, views.get(item.name)) for item in section.items)
+    anchor = _slug(section.title)
+    heading = f'<section id="{anchor}">\n<h2>{_e(section.title)}</h2>'
+    return f"{heading}\n{section.intro}\n{notes}{items}\n</section>"
+
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
+       max-width: 1280px; padding: 0 24px 48px; color: #222; }
+h1 { margin-top: 24px; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 40px; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+table.metrics td { font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.manifest pre { margin: 0; white-space: pre-wrap; font-size: 12px; }
+.note { background: #fff7e0; border-left: 4px solid #e0a800; padding: 6px 10px; }
+figure.fig { margin: 24px 0; } figcaption { color: #555; font-size: 13px; margin-bottom: 6px; }
+nav a { margin-right: 14px; }
+.wide { overflow-x: auto; }
+"""
+
+
+def render_page(main: Run, labels: Sequence[str], sections: Sequence[Section]) -> str:
+    """The whole ``index.html``: plotly.js once, then every section."""
+    from plotly.offline import get_plotlyjs
+
+    viewed = [item for s in sections for item in s.items if item.view is not None]
+    shared = attention.share_bundle([item.view for item in viewed])
+    views = {item.name: view for item, view in zip(viewed, shared, strict=True)}
+    nav = " ".join(f'<a href="#{_slug(s.title)}">{_e(s.title)}</a>' for s in sections)
+    compared = ", ".join(labels[1:])
+    subtitle = f"compared with: {_e(compared)}" if compared else ""
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">\n<head>\n<meta charset="utf-8">',
+            f"<title>interp report: {_e(main.path.name)}</title>",
+            f"<style>{_STYLE}</style>",
+            "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>",
+            f'<script charset="utf-8">{get_plotlyjs()}</script>',
+            "</head>\n<body>",
+            f"<h1>interp report: {_e(main.path.name)} <small>({_e(labels[0])})</small></h1>",
+            f"<p>{subtitle}</p>" if subtitle else "",
+            f"<nav>{nav}</nav>",
+            *[_section_html(s, views) for s in sections],
+            "</body>\n</html>\n",
+        ]
+    )
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def _standalone(item: Figure) -> str:
+    if item.plot is not None:
+        return pio.to_html(
+            item.plot,
+            full_html=True,
+            include_plotlyjs="directory",
+            div_id=item.name,
+            config=PLOTLY_CONFIG,
+        )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
+        f"<title>{_e(item.title)}</title></head>\n<body>\n<h3>{_e(item.title)}</h3>\n"
+        f"{item.view}\n</body>\n</html>\n"
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return  # unchanged: keep the file as it is
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    path.chmod(0o644)  # a page to share (the temp file it was renamed from is private)
+
+
+def _write_figures(folder: Path, sections: Sequence[Section]) -> list[Path]:
+    from plotly.offline import get_plotlyjs
+
+    written = []
+    items = [item for s in sections for item in s.items]
+    if any(item.plot is not None for item in items):
+        _write_text(folder / "plotly.min.js", get_plotlyjs())
+    for item in items:
+        path = folder / f"{item.name}.html"
+        _write_text(path, _standalone(item))
+        written.append(path)
+    return written
+
+
+def _remove_stale(folder: Path, keep: Sequence[Path]) -> None:
+    """Figures of an earlier export that this one did not write (e.g. a removed analysis)."""
+    kept = {p.name for p in keep}
+    for path in sorted(folder.glob("*")):
+        if path.suffix in (".html", ".png") and path.name not in kept:
+            path.unlink()
+
+
+def write_pngs(folder: Path, sections: Sequence[Section]) -> tuple[list[Path], str]:
+    """Static PNGs of the plotly figures, with kaleido or else headless Chromium; one line
+    says what happened (nothing fails when neither works)."""
+    items = [item for s in sections for item in s.items if item.plot is not None]
+    try:
+        paths = [_kaleido_png(folder, item) for item in items]
+        return paths, f"PNG: {len(paths)} images written with kaleido into {folder}"
+    except Exception as err:  # kaleido missing, or it cannot start its browser
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    browser = chromium_path()
+    if browser is None:
+        return [], (
+            f"PNG skipped: no static exporter here (kaleido: {reason}; no chromium on PATH)"
+        )
+    paths = [_chromium_png(browser, folder, item) for item in items]
+    done = [p for p in paths if p is not None]
+    return done, f"PNG: {len(done)} of {len(items)} images written with headless Chromium"
+
+
+def _kaleido_png(folder: Path, item: Figure) -> Path:
+    import kaleido  # noqa: F401  (the import error is the message when it is missing)
+
+    path = folder / f"{item.name}.png"
+    item.plot.write_image(str(path), width=1100, height=item.plot.layout.height or 500)
+    return path
+
+
+def chromium_path() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _chromium_png(browser: str, folder: Path, item: Figure) -> Path | None:
+    path = folder / f"{item.name}.png"
+    height = int(item.plot.layout.height or 500) + 40
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--hide-scrollbars",
+        f"--screenshot={path}",
+        f"--window-size=1100,{height}",
+        "--virtual-time-budget=5000",
+        (folder / f"{item.name}.html").resolve().as_uri(),
+    ]
+    try:
+        subprocess.run(command, capture_output=True, timeout=60, check=True)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return path if path.is_file() else None

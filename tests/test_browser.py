@@ -1,0 +1,243 @@
+"""index.html in a real browser: headless Chromium opens it from file://, offline.
+
+Checked: no request leaves the page, no JavaScript error, every figure has rendered; a
+screenshot is saved in the test's tmp folder.
+
+How, without a browser driver package: one ``chromium --headless --dump-dom --screenshot``
+run over a copy of index.html that starts with a small script. The script records errors
+(``error`` and ``unhandledrejection`` events, ``console.error``), every resource the page
+loads (Resource Timing, which lists failed loads too, plus WebSocket / EventSource /
+sendBeacon), and after ``load`` whether each figure's element holds a drawn plot; it writes
+that as JSON into the page, which ``--dump-dom`` returns. Independently, Chromium's proxy is
+pointed at a local socket that records every connection attempt, and its console log
+(``--enable-logging=stderr``) is scanned for uncaught errors and failed loads.
+
+Chromium comes from the Debian package (``apt-get install -y chromium``, tried when it is
+missing and we are root); elsewhere the test is skipped with the reason, except under CI
+(``CI=true``), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from test_export import build_runs
+
+from interp.report import export_report
+
+# Chromium contacts these services by itself, whatever the page does (component updates,
+# sign-in, network time); seen through the proxy even with background networking disabled.
+BROWSER_SERVICE_HOSTS = frozenset(
+    {
+        "update.googleapis.com",
+        "accounts.google.com",
+        "clients2.google.com",
+        "clientservices.googleapis.com",
+        "safebrowsing.googleapis.com",
+        "optimizationguide-pa.googleapis.com",
+        "content-autofill.googleapis.com",
+        "redirector.gvt1.com",
+        "edgedl.me.gvt1.com",
+    }
+)
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+REPORT_ID = "__interp_browser_test__"
+
+INSTRUMENT = """<script>
+(function () {
+  const report = {errors: [], requests: [], figures: []};
+  addEventListener("error", (e) => report.errors.push("error: " + (e.message ||
+    (e.target && (e.target.src || e.target.href)) || "resource")), true);
+  addEventListener("unhandledrejection", (e) => report.errors.push("rejection: " + e.reason));
+  const consoleError = console.error;
+  console.error = function (...args) {
+    report.errors.push("console.error: " + args.map(String).join(" "));
+    return consoleError.apply(this, args);
+  };
+  new PerformanceObserver((list) => list.getEntries().forEach((e) => report.requests.push(e.name)))
+    .observe({type: "resource", buffered: true});
+  for (const name of ["WebSocket", "EventSource"]) {
+    const Original = window[name];
+    window[name] = function (url, ...rest) {
+      report.requests.push(String(url));
+      return new Original(url, ...rest);
+    };
+  }
+  const beacon = navigator.sendBeacon.bind(navigator);
+  navigator.sendBeacon = (url, data) => {
+    report.requests.push(String(url));
+    return beacon(url, data);
+  };
+  function drawn(el, kind) {
+    if (!el) return false;
+    if (kind === "plotly") {
+      const svg = el.querySelector("svg.main-svg");
+      return !!svg && svg.getBoundingClientRect().height > 100 &&
+        el.querySelectorAll(".trace, .sankey, .hm").length > 0;
+    }
+    return Array.from(el.children).some((c) => c.tagName !== "SCRIPT") &&
+      el.innerText.trim().length > 0 && el.getBoundingClientRect().height > 50;
+  }
+  addEventListener("load", () => setTimeout(() => {
+    report.figures = Array.from(document.querySelectorAll("figure[data-target]")).map((f) => ({
+      name: f.dataset.target, kind: f.dataset.kind,
+      drawn: drawn(document.getElementById(f.dataset.target), f.dataset.kind)}));
+    const out = document.createElement("pre");
+    out.id = "REPORT_ID";
+    out.textContent = JSON.stringify(report);
+    document.body.appendChild(out);
+  }, 1500));
+})();
+</script>""".replace("REPORT_ID", REPORT_ID)
+
+
+# --- the browser --------------------------------------------------------------------------
+
+
+def _find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _install_chromium() -> str:
+    """Try the Debian package; return why it is still missing (empty when installed)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "not root, so `apt-get install -y chromium` cannot run here"
+    if shutil.which("apt-get") is None:
+        return "no apt-get here to install the Debian package chromium"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "chromium"]
+    for command in (install, ["apt-get", "update", "-q"], install):
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        if command is install and done.returncode == 0:
+            return ""
+    return f"`apt-get install -y chromium` failed: {done.stderr.strip()[-300:]}"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    found = _find_chromium()
+    reason = "" if found else _install_chromium()
+    found = found or _find_chromium()
+    if found:
+        return found
+    reason = reason or "chromium is not on PATH after installing it"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs headless Chromium for the browser test: {reason}")
+    pytest.skip(f"no headless Chromium: {reason}")
+
+
+class ConnectionRecorder:
+    """A proxy that answers nothing and records the first line of every request to it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    first = conn.recv(4096).split(b"\r\n", 1)[0]
+                except OSError:
+                    first = b"(no request line)"
+                self.lines.append(first.decode("latin-1"))
+
+    def close(self) -> None:
+        self._server.close()
+
+    def page_requests(self) -> list[str]:
+        """Request lines except those of Chromium's own services."""
+        return [line for line in self.lines if _host(line) not in BROWSER_SERVICE_HOSTS]
+
+
+def _host(request_line: str) -> str:
+    parts = request_line.split()
+    target = parts[1] if len(parts) > 1 else ""
+    target = re.sub(r"^[a-z]+://", "", target)
+    return target.split("/")[0].rsplit(":", 1)[0].lower()
+
+
+def _open(chromium: str, page: Path, screenshot: Path, proxy: int) -> tuple[str, str]:
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={screenshot.parent / 'chromium-profile'}",
+        f"--proxy-server=http://127.0.0.1:{proxy}",
+        "--proxy-bypass-list=<-loopback>",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=20000",
+        "--window-size=1280,4000",
+        f"--screenshot={screenshot}",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=page.parent)
+    return done.stdout, done.stderr
+
+
+def _console_problems(log: str) -> list[str]:
+    console = [line for line in log.splitlines() if ":CONSOLE" in line]
+    bad = ("Uncaught", "Failed to load resource", "net::ERR_")
+    return [line for line in console if any(word in line for word in bad)]
+
+
+# --- the test -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, tiny_model) -> Path:
+    _, full = build_runs(tmp_path_factory)
+    run = tmp_path_factory.mktemp("browser") / "run"
+    shutil.copytree(full, run)
+    return export_report([run], model=tiny_model).index
+
+
+def test_index_renders_offline_in_chromium(chromium, index, tmp_path):
+    page = tmp_path / "index.html"
+    original = index.read_text(encoding="utf-8")
+    page.write_text(original.replace("<head>", "<head>\n" + INSTRUMENT, 1), encoding="utf-8")
+    screenshot = tmp_path / "index.png"
+    recorder = ConnectionRecorder()
+    try:
+        dom, log = _open(chromium, page, screenshot, recorder.port)
+    finally:
+        recorder.close()
+    match = re.search(rf'<pre id="{REPORT_ID}">(.*?)</pre>', dom, re.S)
+    assert match, f"the page never reported back (no load event?); log tail: {log[-2000:]}"
+    report = json.loads(html.unescape(match.group(1)))
+
+    assert report["errors"] == []
+    assert _console_problems(log) == []
+    remote = [url for url in report["requests"] if not url.startswith(LOCAL_SCHEMES)]
+    assert remote == []
+    assert recorder.page_requests() == []
+
+    expected = re.findall(r'<figure class="fig" data-kind="(\w+)" data-target="([\w-]+)"', original)
+    assert len(expected) >= 10
+    assert [(f["kind"], f["name"]) for f in report["figures"]] == expected
+    assert [f["name"] for f in report["figures"] if not f["drawn"]] == []
+    assert screenshot.is_file() and screenshot.stat().st_size > 50_000
