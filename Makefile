@@ -30,6 +30,7 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/interp replay --model smollm2 --task builtin --plan self-correct --rounds 3 \
 		--out $(DEMO_RUN)
+	$(VENV)/bin/interp export --run $(DEMO_RUN)
 
 test: setup
 	$(PY) -m ruff check .

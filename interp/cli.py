@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 
 # Options that take several values after one flag (``--data A.jsonl B.jsonl``).
-_MULTI_VALUE_OPTIONS = ("--data", "--hooks")
+_MULTI_VALUE_OPTIONS = ("--data", "--hooks", "--heads")
 
 
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -223,6 +223,20 @@ def format_metrics(result: dict[str, Any]) -> str:
         f"(tolerances: accuracy {conv['tol_acc']}, changed answers {conv['tol_change']})"
     )
     return "\n".join(lines)
+
+
+# Commands whose parsing lives beside the library they drive; each imports its library lazily.
+def _register() -> None:
+    from interp.export_cli import export_command
+    from interp.patching_cli import patch_command
+    from probes.cli import probe_command
+
+    app.command("probe")(_user_errors(probe_command))
+    app.command("patch")(_user_errors(patch_command))
+    app.command("export")(_user_errors(export_command))
+
+
+_register()
 
 
 def _expand_multi_value_options(argv: list[str]) -> list[str]:

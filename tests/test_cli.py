@@ -101,7 +101,7 @@ def test_expand_multi_value_options(argv, expected):
 def test_help_lists_the_commands():
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("replay", "metrics", "models"):
+    for command in ("replay", "metrics", "models", "probe", "patch", "export"):
         assert command in result.stdout
 
 
@@ -224,6 +224,74 @@ def test_metrics_on_a_missing_directory(tmp_path):
 
 def test_metrics_on_a_directory_that_is_no_run(tmp_path):
     assert "manifest.json" in assert_user_error(invoke("metrics", "--run", str(tmp_path)))
+
+
+# --- probe, patch and export on the same run ----------------------------------------------------
+
+
+def test_patch_last_layer_readout_carries_the_whole_change(cli_run):
+    out, _, _ = cli_run
+    args = ("--run", str(out), "--layer", "2", "--round", "2", "--n-boot", "20")
+    result = invoke("patch", *args, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    [row] = summary["table"]
+    assert (row["layer"], row["component"]) == (2, "resid_post")
+    assert row["effect"] == pytest.approx(1.0, abs=1e-4)  # the last layer's residual is all
+    assert (out / "patching" / f"{summary['name']}.parquet").exists()
+    table = invoke("patch", *args)
+    assert table.exit_code == 0 and "effect" in table.stdout and "written:" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--layer", "3", "--round", "1"], "out of range"),
+        (["--layer", "x", "--round", "1"], "--layer"),
+        (["--layer", "1", "--round", "3"], "round"),
+        (["--layer", "1", "--round", "1", "--component", "mlp"], "component"),
+    ],
+)
+def test_patch_bad_input(cli_run, args, message):
+    out, _, _ = cli_run
+    before = sorted(p.name for p in out.rglob("*"))
+    assert message in assert_user_error(invoke("patch", "--run", str(out), *args))
+    assert sorted(p.name for p in out.rglob("*")) == before  # nothing half-written
+
+
+def test_probe_writes_tables_and_prints_the_best_layer(cli_run):
+    out, _, _ = cli_run
+    result = invoke("probe", "--run", str(out), "--concept", "morality", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["best_layer"] in range(3)
+    assert (out / "probes" / "morality" / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--layers", "7"], "layer"),
+        (["--layers", "a-b"], "--layers"),
+        (["--concept", "nowhere.jsonl"], "nowhere.jsonl"),
+        (["--method", "svm"], "method"),
+    ],
+)
+def test_probe_bad_input(cli_run, args, message):
+    out, _, _ = cli_run
+    assert message in assert_user_error(invoke("probe", "--run", str(out), *args))
+
+
+def test_export_prints_the_index_path_last(cli_run):
+    out, _, _ = cli_run
+    result = invoke("export", "--run", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(out / "index.html")
+    assert (out / "index.html").read_text().count("<html") == 1
+
+
+def test_export_of_a_missing_run(tmp_path):
+    assert "no run directory" in assert_user_error(invoke("export", "--run", str(tmp_path / "x")))
 
 
 # --- the real program ---------------------------------------------------------------------------
