@@ -459,10 +459,28 @@ def behaviour_probe_figure(behaviour: pd.DataFrame) -> go.Figure:
 # --- patching ---------------------------------------------------------------------------------
 
 
-def _effect_grid(table: pd.DataFrame, columns: str) -> tuple[pd.DataFrame, np.ndarray]:
-    grid = table.pivot_table(index="layer", columns=columns, values="effect", dropna=False)
-    lo = table.pivot_table(index="layer", columns=columns, values="effect_lo", dropna=False)
-    hi = table.pivot_table(index="layer", columns=columns, values="effect_hi", dropna=False)
+def patching_value(table: pd.DataFrame) -> str:
+    """``"effect"`` (normalised), or ``"delta"`` (logit change) when the rounds do not differ
+    reliably: the interval of effect's shared denominator ``gap`` contains 0, so a ratio by
+    it would be noise."""
+    if not {"gap_lo", "gap_hi", "delta"} <= set(table.columns) or table.empty:
+        return "effect"
+    lo, hi = float(table["gap_lo"].iloc[0]), float(table["gap_hi"].iloc[0])
+    return "delta" if np.isfinite(lo) and np.isfinite(hi) and lo <= 0 <= hi else "effect"
+
+
+_VALUE_TITLES = {
+    "effect": "normalised effect",
+    "delta": "logit-difference change (patched − clean; the rounds do not differ reliably)",
+}
+
+
+def _effect_grid(
+    table: pd.DataFrame, columns: str, value: str = "effect"
+) -> tuple[pd.DataFrame, np.ndarray]:
+    grid = table.pivot_table(index="layer", columns=columns, values=value, dropna=False)
+    lo = table.pivot_table(index="layer", columns=columns, values=f"{value}_lo", dropna=False)
+    hi = table.pivot_table(index="layer", columns=columns, values=f"{value}_hi", dropna=False)
     custom = np.dstack([lo.reindex_like(grid).to_numpy(), hi.reindex_like(grid).to_numpy()])
     return grid.sort_index(), custom
 
@@ -475,7 +493,7 @@ def _main_method(table: pd.DataFrame, method: str | None) -> pd.DataFrame:
 
 
 def patching_components_figure(
-    table: pd.DataFrame, title: str = "", *, method: str | None = None
+    table: pd.DataFrame, title: str = "", *, method: str | None = None, value: str = "auto"
 ) -> go.Figure:
     """Normalised patching effect as a layer x component heatmap (1: the patch carries the
     whole change between the rounds; 0: none).
@@ -483,12 +501,15 @@ def patching_components_figure(
     ``table`` is a patching summary table (``PatchResult.summary_table`` or the ``table`` of
     ``patching/<name>.json``): method, layer, component, head, effect, effect_lo,
     effect_hi, ... ``method`` picks exact or attribution rows (default: the first found).
+    ``value``: ``effect``, ``delta`` (patched − clean, in logits) or ``auto``
+    (:func:`patching_value`).
     """
     rows = _main_method(table, method)
     rows = rows[rows["component"].isin(PATCH_COMPONENTS)]
     if rows.empty:
         raise InterpError("the patching table has no residual/attention/MLP rows to plot")
-    grid, custom = _effect_grid(rows, "component")
+    value = patching_value(rows) if value == "auto" else value
+    grid, custom = _effect_grid(rows, "component", value)
     order = [c for c in PATCH_COMPONENTS if c in grid.columns]
     custom = custom[:, [list(grid.columns).index(c) for c in order]]
     grid = grid[order]
@@ -496,47 +517,50 @@ def patching_components_figure(
     fig = go.Figure(
         _heatmap(
             grid,
-            "effect",
+            value,
             colorbar_x=1.0,
             customdata=custom,
             ci=True,
-            zmax=_symmetric_bound(grid.to_numpy(float), cap=2.0),
+            zmax=_symmetric_bound(grid.to_numpy(float), cap=2.0 if value == "effect" else None),
         )
     )
     fig.update_xaxes(title_text="component")
     fig.update_yaxes(title_text="layer", **LAYER_TICKS)
     height = max(360, 60 + 16 * len(grid))
-    return _finalize(fig, f"Patching {title}: normalised effect per layer x component", height)
+    label = _VALUE_TITLES[value]
+    return _finalize(fig, f"Patching {title}: {label} per layer x component", height)
 
 
 def patching_heads_figure(
-    table: pd.DataFrame, title: str = "", *, method: str | None = None
+    table: pd.DataFrame, title: str = "", *, method: str | None = None, value: str = "auto"
 ) -> go.Figure:
     """Normalised patching effect of each attention head's output, layer x head heatmap.
 
-    ``table`` as for :func:`patching_components_figure`; rows with component ``heads``.
+    ``table`` and ``value`` as for :func:`patching_components_figure`; rows with component
+    ``heads``.
     """
     rows = _main_method(table, method)
     rows = rows[rows["component"] == "heads"]
     if rows.empty:
         raise InterpError("the patching table has no head rows (patch with --component heads)")
-    grid, custom = _effect_grid(rows, "head")
+    value = patching_value(rows) if value == "auto" else value
+    grid, custom = _effect_grid(rows, "head", value)
     grid.columns = [int(h) for h in grid.columns]
     grid.columns.name, grid.index.name = "head", "layer"
     fig = go.Figure(
         _heatmap(
             grid,
-            "effect",
+            value,
             colorbar_x=1.0,
             customdata=custom,
             ci=True,
-            zmax=_symmetric_bound(grid.to_numpy(float), cap=2.0),
+            zmax=_symmetric_bound(grid.to_numpy(float), cap=2.0 if value == "effect" else None),
         )
     )
     fig.update_xaxes(title_text="head", tickmode="array", tickvals=list(grid.columns))
     fig.update_yaxes(title_text="layer", **LAYER_TICKS)
     height = max(360, 60 + 16 * len(grid))
-    return _finalize(fig, f"Patching {title}: normalised effect per layer x head", height)
+    return _finalize(fig, f"Patching {title}: {_VALUE_TITLES[value]} per layer x head", height)
 
 
 # --- attention (numbers behind the circuitsvis views) -----------------------------------------

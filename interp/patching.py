@@ -368,6 +368,16 @@ DEFINITIONS: dict[str, str] = {
         "difference between the rounds, 0 = nothing. Per-example rows hold the per-example "
         f"ratio (NaN where |source - clean| < {EFFECT_EPS})"
     ),
+    "delta": (
+        "mean(patched - clean) for denoise, mean(patched - source) for noise: the patch's "
+        "change of the value in logit units. The numerator of effect; read it when the rounds "
+        "barely differ on average and effect's denominator is near zero"
+    ),
+    "gap": (
+        "mean(source - clean) for denoise, mean(clean - source) for noise: effect's "
+        "denominator, the same for every row. When its interval contains 0 the rounds do not "
+        "differ reliably on this measure, and delta is the number to read"
+    ),
     "effect_mean": (
         "mean of the per-example ratios over examples where it is defined; unstable when some "
         "examples barely differ between rounds, hence not the headline"
@@ -871,8 +881,9 @@ def summarize(
     per_example: pd.DataFrame, *, direction: str = "denoise", n_boot: int = 1000, seed: int = 0
 ) -> pd.DataFrame:
     """One row per method x layer x component x head: n, mean clean/source/patched, the
-    headline ``effect`` (ratio of means) and ``effect_mean`` (mean of per-example ratios),
-    each with ``_lo``/``_hi`` percentile bootstrap bounds (NaN when ``n_boot`` is 0)."""
+    headline ``effect`` (ratio of means), ``delta`` (its numerator: the mean change the patch
+    makes), ``gap`` (its denominator) and ``effect_mean`` (mean of per-example ratios), each
+    with ``_lo``/``_hi`` percentile bootstrap bounds (NaN when ``n_boot`` is 0)."""
     frame = per_example.sort_values([*_GROUP, "example_index"], key=_component_order, kind="stable")
     groups = list(frame.groupby(_GROUP, sort=False))
     if not groups:
@@ -920,6 +931,8 @@ def _stats(
     total = weights.sum(axis=1, keepdims=True)
     out = {c: weights @ cols[c] / total for c in _MEANS}
     finite = np.isfinite(cols["effect"])
+    out["delta"] = weights @ (cols["patched"] - cols[rec]) / total
+    out["gap"] = weights @ (cols[don] - cols[rec]) / total
     with np.errstate(invalid="ignore", divide="ignore"):
         out["effect"] = (weights @ (cols["patched"] - cols[rec])) / (
             weights @ (cols[don] - cols[rec])

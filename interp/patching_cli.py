@@ -119,17 +119,21 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
         f"{config['target_round']}, {config['method']}, n = {counts['used']} examples "
         f"({counts['excluded_no_target']} without a stereotyped option and "
         f"{counts['excluded_target_is_label']} whose stereotyped option is correct excluded)",
-        "effect = ratio of means (headline); effect_mean = mean of per-example ratios",
+        "effect = ratio of means (headline); delta = mean(patched - clean), in logits; "
+        "effect_mean = mean of per-example ratios",
         f"{'method':<11} {'layer':>5} {'component':<10} {'head':>4} {'clean':>8} {'source':>8} "
-        f"{'patched':>8}  {'effect [95% CI]':<24} {'effect_mean':>11}",
+        f"{'patched':>8}  {'effect [95% CI]':<24} {'delta [95% CI]':<24} {'effect_mean':>11}",
     ]
-    rows = summary["top"] if len(summary["table"]) > top else summary["table"]
+    rows = summary["table"]
+    if len(rows) > top:  # the strongest first; the denominator is shared, so |delta| ranks too
+        rows = sorted(rows, key=lambda r: -abs(r["delta"] if r["delta"] is not None else 0.0))
     for row in rows[:top]:
         head = "-" if row["head"] < 0 else str(row["head"])
         lines.append(
             f"{row['method']:<11} {row['layer']:>5} {row['component']:<10} {head:>4} "
             f"{_num(row['clean']):>8} {_num(row['source']):>8} {_num(row['patched']):>8}  "
-            f"{_with_ci(row, 'effect'):<24} {_num(row['effect_mean']):>11}"
+            f"{_with_ci(row, 'effect'):<24} {_with_ci(row, 'delta'):<24} "
+            f"{_num(row['effect_mean']):>11}"
         )
     verify = summary.get("verify")
     if verify:

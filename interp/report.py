@@ -286,7 +286,7 @@ def _patching_section(main: Run) -> Section:
         )
     for name, (summary, table) in results.items():
         slug, title = _slug(name), _patch_title(summary, name)
-        caption = _patch_caption(summary)
+        caption = _patch_caption(summary, table)
         if table["component"].isin(figures.PATCH_COMPONENTS).any():
             plot = figures.patching_components_figure(table, title)
             section.items.append(
@@ -310,10 +310,20 @@ def _patch_title(summary: dict[str, Any], name: str) -> str:
     )
 
 
-def _patch_caption(summary: dict[str, Any]) -> str:
+def _patch_caption(summary: dict[str, Any], table: pd.DataFrame) -> str:
     n = summary.get("n_examples")
+    name = _e(str(summary.get("name", "")))
+    if figures.patching_value(table) == "delta":
+        gap = table.iloc[0]
+        return (
+            f"{name}: change of the logit difference (correct − stereotyped option) that the "
+            f"patch makes, mean over {n} examples. Shown instead of the normalised effect "
+            f"because the rounds do not differ reliably on this measure: source − target = "
+            f"{_num(gap['gap'])} [{_num(gap['gap_lo'])}, {_num(gap['gap_hi'])}]. Hover for "
+            "values and intervals."
+        )
     return (
-        f"{_e(str(summary.get('name', '')))}: normalised effect (patched − target) / "
+        f"{name}: normalised effect (patched − target) / "
         f"(source − target) of the logit difference (correct − stereotyped option), mean over "
         f"{n} examples; 1 = the patch carries the whole change between the rounds. Colours "
         "are capped at ±2; hover for values and intervals."

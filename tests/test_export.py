@@ -198,7 +198,7 @@ def test_probe_figures(full):
 
 def test_patching_figures(full):
     ((summary, table),) = load_patching(full).values()
-    comps = figures.patching_components_figure(table, "r2 -> r0")
+    comps = figures.patching_components_figure(table, "r2 -> r0", value="effect")
     (heat,) = comps.data
     assert list(heat.x) == ["resid_post", "attn_out", "mlp_out"]
     z = np.asarray(heat.z, dtype=float)
@@ -210,6 +210,21 @@ def test_patching_figures(full):
     assert np.asarray(heads.data[0].z).shape == (N_LAYERS, N_HEADS)
     with pytest.raises(InterpError):
         figures.patching_heads_figure(table[table["component"] != "heads"])
+
+
+def test_patching_figures_show_the_logit_change_when_the_rounds_do_not_differ(full):
+    ((_, table),) = load_patching(full).values()
+    reliable = table.assign(gap=1.0, gap_lo=0.5, gap_hi=1.5)
+    unreliable = table.assign(gap=0.01, gap_lo=-0.2, gap_hi=0.3)
+    assert figures.patching_value(reliable) == "effect"
+    assert figures.patching_value(unreliable) == "delta"
+    assert figures.patching_value(table.drop(columns=["gap_lo", "gap_hi"])) == "effect"
+    fig = figures.patching_components_figure(unreliable, "r2 -> r0")
+    assert "logit-difference change" in fig.layout.title.text
+    rows = unreliable[unreliable["component"] == "mlp_out"].sort_values("layer")
+    np.testing.assert_allclose(np.asarray(fig.data[0].z, float)[:, 2], rows["delta"])
+    fig = figures.patching_components_figure(reliable, "r2 -> r0")
+    assert "normalised effect" in fig.layout.title.text
 
 
 def test_attention_pattern_figure_marks_rounds():

@@ -444,6 +444,8 @@ def test_summary_statistics_match_a_hand_computation(tiny_model, fake_run):
     ratio = (rows["patched"] - rows["clean"]).mean() / (rows["source"] - rows["clean"]).mean()
     assert row["effect"] == pytest.approx(ratio)
     assert row["effect_mean"] == pytest.approx(rows["effect"].mean())
+    assert row["delta"] == pytest.approx((rows["patched"] - rows["clean"]).mean())
+    assert row["delta_lo"] <= row["delta"] <= row["delta_hi"]
     for col in ("clean", "source", "patched"):
         assert row[col] == pytest.approx(rows[col].mean())
         assert row[f"{col}_lo"] <= row[col] <= row[f"{col}_hi"]
@@ -451,7 +453,8 @@ def test_summary_statistics_match_a_hand_computation(tiny_model, fake_run):
     assert np.isnan(no_boot["effect_lo"]).all()
     # noise: the effect is normalised the other way round
     flipped = rows.assign(patched=rows["source"])
-    assert summarize(flipped, direction="noise")["effect"].iloc[0] == pytest.approx(0.0)
+    noise = summarize(flipped, direction="noise").iloc[0]
+    assert noise["effect"] == pytest.approx(0.0) and noise["delta"] == pytest.approx(0.0)
 
 
 def test_exclusions_filters_and_limit(tiny_model, fake_run):
