@@ -30,6 +30,9 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/interp replay --model smollm2 --task builtin --plan self-correct --rounds 3 \
 		--out $(DEMO_RUN)
+	$(VENV)/bin/interp probe --run $(DEMO_RUN) --concept stereotype
+	$(VENV)/bin/interp patch --run $(DEMO_RUN) --layer all --round 3 --limit 16 \
+		--component resid_post,attn_out,mlp_out,heads
 	$(VENV)/bin/interp export --run $(DEMO_RUN)
 
 test: setup
