@@ -38,7 +38,7 @@ demo: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=10
 
 lint: setup
 	$(PY) -m ruff check .
