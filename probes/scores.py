@@ -108,12 +108,15 @@ def score_entropy_correlation(
     layer: int,
 ) -> pd.DataFrame:
     """Pearson and Spearman correlation (with two-sided p-values) between concept score and
-    entropy, at two levels: ``round-means`` (the per-round means, one point per round) and
-    ``example-round`` (every example x round cell). Cells with NaN entropy are left out.
+    entropy, at three levels: ``round-means`` (the per-round means, one point per round),
+    ``example-round`` (every example x round cell) and ``within-round`` (every cell after
+    subtracting its round's mean from both: whether, at a given round, examples that score
+    higher are also less sure; the round-to-round trend that drives the first two is removed).
+    Cells with NaN entropy are left out.
 
-    The example-round cells are repeated measures of the same examples, not independent
-    draws, so their p-values are optimistic; the round-means have as many points as rounds,
-    so their p-values are weak. Both are reported because neither alone is the answer.
+    The cells are repeated measures of the same examples, not independent draws, so their
+    p-values are optimistic; the round-means have as many points as rounds, so their p-values
+    are weak. All are reported because none alone is the answer.
     """
     ok = np.isfinite(entropy) & np.isfinite(scores)
     with np.errstate(invalid="ignore"):
@@ -122,6 +125,11 @@ def score_entropy_correlation(
     rows = [
         _correlate("round-means", score_means, entropy_means),
         _correlate("example-round", scores[ok], entropy[ok]),
+        _correlate(
+            "within-round",
+            (scores - score_means)[ok],
+            (entropy - entropy_means)[ok],
+        ),
     ]
     frame = pd.DataFrame(rows)
     frame.insert(0, "layer", layer)

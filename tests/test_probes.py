@@ -418,6 +418,21 @@ def test_score_entropy_correlation_matches_scipy():
     assert flat.set_index("level").loc["round-means"].isna()["pearson_r"]  # 2 rounds: undefined
 
 
+def test_within_round_correlation_removes_the_round_trend():
+    # Rounds shift both score and entropy together (a strong pooled correlation), while within
+    # each round a higher score goes with a *higher* entropy.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((200, 5))
+    trend = 3.0 * np.arange(5)
+    scores, entropy = x + trend, 0.5 * x - trend + 0.1 * rng.standard_normal((200, 5))
+    table = score_entropy_correlation(scores, entropy, layer=0).set_index("level")
+    assert table.loc["example-round", "pearson_r"] < -0.8
+    within = stats.pearsonr((scores - scores.mean(0)).ravel(), (entropy - entropy.mean(0)).ravel())
+    assert table.loc["within-round", "pearson_r"] == pytest.approx(within.statistic)
+    assert table.loc["within-round", "pearson_r"] > 0.9
+    assert table.loc["within-round", "n"] == 1000
+
+
 # ---------------------------------------------------------------------------------------------
 # probe_run
 
@@ -439,7 +454,11 @@ def test_probe_run_writes_its_tables(probed):
     summary = result.summary
     assert summary["best_layer"] in range(N_LAYERS)
     assert [row["round"] for row in summary["scores_by_round"]] == [0, 1, 2]
-    assert {row["level"] for row in summary["correlation"]} == {"round-means", "example-round"}
+    assert {row["level"] for row in summary["correlation"]} == {
+        "round-means",
+        "example-round",
+        "within-round",
+    }
 
 
 def test_probe_run_is_deterministic(probed, tiny_model, concept_file):
