@@ -513,28 +513,14 @@ def patching_components_figure(
     order = [c for c in PATCH_COMPONENTS if c in grid.columns]
     custom = custom[:, [list(grid.columns).index(c) for c in order]]
     grid = grid[order]
-    grid.columns.name, grid.index.name = "component", "layer"
-    fig = go.Figure(
-        _heatmap(
-            grid,
-            value,
-            colorbar_x=1.0,
-            customdata=custom,
-            ci=True,
-            zmax=_symmetric_bound(grid.to_numpy(float), cap=2.0 if value == "effect" else None),
-        )
-    )
-    fig.update_xaxes(title_text="component")
-    fig.update_yaxes(title_text="layer", **LAYER_TICKS)
-    height = max(360, 60 + 16 * len(grid))
-    label = _VALUE_TITLES[value]
-    return _finalize(fig, f"Patching {title}: {label} per layer x component", height)
+    grid.columns.name = "component"
+    return _patching_heatmap(grid, custom, value, f"Patching {title}", {})
 
 
 def patching_heads_figure(
     table: pd.DataFrame, title: str = "", *, method: str | None = None, value: str = "auto"
 ) -> go.Figure:
-    """Normalised patching effect of each attention head's output, layer x head heatmap.
+    """Patching of each attention head's output (normalised effect or delta), layer x head.
 
     ``table`` and ``value`` as for :func:`patching_components_figure`; rows with component
     ``heads``.
@@ -546,21 +532,24 @@ def patching_heads_figure(
     value = patching_value(rows) if value == "auto" else value
     grid, custom = _effect_grid(rows, "head", value)
     grid.columns = [int(h) for h in grid.columns]
-    grid.columns.name, grid.index.name = "head", "layer"
-    fig = go.Figure(
-        _heatmap(
-            grid,
-            value,
-            colorbar_x=1.0,
-            customdata=custom,
-            ci=True,
-            zmax=_symmetric_bound(grid.to_numpy(float), cap=2.0 if value == "effect" else None),
-        )
-    )
-    fig.update_xaxes(title_text="head", tickmode="array", tickvals=list(grid.columns))
+    grid.columns.name = "head"
+    ticks = {"tickmode": "array", "tickvals": list(grid.columns)}
+    return _patching_heatmap(grid, custom, value, f"Patching {title}", ticks)
+
+
+def _patching_heatmap(
+    grid: pd.DataFrame, custom: np.ndarray, value: str, title: str, x_ticks: dict[str, Any]
+) -> go.Figure:
+    """A layer x (component or head) heatmap of ``value``, with its interval on hover."""
+    grid.index.name = "layer"
+    bound = _symmetric_bound(grid.to_numpy(float), cap=2.0 if value == "effect" else None)
+    fig = go.Figure(_heatmap(grid, value, colorbar_x=1.0, customdata=custom, ci=True, zmax=bound))
+    fig.update_xaxes(title_text=grid.columns.name, **x_ticks)
     fig.update_yaxes(title_text="layer", **LAYER_TICKS)
     height = max(360, 60 + 16 * len(grid))
-    return _finalize(fig, f"Patching {title}: {_VALUE_TITLES[value]} per layer x head", height)
+    return _finalize(
+        fig, f"{title}: {_VALUE_TITLES[value]} per layer x {grid.columns.name}", height
+    )
 
 
 # --- attention (numbers behind the circuitsvis views) -----------------------------------------
