@@ -65,9 +65,10 @@ def patch_command(
     """Patch an activation from one round into another at the read-out position.
 
     Reports the logit difference (correct option minus stereotyped option) of the clean
-    target, the source and the patched run, and the normalised effect (1: the patch carries
-    the whole change between the rounds), per layer/component/head with 95% bootstrap
-    intervals. Writes patching/<name>.parquet (per example) and .json into the run.
+    target, the source and the patched run, the normalised effect (1: the patch carries
+    the whole change between the rounds) and delta (patched minus clean, in logits: read it
+    when the rounds barely differ), per layer/component/head with 95% bootstrap intervals.
+    Writes patching/NAME.parquet (per example) and NAME.json into the run.
     """
     import json
 

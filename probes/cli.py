@@ -53,7 +53,7 @@ def probe_command(
 ) -> None:
     """Concept directions per layer, and the concept score of every round of a run.
 
-    Writes <run>/probes/<concept>/: per-layer accuracy with controls, scores per layer and
+    Writes RUN/probes/CONCEPT/: per-layer accuracy with controls, scores per layer and
     round, the instruction shift, score-entropy correlations, behaviour probes, summary.json.
     """
     from probes.api import probe_run
