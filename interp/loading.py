@@ -36,6 +36,7 @@ import torch
 from transformer_lens import HookedTransformer
 from transformer_lens import loading_from_pretrained as tl_loading
 
+from interp import fastpath
 from interp.errors import InterpError
 from interp.layout import from_storage, relayout_weights, to_storage
 from interp.tiny import build_tiny_model, build_tiny_tokenizer
@@ -132,6 +133,7 @@ def load_model(
     model.eval()
     model.requires_grad_(False)
     relayout_weights(model)
+    fastpath.enable(model)
     cfg = model.cfg
     source = ModelSource(**{**source.to_dict(), "n_layers": cfg.n_layers, "d_model": cfg.d_model})
     model.interp_source = source

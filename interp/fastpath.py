@@ -1,0 +1,350 @@
+"""A hook-free fast path through TransformerLens' blocks, bitwise equal to the hooked one.
+
+Why: on a small model (SmolLM2-135M) a generation step is one token through 30 blocks, and
+TransformerLens 3.9's block spends about as long in Python as in matrix products. For a
+Llama-style block it runs ``ln1`` three times (once each for the query, key and value
+inputs), calls ~14 ``HookPoint`` modules, parses ~10 einops patterns, and rebuilds the causal
+mask and the rotary position ids in every layer. With no hook attached, none of that changes
+a single number.
+
+How: :func:`enable` switches every supported block of a loaded model to :class:`FastBlock`,
+a ``TransformerBlock`` subclass. Its ``forward`` runs the same tensor operations, on the same
+operands, in the same order as TransformerLens' forward, without the Python around them:
+``ln1`` once, the causal mask and the rotary position ids once per forward for all layers
+(memoised on the attention mask's contents), hook points without hooks not called. The
+results are bitwise equal to TransformerLens' path; tests assert ``torch.equal``, not
+``allclose``, on logits, KV-cached steps, left-padded batches and generated tokens. Where
+the config asks for something this path does not implement (``use_attn_result``,
+``use_split_qkv_input``, ...) or a PyTorch global module hook is registered, the block runs
+TransformerLens' forward.
+
+Hooks on the residual-stream hook points (``hook_resid_pre``, ``hook_attn_out``,
+``hook_resid_mid``, ``hook_mlp_out``, ``hook_resid_post``) keep the fast path: it calls those
+hook points where TransformerLens does, so caching or patching them works as usual. A hook
+anywhere else in a block (``attn.hook_z``, ``ln1.hook_normalized``, ...) sends that block,
+and only that block, down TransformerLens' path. So does any forward that autograd records
+(gradients stay TransformerLens' own). :func:`disable` switches a model back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules import module as torch_module
+from transformer_lens import HookedTransformer
+from transformer_lens.components import Attention, GroupedQueryAttention, RMSNorm
+from transformer_lens.components.mlps.gated_mlp import GatedMLP
+from transformer_lens.components.transformer_block import TransformerBlock
+from transformer_lens.utilities.activation_functions import softcap_enabled
+from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+from transformer_lens.utilities.tensors import get_offset_position_ids
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+_INF = float("inf")
+
+
+class _Memo:
+    """Per-forward values every layer shares, keyed on the attention mask's contents.
+
+    One entry per kind. The key is compared by value (a copy of the mask, ``torch.equal``),
+    so an edited or reallocated mask can never hit a stale entry; inference tensors (as
+    ``generate`` makes them) have no version counter to go by.
+    """
+
+    def __init__(self) -> None:
+        self.position_ids: tuple[tuple, torch.Tensor | None, torch.Tensor] | None = None
+        self.causal: tuple[tuple, torch.Tensor | None, torch.Tensor] | None = None
+
+    @staticmethod
+    def _hit(entry, key: tuple, mask: torch.Tensor | None) -> bool:
+        if entry is None or entry[0] != key:
+            return False
+        if mask is None or entry[1] is None:
+            return mask is None and entry[1] is None
+        return torch.equal(entry[1], mask)
+
+    def offset_position_ids(self, mask: torch.Tensor) -> torch.Tensor:
+        """``get_offset_position_ids(0, mask)``: position ids of every cached and new token."""
+        key = (tuple(mask.shape), mask.dtype, mask.device)
+        if not self._hit(self.position_ids, key, mask):
+            self.position_ids = (key, mask.clone(), get_offset_position_ids(0, mask))
+        return self.position_ids[2]
+
+    def causal_mask(
+        self, q_len: int, k_len: int, offset: int, mask: torch.Tensor | None, device
+    ) -> torch.Tensor:
+        """TransformerLens' ``apply_causal_mask`` mask (global attention), as a bool tensor
+        ``[batch or 1, 1, q_len, k_len]``."""
+        shape = None if mask is None else (tuple(mask.shape), mask.dtype, mask.device)
+        key = (shape, q_len, k_len, offset, str(device))
+        if not self._hit(self.causal, key, mask):
+            query = torch.arange(offset, offset + q_len, device=device)
+            keys = torch.arange(k_len, device=device)
+            final = (keys[None, :] <= query[:, None])[None, None, :, :]
+            if mask is not None:
+                final = final & mask[:, None, None, :].bool()
+            self.causal = (key, None if mask is None else mask.clone(), final)
+        return self.causal[2]
+
+
+def _static_support(block: torch.nn.Module) -> str | None:
+    """Why ``block`` cannot take the fast path whatever the runtime flags, or None."""
+    if type(block) not in (TransformerBlock, FastBlock):
+        return f"block is a {type(block).__name__}"
+    if type(block.attn) not in (Attention, GroupedQueryAttention):
+        return f"attention is a {type(block.attn).__name__}"
+    if type(block.mlp) is not GatedMLP:
+        return f"MLP is a {type(block.mlp).__name__}, not a gated MLP"
+    if type(block.ln1) is not RMSNorm or type(block.ln2) is not RMSNorm:
+        return "normalisation is not RMSNorm"
+    if block.attn.attn_type != "global":
+        return "local attention"
+    cfg = block.cfg
+    if cfg.positional_embedding_type != "rotary" or cfg.rotary_dim is None:
+        return f"positional embedding is {cfg.positional_embedding_type}, not rotary"
+    unsupported = {
+        "original_architecture in POST_NORM_ARCHITECTURES": cfg.original_architecture
+        in POST_NORM_ARCHITECTURES,
+        "use_normalization_before_and_after": cfg.use_normalization_before_and_after,
+        "attn_only": cfg.attn_only,
+        "parallel_attn_mlp": cfg.parallel_attn_mlp,
+        "load_in_4bit": cfg.load_in_4bit,
+        "use_qk_norm": cfg.use_qk_norm,
+        "clip_qkv": cfg.clip_qkv is not None,
+        "use_logn_attn": cfg.use_logn_attn,
+        "use_dynamic_ntk_rope": cfg.use_dynamic_ntk_rope,
+        "use_attention_sinks": cfg.use_attention_sinks,
+        "attention_dir != causal": cfg.attention_dir != "causal",
+        "layer-norm activation": cfg.is_layer_norm_activation(),
+        "attention scores soft cap": softcap_enabled(cfg.attn_scores_soft_cap),
+        "ungroup_grouped_query_attention": cfg.ungroup_grouped_query_attention,
+        "n_devices > 1": cfg.n_devices != 1,
+    }
+    reasons = [name for name, bad in unsupported.items() if bad]
+    return ", ".join(reasons) if reasons else None
+
+
+# Hook points the fast path calls itself, exactly where TransformerLens' block does.
+_CALLED_HOOKS = (
+    "hook_resid_pre",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "hook_mlp_out",
+    "hook_resid_post",
+)
+
+
+def _skipped_modules(block: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
+    """The block's submodules the fast path does not call: a hook on any of them sends the
+    forward down TransformerLens' path. (Hooks on the block itself run either way.)"""
+    called = {id(getattr(block, name)) for name in _CALLED_HOOKS}
+    return tuple(m for m in block.modules() if m is not block and id(m) not in called)
+
+
+def _has_hooks(modules: tuple[torch.nn.Module, ...]) -> bool:
+    if (
+        torch_module._global_forward_hooks
+        or torch_module._global_forward_pre_hooks
+        or torch_module._global_backward_hooks
+        or torch_module._global_backward_pre_hooks
+    ):
+        return True
+    for m in modules:
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return True
+    return False
+
+
+class FastBlock(TransformerBlock):
+    """A ``TransformerBlock`` that skips the hook machinery when no hook is attached.
+
+    Instances are made by :func:`enable` (class switch of a loaded block); the parameters,
+    buffers, hook points and ``state_dict`` are the block's own, unchanged.
+    """
+
+    _fast_memo: _Memo
+    _fast_children: tuple
+    _fast_modules: tuple[torch.nn.Module, ...]
+
+    def fast_path_ready(self, resid_pre: torch.Tensor | None = None) -> bool:
+        """True when a forward (of ``resid_pre``, if given) takes the fast path."""
+        cfg = self.cfg
+        if torch.is_grad_enabled() and (
+            (resid_pre is not None and resid_pre.requires_grad)
+            or any(p.requires_grad for p in self.parameters())
+        ):
+            # Autograd would record the graph: TransformerLens' path, so that gradients are
+            # its own (computing ln1 once would sum the three gradient paths in another order).
+            return False
+        if cfg.use_attn_result or cfg.use_split_qkv_input or cfg.use_attn_in:
+            return False
+        if cfg.use_hook_mlp_in or self.attn._attention_dir_override not in (None, "causal"):
+            return False
+        children = (self.attn, self.mlp, self.ln1, self.ln2)
+        if children != self._fast_children:  # a submodule was replaced: re-check everything
+            if _static_support(self) is not None:
+                return False
+            self._fast_children = children
+            self._fast_modules = _skipped_modules(self)
+        return not _has_hooks(self._fast_modules)
+
+    def forward(
+        self,
+        resid_pre: torch.Tensor,
+        shortformer_pos_embed: torch.Tensor | None = None,
+        past_kv_cache_entry=None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if shortformer_pos_embed is not None or not self.fast_path_ready(resid_pre):
+            return super().forward(
+                resid_pre,
+                shortformer_pos_embed=shortformer_pos_embed,
+                past_kv_cache_entry=past_kv_cache_entry,
+                attention_mask=attention_mask,
+            )
+        # The residual-stream hook points are called as TransformerLens calls them (a hook
+        # there may read or replace the value); the rest are skipped, having no hooks.
+        resid_pre = self.hook_resid_pre(resid_pre)
+        normalized = _rms_norm(self.ln1, resid_pre)
+        # TransformerLens adds the (absent) shortformer embedding to the query and key inputs
+        # as ``+ 0.0``; kept, since it turns a -0.0 into +0.0.
+        attn_out = self._attention(
+            normalized + 0.0, normalized, past_kv_cache_entry, attention_mask
+        )
+        attn_out = self.hook_attn_out(attn_out)
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
+        mlp_out = self.hook_mlp_out(_gated_mlp(self.mlp, _rms_norm(self.ln2, resid_mid)))
+        return self.hook_resid_post(resid_mid + mlp_out)
+
+    def _attention(
+        self,
+        qk_input: torch.Tensor,
+        v_input: torch.Tensor,
+        cache_entry,
+        attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``AbstractAttention.forward`` for global causal rotary attention, MHA or GQA."""
+        attn, cfg = self.attn, self.cfg
+        grouped = isinstance(attn, GroupedQueryAttention)
+        q = _attn_linear(qk_input, attn.W_Q, attn.b_Q)
+        if grouped:
+            k = _attn_linear(qk_input, attn._W_K, attn._b_K)
+            v = _attn_linear(v_input, attn._W_V, attn._b_V)
+        else:
+            k = _attn_linear(qk_input, attn.W_K, attn.b_K)
+            v = _attn_linear(v_input, attn.W_V, attn.b_V)
+        if cache_entry is not None:
+            offset = cache_entry.past_keys.size(1)
+            k, v = cache_entry.append(k, v)
+        else:
+            offset = 0
+        q = self._rotary(q, offset, attention_mask)
+        k = self._rotary(k, 0, attention_mask)  # keys are cached unrotated
+        if grouped:
+            k = torch.repeat_interleave(k, dim=2, repeats=attn.repeat_kv_heads)
+        scores = q.permute(0, 2, 1, 3) @ k.permute(0, 2, 3, 1) / attn.attn_scale
+        q_len, k_len = scores.size(-2), scores.size(-1)
+        if q_len + offset != k_len:
+            raise ValueError(f"query length {q_len} + cache offset {offset} != key length {k_len}")
+        device = attention_mask.device if attention_mask is not None else scores.device
+        final_mask = self._fast_memo.causal_mask(q_len, k_len, offset, attention_mask, device)
+        scores = torch.where(final_mask, scores.to(final_mask.device), attn.IGNORE.to(device))
+        pattern = F.softmax(scores, dim=-1)
+        # TransformerLens: where(isnan(p), 0, p). Softmax output is never infinite, so
+        # nan_to_num with infinities kept is the same map in one operation.
+        pattern = torch.nan_to_num(pattern, nan=0.0, posinf=_INF, neginf=-_INF)
+        pattern = pattern.to(device=v.device, dtype=v.dtype)
+        if grouped:
+            v = torch.repeat_interleave(v, dim=2, repeats=attn.repeat_kv_heads)
+        z = (pattern @ v.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
+        w_o = attn.W_O
+        w = w_o.permute(2, 0, 1).reshape(w_o.shape[2], -1).contiguous()
+        if z.dtype != w.dtype:
+            z = z.to(w.dtype)
+        z = z.reshape(z.shape[0], z.shape[1], cfg.d_head * cfg.n_heads)
+        return F.linear(z, w, attn.b_O)
+
+    def _rotary(
+        self, x: torch.Tensor, offset: int, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``AbstractAttention.apply_rotary`` (no dynamic NTK)."""
+        attn, cfg = self.attn, self.cfg
+        rotary_dim = cfg.rotary_dim
+        x_pos = x.size(1)
+        x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
+        if cfg.rotary_adjacent_pairs:  # [x0, x1] -> [-x1, x0]
+            x_flip = torch.stack((-x_rot[..., 1::2], x_rot[..., ::2]), dim=-1).flatten(-2)
+        else:
+            half = rotary_dim // 2
+            x_flip = torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1)
+        if offset + x_pos > attn.rotary_cos.shape[0]:
+            attn._extend_rotary_embeddings(
+                min(cfg.n_ctx, max(offset + x_pos, 2 * attn.rotary_cos.shape[0]))
+            )
+        if attention_mask is None:
+            cos = attn.rotary_cos[None, offset : offset + x_pos, None, :]
+            sin = attn.rotary_sin[None, offset : offset + x_pos, None, :]
+        else:
+            ids = self._fast_memo.offset_position_ids(attention_mask)[:, offset:]
+            ids = ids.to(attn.rotary_cos.device)
+            cos = attn.rotary_cos[ids, None, :]
+            sin = attn.rotary_sin[ids, None, :]
+        rotated = x_rot * cos + x_flip * sin
+        if x_pass.shape[-1] == 0:  # rotary over the whole head: the cat would only copy
+            return rotated
+        return torch.cat([rotated, x_pass], dim=-1)
+
+
+def _rms_norm(ln: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """``RMSNorm.forward`` without its hook points."""
+    dtype = ln.cfg.dtype
+    if dtype not in _FLOAT_DTYPES:
+        x = x.to(torch.float32)
+    scale = (x.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()
+    return (x / scale).to(dtype) * ln.w
+
+
+def _attn_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``simple_attn_linear``: [batch, pos, d_model] -> [batch, pos, head, d_head]."""
+    weight = w.permute(0, 2, 1).reshape(w.shape[0] * w.shape[2], w.shape[1])
+    out = F.linear(x, weight, b.reshape(-1))
+    return out.reshape(x.shape[0], x.shape[1], b.shape[0], b.shape[1])
+
+
+def _gated_mlp(mlp: GatedMLP, x: torch.Tensor) -> torch.Tensor:
+    """``GatedMLP.forward`` without its hook points."""
+    pre_act = F.linear(x, mlp.W_gate.T.contiguous())
+    pre_linear = F.linear(x, mlp.W_in.T.contiguous())
+    post_act = (mlp.act_fn(pre_act) * pre_linear) + mlp.b_in
+    return F.linear(post_act, mlp.W_out.T.contiguous(), mlp.b_out)
+
+
+def enable(model: HookedTransformer) -> dict[int, str]:
+    """Switch every supported block to :class:`FastBlock`; returns {layer: reason} for the
+    blocks left as they were (empty when all switched)."""
+    memo = _Memo()
+    skipped: dict[int, str] = {}
+    for layer, block in enumerate(model.blocks):
+        reason = _static_support(block)
+        if reason is not None:
+            skipped[layer] = reason
+            continue
+        block.__class__ = FastBlock
+        block._fast_memo = memo
+        block._fast_children = (block.attn, block.mlp, block.ln1, block.ln2)
+        block._fast_modules = _skipped_modules(block)
+    return skipped
+
+
+def disable(model: HookedTransformer) -> None:
+    """Switch every :class:`FastBlock` back to TransformerLens' ``TransformerBlock``."""
+    for block in model.blocks:
+        if type(block) is FastBlock:
+            block.__class__ = TransformerBlock
+            for name in ("_fast_memo", "_fast_children", "_fast_modules"):
+                block.__dict__.pop(name, None)
+
+
+def is_enabled(model: HookedTransformer) -> bool:
+    """True when every block of ``model`` is a :class:`FastBlock`."""
+    return all(type(block) is FastBlock for block in model.blocks)

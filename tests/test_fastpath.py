@@ -1,0 +1,231 @@
+"""The fast block path against TransformerLens' own block forward: bitwise equal, and taken
+only when it may be (see interp/fastpath.py)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+from transformer_lens.components.transformer_block import TransformerBlock
+
+from interp import fastpath
+from interp.loading import load_model
+
+
+@pytest.fixture
+def models(tiny_model):
+    """(fast, reference): a copy of the tiny model with the fast path, and one without."""
+    fast = copy.deepcopy(tiny_model)
+    ref = copy.deepcopy(tiny_model)
+    fastpath.disable(ref)
+    assert fastpath.is_enabled(fast) and not any(
+        isinstance(b, fastpath.FastBlock) for b in ref.blocks
+    )
+    return fast, ref
+
+
+@pytest.fixture
+def tl_calls(monkeypatch):
+    """Counts calls of TransformerLens' block forward (the path the fast one replaces)."""
+    calls = []
+    original = TransformerBlock.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TransformerBlock, "forward", counted)
+    return calls
+
+
+def _batch(model, n=3, length=20, seed=0):
+    tokens = torch.randint(
+        0, model.cfg.d_vocab, (n, length), generator=torch.Generator().manual_seed(seed)
+    )
+    mask = torch.ones(n, length, dtype=torch.long)
+    mask[1, :5] = 0  # left padding, of different lengths
+    mask[2, :11] = 0
+    return tokens, mask
+
+
+def _steps(model, tokens, mask, n_steps=6):
+    """A prompt through a fresh KV cache, then greedy single-token steps: every output."""
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
+    outs = [model(tokens, attention_mask=mask, past_kv_cache=cache)]
+    for _ in range(n_steps):
+        outs.append(model(outs[-1][:, -1:].argmax(-1), past_kv_cache=cache))
+    return outs
+
+
+def test_load_model_enables_it(tiny_model):
+    assert fastpath.is_enabled(tiny_model)
+    assert all(type(b) is fastpath.FastBlock for b in load_model("tiny").blocks)
+
+
+@torch.no_grad()
+def test_forward_is_bitwise_equal_and_takes_the_fast_path(models, tl_calls):
+    fast, ref = models
+    tokens, mask = _batch(fast)
+    outputs = [fast(tokens), fast(tokens, attention_mask=mask), *_steps(fast, tokens, mask)]
+    assert tl_calls == []  # not one block went down TransformerLens' path
+    expected = [ref(tokens), ref(tokens, attention_mask=mask), *_steps(ref, tokens, mask)]
+    assert len(outputs) == len(expected) == 9
+    for ours, theirs in zip(outputs, expected, strict=True):
+        assert torch.equal(ours, theirs)
+
+
+@torch.no_grad()
+def test_generate_gives_identical_tokens(models):
+    fast, ref = models
+    tok = fast.tokenizer
+    prompt = torch.tensor([tok("Who was not comfortable using the phone?")["input_ids"]])
+    kwargs = dict(max_new_tokens=12, do_sample=False, verbose=False, stop_at_eos=False)
+    assert torch.equal(fast.generate(prompt, **kwargs), ref.generate(prompt, **kwargs))
+
+
+@torch.no_grad()
+def test_an_edited_mask_is_not_served_from_the_memo(models):
+    """The per-forward memo keys on the mask's values, not on the tensor object."""
+    fast, ref = models
+    tokens, mask = _batch(fast)
+    fast(tokens, attention_mask=mask)
+    mask[0, :7] = 0  # in place: same object, same shape
+    assert torch.equal(fast(tokens, attention_mask=mask), ref(tokens, attention_mask=mask))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "hook", ["hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"]
+)
+def test_residual_hooks_run_on_the_fast_path(models, tl_calls, hook):
+    """A hook that replaces a residual-stream value (as patching does) is applied by the fast
+    path exactly where TransformerLens applies it."""
+    fast, ref = models
+    tokens, _ = _batch(fast)
+    seen = []
+
+    def scale(x, hook):
+        seen.append(hook.name)
+        return x * 1.5
+
+    name = f"blocks.1.{hook}"
+    ours = fast.run_with_hooks(tokens, fwd_hooks=[(name, scale)])
+    assert tl_calls == [] and seen == [name]
+    theirs = ref.run_with_hooks(tokens, fwd_hooks=[(name, scale)])
+    assert torch.equal(ours, theirs)
+    assert not torch.equal(ours, ref(tokens))  # the hook did change the output
+
+
+@torch.no_grad()
+def test_a_hook_inside_a_block_sends_only_that_block_to_transformerlens(models, tl_calls):
+    fast, ref = models
+    tokens, mask = _batch(fast)
+
+    def zero_head(z, hook):
+        z[:, :, 0] = 0.0
+        return z
+
+    hooks = [("blocks.1.attn.hook_z", zero_head)]
+    ours = fast.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)
+    assert tl_calls == [fast.blocks[1]]
+    assert torch.equal(ours, ref.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks))
+
+
+@torch.no_grad()
+def test_run_with_cache_matches_transformerlens(models):
+    fast, ref = models
+    tokens, mask = _batch(fast)
+    logits, cache = fast.run_with_cache(tokens, attention_mask=mask)
+    ref_logits, ref_cache = ref.run_with_cache(tokens, attention_mask=mask)
+    assert torch.equal(logits, ref_logits) and torch.equal(
+        logits, fast(tokens, attention_mask=mask)
+    )
+    names = sorted(ref_cache.keys())
+    assert sorted(cache.keys()) == names
+    for name in names:
+        assert torch.equal(cache[name], ref_cache[name]), name
+    # only the residual stream cached: the fast path, and the same values
+    resid = lambda name: name.endswith("hook_resid_post")  # noqa: E731
+    _, small = fast.run_with_cache(tokens, attention_mask=mask, names_filter=resid)
+    assert len(small.keys()) == fast.cfg.n_layers
+    for name in list(small.keys()):
+        assert torch.equal(small[name], ref_cache[name])
+
+
+def test_autograd_takes_transformerlens_path(models, tl_calls):
+    fast, ref = models
+    tokens, _ = _batch(fast)
+    embed = fast.embed(tokens).detach().requires_grad_(True)
+    fast(embed, start_at_layer=0).sum().backward()
+    assert len(tl_calls) == fast.cfg.n_layers
+    ref_embed = embed.detach().clone().requires_grad_(True)
+    ref(ref_embed, start_at_layer=0).sum().backward()
+    assert torch.equal(embed.grad, ref_embed.grad)
+
+
+@torch.no_grad()
+def test_unsupported_flags_and_global_hooks_fall_back(models, tl_calls):
+    fast, ref = models
+    tokens, _ = _batch(fast)
+    fast.set_use_attn_result(True)
+    ref.set_use_attn_result(True)
+    assert not fast.blocks[0].fast_path_ready()
+    ours = fast(tokens)
+    assert len(tl_calls) == fast.cfg.n_layers
+    assert torch.equal(ours, ref(tokens))
+    fast.set_use_attn_result(False)
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *args: None)
+    try:
+        tl_calls.clear()
+        fast(tokens)
+        assert len(tl_calls) == fast.cfg.n_layers
+    finally:
+        handle.remove()
+    tl_calls.clear()
+    fast(tokens)
+    assert tl_calls == []
+
+
+@torch.no_grad()
+def test_a_replaced_submodule_is_checked_for_hooks(models, tl_calls):
+    fast, ref = models
+    tokens, _ = _batch(fast)
+    block = fast.blocks[0]
+    block.mlp = copy.deepcopy(block.mlp)  # a module the block has not seen
+    block.mlp.hook_post.add_hook(lambda x, hook: x * 0.0)
+    ref.blocks[0].mlp.hook_post.add_hook(lambda x, hook: x * 0.0)
+    ours = fast(tokens)
+    assert tl_calls == [block]
+    assert torch.equal(ours, ref(tokens))
+
+
+def test_unsupported_architectures_are_left_alone():
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, n_heads=2, d_head=16, d_mlp=64, n_ctx=64, d_vocab=50,
+        act_fn="gelu", normalization_type="LN",
+    )  # fmt: skip
+    model = HookedTransformer(cfg)
+    skipped = fastpath.enable(model)
+    assert set(skipped) == {0, 1} and "not a gated MLP" in skipped[0]
+    assert not any(isinstance(b, fastpath.FastBlock) for b in model.blocks)
+
+
+@pytest.mark.integration
+@torch.no_grad()
+def test_embedded_fast_path_is_bitwise_equal(embedded_model, tl_calls):
+    """The embedded model: a chat transcript and KV-cached steps, fast vs TransformerLens."""
+    ref = copy.deepcopy(embedded_model)
+    fastpath.disable(ref)
+    tok = embedded_model.tokenizer
+    chat = [{"role": "user", "content": "Who was not comfortable using the phone? (a) (b) (c)"}]
+    text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    tokens = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]] * 2)
+    mask = torch.ones_like(tokens)
+    mask[1, :4] = 0
+    ours = _steps(embedded_model, tokens, mask, n_steps=4)
+    assert tl_calls == []
+    for a, b in zip(ours, _steps(ref, tokens, mask, n_steps=4), strict=True):
+        assert torch.equal(a, b)
