@@ -63,11 +63,13 @@ class _Memo:
             return mask is None and entry[1] is None
         return torch.equal(entry[1], mask)
 
-    def offset_position_ids(self, mask: torch.Tensor) -> torch.Tensor:
-        """``get_offset_position_ids(0, mask)``: position ids of every cached and new token."""
+    def offset_position_ids(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """``get_offset_position_ids(0, mask)``: position ids of every cached and new token;
+        None when the mask has no padding, so that the ids are 0, 1, 2, ... in every row."""
         key = (tuple(mask.shape), mask.dtype, mask.device)
         if not self._hit(self.position_ids, key, mask):
-            self.position_ids = (key, mask.clone(), get_offset_position_ids(0, mask))
+            ids = None if bool(mask.all()) else get_offset_position_ids(0, mask)
+            self.position_ids = (key, mask.clone(), ids)
         return self.position_ids[2]
 
     def causal_mask(
@@ -281,14 +283,20 @@ class FastBlock(TransformerBlock):
             attn._extend_rotary_embeddings(
                 min(cfg.n_ctx, max(offset + x_pos, 2 * attn.rotary_cos.shape[0]))
             )
-        if attention_mask is None:
+        # TransformerLens gathers cos/sin rows by position id when there is a mask and slices
+        # them when there is none; rows are copied either way, so the products are the same.
+        ids = None
+        if attention_mask is not None:
+            ids = self._fast_memo.offset_position_ids(attention_mask)
+        if ids is None:  # positions offset, offset + 1, ... in every row
             cos = attn.rotary_cos[None, offset : offset + x_pos, None, :]
             sin = attn.rotary_sin[None, offset : offset + x_pos, None, :]
         else:
-            ids = self._fast_memo.offset_position_ids(attention_mask)[:, offset:]
-            ids = ids.to(attn.rotary_cos.device)
-            cos = attn.rotary_cos[ids, None, :]
-            sin = attn.rotary_sin[ids, None, :]
+            ids = ids[:, offset:].to(attn.rotary_cos.device)
+            flat = ids.reshape(-1)
+            shape = (*ids.shape, 1, attn.rotary_cos.shape[-1])
+            cos = attn.rotary_cos.index_select(0, flat).view(shape)
+            sin = attn.rotary_sin.index_select(0, flat).view(shape)
         rotated = x_rot * cos + x_flip * sin
         if x_pass.shape[-1] == 0:  # rotary over the whole head: the cat would only copy
             return rotated

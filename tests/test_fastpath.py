@@ -69,10 +69,23 @@ def test_load_model_enables_it(tiny_model):
 def test_forward_is_bitwise_equal_and_takes_the_fast_path(models, tl_calls):
     fast, ref = models
     tokens, mask = _batch(fast)
-    outputs = [fast(tokens), fast(tokens, attention_mask=mask), *_steps(fast, tokens, mask)]
+    ones = torch.ones_like(mask)  # a mask without padding: rotary by slices, not gathers
+    outputs = [
+        fast(tokens),
+        fast(tokens, attention_mask=mask),
+        fast(tokens, attention_mask=ones),
+        *_steps(fast, tokens, mask),
+        *_steps(fast, tokens, ones),
+    ]
     assert tl_calls == []  # not one block went down TransformerLens' path
-    expected = [ref(tokens), ref(tokens, attention_mask=mask), *_steps(ref, tokens, mask)]
-    assert len(outputs) == len(expected) == 9
+    expected = [
+        ref(tokens),
+        ref(tokens, attention_mask=mask),
+        ref(tokens, attention_mask=ones),
+        *_steps(ref, tokens, mask),
+        *_steps(ref, tokens, ones),
+    ]
+    assert len(outputs) == len(expected) == 17
     for ours, theirs in zip(outputs, expected, strict=True):
         assert torch.equal(ours, theirs)
 
