@@ -2,9 +2,13 @@
 
 Measures, in one process on the same prompts:
 - first load (GGUF -> TransformerLens conversion into an empty cache) vs cached load;
-- greedy generation with the KV cache: ours (weights re-laid, see interp/layout.py), plain
-  TransformerLens (weights in the layout it loads them), and HF ``generate`` -> ratios;
-- forward tokens/s at batch 1 and 8 (256 tokens), ours vs HF -> ratios.
+- greedy generation with the KV cache (48 new tokens) by ``model.generate``: ours (weights
+  re-laid, interp/layout.py, and the fast block path, interp/fastpath.py), ours with the
+  re-laid weights only, plain TransformerLens (neither), and HF ``generate`` -> ratios. The
+  four run in turn, ROUNDS times (ours, HF, ours, HF, ...), so that a slow spell of the
+  machine hits them alike; the JSON has every round's ratio, their median and the ratio of
+  the fastest runs;
+- forward tokens/s at batch 1 and 8 (256 tokens), ours vs HF -> ratios, the same way.
 Writes benchmarks/results/load_and_generate.json. Usage: python benchmarks/load_and_generate.py
 """
 
@@ -14,6 +18,7 @@ import copy
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 import warnings
@@ -24,17 +29,31 @@ import torch
 warnings.filterwarnings("ignore")
 OUT = Path(__file__).parent / "results" / "load_and_generate.json"
 NEW_TOKENS = 48
-REPEATS = 3
+ROUNDS = 7
 
 
-def best_of(fn, repeats: int = REPEATS) -> tuple[float, object]:
-    """Fastest of several runs (machines are noisy; the minimum is the least disturbed)."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+def interleaved(fns: dict, rounds: int = ROUNDS) -> tuple[dict, dict]:
+    """Seconds of each of ``fns`` per round, the functions run in turn within a round (after
+    one untimed warm-up each), and each function's last result."""
+    results = {name: fn() for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return times, results
+
+
+def ratio(times: dict, ours: str, theirs: str) -> dict:
+    """Speed of ``ours`` relative to ``theirs`` (> 1: ours is faster), per round and overall."""
+    per_round = [t / o for o, t in zip(times[ours], times[theirs], strict=True)]
+    return {
+        "per_round": [round(r, 3) for r in per_round],
+        "median": statistics.median(per_round),
+        "min_max": [min(per_round), max(per_round)],
+        "of_fastest_runs": min(times[theirs]) / min(times[ours]),
+    }
 
 
 def before_eos(tokens: list[int], eos: int) -> list[int]:
@@ -45,6 +64,8 @@ def before_eos(tokens: list[int], eos: int) -> list[int]:
 def main() -> None:
     from transformers import AutoModelForCausalLM
 
+    from interp import fastpath
+    from interp.layout import is_relaid
     from interp.loading import embedded_gguf_path, load_model
 
     results: dict = {
@@ -64,9 +85,12 @@ def main() -> None:
     path = embedded_gguf_path()
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     hf.eval()
-    plain = copy.deepcopy(model)
+    relaid_only = copy.deepcopy(model)
+    fastpath.disable(relaid_only)
+    plain = copy.deepcopy(relaid_only)
     for p in plain.parameters():  # the layout TransformerLens itself would leave
         p.data = p.data.contiguous()
+    assert fastpath.is_enabled(model) and is_relaid(model) and not is_relaid(plain)
 
     tok = model.tokenizer
     chat = [{"role": "user", "content": "Tell me about the history of Paris in a few sentences."}]
@@ -88,36 +112,44 @@ def main() -> None:
         return out[0, prompt.shape[1] :].tolist()
 
     eos = tok.eos_token_id
-    t_ours, toks_ours = best_of(lambda: tl_generate(model))
-    t_plain, toks_plain = best_of(lambda: tl_generate(plain))
-    t_hf, toks_hf = best_of(hf_generate)
+    times, tokens = interleaved(
+        {
+            "ours": lambda: tl_generate(model),
+            "hf": hf_generate,
+            "relaid_only": lambda: tl_generate(relaid_only),
+            "plain": lambda: tl_generate(plain),
+        }
+    )
+    ours_before_eos = before_eos(tokens["ours"], eos)
     results["generate"] = {
         "new_tokens": NEW_TOKENS,
         "prompt_tokens": prompt.shape[1],
-        "ours_tok_s": NEW_TOKENS / t_ours,
-        "transformerlens_plain_tok_s": NEW_TOKENS / t_plain,
-        "hf_tok_s": NEW_TOKENS / t_hf,
-        "ratio_ours_vs_hf": t_hf / t_ours,
-        "speedup_vs_plain_transformerlens": t_plain / t_ours,
+        "rounds": ROUNDS,
+        "tok_s_median": {k: NEW_TOKENS / statistics.median(v) for k, v in times.items()},
+        "ratio_ours_vs_hf": ratio(times, "ours", "hf"),
+        "ratio_relaid_only_vs_hf": ratio(times, "relaid_only", "hf"),
+        "ratio_plain_transformerlens_vs_hf": ratio(times, "plain", "hf"),
+        "speedup_vs_plain_transformerlens": ratio(times, "ours", "plain"),
         # HF's min_new_tokens (which makes it run all NEW_TOKENS steps, as ours does) forbids
         # EOS, so from the model's first EOS on the two differ by construction.
-        "identical_tokens_ours_hf_before_eos": before_eos(toks_ours, eos)
-        == toks_hf[: len(before_eos(toks_ours, eos))],
-        "tokens_before_eos": len(before_eos(toks_ours, eos)),
-        "identical_tokens_ours_plain": toks_ours == toks_plain,
+        "identical_tokens_ours_hf_before_eos": ours_before_eos
+        == tokens["hf"][: len(ours_before_eos)],
+        "tokens_before_eos": len(ours_before_eos),
+        "identical_tokens_ours_plain": tokens["ours"] == tokens["plain"] == tokens["relaid_only"],
     }
+    print(json.dumps(results["generate"], indent=2), flush=True)
 
     for batch in (1, 8):
         tokens = torch.randint(
             0, model.cfg.d_vocab, (batch, 256), generator=torch.Generator().manual_seed(0)
         )
         with torch.no_grad():
-            t_ours, _ = best_of(lambda tokens=tokens: model(tokens))
-            t_hf, _ = best_of(lambda tokens=tokens: hf(tokens))
+            times, _ = interleaved(
+                {"ours": lambda t=tokens: model(t), "hf": lambda t=tokens: hf(t).logits}, rounds=5
+            )
         results[f"forward_batch{batch}"] = {
-            "ours_tok_s": tokens.numel() / t_ours,
-            "hf_tok_s": tokens.numel() / t_hf,
-            "ratio_ours_vs_hf": t_hf / t_ours,
+            "tok_s_median": {k: tokens.numel() / statistics.median(v) for k, v in times.items()},
+            "ratio_ours_vs_hf": ratio(times, "ours", "hf"),
         }
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
