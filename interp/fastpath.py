@@ -136,14 +136,10 @@ _CALLED_HOOKS = (
 )
 
 
-def _skipped_modules(block: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
-    """The block's submodules the fast path does not call: a hook on any of them sends the
-    forward down TransformerLens' path. (Hooks on the block itself run either way.)"""
-    called = {id(getattr(block, name)) for name in _CALLED_HOOKS}
-    return tuple(m for m in block.modules() if m is not block and id(m) not in called)
-
-
-def _has_hooks(modules: tuple[torch.nn.Module, ...]) -> bool:
+def _hooked(block: torch.nn.Module) -> bool:
+    """True when a hook sits on a module the fast path does not call: any submodule of the
+    block but the residual hook points (hooks on the block itself run either way), or a
+    PyTorch global module hook. Walked on every forward, so a replaced submodule counts."""
     if (
         torch_module._global_forward_hooks
         or torch_module._global_forward_pre_hooks
@@ -151,9 +147,12 @@ def _has_hooks(modules: tuple[torch.nn.Module, ...]) -> bool:
         or torch_module._global_backward_pre_hooks
     ):
         return True
-    for m in modules:
+    stack = [m for name, m in block._modules.items() if m is not None and name not in _CALLED_HOOKS]
+    while stack:
+        m = stack.pop()
         if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
             return True
+        stack.extend(child for child in m._modules.values() if child is not None)
     return False
 
 
@@ -166,7 +165,6 @@ class FastBlock(TransformerBlock):
 
     _fast_memo: _Memo
     _fast_children: tuple
-    _fast_modules: tuple[torch.nn.Module, ...]
 
     def fast_path_ready(self, resid_pre: torch.Tensor | None = None) -> bool:
         """True when a forward (of ``resid_pre``, if given) takes the fast path."""
@@ -183,12 +181,11 @@ class FastBlock(TransformerBlock):
         if cfg.use_hook_mlp_in or self.attn._attention_dir_override not in (None, "causal"):
             return False
         children = (self.attn, self.mlp, self.ln1, self.ln2)
-        if children != self._fast_children:  # a submodule was replaced: re-check everything
+        if children != self._fast_children:  # a submodule was replaced: check its kind
             if _static_support(self) is not None:
                 return False
             self._fast_children = children
-            self._fast_modules = _skipped_modules(self)
-        return not _has_hooks(self._fast_modules)
+        return not _hooked(self)
 
     def forward(
         self,
@@ -340,7 +337,6 @@ def enable(model: HookedTransformer) -> dict[int, str]:
         block.__class__ = FastBlock
         block._fast_memo = memo
         block._fast_children = (block.attn, block.mlp, block.ln1, block.ln2)
-        block._fast_modules = _skipped_modules(block)
     return skipped
 
 
@@ -349,7 +345,7 @@ def disable(model: HookedTransformer) -> None:
     for block in model.blocks:
         if type(block) is FastBlock:
             block.__class__ = TransformerBlock
-            for name in ("_fast_memo", "_fast_children", "_fast_modules"):
+            for name in ("_fast_memo", "_fast_children"):
                 block.__dict__.pop(name, None)
 
 

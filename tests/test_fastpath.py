@@ -215,6 +215,19 @@ def test_a_replaced_submodule_is_checked_for_hooks(models, tl_calls):
     assert torch.equal(ours, ref(tokens))
 
 
+@torch.no_grad()
+def test_a_replaced_nested_hook_point_is_checked(models, tl_calls):
+    from transformer_lens.hook_points import HookPoint
+
+    fast, _ = models
+    tokens, _ = _batch(fast)
+    block = fast.blocks[1]
+    block.attn.hook_z = HookPoint()  # deeper than the block's own children
+    block.attn.hook_z.add_hook(lambda z, hook: z * 0.0)
+    fast(tokens)
+    assert tl_calls == [block]
+
+
 def test_unsupported_architectures_are_left_alone():
     cfg = HookedTransformerConfig(
         n_layers=2, d_model=32, n_heads=2, d_head=16, d_mlp=64, n_ctx=64, d_vocab=50,
