@@ -22,8 +22,10 @@ Hooks on the residual-stream hook points (``hook_resid_pre``, ``hook_attn_out``,
 ``hook_resid_mid``, ``hook_mlp_out``, ``hook_resid_post``) keep the fast path: it calls those
 hook points where TransformerLens does, so caching or patching them works as usual. A hook
 anywhere else in a block (``attn.hook_z``, ``ln1.hook_normalized``, ...) sends that block,
-and only that block, down TransformerLens' path. So does any forward that autograd records
-(gradients stay TransformerLens' own). :func:`disable` switches a model back.
+and only that block, down TransformerLens' path. So does a block whose input or parameters
+autograd tracks. When a residual hook hands the block a tracked tensor midway, the fast path
+computes ``ln1`` once per input, as TransformerLens does, so gradients sum in the same order
+and are bitwise its own (tested). :func:`disable` switches a model back.
 """
 
 from __future__ import annotations
@@ -204,12 +206,18 @@ class FastBlock(TransformerBlock):
         # The residual-stream hook points are called as TransformerLens calls them (a hook
         # there may read or replace the value); the rest are skipped, having no hooks.
         resid_pre = self.hook_resid_pre(resid_pre)
-        normalized = _rms_norm(self.ln1, resid_pre)
         # TransformerLens adds the (absent) shortformer embedding to the query and key inputs
         # as ``+ 0.0``; kept, since it turns a -0.0 into +0.0.
-        attn_out = self._attention(
-            normalized + 0.0, normalized, past_kv_cache_entry, attention_mask
-        )
+        if torch.is_grad_enabled() and resid_pre.requires_grad:
+            # The hook handed us a tensor autograd tracks: ln1 once per input, in
+            # TransformerLens' order, so that the gradients sum as they do there.
+            q_input = _rms_norm(self.ln1, resid_pre) + 0.0
+            k_input = _rms_norm(self.ln1, resid_pre) + 0.0
+            v_input = _rms_norm(self.ln1, resid_pre)
+        else:
+            v_input = _rms_norm(self.ln1, resid_pre)
+            q_input = k_input = v_input + 0.0
+        attn_out = self._attention(q_input, k_input, v_input, past_kv_cache_entry, attention_mask)
         attn_out = self.hook_attn_out(attn_out)
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_out = self.hook_mlp_out(_gated_mlp(self.mlp, _rms_norm(self.ln2, resid_mid)))
@@ -217,7 +225,8 @@ class FastBlock(TransformerBlock):
 
     def _attention(
         self,
-        qk_input: torch.Tensor,
+        q_input: torch.Tensor,
+        k_input: torch.Tensor,
         v_input: torch.Tensor,
         cache_entry,
         attention_mask: torch.Tensor | None,
@@ -225,12 +234,12 @@ class FastBlock(TransformerBlock):
         """``AbstractAttention.forward`` for global causal rotary attention, MHA or GQA."""
         attn, cfg = self.attn, self.cfg
         grouped = isinstance(attn, GroupedQueryAttention)
-        q = _attn_linear(qk_input, attn.W_Q, attn.b_Q)
+        q = _attn_linear(q_input, attn.W_Q, attn.b_Q)
         if grouped:
-            k = _attn_linear(qk_input, attn._W_K, attn._b_K)
+            k = _attn_linear(k_input, attn._W_K, attn._b_K)
             v = _attn_linear(v_input, attn._W_V, attn._b_V)
         else:
-            k = _attn_linear(qk_input, attn.W_K, attn.b_K)
+            k = _attn_linear(k_input, attn.W_K, attn.b_K)
             v = _attn_linear(v_input, attn.W_V, attn.b_V)
         if cache_entry is not None:
             offset = cache_entry.past_keys.size(1)

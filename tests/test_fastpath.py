@@ -179,6 +179,28 @@ def test_autograd_takes_transformerlens_path(models, tl_calls):
     assert torch.equal(embed.grad, ref_embed.grad)
 
 
+@pytest.mark.parametrize("hook", ["hook_resid_pre", "hook_attn_out", "hook_resid_mid"])
+def test_gradients_from_a_hook_are_transformerlens_own(models, hook):
+    """A hook on a residual hook point may hand the block a tensor that requires grad (the
+    block's input did not): the gradients are still bitwise TransformerLens' own."""
+    fast, ref = models
+    tokens, mask = _batch(fast)
+    grads = []
+    for model in (fast, ref):
+        leaf = []
+
+        def make_leaf(x, hook, leaf=leaf):
+            leaf.append(x.detach().clone().requires_grad_(True))
+            return leaf[-1]
+
+        logits = model.run_with_hooks(
+            tokens, attention_mask=mask, fwd_hooks=[(f"blocks.1.{hook}", make_leaf)]
+        )
+        logits.log_softmax(-1)[:, -1].sum().backward()
+        grads.append(leaf[0].grad)
+    assert grads[0] is not None and torch.equal(grads[0], grads[1])
+
+
 @torch.no_grad()
 def test_unsupported_flags_and_global_hooks_fall_back(models, tl_calls):
     fast, ref = models
