@@ -91,6 +91,20 @@ def test_forward_is_bitwise_equal_and_takes_the_fast_path(models, tl_calls):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_is_bitwise_equal(dtype, tl_calls):
+    """RMSNorm computes in float32 and casts back in half precision; the fast path too."""
+    fast = load_model("tiny", dtype=dtype)
+    ref = copy.deepcopy(fast)
+    fastpath.disable(ref)
+    tokens, mask = _batch(fast)
+    ours = _steps(fast, tokens, mask, n_steps=2)
+    assert tl_calls == [] and ours[0].dtype == getattr(torch, dtype)
+    for a, b in zip(ours, _steps(ref, tokens, mask, n_steps=2), strict=True):
+        assert torch.equal(a, b)
+
+
+@torch.no_grad()
 def test_generate_gives_identical_tokens(models):
     fast, ref = models
     tok = fast.tokenizer
