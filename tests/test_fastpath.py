@@ -264,6 +264,35 @@ def test_a_replaced_nested_hook_point_is_checked(models, tl_calls):
     assert tl_calls == [block]
 
 
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"n_key_value_heads": None},  # multi-head attention, not grouped
+        {"rotary_adjacent_pairs": True},  # GPT-J-style pairs
+        {"rotary_dim": 8},  # rotary over half of each head, the rest passed through
+    ],
+    ids=["mha", "adjacent-pairs", "partial-rotary"],
+)
+def test_other_llama_style_variants_are_bitwise_equal(change, tl_calls):
+    """Branches the tiny and embedded models do not take (both are GQA, NeoX-style pairs,
+    rotary over the whole head)."""
+    from interp.loading import attach_tokenizer
+    from interp.tiny import TINY_CONFIG, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    cfg = HookedTransformerConfig(**{**TINY_CONFIG, **change, "d_vocab": len(tokenizer)})
+    fast = HookedTransformer(cfg).eval()
+    attach_tokenizer(fast, tokenizer)  # cached steps without a mask ask the tokenizer for one
+    ref = copy.deepcopy(fast)
+    assert fastpath.enable(fast) == {}
+    tokens, mask = _batch(fast)
+    ours = _steps(fast, tokens, mask, n_steps=3)
+    assert tl_calls == []
+    for a, b in zip(ours, _steps(ref, tokens, mask, n_steps=3), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_unsupported_architectures_are_left_alone():
     cfg = HookedTransformerConfig(
         n_layers=2, d_model=32, n_heads=2, d_head=16, d_mlp=64, n_ctx=64, d_vocab=50,
