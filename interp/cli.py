@@ -102,8 +102,10 @@ def replay(
     score: Annotated[
         str,
         typer.Option(
-            help="choice mode: score each option by the log-prob of its letter, or of its "
-            "whole text 'letter) option'."
+            help="choice mode: letter (default) scores each option by the log-prob of its "
+            "letter, one token per option; text by the summed log-prob of its whole text "
+            "'letter) option', which favours options of few tokens such as 'Unknown'; "
+            "text-mean by that log-prob per token (length-normalised)."
         ),
     ] = "letter",
     max_new_tokens: Annotated[int, typer.Option(help="generate mode: tokens per answer.")] = 48,

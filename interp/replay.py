@@ -56,7 +56,9 @@ from interp.store import (
 from interp.tasks import Example, load_task, task_data_hash
 
 MODES = ("choice", "generate")
-SCORES = ("letter", "text")
+# "text" sums the continuation's token log-probs (a sequence probability, which favours
+# options of few tokens such as "Unknown"); "text-mean" averages them per token.
+SCORES = ("letter", "text", "text-mean")
 HOOK_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 
 
@@ -74,7 +76,9 @@ class ReplayConfig:
     sample: int | None = None  # a seeded random sample of this many examples (before limit)
     hooks: list[str] = field(default_factory=lambda: ["resid_post"])  # kinds or hook names
     mode: str = "choice"  # "choice" (score options at the read-out) or "generate" (greedy)
-    score: str = "letter"  # choice mode: log-prob of each option's "letter" or whole "text"
+    # choice mode: log-prob of each option's "letter" (default: one token per option, so no
+    # length bias), of its whole "text" (summed), or "text-mean" (per token)
+    score: str = "letter"
     max_new_tokens: int = 48  # generate mode: tokens per answer
     batch_size: int = 8
     seed: int = 0
@@ -461,7 +465,8 @@ def _option_logprobs(
     score: str,
 ) -> Float[torch.Tensor, "batch option"]:
     """Each option's log-probability at the read-out: of its letter, or (``score="text"``)
-    of its whole text ``letter) option`` as the continuation (NaN where an example has fewer
+    of its whole text ``letter) option`` as the continuation, or (``"text-mean"``) that
+    log-probability divided by the continuation's token count (NaN where an example has fewer
     options than the batch's widest)."""
     first = torch.log_softmax(logits.float(), -1).cpu()
     width = max(len(ex.options) for ex in batch)
@@ -469,16 +474,20 @@ def _option_logprobs(
         out = first[:, letters[:width]].clone()
     else:
         out = torch.stack(
-            [_continuation_logprob(model, cache, first, batch, i) for i in range(width)], dim=1
+            [
+                _continuation_logprob(model, cache, first, batch, i, mean=score == "text-mean")
+                for i in range(width)
+            ],
+            dim=1,
         )
     for b, ex in enumerate(batch):
         out[b, len(ex.options) :] = float("nan")
     return out
 
 
-def _continuation_logprob(model, cache, first, batch, i: int) -> torch.Tensor:
+def _continuation_logprob(model, cache, first, batch, i: int, mean: bool = False) -> torch.Tensor:
     """log P(option i's text | prompt) for every example, on a frozen cache (the option
-    tokens are scored, not kept)."""
+    tokens are scored, not kept); with ``mean``, per token (divided by the token count)."""
     tok = model.tokenizer
     conts = [
         tok.encode(
@@ -507,6 +516,8 @@ def _continuation_logprob(model, cache, first, batch, i: int) -> torch.Tensor:
     total = torch.zeros(len(batch))
     for b, c in enumerate(conts):
         total[b] = first[b, c[0]] + sum(later[b, j - 1, c[j]] for j in range(1, len(c)))
+        if mean:
+            total[b] /= len(c)
     return total
 
 
