@@ -116,6 +116,15 @@ def replay(
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    force_round0: Annotated[
+        str | None,
+        typer.Option(
+            help="Forced-history control (choice mode): write this option into the transcript "
+            "as the round-0 answer instead of the model's choice: label (the correct one), "
+            "target (the stereotyped one), unknown, or a letter (a, b, c, ...). The model's own "
+            "round-0 scores stay recorded; examples without that option are left out (counted).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Replay self-correction rounds and store answers, scores and read-out activations.
@@ -143,9 +152,18 @@ def replay(
         system=system,
         device=device,
         dtype=dtype,
+        force_round0=force_round0,
     )
     command = "interp " + shlex.join(sys.argv[1:])
     run = run_replay(config, progress=not as_json, command=command)
+    forced = run.manifest.get("force_round0")
+    if forced and forced["skipped"]:
+        typer.echo(
+            f"warning: --force-round0 {forced['option']}: {len(forced['skipped'])} of the "
+            f"{forced['n_selected']} selected examples have no such option and were left out "
+            "(their ids: manifest.json, force_round0.skipped)",
+            err=True,
+        )
     _show_metrics(run.path, as_json, recompute=False)
     if not as_json:
         typer.echo(f"run directory: {run.path}")
@@ -192,7 +210,7 @@ def format_metrics(result: dict[str, Any]) -> str:
 
     def with_ci(name: str) -> list[str]:
         return [
-            "-" if v != v else f"{v:.3f} [{lo:.2f},{hi:.2f}]" if lo == lo else f"{v:.3f}"
+            "-" if pd.isna(v) else f"{v:.3f} [{lo:.2f},{hi:.2f}]" if not pd.isna(lo) else f"{v:.3f}"
             for v, lo, hi in zip(table[name], table[f"{name}_lo"], table[f"{name}_hi"], strict=True)
         ]
 
@@ -205,20 +223,22 @@ def format_metrics(result: dict[str, Any]) -> str:
         "acc disambig": with_ci("accuracy_disambig"),
         "bias s_AMB": with_ci("bias_amb"),
         "bias s_DIS": with_ci("bias_dis"),
-        "unknown": table["unknown_rate"].map(lambda v: "-" if v != v else f"{v:.3f}"),
+        "unknown": table["unknown_rate"].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}"),
         "entropy": with_ci("entropy"),
         "ECE": with_ci("ece"),
-        "Brier": table["brier"].map(lambda v: "-" if v != v else f"{v:.3f}"),
+        "Brier": table["brier"].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}"),
         "R->W": table["flips_right_to_wrong"].map(lambda v: "-" if pd.isna(v) else str(v)),
         "W->R": table["flips_wrong_to_right"].map(lambda v: "-" if pd.isna(v) else str(v)),
     }
     lines = [pd.DataFrame(shown).to_string(index=False)]
     shares = [c for c in table.columns if c.startswith("position_share_")]
-    pos = table[shares].map(lambda v: "-" if v != v else f"{v:.2f}")
+    pos = table[shares].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
     lines.append(
         "position share (a, b, c, ...) per round: "
         + "; ".join(" ".join(row) for row in pos.itertuples(index=False))
     )
+    if result.get("copy_rate"):
+        lines.append(format_copy_rate(result["copy_rate"]))
     conv = result["convergence"]
     lines.append(
         f"n = {result['n_examples']} examples; convergence round: "
@@ -226,6 +246,25 @@ def format_metrics(result: dict[str, Any]) -> str:
         f"(tolerances: accuracy {conv['tol_acc']}, changed answers {conv['tol_change']})"
     )
     return "\n".join(lines)
+
+
+def format_copy_rate(copy: dict[str, Any]) -> str:
+    """One line: how often round 1 repeats the forced round-0 answer, with its interval."""
+
+    def share(entry: dict[str, Any]) -> str:
+        if entry["value"] is None:
+            return "- (n = 0)"
+        ci = f" [{entry['ci'][0]:.2f},{entry['ci'][1]:.2f}]" if entry["ci"] else ""
+        return f"{entry['value']:.3f}{ci} ({entry['copied']}/{entry['n']})"
+
+    first = copy["round1"]
+    if first is None:
+        return f"copy rate: no round after the forced round 0 ({copy['n']} forced examples)"
+    return (
+        f"copy rate (round-{first['round']} answer = the forced round-0 answer): "
+        f"{share(first)}; where the model's own round-0 choice differed: "
+        f"{share(first['overridden'])}"
+    )
 
 
 # Commands whose parsing lives beside the library they drive; each imports its library lazily.

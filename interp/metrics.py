@@ -100,6 +100,13 @@ DEFINITIONS: dict[str, str] = {
         "same resample in every round; resamples where the metric is undefined are skipped."
     ),
     "convergence": CONVERGENCE_DEFINITION,
+    "copy_rate": (
+        "Runs replayed with --force-round0 only (None when no example was forced): per round "
+        "r >= 1, the share of forced examples whose round-r answer equals the option written "
+        "into the transcript as the round-0 answer, with a 95% percentile bootstrap interval "
+        "over examples; 'overridden' restricts it to examples whose own round-0 choice differs "
+        "from the forced one (there copying and keeping one's own answer are told apart)."
+    ),
 }
 
 
@@ -159,7 +166,7 @@ def compute_metrics(
     point = {k: v[0] for k, v in _resampled_stats(grid, np.ones((1, grid.n_examples))).items()}
     boot = _bootstrap(grid, n_boot, seed)
     per_round = [_round_entry(grid, point, boot, j) for j in range(len(grid.rounds))]
-    return {
+    result = {
         "n_examples": grid.n_examples,
         "rounds": list(grid.rounds),
         "per_round": per_round,
@@ -167,6 +174,9 @@ def compute_metrics(
         "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "level": CI_LEVEL},
         "definitions": dict(DEFINITIONS),
     }
+    if "forced" in rounds.columns:  # runs written since --force-round0 exists
+        result["copy_rate"] = copy_rate(rounds, n_boot=n_boot, seed=seed)
+    return result
 
 
 def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
@@ -441,3 +451,76 @@ def _flat_row(entry: dict[str, Any]) -> dict[str, Any]:
         row[f"flips_{kind}"] = flips.get(kind)
     row["unparsed"] = entry["unparsed"]
     return row
+
+
+# ---------------------------------------------------------------- forced-history control
+
+
+def copy_rate(rounds: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any] | None:
+    """How often later answers repeat a forced round-0 answer (``replay --force-round0``).
+
+    Args:
+        rounds: a rounds table with a ``forced`` column: at round 0 the option index written
+            into the transcript, -1 where the answer was not forced (and at later rounds).
+        n_boot: bootstrap resamples over forced examples (0: no intervals).
+        seed: seed of the resamples.
+
+    Returns:
+        None when no example was forced; otherwise ``n`` (forced examples), ``agree_round0``
+        (how many forced answers equal the model's own round-0 choice), ``per_round`` (one
+        entry per round r >= 1: ``copied``, ``value`` = copied / n, ``ci``, and the same over
+        the ``overridden`` examples, those whose own choice was not the forced one), and
+        ``round1`` (the first entry: the headline).
+    """
+    if "forced" not in rounds.columns:
+        raise InterpError("Rounds table has no 'forced' column: it is not a forced-history run.")
+    first = int(rounds["round"].min())
+    round0 = rounds[(rounds["round"] == first) & (rounds["forced"] >= 0)]
+    if round0.empty:
+        return None
+    round0 = round0.sort_values("example_index")
+    index = round0["example_index"].to_numpy()
+    forced = round0["forced"].to_numpy(dtype=np.int64)
+    overridden = round0["choice"].to_numpy(dtype=np.int64) != forced
+    n = len(index)
+    weights = _example_weights(n, n_boot, seed)
+    per_round = []
+    for r in sorted(int(x) for x in rounds["round"].unique() if x > first):
+        at = rounds[rounds["round"] == r].set_index("example_index")["choice"]
+        copied = at.reindex(index).to_numpy() == forced
+        per_round.append(
+            {
+                "round": r,
+                **_share_with_ci(copied, np.ones(n, dtype=bool), weights),
+                "overridden": _share_with_ci(copied, overridden, weights),
+            }
+        )
+    return {
+        "n": n,
+        "agree_round0": int((~overridden).sum()),
+        "round1": per_round[0] if per_round else None,
+        "per_round": per_round,
+    }
+
+
+def _example_weights(n: int, n_boot: int, seed: int) -> Float[np.ndarray, "resample example"]:
+    """How often each example is drawn in each of ``n_boot`` resamples."""
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    flat = (draws + n * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
+
+
+def _share_with_ci(
+    hits: Bool[np.ndarray, " example"],
+    among: Bool[np.ndarray, " example"],
+    weights: Float[np.ndarray, "resample example"],
+) -> dict[str, Any]:
+    n = int(among.sum())
+    copied = int((hits & among).sum())
+    value = copied / n if n else None
+    ci = None
+    if value is not None and len(weights):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = (weights @ (hits & among).astype(float)) / (weights @ among.astype(float))
+        ci = _interval(boot)
+    return {"n": n, "copied": copied, "value": value, "ci": ci}

@@ -60,6 +60,7 @@ MODES = ("choice", "generate")
 # options of few tokens such as "Unknown"); "text-mean" averages them per token.
 SCORES = ("letter", "text", "text-mean")
 HOOK_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+FORCE_ROLES = ("label", "target", "unknown")  # or an option letter a, b, c, ...
 
 
 @dataclass
@@ -85,12 +86,18 @@ class ReplayConfig:
     system: str | None = None  # a system prompt; None keeps the template's default
     device: str = "cpu"
     dtype: str = "float32"
+    # Forced-history control (choice mode): write this option into the transcript as the
+    # round-0 answer instead of the model's argmax: "label" (the correct one), "target" (the
+    # stereotyped one), "unknown", or a letter. The model's own round-0 scores stay recorded.
+    force_round0: str | None = None
 
 
 def fingerprint(config: ReplayConfig, plan: Plan) -> str:
     """What makes two replays the same: every setting but ``out``, the plan's texts and the
     data files' contents (an edited file or plan must not be served from an old run)."""
     fields = {k: v for k, v in asdict(config).items() if k != "out"}
+    if fields["force_round0"] is None:  # runs from before the option keep their fingerprint
+        del fields["force_round0"]
     fields["plan"] = plan.to_dict()
     fields["data_hash"] = task_data_hash(config.task, config.data or None)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
@@ -123,6 +130,7 @@ def replay(
     out = Path(config.out)
     plan = load_plan(config.plan)
     examples = select_examples(load_task(config.task, config.data or None), config)
+    examples, forced = _forceable(examples, config.force_round0)
     key = fingerprint(config, plan)
     if _existing_complete(out, key):
         return Run.open(out)
@@ -149,7 +157,9 @@ def replay(
         atomic_write(path, lambda tmp, result=result: torch.save(asdict(result), tmp))
     bar.close()
     elapsed = time.perf_counter() - started
-    return _finish(out, partial, key, config, plan, model, hooks, len(batches), elapsed, command)
+    return _finish(
+        out, partial, key, config, plan, model, hooks, len(batches), elapsed, command, forced
+    )
 
 
 # --- validation and the run directory --------------------------------------------------------
@@ -172,6 +182,15 @@ def _validate(config: ReplayConfig) -> None:
         raise InterpError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")
     if not config.hooks:
         raise InterpError("--hooks needs at least one hook")
+    force = config.force_round0
+    if force is not None:
+        if force not in FORCE_ROLES and not re.fullmatch(r"[a-z]", force):
+            raise InterpError(
+                f"--force-round0 {force!r}: use {', '.join(FORCE_ROLES)} or an option letter "
+                "(a, b, c, ...)"
+            )
+        if config.mode != "choice":
+            raise InterpError("--force-round0 needs --mode choice (it replaces a scored answer)")
 
 
 def select_examples(examples: list[Example], config: ReplayConfig) -> list[Example]:
@@ -186,6 +205,31 @@ def select_examples(examples: list[Example], config: ReplayConfig) -> list[Examp
     if config.limit is not None:
         examples = examples[: config.limit]
     return examples
+
+
+def forced_option(example: Example, force: str) -> int | None:
+    """The option index ``force`` names for ``example`` (label, target, unknown or a letter),
+    or None when the example has no such option."""
+    if force in FORCE_ROLES:
+        return getattr(example, force)
+    index = ord(force) - ord("a")
+    return index if index < len(example.options) else None
+
+
+def _forceable(
+    examples: list[Example], force: str | None
+) -> tuple[list[Example], dict[str, Any] | None]:
+    """With ``force``: the examples that have the forced option, and what was left out (the
+    selection stays the one ``--sample``/``--limit`` made, so a control run can be matched)."""
+    if force is None:
+        return examples, None
+    kept = [ex for ex in examples if forced_option(ex, force) is not None]
+    skipped = [ex.example_id for ex in examples if forced_option(ex, force) is None]
+    if not kept:
+        raise InterpError(
+            f"--force-round0 {force}: none of the {len(examples)} selected examples has that option"
+        )
+    return kept, {"option": force, "n_selected": len(examples), "skipped": skipped}
 
 
 def resolve_hooks(hooks: Sequence[str], n_layers: int) -> list[str]:
@@ -307,6 +351,12 @@ def _replay_batch(
             option_lp = torch.full((n, max(len(ex.options) for ex in batch)), float("nan"))
         for b, ex in enumerate(batch):
             entry = _score(ex, option_lp[b], config.mode, generated[b])
+            entry["forced"] = -1
+            if r == 0 and config.force_round0 is not None:
+                # The transcript goes on with the forced answer; choice and scores stay the
+                # model's own.
+                entry["forced"] = forced = forced_option(ex, config.force_round0)
+                entry["answer_text"] = f"{option_letter(forced)}) {ex.options[forced]}"
             scored[b].append(entry)
             state.done[b].append(
                 RoundInput(
@@ -574,7 +624,9 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
 # --- assembling the run directory -------------------------------------------------------------
 
 
-def _finish(out, partial, key, config, plan, model, hooks, n_batches, elapsed, command) -> Run:
+def _finish(
+    out, partial, key, config, plan, model, hooks, n_batches, elapsed, command, forced
+) -> Run:
     parts = [torch.load(partial / f"batch-{i:05d}.pt") for i in range(n_batches)]
     rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
     write_parquet(out / "rounds.parquet", rounds)
@@ -607,6 +659,7 @@ def _finish(out, partial, key, config, plan, model, hooks, n_batches, elapsed, c
         "mode": config.mode,
         "hooks": hooks,
         "seed": config.seed,
+        "force_round0": forced,
         "versions": _versions(),
         "command": command or " ".join(sys.argv),
         "timing": {
