@@ -8,6 +8,13 @@ donor ``len_d - j`` <-> recipient ``len_r - j``). Denoising puts a later round (
 earlier one (recipient); noising is the reverse. :func:`patch_run` turns a run directory into
 per-example and summary tables; the gradient approximation is in :mod:`interp.attribution`.
 
+In TransformerLens' words (``transformer_lens.patching``: the model runs on the *corrupted*
+tokens with activations from the *clean* cache): the source round (``--round``) plays TL's
+**clean** run and the target round (``--target-round``) TL's **corrupted** run, in both
+directions. Denoise = TL's usual patching (clean -> corrupted; recipient = target round);
+noise = corrupted -> clean (recipient = source round). The tables' column ``clean`` is this
+project's older name for the target round's unpatched value, i.e. TL's *corrupted* baseline.
+
 Why it is fast:
 
 - Everything before the recipient's last ``k`` positions is the same in every variant, so it
@@ -356,8 +363,11 @@ DEFINITIONS: dict[str, str] = {
         "(the option tokens scored there); examples without a stereotyped option, or whose "
         "stereotyped option is the correct one, are excluded"
     ),
-    "clean": "the value at --target-round, unpatched",
-    "source": "the value at --round, unpatched",
+    "clean": (
+        "the value at --target-round, unpatched (the target round plays TransformerLens' "
+        "*corrupted* run: despite its name this is TL's corrupted baseline, not TL's clean)"
+    ),
+    "source": "the value at --round, unpatched (the source round plays TL's *clean* run)",
     "patched": (
         "denoise: the target round's value with the activation patched in from the source "
         "round; noise: the source round's value with the target round's activation patched in"
@@ -384,7 +394,13 @@ DEFINITIONS: dict[str, str] = {
     ),
     "positions": (
         "readout: the read-out position only; last:K: the last K positions of each prompt, "
-        "aligned from the end (source readout-j <-> target readout-j)"
+        "aligned from the end (source readout-j <-> target readout-j); refused unless the two "
+        "rounds' aligned tokens are identical in every example (their shared tail)"
+    ),
+    "alignment": (
+        "positions: K patched per example; shared_tail_min/max: over the examples used, how "
+        "many tokens the two rounds' prompts share at their end (identical tokens, aligned "
+        "from the end); K never exceeds shared_tail_min"
     ),
     "method": (
         "exact: activation patching; attribution: first-order gradient estimate "
@@ -426,12 +442,15 @@ class PatchConfig:
     """Keep only "ambig" or "disambig" examples."""
     limit: int | None = None
     """Use only the first N examples left after filters and exclusions."""
+    sample: int | None = None
+    """A random sample of N examples left after filters and exclusions (seeded by ``seed``,
+    kept in run order), before ``limit``."""
     batch_size: int = 32
     """Patch variants per forward pass."""
     n_boot: int = 1000
     """Bootstrap resamples for the intervals (0: no intervals)."""
     seed: int = 0
-    """Seed of the bootstrap."""
+    """Seed of the bootstrap and of ``sample``."""
 
     def components(self) -> list[str]:
         names = COMPONENTS if self.component == "all" else self.component.split(",")
@@ -478,7 +497,14 @@ class PatchConfig:
             parts.append(f"last{self.n_positions()}")
         if self.method != "exact":
             parts.append(self.method)
-        selection = (self.examples, self.categories, self.context_condition, self.limit)
+        selection: tuple[Any, ...] = (
+            self.examples,
+            self.categories,
+            self.context_condition,
+            self.limit,
+        )
+        if self.sample is not None:  # appended only when set: earlier names stay the same
+            selection += (("sample", self.sample, self.seed),)
         if any(s is not None for s in selection):
             digest = hashlib.sha256(json.dumps(selection, default=str).encode()).hexdigest()
             parts.append(f"sel{digest[:8]}")
@@ -533,6 +559,7 @@ def patch_run(
     batch_size: int = 32,
     progress: bool = False,
     *,
+    sample: int | None = None,
     categories: Sequence[str] | None = None,
     context_condition: str | None = None,
     n_boot: int = 1000,
@@ -560,6 +587,7 @@ def patch_run(
         else None,
         context_condition=context_condition,
         limit=limit,
+        sample=sample,
         batch_size=batch_size,
         n_boot=n_boot,
         seed=seed,
@@ -596,13 +624,14 @@ def run_patching(
     started = time.perf_counter()
     _check_config(config, run)
     items, counts = select_examples(run.rounds(), config)
+    tokens = run.tokens()
+    alignment = check_alignment(items, tokens, config)
     if model is None:
         model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
     _check_model(model, run)
     variants = sweep(
         model.cfg.n_layers, model.cfg.n_heads, config.layers(run.n_layers), config.components()
     )
-    tokens = run.tokens()
     patching_started = time.perf_counter()
     rows = _rows(model, config, items, tokens, variants, config.method, progress)
     patched_at = time.perf_counter()
@@ -618,6 +647,7 @@ def run_patching(
     )
     timing["total_s"] = time.perf_counter() - started
     summary = _summary(run, config, model, counts, table, verify, timing)
+    summary["alignment"] = alignment
     name = config.name()
     paths = _write(run, name, per_example, summary) if write else []
     return PatchResult(per_example, table, summary, name, paths)
@@ -654,6 +684,8 @@ def _check_config(config: PatchConfig, run: Run) -> None:
         )
     if config.limit is not None and config.limit < 1:
         raise InterpError(f"--limit must be at least 1 (got {config.limit})")
+    if config.sample is not None and config.sample < 1:
+        raise InterpError(f"--sample must be at least 1 (got {config.sample})")
     if config.batch_size < 1:
         raise InterpError(f"--batch-size must be at least 1 (got {config.batch_size})")
     config.layers(run.n_layers)
@@ -688,6 +720,16 @@ def select_examples(rounds: pd.DataFrame, config: PatchConfig) -> tuple[list[_It
     counts["excluded_no_target"] = int(no_target.sum())
     counts["excluded_target_is_label"] = int(target_is_label.sum())
     chosen = firsts.index[keep & ~no_target & ~target_is_label].tolist()
+    if config.sample is not None and chosen:
+        if config.sample > len(chosen):
+            raise InterpError(
+                f"--sample {config.sample} exceeds the {len(chosen)} examples left after "
+                "filters and exclusions"
+            )
+        # Seeded as replay's --sample: a uniform subset, kept in run order.
+        gen = torch.Generator().manual_seed(config.seed)
+        keep_at = sorted(torch.randperm(len(chosen), generator=gen)[: config.sample].tolist())
+        chosen = [chosen[i] for i in keep_at]
     if config.limit is not None:
         chosen = chosen[: config.limit]
     counts["used"] = len(chosen)
@@ -729,6 +771,49 @@ def _item(by_key: pd.DataFrame, index: int, config: PatchConfig) -> _Item:
         readout[r] = int(row["readout_pos"])
         good[r], bad[r] = int(options[int(row["label"])]), int(options[int(row["target"])])
     return _Item(index, str(by_key.loc[(index, config.round)]["example_id"]), readout, good, bad)
+
+
+def check_alignment(
+    items: Sequence[_Item], tokens: Sequence[Sequence[int]], config: PatchConfig
+) -> dict[str, int]:
+    """Refuse positions whose aligned tokens differ between the two rounds.
+
+    ``last:K`` pairs source position ``readout - j`` with target position ``readout - j``.
+    That pairs the same token only within the prompts' shared tail (answer prefix, assistant
+    header, end of the user turn); beyond it the two rounds hold different text, and swapping
+    activations there would mix unrelated positions without a word. Returns the shared tails'
+    extent over the examples.
+    """
+    k = config.n_positions()
+    tails: list[int] = []
+    worst: tuple[int, int, str] | None = None  # (identical of K, shared tail, example id)
+    for item in items:
+        seq = tokens[item.index]
+        a, b = item.readout[config.round] + 1, item.readout[config.target_round] + 1
+        _check_positions(k, a, b)
+        source, target = seq[:a][::-1], seq[:b][::-1]  # reversed: aligned from the end
+        same = [x == y for x, y in zip(source, target, strict=False)]
+        tail = same.index(False) if False in same else len(same)
+        tails.append(tail)
+        identical = sum(same[:k])
+        if tail < k and (worst is None or tail < worst[1]):
+            worst = (identical, tail, item.example_id)
+    if worst is not None:
+        n_bad = sum(t < k for t in tails)
+        identical, tail, example = worst
+        rounds = f"rounds {config.round} and {config.target_round}"
+        if min(tails) == 0:
+            raise InterpError(
+                f"positions last:{k}: the read-out tokens of {rounds} differ (e.g. {example}); "
+                "no position aligns"
+            )
+        raise InterpError(
+            f"positions last:{k}: {rounds} differ in their last {k} tokens in {n_bad} of "
+            f"{len(items)} examples (e.g. {example}: {identical} of {k} aligned tokens "
+            f"identical, shared tail {tail}); beyond the shared tail, aligned positions hold "
+            f"different text. Use --positions last:{min(tails)} or fewer"
+        )
+    return {"positions": k, "shared_tail_min": min(tails), "shared_tail_max": max(tails)}
 
 
 # --- per-example rows --------------------------------------------------------------------------

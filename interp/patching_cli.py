@@ -18,8 +18,16 @@ import typer
 def patch_command(
     run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
     layer: Annotated[str, typer.Option(help="A layer index, or 'all' to sweep every layer.")],
-    round: Annotated[int, typer.Option(help="Source round (e.g. 3, after the instructions).")],
-    target_round: Annotated[int, typer.Option(help="Target round (e.g. 0, the question).")] = 0,
+    round: Annotated[
+        int,
+        typer.Option(
+            help="Source round (e.g. 3, after the instructions): TransformerLens' clean run."
+        ),
+    ],
+    target_round: Annotated[
+        int,
+        typer.Option(help="Target round (e.g. 0, the question): TransformerLens' corrupted run."),
+    ] = 0,
     component: Annotated[
         str,
         typer.Option(
@@ -30,12 +38,17 @@ def patch_command(
     direction: Annotated[
         str,
         typer.Option(
-            help="denoise: source activation into the target run; noise: target activation into "
-            "the source run."
+            help="denoise: source activation into the target run (TL's usual clean -> "
+            "corrupted patching); noise: target activation into the source run (corrupted -> "
+            "clean)."
         ),
     ] = "denoise",
     positions: Annotated[
-        str, typer.Option(help="readout, or last:K (the last K positions, aligned from the end).")
+        str,
+        typer.Option(
+            help="readout, or last:K (the last K positions, aligned from the end; refused when "
+            "the two rounds' aligned tokens differ, with the largest K that works)."
+        ),
     ] = "readout",
     method: Annotated[
         str, typer.Option(help="exact, or attribution (gradient estimate, one pass per example).")
@@ -54,9 +67,13 @@ def patch_command(
         str | None, typer.Option(help="Only 'ambig' or 'disambig' examples.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(help="A random sample of N examples (seeded by --seed), before --limit."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Patch variants per forward pass.")] = 32,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and of --sample.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     top: Annotated[int, typer.Option(help="Rows to print (strongest |effect| first).")] = 15,
@@ -64,11 +81,16 @@ def patch_command(
 ) -> None:
     """Patch an activation from one round into another at the read-out position.
 
-    Reports the logit difference (correct option minus stereotyped option) of the clean
-    target, the source and the patched run, the normalised effect (1: the patch carries
-    the whole change between the rounds) and delta (patched minus clean, in logits: read it
-    when the rounds barely differ), per layer/component/head with 95% bootstrap intervals.
-    Writes patching/NAME.parquet (per example) and NAME.json into the run.
+    Reports the logit difference (correct option minus stereotyped option) of the unpatched
+    target, the unpatched source and the patched run, the normalised effect (1: the patch
+    carries the whole change between the rounds) and delta (patched minus unpatched, in
+    logits: read it when the rounds barely differ), per layer/component/head with 95%
+    bootstrap intervals. Writes patching/NAME.parquet (per example) and NAME.json into the run.
+
+    In TransformerLens' terms the source round (--round) is the **clean** run and the target
+    round (--target-round) the **corrupted** run: denoise patches clean activations into the
+    corrupted run, as TL's patching functions do. The files' column 'clean' holds the target
+    round's unpatched value, which is TL's *corrupted* baseline.
     """
     import json
 
@@ -88,6 +110,7 @@ def patch_command(
         categories=category or None,
         context_condition=context_condition,
         limit=limit,
+        sample=sample,
         batch_size=batch_size,
         n_boot=n_boot,
         seed=seed,
@@ -115,16 +138,34 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
     """The table a person reads: the strongest rows, effect with its 95% interval."""
     counts = summary["examples"]
     config = summary["config"]
+    source, target = config["round"], config["target_round"]
+    denoise = config["direction"] == "denoise"
+    recipient, donor = (target, source) if denoise else (source, target)
     lines = [
-        f"{summary['name']}: {config['direction']} round {config['round']} -> target round "
-        f"{config['target_round']}, {config['method']}, n = {counts['used']} examples "
+        f"{summary['name']}: {config['direction']} round {source} -> target round "
+        f"{target}, {config['method']}, n = {counts['used']} examples "
         f"({counts['excluded_no_target']} without a stereotyped option and "
         f"{counts['excluded_target_is_label']} whose stereotyped option is correct excluded)",
-        "effect = ratio of means (headline); delta = mean(patched - clean), in logits; "
-        "effect_mean = mean of per-example ratios",
-        f"{'method':<11} {'layer':>5} {'component':<10} {'head':>4} {'clean':>8} {'source':>8} "
-        f"{'patched':>8}  {'effect [95% CI]':<24} {'delta [95% CI]':<24} {'effect_mean':>11}",
+        f"roles in TransformerLens' terms: source = round {source} = TL's clean run; target = "
+        f"round {target} = TL's corrupted run; patched = the round-{recipient} run with round "
+        f"{donor}'s activation "
+        + ("(TL's denoising: clean -> corrupted)" if denoise else "(noising: corrupted -> clean)"),
+        f"value = logit[correct] - logit[stereotyped] at the read-out; target = unpatched round "
+        f"{target} (the files' 'clean' column), source = unpatched round {source}",
+        "effect = ratio of means (headline); delta = mean(patched - unpatched recipient), in "
+        "logits; effect_mean = mean of per-example ratios",
     ]
+    alignment = summary.get("alignment")
+    if alignment and alignment["positions"] > 1:
+        lines.append(
+            f"positions last:{alignment['positions']}: every aligned token identical in both "
+            f"rounds (shared tail {alignment['shared_tail_min']}-"
+            f"{alignment['shared_tail_max']} tokens)"
+        )
+    lines.append(
+        f"{'method':<11} {'layer':>5} {'component':<10} {'head':>4} {'target':>8} {'source':>8} "
+        f"{'patched':>8}  {'effect [95% CI]':<24} {'delta [95% CI]':<24} {'effect_mean':>11}"
+    )
     rows = summary["table"]
     if len(rows) > top:  # the strongest first; the denominator is shared, so |delta| ranks too
         rows = sorted(rows, key=lambda r: -abs(r["delta"] if r["delta"] is not None else 0.0))
