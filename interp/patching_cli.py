@@ -157,10 +157,10 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
     ]
     alignment = summary.get("alignment")
     if alignment and alignment["positions"] > 1:
+        lo, hi = alignment["shared_tail_min"], alignment["shared_tail_max"]
         lines.append(
             f"positions last:{alignment['positions']}: every aligned token identical in both "
-            f"rounds (shared tail {alignment['shared_tail_min']}-"
-            f"{alignment['shared_tail_max']} tokens)"
+            f"rounds (shared tail {lo if lo == hi else f'{lo}-{hi}'} tokens)"
         )
     lines.append(
         f"{'method':<11} {'layer':>5} {'component':<10} {'head':>4} {'target':>8} {'source':>8} "
