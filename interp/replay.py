@@ -142,6 +142,8 @@ def _replay_locked(
     examples = select_examples(load_task(config.task, config.data or None), config)
     key = fingerprint(config, plan)
     if _existing_complete(out, key):
+        # Killed between the manifest and removing .partial: the run is complete, tidy it.
+        shutil.rmtree(out / ".partial", ignore_errors=True)
         return Run.open(out)
     torch.manual_seed(config.seed)
     if model is None:
