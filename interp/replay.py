@@ -253,11 +253,19 @@ def _prepare_partial(out: Path, config: ReplayConfig, key: str) -> Path:
                 f"{out} holds an unfinished different replay; choose another --out or delete it"
             )
         return partial
-    if out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
+    if out.exists() and any(not _leftover_of_a_start(p) for p in out.iterdir()):
         raise InterpError(f"{out} is not empty and holds no replay; choose another --out")
     partial.mkdir(parents=True, exist_ok=True)
     write_json(stamp, {"fingerprint": key, "config": asdict(config)})
     return partial
+
+
+def _leftover_of_a_start(path: Path) -> bool:
+    """The lock, or a .partial that a replay stopped in before it stored its config (a full
+    disk, a kill): no batch in it, so it holds nothing to keep."""
+    if path.name == LOCK_NAME:
+        return True
+    return path.name == ".partial" and not any(path.glob("batch-*"))
 
 
 def _progress(total: int, show: bool):
