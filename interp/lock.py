@@ -20,6 +20,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,9 +103,23 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
         if same:
             break
         os.close(fd)
+    _remove_dead_temp_files(directory)
     try:
         yield path
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)  # while still locked: nobody can hold a lock on it now
         os.close(fd)
+
+
+# interp.store.atomic_write's temp files: ".<name>.<8 random chars>.tmp" (tempfile.mkstemp).
+_TEMP_FILE = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
+
+
+def _remove_dead_temp_files(directory: Path) -> None:
+    """With the lock held nobody else is writing here, so an atomic write's temp file is the
+    remains of a writer killed mid-write (kill -9, power loss): remove it."""
+    for path in directory.rglob(".*.tmp"):
+        if _TEMP_FILE.fullmatch(path.name) and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
