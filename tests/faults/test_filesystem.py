@@ -6,6 +6,7 @@ raised where the OS would raise it."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -140,3 +141,39 @@ def test_analysis_on_a_full_disk_shows_no_half_result(tmp_path, base_run, monkey
     opened = Run.open(run)
     assert load_probes(opened) == {} and load_patching(opened) == {}
     assert not (run / "index.html").exists()
+
+
+# --- what export may delete, and file modes ---------------------------------------------------
+
+
+def test_export_removes_only_files_it_wrote(tmp_path, tiny_model, analysed_run):
+    from interp.report import OWN_FILES, export_report
+
+    run = copy_run(analysed_run, tmp_path / "run")
+    figures = run / "figures"
+    (figures / "my-notes.html").write_text("<p>mine</p>")
+    (figures / "photo.png").write_bytes(b"\x89PNG mine")
+    # A figure an earlier export wrote and this one will not (its analysis was removed).
+    (figures / "probe-gone-accuracy.html").write_text("old")
+    own = json.loads((figures / OWN_FILES).read_text())
+    (figures / OWN_FILES).write_text(json.dumps([*own, "probe-gone-accuracy.html"]))
+    export_report([run], model=tiny_model)
+    assert (figures / "my-notes.html").read_text() == "<p>mine</p>"
+    assert (figures / "photo.png").read_bytes() == b"\x89PNG mine"
+    assert not (figures / "probe-gone-accuracy.html").exists()
+    assert "probe-gone-accuracy.html" not in json.loads((figures / OWN_FILES).read_text())
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_run_files_follow_the_umask(tmp_path, tiny_model, umask, mode):
+    from faultkit import small_config
+
+    from interp.replay import replay
+
+    old = os.umask(umask)
+    try:
+        replay(small_config(tmp_path / "run", limit=1), model=tiny_model)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(mode)}

@@ -155,25 +155,56 @@ def test_killed_patch_reruns_to_the_same_bytes(
     assert patch_core(run) == patch_core(analysed_run)
 
 
-def remove_export(run: Path) -> None:
-    import shutil
+def test_patch_killed_over_an_earlier_result_hides_it(
+    tmp_path, tiny_model, analysed_run, monkeypatch
+):
+    # The same patch again with other bootstrap settings, killed after its table: the old
+    # summary beside the new table would be shown as one result.
+    from interp.patching import patch_run
 
-    shutil.rmtree(run / "figures", ignore_errors=True)
-    (run / "index.html").unlink(missing_ok=True)
+    run = copy_run(analysed_run, tmp_path / "run")
+    kill_after(monkeypatch, 1, KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        patch_run(run, layer=1, round=1, model=tiny_model, n_boot=20)
+    monkeypatch.undo()
+    assert load_patching(Run.open(run)) == {}
+    patch_run(run, layer=1, round=1, model=tiny_model, n_boot=20)
+    table, summary = patch_core(run)
+    assert table == patch_core(analysed_run)[0] and summary["bootstrap"]["n_boot"] == 20
 
 
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_killed_export_reruns_to_the_same_bytes(tmp_path, tiny_model, analysed_run, monkeypatch, k):
+    import shutil
+
     run = copy_run(analysed_run, tmp_path / "run")
-    remove_export(run)
-    export_report([run], model=tiny_model)
     reference = tree_digest(run)
-    remove_export(run)  # so that the killed export writes every file anew
+    shutil.rmtree(run / "figures")  # so that the killed export writes every figure anew
     calls = kill_after(monkeypatch, k, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         export_report([run], model=tiny_model)
     monkeypatch.undo()
     assert len(calls) == k
-    assert not (run / "index.html").exists()  # written last: no page over half the figures
+    # index.html is removed first and written last: no page over half the figures.
+    assert not (run / "index.html").exists()
     export_report([run], model=tiny_model)
     assert tree_digest(run) == reference
+
+
+def test_resume_never_unpickles(tmp_path, tiny_model, base_run, monkeypatch):
+    import torch
+
+    out = tmp_path / "run"
+    kill_after(monkeypatch, 3, KeyboardInterrupt)  # config stamp and two batches stored
+    with pytest.raises(KeyboardInterrupt):
+        replay(small_config(out), model=tiny_model)
+    monkeypatch.undo()
+
+    def no_pickles(*args, **kwargs):
+        raise AssertionError("torch.load: a partial batch file would run pickled code")
+
+    monkeypatch.setattr(torch, "load", no_pickles)
+    replay(small_config(out), model=tiny_model)
+    assert without(tree_digest(out), "manifest.json") == without(
+        tree_digest(base_run), "manifest.json"
+    )
