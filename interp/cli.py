@@ -192,7 +192,10 @@ def _show_metrics(
             with run_lock(run.path):
                 write_json(run.path / "metrics.json", result)
     else:
-        result = json.loads((run.path / "metrics.json").read_text())
+        try:
+            result = json.loads((run.path / "metrics.json").read_text())
+        except ValueError:  # damaged: show the metrics anyway; `interp metrics` rewrites it
+            result = compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
     if as_json:
         _print_json(result)
         return

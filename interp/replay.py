@@ -248,7 +248,13 @@ def _prepare_partial(out: Path, config: ReplayConfig, key: str) -> Path:
     partial = out / ".partial"
     stamp = partial / "config.json"
     if stamp.is_file():
-        if json.loads(stamp.read_text()).get("fingerprint") != key:
+        try:
+            stamped = json.loads(stamp.read_text())["fingerprint"]
+        except (ValueError, KeyError, TypeError):
+            raise InterpError(
+                f"{stamp} is damaged; delete {partial} and run the same replay again"
+            ) from None
+        if stamped != key:
             raise InterpError(
                 f"{out} holds an unfinished different replay; choose another --out or delete it"
             )

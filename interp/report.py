@@ -159,7 +159,10 @@ def load_metrics(run: Run) -> dict[str, Any]:
     """``metrics.json`` of a run (computed from rounds.parquet, not written, if missing)."""
     path = run.path / "metrics.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass  # damaged (`interp metrics` rewrites it): computed as if missing
     return compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
 
 

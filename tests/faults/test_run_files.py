@@ -172,3 +172,26 @@ def test_damaged_partial_batch_is_named_before_any_compute(tmp_path, unfinished,
     result = invoke("replay", "--out", str(run), *REPLAY_ARGS, "--json")
     assert result.exit_code == 0, result.output
     assert not (run / ".partial").exists()
+
+
+def test_damaged_partial_config_is_named(tmp_path, unfinished):
+    run = copy_run(unfinished, tmp_path / "run")
+    stamp = run / ".partial" / "config.json"
+    truncate(stamp)
+    line = assert_refused_without_trace(run, "replay", "--out", str(run), *REPLAY_ARGS)
+    assert str(stamp) in line, line
+
+
+def test_damaged_metrics_json_is_rewritten_not_fatal(tmp_path, base_run):
+    import json
+
+    from faultkit import invoke
+
+    run = copy_run(base_run, tmp_path / "run")
+    truncate(run / "metrics.json")
+    shown = invoke("replay", "--out", str(run), *REPLAY_ARGS)  # the complete run, shown
+    assert shown.exit_code == 0, shown.output
+    result = invoke("metrics", "--run", str(run))
+    assert result.exit_code == 0, result.output
+    assert (run / "metrics.json").read_bytes() == (base_run / "metrics.json").read_bytes()
+    assert json.loads((run / "metrics.json").read_text())["bootstrap"]["n_boot"] == 1000
