@@ -1,6 +1,7 @@
 """The ``interp`` command line. Library functions do the work; this module parses and prints.
 
-Errors a user can cause (``InterpError``) print one line on stderr and exit with code 2.
+Errors a user can cause (``InterpError``, and the file system's refusals: a read-only folder,
+a full disk, a path below a file) print one line on stderr and exit with code 2.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except InterpError as err:
             typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as err:
+            # Writes are atomic (interp.store), so a refused write leaves no partial file.
+            where = f"{err.filename}: " if err.filename else ""
+            typer.echo(f"error: {where}{err.strerror or err}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -174,13 +180,20 @@ def replay(
 def metrics(
     run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    n_boot: Annotated[
+        int, typer.Option(help="Bootstrap resamples for the intervals (at least 1).")
+    ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
 ) -> None:
     """Per-round accuracy, BBQ bias scores, uncertainty, calibration, flips and convergence.
 
-    Recomputes metrics.json from rounds.parquet and prints one row per round.
+    Recomputes the metrics from rounds.parquet and prints one row per round. metrics.json is
+    rewritten only with the bootstrap settings it was made with (--n-boot and --seed as stored,
+    by default those of replay); other settings are printed, never stored over it.
     """
+    if n_boot < 1:
+        typer.echo(f"error: --n-boot must be at least 1 (got {n_boot})", err=True)
+        raise typer.Exit(2)
     _show_metrics(run, as_json, recompute=True, n_boot=n_boot, seed=seed)
 
 
@@ -193,28 +206,45 @@ def _show_metrics(
     run = Run.open(path)
     if recompute:
         result = compute_metrics(run.rounds(), n_boot=n_boot, seed=seed)
-        write_json(run.path / "metrics.json", result)
+        if _stored_bootstrap(run) == (n_boot, seed):
+            from interp.lock import run_lock
+
+            with run_lock(run.path):
+                write_json(run.path / "metrics.json", result)
     else:
-        result = json.loads((run.path / "metrics.json").read_text())
+        try:
+            result = json.loads((run.path / "metrics.json").read_text())
+        except ValueError:  # damaged: show the metrics anyway; `interp metrics` rewrites it
+            result = compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
     if as_json:
         _print_json(result)
         return
     typer.echo(format_metrics(result))
 
 
+def _stored_bootstrap(run: Any) -> tuple[int, int]:
+    """(n_boot, seed) of the run's metrics.json; replay's own when it is missing or unreadable."""
+    try:
+        stored = json.loads((run.path / "metrics.json").read_text())["bootstrap"]
+        return int(stored["n_boot"]), int(stored["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1000, int(run.manifest.get("seed", 0))
+
+
 def format_metrics(result: dict[str, Any]) -> str:
     """The per-round table a person reads: values with 95% intervals."""
+    import pandas as pd
+
     from interp.metrics import metrics_table
 
     table = metrics_table(result)
+    na = pd.isna  # NaN, and JSON null (None): a metric undefined for this run
 
     def with_ci(name: str) -> list[str]:
         return [
-            "-" if pd.isna(v) else f"{v:.3f} [{lo:.2f},{hi:.2f}]" if not pd.isna(lo) else f"{v:.3f}"
+            "-" if na(v) else f"{v:.3f} [{lo:.2f},{hi:.2f}]" if not na(lo) else f"{v:.3f}"
             for v, lo, hi in zip(table[name], table[f"{name}_lo"], table[f"{name}_hi"], strict=True)
         ]
-
-    import pandas as pd
 
     shown = {
         "round": table["round"].astype(str),
@@ -223,16 +253,16 @@ def format_metrics(result: dict[str, Any]) -> str:
         "acc disambig": with_ci("accuracy_disambig"),
         "bias s_AMB": with_ci("bias_amb"),
         "bias s_DIS": with_ci("bias_dis"),
-        "unknown": table["unknown_rate"].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}"),
+        "unknown": table["unknown_rate"].map(lambda v: "-" if na(v) else f"{v:.3f}"),
         "entropy": with_ci("entropy"),
         "ECE": with_ci("ece"),
-        "Brier": table["brier"].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}"),
+        "Brier": table["brier"].map(lambda v: "-" if na(v) else f"{v:.3f}"),
         "R->W": table["flips_right_to_wrong"].map(lambda v: "-" if pd.isna(v) else str(v)),
         "W->R": table["flips_wrong_to_right"].map(lambda v: "-" if pd.isna(v) else str(v)),
     }
     lines = [pd.DataFrame(shown).to_string(index=False)]
     shares = [c for c in table.columns if c.startswith("position_share_")]
-    pos = table[shares].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
+    pos = table[shares].map(lambda v: "-" if na(v) else f"{v:.2f}")
     lines.append(
         "position share (a, b, c, ...) per round: "
         + "; ".join(" ".join(row) for row in pos.itertuples(index=False))

@@ -30,6 +30,7 @@ Why it is fast:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -53,6 +54,7 @@ from transformer_lens.utils import get_act_name
 
 from interp.errors import InterpError
 from interp.loading import load_model
+from interp.lock import run_lock
 from interp.store import Run, write_json, write_parquet
 
 COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "heads")
@@ -626,6 +628,15 @@ def run_patching(
     items, counts = select_examples(run.rounds(), config)
     tokens = run.tokens()
     alignment = check_alignment(items, tokens, config)
+    # One writer per run directory (interp.lock), refused before the model loads.
+    with run_lock(run.path) if write else contextlib.nullcontext():
+        args = (model, progress, device, dtype, write, started)
+        return _run_checked(run, config, items, counts, tokens, alignment, *args)
+
+
+def _run_checked(
+    run, config, items, counts, tokens, alignment, model, progress, device, dtype, write, started
+) -> PatchResult:
     if model is None:
         model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
     _check_model(model, run)
@@ -1089,6 +1100,9 @@ def _json_float(x: float) -> float | None:
 def _write(run: Run, name: str, per_example: pd.DataFrame, summary: dict[str, Any]) -> list[Path]:
     out = run.analysis_dir("patching")
     table, meta = out / f"{name}.parquet", out / f"{name}.json"
+    # NAME.json is the result's completeness marker, written last: readers (export) skip a
+    # table without it, so a killed patch never pairs a new table with an old summary.
+    meta.unlink(missing_ok=True)
     write_parquet(table, per_example)
     write_json(meta, summary)
     return [table, meta]

@@ -15,8 +15,10 @@ Generated text (answers, and a plan's "thinking") is decoded and re-tokenized wi
 of the transcript, after rolling the cache back, so the cache always holds exactly the stored
 transcript's tokens.
 
-Results are written per batch into ``<out>/.partial/`` so that a killed replay, run again with
-the same arguments, resumes with the next batch and ends with the same files.
+Results are written per batch into ``<out>/.partial/`` (safetensors: tensors and JSON, nothing
+unpickled) so that a killed replay, run again with the same arguments, resumes with the next
+batch and ends with the same files. A replay holds the output directory's lock
+(:mod:`interp.lock`) from its first write to its last.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from interp.conversation import Conversation, RoundInput, build_conversation
 from interp.errors import InterpError
 from interp.loading import load_model
+from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
 from interp.metrics import compute_metrics
 from interp.plans import Plan, load_plan, option_letter
 from interp.store import (
@@ -125,14 +128,34 @@ def replay(
 
     A run directory that already holds this replay, complete, is returned as it is; one that
     holds an unfinished copy of it is resumed; one that holds anything else is an error.
+    Another process writing into the same directory is an error too (it is locked).
     """
     _validate(config)
+    out = Path(config.out)
+    created = make_dir(out)  # the lock lives inside; removed again if nothing gets written
+    try:
+        with run_lock(out):
+            return _replay_locked(config, model=model, progress=progress, command=command)
+    except BaseException:
+        remove_empty(created)
+        raise
+
+
+def _replay_locked(
+    config: ReplayConfig,
+    *,
+    model: HookedTransformer | None,
+    progress: bool,
+    command: str | None,
+) -> Run:
     out = Path(config.out)
     plan = load_plan(config.plan)
     examples = select_examples(load_task(config.task, config.data or None), config)
     examples, forced = _forceable(examples, config.force_round0)
     key = fingerprint(config, plan)
     if _existing_complete(out, key):
+        # Killed between the manifest and removing .partial: the run is complete, tidy it.
+        shutil.rmtree(out / ".partial", ignore_errors=True)
         return Run.open(out)
     torch.manual_seed(config.seed)
     if model is None:
@@ -145,16 +168,19 @@ def replay(
         examples[i : i + config.batch_size] for i in range(0, len(examples), config.batch_size)
     ]
     started = time.perf_counter()
+    for i, batch in enumerate(batches):  # a damaged batch file fails before any compute
+        if _batch_path(partial, i).exists():
+            _load_batch(_batch_path(partial, i), len(batch) * (config.rounds + 1), hooks)
     bar = _progress(len(batches) * (config.rounds + 1), progress)
     for i, batch in enumerate(batches):
-        path = partial / f"batch-{i:05d}.pt"
+        path = _batch_path(partial, i)
         if path.exists():
             bar.update(config.rounds + 1)
             continue
         result = _replay_batch(
             model, plan, batch, i * config.batch_size, config, hooks, letters, bar.update
         )
-        atomic_write(path, lambda tmp, result=result: torch.save(asdict(result), tmp))
+        _save_batch(path, result)
     bar.close()
     elapsed = time.perf_counter() - started
     return _finish(
@@ -270,16 +296,30 @@ def _prepare_partial(out: Path, config: ReplayConfig, key: str) -> Path:
     partial = out / ".partial"
     stamp = partial / "config.json"
     if stamp.is_file():
-        if json.loads(stamp.read_text()).get("fingerprint") != key:
+        try:
+            stamped = json.loads(stamp.read_text())["fingerprint"]
+        except (ValueError, KeyError, TypeError):
+            raise InterpError(
+                f"{stamp} is damaged; delete {partial} and run the same replay again"
+            ) from None
+        if stamped != key:
             raise InterpError(
                 f"{out} holds an unfinished different replay; choose another --out or delete it"
             )
         return partial
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(not _leftover_of_a_start(p) for p in out.iterdir()):
         raise InterpError(f"{out} is not empty and holds no replay; choose another --out")
     partial.mkdir(parents=True, exist_ok=True)
     write_json(stamp, {"fingerprint": key, "config": asdict(config)})
     return partial
+
+
+def _leftover_of_a_start(path: Path) -> bool:
+    """The lock, or a .partial that a replay stopped in before it stored its config (a full
+    disk, a kill): no batch in it, so it holds nothing to keep."""
+    if path.name == LOCK_NAME:
+        return True
+    return path.name == ".partial" and not any(path.glob("batch-*"))
 
 
 def _progress(total: int, show: bool):
@@ -627,7 +667,7 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
 def _finish(
     out, partial, key, config, plan, model, hooks, n_batches, elapsed, command, forced
 ) -> Run:
-    parts = [torch.load(partial / f"batch-{i:05d}.pt") for i in range(n_batches)]
+    parts = [_load_batch(_batch_path(partial, i)) for i in range(n_batches)]
     rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
     write_parquet(out / "rounds.parquet", rounds)
     tokens = pd.DataFrame(
@@ -672,6 +712,62 @@ def _finish(
     write_json(out / "manifest.json", manifest)
     shutil.rmtree(partial)
     return Run.open(out)
+
+
+def _batch_path(partial: Path, i: int) -> Path:
+    return partial / f"batch-{i:05d}.safetensors"
+
+
+def _save_batch(path: Path, result: _Batch) -> None:
+    """One batch as safetensors: the activations as tensors, rows and tokens as JSON in the
+    header (JSON keeps NaN and every float exactly), so resuming never unpickles anything."""
+    from safetensors.torch import save_file
+
+    tensors = {h: a.contiguous() for h, a in result.acts.items()}
+    meta = {
+        "format": _BATCH_FORMAT,
+        "rows": json.dumps(result.rows),
+        "tokens": json.dumps(result.tokens),
+        "tokens_run": str(result.tokens_run),
+        "positions_run": str(result.positions_run),
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), meta))
+
+
+def _load_batch(
+    path: Path, n_rows: int | None = None, hooks: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """A batch written by :func:`_save_batch` (as the dict ``asdict(_Batch)``); with
+    ``n_rows``/``hooks`` also checked against what this replay expects of it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != _BATCH_FORMAT:
+                raise ValueError("not a partial batch of this interp")
+            acts = {h: f.get_tensor(h) for h in f.keys()}  # noqa: SIM118  (not a dict)
+        part = {
+            "rows": json.loads(meta["rows"]),
+            "tokens": json.loads(meta["tokens"]),
+            "acts": acts,
+            "tokens_run": int(meta["tokens_run"]),
+            "positions_run": int(meta["positions_run"]),
+        }
+        if n_rows is not None and len(part["rows"]) != n_rows:
+            raise ValueError(f"{len(part['rows'])} rows, this replay expects {n_rows}")
+        if hooks is not None and sorted(acts) != sorted(hooks):
+            raise ValueError("its hooks differ from this replay's")
+    except Exception as err:  # (truncated, garbage, foreign: all mean the file is damaged)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InterpError(
+            f"{path} is damaged ({reason}); delete it and run the same replay again "
+            "(that batch is recomputed)"
+        ) from None
+    return part
+
+
+_BATCH_FORMAT = "interp-partial-batch-1"
 
 
 def _versions() -> dict[str, str]:

@@ -34,6 +34,7 @@ from transformer_lens import HookedTransformer
 
 from interp import attention, figures
 from interp.errors import InterpError
+from interp.lock import run_lock
 from interp.metrics import compute_metrics, metrics_table
 from interp.store import Run, atomic_write
 
@@ -90,6 +91,18 @@ def export_report(
     if not runs:
         raise InterpError("export needs at least one run directory (--run DIR)")
     opened = [Run.open(path) for path in runs]
+    # One writer per run directory (interp.lock): only the first run is written into.
+    with run_lock(opened[0].path):
+        return _export_locked(opened, heads, example, png, model)
+
+
+def _export_locked(
+    opened: list[Run],
+    heads: Sequence[str] | None,
+    example: int,
+    png: bool,
+    model: HookedTransformer | None,
+) -> ExportResult:
     labels = run_labels(opened)
     metrics = {label: load_metrics(run) for label, run in zip(labels, opened, strict=True)}
     main = opened[0]
@@ -102,14 +115,26 @@ def export_report(
         _patching_section(main),
         attention_part,
     ]
-    written = _write_figures(main.analysis_dir("figures"), sections)
+    folder = main.analysis_dir("figures")
     index = main.path / "index.html"
-    _write_text(index, render_page(main, labels, sections))
+    # index.html is written last; removed first, so a killed export never leaves a page over
+    # figures of two different exports. The manifest lists every file export may have made.
+    index.unlink(missing_ok=True)
+    before = _own_files(folder)
+    planned = [f"{item.name}.html" for s in sections for item in s.items]
+    if png:
+        planned += [
+            f"{item.name}.png" for s in sections for item in s.items if item.plot is not None
+        ]
+    _write_own_files(folder, before | set(planned))
+    written = _write_figures(folder, sections)
     png_note = None
     if png:
-        pngs, png_note = write_pngs(main.path / "figures", sections)
+        pngs, png_note = write_pngs(folder, sections)
         written += pngs
-    _remove_stale(main.path / "figures", written)
+    _remove_stale(folder, written, before)
+    _write_own_files(folder, {p.name for p in written})
+    _write_text(index, render_page(main, labels, sections))
     notes = [f"{s.title}: {note}" for s in sections for note in s.notes]
     return ExportResult(index, written, notes, png_note)
 
@@ -134,7 +159,10 @@ def load_metrics(run: Run) -> dict[str, Any]:
     """``metrics.json`` of a run (computed from rounds.parquet, not written, if missing)."""
     path = run.path / "metrics.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass  # damaged (`interp metrics` rewrites it): computed as if missing
     return compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
 
 
@@ -146,6 +174,8 @@ def load_probes(run: Run) -> dict[str, dict[str, Any]]:
     for folder in sorted(root.iterdir() if root.is_dir() else []):
         if not (folder / "per_layer.parquet").is_file():
             continue  # e.g. probes/encodings
+        if not (folder / "summary.json").is_file():
+            continue  # written last by probe: without it the folder is a killed probe's
         tables: dict[str, Any] = {}
         for name in ("per_layer", "scores", "shift", "behaviour"):
             if (folder / f"{name}.parquet").is_file():
@@ -701,11 +731,29 @@ def _write_figures(folder: Path, sections: Sequence[Section]) -> list[Path]:
     return written
 
 
-def _remove_stale(folder: Path, keep: Sequence[Path]) -> None:
-    """Figures of an earlier export that this one did not write (e.g. a removed analysis)."""
+OWN_FILES = ".export-files.json"  # in figures/: the html/png files export wrote there
+
+
+def _own_files(folder: Path) -> set[str]:
+    try:
+        names = json.loads((folder / OWN_FILES).read_text())
+    except (OSError, ValueError):
+        return set()  # none yet (or unreadable): then export removes nothing
+    return {n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")}
+
+
+def _write_own_files(folder: Path, names: set[str]) -> None:
+    text = json.dumps(sorted(names), indent=1) + "\n"
+    atomic_write(folder / OWN_FILES, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _remove_stale(folder: Path, keep: Sequence[Path], own: set[str]) -> None:
+    """Figures of an earlier export that this one did not write (e.g. a removed analysis):
+    only files an export listed as its own, never another html/png someone put there."""
     kept = {p.name for p in keep}
-    for path in sorted(folder.glob("*")):
-        if path.suffix in (".html", ".png") and path.name not in kept:
+    for name in sorted(own - kept):
+        path = folder / name
+        if path.suffix in (".html", ".png") and path.is_file():
             path.unlink()
 
 

@@ -31,6 +31,7 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from interp.errors import InterpError
+from interp.lock import run_lock
 from interp.store import Run, atomic_write, write_json, write_parquet
 from probes.behaviour import behaviour_probes
 from probes.concepts import ConceptData, load_concept
@@ -108,9 +109,29 @@ def probe_run(
     check_method(method)
     check_position(position)
     check_score_kind(score)
-    run = Run.open(run_dir)
+    run = Run.open(run_dir)  # checks every run file (interp.store) before any encoding
     data = load_concept(concept)
     chosen = _run_layers(run, layers)
+    # One writer per run directory (interp.lock), refused before the slow encoding.
+    with run_lock(run.path):
+        return _probe_locked(
+            run, data, chosen, method, position, score, seed, test_size, n_boot, model, progress
+        )
+
+
+def _probe_locked(
+    run: Run,
+    data: ConceptData,
+    chosen: list[int],
+    method: str,
+    position: str,
+    score: str,
+    seed: int,
+    test_size: float,
+    n_boot: int,
+    model: HookedTransformer | None,
+    progress: bool,
+) -> ProbeResult:
     encodings = _concept_encodings(run, data, position, model, progress)
     probe = probe_layers(
         encodings, data, layers=chosen, method=method, seed=seed, test_size=test_size
@@ -318,8 +339,11 @@ def _behaviour_summary(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def _write(out_dir: Path, result: ProbeResult, summary: dict[str, Any]) -> None:
+    """summary.json is the folder's completeness marker: removed first, written last, and
+    readers (export) skip a folder without it, so a killed probe never mixes two results."""
     from safetensors.torch import save_file
 
+    (out_dir / "summary.json").unlink(missing_ok=True)
     for name in ("per_layer", "scores", "shift", "correlation", "behaviour", "example_scores"):
         write_parquet(out_dir / f"{name}.parquet", getattr(result, name))
     vectors = result.directions.contiguous()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import BBQ_LINE
+from samples import BBQ_LINE
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 import interp.replay as replay_module
@@ -539,7 +539,9 @@ def test_killed_replay_resumes_with_the_next_batch(tmp_path, tiny_model, small_r
         replay(small_config(out), model=tiny_model)
     assert calls == [1, 2]
     assert not (out / "manifest.json").exists()
-    assert sorted(p.name for p in (out / ".partial").glob("batch-*.pt")) == ["batch-00000.pt"]
+    assert sorted(p.name for p in (out / ".partial").glob("batch-*.safetensors")) == [
+        "batch-00000.safetensors"
+    ]
     with pytest.raises(InterpError):
         Run.open(out)
     monkeypatch.undo()
@@ -592,7 +594,10 @@ def test_different_config_on_unfinished_run_is_refused(tmp_path, tiny_model, mon
     monkeypatch.undo()
     with pytest.raises(InterpError, match="unfinished different replay"):
         replay(small_config(out, plan="baseline"), model=tiny_model)
-    assert sorted(p.name for p in (out / ".partial").iterdir()) == ["batch-00000.pt", "config.json"]
+    assert sorted(p.name for p in (out / ".partial").iterdir()) == [
+        "batch-00000.safetensors",
+        "config.json",
+    ]
 
 
 def test_foreign_directory_is_refused(tmp_path, tiny_model):

@@ -48,3 +48,19 @@ def assert_refused_without_trace(root: Path, *args: str, contains: str | None = 
     line = assert_user_error(invoke(*args), contains=contains)
     assert tree_digest(root) == before, "a refused command changed files on disk"
     return line
+
+
+def copy_run(source: Path, dest: Path) -> Path:
+    """A private copy of a session run for a test to damage or interrupt."""
+    import shutil
+
+    shutil.copytree(source, dest)
+    return dest
+
+
+def small_config(out: Path, **overrides):
+    """Three batches of one example, rounds 0..1 on the tiny model: every replay path, fast."""
+    from interp.replay import ReplayConfig
+
+    fields = {"model": "tiny", "rounds": 1, "limit": 3, "batch_size": 1, **overrides}
+    return ReplayConfig(out=str(out), **fields)

@@ -1,0 +1,125 @@
+"""One writer per run directory: an exclusive OS lock held while a command writes into it.
+
+``replay``, ``probe``, ``patch``, ``export`` and ``metrics`` (when it rewrites metrics.json)
+take :func:`run_lock` on the directory they write. A second writer does not wait: it fails at
+once with an :class:`InterpError` saying the directory is in use, before it has computed or
+written anything.
+
+The lock is ``fcntl.flock`` on ``<dir>/.interp.lock``. The kernel drops it when its holder
+exits, however it exits (kill -9 included), so a crashed writer never leaves the directory
+locked. The holder removes the file while still holding the lock, so a finished command
+leaves no trace; a process that opened the file just before it was removed sees that its
+lock is on a file no longer in the folder and tries again (the usual remove-under-lock dance).
+Acquiring the lock also shows early that the directory can be written at all: a read-only
+folder, or ``--out`` below a file, fails here with one clear line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from interp.errors import InterpError
+
+LOCK_NAME = ".interp.lock"
+
+
+def fs_error(path: Path | str, err: OSError, doing: str = "cannot write into") -> InterpError:
+    """An OS error on ``path`` as one line a user can act on."""
+    reason = err.strerror or type(err).__name__
+    if err.errno == errno.ENOTDIR or isinstance(err, FileExistsError):
+        reason = "a file is in the way (a path component is not a directory)"
+    return InterpError(f"{doing} {path}: {reason}")
+
+
+def make_dir(path: Path) -> list[Path]:
+    """``mkdir -p path``; return the folders it created (outermost first), so that a command
+    that fails before writing anything can remove exactly those again."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InterpError(f"cannot create {path}: {probe} is a file, not a directory")
+    created: list[Path] = []
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise InterpError(f"cannot create {path}: {folder} is a file") from None
+            continue
+        except OSError as err:
+            remove_empty(created)
+            raise fs_error(path, err, "cannot create") from None
+        created.append(folder)
+    return created
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders (created by :func:`make_dir`) that are still empty, innermost first."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+@contextlib.contextmanager
+def run_lock(directory: str | Path) -> Iterator[Path]:
+    """Hold the exclusive write lock of ``directory`` (which must exist) for the block."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InterpError(f"no directory at {directory}")
+    path = directory / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise fs_error(directory, err) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InterpError(
+                f"{directory} is in use by another interp command (it holds {path}); "
+                "wait for it to finish, or write elsewhere"
+            ) from None
+        except OSError as err:
+            os.close(fd)
+            raise fs_error(directory, err, "cannot lock") from None
+        # The previous holder may have removed the file between our open and our lock: then
+        # we hold a lock on a file nobody else will see, and must take the new one.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    _remove_dead_temp_files(directory)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still locked: nobody can hold a lock on it now
+        os.close(fd)
+
+
+# interp.store.atomic_write's temp files: ".<name>.<8 random chars>.tmp" (tempfile.mkstemp).
+_TEMP_FILE = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
+
+
+def _remove_dead_temp_files(directory: Path) -> None:
+    """With the lock held nobody else is writing here, so an atomic write's temp file is the
+    remains of a writer killed mid-write (kill -9, power loss): remove it."""
+    for path in directory.rglob(".*.tmp"):
+        if _TEMP_FILE.fullmatch(path.name) and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()

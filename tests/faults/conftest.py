@@ -1,0 +1,35 @@
+"""Fixtures of the fault suite: one small tiny-model run (and one with every analysis) built
+once per session; tests damage or interrupt copies of them, never the originals."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from faultkit import small_config
+
+from interp.replay import replay
+
+
+@pytest.fixture(scope="session")
+def base_run(tmp_path_factory, tiny_model) -> Path:
+    """A complete replay (no analyses). Read-only for tests: copy it with ``copy_run``."""
+    out = tmp_path_factory.mktemp("faults-base") / "run"
+    replay(small_config(out), model=tiny_model)
+    return out
+
+
+@pytest.fixture(scope="session")
+def analysed_run(tmp_path_factory, tiny_model, base_run) -> Path:
+    """``base_run`` plus a probe, a patch and an export (the concept encodings cached)."""
+    from interp.patching import patch_run
+    from interp.report import export_report
+    from probes.api import probe_run
+
+    out = tmp_path_factory.mktemp("faults-analysed") / "run"
+    shutil.copytree(base_run, out)
+    probe_run(out, "stereotype", model=tiny_model, n_boot=50)
+    patch_run(out, layer=1, round=1, model=tiny_model, n_boot=50)
+    export_report([out], model=tiny_model)
+    return out
