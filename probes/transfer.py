@@ -1,0 +1,124 @@
+"""Transfer to the read-out: does a direction learned on bare statements still separate them
+where a run applies it, at the answer prefix inside a chat transcript?
+
+Concept directions are fitted on statements tokenized alone (``probes.encode``), but a run's
+concept scores project the *read-out* state: the last token of the forced answer prefix in
+the chat template. Here each statement is wrapped the way a run's round 0 is — the run's
+system prompt (or the template's default), the statement as the user message, then the
+assistant turn opened with the run's answer prefix (``interp.conversation``) — and read at
+the last token of that prefix. On the probe's own split, per layer:
+
+- ``transfer_acc``: the direction and threshold learned on bare statements, applied to the
+  wrapped test statements (the literal transfer);
+- ``transfer_centred_acc``: the bare direction with its threshold re-set on the wrapped
+  *training* statements (midpoint of the two class means' projections). A run's scores use
+  the direction only, never the threshold, so this is the transfer that matters for them;
+- ``wrapped_acc``: the same method fitted and tested on wrapped statements.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from transformer_lens import HookedTransformer
+
+from interp.conversation import RoundInput, build_conversation
+from interp.errors import InterpError
+from interp.store import atomic_write
+from probes.concepts import ConceptData
+from probes.directions import Directions, LayerProbe, probe_layers
+from probes.encode import encode_token_ids, encodings_key, encodings_path
+
+_KEY = "encodings"
+COLUMNS = ("transfer_acc", "transfer_centred_acc", "wrapped_acc")
+
+
+def wrap_statements(
+    tokenizer, texts: Sequence[str], *, answer_prefix: str, system: str | None = None
+) -> list[list[int]]:
+    """Each statement as a one-round chat prompt ending at its read-out position: tokens up to
+    and including the answer prefix's last token (``Conversation.prompt(0)``)."""
+    out = []
+    for text in texts:
+        conv = build_conversation(
+            tokenizer, [RoundInput(user=text)], answer_prefix=answer_prefix, system=system
+        )
+        tokens = conv.prompt(0)
+        if len(tokens) != len(conv.tokens):  # the transcript must end at the read-out
+            raise InterpError("the chat-wrapped statement does not end at its read-out token")
+        out.append(tokens)
+    return out
+
+
+def cached_wrapped_encodings(
+    texts: Sequence[str],
+    *,
+    name: str,
+    answer_prefix: str,
+    system: str | None,
+    weights_hash: str,
+    cache_dir: Path,
+    get_model: Callable[[], HookedTransformer],
+    progress: bool = False,
+) -> Float[torch.Tensor, "item layer d_model"]:
+    """Every layer's ``hook_resid_post`` at the read-out of each chat-wrapped statement, through
+    a cache file keyed by the texts, the prefix, the system prompt and the weights hash; the
+    model is loaded only on a miss."""
+    from safetensors.torch import load_file, save_file
+
+    wrapping = json.dumps({"answer_prefix": answer_prefix, "system": system})
+    key = encodings_key([*texts, wrapping], weights_hash)
+    path = encodings_path(Path(cache_dir), name, "chat", key)
+    if path.is_file():
+        return load_file(str(path))[_KEY]
+    model = get_model()
+    if model.tokenizer is None:
+        raise InterpError("the model has no tokenizer; load it with interp.load_model")
+    ids = wrap_statements(model.tokenizer, texts, answer_prefix=answer_prefix, system=system)
+    encodings = encode_token_ids(
+        model, ids, position="last", progress=progress, desc="encoding (chat read-out)"
+    )
+    meta = {"name": name, "position": "chat", "weights_hash": weights_hash, "key": key}
+    atomic_write(path, lambda tmp: save_file({_KEY: encodings.contiguous()}, str(tmp), meta))
+    return encodings
+
+
+def transfer_table(
+    bare: LayerProbe,
+    wrapped: Float[torch.Tensor, "item layer d_model"],
+    data: ConceptData,
+    *,
+    method: str = "probe",
+    seed: int = 0,
+    test_size: float = 0.3,
+) -> tuple[pd.DataFrame, LayerProbe]:
+    """layer, transfer_acc, transfer_centred_acc, wrapped_acc for the layers of ``bare`` (a
+    ``probe_layers`` result on bare encodings, same data, seed and test_size), and the probe
+    fitted on the wrapped encodings."""
+    layers = bare.table["layer"].tolist()
+    on_wrapped = probe_layers(
+        wrapped, data, layers=layers, method=method, seed=seed, test_size=test_size
+    )
+    labels = data.labels()
+    train, test = bare.train_idx, bare.test_idx
+    x = wrapped[:, layers].transpose(0, 1)  # [layer item d]
+    x_train, x_test, y_test = x[:, train], x[:, test], labels[test]
+    vectors = bare.directions.vectors
+    proj = Directions(vectors, bare.directions.thresholds).project(x_train)
+    y_train = labels[train]
+    midpoint = (proj[:, y_train == 1].mean(dim=1) + proj[:, y_train == 0].mean(dim=1)) / 2
+    centred = Directions(vectors, midpoint)
+    table = pd.DataFrame(
+        {
+            "layer": layers,
+            "transfer_acc": bare.directions.n_correct(x_test, y_test) / len(test),
+            "transfer_centred_acc": centred.n_correct(x_test, y_test) / len(test),
+            "wrapped_acc": on_wrapped.table["acc"].to_numpy(),
+        }
+    )
+    return table, on_wrapped
