@@ -295,6 +295,8 @@ def _probe_caption(summary: dict[str, Any]) -> str:
             f"its threshold re-set ({_num(transfer.get('transfer_acc'))} as learned), fitted "
             f"there {_num(transfer.get('wrapped_acc'))}."
         )
+    if transfer.get("warning"):
+        text += f" <strong>Warning: {_e(transfer['warning'])}.</strong>"
     return text
 
 

@@ -47,7 +47,7 @@ from probes.scores import (
     score_entropy_correlation,
     score_table,
 )
-from probes.stats import json_float
+from probes.stats import json_float, wilson_interval
 from probes.surface import SurfaceCheck
 from probes.transfer import cached_wrapped_encodings, transfer_table
 
@@ -353,7 +353,11 @@ def summarise(result: ProbeResult, config: dict[str, Any], surface: SurfaceCheck
             "probe_beats_surface": surface.beats,
         },
         "surface_warning": surface.warning,
-        "transfer": {**config["transfer"], **_floats(best, transfer_columns)},
+        "transfer": {
+            **config["transfer"],
+            **_floats(best, transfer_columns),
+            **({"warning": _transfer_warning(best)} if transfer_columns else {}),
+        },
         "scores_by_round": _records(result.scores, layer, ["round", "mean", "lo", "hi"]),
         "shift_by_round": _records(result.shift, layer, ["round", "norm", "cosine"]),
         "correlation": _records(
@@ -363,6 +367,22 @@ def summarise(result: ProbeResult, config: dict[str, Any], surface: SurfaceCheck
         ),
         "behaviour": _behaviour_summary(result.behaviour),
     }
+
+
+def _transfer_warning(best: pd.Series) -> str | None:
+    """A sentence when the bare direction (threshold re-set) does not separate the statements
+    at the chat read-out better than chance: its 95% Wilson interval reaches 0.5."""
+    n = int(best["n_test"])
+    acc = float(best["transfer_centred_acc"])
+    lo, _ = wilson_interval(round(acc * n), n)
+    if lo > 0.5:
+        return None
+    return (
+        f"the direction learned on bare statements does not separate them at the chat read-out "
+        f"({acc:.2f} at layer {int(best['layer'])}, chance 0.5; fitted there: "
+        f"{float(best['wrapped_acc']):.2f}); the run's concept scores at this layer may not "
+        "measure the concept"
+    )
 
 
 def _floats(row: pd.Series, columns: list[str]) -> dict[str, float | None]:

@@ -148,6 +148,8 @@ def _headline(s: dict) -> list[str]:
             f"statements {_num(transfer['transfer_centred_acc'])}; fitted on wrapped "
             f"statements {_num(transfer['wrapped_acc'])}"
         )
+        if transfer.get("warning"):
+            lines.append(f"WARNING: {transfer['warning']}")
     return lines
 
 

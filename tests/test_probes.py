@@ -439,7 +439,14 @@ def test_transfer_columns_follow_their_definitions(probed, tiny_model, concept_f
         assert table.loc[layer, "wrapped_acc"] == on_wrapped.table["acc"].iloc[layer]
     transfer = result.summary["transfer"]
     assert transfer["answer_prefix"] == ANSWER_PREFIX and transfer["system"] is None
-    assert transfer["wrapped_acc"] == table.loc[result.summary["best_layer"], "wrapped_acc"]
+    best = table.loc[result.summary["best_layer"]]
+    assert transfer["wrapped_acc"] == best["wrapped_acc"]
+    # 24 test statements: the interval reaches 0.5 unless nearly all are right
+    lo, _ = wilson_interval(round(best["transfer_centred_acc"] * 24), 24)
+    assert (transfer["warning"] is None) == (lo > 0.5)
+    if transfer["warning"]:
+        assert transfer["warning"].startswith("the direction learned on bare statements does")
+        assert f"WARNING: {transfer['warning']}" in format_probe(result).splitlines()
 
 
 def test_transfer_can_be_skipped(tmp_path, tiny_model, concept_file):
