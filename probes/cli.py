@@ -137,6 +137,11 @@ def _headline(s: dict) -> list[str]:
     ]
     if s["surface_warning"]:
         lines.append(f"WARNING: {s['surface_warning']}")
+    else:
+        lines.append(
+            f"  the probe beats the better one on the same test statements (exact McNemar "
+            f"p = {surface['mcnemar_p']:.2g})"
+        )
     transfer = s["transfer"]
     if "skipped" in transfer:
         lines.append(f"transfer to the chat read-out: not measured ({transfer['skipped']})")
