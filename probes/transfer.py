@@ -19,6 +19,7 @@ the last token of that prefix. On the probe's own split, per layer:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +27,8 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
@@ -80,12 +83,86 @@ def cached_wrapped_encodings(
     if model.tokenizer is None:
         raise InterpError("the model has no tokenizer; load it with interp.load_model")
     ids = wrap_statements(model.tokenizer, texts, answer_prefix=answer_prefix, system=system)
-    encodings = encode_token_ids(
-        model, ids, position="last", progress=progress, desc="encoding (chat read-out)"
-    )
+    encodings = encode_last_shared_prefix(model, ids, progress=progress)
     meta = {"name": name, "position": "chat", "weights_hash": weights_hash, "key": key}
     atomic_write(path, lambda tmp: save_file({_KEY: encodings.contiguous()}, str(tmp), meta))
     return encodings
+
+
+def encode_last_shared_prefix(
+    model: HookedTransformer,
+    ids: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Float[torch.Tensor, "item layer d_model"]:
+    """``encode_token_ids(position="last")``, running the tokens every sequence starts with
+    (the chat template's system prompt and user header: about half of each wrapped
+    statement) once, and the rest of each sequence on top of their KV cache.
+
+    The rest is left-padded, so every sequence's last token sits at the last position; the
+    attention mask keeps padding out, and positions follow the mask, as in a replay.
+    """
+    ids = [list(seq) for seq in ids]
+    shared = min(len(os.path.commonprefix(ids)), min(map(len, ids)) - 1)
+    if shared < 1 or len(ids) < 2:
+        return encode_token_ids(model, ids, position="last", progress=progress)
+    device = model.cfg.device
+    base = TransformerLensKeyValueCache.init_cache(model.cfg, device, 1)
+    with torch.inference_mode():
+        prefix = torch.tensor([ids[0][:shared]], device=device)
+        model(prefix, past_kv_cache=base, stop_at_layer=model.cfg.n_layers)
+    out = torch.empty(len(ids), model.cfg.n_layers, model.cfg.d_model)
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # little padding per batch
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="encoding (chat read-out)", unit="batch")
+    for batch in batches:
+        rest = [ids[i][shared:] for i in batch]
+        out[batch] = _encode_rest(model, _expanded(base, len(batch)), rest)
+    return out
+
+
+def _expanded(base: TransformerLensKeyValueCache, n: int) -> TransformerLensKeyValueCache:
+    """The one-sequence prefix cache as a frozen cache of ``n`` identical rows."""
+    entries = [
+        TransformerLensKeyValueCacheEntry(
+            past_keys=e.past_keys.expand(n, -1, -1, -1),
+            past_values=e.past_values.expand(n, -1, -1, -1),
+            frozen=True,
+        )
+        for e in base.entries
+    ]
+    mask = base.previous_attention_mask.expand(n, -1)
+    return TransformerLensKeyValueCache(entries=entries, previous_attention_mask=mask, frozen=True)
+
+
+def _encode_rest(
+    model: HookedTransformer, cache: TransformerLensKeyValueCache, rest: list[list[int]]
+) -> Float[torch.Tensor, "batch layer d_model"]:
+    width = max(map(len, rest))
+    tokens = torch.full((len(rest), width), model.tokenizer.pad_token_id or 0, dtype=torch.long)
+    mask = torch.zeros((len(rest), width), dtype=torch.long)
+    for row, seq in enumerate(rest):
+        tokens[row, width - len(seq) :] = torch.tensor(seq)
+        mask[row, width - len(seq) :] = 1
+    read = torch.empty(len(rest), model.cfg.n_layers, model.cfg.d_model)
+
+    def capture(resid: torch.Tensor, *, hook) -> None:
+        read[:, int(hook.name.split(".")[1])] = resid[:, -1].float().cpu()
+
+    is_resid_post = lambda name: name.startswith("blocks.") and name.endswith(".hook_resid_post")  # noqa: E731
+    device = model.cfg.device
+    with torch.inference_mode(), model.hooks(fwd_hooks=[(is_resid_post, capture)]):
+        model(
+            tokens.to(device),
+            attention_mask=mask.to(device),
+            past_kv_cache=cache,
+            stop_at_layer=model.cfg.n_layers,
+        )
+    return read
 
 
 def transfer_table(
