@@ -32,12 +32,16 @@ from probes.directions import (
     probe_layers,
     validation_split,
 )
-from probes.encode import encode_texts, encodings_key, encodings_path
+from probes.encode import encode_texts, encode_token_ids, encodings_key, encodings_path
 from probes.logistic import fit_logistic
 from probes.scores import concept_scores, instruction_shift, score_entropy_correlation
 from probes.stats import balanced_permutation, wilson_interval
 from probes.surface import compare_to_surface, length_features
-from probes.transfer import cached_wrapped_encodings, wrap_statements
+from probes.transfer import (
+    cached_wrapped_encodings,
+    encode_last_shared_prefix,
+    wrap_statements,
+)
 
 N_LAYERS, D_MODEL = 3, 64  # the tiny model
 ANSWER_PREFIX = "The single most likely answer is ("
@@ -415,6 +419,17 @@ def test_chat_wrapped_encodings_read_the_last_token(tmp_path, tiny_model):
         for layer in range(N_LAYERS):
             resid = cache[f"blocks.{layer}.hook_resid_post"][0, -1]
             torch.testing.assert_close(encodings[i, layer], resid, atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prefix_encoding_equals_running_every_sequence_whole(tiny_model):
+    """Batches of unequal lengths (left-padded after the shared start), a last batch smaller
+    than the rest, and one sequence that is nearly all shared start."""
+    texts = ["The old man.", "Who was not comfortable using the phone at the store?", "Unknown"]
+    texts += ["The grandson was struggling with the app.", "I kept the wallet."]
+    ids = wrap_statements(tiny_model.tokenizer, texts, answer_prefix=ANSWER_PREFIX)
+    shared = encode_last_shared_prefix(tiny_model, ids, batch_size=2)
+    whole = encode_token_ids(tiny_model, ids, position="last", batch_size=1)
+    torch.testing.assert_close(shared, whole, atol=1e-5, rtol=1e-5)
 
 
 def test_transfer_columns_follow_their_definitions(probed, tiny_model, concept_file):
