@@ -14,6 +14,10 @@ the last token of that prefix. On the probe's own split, per layer:
   *training* statements (midpoint of the two class means' projections). A run's scores use
   the direction only, never the threshold, so this is the transfer that matters for them;
 - ``wrapped_acc``: the same method fitted and tested on wrapped statements.
+
+The wrapping has no question, options or earlier rounds, and no "thinking" (a plan with
+``think_tokens`` puts the model's own text before the prefix): it matches the kind of
+position a run reads, not a run's exact context.
 """
 
 from __future__ import annotations
