@@ -304,8 +304,11 @@ def probe_accuracy_figure(per_layer: pd.DataFrame, concept: str = "") -> go.Figu
     """Held-out probe accuracy per layer with its interval, next to its controls.
 
     ``per_layer`` is ``probes/<concept>/per_layer.parquet``: layer, acc, acc_lo, acc_hi,
-    train_acc, shuffled_acc (labels shuffled before fitting) and random_acc (a random
-    direction). A layer carries the concept only where acc clears the controls.
+    train_acc, val_acc (the validation accuracy that picks the headline layer, marked),
+    shuffled_acc (labels shuffled before fitting), random_acc (a random direction), the
+    surface baselines bow_acc and length_acc (text only: flat lines), and, when transfer was
+    measured, transfer_centred_acc (the direction at the chat read-out) and wrapped_acc. A
+    layer carries the concept only where acc clears the controls and the surface baselines.
     """
     t = per_layer.sort_values("layer")
     layers = t["layer"].tolist()
@@ -314,8 +317,13 @@ def probe_accuracy_figure(per_layer: pd.DataFrame, concept: str = "") -> go.Figu
     lines = (
         ("acc", "held-out accuracy", PALETTE[0], "solid"),
         ("train_acc", "train accuracy", PALETTE[0], "dot"),
+        ("val_acc", "validation accuracy (picks the layer)", PALETTE[0], "dashdot"),
         ("shuffled_acc", "control: shuffled labels", "#7f7f7f", "dash"),
         ("random_acc", "control: random direction", "#bcbd22", "dash"),
+        ("bow_acc", "surface: bag of words", "#d62728", "longdash"),
+        ("length_acc", "surface: length/punctuation", "#ff7f0e", "longdash"),
+        ("transfer_centred_acc", "at the chat read-out (bare direction)", "#9467bd", "solid"),
+        ("wrapped_acc", "at the chat read-out (fitted there)", "#9467bd", "dot"),
     )
     for column, name, color, dash in lines:
         if column in t:
@@ -328,6 +336,18 @@ def probe_accuracy_figure(per_layer: pd.DataFrame, concept: str = "") -> go.Figu
                     line={"color": color, "dash": dash},
                 )
             )
+    if "val_acc" in t and t["val_acc"].notna().any():
+        # The headline layer: best validation accuracy, earliest on ties (probes.directions).
+        chosen = t.iloc[int(np.nanargmax(t["val_acc"].to_numpy(dtype=float)))]
+        fig.add_trace(
+            go.Scatter(
+                x=[chosen["layer"]],
+                y=[chosen["acc"]],
+                name="layer chosen on validation",
+                mode="markers",
+                marker={"symbol": "star", "size": 14, "color": PALETTE[0]},
+            )
+        )
     fig.add_hline(y=0.5, line_dash="dot", line_color="#999")
     fig.update_xaxes(title_text="layer", **LAYER_TICKS)
     fig.update_yaxes(title_text="accuracy", range=[0, 1.02])

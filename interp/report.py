@@ -297,12 +297,37 @@ def _probe_caption(summary: dict[str, Any]) -> str:
         return ""
     acc = summary.get("accuracy", {})
     controls = summary.get("controls", {})
-    return (
-        f"Method {_e(summary.get('method', '?'))}; best layer {summary['best_layer']} "
-        f"(held-out accuracy {_num(acc.get('acc'))}, shuffled-label control "
-        f"{_num(controls.get('shuffled_acc'))}, random direction "
-        f"{_num(controls.get('random_acc'))}; chosen on the test split, so optimistic)."
+    text = (
+        f"Method {_e(summary.get('method', '?'))}; layer {summary['best_layer']} chosen on a "
+        f"validation split of the training pairs: test accuracy {_num(acc.get('acc'))} "
+        f"(shuffled-label control {_num(controls.get('shuffled_acc'))}, random direction "
+        f"{_num(controls.get('random_acc'))})."
     )
+    test = summary.get("test_chosen")
+    if test:
+        text += (
+            f" Optimistic: layer {test['layer']} has the best test accuracy, "
+            f"{_num(test.get('acc'))}, chosen on the test split itself."
+        )
+    surface = summary.get("surface_baselines")
+    if surface:
+        text += (
+            f" Surface baselines on the same split: bag of words {_num(surface.get('bow_acc'))},"
+            f" length/punctuation {_num(surface.get('length_acc'))}."
+        )
+    if summary.get("surface_warning"):
+        text += f" <strong>Warning: {_e(summary['surface_warning'])}.</strong>"
+    transfer = summary.get("transfer") or {}
+    if "transfer_centred_acc" in transfer:
+        text += (
+            " At the chat read-out (each statement as a user message, read at the end of the "
+            f"answer prefix): bare direction {_num(transfer.get('transfer_centred_acc'))} with "
+            f"its threshold re-set ({_num(transfer.get('transfer_acc'))} as learned), fitted "
+            f"there {_num(transfer.get('wrapped_acc'))}."
+        )
+    if transfer.get("warning"):
+        text += f" <strong>Warning: {_e(transfer['warning'])}.</strong>"
+    return text
 
 
 def _patching_section(main: Run) -> Section:

@@ -4,7 +4,10 @@ One call reads a run directory, fits the concept's direction on every chosen lay
 concept data (encoded by the run's own model, cached), and measures on the run's stored
 read-out activations:
 
-- ``per_layer``  held-out accuracy of the direction, with its controls (``probe_layers``);
+- ``per_layer``  held-out accuracy of the direction, with its controls (``probe_layers``):
+                 shuffled labels, a random direction, the validation accuracy that picks the
+                 headline layer, surface baselines (bag of words, length/punctuation), and the
+                 transfer to the chat read-out position (``probes.transfer``);
 - ``scores``     mean concept score per layer x round, 95% bootstrap interval over examples;
 - ``shift``      the instruction shift (mean state at round r minus round 0) per layer x round:
                  its norm and cosine with the concept direction;
@@ -35,7 +38,7 @@ from interp.lock import run_lock
 from interp.store import Run, atomic_write, write_json, write_parquet
 from probes.behaviour import behaviour_probes
 from probes.concepts import ConceptData, load_concept
-from probes.directions import LayerProbe, check_layers, check_method, probe_layers
+from probes.directions import LayerProbe, check_layers, check_method, choose_layer, probe_layers
 from probes.encode import cached_encodings, check_position, weights_hash
 from probes.scores import (
     check_score_kind,
@@ -45,11 +48,18 @@ from probes.scores import (
     score_entropy_correlation,
     score_table,
 )
-from probes.stats import json_float
+from probes.stats import json_float, wilson_interval
+from probes.surface import SurfaceCheck
+from probes.transfer import cached_wrapped_encodings, transfer_table
 
 BEST_LAYER_RULE = (
-    "the layer with the highest held-out accuracy (the earliest on ties); chosen on the test "
-    "split, so its accuracy is optimistic: compare it with its controls"
+    "the layer with the highest accuracy on a validation split of the training pairs (the "
+    "earliest on ties), fitted without them; the test split is not looked at to choose it, so "
+    "its test accuracy is an honest estimate"
+)
+TEST_LAYER_RULE = (
+    "the layer with the highest test accuracy: chosen on the test split itself, so its "
+    "accuracy is optimistic"
 )
 
 
@@ -59,7 +69,9 @@ class ProbeResult:
 
     concept: str
     per_layer: pd.DataFrame
-    """layer, acc, acc_lo, acc_hi, train_acc, shuffled_acc, random_acc, n_train, n_test."""
+    """layer, acc, acc_lo, acc_hi, train_acc, val_acc, shuffled_acc, random_acc, bow_acc,
+    length_acc, n_train, n_val, n_test; with transfer, also transfer_acc,
+    transfer_centred_acc, wrapped_acc."""
     scores: pd.DataFrame
     """layer, round, mean, lo, hi, n: mean concept score with a 95% bootstrap interval."""
     shift: pd.DataFrame
@@ -89,6 +101,7 @@ def probe_run(
     n_boot: int = 1000,
     model: HookedTransformer | None = None,
     progress: bool = False,
+    transfer: bool = True,
 ) -> ProbeResult:
     """Probe a run for a concept; write ``<run>/probes/<concept>/`` and return the result.
 
@@ -105,6 +118,9 @@ def probe_run(
         model: the run's model, if already loaded; otherwise it is loaded from the manifest,
             and only when the concept encodings are not cached yet.
         progress: show a progress bar while encoding.
+        transfer: also encode the statements wrapped in the chat template, read at the end of
+            the run's answer prefix, and measure the direction there (``probes.transfer``;
+            one more forward pass over the statements, cached like the bare encodings).
     """
     check_method(method)
     check_position(position)
@@ -136,6 +152,9 @@ def _probe_locked(
     probe = probe_layers(
         encodings, data, layers=chosen, method=method, seed=seed, test_size=test_size
     )
+    per_layer, transfer_info = _with_transfer(
+        run, data, probe, model, progress, transfer, method=method, seed=seed, test_size=test_size
+    )
     acts = torch.stack([run.activations(_hook(layer)).float() for layer in chosen])
     rounds = run.rounds()
     tables = _round_tables(acts, probe, chosen, rounds, score=score, n_boot=n_boot, seed=seed)
@@ -151,18 +170,61 @@ def _probe_locked(
         "layers": chosen,
         "n_examples": int(acts.shape[1]),
         "n_rounds": int(acts.shape[2]),
+        "transfer": transfer_info,
     }
     result = ProbeResult(
         concept=data.name,
-        per_layer=probe.table,
+        per_layer=per_layer,
         behaviour=behaviour,
         directions=probe.directions.vectors.float(),
         **tables,
     )
-    summary = summarise(result, config)
+    summary = summarise(result, config, probe.surface)
     out_dir = run.analysis_dir("probes") / data.name
     _write(out_dir, result, summary)
     return ProbeResult(**{**result.__dict__, "summary": summary, "out_dir": out_dir})
+
+
+def _with_transfer(
+    run: Run,
+    data: ConceptData,
+    probe: LayerProbe,
+    model: HookedTransformer | None,
+    progress: bool,
+    enabled: bool,
+    *,
+    method: str,
+    seed: int,
+    test_size: float,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``probe.table`` with the transfer columns added, and what the wrapping used (or why
+    transfer was not measured)."""
+    if not enabled:
+        return probe.table, {"skipped": "not requested"}
+    prefix = run.manifest.get("plan", {}).get("answer_prefix")
+    if not isinstance(prefix, str):
+        return probe.table, {"skipped": "the run's manifest records no plan answer prefix"}
+    system = run.manifest.get("config", {}).get("system")
+    info = run.manifest["model"]
+    digest = weights_hash(model) if model is not None else str(info["weights_hash"])
+    wrapped = cached_wrapped_encodings(
+        data.texts(),
+        name=data.name,
+        answer_prefix=prefix,
+        system=system,
+        weights_hash=digest,
+        cache_dir=run.analysis_dir("probes") / "encodings",
+        get_model=lambda: model if model is not None else _load_run_model(info),
+        progress=progress,
+    )
+    table, _ = transfer_table(probe, wrapped, data, method=method, seed=seed, test_size=test_size)
+    return probe.table.merge(table, on="layer"), {"answer_prefix": prefix, "system": system}
+
+
+def _load_run_model(info: dict[str, Any]) -> HookedTransformer:
+    from interp.loading import load_model
+
+    return load_model(info["model_id"])
 
 
 def _hook(layer: int) -> str:
@@ -201,11 +263,7 @@ def _concept_encodings(
     digest = weights_hash(model) if model is not None else str(info["weights_hash"])
 
     def get_model() -> HookedTransformer:
-        if model is not None:
-            return model
-        from interp.loading import load_model
-
-        return load_model(info["model_id"])
+        return model if model is not None else _load_run_model(info)
 
     encodings = cached_encodings(
         data.texts(),
@@ -280,21 +338,47 @@ def _example_scores(values: np.ndarray, layer: int) -> pd.DataFrame:
     )
 
 
-def summarise(result: ProbeResult, config: dict[str, Any]) -> dict[str, Any]:
-    """The JSON summary: config, best layer with its accuracy and controls, and at that layer
-    the score per round, the shift and the score-entropy correlation; plus the best layer of
-    each behaviour probe. NaN becomes null."""
-    table = result.per_layer
-    best = table.loc[table["acc"].idxmax()]
-    layer = int(best["layer"])
+def summarise(result: ProbeResult, config: dict[str, Any], surface: SurfaceCheck) -> dict[str, Any]:
+    """The JSON summary: config; the headline layer (chosen on validation) with its test
+    accuracy, controls, surface baselines and transfer, and the optimistic test-chosen layer
+    beside it; ``surface_warning`` (a sentence, or null when the probe beats the surface
+    baselines); at the headline layer the score per round, the shift and the score-entropy
+    correlation; the best layer of each behaviour probe. NaN becomes null."""
+    table = result.per_layer.set_index("layer", drop=False)
+    layer = choose_layer(result.per_layer, "val_acc")
+    best = table.loc[layer]
+    test_best = table.loc[choose_layer(result.per_layer, "acc")]
+    transfer_columns = [
+        c for c in ("transfer_acc", "transfer_centred_acc", "wrapped_acc") if c in table
+    ]
     return {
         **config,
         "n_train": int(best["n_train"]),
+        "n_val": int(best["n_val"]),
         "n_test": int(best["n_test"]),
         "best_layer": layer,
         "best_layer_rule": BEST_LAYER_RULE,
-        "accuracy": _floats(best, ["acc", "acc_lo", "acc_hi", "train_acc"]),
+        "accuracy": _floats(best, ["acc", "acc_lo", "acc_hi", "train_acc", "val_acc"]),
+        "test_chosen": {
+            "layer": int(test_best["layer"]),
+            **_floats(test_best, ["acc", "acc_lo", "acc_hi"]),
+            "rule": TEST_LAYER_RULE,
+        },
         "controls": _floats(best, ["shuffled_acc", "random_acc"]),
+        "surface_baselines": {
+            **_floats(best, ["bow_acc", "length_acc"]),
+            "better": surface.baseline,
+            "probe_only": surface.probe_only,
+            "baseline_only": surface.baseline_only,
+            "mcnemar_p": json_float(surface.p_value),
+            "probe_beats_surface": surface.beats,
+        },
+        "surface_warning": surface.warning,
+        "transfer": {
+            **config["transfer"],
+            **_floats(best, transfer_columns),
+            **({"warning": _transfer_warning(best)} if transfer_columns else {}),
+        },
         "scores_by_round": _records(result.scores, layer, ["round", "mean", "lo", "hi"]),
         "shift_by_round": _records(result.shift, layer, ["round", "norm", "cosine"]),
         "correlation": _records(
@@ -304,6 +388,22 @@ def summarise(result: ProbeResult, config: dict[str, Any]) -> dict[str, Any]:
         ),
         "behaviour": _behaviour_summary(result.behaviour),
     }
+
+
+def _transfer_warning(best: pd.Series) -> str | None:
+    """A sentence when the bare direction (threshold re-set) does not separate the statements
+    at the chat read-out better than chance: its 95% Wilson interval reaches 0.5."""
+    n = int(best["n_test"])
+    acc = float(best["transfer_centred_acc"])
+    lo, _ = wilson_interval(round(acc * n), n)
+    if lo > 0.5:
+        return None
+    return (
+        f"the direction learned on bare statements does not separate them at the chat read-out "
+        f"({acc:.2f} at layer {int(best['layer'])}, chance 0.5; fitted there: "
+        f"{float(best['wrapped_acc']):.2f}); the run's concept scores at this layer may not "
+        "measure the concept"
+    )
 
 
 def _floats(row: pd.Series, columns: list[str]) -> dict[str, float | None]:

@@ -49,6 +49,13 @@ def probe_command(
         str, typer.Option(help="projection on the unit direction, or cosine.")
     ] = "projection",
     seed: Annotated[int, typer.Option(help="Seed of the split, controls and bootstrap.")] = 0,
+    transfer: Annotated[
+        bool,
+        typer.Option(
+            help="Also read the statements inside the chat template at the end of the run's "
+            "answer prefix, and report the direction's accuracy there (one more encoding pass)."
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Concept directions per layer, and the concept score of every round of a run.
@@ -67,6 +74,7 @@ def probe_command(
         score=score,
         seed=seed,
         progress=not as_json,
+        transfer=transfer,
     )
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
@@ -76,20 +84,33 @@ def probe_command(
 
 
 def format_probe(result: ProbeResult) -> str:
-    """What a person reads: accuracy per layer beside its controls, then the best layer's
-    score per round and its correlation with entropy."""
+    """What a person reads: accuracy per layer beside its controls and transfer, the headline
+    layer (chosen on validation) against the optimistic test-chosen one and the surface
+    baselines, then the headline layer's score per round and its correlation with entropy."""
     s = result.summary
+    table = result.per_layer
+    has_transfer = "transfer_acc" in table
     lines = [
         f"concept {s['concept']} ({s['method']}, {s['position']} token), "
-        f"{s['n_train']} train / {s['n_test']} test statements",
-        "layer  held-out acc [95% CI]  shuffled  random",
+        f"{s['n_train']} train ({s['n_val']} of them for validation) / {s['n_test']} test "
+        "statements",
+        "layer  test acc [95% CI]  val acc  shuffled  random"
+        + ("  chat: bare dir  re-centred  wrapped" if has_transfer else ""),
     ]
-    for row in result.per_layer.itertuples():
-        mark = "  <- best" if row.layer == s["best_layer"] else ""
+    for row in table.itertuples():
+        mark = "  <- chosen on validation" if row.layer == s["best_layer"] else ""
+        if row.layer == s["test_chosen"]["layer"] and row.layer != s["best_layer"]:
+            mark = "  <- best on test (optimistic)"
+        chat = (
+            f"{row.transfer_acc:>15.3f}{row.transfer_centred_acc:>12.3f}{row.wrapped_acc:>9.3f}"
+            if has_transfer
+            else ""
+        )
         lines.append(
             f"{row.layer:>5}  {row.acc:.3f} [{row.acc_lo:.2f},{row.acc_hi:.2f}]"
-            f"      {row.shuffled_acc:.3f}    {row.random_acc:.3f}{mark}"
+            f"   {row.val_acc:.3f}     {row.shuffled_acc:.3f}   {row.random_acc:.3f}{chat}{mark}"
         )
+    lines.extend(_headline(s))
     lines.append(f"{s['score']} score at layer {s['best_layer']}, per round [95% CI]:")
     for row in s["scores_by_round"]:
         interval = "" if row["lo"] is None else f" [{row['lo']:.3f},{row['hi']:.3f}]"
@@ -99,3 +120,43 @@ def format_probe(result: ProbeResult) -> str:
         value = "undefined" if r is None else f"pearson r={r:.3f} (p={p:.3g})"
         lines.append(f"score vs entropy, {row['level']} (n={row['n']}): {value}")
     return "\n".join(lines)
+
+
+def _headline(s: dict) -> list[str]:
+    """The headline layer, the optimistic one, the surface baselines (and the plain-words
+    warning when the probe does not beat them) and the transfer to the chat read-out."""
+    acc, test, surface = s["accuracy"], s["test_chosen"], s["surface_baselines"]
+    lines = [
+        f"headline: layer {s['best_layer']} (chosen on validation, val acc "
+        f"{_num(acc['val_acc'])}): test accuracy {_num(acc['acc'])} "
+        f"[{_num(acc['acc_lo'], 2)},{_num(acc['acc_hi'], 2)}]",
+        f"optimistic: layer {test['layer']} has the best test accuracy, {_num(test['acc'])} "
+        "(chosen on the test split itself)",
+        f"surface baselines on the same split: bag of words {_num(surface['bow_acc'])}, "
+        f"length/punctuation {_num(surface['length_acc'])}",
+    ]
+    if s["surface_warning"]:
+        lines.append(f"WARNING: {s['surface_warning']}")
+    else:
+        lines.append(
+            f"  the probe beats the better one on the same test statements (exact McNemar "
+            f"p = {surface['mcnemar_p']:.2g})"
+        )
+    transfer = s["transfer"]
+    if "skipped" in transfer:
+        lines.append(f"transfer to the chat read-out: not measured ({transfer['skipped']})")
+    else:
+        lines.append(
+            f"transfer to the chat read-out at layer {s['best_layer']} (statement as the user "
+            f"message, read at the end of {transfer['answer_prefix']!r}): bare direction "
+            f"{_num(transfer['transfer_acc'])}, with its threshold re-set on wrapped training "
+            f"statements {_num(transfer['transfer_centred_acc'])}; fitted on wrapped "
+            f"statements {_num(transfer['wrapped_acc'])}"
+        )
+        if transfer.get("warning"):
+            lines.append(f"WARNING: {transfer['warning']}")
+    return lines
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

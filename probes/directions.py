@@ -16,6 +16,15 @@ Controls beside every result:
   variation even random pairs find it, and its accuracy lands near acc or 1 - acc. Read it
   as "what the method finds without the labels".
 - ``random_acc``: a random direction, oriented and thresholded on the training labels.
+
+Controls that can fail (a probe may lose to them):
+- ``val_acc``: the same method fitted on the training pairs minus a validation part
+  (``validation_split``) and scored on that part. The headline layer is the one with the best
+  ``val_acc`` (``choose_layer``), so the test split is never looked at to pick it; the layer
+  with the best test ``acc`` is kept beside it, as an optimistic figure.
+- ``bow_acc``, ``length_acc``: surface baselines on the same split that see only the
+  statements' text (``probes.surface``); constant across layers, repeated so every row shows
+  them. ``LayerProbe.surface`` says whether the headline layer beats the better of the two.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from interp.errors import InterpError
 from probes.concepts import ConceptData, split_pairs
 from probes.logistic import fit_logistic
 from probes.stats import balanced_permutation, wilson_interval
+from probes.surface import SurfaceCheck, compare_to_surface, surface_predictions
 
 METHODS = ("probe", "mean-diff", "pca")
 
@@ -49,11 +59,16 @@ class Directions:
     ) -> Float[torch.Tensor, "layer item"]:
         return (x.to(self.vectors.dtype) @ self.vectors[..., None])[..., 0]
 
+    def predict(
+        self, x: Float[torch.Tensor, "layer item d_model"]
+    ) -> Int[np.ndarray, "layer item"]:
+        """0/1 label of every item at every layer."""
+        return (self.project(x) > self.thresholds[:, None]).numpy().astype(np.int64)
+
     def n_correct(
         self, x: Float[torch.Tensor, "layer item d_model"], y: Int[np.ndarray, " item"]
     ) -> Int[np.ndarray, " layer"]:
-        predicted = (self.project(x) > self.thresholds[:, None]).numpy()
-        return (predicted == (y == 1)[None]).sum(axis=1)
+        return (self.predict(x) == np.asarray(y)[None]).sum(axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,12 +76,20 @@ class LayerProbe:
     """The result of `probe_layers`: a table per layer, the directions, and the split."""
 
     table: pd.DataFrame
-    """layer, acc, acc_lo, acc_hi (95% Wilson), train_acc, shuffled_acc, random_acc,
-    n_train, n_test."""
+    """layer, acc, acc_lo, acc_hi (95% Wilson), train_acc, val_acc, shuffled_acc, random_acc,
+    bow_acc, length_acc, n_train, n_val, n_test."""
     directions: Directions
-    """Rows follow ``table.layer``."""
+    """Rows follow ``table.layer``; fitted on every training item (validation part included)."""
     train_idx: Int[np.ndarray, " train"]
     test_idx: Int[np.ndarray, " test"]
+    val_idx: Int[np.ndarray, " val"]
+    """The validation part of ``train_idx``, held out from the fit that gives ``val_acc``."""
+    val_layer: int
+    """The headline layer: best ``val_acc`` (``choose_layer``), chosen without the test split."""
+    test_layer: int
+    """The best test ``acc``: chosen on the test split itself, so its accuracy is optimistic."""
+    surface: SurfaceCheck
+    """Does the probe at ``val_layer`` beat the better surface baseline on the test items?"""
 
 
 def check_method(method: str) -> None:
@@ -89,6 +112,31 @@ def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
     return chosen
 
 
+def choose_layer(table: pd.DataFrame, column: str = "val_acc") -> int:
+    """The layer with the highest ``column`` (the earliest on ties; NaN never wins)."""
+    values = table[column].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).any():
+        return int(table["layer"].iloc[0])
+    return int(table["layer"].iloc[int(np.nanargmax(values))])
+
+
+def validation_split(
+    data: ConceptData, train: np.ndarray, *, test_size: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split the training items (indices into ``data``) into a fitting and a validation part,
+    by pair and stratified as ``split_pairs`` does, holding out ``test_size`` of them."""
+    sub = ConceptData(data.name, data.items.iloc[train].reset_index(drop=True), data.source)
+    units = sub.items["pair"].nunique() if sub.paired else len(sub.items)
+    if units < 2:
+        what = "pairs" if data.paired else "items"
+        raise InterpError(
+            f"{data.source}: {units} training {what} cannot be split again for validation; "
+            f"the concept needs more {what} (at least 3)"
+        )
+    fit, val = split_pairs(sub, test_size=test_size, seed=seed)
+    return train[fit], train[val]
+
+
 def probe_layers(
     encodings: Float[torch.Tensor, "item layer d_model"],
     data: ConceptData,
@@ -100,11 +148,13 @@ def probe_layers(
     c: float = 1.0,
 ) -> LayerProbe:
     """Fit the concept direction on every chosen layer at once and score it on held-out
-    items, beside the shuffled-label and random-direction controls.
+    items, beside the shuffled-label and random-direction controls, the validation accuracy
+    that picks the headline layer, and the surface baselines.
 
     ``encodings`` holds every layer of the model (``encode_texts``); ``layers`` picks some
-    (default all). The split is ``split_pairs(data, test_size, seed)``; the controls use
-    ``seed`` too, so the same seed gives the same table.
+    (default all). The split is ``split_pairs(data, test_size, seed)``, the validation part
+    ``validation_split(data, train, test_size, seed)``; the controls use ``seed`` too, so the
+    same seed gives the same table.
     """
     check_method(method)
     if encodings.shape[0] != len(data.items):
@@ -126,6 +176,10 @@ def probe_layers(
     y_shuffled, pairs_shuffled = shuffle_labels(y_train, pairs_train, rng)
     shuffled = fit_directions(x_train, y_shuffled, method=method, pairs=pairs_shuffled, c=c)
     random = random_directions(x_train, y_train, rng)
+    fit_idx, val_idx = validation_split(data, train, test_size=test_size, seed=seed)
+    pairs_fit = None if pairs is None else pairs[fit_idx]
+    for_val = fit_directions(x[:, fit_idx], labels[fit_idx], method=method, pairs=pairs_fit, c=c)
+    surface = surface_predictions(data.texts(), labels, train, test)
     n_test = len(test)
     correct = fitted.n_correct(x_test, y_test)
     intervals = [wilson_interval(int(k), n_test) for k in correct]
@@ -136,13 +190,25 @@ def probe_layers(
             "acc_lo": [lo for lo, _ in intervals],
             "acc_hi": [hi for _, hi in intervals],
             "train_acc": fitted.n_correct(x_train, y_train) / len(train),
+            "val_acc": for_val.n_correct(x[:, val_idx], labels[val_idx]) / len(val_idx),
             "shuffled_acc": shuffled.n_correct(x_test, y_test) / n_test,
             "random_acc": random.n_correct(x_test, y_test) / n_test,
+            "bow_acc": float(np.mean(surface["bow"] == y_test)),
+            "length_acc": float(np.mean(surface["length"] == y_test)),
             "n_train": len(train),
+            "n_val": len(val_idx),
             "n_test": n_test,
         }
     )
-    return LayerProbe(table, fitted, train, test)
+    val_layer = choose_layer(table, "val_acc")
+    at = chosen.index(val_layer)
+    probe_correct = fitted.predict(x_test)[at] == y_test
+    check = compare_to_surface(
+        probe_correct, {k: v == y_test for k, v in surface.items()}, layer=val_layer
+    )
+    return LayerProbe(
+        table, fitted, train, test, val_idx, val_layer, choose_layer(table, "acc"), check
+    )
 
 
 def fit_directions(

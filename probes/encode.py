@@ -50,6 +50,22 @@ def encode_texts(
     empty = [i for i, seq in enumerate(ids) if not seq]
     if empty:
         raise InterpError(f"text {empty[0]} tokenizes to nothing; every statement needs a token")
+    return encode_token_ids(model, ids, position=position, batch_size=batch_size, progress=progress)
+
+
+def encode_token_ids(
+    model: HookedTransformer,
+    ids: Sequence[Sequence[int]],
+    *,
+    position: str = "last",
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str | None = None,
+) -> Float[torch.Tensor, "item layer d_model"]:
+    """``encode_texts`` for sequences already tokenized (e.g. rendered with a chat template):
+    every layer's ``hook_resid_post`` at each sequence's last token, or averaged over it."""
+    check_position(position)
+    ids = [list(seq) for seq in ids]
     out = torch.empty(len(ids), model.cfg.n_layers, model.cfg.d_model)
     # Longest first, so batches hold statements of similar length (little padding) and the
     # first batch shows the peak memory.
@@ -58,7 +74,7 @@ def encode_texts(
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc=f"encoding ({position})", unit="batch")
+        batches = tqdm(batches, desc=desc or f"encoding ({position})", unit="batch")
     for batch in batches:
         out[batch] = _encode_batch(model, [ids[i] for i in batch], position)
     return out

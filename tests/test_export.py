@@ -7,6 +7,7 @@ patching) and as a copy with probes and head patching added ("full").
 from __future__ import annotations
 
 import functools
+import html
 import json
 import re
 import shutil
@@ -181,6 +182,16 @@ def test_probe_figures(full):
     assert {"held-out accuracy", "control: shuffled labels", "control: random direction"} <= names
     line = next(t for t in acc.data if t.name == "held-out accuracy")
     assert list(line.x) == list(range(N_LAYERS))
+    for name, column in [
+        ("surface: bag of words", "bow_acc"),
+        ("surface: length/punctuation", "length_acc"),
+        ("validation accuracy (picks the layer)", "val_acc"),
+        ("at the chat read-out (bare direction)", "transfer_centred_acc"),
+    ]:
+        trace = next(t for t in acc.data if t.name == name)
+        assert list(trace.y) == pytest.approx(tables["per_layer"][column].tolist())
+    (star,) = [t for t in acc.data if t.name == "layer chosen on validation"]
+    assert star.x[0] == tables["summary"]["best_layer"]
 
     score = figures.concept_score_figure(tables["scores"], "stereotype")
     raw, change = score.data
@@ -352,6 +363,11 @@ def test_full_report_has_every_section(full, exported):
     for name in names:
         assert f'data-target="{name}"' in page
     assert "the heads with the largest |normalised effect|" in page
+    probe_summary = load_probes(full)["stereotype"]["summary"]
+    assert f"layer {probe_summary['best_layer']} chosen on a validation split" in page
+    assert "Surface baselines on the same split: bag of words" in page
+    if probe_summary["surface_warning"]:  # escaped, as the page shows it
+        assert f"Warning: {html.escape(probe_summary['surface_warning'])}" in page
     assert page.count("var CircuitsVis=") == 1  # the bundle once
     assert page.count("Plotly.newPlot") == sum(1 for n in names if n != "attention-readout")
     _no_cdn(page)

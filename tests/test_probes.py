@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 import torch
 from scipy import stats
+from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from interp.errors import InterpError
@@ -21,14 +23,28 @@ from interp.loading import load_model
 from interp.store import SCHEMA_VERSION, Run, write_activations, write_json, write_parquet
 from probes.api import ProbeResult, probe_run
 from probes.behaviour import behaviour_labels, behaviour_probes, split_examples
+from probes.cli import format_probe
 from probes.concepts import ConceptData, load_concept, split_pairs
-from probes.directions import METHODS, fit_directions, probe_layers
-from probes.encode import encode_texts, encodings_key, encodings_path
+from probes.directions import (
+    METHODS,
+    choose_layer,
+    fit_directions,
+    probe_layers,
+    validation_split,
+)
+from probes.encode import encode_texts, encode_token_ids, encodings_key, encodings_path
 from probes.logistic import fit_logistic
 from probes.scores import concept_scores, instruction_shift, score_entropy_correlation
 from probes.stats import balanced_permutation, wilson_interval
+from probes.surface import compare_to_surface, length_features
+from probes.transfer import (
+    cached_wrapped_encodings,
+    encode_last_shared_prefix,
+    wrap_statements,
+)
 
 N_LAYERS, D_MODEL = 3, 64  # the tiny model
+ANSWER_PREFIX = "The single most likely answer is ("
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +151,8 @@ def make_run(path: Path, *, n_examples: int = 10, rounds: int = 2, seed: int = 0
         "rounds": rounds,
         "hooks": hooks,
         "model": model,
+        "plan": {"answer_prefix": ANSWER_PREFIX},
+        "config": {"system": None},
     }
     write_json(path / "manifest.json", manifest)
     return path
@@ -229,6 +247,236 @@ def test_wilson_interval_matches_reference_values():
     assert (lo, hi) == (pytest.approx(0.2553, abs=1e-4), pytest.approx(0.3662, abs=1e-4))
     assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Controls that can fail: the layer chosen on validation, surface baselines, transfer
+
+
+def test_headline_layer_is_chosen_on_validation_not_on_test():
+    """Layer 0 carries the concept on the training items (validation part included) but not
+    on the test items; layer 1 on the fitting and test items but not on the validation part.
+    Validation must pick layer 0 although layer 1 has the best test accuracy, which stays
+    beside it as the optimistic figure."""
+    data, x, direction = planted(90, 16, n_layers=2, signal=0.0, seed=7)
+    train, test = split_pairs(data, seed=7)
+    _, val = validation_split(data, train, seed=7)
+    labels = torch.tensor(data.labels(), dtype=torch.float64)[:, None]
+    plant = 6.0 * labels * direction.double()[:, None]  # [layer, item, d]
+    x = x.double()
+    layer0 = np.setdiff1d(np.arange(len(labels)), test)
+    layer1 = np.setdiff1d(np.arange(len(labels)), val)
+    x[layer0, 0] += plant[0][layer0]
+    x[layer1, 1] += plant[1][layer1]
+    probe = probe_layers(x.float(), data, seed=7)
+    table = probe.table.set_index("layer")
+    assert table.loc[0, "val_acc"] > 0.9 and table.loc[1, "val_acc"] < 0.75
+    assert table.loc[1, "acc"] > 0.75 > table.loc[0, "acc"]
+    assert probe.val_layer == 0 and probe.test_layer == 1
+    assert choose_layer(probe.table, "val_acc") == 0
+
+
+def test_validation_part_lies_inside_the_training_pairs():
+    data, x, _ = planted(60, 8, seed=4)
+    probe = probe_layers(x, data, seed=4)
+    pairs = data.items["pair"].to_numpy()
+    assert set(probe.val_idx) < set(probe.train_idx)
+    fit = np.setdiff1d(probe.train_idx, probe.val_idx)
+    assert not set(pairs[probe.val_idx]) & set(pairs[fit])  # pairs kept whole
+    assert (probe.table["n_val"] == len(probe.val_idx)).all()
+    assert len(probe.val_idx) // 2 == round(len(probe.train_idx) // 2 * 0.3)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_validation_choice_never_sees_the_test_items(method):
+    data, x, _ = planted(60, 8, seed=5)
+    _, test = split_pairs(data, seed=5)
+    before = probe_layers(x, data, method=method, seed=5)
+    corrupted = x.clone()
+    corrupted[test] = 100 * torch.randn(len(test), *x.shape[1:])
+    after = probe_layers(corrupted, data, method=method, seed=5)
+    pd.testing.assert_series_equal(before.table["val_acc"], after.table["val_acc"])
+    assert before.val_layer == after.val_layer
+
+
+def test_choose_layer_takes_the_earliest_of_ties_and_skips_nan():
+    table = pd.DataFrame({"layer": [3, 5, 8, 9], "val_acc": [0.6, 0.8, 0.8, np.nan]})
+    assert choose_layer(table) == 5
+    assert choose_layer(table.assign(val_acc=np.nan)) == 3
+
+
+def test_surface_baselines_equal_a_manual_sklearn_fit_on_the_same_split():
+    data = load_concept("stereotype")
+    x = torch.randn(len(data.items), 2, 8, generator=torch.Generator().manual_seed(0))
+    table = probe_layers(x, data, seed=3).table
+    train, test = split_pairs(data, seed=3)
+    texts, labels = np.array(data.texts()), data.labels()
+    vectorizer = CountVectorizer()
+    bow = LogisticRegression(max_iter=2000)
+    bow.fit(vectorizer.fit_transform(texts[train]), labels[train])
+    expected = (bow.predict(vectorizer.transform(texts[test])) == labels[test]).mean()
+    assert (table["bow_acc"] == expected).all()  # constant across layers
+    length = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    length.fit(length_features(texts[train]), labels[train])
+    expected = (length.predict(length_features(texts[test])) == labels[test]).mean()
+    assert (table["length_acc"] == expected).all()
+
+
+def test_length_features_count_length_and_punctuation():
+    (row,) = length_features(["Oh no, it's (really) bad!"])
+    assert row[:3].tolist() == [25.0, 5.0, pytest.approx(21 / 5)]
+    counts = dict(zip(",.;:!?'\"-()", row[3:], strict=True))
+    assert counts == {**dict.fromkeys(counts, 0.0), ",": 1, "'": 1, "(": 1, ")": 1, "!": 1}
+
+
+def test_surface_comparison_in_plain_words():
+    n = 100
+    perfect, half = np.ones(n, bool), np.arange(n) % 2 == 0
+    check = compare_to_surface(perfect, {"bow": half, "length": ~half}, layer=4)
+    assert check.beats and check.warning is None and check.p_value < 1e-10
+    losing = compare_to_surface(half, {"bow": perfect, "length": half}, layer=4)
+    assert not losing.beats and losing.baseline == "bow"
+    assert losing.warning.startswith("the probe does not beat the surface baseline")
+    assert "bag-of-words" in losing.warning and "layer 4" in losing.warning
+    slightly = half.copy()
+    slightly[1] = True  # 51 against 50: higher, but no evidence
+    close = compare_to_surface(slightly, {"bow": half, "length": half}, layer=2)
+    assert not close.beats and close.p_value == pytest.approx(0.5)
+    assert close.warning.startswith("the probe is not reliably better than the surface")
+
+
+def test_surface_warning_reaches_the_summary_and_the_cli(probed):
+    """The tiny concept file gives its labels away in words ("not", "app"): a bag of words is
+    perfect and the probe on a random tiny model cannot beat it."""
+    _, result = probed
+    summary = result.summary
+    assert summary["surface_baselines"]["bow_acc"] == 1.0
+    assert summary["surface_baselines"]["probe_beats_surface"] is False
+    assert summary["surface_warning"].startswith("the probe does not beat the surface baseline")
+    printed = format_probe(result)
+    assert f"WARNING: {summary['surface_warning']}" in printed.splitlines()
+
+
+def test_no_surface_warning_when_the_probe_wins():
+    data, x, _ = planted(150, 16, signal=4.0, seed=8)
+    probe = probe_layers(x, data, seed=8)
+    assert probe.table["bow_acc"].iloc[0] < 0.65  # texts "statement i" carry no label
+    assert probe.surface.beats and probe.surface.warning is None
+
+
+def test_summary_headline_is_the_validation_layer(probed):
+    _, result = probed
+    summary, table = result.summary, result.per_layer.set_index("layer")
+    assert summary["best_layer"] == choose_layer(result.per_layer, "val_acc")
+    assert summary["accuracy"]["acc"] == pytest.approx(table.loc[summary["best_layer"], "acc"])
+    test = summary["test_chosen"]
+    assert test["layer"] == choose_layer(result.per_layer, "acc")
+    assert test["acc"] == table["acc"].max() and "optimistic" in test["rule"]
+
+
+def test_chat_wrapped_read_out_is_the_last_token_of_the_answer_prefix(tiny_model):
+    tok = tiny_model.tokenizer
+    texts = ["The old man was struggling with the phone.", "The young woman was not."]
+    for text, ids in zip(
+        texts, wrap_statements(tok, texts, answer_prefix=ANSWER_PREFIX), strict=True
+    ):
+        rendered = tok.decode(ids)
+        assert rendered.endswith(ANSWER_PREFIX)
+        assert rendered.index(text) < rendered.rindex(ANSWER_PREFIX)
+        # the user turn, then the assistant's generation prompt, then the prefix
+        prompt = tok.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+        assert rendered == prompt + ANSWER_PREFIX
+        prefix_ids = tok(ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
+        assert ids[-len(prefix_ids) :] == prefix_ids  # the read-out is the prefix's last token
+
+
+def test_chat_wrapped_encodings_read_the_last_token(tmp_path, tiny_model):
+    texts = ["The old man was tired.", "Who was not comfortable using the phone?"]
+    calls = []
+
+    def get_model():
+        calls.append(1)
+        return tiny_model
+
+    kwargs = dict(
+        name="t",
+        answer_prefix=ANSWER_PREFIX,
+        system=None,
+        weights_hash="tiny-seed-0",
+        cache_dir=tmp_path,
+        get_model=get_model,
+    )
+    encodings = cached_wrapped_encodings(texts, **kwargs)
+    again = cached_wrapped_encodings(texts, **kwargs)
+    assert len(calls) == 1 and torch.equal(encodings, again)
+    other = cached_wrapped_encodings(texts, **{**kwargs, "system": "Be brief."})
+    assert len(calls) == 2 and not torch.equal(encodings, other)
+    ids = wrap_statements(tiny_model.tokenizer, texts, answer_prefix=ANSWER_PREFIX)
+    for i, seq in enumerate(ids):
+        _, cache = tiny_model.run_with_cache(torch.tensor([seq]))
+        for layer in range(N_LAYERS):
+            resid = cache[f"blocks.{layer}.hook_resid_post"][0, -1]
+            torch.testing.assert_close(encodings[i, layer], resid, atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prefix_encoding_equals_running_every_sequence_whole(tiny_model):
+    """Batches of unequal lengths (left-padded after the shared start), a last batch smaller
+    than the rest, and one sequence that is nearly all shared start."""
+    texts = ["The old man.", "Who was not comfortable using the phone at the store?", "Unknown"]
+    texts += ["The grandson was struggling with the app.", "I kept the wallet."]
+    ids = wrap_statements(tiny_model.tokenizer, texts, answer_prefix=ANSWER_PREFIX)
+    shared = encode_last_shared_prefix(tiny_model, ids, batch_size=2)
+    whole = encode_token_ids(tiny_model, ids, position="last", batch_size=1)
+    torch.testing.assert_close(shared, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_transfer_columns_follow_their_definitions(probed, tiny_model, concept_file):
+    run_dir, result = probed
+    data = load_concept(concept_file)
+    bare = encode_texts(tiny_model, data.texts())
+    ids = wrap_statements(tiny_model.tokenizer, data.texts(), answer_prefix=ANSWER_PREFIX)
+    wrapped = torch.stack([_last_resid(tiny_model, seq) for seq in ids])
+    probe = probe_layers(bare, data, seed=0)
+    on_wrapped = probe_layers(wrapped, data, seed=0)
+    train, test = probe.train_idx, probe.test_idx
+    y = data.labels()
+    table = result.per_layer.set_index("layer")
+    for layer in range(N_LAYERS):
+        v, t = probe.directions.vectors[layer].double(), probe.directions.thresholds[layer]
+        proj = wrapped[:, layer].double() @ v
+        raw = ((proj[test] > t).numpy() == y[test]).mean()
+        mid = (proj[train][y[train] == 1].mean() + proj[train][y[train] == 0].mean()) / 2
+        centred = ((proj[test] > mid).numpy() == y[test]).mean()
+        assert table.loc[layer, "transfer_acc"] == pytest.approx(raw)
+        assert table.loc[layer, "transfer_centred_acc"] == pytest.approx(centred)
+        assert table.loc[layer, "wrapped_acc"] == on_wrapped.table["acc"].iloc[layer]
+    transfer = result.summary["transfer"]
+    assert transfer["answer_prefix"] == ANSWER_PREFIX and transfer["system"] is None
+    best = table.loc[result.summary["best_layer"]]
+    assert transfer["wrapped_acc"] == best["wrapped_acc"]
+    # 24 test statements: the interval reaches 0.5 unless nearly all are right
+    lo, _ = wilson_interval(round(best["transfer_centred_acc"] * 24), 24)
+    assert (transfer["warning"] is None) == (lo > 0.5)
+    if transfer["warning"]:
+        assert transfer["warning"].startswith("the direction learned on bare statements does")
+        assert f"WARNING: {transfer['warning']}" in format_probe(result).splitlines()
+
+
+def test_transfer_can_be_skipped(tmp_path, tiny_model, concept_file):
+    run_dir = make_run(tmp_path / "run")
+    result = probe_run(run_dir, concept_file, model=tiny_model, n_boot=0, transfer=False)
+    assert "transfer_acc" not in result.per_layer
+    assert result.summary["transfer"] == {"skipped": "not requested"}
+    assert "transfer to the chat read-out: not measured" in format_probe(result)
+
+
+def _last_resid(model, seq: list[int]) -> torch.Tensor:
+    _, cache = model.run_with_cache(torch.tensor([seq]))
+    return torch.stack(
+        [cache[f"blocks.{layer}.hook_resid_post"][0, -1] for layer in range(N_LAYERS)]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +602,8 @@ def test_encodings_are_cached_and_reused_without_the_model(
     third = probe_run(run_dir, concept_file, n_boot=0)
     pd.testing.assert_frame_equal(first.per_layer, third.per_layer)
     probe_run(run_dir, concept_file, model=tiny_model, position="mean", n_boot=0)
-    assert len(list(cache_dir.glob("*.safetensors"))) == 2
+    # last, mean, and the chat-wrapped read-out (one file whatever the position)
+    assert len(list(cache_dir.glob("*.safetensors"))) == 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,8 +791,11 @@ def test_stereotype_probe_beats_its_controls_on_the_embedded_model():
     model = load_model("smollm2")
     data = load_concept("stereotype")
     encodings = encode_texts(model, data.texts(), position="last")
-    table = probe_layers(encodings, data, method="probe", seed=0).table
-    best = table.loc[table["acc"].idxmax()]
+    probe = probe_layers(encodings, data, method="probe", seed=0)
+    best = probe.table.set_index("layer").loc[probe.val_layer]  # the headline layer
     assert best["acc"] >= 0.75
     assert best["acc"] - best["shuffled_acc"] >= 0.2
     assert best["acc_lo"] > best["shuffled_acc"]
+    # and the control that can fail: at seed 0 the probe (0.89 at layer 15) beats a bag of
+    # words (0.78) on the same test statements, McNemar p = 0.011
+    assert probe.surface.beats and probe.surface.baseline == "bow"
