@@ -131,7 +131,18 @@ def probe_run(
     # One writer per run directory (interp.lock), refused before the slow encoding.
     with run_lock(run.path):
         return _probe_locked(
-            run, data, chosen, method, position, score, seed, test_size, n_boot, model, progress
+            run,
+            data,
+            chosen,
+            method,
+            position,
+            score,
+            seed,
+            test_size,
+            n_boot,
+            model,
+            progress,
+            transfer,
         )
 
 
@@ -147,6 +158,7 @@ def _probe_locked(
     n_boot: int,
     model: HookedTransformer | None,
     progress: bool,
+    transfer: bool,
 ) -> ProbeResult:
     encodings = _concept_encodings(run, data, position, model, progress)
     probe = probe_layers(

@@ -100,8 +100,12 @@ def probe_digest(run: Path) -> dict[str, str]:
     return digest
 
 
-# Commits of a first probe: the concept encodings, 6 tables, directions, summary.json.
-@pytest.mark.parametrize("k", [1, 2, 5, 8, 9])
+# Commits of a first probe: the bare and the chat-wrapped concept encodings, 6 tables,
+# directions, summary.json.
+PROBE_WRITES = 10
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6, 9, PROBE_WRITES])
 def test_killed_probe_reruns_to_the_same_bytes(
     tmp_path, tiny_model, base_run, probed, monkeypatch, k
 ):
@@ -113,9 +117,18 @@ def test_killed_probe_reruns_to_the_same_bytes(
         probe_run(run, "stereotype", model=tiny_model, n_boot=50)
     monkeypatch.undo()
     shown = load_probes(Run.open(run))
-    assert shown == {} if k < 9 else set(shown) == {"stereotype"}  # summary.json: the marker
+    assert shown == {} if k < PROBE_WRITES else set(shown) == {"stereotype"}  # the marker
     probe_run(run, "stereotype", model=tiny_model, n_boot=50)
     assert probe_digest(run) == probed[1]
+
+
+def test_probe_writes_as_many_files_as_counted(tmp_path, tiny_model, base_run, monkeypatch):
+    from probes.api import probe_run
+
+    run = copy_run(base_run, tmp_path / "run")
+    calls = kill_after(monkeypatch, 10**6, KeyboardInterrupt)
+    probe_run(run, "stereotype", model=tiny_model, n_boot=50)
+    assert len(calls) == PROBE_WRITES  # keeps the parametrisation above honest
 
 
 def test_probe_killed_over_an_earlier_result_hides_it(tmp_path, tiny_model, probed, monkeypatch):
