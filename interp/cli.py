@@ -83,6 +83,14 @@ def replay(
             help="baseline, self-correct, instruct-first, negated, cot, or a YAML/JSON file."
         ),
     ] = "self-correct",
+    bbq_templates: Annotated[
+        Path | None,
+        typer.Option(
+            help="bbq: the BBQ repository's templates/ folder. The official bias target of "
+            "Race_x_gender and Race_x_SES needs it; without it their examples get no target "
+            "(counted, with a warning)."
+        ),
+    ] = None,
     rounds: Annotated[int, typer.Option(help="Follow-up rounds R; the run holds 0..R.")] = 3,
     limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
     sample: Annotated[
@@ -128,6 +136,7 @@ def replay(
         model=model,
         task=task,
         data=list(data or []),
+        bbq_templates=None if bbq_templates is None else str(bbq_templates),
         plan=plan,
         rounds=rounds,
         limit=limit,
@@ -171,6 +180,8 @@ def _show_metrics(
     from interp.store import Run, write_json
 
     run = Run.open(path)
+    for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
+        typer.echo(f"warning: {line}", err=True)
     if recompute:
         result = compute_metrics(run.rounds(), n_boot=n_boot, seed=seed)
         write_json(run.path / "metrics.json", result)

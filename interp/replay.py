@@ -39,6 +39,7 @@ from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from interp.bbq_rules import templates_hash
 from interp.conversation import Conversation, RoundInput, build_conversation
 from interp.errors import InterpError
 from interp.loading import load_model
@@ -53,7 +54,7 @@ from interp.store import (
     write_json,
     write_parquet,
 )
-from interp.tasks import Example, load_task, task_data_hash
+from interp.tasks import Example, load_task, target_summary, task_data_hash
 
 MODES = ("choice", "generate")
 SCORES = ("letter", "text")
@@ -68,6 +69,9 @@ class ReplayConfig:
     model: str = "smollm2"  # "smollm2", "tiny", a .gguf file, a model folder, or a TL name
     task: str = "builtin"  # "bbq", "builtin" or "mc"
     data: list[str] = field(default_factory=list)  # data files (bbq, mc)
+    # bbq: the BBQ templates/ folder; the official target rule of Race_x_gender and Race_x_SES
+    # needs it (without it those examples have no target: counted and warned in the manifest)
+    bbq_templates: str | None = None
     plan: str = "self-correct"  # a built-in plan name or a YAML/JSON plan file
     rounds: int = 3  # follow-up rounds: the run holds rounds 0..rounds
     limit: int | None = None  # use only the first `limit` examples
@@ -89,6 +93,10 @@ def fingerprint(config: ReplayConfig, plan: Plan) -> str:
     fields = {k: v for k, v in asdict(config).items() if k != "out"}
     fields["plan"] = plan.to_dict()
     fields["data_hash"] = task_data_hash(config.task, config.data or None)
+    # The templates' contents, not their path; absent (not None) keeps older fingerprints.
+    templates = fields.pop("bbq_templates")
+    if templates is not None:
+        fields["bbq_templates_hash"] = templates_hash(templates)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -118,7 +126,8 @@ def replay(
     _validate(config)
     out = Path(config.out)
     plan = load_plan(config.plan)
-    examples = select_examples(load_task(config.task, config.data or None), config)
+    loaded = load_task(config.task, config.data or None, bbq_templates=config.bbq_templates)
+    examples = select_examples(loaded, config)
     key = fingerprint(config, plan)
     if _existing_complete(out, key):
         return Run.open(out)
@@ -145,7 +154,10 @@ def replay(
         atomic_write(path, lambda tmp, result=result: torch.save(asdict(result), tmp))
     bar.close()
     elapsed = time.perf_counter() - started
-    return _finish(out, partial, key, config, plan, model, hooks, len(batches), elapsed, command)
+    targets = target_summary(examples)
+    return _finish(
+        out, partial, key, config, plan, model, hooks, len(batches), elapsed, command, targets
+    )
 
 
 # --- validation and the run directory --------------------------------------------------------
@@ -555,6 +567,7 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
                     "context_condition": ex.context_condition,
                     "question_polarity": ex.question_polarity,
                     "category": ex.category,
+                    "label_type": ex.label_type,
                 }
             )
     return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run)
@@ -563,7 +576,9 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
 # --- assembling the run directory -------------------------------------------------------------
 
 
-def _finish(out, partial, key, config, plan, model, hooks, n_batches, elapsed, command) -> Run:
+def _finish(
+    out, partial, key, config, plan, model, hooks, n_batches, elapsed, command, targets
+) -> Run:
     parts = [torch.load(partial / f"batch-{i:05d}.pt") for i in range(n_batches)]
     rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
     write_parquet(out / "rounds.parquet", rounds)
@@ -590,6 +605,14 @@ def _finish(out, partial, key, config, plan, model, hooks, n_batches, elapsed, c
             "files": [str(Path(f).resolve()) for f in config.data],
             "data_hash": task_data_hash(config.task, config.data or None),
             "n_examples": len(tokens),
+            # bias targets: how many examples have one, why the others have none, warnings
+            "targets": targets,
+            "bbq_templates": None
+            if config.bbq_templates is None
+            else {
+                "path": str(Path(config.bbq_templates).resolve()),
+                "hash": templates_hash(config.bbq_templates),
+            },
         },
         "plan": plan.to_dict(),
         "rounds": config.rounds,
