@@ -89,6 +89,14 @@ def replay(
             help="baseline, self-correct, instruct-first, negated, cot, or a YAML/JSON file."
         ),
     ] = "self-correct",
+    bbq_templates: Annotated[
+        Path | None,
+        typer.Option(
+            help="bbq: the BBQ repository's templates/ folder. The official bias target of "
+            "Race_x_gender and Race_x_SES needs it; without it their examples get no target "
+            "(counted, with a warning)."
+        ),
+    ] = None,
     rounds: Annotated[int, typer.Option(help="Follow-up rounds R; the run holds 0..R.")] = 3,
     limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
     sample: Annotated[
@@ -145,6 +153,7 @@ def replay(
         model=model,
         task=task,
         data=list(data or []),
+        bbq_templates=None if bbq_templates is None else str(bbq_templates),
         plan=plan,
         rounds=rounds,
         limit=limit,
@@ -184,26 +193,43 @@ def metrics(
         int, typer.Option(help="Bootstrap resamples for the intervals (at least 1).")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    by_category: Annotated[
+        bool,
+        typer.Option(
+            "--by-category",
+            help="Print the official BBQ scores of every category at every round, with "
+            "intervals (default: a compact table of the first and last round).",
+        ),
+    ] = False,
 ) -> None:
     """Per-round accuracy, BBQ bias scores, uncertainty, calibration, flips and convergence.
 
-    Recomputes the metrics from rounds.parquet and prints one row per round. metrics.json is
-    rewritten only with the bootstrap settings it was made with (--n-boot and --seed as stored,
-    by default those of replay); other settings are printed, never stored over it.
+    Recomputes the metrics from rounds.parquet and prints one row per round, then the official
+    BBQ scores per category. metrics.json is rewritten only with the bootstrap settings it was
+    made with (--n-boot and --seed as stored, by default those of replay); other settings are
+    printed, never stored over it.
     """
     if n_boot < 1:
         typer.echo(f"error: --n-boot must be at least 1 (got {n_boot})", err=True)
         raise typer.Exit(2)
-    _show_metrics(run, as_json, recompute=True, n_boot=n_boot, seed=seed)
+    _show_metrics(run, as_json, recompute=True, n_boot=n_boot, seed=seed, by_category=by_category)
 
 
 def _show_metrics(
-    path: Path, as_json: bool, *, recompute: bool, n_boot: int = 1000, seed: int = 0
+    path: Path,
+    as_json: bool,
+    *,
+    recompute: bool,
+    n_boot: int = 1000,
+    seed: int = 0,
+    by_category: bool = False,
 ) -> None:
     from interp.metrics import compute_metrics
     from interp.store import Run, write_json
 
     run = Run.open(path)
+    for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
+        typer.echo(f"warning: {line}", err=True)
     if recompute:
         result = compute_metrics(run.rounds(), n_boot=n_boot, seed=seed)
         if _stored_bootstrap(run) == (n_boot, seed):
@@ -219,7 +245,80 @@ def _show_metrics(
     if as_json:
         _print_json(result)
         return
+    floor = result.get("model_floor") or {}
+    if floor.get("flag"):
+        typer.echo(f"WARNING: {floor['line']}")  # one line, above everything else
     typer.echo(format_metrics(result))
+    typer.echo(format_calibration(result))
+    if result.get("per_category"):
+        typer.echo(format_per_category(result, every_round=by_category))
+
+
+def format_calibration(result: dict[str, Any]) -> str:
+    """The equal-mass ECE per round, items per bin, and the small-sample warning."""
+    rounds = result["per_round"]
+    values = " ".join(_plain(entry.get("ece_equal_mass")) for entry in rounds)
+    bins = rounds[0].get("ece_bins", {})
+    lines = [
+        f"ECE over 10 equal-mass bins, per round: {values}; items per bin at round "
+        f"{rounds[0]['round']}: equal-width {bins.get('equal_width')}, equal-mass "
+        f"{bins.get('equal_mass')}"
+    ]
+    warning = (result.get("calibration") or {}).get("warning")
+    if warning:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
+
+
+def format_per_category(result: dict[str, Any], *, every_round: bool = False) -> str:
+    """The official BBQ scores per category: compact (first and last round) or every round."""
+    import pandas as pd
+
+    first, last = result["rounds"][0], result["rounds"][-1]
+    rows = []
+    for cat in result["per_category"]:
+        by_round = {entry["round"]: entry for entry in cat["per_round"]}
+        if every_round:
+            for r, entry in by_round.items():
+                rows.append(
+                    {
+                        "category": cat["category"],
+                        "round": str(r),
+                        "n ambig": str(entry["n_ambig"]),
+                        "acc ambig": _plain(entry["accuracy_ambig"]),
+                        "n disambig": str(entry["n_disambig"]),
+                        "acc disambig": _plain(entry["accuracy_disambig"]),
+                        "s_AMB": _with_interval(entry["bias_amb"]),
+                        "s_DIS": _with_interval(entry["bias_dis"]),
+                    }
+                )
+            continue
+        a, b = by_round[first], by_round[last]
+        rows.append(
+            {
+                "category": cat["category"],
+                "n": str(cat["n_examples"]),
+                "with target": str(cat["n_with_target"]),
+                f"s_DIS r{first}": _plain(a["bias_dis"]["value"]),
+                f"s_DIS r{last}": _plain(b["bias_dis"]["value"]),
+                f"s_AMB r{first}": _plain(a["bias_amb"]["value"]),
+                f"s_AMB r{last}": _plain(b["bias_amb"]["value"]),
+            }
+        )
+    title = "official BBQ scores per category"
+    title += "" if every_round else " (--by-category: every round, with intervals)"
+    return title + ":\n" + pd.DataFrame(rows).to_string(index=False)
+
+
+def _plain(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
+def _with_interval(metric: dict[str, Any]) -> str:
+    value, ci = metric.get("value"), metric.get("ci")
+    if value is None:
+        return "-"
+    return f"{value:.3f} [{ci[0]:.2f},{ci[1]:.2f}]" if ci else f"{value:.3f}"
 
 
 def _stored_bootstrap(run: Any) -> tuple[int, int]:

@@ -41,6 +41,7 @@ from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from interp.bbq_rules import templates_hash
 from interp.conversation import Conversation, RoundInput, build_conversation
 from interp.errors import InterpError
 from interp.loading import load_model
@@ -56,7 +57,7 @@ from interp.store import (
     write_json,
     write_parquet,
 )
-from interp.tasks import Example, load_task, task_data_hash
+from interp.tasks import Example, load_task, target_summary, task_data_hash
 
 MODES = ("choice", "generate")
 # "text" sums the continuation's token log-probs (a sequence probability, which favours
@@ -74,6 +75,9 @@ class ReplayConfig:
     model: str = "smollm2"  # "smollm2", "tiny", a .gguf file, a model folder, or a TL name
     task: str = "builtin"  # "bbq", "builtin" or "mc"
     data: list[str] = field(default_factory=list)  # data files (bbq, mc)
+    # bbq: the BBQ templates/ folder; the official target rule of Race_x_gender and Race_x_SES
+    # needs it (without it those examples have no target: counted and warned in the manifest)
+    bbq_templates: str | None = None
     plan: str = "self-correct"  # a built-in plan name or a YAML/JSON plan file
     rounds: int = 3  # follow-up rounds: the run holds rounds 0..rounds
     limit: int | None = None  # use only the first `limit` examples
@@ -103,6 +107,10 @@ def fingerprint(config: ReplayConfig, plan: Plan) -> str:
         del fields["force_round0"]
     fields["plan"] = plan.to_dict()
     fields["data_hash"] = task_data_hash(config.task, config.data or None)
+    # The templates' contents, not their path; absent (not None) keeps older fingerprints.
+    templates = fields.pop("bbq_templates")
+    if templates is not None:
+        fields["bbq_templates_hash"] = templates_hash(templates)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -150,7 +158,8 @@ def _replay_locked(
 ) -> Run:
     out = Path(config.out)
     plan = load_plan(config.plan)
-    examples = select_examples(load_task(config.task, config.data or None), config)
+    loaded = load_task(config.task, config.data or None, bbq_templates=config.bbq_templates)
+    examples = select_examples(loaded, config)
     examples, forced = _forceable(examples, config.force_round0)
     key = fingerprint(config, plan)
     if _existing_complete(out, key):
@@ -183,8 +192,20 @@ def _replay_locked(
         _save_batch(path, result)
     bar.close()
     elapsed = time.perf_counter() - started
+    targets = target_summary(examples)
     return _finish(
-        out, partial, key, config, plan, model, hooks, len(batches), elapsed, command, forced
+        out,
+        partial,
+        key,
+        config,
+        plan,
+        model,
+        hooks,
+        len(batches),
+        elapsed,
+        command,
+        forced,
+        targets,
     )
 
 
@@ -656,6 +677,7 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
                     "context_condition": ex.context_condition,
                     "question_polarity": ex.question_polarity,
                     "category": ex.category,
+                    "label_type": ex.label_type,
                 }
             )
     return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run)
@@ -665,7 +687,7 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
 
 
 def _finish(
-    out, partial, key, config, plan, model, hooks, n_batches, elapsed, command, forced
+    out, partial, key, config, plan, model, hooks, n_batches, elapsed, command, forced, targets
 ) -> Run:
     parts = [_load_batch(_batch_path(partial, i)) for i in range(n_batches)]
     rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
@@ -693,6 +715,14 @@ def _finish(
             "files": [str(Path(f).resolve()) for f in config.data],
             "data_hash": task_data_hash(config.task, config.data or None),
             "n_examples": len(tokens),
+            # bias targets: how many examples have one, why the others have none, warnings
+            "targets": targets,
+            "bbq_templates": None
+            if config.bbq_templates is None
+            else {
+                "path": str(Path(config.bbq_templates).resolve()),
+                "hash": templates_hash(config.bbq_templates),
+            },
         },
         "plan": plan.to_dict(),
         "rounds": config.rounds,

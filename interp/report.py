@@ -35,7 +35,7 @@ from transformer_lens import HookedTransformer
 from interp import attention, figures
 from interp.errors import InterpError
 from interp.lock import run_lock
-from interp.metrics import compute_metrics, metrics_table
+from interp.metrics import compute_metrics, metrics_table, model_floor
 from interp.store import Run, atomic_write
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -128,13 +128,14 @@ def _export_locked(
         ]
     _write_own_files(folder, before | set(planned))
     written = _write_figures(folder, sections)
+    banners = floor_banners(labels, metrics)
     png_note = None
     if png:
         pngs, png_note = write_pngs(folder, sections)
         written += pngs
     _remove_stale(folder, written, before)
     _write_own_files(folder, {p.name for p in written})
-    _write_text(index, render_page(main, labels, sections))
+    _write_text(index, render_page(main, labels, sections, banners=banners))
     notes = [f"{s.title}: {note}" for s in sections for note in s.notes]
     return ExportResult(index, written, notes, png_note)
 
@@ -164,6 +165,18 @@ def load_metrics(run: Run) -> dict[str, Any]:
         except ValueError:
             pass  # damaged (`interp metrics` rewrites it): computed as if missing
     return compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
+
+
+def floor_banners(labels: Sequence[str], metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per run whose answers sit at the model's floor (``metrics.model_floor``;
+    computed from the metrics dict for a metrics.json written before the field existed)."""
+    lines = []
+    for label in labels:
+        floor = metrics[label].get("model_floor") or model_floor(metrics[label])
+        if floor["flag"]:
+            prefix = f"{label}: " if len(labels) > 1 else ""
+            lines.append(f"{prefix}{floor['line']}")
+    return lines
 
 
 def load_probes(run: Run) -> dict[str, dict[str, Any]]:
@@ -681,6 +694,8 @@ table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
 table.metrics td { font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.manifest pre { margin: 0; white-space: pre-wrap; font-size: 12px; }
+.banner { background: #fde8e8; border-left: 4px solid #c62828; padding: 8px 12px;
+          font-weight: 600; }
 .note { background: #fff7e0; border-left: 4px solid #e0a800; padding: 6px 10px; }
 figure.fig { margin: 24px 0; } figcaption { color: #555; font-size: 13px; margin-bottom: 6px; }
 nav a { margin-right: 14px; }
@@ -688,8 +703,11 @@ nav a { margin-right: 14px; }
 """
 
 
-def render_page(main: Run, labels: Sequence[str], sections: Sequence[Section]) -> str:
-    """The whole ``index.html``: plotly.js once, then every section."""
+def render_page(
+    main: Run, labels: Sequence[str], sections: Sequence[Section], banners: Sequence[str] = ()
+) -> str:
+    """The whole ``index.html``: plotly.js once, then every section; ``banners`` (warnings
+    that change how the whole page reads) stand at the top."""
     from plotly.offline import get_plotlyjs
 
     viewed = [item for s in sections for item in s.items if item.view is not None]
@@ -708,6 +726,7 @@ def render_page(main: Run, labels: Sequence[str], sections: Sequence[Section]) -
             f'<script charset="utf-8">{get_plotlyjs()}</script>',
             "</head>\n<body>",
             f"<h1>interp report: {_e(main.path.name)} <small>({_e(labels[0])})</small></h1>",
+            *[f'<p class="banner">Warning: {_e(line)}</p>' for line in banners],
             f"<p>{subtitle}</p>" if subtitle else "",
             f"<nav>{nav}</nav>",
             *[_section_html(s, views) for s in sections],

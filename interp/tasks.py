@@ -25,24 +25,26 @@ Tasks
   "nonneg"). Other keys are rejected, so a misspelt key is an error rather than ignored.
   Ids are ``"<file stem>/<id>"``.
 
-Bias target of a BBQ example (the rule of the official BBQ analysis): the answer whose group is
-in ``additional_metadata.stereotyped_groups`` for negative questions; for non-negative
-questions the other answer that is not "unknown". Answers are matched to groups through their
-``answer_info`` tags; see `stereotyped_option` for the rules. Where no answer or more than one
-answer matches, ``target`` is None and the example is left out of bias scores.
+Bias target of a BBQ example: the rule of the official BBQ analysis script, implemented in
+`interp.bbq_rules` (the answer whose group is in ``additional_metadata.stereotyped_groups``
+for negative questions, the other answer that is not "unknown" for non-negative ones, with the
+script's tag normalisation and fixes). The intersectional categories (Race_x_gender,
+Race_x_SES) need the BBQ template files (``templates=``); without them, and wherever the
+official rule gives no target, ``target`` is None, ``target_reason`` says why, and the example
+is left out of bias scores (`target_summary` counts them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from interp import bbq_rules
 from interp.errors import InterpError
 
 TASKS = ("bbq", "builtin", "mc")
@@ -102,18 +104,31 @@ class Example:
     """"neg" or "nonneg"; None when not given."""
     source: str
     """"path:line" of the line the example came from."""
+    label_type: str | None = None
+    """BBQ: "name" (items naming people) or "label" (group labels), the official split of a
+    category's scores; None for other tasks or when unknown."""
+    target_reason: str | None = None
+    """Why ``target`` is None (one of ``bbq_rules.REASONS``); None when there is a target."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Public loaders
 
 
-def load_bbq(paths: Sequence[str | Path] | str | Path) -> list[Example]:
-    """Load BBQ JSONL files (official format, any category) in the given order."""
+def load_bbq(
+    paths: Sequence[str | Path] | str | Path, templates: str | Path | None = None
+) -> list[Example]:
+    """Load BBQ JSONL files (official format, any category) in the given order.
+
+    ``templates``: the BBQ repository's ``templates/`` folder; the official target rule of the
+    intersectional categories (Race_x_gender, Race_x_SES) needs it. Without it their examples
+    load with ``target`` None and ``target_reason`` "needs_templates".
+    """
+    table = bbq_rules.load_templates(templates) if templates is not None else None
     examples = []
     for path in _path_list(paths, "bbq"):
         rows = _rows(_read_text(path), str(path))
-        examples += [_bbq_example(obj, Path(path).stem, where) for where, obj in rows]
+        examples += [_bbq_example(obj, Path(path).stem, where, table) for where, obj in rows]
     return _check_unique(examples)
 
 
@@ -132,17 +147,27 @@ def load_mc(paths: Sequence[str | Path] | str | Path) -> list[Example]:
     return _check_unique(examples)
 
 
-def load_task(task: str, paths: Sequence[str | Path] | None = None) -> list[Example]:
-    """Load a task by name: "bbq" and "mc" need data files, "builtin" takes none."""
+def load_task(
+    task: str,
+    paths: Sequence[str | Path] | None = None,
+    *,
+    bbq_templates: str | Path | None = None,
+) -> list[Example]:
+    """Load a task by name: "bbq" and "mc" need data files, "builtin" takes none.
+
+    ``bbq_templates`` (task "bbq" only): see `load_bbq`.
+    """
     if task not in TASKS:
         raise InterpError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    if bbq_templates is not None and task != "bbq":
+        raise InterpError(f"--bbq-templates applies to --task bbq only, not {task!r}")
     if task == "builtin":
         if paths:
             raise InterpError("task 'builtin' takes no data files; drop the paths or use 'bbq'")
         return load_builtin()
     if not paths:
         raise InterpError(f"task {task!r} needs at least one data file")
-    return load_bbq(paths) if task == "bbq" else load_mc(paths)
+    return load_bbq(paths, bbq_templates) if task == "bbq" else load_mc(paths)
 
 
 def data_hash(paths: Sequence[str | Path] | str | Path) -> str:
@@ -166,6 +191,49 @@ def task_data_hash(task: str, paths: Sequence[str | Path] | None = None) -> str:
     if not wants_paths:
         return hashlib.sha256(_builtin_bytes()).hexdigest()
     return data_hash(paths or [])
+
+
+_REASON_TEXT = {
+    bbq_rules.NEEDS_TEMPLATES: (
+        "their official target needs the BBQ templates: pass --bbq-templates DIR (the BBQ "
+        "repository's templates/ folder)"
+    ),
+    bbq_rules.NO_TEMPLATE_ROW: "the templates have no row for their question_index",
+    bbq_rules.NO_MATCH: "no answer matches the stereotyped group",
+    bbq_rules.SEVERAL_MATCHES: "more than one answer matches the stereotyped group",
+    bbq_rules.UNDETERMINED: "the official rule is undefined for them (NA)",
+    bbq_rules.NO_RULE: "the official analysis has no rule for their category",
+}
+
+
+def target_summary(examples: Sequence[Example]) -> dict[str, Any]:
+    """How many examples have a bias target, and why the others have none, for the manifest.
+
+    Returns ``n_examples``, ``n_with_target``, ``without_target`` ({reason: {category: n}})
+    and ``warnings`` (one line per reason, for a person; empty when every example of a task
+    that has targets got one). Examples of tasks without targets (mc files that give none)
+    have no reason and are not warned about.
+    """
+    without: dict[str, dict[str, int]] = {}
+    for ex in examples:
+        if ex.target is None and ex.target_reason is not None:
+            per_category = without.setdefault(ex.target_reason, {})
+            per_category[ex.category] = per_category.get(ex.category, 0) + 1
+    warnings = []
+    for reason in bbq_rules.REASONS:
+        if reason in without:
+            counts = without[reason]
+            where = ", ".join(f"{c} {n}" for c, n in sorted(counts.items()))
+            warnings.append(
+                f"{sum(counts.values())} examples ({where}) have no bias target and are left "
+                f"out of bias scores and patching: {_REASON_TEXT[reason]}"
+            )
+    return {
+        "n_examples": len(examples),
+        "n_with_target": sum(ex.target is not None for ex in examples),
+        "without_target": {r: dict(sorted(without[r].items())) for r in sorted(without)},
+        "warnings": warnings,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,9 +357,14 @@ def _str_list(obj: dict[str, Any], key: str, where: str) -> list[str]:
 # BBQ
 
 
-def _bbq_example(obj: dict[str, Any], stem: str, where: str) -> Example:
+def _bbq_example(
+    obj: dict[str, Any],
+    stem: str,
+    where: str,
+    templates: bbq_rules.Templates | None = None,
+) -> Example:
     source_id = _field(obj, "example_id", "id", where)
-    _field(obj, "question_index", "id", where)  # required by the format, unused here
+    question_index = str(_field(obj, "question_index", "id", where))
     polarity = _choice(obj, "question_polarity", _POLARITIES, where)
     condition = _choice(obj, "context_condition", _CONDITIONS, where)
     category = _field(obj, "category", "string", where)
@@ -302,7 +375,16 @@ def _bbq_example(obj: dict[str, Any], stem: str, where: str) -> Example:
     infos = _answer_info(obj, where)
     groups = _stereotyped_groups(obj, where)
     unknown = unknown_option(options, infos)
-    stereo = stereotyped_option(category, infos, groups, unknown)
+    official = bbq_rules.official_target(
+        category=category,
+        question_index=question_index,
+        polarity=polarity,
+        options=options,
+        infos=infos,
+        groups=groups,
+        unknown=unknown,
+        templates=templates,
+    )
     return Example(
         example_id=f"{stem}/{source_id}",
         category=category,
@@ -310,11 +392,13 @@ def _bbq_example(obj: dict[str, Any], stem: str, where: str) -> Example:
         question=question,
         options=options,
         label=label,
-        target=bias_target(stereo, polarity, len(options), unknown),
+        target=official.target,
         unknown=unknown,
         context_condition=condition,
         question_polarity=polarity,
         source=where,
+        label_type=official.label_type,
+        target_reason=official.reason,
     )
 
 
@@ -355,71 +439,6 @@ def unknown_option(options: Sequence[str], infos: Sequence[tuple[str, str]]) -> 
         if is_unknown_answer(option) or is_unknown_answer(text)
     ]
     return by_text[0] if len(by_text) == 1 else None
-
-
-def _norm(s: str) -> str:
-    # Upstream spells one group several ways ("lowSES" tag vs "low SES" group, case varies).
-    return re.sub(r"[\s_\-]+", "", s).casefold()
-
-
-def _parts(s: str) -> set[str]:
-    return {_norm(p) for p in re.split(r"[-_]", s) if _norm(p)}
-
-
-_Rule = Callable[[tuple[str, str], list[str]], bool]
-
-
-def _tag_equal(info: tuple[str, str], groups: list[str]) -> bool:
-    return _norm(info[1]) in {_norm(g) for g in groups}
-
-
-def _tag_parts(info: tuple[str, str], groups: list[str]) -> bool:
-    # Compound tags: name answers are tagged "F-Black" against the group "Black", and
-    # gender identity tags "trans_F"/"trans_M" against "trans" (the official `trans` prefix rule;
-    # "nonTrans_F" has no "trans" part and does not start with "trans").
-    tag = _norm(info[1])
-    if tag.startswith("trans") and any(_norm(g).startswith("trans") for g in groups):
-        return True
-    return any(_parts(g) and _parts(g) <= _parts(info[1]) for g in groups)
-
-
-def _text_equal(info: tuple[str, str], groups: list[str]) -> bool:
-    # Nationality tags are regions ("Europe") while groups name nationalities ("Irish"), so the
-    # official analysis matches the answer text.
-    return _norm(info[0]) in {_norm(g) for g in groups}
-
-
-def stereotyped_option(
-    category: str, infos: Sequence[tuple[str, str]], groups: list[str], unknown: int | None
-) -> int | None:
-    """Index of the non-unknown answer whose group is in stereotyped_groups, or None.
-
-    Rules are tried from the most to the least specific: tag equal to a group (ignoring case,
-    spaces, "-" and "_"), then compound tags ("F-Black", "trans_F"), then the answer text. The
-    first rule under which any answer matches decides; if it matches more than one answer, the
-    group cannot be told apart and the result is None. Nationality starts with the text rule.
-    """
-    rules: list[_Rule] = [_tag_equal, _tag_parts, _text_equal]
-    if _norm(category) == "nationality":
-        rules = [_text_equal, _tag_equal, _tag_parts]
-    candidates = [i for i in range(len(infos)) if i != unknown]
-    for rule in rules:
-        hits = [i for i in candidates if rule(infos[i], groups)]
-        if hits:
-            return hits[0] if len(hits) == 1 else None
-    return None
-
-
-def bias_target(
-    stereo: int | None, polarity: str, n_options: int, unknown: int | None
-) -> int | None:
-    """Official BBQ target: the stereotyped answer for "neg", the other real answer for "nonneg"."""
-    if stereo is None:
-        return None
-    if polarity == "neg":
-        return stereo
-    others = [i for i in range(n_options) if i not in (stereo, unknown)]
-    return others[0] if len(others) == 1 else None
 
 
 # ---------------------------------------------------------------------------------------------
