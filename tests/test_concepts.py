@@ -184,7 +184,7 @@ def test_user_file_round_trip(tmp_path):
     path = _write(tmp_path / "my_concept.jsonl", rows)
     for name_or_path in (path, str(path)):
         data = load_concept(name_or_path)
-        assert data.name == "my_concept"
+        assert data.name == "user-my_concept"  # apart from built-ins (user_concept_name)
         assert data.source == str(path)
         pd.testing.assert_frame_equal(data.items, original.reset_index(drop=True))
 
