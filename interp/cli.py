@@ -161,6 +161,10 @@ def metrics(
 
     Recomputes metrics.json from rounds.parquet and prints one row per round.
     """
+    from interp.options import check_n_boot, check_seed
+
+    check_n_boot(n_boot)
+    check_seed(seed)
     _show_metrics(run, as_json, recompute=True, n_boot=n_boot, seed=seed)
 
 

@@ -46,6 +46,7 @@ from transformer_lens.utils import get_act_name
 
 from interp.errors import InterpError
 from interp.loading import load_model
+from interp.options import check_n_boot, check_seed
 from interp.store import Run, write_json, write_parquet
 
 COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "heads")
@@ -596,6 +597,7 @@ def run_patching(
     started = time.perf_counter()
     _check_config(config, run)
     items, counts = select_examples(run.rounds(), config)
+    _check_prompt_lengths(items, config)
     if model is None:
         model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
     _check_model(model, run)
@@ -656,9 +658,17 @@ def _check_config(config: PatchConfig, run: Run) -> None:
         raise InterpError(f"--limit must be at least 1 (got {config.limit})")
     if config.batch_size < 1:
         raise InterpError(f"--batch-size must be at least 1 (got {config.batch_size})")
+    check_n_boot(config.n_boot)
+    check_seed(config.seed)
     config.layers(run.n_layers)
     config.components()
     config.n_positions()
+
+
+def _check_prompt_lengths(items: list[_Item], config: PatchConfig) -> None:
+    """``--positions last:K`` within every chosen prompt, checked before the model runs."""
+    shortest = min(min(item.readout.values()) + 1 for item in items)
+    _check_positions(config.n_positions(), shortest, shortest)
 
 
 def _check_model(model: HookedTransformer, run: Run) -> None:

@@ -41,8 +41,10 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from interp.conversation import Conversation, RoundInput, build_conversation
 from interp.errors import InterpError
+from interp.lengths import LengthSettings, check_context_length, check_running_length
 from interp.loading import load_model
 from interp.metrics import compute_metrics
+from interp.options import check_seed
 from interp.plans import Plan, load_plan, option_letter
 from interp.store import (
     SCHEMA_VERSION,
@@ -127,6 +129,8 @@ def replay(
         model = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
     hooks = resolve_hooks(config.hooks, model.cfg.n_layers)
     letters = option_token_ids(model.tokenizer, max(len(e.options) for e in examples))
+    lengths = LengthSettings(config.rounds, config.mode, config.max_new_tokens, config.system)
+    check_context_length(model.tokenizer, model.cfg.n_ctx, plan, examples, lengths)
     # Only now, with every input checked, does anything get written.
     partial = _prepare_partial(out, config, key)
     batches = [
@@ -168,6 +172,7 @@ def _validate(config: ReplayConfig) -> None:
         raise InterpError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")
     if not config.hooks:
         raise InterpError("--hooks needs at least one hook")
+    check_seed(config.seed)
 
 
 def select_examples(examples: list[Example], config: ReplayConfig) -> list[Example]:
@@ -281,8 +286,9 @@ def _replay_batch(
             heads = [state.conversation(tok, turns[b], b, prefix="") for b in range(n)]
             # In generate mode the header's end is the read-out position.
             read = hooks if config.mode == "generate" else []
-            logits, captured = _run_chunk(model, cache, state.new_tokens(heads), read)
             budget = config.max_new_tokens if config.mode == "generate" else plan.think_tokens
+            check_running_length(batch, [len(h.tokens) for h in heads], budget, model.cfg.n_ctx)
+            logits, captured = _run_chunk(model, cache, state.new_tokens(heads), read)
             mark = _cache_length(cache)
             generated = _greedy(model, cache, logits, budget, _stop_ids(tok))
             _truncate_cache(cache, mark)
@@ -293,6 +299,7 @@ def _replay_batch(
                 prefixes = [g.rstrip() + "\n" + plan.answer_prefix for g in generated]
         if config.mode == "choice":
             convs = [state.conversation(tok, turns[b], b, prefix=prefixes[b]) for b in range(n)]
+            check_running_length(batch, [len(c.tokens) for c in convs], 0, model.cfg.n_ctx)
             logits, captured = _run_chunk(model, cache, state.new_tokens(convs), hooks)
             state.commit(convs)
         for h in hooks:
