@@ -106,3 +106,27 @@ def test_rounds_beyond_any_context_are_refused_without_building(tiny_model):
         check_context_length(
             tiny_model.tokenizer, 2048, plan, load_builtin()[:1], LengthSettings(10**10)
         )
+
+
+def test_text_that_comes_back_longer_is_an_error_not_a_crash(tmp_path, one_torch_thread):
+    """Generated text is counted at its budget up front; the random tiny model writes byte
+    tokens that, decoded and tokenized again, come back longer. With the context set just at
+    the bound, the replay must stop with an InterpError before a forward pass overflows."""
+    from interp.loading import load_model
+
+    model = load_model("tiny")  # its own copy: n_ctx is changed below
+    settings = LengthSettings(2, "generate", max_new_tokens=12)
+    config = ReplayConfig(
+        out=str(tmp_path / "full"), model="tiny", mode="generate", rounds=2, max_new_tokens=12
+    )
+    config.limit = 2
+    actual = [len(t) for t in replay(config, model=model).tokens()]
+    bounds = transcript_bounds(
+        model.tokenizer, load_plan(config.plan), load_builtin()[:2], settings
+    )
+    if all(a <= b for a, b in zip(actual, bounds, strict=True)):
+        pytest.skip(f"no generated text came back longer here ({actual} <= {bounds})")
+    model.cfg.n_ctx = max(bounds)
+    config.out = str(tmp_path / "short")
+    with pytest.raises(InterpError, match="came back longer"):
+        replay(config, model=model)
