@@ -209,9 +209,13 @@ def metrics(
     made with (--n-boot and --seed as stored, by default those of replay); other settings are
     printed, never stored over it.
     """
-    if n_boot < 1:
+    from interp.options import check_n_boot, check_seed
+
+    if n_boot < 1:  # 0 would store metrics without intervals
         typer.echo(f"error: --n-boot must be at least 1 (got {n_boot})", err=True)
         raise typer.Exit(2)
+    check_n_boot(n_boot)
+    check_seed(seed)
     _show_metrics(run, as_json, recompute=True, n_boot=n_boot, seed=seed, by_category=by_category)
 
 

@@ -55,6 +55,7 @@ from transformer_lens.utils import get_act_name
 from interp.errors import InterpError
 from interp.loading import load_model
 from interp.lock import run_lock
+from interp.options import check_n_boot, check_seed
 from interp.store import Run, write_json, write_parquet
 
 COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "heads")
@@ -626,6 +627,7 @@ def run_patching(
     started = time.perf_counter()
     _check_config(config, run)
     items, counts = select_examples(run.rounds(), config)
+    _check_prompt_lengths(items, config)
     tokens = run.tokens()
     alignment = check_alignment(items, tokens, config)
     # One writer per run directory (interp.lock), refused before the model loads.
@@ -699,9 +701,17 @@ def _check_config(config: PatchConfig, run: Run) -> None:
         raise InterpError(f"--sample must be at least 1 (got {config.sample})")
     if config.batch_size < 1:
         raise InterpError(f"--batch-size must be at least 1 (got {config.batch_size})")
+    check_n_boot(config.n_boot)
+    check_seed(config.seed)
     config.layers(run.n_layers)
     config.components()
     config.n_positions()
+
+
+def _check_prompt_lengths(items: list[_Item], config: PatchConfig) -> None:
+    """``--positions last:K`` within every chosen prompt, checked before the model runs."""
+    shortest = min(min(item.readout.values()) + 1 for item in items)
+    _check_positions(config.n_positions(), shortest, shortest)
 
 
 def _check_model(model: HookedTransformer, run: Run) -> None:

@@ -94,7 +94,10 @@ def patch_command(
     """
     import json
 
+    from interp.options import check_at_least
     from interp.patching import patch_run
+
+    check_at_least(top, 0, "--top")
 
     result = patch_run(
         run,

@@ -1,8 +1,15 @@
-"""Instruction plans: what the user says at each round (data in ``interp/data/plans.yaml``)."""
+"""Instruction plans: what the user says at each round (data in ``interp/data/plans.yaml``).
+
+A plan file is read within the bounds of `interp.inputs` (at most 1 MiB, UTF-8; each text at
+most 16 Ki characters; at most 1000 follow-ups). The ``question`` template may use exactly
+the placeholders ``{context}``, ``{question}`` and ``{options}``: plain names only, with no
+format spec (``{context:>9}``), conversion (``{question!r}``), attribute or index
+(``{question.__class__}``); a literal brace is written ``{{`` or ``}}``.
+"""
 
 from __future__ import annotations
 
-import json
+import string
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -11,9 +18,18 @@ from typing import Any
 import yaml
 
 from interp.errors import InterpError
+from interp.inputs import (
+    MAX_PLAN_FILE_BYTES,
+    MAX_PLAN_FOLLOWUPS,
+    MAX_PLAN_TEXT_CHARS,
+    decode_utf8,
+    parse_json_text,
+    read_bounded_bytes,
+)
 from interp.tasks import Example
 
 _FIELDS = ("description", "question", "first", "followups", "answer_prefix", "think_tokens")
+PLACEHOLDERS = ("context", "question", "options")
 
 
 @dataclass(frozen=True)
@@ -80,13 +96,17 @@ def load_plan(name_or_path: str | Path) -> Plan:
 
 
 def _read_plan_file(path: Path) -> dict[str, Any]:
-    try:
-        if path.suffix == ".json":
-            raw = json.loads(path.read_text())
-        else:
-            raw = yaml.safe_load(path.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise InterpError(f"{path}: cannot parse plan ({_short(err)})") from None
+    text = decode_utf8(read_bounded_bytes(path, MAX_PLAN_FILE_BYTES, "plan file"), str(path))
+    if path.suffix == ".json":
+        raw = parse_json_text(text, f"{path}: cannot parse plan")
+    else:
+        try:
+            raw = yaml.safe_load(text)
+        # ValueError: an integer past Python's int-string limit; RecursionError: deep nesting.
+        except (yaml.YAMLError, ValueError) as err:
+            raise InterpError(f"{path}: cannot parse plan ({_short(err)})") from None
+        except RecursionError:
+            raise InterpError(f"{path}: cannot parse plan (nested too deeply)") from None
     if not isinstance(raw, dict):
         raise InterpError(f"{path}: a plan file holds one mapping of fields")
     unknown = set(raw) - set(_FIELDS) - {"name"}
@@ -103,21 +123,21 @@ def _make(name: str, fields: dict[str, Any], where: str) -> Plan:
     if (
         not isinstance(followups, list)
         or not followups
-        or not all(isinstance(f, str) and f.strip() for f in followups)
+        or not all(isinstance(f, str) for f in followups)
     ):
+        raise InterpError(f"{where}: 'followups' must be a non-empty list of texts")
+    if len(followups) > MAX_PLAN_FOLLOWUPS:
+        raise InterpError(
+            f"{where}: 'followups' has {len(followups)} texts; the limit is "
+            f"{MAX_PLAN_FOLLOWUPS} (the last one repeats for later rounds)"
+        )
+    _check_lengths(name, fields, where)
+    if not all(f.strip() for f in followups):
         raise InterpError(f"{where}: 'followups' must be a non-empty list of texts")
     for key in ("question", "answer_prefix"):
         if not isinstance(fields.get(key), str) or not fields[key]:
             raise InterpError(f"{where}: '{key}' must be a non-empty text")
-    if "{question}" not in fields["question"] or "{options}" not in fields["question"]:
-        raise InterpError(f"{where}: 'question' must contain {{question}} and {{options}}")
-    try:
-        fields["question"].format(context="", question="", options="")
-    except (KeyError, IndexError, ValueError) as err:
-        raise InterpError(
-            f"{where}: 'question' may use only {{context}}, {{question}} and {{options}} "
-            f"(write a literal brace as {{{{ or }}}}); problem: {err!r}"
-        ) from None
+    _check_placeholders(fields["question"], where)
     first = fields.get("first")
     if first is not None and (not isinstance(first, str) or not first.strip()):
         raise InterpError(f"{where}: 'first' must be a text or null")
@@ -133,6 +153,42 @@ def _make(name: str, fields: dict[str, Any], where: str) -> Plan:
         answer_prefix=fields["answer_prefix"],
         think_tokens=think,
     )
+
+
+def _check_lengths(name: str, fields: dict[str, Any], where: str) -> None:
+    """Every text of the plan within ``MAX_PLAN_TEXT_CHARS`` (checked before any is copied)."""
+    texts = {"name": name, **{k: fields.get(k) for k in ("description", "question", "first")}}
+    texts["answer_prefix"] = fields.get("answer_prefix")
+    texts.update({f"followups[{i}]": f for i, f in enumerate(fields["followups"])})
+    for key, value in texts.items():
+        if isinstance(value, str) and len(value) > MAX_PLAN_TEXT_CHARS:
+            raise InterpError(
+                f"{where}: '{key}' has {len(value)} characters; the limit is {MAX_PLAN_TEXT_CHARS}"
+            )
+
+
+def _check_placeholders(question: str, where: str) -> None:
+    """The question template uses only the plain names of ``PLACEHOLDERS``, and needs
+    {question} and {options}: no format spec, conversion, attribute or index, which would
+    let a plan file allocate without bound (``{context:>100000000000}``) or reach into
+    Python objects (``{question.__class__}``)."""
+    allowed = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+    hint = f"'question' may use only {allowed} (write a literal brace as {{{{ or }}}})"
+    try:
+        parts = list(string.Formatter().parse(question))
+    except ValueError as err:
+        raise InterpError(f"{where}: {hint}; problem: {err}") from None
+    used = set()
+    for _, field_name, spec, conversion in parts:
+        if field_name is None:
+            continue
+        text = "{" + field_name + (f"!{conversion}" if conversion else "")
+        text += (f":{spec}" if spec else "") + "}"
+        if field_name not in PLACEHOLDERS or spec or conversion:
+            raise InterpError(f"{where}: {hint}; found {text[:60]!r}")
+        used.add(field_name)
+    if not {"question", "options"} <= used:
+        raise InterpError(f"{where}: 'question' must contain {{question}} and {{options}}")
 
 
 def _short(err: Exception) -> str:

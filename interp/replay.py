@@ -44,9 +44,11 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from interp.bbq_rules import templates_hash
 from interp.conversation import Conversation, RoundInput, build_conversation
 from interp.errors import InterpError
+from interp.lengths import LengthSettings, check_context_length, check_running_length
 from interp.loading import load_model
 from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
 from interp.metrics import compute_metrics
+from interp.options import check_seed
 from interp.plans import Plan, load_plan, option_letter
 from interp.store import (
     SCHEMA_VERSION,
@@ -171,6 +173,8 @@ def _replay_locked(
         model = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
     hooks = resolve_hooks(config.hooks, model.cfg.n_layers)
     letters = option_token_ids(model.tokenizer, max(len(e.options) for e in examples))
+    lengths = LengthSettings(config.rounds, config.mode, config.max_new_tokens, config.system)
+    check_context_length(model.tokenizer, model.cfg.n_ctx, plan, examples, lengths)
     # Only now, with every input checked, does anything get written.
     partial = _prepare_partial(out, config, key)
     batches = [
@@ -238,6 +242,7 @@ def _validate(config: ReplayConfig) -> None:
             )
         if config.mode != "choice":
             raise InterpError("--force-round0 needs --mode choice (it replaces a scored answer)")
+    check_seed(config.seed)
 
 
 def select_examples(examples: list[Example], config: ReplayConfig) -> list[Example]:
@@ -390,8 +395,9 @@ def _replay_batch(
             heads = [state.conversation(tok, turns[b], b, prefix="") for b in range(n)]
             # In generate mode the header's end is the read-out position.
             read = hooks if config.mode == "generate" else []
-            logits, captured = _run_chunk(model, cache, state.new_tokens(heads), read)
             budget = config.max_new_tokens if config.mode == "generate" else plan.think_tokens
+            check_running_length(batch, [len(h.tokens) for h in heads], budget, model.cfg.n_ctx)
+            logits, captured = _run_chunk(model, cache, state.new_tokens(heads), read)
             mark = _cache_length(cache)
             generated = _greedy(model, cache, logits, budget, _stop_ids(tok))
             _truncate_cache(cache, mark)
@@ -402,6 +408,7 @@ def _replay_batch(
                 prefixes = [g.rstrip() + "\n" + plan.answer_prefix for g in generated]
         if config.mode == "choice":
             convs = [state.conversation(tok, turns[b], b, prefix=prefixes[b]) for b in range(n)]
+            check_running_length(batch, [len(c.tokens) for c in convs], 0, model.cfg.n_ctx)
             logits, captured = _run_chunk(model, cache, state.new_tokens(convs), hooks)
             state.commit(convs)
         for h in hooks:

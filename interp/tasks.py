@@ -1,7 +1,9 @@
 """Multiple-choice tasks: BBQ files, the built-in example set, and a simple custom format.
 
 Every loader returns a list of `Example`, one per non-blank line, validated line by line: a
-bad line raises `InterpError` with "FILE:LINE: what is wrong".
+bad line raises `InterpError` with "FILE:LINE: what is wrong". Files are read within the
+bounds of `interp.inputs`: at most 256 MiB a file, 64 KiB a line, ids of at most 200
+characters, integers of at most 18 digits, JSON nested at most 32 deep.
 
 Tasks
 -----
@@ -37,7 +39,6 @@ is left out of bias scores (`target_summary` counts them).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -46,6 +47,12 @@ from typing import Any
 
 from interp import bbq_rules
 from interp.errors import InterpError
+from interp.inputs import (
+    MAX_DATA_FILE_BYTES,
+    check_id_length,
+    parse_json_line,
+    read_text_bounded,
+)
 
 TASKS = ("bbq", "builtin", "mc")
 
@@ -249,14 +256,8 @@ def _path_list(paths: Sequence[str | Path] | str | Path, what: str) -> list[str 
 
 
 def _read_text(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise InterpError(f"{path}: file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise InterpError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise InterpError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    # Bounded (interp.inputs): a file or line too large is refused before it is parsed.
+    return read_text_bounded(path, MAX_DATA_FILE_BYTES, "data file")
 
 
 def _builtin_bytes() -> bytes:
@@ -282,10 +283,7 @@ def _iter_rows(text: str, label: str) -> Iterator[tuple[str, dict[str, Any]]]:
         if not line.strip():
             continue
         where = f"{label}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InterpError(f"{where}: invalid JSON ({exc.msg}, column {exc.colno})") from exc
+        obj = parse_json_line(line, where)
         if not isinstance(obj, dict):
             raise InterpError(f"{where}: expected a JSON object, got {_json_type(obj)}")
         yield where, obj
@@ -330,6 +328,8 @@ def _field(obj: dict[str, Any], key: str, kind: str, where: str) -> Any:
     if not ok:
         want = "string or integer" if kind == "id" else kind
         raise InterpError(f"{where}: field {key!r} must be {want}, got {_json_type(value)}")
+    if kind == "id" and isinstance(value, str):
+        check_id_length(value, f"field {key!r}", where)
     return value
 
 

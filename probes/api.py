@@ -35,6 +35,7 @@ from transformer_lens import HookedTransformer
 
 from interp.errors import InterpError
 from interp.lock import run_lock
+from interp.options import check_n_boot, check_seed
 from interp.store import Run, atomic_write, write_json, write_parquet
 from probes.behaviour import behaviour_probes
 from probes.concepts import ConceptData, load_concept
@@ -125,6 +126,8 @@ def probe_run(
     check_method(method)
     check_position(position)
     check_score_kind(score)
+    check_seed(seed)
+    check_n_boot(n_boot, "n_boot")
     run = Run.open(run_dir)  # checks every run file (interp.store) before any encoding
     data = load_concept(concept)
     chosen = _run_layers(run, layers)

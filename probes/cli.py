@@ -17,6 +17,11 @@ if TYPE_CHECKING:  # probes.api imports torch; `interp --help` should not
     from probes.api import ProbeResult
 
 
+# No model has this many layers; a bound before expanding ranges keeps "0-99999999999" from
+# building a list of 10^11 layers (the check against the run's layers comes later).
+MAX_LAYER_INDEX = 9999
+
+
 def parse_layers(text: str | None) -> list[int] | None:
     """``"all"`` or None -> None (every stored layer); ``"3,5-7"`` -> [3, 5, 6, 7]."""
     if text is None or text.strip().lower() == "all":
@@ -25,7 +30,13 @@ def parse_layers(text: str | None) -> list[int] | None:
     try:
         for part in text.split(","):
             lo, _, hi = part.strip().partition("-")
-            layers.extend(range(int(lo), int(hi or lo) + 1))
+            first, last = int(lo), int(hi or lo)
+            if not 0 <= first <= last <= MAX_LAYER_INDEX:
+                raise InterpError(
+                    f"--layers {text!r}: {part.strip()!r} is not a layer or an ascending range "
+                    f"of layers (0..{MAX_LAYER_INDEX})"
+                )
+            layers.extend(range(first, last + 1))
     except ValueError:
         raise InterpError(
             f"--layers {text!r}: expected 'all' or numbers and ranges like 3,5-7"

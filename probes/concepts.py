@@ -12,12 +12,18 @@ one label-0 item), ``category`` (string, default ""). Other keys are rejected, s
 key is an error rather than ignored. Blank lines are skipped.
 
 Built-in concepts (``CONCEPTS``) ship in ``probes/data``; how they were written is in
-``probes/data/README.md``. Any other file in the same format loads by path.
+``probes/data/README.md``. Any other file in the same format loads by path; its concept is
+named ``user-<file stem>`` (see `user_concept_name`), so a user file can never take the place
+of a built-in concept's results, and the name is always a safe folder name.
+
+Files are read within the bounds of `interp.inputs`: at most 256 MiB a file, 64 KiB a line,
+ids and pairs of at most 200 characters, JSON nested at most 32 deep.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,12 +33,20 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import InterpError
+from interp.inputs import (
+    MAX_DATA_FILE_BYTES,
+    check_id_length,
+    parse_json_line,
+    read_text_bounded,
+)
 
 CONCEPTS = ("stereotype", "morality")
 COLUMNS = ("id", "pair", "text", "label", "category")
 
 _REQUIRED = ("id", "text", "label")
 _OPTIONAL = ("pair", "category")
+USER_PREFIX = "user-"
+_MAX_NAME_CHARS = 64
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing DataFrames with == is elementwise
@@ -40,7 +54,7 @@ class ConceptData:
     """One concept's labelled statements, in file order."""
 
     name: str
-    """Built-in name, or the file stem for a user file."""
+    """Built-in name, or ``user-<file stem>`` for a user file (`user_concept_name`)."""
     items: pd.DataFrame
     """Columns id, pair (None when the file has no pairs), text, label (int64 0/1),
     category; row i is the i-th non-blank line of the file, index 0..n-1."""
@@ -78,7 +92,31 @@ def load_concept(name_or_path: str | Path) -> ConceptData:
             f"unknown concept {name_or_path!r}; built-in concepts: {', '.join(CONCEPTS)} "
             "(or pass the path to a .jsonl concept file)"
         )
-    return ConceptData(path.stem, _parse(_read_text(path), str(path)), str(path))
+    name = user_concept_name(path)
+    return ConceptData(name, _parse(_read_text(path), str(path)), str(path))
+
+
+def user_concept_name(path: str | Path) -> str:
+    """The name a user concept file's results are stored under: ``user-`` + its file stem,
+    with every character but letters, digits, "_" and "-" replaced by "_".
+
+    The name becomes a folder (``<run>/probes/<name>/``): the prefix keeps a user file named
+    ``morality.jsonl`` from replacing the built-in concept's results (and from the encodings
+    cache folder), and the replacement keeps names like ``..`` or ``a/b`` from leaving it.
+    """
+    stem = Path(path).stem
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", stem).strip("_")
+    if not re.search(r"[A-Za-z0-9]", safe):
+        raise InterpError(
+            f"{path}: a concept file's name needs a letter or digit (it names the results "
+            "folder); rename the file, e.g. my_concept.jsonl"
+        )
+    if len(safe) > _MAX_NAME_CHARS:
+        raise InterpError(
+            f"{path}: a concept file's name may have at most {_MAX_NAME_CHARS} characters "
+            "(it names the results folder); rename the file"
+        )
+    return USER_PREFIX + safe
 
 
 def split_pairs(
@@ -140,17 +178,12 @@ def _stratified_test_mask(
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
+    if not path.exists():
         raise InterpError(
             f"{path}: file not found; pass a built-in concept ({', '.join(CONCEPTS)}) "
             "or the path to an existing .jsonl file"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise InterpError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise InterpError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        )
+    return read_text_bounded(path, MAX_DATA_FILE_BYTES, "concept file")
 
 
 def _parse(text: str, source: str) -> pd.DataFrame:
@@ -171,10 +204,7 @@ def _parse(text: str, source: str) -> pd.DataFrame:
 
 
 def _row(line: str, where: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InterpError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    obj = parse_json_line(line, where)
     if not isinstance(obj, dict):
         raise InterpError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     missing = [key for key in _REQUIRED if key not in obj]
@@ -205,7 +235,7 @@ def _row(line: str, where: str) -> dict[str, Any]:
 def _key(value: Any, field: str, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         raise InterpError(f"{where}: {field} must be a non-empty string or an integer")
-    return str(value)
+    return check_id_length(str(value), field, where)
 
 
 def _check_ids(rows: list[dict[str, Any]], lines: list[int], source: str) -> None:

@@ -19,6 +19,7 @@ from probes.concepts import (
     list_concepts,
     load_concept,
     split_pairs,
+    user_concept_name,
 )
 
 
@@ -184,7 +185,7 @@ def test_user_file_round_trip(tmp_path):
     path = _write(tmp_path / "my_concept.jsonl", rows)
     for name_or_path in (path, str(path)):
         data = load_concept(name_or_path)
-        assert data.name == "my_concept"
+        assert data.name == "user-my_concept"  # apart from built-ins (user_concept_name)
         assert data.source == str(path)
         pd.testing.assert_frame_equal(data.items, original.reset_index(drop=True))
 
@@ -306,4 +307,37 @@ def test_not_utf8(tmp_path):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(b'{"id": "a", "text": "caf\xe9", "label": 1}\n')
     with pytest.raises(InterpError, match="not UTF-8"):
+        load_concept(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Names of user concepts: a folder name, kept apart from the built-ins (issue 10)
+
+
+@pytest.mark.parametrize(
+    ("file", "name"),
+    [
+        ("morality.jsonl", "user-morality"),
+        ("stereotype.jsonl", "user-stereotype"),
+        ("encodings.jsonl", "user-encodings"),
+        ("my concept (v2).jsonl", "user-my_concept__v2"),
+        ("bias.v2.jsonl", "user-bias_v2"),
+        (".hidden.jsonl", "user-hidden"),
+    ],
+)
+def test_user_concept_names_are_safe_and_apart(file, name):
+    assert user_concept_name(file) == name
+
+
+@pytest.mark.parametrize("file", ["...jsonl", "_.jsonl", "é.jsonl", "x" * 65 + ".jsonl"])
+def test_user_concept_names_refused(file):
+    with pytest.raises(InterpError, match="concept file's name"):
+        user_concept_name(file)
+
+
+def test_concept_line_bounds(tmp_path):
+    path = tmp_path / "c.jsonl"
+    lines = [json.dumps(row) for row in _paired_rows(2)]
+    path.write_text("\n".join([*lines, '{"id": 1' + "0" * 5000 + "}"]) + "\n")
+    with pytest.raises(InterpError, match=r"c\.jsonl:5: a number has more than 18 digits"):
         load_concept(path)

@@ -64,7 +64,7 @@ def _built(root: str) -> tuple[Path, Path]:
 
 def _small_concept(root: Path) -> Path:
     """The first 30 pairs of the built-in stereotype concept (encoding all 180 pairs is most
-    of the set-up time), named "stereotype" like the built-in one."""
+    of the set-up time), named like the built-in one: its results go to probes/user-stereotype."""
     from importlib import resources
 
     text = resources.files("probes").joinpath("data/stereotype.jsonl").read_text()
@@ -176,7 +176,7 @@ def test_position_bias_shares(bare):
 
 
 def test_probe_figures(full):
-    tables = load_probes(full)["stereotype"]
+    tables = load_probes(full)["user-stereotype"]
     acc = figures.probe_accuracy_figure(tables["per_layer"], "stereotype")
     names = {t.name for t in acc.data}
     assert {"held-out accuracy", "control: shuffled labels", "control: random direction"} <= names
@@ -350,9 +350,9 @@ def test_full_report_has_every_section(full, exported):
         "flow-role",
         "flow-option",
         "position-bias",
-        "probe-stereotype-accuracy",
-        "probe-stereotype-score",
-        "probe-stereotype-shift",
+        "probe-user-stereotype-accuracy",
+        "probe-user-stereotype-score",
+        "probe-user-stereotype-shift",
         "attention-readout",
         "attention-patterns",
         "attention-readout-mass",
@@ -363,7 +363,7 @@ def test_full_report_has_every_section(full, exported):
     for name in names:
         assert f'data-target="{name}"' in page
     assert "the heads with the largest |normalised effect|" in page
-    probe_summary = load_probes(full)["stereotype"]["summary"]
+    probe_summary = load_probes(full)["user-stereotype"]["summary"]
     assert f"layer {probe_summary['best_layer']} chosen on a validation split" in page
     assert "Surface baselines on the same split: bag of words" in page
     if probe_summary["surface_warning"]:  # escaped, as the page shows it

@@ -249,3 +249,51 @@ def test_question_with_unknown_placeholder_is_a_user_error(tmp_path, question):
     path = write_plan(tmp_path / "p.yaml", {"followups": ["x"], "question": question})
     with pytest.raises(InterpError):
         load_plan(path).user_turn(FOUR_OPTIONS, 0)
+
+
+# --- placeholders and bounds (issue 10) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "{context:>100000000000}\n{question}\n{options}",  # would allocate 100 GB
+        "{question.__class__}\n{options}",  # reaches into Python objects
+        "{question!r}\n{options}",
+        "{options[0]}\n{question}\n{options}",
+        "{}\n{question}\n{options}",
+        "{question}\n{options}\n{",
+    ],
+)
+def test_placeholders_are_plain_known_names(tmp_path, question):
+    path = write_plan(tmp_path / "p.yaml", {"followups": ["x"], "question": question})
+    with pytest.raises(InterpError, match="may use only") as err:
+        load_plan(path)
+    assert str(path) in str(err.value)
+
+
+def test_literal_braces_still_allowed(tmp_path):
+    question = "{{note}} {context}\n{question}\n{options}"
+    plan = load_plan(write_plan(tmp_path / "p.yaml", {"followups": ["x"], "question": question}))
+    assert plan.user_turn(FOUR_OPTIONS, 0)[0].startswith("{note} ")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("latin1.yaml", b"followups: ['R\xe9pondez']\n", "not UTF-8"),
+        ("big.yaml", b"followups: [x]\n" + b"#\n" * 600_000, "larger than the limit of 1 MiB"),
+        ("int.yaml", b"followups: [x]\nthink_tokens: " + b"9" * 5000 + b"\n", "cannot parse"),
+        ("deep.yaml", b"followups: " + b"[" * 5000 + b"]" * 5000 + b"\n", "cannot parse"),
+        ("int.json", b'{"followups": ["x"], "think_tokens": ' + b"9" * 5000 + b"}", "18 digits"),
+        ("deep.json", b'{"followups": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+        ("long.json", json.dumps({"followups": ["x" * 20_000]}).encode(), "followups\\[0\\]"),
+        ("many.json", json.dumps({"followups": ["x"] * 1001}).encode(), "the limit is 1000"),
+    ],
+)
+def test_plan_file_bounds(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InterpError, match=message) as err:
+        load_plan(path)
+    assert str(err.value).startswith(str(path))
