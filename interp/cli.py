@@ -156,23 +156,35 @@ def metrics(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    cluster: Annotated[
+        str,
+        typer.Option(
+            help="What the bootstrap resamples: template (category + question_index) or example."
+        ),
+    ] = "template",
 ) -> None:
     """Per-round accuracy, BBQ bias scores, uncertainty, calibration, flips and convergence.
 
     Recomputes metrics.json from rounds.parquet and prints one row per round.
     """
-    _show_metrics(run, as_json, recompute=True, n_boot=n_boot, seed=seed)
+    _show_metrics(run, as_json, recompute=True, n_boot=n_boot, seed=seed, cluster=cluster)
 
 
 def _show_metrics(
-    path: Path, as_json: bool, *, recompute: bool, n_boot: int = 1000, seed: int = 0
+    path: Path,
+    as_json: bool,
+    *,
+    recompute: bool,
+    n_boot: int = 1000,
+    seed: int = 0,
+    cluster: str = "template",
 ) -> None:
     from interp.metrics import compute_metrics
     from interp.store import Run, write_json
 
     run = Run.open(path)
     if recompute:
-        result = compute_metrics(run.rounds(), n_boot=n_boot, seed=seed)
+        result = compute_metrics(run.rounds(), n_boot=n_boot, seed=seed, cluster=cluster)
         write_json(run.path / "metrics.json", result)
     else:
         result = json.loads((run.path / "metrics.json").read_text())
@@ -218,12 +230,24 @@ def format_metrics(result: dict[str, Any]) -> str:
         + "; ".join(" ".join(row) for row in pos.itertuples(index=False))
     )
     conv = result["convergence"]
+    lines.append(_cluster_line(result.get("bootstrap", {}).get("cluster")))
     lines.append(
         f"n = {result['n_examples']} examples; convergence round: "
         f"{conv['round'] if conv['round'] is not None else 'not converged'} "
         f"(tolerances: accuracy {conv['tol_acc']}, changed answers {conv['tol_change']})"
     )
     return "\n".join(lines)
+
+
+def _cluster_line(cluster: dict[str, Any] | None) -> str:
+    """Which clusters the intervals resampled (older metrics.json files: examples)."""
+    if cluster is None:
+        return "intervals: bootstrap over examples"
+    note = f" ({cluster['note']})" if cluster.get("note") else ""
+    return (
+        f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} clusters "
+        f"of {cluster['n_examples']} examples{note}"
+    )
 
 
 # Commands whose parsing lives beside the library they drive; each imports its library lazily.

@@ -1,8 +1,9 @@
 """Per-round metrics of a self-correction run: accuracy, BBQ bias, calibration, flips, convergence.
 
 Input is the rounds table (one row per example x round). Output is a JSON-ready dict with 95%
-percentile bootstrap intervals. The bootstrap resamples *examples*, with the same resample in
-every round, so that differences between rounds are not blurred by resampling noise.
+percentile bootstrap intervals. The bootstrap resamples *clusters* of examples (BBQ templates
+by default, ``interp.stats``), with the same resample in every round, so that differences
+between rounds are not blurred by resampling noise.
 
 Every resampled statistic is a ratio of example-weighted sums, so one resample is a row of
 example counts and a whole batch of resamples is a matrix product (see ``_resampled_stats``):
@@ -18,6 +19,7 @@ import pandas as pd
 from jaxtyping import Bool, Float, Int
 
 from interp.errors import InterpError
+from interp.stats import DEFAULT_CLUSTER, Clusters, cluster_weights, example_clusters
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "example_index",
@@ -96,8 +98,9 @@ DEFINITIONS: dict[str, str] = {
     ),
     "unparsed": "Number of answers that could not be parsed into an option (choice == -1).",
     "ci": (
-        "95% percentile bootstrap interval, resampling examples with replacement, with the "
-        "same resample in every round; resamples where the metric is undefined are skipped."
+        "95% percentile bootstrap interval, resampling clusters of examples with replacement "
+        "(bootstrap.cluster says which), with the same resample in every round; resamples "
+        "where the metric is undefined are skipped."
     ),
     "convergence": CONVERGENCE_DEFINITION,
 }
@@ -132,6 +135,7 @@ def compute_metrics(
     seed: int = 0,
     tol_acc: float = 0.01,
     tol_change: float = 0.02,
+    cluster: str = DEFAULT_CLUSTER,
 ) -> dict[str, Any]:
     """Per-round metrics of a rounds table, with bootstrap intervals and the convergence round.
 
@@ -143,6 +147,8 @@ def compute_metrics(
         tol_acc: largest accuracy change between consecutive rounds that counts as stable.
         tol_change: largest share of changed answers between consecutive rounds that counts
             as stable.
+        cluster: what one bootstrap draw takes: ``template`` (category + question_index,
+            falling back to examples where the table has none) or ``example``.
 
     Returns:
         A JSON-serialisable dict (plain ints/floats/None) with ``n_examples``, ``rounds``,
@@ -156,15 +162,21 @@ def compute_metrics(
     if n_boot < 0:
         raise InterpError(f"n_boot must be >= 0, got {n_boot}.")
     grid = _build_grid(rounds)
+    clusters = example_clusters(rounds, cluster)
     point = {k: v[0] for k, v in _resampled_stats(grid, np.ones((1, grid.n_examples))).items()}
-    boot = _bootstrap(grid, n_boot, seed)
+    boot = _bootstrap(grid, n_boot, seed, clusters)
     per_round = [_round_entry(grid, point, boot, j) for j in range(len(grid.rounds))]
     return {
         "n_examples": grid.n_examples,
         "rounds": list(grid.rounds),
         "per_round": per_round,
         "convergence": _convergence(grid, point["accuracy"], tol_acc, tol_change),
-        "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "level": CI_LEVEL},
+        "bootstrap": {
+            "n_boot": int(n_boot),
+            "seed": int(seed),
+            "level": CI_LEVEL,
+            "cluster": clusters.to_dict(),
+        },
         "definitions": dict(DEFINITIONS),
     }
 
@@ -328,20 +340,15 @@ def _resampled_stats(
     }
 
 
-def _bootstrap(grid: _Grid, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+def _bootstrap(grid: _Grid, n_boot: int, seed: int, clusters: Clusters) -> dict[str, np.ndarray]:
     """Resampled metrics, [resample, round] each; resample rows are example counts."""
     if n_boot == 0:
         return {}
     rng = np.random.default_rng(seed)
-    n = grid.n_examples
-    chunk = max(1, _CHUNK_CELLS // n)
+    chunk = max(1, _CHUNK_CELLS // grid.n_examples)
     parts = []
     for start in range(0, n_boot, chunk):
-        k = min(chunk, n_boot - start)
-        draws = rng.integers(0, n, size=(k, n))
-        # Offsetting each resample's draws by k*n turns k bincounts into one.
-        flat = (draws + n * np.arange(k)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=k * n).reshape(k, n).astype(float)
+        counts = cluster_weights(clusters.ids, min(chunk, n_boot - start), rng)
         parts.append(_resampled_stats(grid, counts))
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 

@@ -555,6 +555,7 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
                     "context_condition": ex.context_condition,
                     "question_polarity": ex.question_polarity,
                     "category": ex.category,
+                    "question_index": ex.question_index,
                 }
             )
     return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run)

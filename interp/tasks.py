@@ -22,7 +22,9 @@ Tasks
   ``target`` (index of the option that matches the stereotype, needed for bias scores),
   ``unknown`` (index of the "cannot be determined" option; without it no option counts as
   unknown), ``context_condition`` ("ambig" or "disambig"), ``question_polarity`` ("neg" or
-  "nonneg"). Other keys are rejected, so a misspelt key is an error rather than ignored.
+  "nonneg"), ``question_index`` (template number: items sharing it and the category are one
+  cluster of the bootstrap). Other keys are rejected, so a misspelt key is an error rather
+  than ignored.
   Ids are ``"<file stem>/<id>"``.
 
 Bias target of a BBQ example (the rule of the official BBQ analysis): the answer whose group is
@@ -73,6 +75,7 @@ _MC_OPTIONAL = (
     "unknown",
     "context_condition",
     "question_polarity",
+    "question_index",
 )
 _MC_MAX_OPTIONS = 6
 
@@ -102,6 +105,9 @@ class Example:
     """"neg" or "nonneg"; None when not given."""
     source: str
     """"path:line" of the line the example came from."""
+    question_index: str | None = None
+    """BBQ template number within the category (with it, the bootstrap's cluster); None for
+    mc lines without one."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +297,7 @@ def _str_list(obj: dict[str, Any], key: str, where: str) -> list[str]:
 
 def _bbq_example(obj: dict[str, Any], stem: str, where: str) -> Example:
     source_id = _field(obj, "example_id", "id", where)
-    _field(obj, "question_index", "id", where)  # required by the format, unused here
+    question_index = str(_field(obj, "question_index", "id", where))
     polarity = _choice(obj, "question_polarity", _POLARITIES, where)
     condition = _choice(obj, "context_condition", _CONDITIONS, where)
     category = _field(obj, "category", "string", where)
@@ -315,6 +321,7 @@ def _bbq_example(obj: dict[str, Any], stem: str, where: str) -> Example:
         context_condition=condition,
         question_polarity=polarity,
         source=where,
+        question_index=question_index,
     )
 
 
@@ -451,6 +458,9 @@ def _mc_example(obj: dict[str, Any], stem: str, where: str) -> Example:
         context_condition=_optional_choice(obj, "context_condition", _CONDITIONS, where),
         question_polarity=_optional_choice(obj, "question_polarity", _POLARITIES, where),
         source=where,
+        question_index=str(_field(obj, "question_index", "id", where))
+        if "question_index" in obj
+        else None,
     )
 
 

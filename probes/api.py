@@ -30,7 +30,9 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
+from interp.controls import open_control
 from interp.errors import InterpError
+from interp.stats import DEFAULT_CLUSTER, Clusters, example_clusters, paired_difference
 from interp.store import Run, atomic_write, write_json, write_parquet
 from probes.behaviour import behaviour_probes
 from probes.concepts import ConceptData, load_concept
@@ -71,6 +73,10 @@ class ProbeResult:
     """layer, example_index, round, score."""
     directions: Float[torch.Tensor, "layer d_model"]
     """Unit concept direction per layer, rows following ``per_layer.layer``."""
+    control: pd.DataFrame | None = None
+    """With a control run: layer, round, run, control, diff, lo, hi (mean score, run -
+    control, paired cluster-bootstrap interval) and change_diff, change_lo, change_hi (the
+    same for each run's change since round 0)."""
     summary: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
 
@@ -88,6 +94,8 @@ def probe_run(
     n_boot: int = 1000,
     model: HookedTransformer | None = None,
     progress: bool = False,
+    cluster: str = DEFAULT_CLUSTER,
+    control_run: str | Path | None = None,
 ) -> ProbeResult:
     """Probe a run for a concept; write ``<run>/probes/<concept>/`` and return the result.
 
@@ -104,11 +112,17 @@ def probe_run(
         model: the run's model, if already loaded; otherwise it is loaded from the manifest,
             and only when the concept encodings are not cached yet.
         progress: show a progress bar while encoding.
+        cluster: what the bootstraps resample: ``template`` (category + question_index) or
+            ``example``; the behaviour probes' train/test split keeps clusters whole.
+        control_run: a replay of the same examples under another plan (checked: model,
+            rounds, task data, example ids); adds ``control``: run - control per layer and
+            round with paired cluster-bootstrap intervals.
     """
     check_method(method)
     check_position(position)
     check_score_kind(score)
     run = Run.open(run_dir)
+    control = open_control(run, control_run) if control_run is not None else None
     data = load_concept(concept)
     chosen = _run_layers(run, layers)
     encodings = _concept_encodings(run, data, position, model, progress)
@@ -117,8 +131,24 @@ def probe_run(
     )
     acts = torch.stack([run.activations(_hook(layer)).float() for layer in chosen])
     rounds = run.rounds()
-    tables = _round_tables(acts, probe, chosen, rounds, score=score, n_boot=n_boot, seed=seed)
-    behaviour = behaviour_probes(acts, rounds, chosen, seed=seed, test_size=test_size)
+    clusters = example_clusters(rounds, cluster)
+    tables = _round_tables(
+        acts, probe, chosen, rounds, score=score, n_boot=n_boot, seed=seed, clusters=clusters
+    )
+    behaviour = behaviour_probes(
+        acts, rounds, chosen, seed=seed, test_size=test_size, clusters=clusters.ids, n_boot=n_boot
+    )
+    if control is not None:
+        tables["control"] = _control_table(
+            acts,
+            control[0],
+            probe,
+            chosen,
+            score=score,
+            n_boot=n_boot,
+            seed=seed,
+            clusters=clusters,
+        )
     config = {
         "concept": data.name,
         "concept_source": data.source,
@@ -130,6 +160,7 @@ def probe_run(
         "layers": chosen,
         "n_examples": int(acts.shape[1]),
         "n_rounds": int(acts.shape[2]),
+        "cluster": clusters.to_dict(),
     }
     result = ProbeResult(
         concept=data.name,
@@ -139,6 +170,8 @@ def probe_run(
         **tables,
     )
     summary = summarise(result, config)
+    if control is not None:
+        summary["control"] = _control_summary(control[1], result.control, summary["best_layer"])
     out_dir = run.analysis_dir("probes") / data.name
     _write(out_dir, result, summary)
     return ProbeResult(**{**result.__dict__, "summary": summary, "out_dir": out_dir})
@@ -228,6 +261,7 @@ def _round_tables(
     score: str,
     n_boot: int,
     seed: int,
+    clusters: Clusters,
 ) -> dict[str, pd.DataFrame]:
     n_examples, n_rounds = acts.shape[1:3]
     entropy = entropy_grid(rounds, n_examples, n_rounds)
@@ -240,11 +274,74 @@ def _round_tables(
     for i, layer in enumerate(layers):
         direction = probe.directions.vectors[i]
         values = concept_scores(acts[i], direction, kind=score).numpy()
-        parts["scores"].append(score_table(values, layer, n_boot=n_boot, seed=seed))
+        parts["scores"].append(
+            score_table(values, layer, n_boot=n_boot, seed=seed, clusters=clusters.ids)
+        )
         parts["shift"].append(instruction_shift(acts[i], direction, layer))
-        parts["correlation"].append(score_entropy_correlation(values, entropy, layer))
+        parts["correlation"].append(
+            score_entropy_correlation(
+                values, entropy, layer, clusters=clusters.ids, n_boot=n_boot, seed=seed
+            )
+        )
         parts["example_scores"].append(_example_scores(values, layer))
     return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+
+
+def _control_table(
+    acts: Float[torch.Tensor, "layer example round d_model"],
+    control: Run,
+    probe: LayerProbe,
+    layers: list[int],
+    *,
+    score: str,
+    n_boot: int,
+    seed: int,
+    clusters: Clusters,
+) -> pd.DataFrame:
+    """Run - control concept score per layer and round: the control's stored read-outs
+    projected on the run's directions (the same model and concept data give the same
+    directions), paired by example."""
+    frames = []
+    for i, layer in enumerate(layers):
+        hook = _hook(layer)
+        if hook not in control.hooks:
+            raise InterpError(
+                f"control run {control.path} stores no {hook}; replay it with the run's --hooks"
+            )
+        direction = probe.directions.vectors[i]
+        run_scores = concept_scores(acts[i], direction, kind=score).numpy()
+        ctrl_scores = concept_scores(control.activations(hook).float(), direction, kind=score)
+        ctrl_scores = ctrl_scores.numpy()
+        level = paired_difference(run_scores, ctrl_scores, clusters.ids, n_boot=n_boot, seed=seed)
+        change = paired_difference(
+            run_scores - run_scores[:, :1],
+            ctrl_scores - ctrl_scores[:, :1],
+            clusters.ids,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "layer": layer,
+                    "round": np.arange(run_scores.shape[1]),
+                    **{k: level[k] for k in ("run", "control", "diff", "lo", "hi")},
+                    "change_diff": change["diff"],
+                    "change_lo": change["lo"],
+                    "change_hi": change["hi"],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _control_summary(checks: dict[str, Any], table: pd.DataFrame, layer: int) -> dict[str, Any]:
+    columns = ["round", "run", "control", "diff", "lo", "hi", "change_diff", "change_lo"]
+    return {
+        **checks,
+        "layer": layer,
+        "by_round": _records(table, layer, [*columns, "change_hi"]),
+    }
 
 
 def _example_scores(values: np.ndarray, layer: int) -> pd.DataFrame:
@@ -322,6 +419,11 @@ def _write(out_dir: Path, result: ProbeResult, summary: dict[str, Any]) -> None:
 
     for name in ("per_layer", "scores", "shift", "correlation", "behaviour", "example_scores"):
         write_parquet(out_dir / f"{name}.parquet", getattr(result, name))
+    stale = out_dir / "control.parquet"
+    if result.control is not None:
+        write_parquet(stale, result.control)
+    elif stale.is_file():
+        stale.unlink()  # an earlier call's control; this summary no longer describes it
     vectors = result.directions.contiguous()
     layers = ",".join(map(str, result.per_layer["layer"]))
     atomic_write(
