@@ -66,7 +66,8 @@ class ProbeResult:
     shift: pd.DataFrame
     """layer, round (>= 1), norm, cosine, projection of mean state(r) - mean state(0)."""
     correlation: pd.DataFrame
-    """layer, level, n, pearson_r, pearson_p, spearman_r, spearman_p (score vs entropy)."""
+    """layer, level, n, pearson_r, pearson_lo, pearson_hi (cluster bootstrap, cell levels),
+    pearson_p, spearman_r, spearman_p (round means from 5 rounds on), p_note."""
     behaviour: pd.DataFrame
     """behaviour, layer, acc, acc_lo, acc_hi, shuffled_acc, majority_acc, base_rate, n_..."""
     example_scores: pd.DataFrame
@@ -125,6 +126,8 @@ def probe_run(
     control = open_control(run, control_run) if control_run is not None else None
     data = load_concept(concept)
     chosen = _run_layers(run, layers)
+    if control is not None:
+        _check_control_hooks(control[0], chosen)
     encodings = _concept_encodings(run, data, position, model, progress)
     probe = probe_layers(
         encodings, data, layers=chosen, method=method, seed=seed, test_size=test_size
@@ -287,6 +290,14 @@ def _round_tables(
     return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
 
 
+def _check_control_hooks(control: Run, layers: list[int]) -> None:
+    missing = [_hook(layer) for layer in layers if _hook(layer) not in control.hooks]
+    if missing:
+        raise InterpError(
+            f"control run {control.path} stores no {missing[0]}; replay it with the run's --hooks"
+        )
+
+
 def _control_table(
     acts: Float[torch.Tensor, "layer example round d_model"],
     control: Run,
@@ -304,10 +315,6 @@ def _control_table(
     frames = []
     for i, layer in enumerate(layers):
         hook = _hook(layer)
-        if hook not in control.hooks:
-            raise InterpError(
-                f"control run {control.path} stores no {hook}; replay it with the run's --hooks"
-            )
         direction = probe.directions.vectors[i]
         run_scores = concept_scores(acts[i], direction, kind=score).numpy()
         ctrl_scores = concept_scores(control.activations(hook).float(), direction, kind=score)
@@ -376,7 +383,17 @@ def summarise(result: ProbeResult, config: dict[str, Any]) -> dict[str, Any]:
         "correlation": _records(
             result.correlation,
             layer,
-            ["level", "n", "pearson_r", "pearson_p", "spearman_r", "spearman_p"],
+            [
+                "level",
+                "n",
+                "pearson_r",
+                "pearson_lo",
+                "pearson_hi",
+                "pearson_p",
+                "spearman_r",
+                "spearman_p",
+                "p_note",
+            ],
         ),
         "behaviour": _behaviour_summary(result.behaviour),
     }
@@ -392,7 +409,7 @@ def _records(frame: pd.DataFrame, layer: int, columns: list[str]) -> list[dict[s
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, str):
+    if value is None or isinstance(value, str):
         return value
     if isinstance(value, int | np.integer):
         return int(value)
