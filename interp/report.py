@@ -147,7 +147,7 @@ def load_probes(run: Run) -> dict[str, dict[str, Any]]:
         if not (folder / "per_layer.parquet").is_file():
             continue  # e.g. probes/encodings
         tables: dict[str, Any] = {}
-        for name in ("per_layer", "scores", "shift", "behaviour"):
+        for name in ("per_layer", "scores", "shift", "behaviour", "control"):
             if (folder / f"{name}.parquet").is_file():
                 tables[name] = pd.read_parquet(folder / f"{name}.parquet")
         summary = folder / "summary.json"
@@ -259,7 +259,28 @@ def _probe_section(main: Run) -> Section:
             section.items.append(Figure(f"probe-{slug}-behaviour", "Behaviour probes", plot))
         elif behaviour is not None:
             section.notes.append(f"{concept}: behaviour probes undefined (one answer class only)")
+        section.items += _probe_control_items(concept, slug, tables, summary)
     return section
+
+
+def _probe_control_items(
+    concept: str, slug: str, tables: dict[str, Any], summary: dict[str, Any]
+) -> list[Figure]:
+    """The run beside its control run (``interp probe --control-run``), at the best layer."""
+    control, info = tables.get("control"), summary.get("control")
+    if control is None or not info or "best_layer" not in summary:
+        return []
+    layer = int(summary["best_layer"])
+    label = f"control ({info.get('plan')})"
+    plot = figures.probe_control_figure(control, layer, concept, control_label=label)
+    caption = (
+        f"Left: mean concept score per round of this run and of its control run "
+        f"<code>{_e(Path(str(info.get('run'))).name)}</code> (plan {_e(info.get('plan'))}: the "
+        "same examples, model and rounds), projected on the same direction. Right: run − "
+        "control with paired cluster-bootstrap 95% intervals; a trend the control shares is "
+        "not an effect of the instruction."
+    )
+    return [Figure(f"probe-{slug}-control", "Run beside its control", plot, caption=caption)]
 
 
 def _probe_caption(summary: dict[str, Any]) -> str:
@@ -296,6 +317,21 @@ def _patching_section(main: Run) -> Section:
             plot = figures.patching_heads_figure(table, title)
             section.items.append(
                 Figure(f"patching-{slug}-heads", f"Patching {title}, heads", plot, caption=caption)
+            )
+        control = summary.get("control")
+        rows = pd.DataFrame(control["table"]) if control else None
+        if rows is not None and rows["component"].isin(figures.PATCH_COMPONENTS).any():
+            plot = figures.patching_control_figure(rows, title)
+            section.items.append(
+                Figure(
+                    f"patching-{slug}-control",
+                    f"Patching {title}: run beside its control",
+                    plot,
+                    caption=f"Patched − clean logit difference of this run, of its control run "
+                    f"<code>{_e(Path(str(control.get('run'))).name)}</code> (plan "
+                    f"{_e(control.get('plan'))}, patched the same way) and run − control; hover "
+                    "the difference for its paired cluster-bootstrap 95% interval.",
+                )
             )
     return section
 

@@ -363,3 +363,26 @@ def test_patch_run_with_a_control_replay(tmp_path, tiny_model):
     assert summary["control"]["plan"] == "baseline" and len(summary["control"]["table"]) == 2
     assert summary["cluster"]["key"] == "template"
     assert (Path(runs["baseline"]) / "patching" / f"{result.name}.json").is_file()
+
+
+def test_export_puts_the_run_beside_its_control(tmp_path, tiny_model, concept_file):
+    from interp.patching import patch_run
+    from interp.replay import ReplayConfig, replay
+    from interp.report import export_report
+    from probes.api import probe_run
+
+    runs = {}
+    for plan in ("self-correct", "baseline"):
+        config = ReplayConfig(
+            model="tiny", task="builtin", plan=plan, rounds=1, limit=4, out=str(tmp_path / plan)
+        )
+        runs[plan] = replay(config, model=tiny_model).path
+    main, control = runs["self-correct"], runs["baseline"]
+    probe_run(main, concept_file, model=tiny_model, n_boot=50, control_run=control)
+    patch_run(main, layer="all", round=1, model=tiny_model, n_boot=50, control_run=control)
+    result = export_report([main, control], model=tiny_model)
+    names = {p.name for p in result.figures}
+    assert "probe-tinyconcept-control.html" in names
+    assert "patching-r1-t0-resid-post-denoise-control.html" in names
+    page = result.index.read_text()
+    assert "Run beside its control" in page and "run − control" in page
