@@ -587,3 +587,30 @@ def test_cell_correlation_interval_is_a_cluster_bootstrap():
         lo, hi = np.percentile(manual, [2.5, 97.5])
         assert table.loc[level, "pearson_lo"] == pytest.approx(lo)
         assert table.loc[level, "pearson_hi"] == pytest.approx(hi)
+
+
+def test_behaviour_split_keeps_clusters_whole_and_interval_is_a_cluster_bootstrap():
+    clusters = np.repeat(np.arange(10), 4)  # four variants per template
+    train, test = split_examples(40, test_size=0.3, seed=2, clusters=clusters)
+    assert not set(clusters[train]) & set(clusters[test])
+    assert len(set(clusters[test])) == 3 and sorted([*train, *test]) == list(range(40))
+    # Identical answers within a template: only 10 independent units, a wider interval than
+    # a binomial over 40 x 3 cells would give.
+    n_rounds, d = 3, 8
+    rng = np.random.default_rng(0)
+    choice = np.repeat(rng.integers(0, 2, 10), 4)[:, None].repeat(n_rounds, 1)
+    acts = torch.from_numpy(rng.standard_normal((1, 40, n_rounds, d)))
+    rounds = pd.DataFrame(
+        {
+            "example_index": np.repeat(np.arange(40), n_rounds),
+            "round": np.tile(np.arange(n_rounds), 40),
+            "choice": choice.reshape(-1),
+            "target": 1,
+            "correct": (choice == 0).reshape(-1),
+        }
+    )
+    table = behaviour_probes(acts, rounds, [0], seed=2, clusters=clusters, n_boot=300)
+    row = table[table["behaviour"] == "correct"].iloc[0]
+    assert row["n_test"] == 12 * n_rounds
+    lo, hi = wilson_interval(int(round(row["acc"] * row["n_test"])), int(row["n_test"]))
+    assert row["acc_hi"] - row["acc_lo"] > hi - lo
