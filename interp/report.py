@@ -607,7 +607,18 @@ def metrics_html(result: dict[str, Any]) -> str:
         + "\n".join(rows)
         + f"\n</table></div>\n<p>n = {result['n_examples']} examples; convergence round: "
         f"{_e(converged)} (accuracy moves ≤ {conv['tol_acc']}, ≤ {conv['tol_change']:.0%} of "
-        "answers change).</p>"
+        f"answers change). {_e(_cluster_text(result))}</p>"
+    )
+
+
+def _cluster_text(result: dict[str, Any]) -> str:
+    cluster = result.get("bootstrap", {}).get("cluster")
+    if not cluster:
+        return "Intervals resample examples."
+    note = f" ({cluster['note']})" if cluster.get("note") else ""
+    return (
+        f"Intervals resample {cluster['n_clusters']} {cluster['key']} clusters of "
+        f"{cluster['n_examples']} examples{note}."
     )
 
 
