@@ -481,15 +481,18 @@ def probe_control_figure(
         fig.add_trace(
             go.Scatter(x=rounds, y=rows[column], name=name, line={"color": color}), row=1, col=1
         )
-    for prefix, name, color in (
-        ("", "level", PALETTE[1]),
-        ("change_", "change since round 0", PALETTE[3]),
+    for prefix, name, color, dash in (
+        ("", "level", PALETTE[1], "solid"),
+        ("change_", "change since round 0", PALETTE[3], "dash"),
     ):
         lo, hi = rows[f"{prefix}lo"].tolist(), rows[f"{prefix}hi"].tolist()
         fig.add_trace(_band(rounds, lo, hi, color, ""), row=1, col=2)
         fig.add_trace(
             go.Scatter(
-                x=rounds, y=rows[f"{prefix}diff"], name=f"difference: {name}", line={"color": color}
+                x=rounds,
+                y=rows[f"{prefix}diff"],
+                name=f"difference: {name}",
+                line={"color": color, "dash": dash},
             ),
             row=1,
             col=2,
