@@ -19,7 +19,13 @@ import pandas as pd
 from jaxtyping import Bool, Float, Int
 
 from interp.errors import InterpError
-from interp.stats import DEFAULT_CLUSTER, Clusters, cluster_weights, example_clusters
+from interp.stats import (
+    DEFAULT_CLUSTER,
+    Clusters,
+    check_cluster_key,
+    cluster_weights,
+    example_clusters,
+)
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "example_index",
@@ -161,6 +167,7 @@ def compute_metrics(
     """
     if n_boot < 0:
         raise InterpError(f"n_boot must be >= 0, got {n_boot}.")
+    check_cluster_key(cluster)
     grid = _build_grid(rounds)
     clusters = example_clusters(rounds, cluster)
     point = {k: v[0] for k, v in _resampled_stats(grid, np.ones((1, grid.n_examples))).items()}

@@ -32,7 +32,13 @@ from transformer_lens import HookedTransformer
 
 from interp.controls import open_control
 from interp.errors import InterpError
-from interp.stats import DEFAULT_CLUSTER, Clusters, example_clusters, paired_difference
+from interp.stats import (
+    DEFAULT_CLUSTER,
+    Clusters,
+    check_cluster_key,
+    example_clusters,
+    paired_difference,
+)
 from interp.store import Run, atomic_write, write_json, write_parquet
 from probes.behaviour import behaviour_probes
 from probes.concepts import ConceptData, load_concept
@@ -122,6 +128,7 @@ def probe_run(
     check_method(method)
     check_position(position)
     check_score_kind(score)
+    check_cluster_key(cluster)
     run = Run.open(run_dir)
     control = open_control(run, control_run) if control_run is not None else None
     data = load_concept(concept)

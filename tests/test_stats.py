@@ -112,10 +112,22 @@ def test_metrics_resample_templates_and_record_the_cluster():
     assert "question_index" in fallback["bootstrap"]["cluster"]["note"]
 
 
-def test_unknown_cluster_is_a_user_error():
+def test_unknown_cluster_is_a_user_error(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "faults"))
+    from faultkit import assert_refused_without_trace
+
     ids = np.arange(4)
     with pytest.raises(InterpError, match="unknown cluster"):
         compute_metrics(_rounds_table(np.ones(4, bool), ids), cluster="context")
+    run = str(_fake_run(tmp_path / "run"))
+    for args in (
+        ("metrics", "--run", run),
+        ("probe", "--run", run),
+        ("patch", "--run", run, "--layer", "0", "--round", "1"),
+    ):
+        assert_refused_without_trace(tmp_path, *args, "--cluster", "context", contains="cluster")
 
 
 def _per_example(values: np.ndarray, clean: np.ndarray) -> pd.DataFrame:
