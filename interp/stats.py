@@ -2,8 +2,9 @@
 
 BBQ items are not independent draws. The four variants of one context (ambiguous /
 disambiguated x negative / non-negative question) and every item filled into one template
-share words, names and the answer options, so they answer alike. A bootstrap that resamples
-them as independent rows reports intervals that are too narrow. Here a resample draws
+share words, names and the answer options, so their answers are correlated (usually alike;
+one right and one wrong when a model answers by position). A bootstrap that resamples them
+as independent rows reports intervals of the wrong width, usually too narrow. Here a resample draws
 *clusters* with replacement (by default a template: category + ``question_index``) and each
 example inherits the count of its cluster; ``cluster="example"`` makes every example its own
 cluster, the plain example bootstrap (the same draws as before clusters existed).
