@@ -98,7 +98,7 @@ def export_report(
     sections = [
         _overview_section(opened, labels, metrics),
         _behaviour_section(main, metrics, several=len(opened) > 1),
-        _probe_section(main),
+        _probe_section(main, opened[1:]),
         _patching_section(main),
         attention_part,
     ]
@@ -230,7 +230,7 @@ def _behaviour_section(main: Run, metrics: dict[str, dict[str, Any]], several: b
     return section
 
 
-def _probe_section(main: Run) -> Section:
+def _probe_section(main: Run, others: Sequence[Run] = ()) -> Section:
     section = Section("Probes: concepts across rounds")
     probes = load_probes(main)
     if not probes:
@@ -259,15 +259,66 @@ def _probe_section(main: Run) -> Section:
             section.items.append(Figure(f"probe-{slug}-behaviour", "Behaviour probes", plot))
         elif behaviour is not None:
             section.notes.append(f"{concept}: behaviour probes undefined (one answer class only)")
+        if "control" not in tables:
+            tables = {**tables, **_exported_control(main, others, concept, summary)}
         section.items += _probe_control_items(concept, slug, tables, summary)
     return section
+
+
+# Probe settings that must agree for two runs' concept scores to lie on the same directions.
+_SAME_PROBE = ("concept", "concept_source", "method", "position", "score", "seed", "test_size")
+
+
+def _exported_control(
+    main: Run, others: Sequence[Run], concept: str, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """A control among the exported runs, probed separately with the same settings: its
+    paired difference from both runs' stored example scores (nothing if none qualifies)."""
+    from interp.controls import check_control
+    from interp.stats import example_clusters
+    from probes.api import paired_score_table
+
+    for other in others:
+        folder = other.path / "probes" / concept
+        if not (folder / "summary.json").is_file() or "layers" not in summary:
+            continue
+        theirs = json.loads((folder / "summary.json").read_text())
+        if any(theirs.get(k) != summary.get(k) for k in (*_SAME_PROBE, "layers")):
+            continue
+        try:
+            checks = check_control(main, other)
+        except InterpError:
+            continue  # not the same examples, model or rounds: not a control of this run
+        cluster = summary.get("cluster", {}).get("requested", "template")
+        ids = example_clusters(main.rounds(), cluster).ids
+        mine = pd.read_parquet(main.path / "probes" / concept / "example_scores.parquet")
+        other_scores = pd.read_parquet(folder / "example_scores.parquet")
+        frames = [
+            paired_score_table(
+                layer,
+                _score_grid(mine, layer),
+                _score_grid(other_scores, layer),
+                ids,
+                seed=int(summary.get("seed", 0)),
+            )
+            for layer in summary["layers"]
+        ]
+        info = {**checks, "layer": summary.get("best_layer")}
+        return {"control": pd.concat(frames, ignore_index=True), "control_info": info}
+    return {}
+
+
+def _score_grid(example_scores: pd.DataFrame, layer: int) -> Any:
+    rows = example_scores[example_scores["layer"] == layer]
+    return rows.pivot(index="example_index", columns="round", values="score").to_numpy()
 
 
 def _probe_control_items(
     concept: str, slug: str, tables: dict[str, Any], summary: dict[str, Any]
 ) -> list[Figure]:
     """The run beside its control run (``interp probe --control-run``), at the best layer."""
-    control, info = tables.get("control"), summary.get("control")
+    control = tables.get("control")
+    info = summary.get("control") or tables.get("control_info")
     if control is None or not info or "best_layer" not in summary:
         return []
     layer = int(summary["best_layer"])

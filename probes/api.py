@@ -325,28 +325,44 @@ def _control_table(
         direction = probe.directions.vectors[i]
         run_scores = concept_scores(acts[i], direction, kind=score).numpy()
         ctrl_scores = concept_scores(control.activations(hook).float(), direction, kind=score)
-        ctrl_scores = ctrl_scores.numpy()
-        level = paired_difference(run_scores, ctrl_scores, clusters.ids, n_boot=n_boot, seed=seed)
-        change = paired_difference(
-            run_scores - run_scores[:, :1],
-            ctrl_scores - ctrl_scores[:, :1],
-            clusters.ids,
-            n_boot=n_boot,
-            seed=seed,
-        )
         frames.append(
-            pd.DataFrame(
-                {
-                    "layer": layer,
-                    "round": np.arange(run_scores.shape[1]),
-                    **{k: level[k] for k in ("run", "control", "diff", "lo", "hi")},
-                    "change_diff": change["diff"],
-                    "change_lo": change["lo"],
-                    "change_hi": change["hi"],
-                }
+            paired_score_table(
+                layer, run_scores, ctrl_scores.numpy(), clusters.ids, n_boot=n_boot, seed=seed
             )
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def paired_score_table(
+    layer: int,
+    run_scores: Float[np.ndarray, "example round"],
+    control_scores: Float[np.ndarray, "example round"],
+    clusters: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One layer's rows of ``control.parquet``: mean score of each run per round, run -
+    control, and the difference of their changes since round 0, with paired cluster-bootstrap
+    intervals (``clusters``: cluster number per example)."""
+    level = paired_difference(run_scores, control_scores, clusters, n_boot=n_boot, seed=seed)
+    change = paired_difference(
+        run_scores - run_scores[:, :1],
+        control_scores - control_scores[:, :1],
+        clusters,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "round": np.arange(run_scores.shape[1]),
+            **{k: level[k] for k in ("run", "control", "diff", "lo", "hi")},
+            "change_diff": change["diff"],
+            "change_lo": change["lo"],
+            "change_hi": change["hi"],
+        }
+    )
 
 
 def _control_summary(checks: dict[str, Any], table: pd.DataFrame, layer: int) -> dict[str, Any]:

@@ -390,7 +390,7 @@ def test_export_puts_the_run_beside_its_control(tmp_path, tiny_model, concept_fi
         )
         runs[plan] = replay(config, model=tiny_model).path
     main, control = runs["self-correct"], runs["baseline"]
-    probe_run(main, concept_file, model=tiny_model, n_boot=50, control_run=control)
+    paired = probe_run(main, concept_file, model=tiny_model, n_boot=1000, control_run=control)
     patch_run(main, layer="all", round=1, model=tiny_model, n_boot=50, control_run=control)
     result = export_report([main, control], model=tiny_model)
     names = {p.name for p in result.figures}
@@ -398,3 +398,19 @@ def test_export_puts_the_run_beside_its_control(tmp_path, tiny_model, concept_fi
     assert "patching-r1-t0-resid-post-denoise-control.html" in names
     page = result.index.read_text()
     assert "Run beside its control" in page and "run − control" in page
+    # Probed separately with the same settings, the exported control gives the same table.
+    alone = probe_run(main, concept_file, model=tiny_model, n_boot=1000)
+    assert alone.control is None
+    assert not (Path(main) / "probes" / alone.concept / "control.parquet").exists()
+    probe_run(control, concept_file, model=tiny_model, n_boot=10)
+    from interp.report import _exported_control
+
+    found = _exported_control(Run.open(main), [Run.open(control)], alone.concept, alone.summary)
+    pd.testing.assert_frame_equal(found["control"], paired.control)
+    again = export_report([main, control], model=tiny_model)
+    assert "probe-tinyconcept-control.html" in {p.name for p in again.figures}
+    other_settings = probe_run(control, concept_file, model=tiny_model, method="mean-diff")
+    assert other_settings.summary["method"] != alone.summary["method"]
+    assert (
+        _exported_control(Run.open(main), [Run.open(control)], alone.concept, alone.summary) == {}
+    )
