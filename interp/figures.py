@@ -476,6 +476,106 @@ def behaviour_probe_figure(behaviour: pd.DataFrame) -> go.Figure:
     return _finalize(fig, "Behaviour probes: does the read-out predict the model's answer?", 400)
 
 
+def probe_control_figure(
+    control: pd.DataFrame, layer: int, concept: str = "", control_label: str = "control"
+) -> go.Figure:
+    """The run and its control run side by side at one layer: mean concept score per round of
+    each (left), and run - control with its paired 95% interval (right), both as levels and
+    as each run's change since round 0.
+
+    ``control`` is ``probes/<concept>/control.parquet``: layer, round, run, control, diff,
+    lo, hi, change_diff, change_lo, change_hi.
+    """
+    rows = control[control["layer"] == layer].sort_values("round")
+    rounds = rows["round"].tolist()
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=[
+            f"mean score at layer {layer}",
+            "run − control (paired 95% CI)",
+        ],
+        horizontal_spacing=0.12,
+    )
+    for column, name, color in (("run", "run", PALETTE[0]), ("control", control_label, "#7f7f7f")):
+        fig.add_trace(
+            go.Scatter(x=rounds, y=rows[column], name=name, line={"color": color}), row=1, col=1
+        )
+    for prefix, name, color, dash in (
+        ("", "level", PALETTE[1], "solid"),
+        ("change_", "change since round 0", PALETTE[3], "dash"),
+    ):
+        lo, hi = rows[f"{prefix}lo"].tolist(), rows[f"{prefix}hi"].tolist()
+        fig.add_trace(_band(rounds, lo, hi, color, ""), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=rounds,
+                y=rows[f"{prefix}diff"],
+                name=f"difference: {name}",
+                line={"color": color, "dash": dash},
+            ),
+            row=1,
+            col=2,
+        )
+    fig.add_hline(y=0, line_dash="dot", line_color="#999", row=1, col=2)
+    _rounds_axis(fig, rounds)
+    return _finalize(fig, f"Concept '{concept}': the run beside its control", 420)
+
+
+def patching_control_figure(
+    control: pd.DataFrame, title: str = "", value: str = "delta"
+) -> go.Figure:
+    """Patching of the run, of its control run and their difference side by side, as layer x
+    component heatmaps of ``value`` (``delta``: patched − clean in logits, comparable across
+    runs; ``effect`` divides by each run's own gap).
+
+    ``control`` is the ``control.table`` of ``patching/<name>.json``: layer, component, head,
+    ``<value>_run``, ``<value>_control``, ``<value>_diff``, ``_diff_lo``, ``_diff_hi``.
+    """
+    rows = control[control["component"].isin(PATCH_COMPONENTS)]
+    if rows.empty:
+        raise InterpError("the control table has no residual/attention/MLP rows to plot")
+    panels = [
+        ("run", f"{value}_run"),
+        ("control", f"{value}_control"),
+        ("run − control", f"{value}_diff"),
+    ]
+    order = [c for c in PATCH_COMPONENTS if c in set(rows["component"])]
+    grids = []
+    for _, column in panels:
+        grid = rows.pivot_table(index="layer", columns="component", values=column, dropna=False)
+        grid = grid[order].sort_index()
+        grid.columns.name, grid.index.name = "component", "layer"
+        grids.append(grid)
+    bound = _symmetric_bound(np.concatenate([g.to_numpy(float).ravel() for g in grids]))
+    fig = make_subplots(
+        rows=1, cols=3, subplot_titles=[p for p, _ in panels], horizontal_spacing=0.08
+    )
+    lo = rows.pivot_table(
+        index="layer", columns="component", values=f"{value}_diff_lo", dropna=False
+    )
+    hi = rows.pivot_table(
+        index="layer", columns="component", values=f"{value}_diff_hi", dropna=False
+    )
+    custom = np.dstack([lo.reindex_like(grids[2]).to_numpy(), hi.reindex_like(grids[2]).to_numpy()])
+    for i, grid in enumerate(grids):
+        diff = i == 2
+        trace = _heatmap(
+            grid,
+            panels[i][0],
+            colorbar_x=1.0,
+            customdata=custom if diff else None,
+            ci=diff,
+            zmax=bound,
+        )
+        trace.showscale = diff
+        fig.add_trace(trace, row=1, col=i + 1)
+    fig.update_yaxes(title_text="layer", row=1, col=1)
+    fig.update_yaxes(**LAYER_TICKS)
+    height = max(360, 60 + 16 * len(grids[0]))
+    return _finalize(fig, f"Patching {title}: {value} of the run beside its control", height)
+
+
 # --- patching ---------------------------------------------------------------------------------
 
 

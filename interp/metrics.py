@@ -1,8 +1,9 @@
 """Per-round metrics of a self-correction run: accuracy, BBQ bias, calibration, flips, convergence.
 
 Input is the rounds table (one row per example x round). Output is a JSON-ready dict with 95%
-percentile bootstrap intervals. The bootstrap resamples *examples*, with the same resample in
-every round, so that differences between rounds are not blurred by resampling noise.
+percentile bootstrap intervals. The bootstrap resamples *clusters* of examples (BBQ templates
+by default, ``interp.stats``), with the same resample in every round, so that differences
+between rounds are not blurred by resampling noise.
 
 Every resampled statistic is a ratio of example-weighted sums, so one resample is a row of
 example counts and a whole batch of resamples is a matrix product (see ``_resampled_stats``):
@@ -19,6 +20,14 @@ from jaxtyping import Bool, Float, Int
 
 from interp import calibration
 from interp.errors import InterpError
+from interp.stats import (
+    DEFAULT_CLUSTER,
+    Clusters,
+    bootstrap_weights,
+    check_cluster_key,
+    cluster_weights,
+    example_clusters,
+)
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "example_index",
@@ -98,8 +107,9 @@ DEFINITIONS: dict[str, str] = {
     ),
     "unparsed": "Number of answers that could not be parsed into an option (choice == -1).",
     "ci": (
-        "95% percentile bootstrap interval, resampling examples with replacement, with the "
-        "same resample in every round; resamples where the metric is undefined are skipped."
+        "95% percentile bootstrap interval, resampling clusters of examples with replacement "
+        "(bootstrap.cluster says which), with the same resample in every round; resamples "
+        "where the metric is undefined are skipped."
     ),
     "convergence": CONVERGENCE_DEFINITION,
     "copy_rate": (
@@ -155,6 +165,7 @@ def compute_metrics(
     tol_acc: float = 0.01,
     tol_change: float = 0.02,
     by_category: bool = True,
+    cluster: str = DEFAULT_CLUSTER,
 ) -> dict[str, Any]:
     """Per-round metrics of a rounds table, with bootstrap intervals and the convergence round.
 
@@ -167,6 +178,8 @@ def compute_metrics(
         tol_change: largest share of changed answers between consecutive rounds that counts
             as stable.
         by_category: also compute ``per_category`` (the official BBQ scores per category).
+        cluster: what one bootstrap draw takes: ``template`` (category + question_index,
+            falling back to examples where the table has none) or ``example``.
 
     Returns:
         A JSON-serialisable dict (plain ints/floats/None) with ``n_examples``, ``rounds``,
@@ -179,9 +192,11 @@ def compute_metrics(
     """
     if n_boot < 0:
         raise InterpError(f"n_boot must be >= 0, got {n_boot}.")
+    check_cluster_key(cluster)
     grid = _build_grid(rounds)
+    clusters = example_clusters(rounds, cluster)
     point = {k: v[0] for k, v in _resampled_stats(grid, np.ones((1, grid.n_examples))).items()}
-    boot = _bootstrap(grid, n_boot, seed)
+    boot = _bootstrap(grid, n_boot, seed, clusters)
     per_round = [_round_entry(grid, point, boot, j) for j in range(len(grid.rounds))]
     for j, entry in enumerate(per_round):
         entry.update(calibration.calibration_entry(grid.confidence[j], grid.correct[j]))
@@ -190,15 +205,20 @@ def compute_metrics(
         "rounds": list(grid.rounds),
         "per_round": per_round,
         "convergence": _convergence(grid, point["accuracy"], tol_acc, tol_change),
-        "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "level": CI_LEVEL},
+        "bootstrap": {
+            "n_boot": int(n_boot),
+            "seed": int(seed),
+            "level": CI_LEVEL,
+            "cluster": clusters.to_dict(),
+        },
         "definitions": dict(DEFINITIONS),
     }
     if "forced" in rounds.columns:  # runs written since --force-round0 exists
-        result["copy_rate"] = copy_rate(rounds, n_boot=n_boot, seed=seed)
+        result["copy_rate"] = copy_rate(rounds, n_boot=n_boot, seed=seed, cluster=cluster)
     result["calibration"] = calibration.calibration_summary(grid.confidence)
     result["model_floor"] = model_floor(result, chance=float(np.mean(1.0 / grid.n_options)))
     if by_category:
-        result["per_category"] = per_category(rounds, n_boot=n_boot, seed=seed)
+        result["per_category"] = per_category(rounds, n_boot=n_boot, seed=seed, cluster=cluster)
     result["warnings"] = [
         line
         for line in (result["model_floor"]["line"], result["calibration"]["warning"])
@@ -369,20 +389,15 @@ def _resampled_stats(
     }
 
 
-def _bootstrap(grid: _Grid, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+def _bootstrap(grid: _Grid, n_boot: int, seed: int, clusters: Clusters) -> dict[str, np.ndarray]:
     """Resampled metrics, [resample, round] each; resample rows are example counts."""
     if n_boot == 0:
         return {}
     rng = np.random.default_rng(seed)
-    n = grid.n_examples
-    chunk = max(1, _CHUNK_CELLS // n)
+    chunk = max(1, _CHUNK_CELLS // grid.n_examples)
     parts = []
     for start in range(0, n_boot, chunk):
-        k = min(chunk, n_boot - start)
-        draws = rng.integers(0, n, size=(k, n))
-        # Offsetting each resample's draws by k*n turns k bincounts into one.
-        flat = (draws + n * np.arange(k)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=k * n).reshape(k, n).astype(float)
+        counts = cluster_weights(clusters.ids, min(chunk, n_boot - start), rng)
         parts.append(_resampled_stats(grid, counts))
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
@@ -488,14 +503,17 @@ def _flat_row(entry: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- forced-history control
 
 
-def copy_rate(rounds: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any] | None:
+def copy_rate(
+    rounds: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, cluster: str = DEFAULT_CLUSTER
+) -> dict[str, Any] | None:
     """How often later answers repeat a forced round-0 answer (``replay --force-round0``).
 
     Args:
         rounds: a rounds table with a ``forced`` column: at round 0 the option index written
             into the transcript, -1 where the answer was not forced (and at later rounds).
-        n_boot: bootstrap resamples over forced examples (0: no intervals).
+        n_boot: bootstrap resamples over the forced examples' clusters (0: no intervals).
         seed: seed of the resamples.
+        cluster: what one draw takes (``interp.stats``), as in ``compute_metrics``.
 
     Returns:
         None when no example was forced; otherwise ``n`` (forced examples), ``agree_round0``
@@ -515,7 +533,9 @@ def copy_rate(rounds: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dic
     forced = round0["forced"].to_numpy(dtype=np.int64)
     overridden = round0["choice"].to_numpy(dtype=np.int64) != forced
     n = len(index)
-    weights = _example_weights(n, n_boot, seed)
+    order = np.sort(rounds["example_index"].unique())  # example_clusters' example order
+    clusters = example_clusters(rounds, cluster).subset(np.searchsorted(order, index))
+    weights = bootstrap_weights(clusters.ids, n_boot, seed)
     per_round = []
     for r in sorted(int(x) for x in rounds["round"].unique() if x > first):
         at = rounds[rounds["round"] == r].set_index("example_index")["choice"]
@@ -533,13 +553,6 @@ def copy_rate(rounds: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dic
         "round1": per_round[0] if per_round else None,
         "per_round": per_round,
     }
-
-
-def _example_weights(n: int, n_boot: int, seed: int) -> Float[np.ndarray, "resample example"]:
-    """How often each example is drawn in each of ``n_boot`` resamples."""
-    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    flat = (draws + n * np.arange(n_boot)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
 
 
 def _share_with_ci(
@@ -570,13 +583,15 @@ def category_keys(rounds: pd.DataFrame) -> pd.Series:
     return category.where(rounds["label_type"] != "name", category + " (names)")
 
 
-def per_category(rounds: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+def per_category(
+    rounds: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, cluster: str = DEFAULT_CLUSTER
+) -> list[dict]:
     """The official BBQ scores of each category (see ``DEFINITIONS["per_category"]``)."""
     keys = category_keys(rounds)
     out = []
     for key in sorted(keys.unique()):
         sub = rounds[keys == key]
-        inner = compute_metrics(sub, n_boot=n_boot, seed=seed, by_category=False)
+        inner = compute_metrics(sub, n_boot=n_boot, seed=seed, by_category=False, cluster=cluster)
         official = (sub["target"] >= 0) & (sub["choice"] >= 0)
         first = sub[sub["round"] == sub["round"].min()]
         entries = []

@@ -37,7 +37,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -52,10 +52,12 @@ from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValue
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utils import get_act_name
 
+from interp.controls import open_control
 from interp.errors import InterpError
 from interp.loading import load_model
 from interp.lock import run_lock
 from interp.options import check_n_boot, check_seed
+from interp.stats import DEFAULT_CLUSTER, bootstrap_weights, check_cluster_key, example_clusters
 from interp.store import Run, write_json, write_parquet
 
 COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "heads")
@@ -410,8 +412,13 @@ DEFINITIONS: dict[str, str] = {
         "(patched = value + (donor act - recipient act) . d value / d act)"
     ),
     "ci": (
-        f"{CI_LEVEL:.0%} percentile bootstrap interval, resampling examples with replacement "
-        "(the same resamples for every row)"
+        f"{CI_LEVEL:.0%} percentile bootstrap interval, resampling clusters of examples with "
+        "replacement (the same resamples for every row; 'cluster' says which)"
+    ),
+    "control": (
+        "with --control-run: the same patching on a replay of the same examples under another "
+        "plan; <value>_diff = run - control with a paired cluster-bootstrap interval (both runs "
+        "resampled with the same clusters)"
     ),
 }
 
@@ -454,6 +461,11 @@ class PatchConfig:
     """Bootstrap resamples for the intervals (0: no intervals)."""
     seed: int = 0
     """Seed of the bootstrap and of ``sample``."""
+    cluster: str = DEFAULT_CLUSTER
+    """What the bootstrap resamples: "template" (category + question_index) or "example"."""
+    control_run: str | None = None
+    """A replay of the same examples under another plan: patch it the same way and report
+    run - control with paired intervals (its own result is written into it too)."""
 
     def components(self) -> list[str]:
         names = COMPONENTS if self.component == "all" else self.component.split(",")
@@ -533,6 +545,9 @@ class PatchResult:
     """JSON-ready: settings, example counts, definitions, top rows, verification, table."""
     name: str
     paths: list[Path]
+    control_table: pd.DataFrame | None = None
+    """With a control run: per variant, run and control value and run - control with a paired
+    cluster-bootstrap interval, for effect, delta and gap (see :func:`control_difference`)."""
 
 
 @dataclass(frozen=True)
@@ -570,6 +585,8 @@ def patch_run(
     device: str = "cpu",
     dtype: str = "float32",
     write: bool = True,
+    cluster: str = DEFAULT_CLUSTER,
+    control_run: str | Path | None = None,
 ) -> PatchResult:
     """Patch between two rounds of every example of a run; see :class:`PatchConfig` and
     DESIGN.md ("Patching semantics"). Loads the run's model unless ``model`` is given."""
@@ -594,6 +611,8 @@ def patch_run(
         batch_size=batch_size,
         n_boot=n_boot,
         seed=seed,
+        cluster=cluster,
+        control_run=str(control_run) if control_run is not None else None,
     )
     return run_patching(
         Run.open(run_dir),
@@ -627,17 +646,36 @@ def run_patching(
     started = time.perf_counter()
     _check_config(config, run)
     items, counts = select_examples(run.rounds(), config)
+    clusters = example_clusters(run.rounds(), config.cluster)
+    control = _control_selection(run, config, items) if config.control_run else None
     _check_prompt_lengths(items, config)
     tokens = run.tokens()
     alignment = check_alignment(items, tokens, config)
+    if control is not None:  # the control's own checks, also before the model loads
+        control_run, control_config, control_items, _ = control
+        _check_prompt_lengths(control_items, control_config)
+        check_alignment(control_items, control_run.tokens(), control_config)
     # One writer per run directory (interp.lock), refused before the model loads.
     with run_lock(run.path) if write else contextlib.nullcontext():
         args = (model, progress, device, dtype, write, started)
-        return _run_checked(run, config, items, counts, tokens, alignment, *args)
+        return _run_checked(run, config, items, counts, tokens, alignment, clusters, control, *args)
 
 
 def _run_checked(
-    run, config, items, counts, tokens, alignment, model, progress, device, dtype, write, started
+    run,
+    config,
+    items,
+    counts,
+    tokens,
+    alignment,
+    clusters,
+    control,
+    model,
+    progress,
+    device,
+    dtype,
+    write,
+    started,
 ) -> PatchResult:
     if model is None:
         model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
@@ -655,21 +693,61 @@ def _run_checked(
         rows += exact_rows
         timing["verify_s"] = time.perf_counter() - patched_at
     per_example = pd.DataFrame(rows, columns=_ROW_COLUMNS)
-    table = summarize(
-        per_example, direction=config.direction, n_boot=config.n_boot, seed=config.seed
-    )
+    boot = {"n_boot": config.n_boot, "seed": config.seed, "clusters": clusters.ids}
+    table = summarize(per_example, direction=config.direction, **boot)
+    control_table, control_paths = None, []
+    if control is not None:
+        control_run, control_config, control_items, checks = control
+        control_started = time.perf_counter()
+        control_result = run_patching(
+            control_run, control_config, model=model, progress=progress, write=write
+        )
+        control_paths = control_result.paths
+        control_table = control_difference(
+            per_example[per_example["method"] == config.method],
+            control_result.per_example,
+            direction=config.direction,
+            **boot,
+        )
+        timing["control_s"] = time.perf_counter() - control_started
     timing["total_s"] = time.perf_counter() - started
     summary = _summary(run, config, model, counts, table, verify, timing)
     summary["alignment"] = alignment
+    used = np.array([item.index for item in items])
+    summary["cluster"] = clusters.subset(used).to_dict()
+    if control is not None:
+        summary["control"] = {
+            **control[3],
+            "written": [str(p) for p in control_paths],
+            "table": _records(control_table),
+        }
     name = config.name()
     paths = _write(run, name, per_example, summary) if write else []
-    return PatchResult(per_example, table, summary, name, paths)
+    return PatchResult(per_example, table, summary, name, paths, control_table)
+
+
+def _control_selection(
+    run: Run, config: PatchConfig, items: Sequence[_Item]
+) -> tuple[Run, PatchConfig, list[_Item], dict[str, Any]]:
+    """Open and check the control run, and check that patching keeps the same examples of it
+    (before any model is loaded)."""
+    control, checks = open_control(run, config.control_run)
+    control_config = replace(config, control_run=None, verify_top=0)
+    _check_config(control_config, control)
+    control_items, _ = select_examples(control.rounds(), control_config)
+    if [i.example_id for i in control_items] != [i.example_id for i in items]:
+        raise InterpError(
+            f"control run {control.path}: patching keeps other examples of it than of the run "
+            "(their targets or labels differ); it is not a replay of the same task data"
+        )
+    return control, control_config, control_items, checks
 
 
 # --- checks and example selection ------------------------------------------------------------
 
 
 def _check_config(config: PatchConfig, run: Run) -> None:
+    check_cluster_key(config.cluster)
     last = run.n_rounds - 1
     for flag, r in (("--round", config.round), ("--target-round", config.target_round)):
         if r < 0:
@@ -984,27 +1062,27 @@ _MEANS = ("clean", "source", "patched")
 
 
 def summarize(
-    per_example: pd.DataFrame, *, direction: str = "denoise", n_boot: int = 1000, seed: int = 0
+    per_example: pd.DataFrame,
+    *,
+    direction: str = "denoise",
+    n_boot: int = 1000,
+    seed: int = 0,
+    clusters: Int[np.ndarray, " run_example"] | None = None,
 ) -> pd.DataFrame:
     """One row per method x layer x component x head: n, mean clean/source/patched, the
     headline ``effect`` (ratio of means), ``delta`` (its numerator: the mean change the patch
     makes), ``gap`` (its denominator) and ``effect_mean`` (mean of per-example ratios), each
-    with ``_lo``/``_hi`` percentile bootstrap bounds (NaN when ``n_boot`` is 0)."""
-    frame = per_example.sort_values([*_GROUP, "example_index"], key=_component_order, kind="stable")
-    groups = list(frame.groupby(_GROUP, sort=False))
+    with ``_lo``/``_hi`` percentile bootstrap bounds (NaN when ``n_boot`` is 0). The bootstrap
+    resamples clusters: ``clusters`` holds the cluster number of every example of the run,
+    indexed by ``example_index`` (None: every example alone)."""
+    groups, cols = _variant_columns(per_example)
     if not groups:
         return pd.DataFrame(columns=[*_GROUP, "n"])
     n = len(groups[0][1])
-    if any(len(g) != n for _, g in groups):
-        raise ValueError("summarize: every variant needs the same examples")
-    cols = {
-        c: np.stack([g[c].to_numpy(float) for _, g in groups], axis=1)
-        for c in frame
-        if c in (*_MEANS, "effect")
-    }
     rec, don = ("clean", "source") if direction == "denoise" else ("source", "clean")
     point = _stats(np.ones((1, n)), cols, rec, don)
-    boot = _stats(_resample_weights(n, n_boot, seed), cols, rec, don) if n_boot else None
+    weights = _resample_weights(groups[0][1]["example_index"], n_boot, seed, clusters)
+    boot = _stats(weights, cols, rec, don) if n_boot else None
     out = pd.DataFrame([dict(zip(_GROUP, key, strict=True)) for key, _ in groups])
     out["n"] = n
     for name, values in point.items():
@@ -1021,11 +1099,86 @@ def _component_order(column: pd.Series) -> pd.Series:
     return column.map({c: i for i, c in enumerate(COMPONENTS)}).fillna(len(COMPONENTS))
 
 
-def _resample_weights(n: int, n_boot: int, seed: int) -> Float[np.ndarray, "resample example"]:
-    """How often each example is drawn in each resample."""
-    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    flat = (draws + n * np.arange(n_boot)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
+def _variant_columns(
+    per_example: pd.DataFrame,
+) -> tuple[list[tuple[Any, pd.DataFrame]], dict[str, Float[np.ndarray, "example group"]]]:
+    """The per-example rows grouped by variant (in COMPONENTS order), and the value columns as
+    [example, variant] arrays."""
+    frame = per_example.sort_values([*_GROUP, "example_index"], key=_component_order, kind="stable")
+    groups = list(frame.groupby(_GROUP, sort=False))
+    if not groups:
+        return [], {}
+    n = len(groups[0][1])
+    if any(len(g) != n for _, g in groups):
+        raise ValueError("summarize: every variant needs the same examples")
+    cols = {
+        c: np.stack([g[c].to_numpy(float) for _, g in groups], axis=1)
+        for c in frame
+        if c in (*_MEANS, "effect")
+    }
+    return groups, cols
+
+
+def _resample_weights(
+    example_index: pd.Series,
+    n_boot: int,
+    seed: int,
+    clusters: Int[np.ndarray, " run_example"] | None,
+) -> Float[np.ndarray, "resample example"]:
+    """How often each example is drawn in each resample (whole clusters at a time)."""
+    index = example_index.to_numpy(dtype=np.int64)
+    ids = np.arange(len(index)) if clusters is None else np.asarray(clusters)[index]
+    _, ids = np.unique(ids, return_inverse=True)
+    return bootstrap_weights(ids, n_boot, seed)
+
+
+_DIFF_VALUES = ("effect", "delta", "gap")
+
+
+def control_difference(
+    run: pd.DataFrame,
+    control: pd.DataFrame,
+    *,
+    direction: str = "denoise",
+    n_boot: int = 1000,
+    seed: int = 0,
+    clusters: Int[np.ndarray, " run_example"] | None = None,
+) -> pd.DataFrame:
+    """Run - control per variant (one method's per-example rows of each), for effect, delta
+    and gap: columns ``<value>_run``, ``<value>_control``, ``<value>_diff`` and its
+    ``_diff_lo``/``_diff_hi`` bounds. Paired: every resample weighs both runs' examples alike,
+    so the interval is that of the difference, not of two independent means."""
+    groups, cols = _variant_columns(run)
+    control_groups, control_cols = _variant_columns(control)
+    keys = [key for key, _ in groups]
+    if keys != [key for key, _ in control_groups] or any(
+        not np.array_equal(g["example_index"], h["example_index"])
+        for (_, g), (_, h) in zip(groups, control_groups, strict=True)
+    ):
+        raise InterpError("the control run's patching covers other variants or examples")
+    if not groups:
+        return pd.DataFrame(columns=[*_GROUP, "n"])
+    n = len(groups[0][1])
+    rec, don = ("clean", "source") if direction == "denoise" else ("source", "clean")
+    weights = _resample_weights(groups[0][1]["example_index"], n_boot, seed, clusters)
+    out = pd.DataFrame([dict(zip(_GROUP, key, strict=True)) for key in keys])
+    out["n"] = n
+    point = {
+        k: _stats(np.ones((1, n)), c, rec, don)
+        for k, c in (("run", cols), ("control", control_cols))
+    }
+    boot = None
+    if n_boot:
+        boot = {
+            k: _stats(weights, c, rec, don) for k, c in (("run", cols), ("control", control_cols))
+        }
+    for name in _DIFF_VALUES:
+        out[f"{name}_run"] = point["run"][name][0]
+        out[f"{name}_control"] = point["control"][name][0]
+        out[f"{name}_diff"] = point["run"][name][0] - point["control"][name][0]
+        lo, hi = _intervals(boot["run"][name] - boot["control"][name]) if boot else (np.nan, np.nan)
+        out[f"{name}_diff_lo"], out[f"{name}_diff_hi"] = lo, hi
+    return out
 
 
 def _stats(
@@ -1085,7 +1238,12 @@ def _summary(
         "top": _records(top),
         "verify": verify,
         "definitions": DEFINITIONS,
-        "bootstrap": {"n_boot": config.n_boot, "seed": config.seed, "level": CI_LEVEL},
+        "bootstrap": {
+            "n_boot": config.n_boot,
+            "seed": config.seed,
+            "level": CI_LEVEL,
+            "cluster": config.cluster,
+        },
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "table": _records(table),
     }

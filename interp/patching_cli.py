@@ -74,6 +74,19 @@ def patch_command(
     batch_size: Annotated[int, typer.Option(help="Patch variants per forward pass.")] = 32,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and of --sample.")] = 0,
+    cluster: Annotated[
+        str,
+        typer.Option(
+            help="What the bootstrap resamples: template (category + question_index) or example."
+        ),
+    ] = "template",
+    control_run: Annotated[
+        Path | None,
+        typer.Option(
+            help="A replay of the same examples under another plan (e.g. baseline): patch it "
+            "the same way and report run - control with paired intervals."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     top: Annotated[int, typer.Option(help="Rows to print (strongest |effect| first).")] = 15,
@@ -117,6 +130,8 @@ def patch_command(
         batch_size=batch_size,
         n_boot=n_boot,
         seed=seed,
+        cluster=cluster,
+        control_run=control_run,
         device=device,
         dtype=dtype,
         progress=not as_json,
@@ -180,6 +195,16 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
             f"{_with_ci(row, 'effect'):<24} {_with_ci(row, 'delta'):<24} "
             f"{_num(row['effect_mean']):>11}"
         )
+    cluster = summary.get("cluster")
+    if cluster:
+        note = f"; {cluster['note']}" if cluster.get("note") else ""
+        lines.append(
+            f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} clusters"
+            f"{note}"
+        )
+    control = summary.get("control")
+    if control:
+        lines += _control_lines(control, top)
     verify = summary.get("verify")
     if verify:
         lines.append(
@@ -187,6 +212,26 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
             f"{_num(verify['spearman'])}"
         )
     return "\n".join(lines)
+
+
+def _control_lines(control: dict[str, Any], top: int) -> list[str]:
+    """Run - control per variant (strongest |delta difference| first)."""
+    lines = [
+        f"control {control['run']} (plan {control['plan']}): run - control, paired 95% CI",
+        f"{'layer':>5} {'component':<10} {'head':>4}  {'effect run':>10} {'control':>8}  "
+        f"{'effect diff [95% CI]':<26} {'delta diff [95% CI]':<26}",
+    ]
+    rows = control["table"]
+    if len(rows) > top:
+        rows = sorted(rows, key=lambda r: -abs(r["delta_diff"] or 0.0))
+    for row in rows[:top]:
+        head = "-" if row["head"] < 0 else str(row["head"])
+        lines.append(
+            f"{row['layer']:>5} {row['component']:<10} {head:>4}  {_num(row['effect_run']):>10} "
+            f"{_num(row['effect_control']):>8}  {_with_ci(row, 'effect_diff'):<26} "
+            f"{_with_ci(row, 'delta_diff'):<26}"
+        )
+    return lines
 
 
 def _num(x: float | None) -> str:

@@ -685,6 +685,7 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
                     "question_polarity": ex.question_polarity,
                     "category": ex.category,
                     "label_type": ex.label_type,
+                    "question_index": ex.question_index,
                 }
             )
     return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run)

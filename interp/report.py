@@ -111,7 +111,7 @@ def _export_locked(
     sections = [
         _overview_section(opened, labels, metrics),
         _behaviour_section(main, metrics, several=len(opened) > 1),
-        _probe_section(main),
+        _probe_section(main, opened[1:]),
         _patching_section(main),
         attention_part,
     ]
@@ -190,7 +190,7 @@ def load_probes(run: Run) -> dict[str, dict[str, Any]]:
         if not (folder / "summary.json").is_file():
             continue  # written last by probe: without it the folder is a killed probe's
         tables: dict[str, Any] = {}
-        for name in ("per_layer", "scores", "shift", "behaviour"):
+        for name in ("per_layer", "scores", "shift", "behaviour", "control"):
             if (folder / f"{name}.parquet").is_file():
                 tables[name] = pd.read_parquet(folder / f"{name}.parquet")
         summary = folder / "summary.json"
@@ -273,7 +273,7 @@ def _behaviour_section(main: Run, metrics: dict[str, dict[str, Any]], several: b
     return section
 
 
-def _probe_section(main: Run) -> Section:
+def _probe_section(main: Run, others: Sequence[Run] = ()) -> Section:
     section = Section("Probes: concepts across rounds")
     probes = load_probes(main)
     if not probes:
@@ -302,7 +302,79 @@ def _probe_section(main: Run) -> Section:
             section.items.append(Figure(f"probe-{slug}-behaviour", "Behaviour probes", plot))
         elif behaviour is not None:
             section.notes.append(f"{concept}: behaviour probes undefined (one answer class only)")
+        if "control" not in tables:
+            tables = {**tables, **_exported_control(main, others, concept, summary)}
+        section.items += _probe_control_items(concept, slug, tables, summary)
     return section
+
+
+# Probe settings that must agree for two runs' concept scores to lie on the same directions.
+_SAME_PROBE = ("concept", "concept_source", "method", "position", "score", "seed", "test_size")
+
+
+def _exported_control(
+    main: Run, others: Sequence[Run], concept: str, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """A control among the exported runs, probed separately with the same settings: its
+    paired difference from both runs' stored example scores (nothing if none qualifies)."""
+    from interp.controls import check_control
+    from interp.stats import example_clusters
+    from probes.api import paired_score_table
+
+    for other in others:
+        folder = other.path / "probes" / concept
+        if not (folder / "summary.json").is_file() or "layers" not in summary:
+            continue
+        theirs = json.loads((folder / "summary.json").read_text())
+        if any(theirs.get(k) != summary.get(k) for k in (*_SAME_PROBE, "layers")):
+            continue
+        try:
+            checks = check_control(main, other)
+        except InterpError:
+            continue  # not the same examples, model or rounds: not a control of this run
+        cluster = summary.get("cluster", {}).get("requested", "template")
+        ids = example_clusters(main.rounds(), cluster).ids
+        mine = pd.read_parquet(main.path / "probes" / concept / "example_scores.parquet")
+        other_scores = pd.read_parquet(folder / "example_scores.parquet")
+        frames = [
+            paired_score_table(
+                layer,
+                _score_grid(mine, layer),
+                _score_grid(other_scores, layer),
+                ids,
+                seed=int(summary.get("seed", 0)),
+            )
+            for layer in summary["layers"]
+        ]
+        info = {**checks, "layer": summary.get("best_layer")}
+        return {"control": pd.concat(frames, ignore_index=True), "control_info": info}
+    return {}
+
+
+def _score_grid(example_scores: pd.DataFrame, layer: int) -> Any:
+    rows = example_scores[example_scores["layer"] == layer]
+    return rows.pivot(index="example_index", columns="round", values="score").to_numpy()
+
+
+def _probe_control_items(
+    concept: str, slug: str, tables: dict[str, Any], summary: dict[str, Any]
+) -> list[Figure]:
+    """The run beside its control run (``interp probe --control-run``), at the best layer."""
+    control = tables.get("control")
+    info = summary.get("control") or tables.get("control_info")
+    if control is None or not info or "best_layer" not in summary:
+        return []
+    layer = int(summary["best_layer"])
+    label = f"control ({info.get('plan')})"
+    plot = figures.probe_control_figure(control, layer, concept, control_label=label)
+    caption = (
+        f"Left: mean concept score per round of this run and of its control run "
+        f"<code>{_e(Path(str(info.get('run'))).name)}</code> (plan {_e(info.get('plan'))}: the "
+        "same examples, model and rounds), projected on the same direction. Right: run − "
+        "control with paired cluster-bootstrap 95% intervals; a trend the control shares is "
+        "not an effect of the instruction."
+    )
+    return [Figure(f"probe-{slug}-control", "Run beside its control", plot, caption=caption)]
 
 
 def _probe_caption(summary: dict[str, Any]) -> str:
@@ -364,6 +436,21 @@ def _patching_section(main: Run) -> Section:
             plot = figures.patching_heads_figure(table, title)
             section.items.append(
                 Figure(f"patching-{slug}-heads", f"Patching {title}, heads", plot, caption=caption)
+            )
+        control = summary.get("control")
+        rows = pd.DataFrame(control["table"]) if control else None
+        if rows is not None and rows["component"].isin(figures.PATCH_COMPONENTS).any():
+            plot = figures.patching_control_figure(rows, title)
+            section.items.append(
+                Figure(
+                    f"patching-{slug}-control",
+                    f"Patching {title}: run beside its control",
+                    plot,
+                    caption=f"Patched − clean logit difference of this run, of its control run "
+                    f"<code>{_e(Path(str(control.get('run'))).name)}</code> (plan "
+                    f"{_e(control.get('plan'))}, patched the same way) and run − control; hover "
+                    "the difference for its paired cluster-bootstrap 95% interval.",
+                )
             )
     return section
 
@@ -639,7 +726,18 @@ def metrics_html(result: dict[str, Any]) -> str:
         + "\n".join(rows)
         + f"\n</table></div>\n<p>n = {result['n_examples']} examples; convergence round: "
         f"{_e(converged)} (accuracy moves ≤ {conv['tol_acc']}, ≤ {conv['tol_change']:.0%} of "
-        "answers change).</p>"
+        f"answers change). {_e(_cluster_text(result))}</p>"
+    )
+
+
+def _cluster_text(result: dict[str, Any]) -> str:
+    cluster = result.get("bootstrap", {}).get("cluster")
+    if not cluster:
+        return "Intervals resample examples."
+    note = f" ({cluster['note']})" if cluster.get("note") else ""
+    return (
+        f"Intervals resample {cluster['n_clusters']} {cluster['key']} clusters of "
+        f"{cluster['n_examples']} examples{note}."
     )
 
 

@@ -24,7 +24,9 @@ Tasks
   ``target`` (index of the option that matches the stereotype, needed for bias scores),
   ``unknown`` (index of the "cannot be determined" option; without it no option counts as
   unknown), ``context_condition`` ("ambig" or "disambig"), ``question_polarity`` ("neg" or
-  "nonneg"). Other keys are rejected, so a misspelt key is an error rather than ignored.
+  "nonneg"), ``question_index`` (template number: items sharing it and the category are one
+  cluster of the bootstrap). Other keys are rejected, so a misspelt key is an error rather
+  than ignored.
   Ids are ``"<file stem>/<id>"``.
 
 Bias target of a BBQ example: the rule of the official BBQ analysis script, implemented in
@@ -82,6 +84,7 @@ _MC_OPTIONAL = (
     "unknown",
     "context_condition",
     "question_polarity",
+    "question_index",
 )
 _MC_MAX_OPTIONS = 6
 
@@ -116,6 +119,9 @@ class Example:
     category's scores; None for other tasks or when unknown."""
     target_reason: str | None = None
     """Why ``target`` is None (one of ``bbq_rules.REASONS``); None when there is a target."""
+    question_index: str | None = None
+    """BBQ template number within the category (with it, the bootstrap's cluster); None for
+    mc lines without one."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,6 +405,7 @@ def _bbq_example(
         source=where,
         label_type=official.label_type,
         target_reason=official.reason,
+        question_index=question_index,
     )
 
 
@@ -470,6 +477,9 @@ def _mc_example(obj: dict[str, Any], stem: str, where: str) -> Example:
         context_condition=_optional_choice(obj, "context_condition", _CONDITIONS, where),
         question_polarity=_optional_choice(obj, "question_polarity", _POLARITIES, where),
         source=where,
+        question_index=str(_field(obj, "question_index", "id", where))
+        if "question_index" in obj
+        else None,
     )
 
 

@@ -33,9 +33,17 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
+from interp.controls import open_control
 from interp.errors import InterpError
 from interp.lock import run_lock
 from interp.options import check_n_boot, check_seed
+from interp.stats import (
+    DEFAULT_CLUSTER,
+    Clusters,
+    check_cluster_key,
+    example_clusters,
+    paired_difference,
+)
 from interp.store import Run, atomic_write, write_json, write_parquet
 from probes.behaviour import behaviour_probes
 from probes.concepts import ConceptData, load_concept
@@ -78,13 +86,18 @@ class ProbeResult:
     shift: pd.DataFrame
     """layer, round (>= 1), norm, cosine, projection of mean state(r) - mean state(0)."""
     correlation: pd.DataFrame
-    """layer, level, n, pearson_r, pearson_p, spearman_r, spearman_p (score vs entropy)."""
+    """layer, level, n, pearson_r, pearson_lo, pearson_hi (cluster bootstrap, cell levels),
+    pearson_p, spearman_r, spearman_p (round means from 5 rounds on), p_note."""
     behaviour: pd.DataFrame
     """behaviour, layer, acc, acc_lo, acc_hi, shuffled_acc, majority_acc, base_rate, n_..."""
     example_scores: pd.DataFrame
     """layer, example_index, round, score."""
     directions: Float[torch.Tensor, "layer d_model"]
     """Unit concept direction per layer, rows following ``per_layer.layer``."""
+    control: pd.DataFrame | None = None
+    """With a control run: layer, round, run, control, diff, lo, hi (mean score, run -
+    control, paired cluster-bootstrap interval) and change_diff, change_lo, change_hi (the
+    same for each run's change since round 0)."""
     summary: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
 
@@ -103,6 +116,8 @@ def probe_run(
     model: HookedTransformer | None = None,
     progress: bool = False,
     transfer: bool = True,
+    cluster: str = DEFAULT_CLUSTER,
+    control_run: str | Path | None = None,
 ) -> ProbeResult:
     """Probe a run for a concept; write ``<run>/probes/<concept>/`` and return the result.
 
@@ -122,15 +137,24 @@ def probe_run(
         transfer: also encode the statements wrapped in the chat template, read at the end of
             the run's answer prefix, and measure the direction there (``probes.transfer``;
             one more forward pass over the statements, cached like the bare encodings).
+        cluster: what the bootstraps resample: ``template`` (category + question_index) or
+            ``example``; the behaviour probes' train/test split keeps clusters whole.
+        control_run: a replay of the same examples under another plan (checked: model,
+            rounds, task data, example ids); adds ``control``: run - control per layer and
+            round with paired cluster-bootstrap intervals.
     """
     check_method(method)
     check_position(position)
     check_score_kind(score)
     check_seed(seed)
     check_n_boot(n_boot, "n_boot")
+    check_cluster_key(cluster)
     run = Run.open(run_dir)  # checks every run file (interp.store) before any encoding
+    control = open_control(run, control_run) if control_run is not None else None
     data = load_concept(concept)
     chosen = _run_layers(run, layers)
+    if control is not None:
+        _check_control_hooks(control[0], chosen)
     # One writer per run directory (interp.lock), refused before the slow encoding.
     with run_lock(run.path):
         return _probe_locked(
@@ -146,6 +170,8 @@ def probe_run(
             model,
             progress,
             transfer,
+            cluster,
+            control,
         )
 
 
@@ -162,6 +188,8 @@ def _probe_locked(
     model: HookedTransformer | None,
     progress: bool,
     transfer: bool,
+    cluster: str,
+    control: tuple[Run, dict[str, Any]] | None,
 ) -> ProbeResult:
     encodings = _concept_encodings(run, data, position, model, progress)
     probe = probe_layers(
@@ -172,8 +200,24 @@ def _probe_locked(
     )
     acts = torch.stack([run.activations(_hook(layer)).float() for layer in chosen])
     rounds = run.rounds()
-    tables = _round_tables(acts, probe, chosen, rounds, score=score, n_boot=n_boot, seed=seed)
-    behaviour = behaviour_probes(acts, rounds, chosen, seed=seed, test_size=test_size)
+    clusters = example_clusters(rounds, cluster)
+    tables = _round_tables(
+        acts, probe, chosen, rounds, score=score, n_boot=n_boot, seed=seed, clusters=clusters
+    )
+    behaviour = behaviour_probes(
+        acts, rounds, chosen, seed=seed, test_size=test_size, clusters=clusters.ids, n_boot=n_boot
+    )
+    if control is not None:
+        tables["control"] = _control_table(
+            acts,
+            control[0],
+            probe,
+            chosen,
+            score=score,
+            n_boot=n_boot,
+            seed=seed,
+            clusters=clusters,
+        )
     config = {
         "concept": data.name,
         "concept_source": data.source,
@@ -186,6 +230,7 @@ def _probe_locked(
         "n_examples": int(acts.shape[1]),
         "n_rounds": int(acts.shape[2]),
         "transfer": transfer_info,
+        "cluster": clusters.to_dict(),
     }
     result = ProbeResult(
         concept=data.name,
@@ -195,6 +240,8 @@ def _probe_locked(
         **tables,
     )
     summary = summarise(result, config, probe.surface)
+    if control is not None:
+        summary["control"] = _control_summary(control[1], result.control, summary["best_layer"])
     out_dir = run.analysis_dir("probes") / data.name
     _write(out_dir, result, summary)
     return ProbeResult(**{**result.__dict__, "summary": summary, "out_dir": out_dir})
@@ -322,6 +369,7 @@ def _round_tables(
     score: str,
     n_boot: int,
     seed: int,
+    clusters: Clusters,
 ) -> dict[str, pd.DataFrame]:
     n_examples, n_rounds = acts.shape[1:3]
     entropy = entropy_grid(rounds, n_examples, n_rounds)
@@ -334,11 +382,94 @@ def _round_tables(
     for i, layer in enumerate(layers):
         direction = probe.directions.vectors[i]
         values = concept_scores(acts[i], direction, kind=score).numpy()
-        parts["scores"].append(score_table(values, layer, n_boot=n_boot, seed=seed))
+        parts["scores"].append(
+            score_table(values, layer, n_boot=n_boot, seed=seed, clusters=clusters.ids)
+        )
         parts["shift"].append(instruction_shift(acts[i], direction, layer))
-        parts["correlation"].append(score_entropy_correlation(values, entropy, layer))
+        parts["correlation"].append(
+            score_entropy_correlation(
+                values, entropy, layer, clusters=clusters.ids, n_boot=n_boot, seed=seed
+            )
+        )
         parts["example_scores"].append(_example_scores(values, layer))
     return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+
+
+def _check_control_hooks(control: Run, layers: list[int]) -> None:
+    missing = [_hook(layer) for layer in layers if _hook(layer) not in control.hooks]
+    if missing:
+        raise InterpError(
+            f"control run {control.path} stores no {missing[0]}; replay it with the run's --hooks"
+        )
+
+
+def _control_table(
+    acts: Float[torch.Tensor, "layer example round d_model"],
+    control: Run,
+    probe: LayerProbe,
+    layers: list[int],
+    *,
+    score: str,
+    n_boot: int,
+    seed: int,
+    clusters: Clusters,
+) -> pd.DataFrame:
+    """Run - control concept score per layer and round: the control's stored read-outs
+    projected on the run's directions (the same model and concept data give the same
+    directions), paired by example."""
+    frames = []
+    for i, layer in enumerate(layers):
+        hook = _hook(layer)
+        direction = probe.directions.vectors[i]
+        run_scores = concept_scores(acts[i], direction, kind=score).numpy()
+        ctrl_scores = concept_scores(control.activations(hook).float(), direction, kind=score)
+        frames.append(
+            paired_score_table(
+                layer, run_scores, ctrl_scores.numpy(), clusters.ids, n_boot=n_boot, seed=seed
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def paired_score_table(
+    layer: int,
+    run_scores: Float[np.ndarray, "example round"],
+    control_scores: Float[np.ndarray, "example round"],
+    clusters: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One layer's rows of ``control.parquet``: mean score of each run per round, run -
+    control, and the difference of their changes since round 0, with paired cluster-bootstrap
+    intervals (``clusters``: cluster number per example)."""
+    level = paired_difference(run_scores, control_scores, clusters, n_boot=n_boot, seed=seed)
+    change = paired_difference(
+        run_scores - run_scores[:, :1],
+        control_scores - control_scores[:, :1],
+        clusters,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "round": np.arange(run_scores.shape[1]),
+            **{k: level[k] for k in ("run", "control", "diff", "lo", "hi")},
+            "change_diff": change["diff"],
+            "change_lo": change["lo"],
+            "change_hi": change["hi"],
+        }
+    )
+
+
+def _control_summary(checks: dict[str, Any], table: pd.DataFrame, layer: int) -> dict[str, Any]:
+    columns = ["round", "run", "control", "diff", "lo", "hi", "change_diff", "change_lo"]
+    return {
+        **checks,
+        "layer": layer,
+        "by_round": _records(table, layer, [*columns, "change_hi"]),
+    }
 
 
 def _example_scores(values: np.ndarray, layer: int) -> pd.DataFrame:
@@ -399,7 +530,17 @@ def summarise(result: ProbeResult, config: dict[str, Any], surface: SurfaceCheck
         "correlation": _records(
             result.correlation,
             layer,
-            ["level", "n", "pearson_r", "pearson_p", "spearman_r", "spearman_p"],
+            [
+                "level",
+                "n",
+                "pearson_r",
+                "pearson_lo",
+                "pearson_hi",
+                "pearson_p",
+                "spearman_r",
+                "spearman_p",
+                "p_note",
+            ],
         ),
         "behaviour": _behaviour_summary(result.behaviour),
     }
@@ -431,7 +572,7 @@ def _records(frame: pd.DataFrame, layer: int, columns: list[str]) -> list[dict[s
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, str):
+    if value is None or isinstance(value, str):
         return value
     if isinstance(value, int | np.integer):
         return int(value)
@@ -461,6 +602,11 @@ def _write(out_dir: Path, result: ProbeResult, summary: dict[str, Any]) -> None:
     (out_dir / "summary.json").unlink(missing_ok=True)
     for name in ("per_layer", "scores", "shift", "correlation", "behaviour", "example_scores"):
         write_parquet(out_dir / f"{name}.parquet", getattr(result, name))
+    stale = out_dir / "control.parquet"
+    if result.control is not None:
+        write_parquet(stale, result.control)
+    elif stale.is_file():
+        stale.unlink()  # an earlier call's control; this summary no longer describes it
     vectors = result.directions.contiguous()
     layers = ",".join(map(str, result.per_layer["layer"]))
     atomic_write(

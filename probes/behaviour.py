@@ -5,8 +5,11 @@ Two targets, from the run alone (no concept data):
   target (``target >= 0``);
 - ``correct``: the answer is right (``correct``).
 Rows whose answer could not be parsed (``choice < 0``) are left out of both: there is no
-answer to predict. Items are (example, round) cells; the train/test split is by *example*,
-so the rounds of one example never straddle it (they share a context and would leak).
+answer to predict. Items are (example, round) cells; the train/test split is by *cluster*
+of examples (a BBQ template by default, ``interp.stats``), so neither the rounds of one
+example nor the near-duplicate variants of one template straddle it (they would leak).
+The accuracy's interval is a cluster bootstrap over the test clusters, not a binomial
+interval over cells: the cells of one cluster are not independent.
 
 Beside each accuracy: the same probe on shuffled training labels (a balanced permutation,
 as for concept probes), and the majority
@@ -21,22 +24,31 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
+from interp.stats import bootstrap_weights, percentile_interval
 from probes.logistic import fit_logistic
-from probes.stats import balanced_permutation, wilson_interval
+from probes.stats import balanced_permutation
 
 BEHAVIOURS = ("stereotyped", "correct")
 
 
 def split_examples(
-    n_examples: int, *, test_size: float = 0.3, seed: int = 0
+    n_examples: int,
+    *,
+    test_size: float = 0.3,
+    seed: int = 0,
+    clusters: Int[np.ndarray, " example"] | None = None,
 ) -> tuple[Int[np.ndarray, " train"], Int[np.ndarray, " test"]]:
-    """Sorted train and test example indices: round(n * test_size) examples for test, at
-    least one on each side when there are two or more."""
-    n_test = min(max(round(n_examples * test_size), 1), n_examples - 1) if n_examples > 1 else 0
-    order = np.random.default_rng(seed).permutation(n_examples)
-    return np.sort(order[n_test:]), np.sort(order[:n_test])
+    """Sorted train and test example indices: round(k * test_size) of the k clusters (None:
+    every example alone) go to test, at least one on each side when there are two or more;
+    an example goes where its cluster goes."""
+    ids = np.arange(n_examples) if clusters is None else np.asarray(clusters, dtype=np.int64)
+    k = int(ids.max()) + 1 if ids.size else 0
+    n_test = min(max(round(k * test_size), 1), k - 1) if k > 1 else 0
+    order = np.random.default_rng(seed).permutation(k)
+    is_test = np.isin(ids, order[:n_test])
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
 def behaviour_labels(rounds: pd.DataFrame, behaviour: str) -> pd.DataFrame:
@@ -65,21 +77,28 @@ def behaviour_probes(
     seed: int = 0,
     test_size: float = 0.3,
     c: float = 1.0,
+    clusters: Int[np.ndarray, " example"] | None = None,
+    n_boot: int = 1000,
 ) -> pd.DataFrame:
     """Held-out accuracy per behaviour and layer (``acts`` rows follow ``layers``).
 
-    Columns behaviour, layer, acc, acc_lo, acc_hi (95% Wilson), shuffled_acc, majority_acc,
-    base_rate (share of label 1 among test items), n_train, n_test. Accuracies are NaN when
-    the training items hold a single class or the test side is empty.
+    Columns behaviour, layer, acc, acc_lo, acc_hi (95% cluster bootstrap over the test
+    clusters; ``clusters``: cluster number per example, None: every example alone),
+    shuffled_acc, majority_acc, base_rate (share of label 1 among test items), n_train,
+    n_test. Accuracies are NaN when the training items hold a single class or the test side
+    is empty.
     """
-    train_ex, test_ex = split_examples(acts.shape[1], test_size=test_size, seed=seed)
+    ids = np.arange(acts.shape[1]) if clusters is None else np.asarray(clusters, dtype=np.int64)
+    train_ex, test_ex = split_examples(acts.shape[1], test_size=test_size, seed=seed, clusters=ids)
     tables = []
     for offset, behaviour in enumerate(BEHAVIOURS):
         items = behaviour_labels(rounds, behaviour)
         is_train = np.isin(items["example_index"].to_numpy(), train_ex)
         is_test = np.isin(items["example_index"].to_numpy(), test_ex)
         rng = np.random.default_rng([seed, offset])
-        table = _probe_items(acts, items[is_train], items[is_test], rng, c)
+        test = items[is_test]
+        boot = _item_weights(ids[test["example_index"].to_numpy()], n_boot, seed)
+        table = _probe_items(acts, items[is_train], test, rng, c, boot)
         table.insert(0, "layer", list(layers))
         table.insert(0, "behaviour", behaviour)
         tables.append(table)
@@ -92,6 +111,7 @@ def _probe_items(
     test: pd.DataFrame,
     rng: np.random.Generator,
     c: float,
+    boot: Float[np.ndarray, "resample item"] | None,
 ) -> pd.DataFrame:
     n_layers = acts.shape[0]
     y_train, y_test = train["y"].to_numpy(), test["y"].to_numpy()
@@ -112,14 +132,14 @@ def _probe_items(
         return frame  # nothing to learn, or nothing to test on
     x_train = _gather(acts, train)
     x_test = _gather(acts, test)
-    correct = _n_correct(x_train, y_train, x_test, y_test, c)
-    shuffled = _n_correct(x_train, balanced_permutation(y_train, rng), x_test, y_test, c)
+    hits = _hits(x_train, y_train, x_test, y_test, c)
+    shuffled = _hits(x_train, balanced_permutation(y_train, rng), x_test, y_test, c)
     majority = int(y_train.mean() >= 0.5)
-    intervals = [wilson_interval(int(k), len(test)) for k in correct]
-    frame["acc"] = correct / len(test)
-    frame["acc_lo"] = [lo for lo, _ in intervals]
-    frame["acc_hi"] = [hi for _, hi in intervals]
-    frame["shuffled_acc"] = shuffled / len(test)
+    frame["acc"] = hits.mean(axis=1)
+    if boot is not None:
+        resampled = (boot @ hits.T.astype(float)) / boot.sum(axis=1, keepdims=True)
+        frame["acc_lo"], frame["acc_hi"] = percentile_interval(resampled)
+    frame["shuffled_acc"] = shuffled.mean(axis=1)
     frame["majority_acc"] = float((y_test == majority).mean())
     return frame
 
@@ -132,13 +152,24 @@ def _gather(
     return acts[:, examples, rounds].float()
 
 
-def _n_correct(
+def _item_weights(
+    item_clusters: Int[np.ndarray, " item"], n_boot: int, seed: int
+) -> Float[np.ndarray, "resample item"] | None:
+    """Cluster-bootstrap weights of the test items (None: fewer than 2 clusters, no interval)."""
+    _, ids = np.unique(item_clusters, return_inverse=True)
+    if n_boot == 0 or len(np.unique(ids)) < 2:
+        return None
+    return bootstrap_weights(ids, n_boot, seed)
+
+
+def _hits(
     x_train: Float[torch.Tensor, "layer item d_model"],
     y_train: Int[np.ndarray, " item"],
     x_test: Float[torch.Tensor, "layer item d_model"],
     y_test: Int[np.ndarray, " item"],
     c: float,
-) -> Int[np.ndarray, " layer"]:
+) -> Bool[np.ndarray, "layer item"]:
+    """Whether the probe fitted on the training items gets each test item right."""
     fit = fit_logistic(x_train, torch.tensor(y_train), c=c)
     predicted = (fit.logits(x_test) > 0).numpy()
-    return (predicted == (y_test == 1)[None]).sum(axis=1)
+    return predicted == (y_test == 1)[None]

@@ -67,6 +67,20 @@ def probe_command(
             "answer prefix, and report the direction's accuracy there (one more encoding pass)."
         ),
     ] = True,
+    cluster: Annotated[
+        str,
+        typer.Option(
+            help="What the bootstrap resamples (and the behaviour split keeps whole): template "
+            "(category + question_index) or example."
+        ),
+    ] = "template",
+    control_run: Annotated[
+        Path | None,
+        typer.Option(
+            help="A replay of the same examples under another plan (e.g. baseline): report "
+            "run - control per round with paired intervals."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Concept directions per layer, and the concept score of every round of a run.
@@ -86,6 +100,8 @@ def probe_command(
         seed=seed,
         progress=not as_json,
         transfer=transfer,
+        cluster=cluster,
+        control_run=control_run,
     )
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
@@ -127,9 +143,26 @@ def format_probe(result: ProbeResult) -> str:
         interval = "" if row["lo"] is None else f" [{row['lo']:.3f},{row['hi']:.3f}]"
         lines.append(f"  round {row['round']}: {row['mean']:.3f}{interval}")
     for row in s["correlation"]:
-        r, p = row["pearson_r"], row["pearson_p"]
-        value = "undefined" if r is None else f"pearson r={r:.3f} (p={p:.3g})"
-        lines.append(f"score vs entropy, {row['level']} (n={row['n']}): {value}")
+        lines.append(f"score vs entropy, {row['level']} (n={row['n']}): {_correlation(row)}")
+    cluster = s.get("cluster")
+    if cluster:
+        note = f"; {cluster['note']}" if cluster.get("note") else ""
+        lines.append(
+            f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} "
+            f"clusters{note}"
+        )
+    control = s.get("control")
+    if control:
+        lines.append(
+            f"run - control ({control['plan']}, {control['run']}) at layer {control['layer']}, "
+            "paired 95% CI; change = each run's change since round 0:"
+        )
+        for row in control["by_round"]:
+            lines.append(
+                f"  round {row['round']}: run {row['run']:.3f}  control {row['control']:.3f}  "
+                f"diff {_ci(row['diff'], row['lo'], row['hi'])}  change diff "
+                f"{_ci(row['change_diff'], row['change_lo'], row['change_hi'])}"
+            )
     return "\n".join(lines)
 
 
@@ -171,3 +204,21 @@ def _headline(s: dict) -> list[str]:
 
 def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _correlation(row: dict) -> str:
+    r = row["pearson_r"]
+    if r is None:
+        return "undefined"
+    text = f"pearson r={r:.3f}"
+    if row.get("pearson_lo") is not None:
+        text += f" [{row['pearson_lo']:.3f},{row['pearson_hi']:.3f}]"
+    if row.get("pearson_p") is not None:
+        return f"{text} (p={row['pearson_p']:.3g})"
+    return f"{text} ({row['p_note']})" if row.get("p_note") else text
+
+
+def _ci(value: float | None, lo: float | None, hi: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if lo is None else f"{value:.3f} [{lo:.3f},{hi:.3f}]"

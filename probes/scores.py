@@ -14,14 +14,20 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from scipy import stats
 
 from interp.errors import InterpError
+from interp.stats import bootstrap_weights, percentile_interval
 from probes.stats import bootstrap_means
 
 SCORE_KINDS = ("projection", "cosine")
-_MIN_CORRELATION_POINTS = 3  # below this a correlation and its p-value say nothing
+_MIN_CORRELATION_POINTS = 3  # below this a correlation says nothing
+_MIN_P_POINTS = 5  # below this many round means a p-value is not reported
+CELLS_P_NOTE = (
+    "no p-value: cells are repeated measures of clustered examples, not independent; read "
+    "the cluster-bootstrap interval of r"
+)
 
 
 def check_score_kind(kind: str) -> None:
@@ -46,11 +52,16 @@ def concept_scores(
 
 
 def score_table(
-    scores: Float[np.ndarray, "example round"], layer: int, *, n_boot: int = 1000, seed: int = 0
+    scores: Float[np.ndarray, "example round"],
+    layer: int,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    clusters: Int[np.ndarray, " example"] | None = None,
 ) -> pd.DataFrame:
-    """Mean score per round with a 95% percentile bootstrap interval over examples (the same
-    resample in every round): columns layer, round, mean, lo, hi, n."""
-    mean, lo, hi = bootstrap_means(scores, n_boot=n_boot, seed=seed)
+    """Mean score per round with a 95% percentile bootstrap interval over clusters of examples
+    (the same resample in every round): columns layer, round, mean, lo, hi, n."""
+    mean, lo, hi = bootstrap_means(scores, n_boot=n_boot, seed=seed, clusters=clusters)
     n_rounds = scores.shape[1]
     return pd.DataFrame(
         {
@@ -106,41 +117,72 @@ def score_entropy_correlation(
     scores: Float[np.ndarray, "example round"],
     entropy: Float[np.ndarray, "example round"],
     layer: int,
+    *,
+    clusters: Int[np.ndarray, " example"] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Pearson and Spearman correlation (with two-sided p-values) between concept score and
-    entropy, at three levels: ``round-means`` (the per-round means, one point per round),
-    ``example-round`` (every example x round cell) and ``within-round`` (every cell after
-    subtracting its round's mean from both: whether, at a given round, examples that score
-    higher are also less sure; the round-to-round trend that drives the first two is removed).
-    Cells with NaN entropy are left out.
+    """Pearson and Spearman correlation between concept score and entropy, at three levels:
+    ``round-means`` (the per-round means, one point per round), ``example-round`` (every
+    example x round cell) and ``within-round`` (every cell after subtracting its round's mean
+    from both: whether, at a given round, examples that score higher are also less sure; the
+    round-to-round trend that drives the first two is removed). Cells with NaN entropy are
+    left out.
 
-    The cells are repeated measures of the same examples, not independent draws, so their
-    p-values are optimistic; the round-means have as many points as rounds, so their p-values
-    are weak. All are reported because none alone is the answer.
+    The cells are repeated measures of the same examples (and examples of one template are
+    near-duplicates), so the cell levels get no p-value: ``pearson_lo``/``pearson_hi`` is a
+    95% cluster-bootstrap interval of r that resamples whole clusters (``clusters``: cluster
+    number per example; None: every example alone), all rounds of an example together. The
+    round means have as many points as rounds: their two-sided p-values are reported only
+    from 5 points on. ``p_note`` says why a p-value is missing.
     """
     ok = np.isfinite(entropy) & np.isfinite(scores)
     with np.errstate(invalid="ignore"):
         score_means = np.array([scores[ok[:, r], r].mean() for r in range(scores.shape[1])])
         entropy_means = np.array([entropy[ok[:, r], r].mean() for r in range(scores.shape[1])])
-    rows = [
-        _correlate("round-means", score_means, entropy_means),
-        _correlate("example-round", scores[ok], entropy[ok]),
-        _correlate(
-            "within-round",
-            (scores - score_means)[ok],
-            (entropy - entropy_means)[ok],
-        ),
-    ]
-    frame = pd.DataFrame(rows)
+    ids = np.arange(scores.shape[0]) if clusters is None else np.asarray(clusters)
+    enough = n_boot > 0 and len(np.unique(ids)) >= 2
+    weights = bootstrap_weights(ids, n_boot, seed) if enough else None
+    means = _correlate("round-means", score_means, entropy_means)
+    if means["n"] < _MIN_P_POINTS and np.isfinite(means["pearson_r"]):
+        means.update(pearson_p=math.nan, spearman_p=math.nan)
+        means["p_note"] = f"no p-value: {means['n']} round means (< {_MIN_P_POINTS} points)"
+    rows = [means]
+    for level, centred in (("example-round", False), ("within-round", True)):
+        x = scores - score_means if centred else scores
+        y = entropy - entropy_means if centred else entropy
+        row = _correlate(level, x[ok], y[ok])
+        row.update(pearson_p=math.nan, spearman_p=math.nan, p_note=CELLS_P_NOTE)
+        if weights is not None and np.isfinite(row["pearson_r"]):
+            boot = _weighted_pearson(weights, scores, entropy, ok, centred=centred)
+            row["pearson_lo"], row["pearson_hi"] = percentile_interval(boot)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=_CORRELATION_COLUMNS)
     frame.insert(0, "layer", layer)
     return frame
+
+
+_CORRELATION_COLUMNS = [
+    "level",
+    "n",
+    "pearson_r",
+    "pearson_lo",
+    "pearson_hi",
+    "pearson_p",
+    "spearman_r",
+    "spearman_p",
+    "p_note",
+]
 
 
 def _correlate(level: str, x: np.ndarray, y: np.ndarray) -> dict[str, object]:
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
-    row: dict[str, object] = {"level": level, "n": int(len(x))}
-    nan = dict.fromkeys(("pearson_r", "pearson_p", "spearman_r", "spearman_p"), math.nan)
+    row: dict[str, object] = {"level": level, "n": int(len(x)), "p_note": None}
+    nan = dict.fromkeys(
+        ("pearson_r", "pearson_lo", "pearson_hi", "pearson_p", "spearman_r", "spearman_p"),
+        math.nan,
+    )
     if len(x) < _MIN_CORRELATION_POINTS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {**row, **nan}  # undefined: too few points or a constant series
     with warnings.catch_warnings():
@@ -149,8 +191,37 @@ def _correlate(level: str, x: np.ndarray, y: np.ndarray) -> dict[str, object]:
         spearman = stats.spearmanr(x, y)
     return {
         **row,
+        **nan,
         "pearson_r": float(pearson.statistic),
         "pearson_p": float(pearson.pvalue),
         "spearman_r": float(spearman.statistic),
         "spearman_p": float(spearman.pvalue),
     }
+
+
+def _weighted_pearson(
+    weights: Float[np.ndarray, "resample example"],
+    x: Float[np.ndarray, "example round"],
+    y: Float[np.ndarray, "example round"],
+    ok: np.ndarray,
+    *,
+    centred: bool,
+) -> Float[np.ndarray, " resample"]:
+    """Pearson r over the cells of each resample (an example's cells weigh its count);
+    ``centred``: each round's weighted mean removed first (the within-round level)."""
+    okf = ok.astype(float)
+    x, y = np.where(ok, x, 0.0), np.where(ok, y, 0.0)
+    n = weights @ okf  # [resample, round]
+    sx, sy = weights @ x, weights @ y
+    sxx, syy, sxy = weights @ (x * x), weights @ (y * y), weights @ (x * y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if centred:  # per round: sum of centred products = S_xy - S_x S_y / n
+            cxy = np.nansum(sxy - sx * sy / n, axis=1)
+            cxx = np.nansum(sxx - sx * sx / n, axis=1)
+            cyy = np.nansum(syy - sy * sy / n, axis=1)
+        else:
+            total = n.sum(axis=1)
+            cxy = sxy.sum(1) - sx.sum(1) * sy.sum(1) / total
+            cxx = sxx.sum(1) - sx.sum(1) ** 2 / total
+            cyy = syy.sum(1) - sy.sum(1) ** 2 / total
+        return cxy / np.sqrt(cxx * cyy)

@@ -7,6 +7,8 @@ import math
 import numpy as np
 from jaxtyping import Float, Int
 
+from interp.stats import bootstrap_weights
+
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
@@ -26,24 +28,27 @@ def wilson_interval(correct: int, n: int) -> tuple[float, float]:
 
 
 def bootstrap_means(
-    values: Float[np.ndarray, "example cell"], *, n_boot: int = 1000, seed: int = 0
+    values: Float[np.ndarray, "example cell"],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    clusters: Int[np.ndarray, " example"] | None = None,
 ) -> tuple[Float[np.ndarray, " cell"], Float[np.ndarray, " cell"], Float[np.ndarray, " cell"]]:
     """Mean over examples of every column, with a 95% percentile bootstrap interval.
 
-    Resamples *examples* (rows), the same resample for every column, so differences between
-    rounds or layers are not blurred by resampling noise. One resample is a row of example
-    counts, so all resamples are one matrix product.
+    Resamples *clusters* of examples (``clusters``: cluster number per row, see
+    ``interp.stats``; None: every example alone), the same resample for every column, so
+    differences between rounds or layers are not blurred by resampling noise. One resample is
+    a row of example counts, so all resamples are one matrix product.
     """
     n = values.shape[0]
     mean = values.mean(axis=0)
-    if n < 2 or n_boot == 0:
+    ids = np.arange(n) if clusters is None else np.asarray(clusters, dtype=np.int64)
+    if len(np.unique(ids)) < 2 or n_boot == 0:
         nan = np.full_like(mean, np.nan)
         return mean, nan, nan.copy()
-    rng = np.random.default_rng(seed)
-    counts = np.zeros((n_boot, n))
-    draws = rng.integers(0, n, size=(n_boot, n))
-    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
-    boot = counts @ values / n
+    counts = bootstrap_weights(ids, n_boot, seed)
+    boot = counts @ values / counts.sum(axis=1, keepdims=True)
     lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
     return mean, lo, hi
 

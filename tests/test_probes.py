@@ -659,10 +659,25 @@ def test_score_entropy_correlation_matches_scipy():
     ok = np.isfinite(entropy)
     pooled = stats.pearsonr(scores[ok], entropy[ok])
     assert table.loc["example-round", "pearson_r"] == pytest.approx(pooled.statistic)
-    assert table.loc["example-round", "pearson_p"] == pytest.approx(pooled.pvalue)
     assert table.loc["example-round", "n"] == ok.sum()
     assert table.loc["round-means", "spearman_r"] == pytest.approx(-1.0)
     assert table.loc["round-means", "n"] == 4
+    # Cells are not independent, and 4 round means are too few: no p-value, with the reason.
+    assert table["pearson_p"].isna().all() and table["spearman_p"].isna().all()
+    assert "4 round means" in table.loc["round-means", "p_note"]
+    assert "clustered" in table.loc["example-round", "p_note"]
+    five = score_entropy_correlation(
+        np.column_stack([scores, scores[:, -1] + 1]),
+        np.column_stack([entropy, entropy[:, -1] - 0.3]),
+        layer=2,
+    ).set_index("level")
+    means = stats.pearsonr(
+        np.append(scores[ok[:, 0], 0].mean(), scores[:, 1:].mean(0)).tolist()
+        + [scores[:, -1].mean() + 1],
+        np.append(entropy[ok[:, 0], 0].mean(), entropy[:, 1:].mean(0)).tolist()
+        + [entropy[:, -1].mean() - 0.3],
+    )
+    assert five.loc["round-means", "pearson_p"] == pytest.approx(means.pvalue)
     flat = score_entropy_correlation(scores[:, :2], entropy[:, :2], layer=2)
     assert flat.set_index("level").loc["round-means"].isna()["pearson_r"]  # 2 rounds: undefined
 
@@ -799,3 +814,55 @@ def test_stereotype_probe_beats_its_controls_on_the_embedded_model():
     # and the control that can fail: at seed 0 the probe (0.89 at layer 15) beats a bag of
     # words (0.78) on the same test statements, McNemar p = 0.011
     assert probe.surface.beats and probe.surface.baseline == "bow"
+
+
+def test_cell_correlation_interval_is_a_cluster_bootstrap():
+    """The example-round and within-round intervals of r resample whole clusters of examples
+    (all their rounds together), as a plain loop over resamples does."""
+    from interp.stats import bootstrap_weights
+
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((24, 3)) + np.arange(3)
+    entropy = 1.0 - 0.4 * scores + 0.5 * rng.standard_normal((24, 3))
+    clusters = np.repeat(np.arange(8), 3)  # three examples per template
+    table = score_entropy_correlation(scores, entropy, 0, clusters=clusters, n_boot=300, seed=4)
+    table = table.set_index("level")
+    weights = bootstrap_weights(clusters, 300, 4).astype(int)
+    pooled, within = [], []
+    for w in weights:
+        rows = np.repeat(np.arange(24), w)  # the resample, duplicates included
+        x, y = scores[rows], entropy[rows]
+        pooled.append(stats.pearsonr(x.ravel(), y.ravel()).statistic)
+        centred = (x - x.mean(0)).ravel(), (y - y.mean(0)).ravel()
+        within.append(stats.pearsonr(*centred).statistic)
+    for level, manual in (("example-round", pooled), ("within-round", within)):
+        lo, hi = np.percentile(manual, [2.5, 97.5])
+        assert table.loc[level, "pearson_lo"] == pytest.approx(lo)
+        assert table.loc[level, "pearson_hi"] == pytest.approx(hi)
+
+
+def test_behaviour_split_keeps_clusters_whole_and_interval_is_a_cluster_bootstrap():
+    clusters = np.repeat(np.arange(10), 4)  # four variants per template
+    train, test = split_examples(40, test_size=0.3, seed=2, clusters=clusters)
+    assert not set(clusters[train]) & set(clusters[test])
+    assert len(set(clusters[test])) == 3 and sorted([*train, *test]) == list(range(40))
+    # Identical answers within a template: only 10 independent units, a wider interval than
+    # a binomial over 40 x 3 cells would give.
+    n_rounds, d = 3, 8
+    rng = np.random.default_rng(0)
+    choice = np.repeat(rng.integers(0, 2, 10), 4)[:, None].repeat(n_rounds, 1)
+    acts = torch.from_numpy(rng.standard_normal((1, 40, n_rounds, d)))
+    rounds = pd.DataFrame(
+        {
+            "example_index": np.repeat(np.arange(40), n_rounds),
+            "round": np.tile(np.arange(n_rounds), 40),
+            "choice": choice.reshape(-1),
+            "target": 1,
+            "correct": (choice == 0).reshape(-1),
+        }
+    )
+    table = behaviour_probes(acts, rounds, [0], seed=2, clusters=clusters, n_boot=300)
+    row = table[table["behaviour"] == "correct"].iloc[0]
+    assert row["n_test"] == 12 * n_rounds
+    lo, hi = wilson_interval(int(round(row["acc"] * row["n_test"])), int(row["n_test"]))
+    assert row["acc_hi"] - row["acc_lo"] > hi - lo

@@ -1,0 +1,225 @@
+"""Resampling shared by every analysis: the cluster bootstrap and paired run-vs-control intervals.
+
+BBQ items are not independent draws. The four variants of one context (ambiguous /
+disambiguated x negative / non-negative question) and every item filled into one template
+share words, names and the answer options, so their answers are correlated (usually alike;
+one right and one wrong when a model answers by position). A bootstrap that resamples them
+as independent rows reports intervals of the wrong width, usually too narrow. Here a resample draws
+*clusters* with replacement (by default a template: category + ``question_index``) and each
+example inherits the count of its cluster; ``cluster="example"`` makes every example its own
+cluster, the plain example bootstrap (the same draws as before clusters existed).
+
+One resample is a row of example weights (counts), so any statistic that is a ratio of
+weighted sums is one matrix product for all resamples (metrics, probe scores, patching).
+A *paired* bootstrap of run - control uses the same weight rows for both runs, so what the
+two share (the examples, their difficulty) cancels instead of adding noise.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from jaxtyping import Float, Int
+
+from interp.errors import InterpError
+
+CLUSTER_KEYS: tuple[str, ...] = ("template", "example")
+DEFAULT_CLUSTER = "template"
+CI_LEVEL = 0.95
+
+CLUSTER_DEFINITIONS: dict[str, str] = {
+    "template": (
+        "examples sharing category and question_index (a BBQ template: its ambiguous/"
+        "disambiguated x negative/non-negative variants and every item filled into it) form "
+        "one cluster; a resample draws clusters with replacement"
+    ),
+    "example": "every example is its own cluster (the plain example bootstrap)",
+}
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Which cluster each example (in ``example_index`` order) belongs to."""
+
+    requested: str
+    """The key asked for: "template" or "example"."""
+    used: str
+    """The key applied: "example" when the run has nothing to form templates from."""
+    ids: Int[np.ndarray, " example"]
+    """Cluster number 0..n_clusters-1 of each example, numbered in order of first appearance."""
+    note: str | None = None
+    """Why ``used`` differs from ``requested``, or which examples stand alone; None if neither."""
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.ids.max()) + 1 if self.ids.size else 0
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.ids.size)
+
+    def subset(self, examples: Int[np.ndarray, " kept"]) -> Clusters:
+        """The clusters of some examples (e.g. those patching keeps), renumbered 0..k-1."""
+        _, ids = np.unique(self.ids[np.asarray(examples, dtype=np.int64)], return_inverse=True)
+        return Clusters(self.requested, self.used, _first_seen_order(ids), self.note)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What goes into an output JSON as ``"cluster"``."""
+        return {
+            "key": self.used,
+            "requested": self.requested,
+            "definition": CLUSTER_DEFINITIONS[self.used],
+            "n_clusters": self.n_clusters,
+            "n_examples": self.n_examples,
+            "note": self.note,
+        }
+
+
+def check_cluster_key(key: str) -> None:
+    if key not in CLUSTER_KEYS:
+        raise InterpError(f"unknown cluster {key!r}; use one of {', '.join(CLUSTER_KEYS)}")
+
+
+def example_clusters(rounds: pd.DataFrame, key: str = DEFAULT_CLUSTER) -> Clusters:
+    """The clusters of a run's examples from its rounds table (one entry per example_index,
+    in example_index order).
+
+    ``template`` needs ``category`` and ``question_index`` (written by replay for BBQ and the
+    built-in items; optional in ``--task mc`` files). Examples without a question_index stand
+    alone, and a run where none has one falls back to ``example``; the note says so.
+    """
+    check_cluster_key(key)
+    firsts = rounds.sort_values("example_index", kind="stable").drop_duplicates("example_index")
+    n = len(firsts)
+    identity = np.arange(n, dtype=np.int64)
+    if key == "example":
+        return Clusters(key, "example", identity)
+    if "question_index" not in firsts or "category" not in firsts:
+        return Clusters(
+            key,
+            "example",
+            identity,
+            "the run has no question_index column (replayed before clusters existed, or not "
+            "BBQ-like); every example is its own cluster",
+        )
+    index = firsts["question_index"]
+    known = index.notna().to_numpy() & (index.astype(str).str.len() > 0).to_numpy()
+    if not known.any():
+        return Clusters(
+            key,
+            "example",
+            identity,
+            "no example has a question_index (e.g. --task mc without one); every example is "
+            "its own cluster",
+        )
+    labels = np.where(
+        known,
+        firsts["category"].astype(str).to_numpy() + "\x00" + index.astype(str).to_numpy(),
+        "\x01" + firsts["example_id"].astype(str).to_numpy(),
+    )
+    _, ids = np.unique(labels, return_inverse=True)
+    alone = int((~known).sum())
+    note = (
+        f"{alone} of {n} examples have no question_index and are clusters of their own"
+        if alone
+        else None
+    )
+    return Clusters(key, "template", _first_seen_order(ids), note)
+
+
+def _first_seen_order(ids: np.ndarray) -> Int[np.ndarray, " example"]:
+    """Renumber cluster ids 0..k-1 in order of first appearance (so identity stays identity)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        return ids
+    _, first = np.unique(ids, return_index=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    _, inverse = np.unique(ids, return_inverse=True)
+    return rank[inverse]
+
+
+def cluster_weights(
+    ids: Int[np.ndarray, " example"], n_boot: int, rng: np.random.Generator
+) -> Float[np.ndarray, "resample example"]:
+    """Example weights of ``n_boot`` cluster-bootstrap resamples: each resample draws as many
+    clusters as there are, with replacement, and every example gets its cluster's count.
+
+    With one example per cluster (``ids`` = 0..n-1) these are exactly the draws of a plain
+    example bootstrap from the same generator.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    k = int(ids.max()) + 1 if ids.size else 0
+    if n_boot <= 0 or k == 0:
+        return np.zeros((max(n_boot, 0), ids.size))
+    draws = rng.integers(0, k, size=(n_boot, k))
+    # Offsetting each resample's draws by k turns n_boot bincounts into one.
+    flat = (draws + k * np.arange(n_boot)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=n_boot * k).reshape(n_boot, k).astype(float)
+    return counts[:, ids]
+
+
+def bootstrap_weights(
+    ids: Int[np.ndarray, " example"], n_boot: int, seed: int
+) -> Float[np.ndarray, "resample example"]:
+    """``cluster_weights`` from a fresh generator seeded with ``seed``."""
+    return cluster_weights(ids, n_boot, np.random.default_rng(seed))
+
+
+def percentile_interval(
+    samples: Float[np.ndarray, "resample ..."], level: float = CI_LEVEL
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over the first axis, ignoring non-finite resamples (NaN bounds
+    where none is finite)."""
+    if samples.shape[0] == 0:
+        nan = np.full(samples.shape[1:], np.nan)
+        return nan, nan.copy()
+    tail = 100 * (1 - level) / 2
+    masked = np.where(np.isfinite(samples), samples, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN bounds
+        lo, hi = np.nanpercentile(masked, [tail, 100 - tail], axis=0)
+    return lo, hi
+
+
+def weighted_means(
+    weights: Float[np.ndarray, "resample example"], values: Float[np.ndarray, "example cell"]
+) -> Float[np.ndarray, "resample cell"]:
+    """Mean of every column under each weight row, NaN values left out of both sums."""
+    ok = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weights @ np.where(ok, values, 0.0)) / (weights @ ok.astype(float))
+
+
+def paired_difference(
+    run: Float[np.ndarray, "example cell"],
+    control: Float[np.ndarray, "example cell"],
+    ids: Int[np.ndarray, " example"],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Float[np.ndarray, " cell"]]:
+    """Mean of run - control per column with a paired cluster-bootstrap interval: both runs
+    are resampled with the same clusters, so the interval is that of the per-example
+    difference. Returns run, control, diff, lo, hi (NaN bounds with fewer than 2 clusters or
+    ``n_boot`` 0)."""
+    run, control = np.asarray(run, dtype=float), np.asarray(control, dtype=float)
+    if run.shape != control.shape:
+        raise ValueError(f"paired_difference: shapes {run.shape} and {control.shape} differ")
+    ones = np.ones((1, run.shape[0]))
+    out = {
+        "run": weighted_means(ones, run)[0],
+        "control": weighted_means(ones, control)[0],
+        "diff": weighted_means(ones, run - control)[0],
+    }
+    ids = np.asarray(ids, dtype=np.int64)
+    if n_boot == 0 or (int(ids.max()) + 1 if ids.size else 0) < 2:
+        nan = np.full(run.shape[1:], np.nan)
+        return {**out, "lo": nan, "hi": nan.copy()}
+    weights = bootstrap_weights(ids, n_boot, seed)
+    out["lo"], out["hi"] = percentile_interval(weighted_means(weights, run - control))
+    return out
