@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from transformer_lens import patching as tl_patching  # noqa: E402
 
 from interp.loading import load_model  # noqa: E402
-from interp.patching import PatchConfig, patch_pair, patch_run, select_examples, sweep  # noqa: E402
+from interp.patching import PatchConfig, patch_pair, patch_run, select_items, sweep  # noqa: E402
 from interp.replay import ReplayConfig, replay  # noqa: E402
 from interp.store import Run  # noqa: E402
 
@@ -126,7 +126,7 @@ def _sweep(model, run: Run, n_examples: int, loop_examples: int) -> dict[str, An
     clock = _Clock(str(model.cfg.device))
     ours = clock.time(lambda: patch_run(run.path, model=model, write=False, **kwargs))
     n = ours.value.summary["n_examples"]
-    items, _ = select_examples(run.rounds(), PatchConfig(**kwargs))
+    items, _ = select_items(run.rounds(), PatchConfig(**kwargs))
     tokens = run.tokens()
     variants = sweep(model.cfg.n_layers, model.cfg.n_heads, range(model.cfg.n_layers), COMPONENTS)
     # The loops are timed on a few examples, each right after our own code on the same

@@ -10,7 +10,6 @@ example counts and a whole batch of resamples is a matrix product (see ``_resamp
 the point estimate is the same code with every count equal to one.
 """
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +20,16 @@ from jaxtyping import Bool, Float, Int
 from interp import calibration
 from interp.errors import InterpError
 from interp.stats import (
+    CI_LEVEL,
     DEFAULT_CLUSTER,
     Clusters,
     bootstrap_weights,
     check_cluster_key,
     cluster_weights,
     example_clusters,
+    interval_or_none,
+    json_float,
+    wilson_bounds,
 )
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
@@ -46,7 +49,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 )
 
 N_BINS = 10  # equal-width ECE bins on [0, 1]
-CI_LEVEL = 0.95
 # Tolerance comparisons on differences of means: 0.51 - 0.50 is 0.0100000000000000009 in floats.
 _FLOAT_SLACK = 1e-12
 # Resample counts are built in chunks of at most this many cells, so memory stays bounded.
@@ -402,20 +404,7 @@ def _bootstrap(grid: _Grid, n_boot: int, seed: int, clusters: Clusters) -> dict[
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def _interval(samples: np.ndarray) -> list[float] | None:
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return None
-    tail = 100 * (1 - CI_LEVEL) / 2
-    lo, hi = np.percentile(finite, [tail, 100 - tail])
-    return [float(lo), float(hi)]
-
-
 # ---------------------------------------------------------------- per-round entries
-
-
-def _json_float(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
 
 
 def _round_entry(
@@ -423,8 +412,8 @@ def _round_entry(
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"round": grid.rounds[j]}
     for name in CI_METRICS:
-        value = _json_float(point[name][j])
-        ci = _interval(boot[name][:, j]) if boot and value is not None else None
+        value = json_float(point[name][j])
+        ci = interval_or_none(boot[name][:, j]) if boot and value is not None else None
         entry[name] = {"value": value, "ci": ci}
     choice = grid.choice[j]
     has_unknown = grid.unknown >= 0
@@ -567,7 +556,7 @@ def _share_with_ci(
     if value is not None and len(weights):
         with np.errstate(invalid="ignore", divide="ignore"):
             boot = (weights @ (hits & among).astype(float)) / (weights @ among.astype(float))
-        ci = _interval(boot)
+        ci = interval_or_none(boot)
     return {"n": n, "copied": copied, "value": value, "ci": ci}
 
 
@@ -672,9 +661,6 @@ def model_floor(metrics: dict[str, Any], chance: float | None = None) -> dict[st
     }
 
 
-def _wilson(p: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    if n <= 0:
-        return (0.0, 1.0)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
+def _wilson(p: float, n: int) -> tuple[float, float]:
+    """The Wilson interval of the floor check: (0, 1) when nothing was scored."""
+    return wilson_bounds(p, n) if n > 0 else (0.0, 1.0)

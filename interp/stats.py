@@ -1,4 +1,5 @@
-"""Resampling shared by every analysis: the cluster bootstrap and paired run-vs-control intervals.
+"""Statistics shared by every analysis: the cluster bootstrap, percentile and Wilson
+intervals, paired run-vs-control intervals, and floats made fit for JSON.
 
 BBQ items are not independent draws. The four variants of one context (ambiguous /
 disambiguated x negative / non-negative question) and every item filled into one template
@@ -17,6 +18,7 @@ two share (the examples, their difficulty) cancels instead of adding noise.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,7 @@ from interp.errors import InterpError
 CLUSTER_KEYS: tuple[str, ...] = ("template", "example")
 DEFAULT_CLUSTER = "template"
 CI_LEVEL = 0.95
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 CLUSTER_DEFINITIONS: dict[str, str] = {
     "template": (
@@ -178,12 +181,83 @@ def percentile_interval(
     if samples.shape[0] == 0:
         nan = np.full(samples.shape[1:], np.nan)
         return nan, nan.copy()
-    tail = 100 * (1 - level) / 2
+    return _percentiles(samples, 100 * (1 - level) / 2)
+
+
+def _percentiles(
+    samples: Float[np.ndarray, "resample ..."], tail: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``tail`` and ``100 - tail`` percentiles over the first axis, non-finite left out."""
     masked = np.where(np.isfinite(samples), samples, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN bounds
         lo, hi = np.nanpercentile(masked, [tail, 100 - tail], axis=0)
     return lo, hi
+
+
+def interval_or_none(samples: Float[np.ndarray, " resample"]) -> list[float] | None:
+    """A one-number statistic's percentile interval as ``[lo, hi]`` for JSON; None when no
+    resample is finite."""
+    lo, hi = percentile_interval(np.asarray(samples, dtype=float))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    return [float(lo), float(hi)]
+
+
+def bootstrap_means(
+    values: Float[np.ndarray, "example cell"],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    clusters: Int[np.ndarray, " example"] | None = None,
+) -> tuple[Float[np.ndarray, " cell"], Float[np.ndarray, " cell"], Float[np.ndarray, " cell"]]:
+    """Mean over examples of every column, with a 95% percentile bootstrap interval.
+
+    Resamples *clusters* of examples (``clusters``: cluster number per row; None: every
+    example alone), the same resample for every column, so differences between rounds or
+    layers are not blurred by resampling noise. NaN bounds with fewer than 2 clusters or
+    ``n_boot`` 0.
+    """
+    n = values.shape[0]
+    mean = values.mean(axis=0)
+    ids = np.arange(n) if clusters is None else np.asarray(clusters, dtype=np.int64)
+    if len(np.unique(ids)) < 2 or n_boot == 0:
+        nan = np.full_like(mean, np.nan)
+        return mean, nan, nan.copy()
+    counts = bootstrap_weights(ids, n_boot, seed)
+    boot = counts @ values / counts.sum(axis=1, keepdims=True)
+    # The tails written out as 2.5, not computed from CI_LEVEL (which gives 2.500000000000002):
+    # the probe tables have always used these exact percentiles.
+    lo, hi = _percentiles(boot, 2.5)
+    return mean, lo, hi
+
+
+def wilson_bounds(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``p`` observed in ``n`` > 0 trials, as the
+    formula gives it (not clipped to [0, 1])."""
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n * n)) / denom
+    return centre - half, centre + half
+
+
+def wilson_interval(correct: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of ``correct`` successes in ``n`` trials, within [0, 1];
+    (nan, nan) when ``n`` is 0.
+
+    Wilson rather than the normal approximation because held-out sets are small (~100 items)
+    and accuracies sit near 1, where the normal interval leaves [0, 1].
+    """
+    if n == 0:
+        return math.nan, math.nan
+    lo, hi = wilson_bounds(correct / n, n)
+    return max(0.0, lo), min(1.0, hi)
+
+
+def json_float(value: float) -> float | None:
+    """A float for JSON: NaN and infinities become None (JSON has no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def weighted_means(

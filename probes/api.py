@@ -42,7 +42,9 @@ from interp.stats import (
     Clusters,
     check_cluster_key,
     example_clusters,
+    json_float,
     paired_difference,
+    wilson_interval,
 )
 from interp.store import Run, atomic_write, write_json, write_parquet
 from probes.behaviour import behaviour_probes
@@ -57,7 +59,6 @@ from probes.scores import (
     score_entropy_correlation,
     score_table,
 )
-from probes.stats import json_float, wilson_interval
 from probes.surface import SurfaceCheck
 from probes.transfer import cached_wrapped_encodings, transfer_table
 
@@ -239,7 +240,7 @@ def _probe_locked(
         directions=probe.directions.vectors.float(),
         **tables,
     )
-    summary = summarise(result, config, probe.surface)
+    summary = summarize(result, config, probe.surface)
     if control is not None:
         summary["control"] = _control_summary(control[1], result.control, summary["best_layer"])
     out_dir = run.analysis_dir("probes") / data.name
@@ -484,7 +485,7 @@ def _example_scores(values: np.ndarray, layer: int) -> pd.DataFrame:
     )
 
 
-def summarise(result: ProbeResult, config: dict[str, Any], surface: SurfaceCheck) -> dict[str, Any]:
+def summarize(result: ProbeResult, config: dict[str, Any], surface: SurfaceCheck) -> dict[str, Any]:
     """The JSON summary: config; the headline layer (chosen on validation) with its test
     accuracy, controls, surface baselines and transfer, and the optimistic test-chosen layer
     beside it; ``surface_warning`` (a sentence, or null when the probe beats the surface

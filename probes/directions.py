@@ -38,9 +38,10 @@ import torch
 from jaxtyping import Float, Int
 
 from interp.errors import InterpError
+from interp.stats import wilson_interval
 from probes.concepts import ConceptData, split_pairs
 from probes.logistic import fit_logistic
-from probes.stats import balanced_permutation, wilson_interval
+from probes.stats import balanced_permutation
 from probes.surface import SurfaceCheck, compare_to_surface, surface_predictions
 
 METHODS = ("probe", "mean-diff", "pca")

@@ -18,8 +18,7 @@ from jaxtyping import Float, Int
 from scipy import stats
 
 from interp.errors import InterpError
-from interp.stats import bootstrap_weights, percentile_interval
-from probes.stats import bootstrap_means
+from interp.stats import bootstrap_means, bootstrap_weights, percentile_interval
 
 SCORE_KINDS = ("projection", "cosine")
 _MIN_CORRELATION_POINTS = 3  # below this a correlation says nothing

@@ -1,56 +1,13 @@
-"""Small statistics shared by the probe tables: Wilson intervals, bootstrap means, JSON floats."""
+"""Statistics specific to probes: label permutations for the shuffled-label control.
+
+The intervals, bootstrap means and JSON floats the probe tables use are shared with every
+other analysis and live in :mod:`interp.stats`.
+"""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from jaxtyping import Float, Int
-
-from interp.stats import bootstrap_weights
-
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
-def wilson_interval(correct: int, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion; (nan, nan) when ``n`` is 0.
-
-    Wilson rather than the normal approximation because held-out sets are small (~100 items)
-    and accuracies sit near 1, where the normal interval leaves [0, 1].
-    """
-    if n == 0:
-        return math.nan, math.nan
-    p = correct / n
-    denom = 1 + Z95**2 / n
-    centre = (p + Z95**2 / (2 * n)) / denom
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def bootstrap_means(
-    values: Float[np.ndarray, "example cell"],
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    clusters: Int[np.ndarray, " example"] | None = None,
-) -> tuple[Float[np.ndarray, " cell"], Float[np.ndarray, " cell"], Float[np.ndarray, " cell"]]:
-    """Mean over examples of every column, with a 95% percentile bootstrap interval.
-
-    Resamples *clusters* of examples (``clusters``: cluster number per row, see
-    ``interp.stats``; None: every example alone), the same resample for every column, so
-    differences between rounds or layers are not blurred by resampling noise. One resample is
-    a row of example counts, so all resamples are one matrix product.
-    """
-    n = values.shape[0]
-    mean = values.mean(axis=0)
-    ids = np.arange(n) if clusters is None else np.asarray(clusters, dtype=np.int64)
-    if len(np.unique(ids)) < 2 or n_boot == 0:
-        nan = np.full_like(mean, np.nan)
-        return mean, nan, nan.copy()
-    counts = bootstrap_weights(ids, n_boot, seed)
-    boot = counts @ values / counts.sum(axis=1, keepdims=True)
-    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
-    return mean, lo, hi
+from jaxtyping import Int
 
 
 def balanced_permutation(
@@ -78,9 +35,3 @@ def balanced_permutation(
     for members, k in zip(classes, take, strict=True):
         shuffled[rng.permutation(members)[:k]] = 1
     return shuffled
-
-
-def json_float(value: float) -> float | None:
-    """A float for JSON: NaN and infinities become None (JSON has no NaN)."""
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -17,12 +17,14 @@ import torch
 from transformer_lens import patching as tl_patching
 from transformer_lens.utils import get_act_name
 
-from interp.attribution import attribute_pair
 from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
 from interp.patching import (
     COMPONENTS,
+    PatchConfig,
     Variant,
+    attribute_pair,
+    patch,
     patch_pair,
     patch_run,
     record,
@@ -455,6 +457,26 @@ def test_summary_statistics_match_a_hand_computation(tiny_model, fake_run):
     flipped = rows.assign(patched=rows["source"])
     noise = summarize(flipped, direction="noise").iloc[0]
     assert noise["effect"] == pytest.approx(0.0) and noise["delta"] == pytest.approx(0.0)
+
+
+def test_patch_verb_takes_a_run_or_its_directory(tiny_model, fake_run):
+    """``patch(run, PatchConfig)`` is ``patch_run`` with the settings in one object, on an
+    opened Run or a path alike."""
+    config = PatchConfig(layer=1, round=2, component="attn_out", n_boot=20)
+    by_keywords = patch_run(
+        fake_run.path,
+        layer=1,
+        round=2,
+        component="attn_out",
+        n_boot=20,
+        model=tiny_model,
+        write=False,
+    )
+    for run in (fake_run, fake_run.path, str(fake_run.path)):
+        result = patch(run, config, model=tiny_model, write=False)
+        assert result.name == by_keywords.name and result.paths == []
+        pd.testing.assert_frame_equal(result.per_example, by_keywords.per_example)
+        pd.testing.assert_frame_equal(result.summary_table, by_keywords.summary_table)
 
 
 def test_exclusions_filters_and_limit(tiny_model, fake_run):

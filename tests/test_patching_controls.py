@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from interp.cli import app
 from interp.errors import InterpError
-from interp.patching import PatchConfig, check_alignment, patch_run, select_examples
+from interp.patching import PatchConfig, check_alignment, patch_run, select_items
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,7 +45,7 @@ def shared_tails(run, source: int, target: int) -> dict[str, int]:
 
 
 def used_ids(run, **kwargs) -> list[str]:
-    items, _ = select_examples(run.rounds(), PatchConfig(layer=0, round=2, **kwargs))
+    items, _ = select_items(run.rounds(), PatchConfig(layer=0, round=2, **kwargs))
     return [item.example_id for item in items]
 
 
@@ -88,7 +88,7 @@ def test_positions_within_the_shared_tail_run_and_are_reported(tiny_model, fake_
 
 def test_differing_readout_tokens_are_refused(fake_run):
     config = PatchConfig(layer=0, round=2)
-    items, _ = select_examples(fake_run.rounds(), config)
+    items, _ = select_items(fake_run.rounds(), config)
     tokens = [list(t) for t in fake_run.tokens()]
     first = items[0]
     tokens[first.index][first.readout[2]] += 1  # a different token at round 2's read-out

@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from interp.errors import InterpError
 from interp.loading import load_model
+from interp.stats import wilson_interval
 from interp.store import SCHEMA_VERSION, Run, write_activations, write_json, write_parquet
 from probes.api import ProbeResult, probe_run
 from probes.behaviour import behaviour_labels, behaviour_probes, split_examples
@@ -35,7 +36,7 @@ from probes.directions import (
 from probes.encode import encode_texts, encode_token_ids, encodings_key, encodings_path
 from probes.logistic import fit_logistic
 from probes.scores import concept_scores, instruction_shift, score_entropy_correlation
-from probes.stats import balanced_permutation, wilson_interval
+from probes.stats import balanced_permutation
 from probes.surface import compare_to_surface, length_features
 from probes.transfer import (
     cached_wrapped_encodings,

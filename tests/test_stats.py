@@ -19,12 +19,12 @@ from interp.errors import InterpError
 from interp.metrics import compute_metrics
 from interp.patching import control_difference, summarize
 from interp.stats import (
+    bootstrap_means,
     bootstrap_weights,
     example_clusters,
     paired_difference,
 )
 from interp.store import SCHEMA_VERSION, Run, write_activations, write_json, write_parquet
-from probes.stats import bootstrap_means
 
 N_CLUSTERS, PER_CLUSTER = 6, 4  # BBQ: four variants of one context
 

@@ -106,14 +106,14 @@ def test_probe_refuses_activations_of_another_run(tmp_path, tiny_model, base_run
 
 
 def test_probe_and_patch_check_before_any_work(tmp_path, base_run, monkeypatch):
-    import interp.patching
+    import interp.patching.pipeline
     import probes.api
 
     def too_late(*args, **kwargs):
         raise AssertionError("work started on a damaged run")
 
     monkeypatch.setattr(probes.api, "_concept_encodings", too_late)
-    monkeypatch.setattr(interp.patching, "load_model", too_late)
+    monkeypatch.setattr(interp.patching.pipeline, "load_model", too_late)
     run = copy_run(base_run, tmp_path / "run")
     truncate(run / ACTS)
     for command in ("probe", "patch"):

@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHARED_BBQ = HERE.parents[2] / "shared" / "data" / "bbq"
+# Resolved: from a worktree, ../shared is a link, and the manifest records the data paths.
+SHARED_BBQ = (HERE.parents[2] / "shared" / "data" / "bbq").resolve()
 VOLATILE_KEYS = {"timing", "versions", "command", "elapsed_s", "created", "wall_s"}
 
 

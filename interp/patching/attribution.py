@@ -1,7 +1,7 @@
 """Attribution patching: a first-order estimate of every patch from one forward and backward.
 
 For a variant with recipient activation ``a_r`` and donor activation ``a_d`` (at the same
-aligned positions as exact patching, :mod:`interp.patching`), the change of the metric ``m``
+aligned positions as exact patching, :mod:`interp.patching.exact`), the change of the metric ``m``
 (the recipient's logit difference at its read-out) is estimated as
 
     m(patched) - m(recipient)  ~=  sum over positions of (a_d - a_r) . dm/da  at a_r
@@ -24,13 +24,13 @@ from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from interp.patching import (
+from interp.patching.core import (
     Variant,
-    _check_positions,
-    _tail,
+    check_positions,
     final_logits,
     record,
     shared_sequence,
+    tail_positions,
 )
 
 
@@ -55,9 +55,9 @@ def attribute_pair(
 ) -> PairAttribution:
     """Estimate, for each variant, how patching it from ``donor`` into ``recipient`` (last
     ``n_positions`` aligned) changes ``logit[good] - logit[bad]`` at the recipient's end."""
-    k = _check_positions(n_positions, len(recipient), len(donor))
+    k = check_positions(n_positions, len(recipient), len(donor))
     hooks = list(dict.fromkeys(v.hook for v in variants))
-    rec_pos, don_pos = _tail(len(recipient), k), _tail(len(donor), k)
+    rec_pos, don_pos = tail_positions(len(recipient), k), tail_positions(len(donor), k)
     seq = shared_sequence(recipient, donor)
     reads = [len(recipient) - 1] if seq is None else [len(recipient) - 1, len(donor) - 1]
     acts, logits = _forward_with_grad(model, recipient if seq is None else seq, hooks, reads)

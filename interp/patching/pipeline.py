@@ -1,0 +1,445 @@
+"""Patching a run directory: rounds -> per-example rows -> summary tables and files.
+
+:func:`patch` (or :func:`run_patching`) takes an opened run and a :class:`PatchConfig`;
+:func:`patch_run` is the same with the settings as keywords. Every check that needs no model
+(settings, example selection, prompt lengths, token alignment, the control run's own checks)
+runs before the model is loaded, so a bad request fails in seconds and writes nothing. The
+outputs go to the run directory only through :func:`write_result`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from interp.controls import open_control
+from interp.errors import InterpError
+from interp.loading import load_model
+from interp.lock import run_lock
+from interp.patching.analysis import (
+    DEFINITIONS,
+    EFFECT_EPS,
+    PatchConfig,
+    PatchItem,
+    PatchResult,
+    check_alignment,
+    check_config,
+    check_prompt_lengths,
+    control_difference,
+    json_records,
+    select_items,
+    summarize,
+)
+from interp.patching.attribution import attribute_pair
+from interp.patching.core import Variant, sweep
+from interp.patching.exact import patch_pair
+from interp.stats import CI_LEVEL, DEFAULT_CLUSTER, example_clusters, json_float
+from interp.store import Run, write_json, write_parquet
+
+
+def patch(
+    run: Run | str | Path,
+    config: PatchConfig,
+    **kw: Any,
+) -> PatchResult:
+    """Patch between two rounds of every chosen example of ``run`` (a :class:`Run` or its
+    directory) as ``config`` says; keywords as :func:`run_patching` (``model``, ``progress``,
+    ``device``, ``dtype``, ``write``)."""
+    return run_patching(run if isinstance(run, Run) else Run.open(run), config, **kw)
+
+
+def patch_run(
+    run_dir: str | Path,
+    layer: int | str,
+    round: int,
+    target_round: int = 0,
+    component: str = "resid_post",
+    direction: str = "denoise",
+    positions: str = "readout",
+    method: str = "exact",
+    verify_top: int = 0,
+    examples: Sequence[str | int] | None = None,
+    limit: int | None = None,
+    model: HookedTransformer | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+    *,
+    sample: int | None = None,
+    categories: Sequence[str] | None = None,
+    context_condition: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+    write: bool = True,
+    cluster: str = DEFAULT_CLUSTER,
+    control_run: str | Path | None = None,
+) -> PatchResult:
+    """Patch between two rounds of every example of a run; see :class:`PatchConfig` for the
+    settings and :mod:`interp.patching.analysis` for which round plays TransformerLens' clean
+    and corrupted run. Loads the run's model unless ``model`` is given."""
+    config = PatchConfig(
+        layer=layer,
+        round=round,
+        target_round=target_round,
+        component=component,
+        direction=direction,
+        positions=positions,
+        method=method,
+        verify_top=verify_top,
+        examples=_tuple(examples),
+        categories=(categories,)
+        if isinstance(categories, str)
+        else tuple(categories)
+        if categories is not None
+        else None,
+        context_condition=context_condition,
+        limit=limit,
+        sample=sample,
+        batch_size=batch_size,
+        n_boot=n_boot,
+        seed=seed,
+        cluster=cluster,
+        control_run=str(control_run) if control_run is not None else None,
+    )
+    return run_patching(
+        Run.open(run_dir),
+        config,
+        model=model,
+        progress=progress,
+        device=device,
+        dtype=dtype,
+        write=write,
+    )
+
+
+def _tuple(values: Sequence[Any] | str | None) -> tuple[Any, ...] | None:
+    if values is None:
+        return None
+    return (values,) if isinstance(values, str) else tuple(values)
+
+
+def run_patching(
+    run: Run,
+    config: PatchConfig,
+    *,
+    model: HookedTransformer | None = None,
+    progress: bool = False,
+    device: str = "cpu",
+    dtype: str = "float32",
+    write: bool = True,
+) -> PatchResult:
+    """:func:`patch_run` on an opened run with a :class:`PatchConfig`. Every check that does
+    not need the model runs before the model is loaded."""
+    started = time.perf_counter()
+    check_config(config, run)
+    items, counts = select_items(run.rounds(), config)
+    clusters = example_clusters(run.rounds(), config.cluster)
+    control = _control_selection(run, config, items) if config.control_run else None
+    check_prompt_lengths(items, config)
+    tokens = run.tokens()
+    alignment = check_alignment(items, tokens, config)
+    if control is not None:  # the control's own checks, also before the model loads
+        control_run, control_config, control_items, _ = control
+        check_prompt_lengths(control_items, control_config)
+        check_alignment(control_items, control_run.tokens(), control_config)
+    # One writer per run directory (interp.lock), refused before the model loads.
+    with run_lock(run.path) if write else contextlib.nullcontext():
+        args = (model, progress, device, dtype, write, started)
+        return _run_checked(run, config, items, counts, tokens, alignment, clusters, control, *args)
+
+
+def _run_checked(
+    run,
+    config,
+    items,
+    counts,
+    tokens,
+    alignment,
+    clusters,
+    control,
+    model,
+    progress,
+    device,
+    dtype,
+    write,
+    started,
+) -> PatchResult:
+    if model is None:
+        model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
+    _check_model(model, run)
+    variants = sweep(
+        model.cfg.n_layers, model.cfg.n_heads, config.layers(run.n_layers), config.components()
+    )
+    patching_started = time.perf_counter()
+    rows = _rows(model, config, items, tokens, variants, config.method, progress)
+    patched_at = time.perf_counter()
+    timing = {"patching_s": patched_at - patching_started}
+    verify = None
+    if config.method == "attribution" and config.verify_top > 0:
+        verify, exact_rows = _verify(model, config, items, tokens, rows, progress)
+        rows += exact_rows
+        timing["verify_s"] = time.perf_counter() - patched_at
+    per_example = pd.DataFrame(rows, columns=_ROW_COLUMNS)
+    boot = {"n_boot": config.n_boot, "seed": config.seed, "clusters": clusters.ids}
+    table = summarize(per_example, direction=config.direction, **boot)
+    control_table, control_paths = None, []
+    if control is not None:
+        control_run, control_config, control_items, checks = control
+        control_started = time.perf_counter()
+        control_result = run_patching(
+            control_run, control_config, model=model, progress=progress, write=write
+        )
+        control_paths = control_result.paths
+        control_table = control_difference(
+            per_example[per_example["method"] == config.method],
+            control_result.per_example,
+            direction=config.direction,
+            **boot,
+        )
+        timing["control_s"] = time.perf_counter() - control_started
+    timing["total_s"] = time.perf_counter() - started
+    summary = _summary(run, config, model, counts, table, verify, timing)
+    summary["alignment"] = alignment
+    used = np.array([item.index for item in items])
+    summary["cluster"] = clusters.subset(used).to_dict()
+    if control is not None:
+        summary["control"] = {
+            **control[3],
+            "written": [str(p) for p in control_paths],
+            "table": json_records(control_table),
+        }
+    name = config.name()
+    paths = write_result(run, name, per_example, summary) if write else []
+    return PatchResult(per_example, table, summary, name, paths, control_table)
+
+
+def _control_selection(
+    run: Run, config: PatchConfig, items: Sequence[PatchItem]
+) -> tuple[Run, PatchConfig, list[PatchItem], dict[str, Any]]:
+    """Open and check the control run, and check that patching keeps the same examples of it
+    (before any model is loaded)."""
+    control, checks = open_control(run, config.control_run)
+    control_config = replace(config, control_run=None, verify_top=0)
+    check_config(control_config, control)
+    control_items, _ = select_items(control.rounds(), control_config)
+    if [i.example_id for i in control_items] != [i.example_id for i in items]:
+        raise InterpError(
+            f"control run {control.path}: patching keeps other examples of it than of the run "
+            "(their targets or labels differ); it is not a replay of the same task data"
+        )
+    return control, control_config, control_items, checks
+
+
+def _check_model(model: HookedTransformer, run: Run) -> None:
+    if model.cfg.n_layers != run.n_layers:
+        raise InterpError(
+            f"the model has {model.cfg.n_layers} layers but the run was replayed on one with "
+            f"{run.n_layers}; pass the run's model"
+        )
+    source = getattr(model, "interp_source", None)
+    want = run.manifest["model"].get("weights_hash")
+    if source is not None and want and source.weights_hash != want:
+        raise InterpError(
+            f"the model's weights ({source.weights_hash[:16]}) are not the run's ({want[:16]}); "
+            "pass the model the run was replayed with"
+        )
+
+
+# --- per-example rows --------------------------------------------------------------------------
+
+_ROW_COLUMNS = [
+    "example_index",
+    "example_id",
+    "method",
+    "layer",
+    "component",
+    "head",
+    "clean",
+    "source",
+    "patched",
+    "effect",
+]
+
+
+def _rows(
+    model: HookedTransformer,
+    config: PatchConfig,
+    items: Sequence[PatchItem],
+    tokens: Sequence[Sequence[int]],
+    variants: Sequence[Variant],
+    method: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    rows: list[dict[str, Any]] = []
+    desc = f"patching ({method}, {len(variants)} variants)"
+    for item in tqdm(items, desc=desc, disable=not progress):
+        rows += _example_rows(model, config, item, tokens[item.index], variants, method)
+    return rows
+
+
+def _example_rows(
+    model: HookedTransformer,
+    config: PatchConfig,
+    item: PatchItem,
+    transcript: Sequence[int],
+    variants: Sequence[Variant],
+    method: str,
+) -> list[dict[str, Any]]:
+    r_rec, r_don = (config.target_round, config.round)
+    if config.direction == "noise":
+        r_rec, r_don = r_don, r_rec
+    seq = torch.tensor(transcript, dtype=torch.long, device=model.cfg.device)
+    recipient, donor = seq[: item.readout[r_rec] + 1], seq[: item.readout[r_don] + 1]
+    k = config.n_positions()
+    if method == "attribution":
+        good, bad = item.good[r_rec], item.bad[r_rec]
+        res = attribute_pair(model, recipient, donor, variants, good=good, bad=bad, n_positions=k)
+        rec_logits, don_logits = res.recipient_logits, res.donor_logits
+        patched = (_value(rec_logits, item, r_rec) + res.deltas.double().cpu()).tolist()
+    else:
+        res = patch_pair(
+            model, recipient, donor, variants, n_positions=k, batch_size=config.batch_size
+        )
+        rec_logits, don_logits = res.recipient_logits, res.donor_logits
+        patched = _value(res.patched_logits, item, r_rec).tolist()
+    rec_value = float(_value(rec_logits, item, r_rec))
+    don_value = float(_value(don_logits, item, r_don))
+    clean, source = (
+        (rec_value, don_value) if config.direction == "denoise" else (don_value, rec_value)
+    )
+    return [
+        {
+            "example_index": item.index,
+            "example_id": item.example_id,
+            "method": method,
+            "layer": v.layer,
+            "component": v.component,
+            "head": v.head,
+            "clean": clean,
+            "source": source,
+            "patched": p,
+            "effect": _ratio(p - rec_value, don_value - rec_value),
+        }
+        for v, p in zip(variants, patched, strict=True)
+    ]
+
+
+def _value(logits: torch.Tensor, item: PatchItem, r: int) -> torch.Tensor:
+    """logit[correct] - logit[stereotyped] (last dim), in float64 on the CPU."""
+    logits = logits.detach().double().cpu()
+    return logits[..., item.good[r]] - logits[..., item.bad[r]]
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if abs(den) >= EFFECT_EPS else float("nan")
+
+
+def _verify(
+    model: HookedTransformer,
+    config: PatchConfig,
+    items: Sequence[PatchItem],
+    tokens: Sequence[Sequence[int]],
+    rows: list[dict[str, Any]],
+    progress: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Exact patching of the ``verify_top`` variants with the largest estimated mean change,
+    and Spearman's rank correlation between estimated and exact mean changes."""
+    from scipy.stats import spearmanr
+
+    frame = pd.DataFrame(rows)
+    recipient = "clean" if config.direction == "denoise" else "source"
+    frame["delta"] = frame["patched"] - frame[recipient]
+    means = frame.groupby(["layer", "component", "head"], sort=True)["delta"].mean()
+    top = means.abs().sort_values(ascending=False, kind="stable").index[: config.verify_top]
+    variants = [Variant(int(layer), str(comp), int(head)) for layer, comp, head in top]
+    exact_rows = _rows(model, config, items, tokens, variants, "exact", progress)
+    exact = pd.DataFrame(exact_rows)
+    exact["delta"] = exact["patched"] - exact[recipient]
+    exact_means = exact.groupby(["layer", "component", "head"])["delta"].mean()
+    approx, truth = means.loc[list(top)].to_numpy(), exact_means.loc[list(top)].to_numpy()
+    rho = float(spearmanr(approx, truth).statistic) if len(top) >= 3 else float("nan")
+    verify = {
+        "k": len(top),
+        "spearman": json_float(rho),
+        "definition": (
+            "Spearman's rank correlation, over the k variants with the largest |mean estimated "
+            "change|, between the attribution estimate and exact patching of mean(patched - "
+            "unpatched recipient value)"
+        ),
+        "variants": [
+            {
+                "layer": v.layer,
+                "component": v.component,
+                "head": v.head,
+                "estimated_delta": json_float(a),
+                "exact_delta": json_float(t),
+            }
+            for v, a, t in zip(variants, approx, truth, strict=True)
+        ],
+    }
+    return verify, exact_rows
+
+
+# --- the JSON summary and the files --------------------------------------------------------------
+
+
+def _summary(
+    run: Run,
+    config: PatchConfig,
+    model: HookedTransformer,
+    counts: dict[str, Any],
+    table: pd.DataFrame,
+    verify: dict[str, Any] | None,
+    timing: dict[str, float],
+) -> dict[str, Any]:
+    main = table[table["method"] == config.method]
+    top = main.reindex(main["effect"].abs().sort_values(ascending=False).index).head(10)
+    source = getattr(model, "interp_source", None)
+    return {
+        "name": config.name(),
+        "run": str(run.path),
+        "config": config.to_dict(),
+        "model": source.to_dict() if source is not None else run.manifest["model"],
+        "examples": counts,
+        "n_examples": counts["used"],
+        "headline": "effect",
+        "result": json_records(main)[0] if len(main) == 1 else None,
+        "top": json_records(top),
+        "verify": verify,
+        "definitions": DEFINITIONS,
+        "bootstrap": {
+            "n_boot": config.n_boot,
+            "seed": config.seed,
+            "level": CI_LEVEL,
+            "cluster": config.cluster,
+        },
+        "timing": {k: round(v, 3) for k, v in timing.items()},
+        "table": json_records(table),
+    }
+
+
+def write_result(
+    run: Run, name: str, per_example: pd.DataFrame, summary: dict[str, Any]
+) -> list[Path]:
+    """Write one result into the run's ``patching`` folder: NAME.parquet (per-example rows),
+    then NAME.json (the summary); the only place patching writes files."""
+    out = run.analysis_dir("patching")
+    table, meta = out / f"{name}.parquet", out / f"{name}.json"
+    # NAME.json is the result's completeness marker, written last: readers (export) skip a
+    # table without it, so a killed patch never pairs a new table with an old summary.
+    meta.unlink(missing_ok=True)
+    write_parquet(table, per_example)
+    write_json(meta, summary)
+    return [table, meta]
