@@ -139,6 +139,11 @@ def _strip(obj):
     return obj
 
 
+def _portable(text: str, root: Path) -> str:
+    """The text with this machine's paths named: the run folder and the shared BBQ data."""
+    return text.replace(str(root), "<RUN>").replace(str(SHARED_BBQ), "<BBQ>")
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -147,7 +152,7 @@ def digest_file(path: Path, root: Path) -> str:
     name = path.name
     if name.endswith(".json"):
         text = json.dumps(_strip(json.loads(path.read_text())), sort_keys=True)
-        return _sha(text.replace(str(root), "<RUN>").encode())
+        return _sha(_portable(text, root).encode())
     if name.endswith(".parquet"):
         import pandas as pd
 
@@ -158,7 +163,7 @@ def digest_file(path: Path, root: Path) -> str:
 
         tensors = load_file(str(path))
         return _sha(b"".join(k.encode() + t.numpy().tobytes() for k, t in sorted(tensors.items())))
-    return _sha(path.read_bytes().replace(str(root).encode(), b"<RUN>"))
+    return _sha(_portable(path.read_bytes().decode("latin-1"), root).encode("latin-1"))
 
 
 def run_script(model: str) -> dict[str, dict[str, str]]:
@@ -173,7 +178,7 @@ def run_script(model: str) -> dict[str, dict[str, str]]:
             proc = subprocess.run(interp + argv, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-            out = proc.stdout.replace(str(root), "<RUN>")
+            out = _portable(proc.stdout, root)
             if argv[-1] == "--json":
                 out = json.dumps(_strip(json.loads(out)), sort_keys=True)
             result["stdout"][name] = out
