@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +186,134 @@ class Run:
         out = self.path / name
         out.mkdir(exist_ok=True)
         return out
+
+    # --- analyses: every analysis' outputs are written and read here ----------------------
+    #
+    # Two layouts, fixed per kind so that readers need not guess:
+    #   folder (probes, and any new kind):  <run>/<kind>/<name>/<table>.parquet,
+    #       <tensor file>.safetensors, summary.json
+    #   flat (patching):                    <run>/<kind>/<name>.parquet, <run>/<kind>/<name>.json
+    # The summary JSON is the analysis' completeness marker: removed first, written last, so
+    # a killed writer leaves an analysis that ``analyses`` does not list (and export skips).
+
+    def write_analysis(
+        self,
+        kind: str,
+        name: str,
+        tables: dict[str, pd.DataFrame],
+        summary: dict[str, Any],
+        tensors: dict[str, AnalysisTensors] | None = None,
+    ) -> list[Path]:
+        """Write one analysis' tables, tensors and summary; return the files written.
+
+        Flat kinds take exactly one table, keyed ``""``. In a folder, a ``.parquet`` file
+        that this call does not write (an earlier call's optional table) is removed before
+        the summary is written, so the summary never describes a table it did not make."""
+        marker = self._marker(kind, name)
+        if kind in FLAT_KINDS:
+            if set(tables) != {""} or tensors:
+                raise ValueError(f"{kind} analyses store one table keyed '' and no tensors")
+            table_paths = {"": marker.with_suffix(".parquet")}
+        else:
+            table_paths = {key: marker.parent / f"{key}.parquet" for key in tables}
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.unlink(missing_ok=True)
+        written: list[Path] = []
+        for key, frame in tables.items():
+            write_parquet(table_paths[key], frame)
+            written.append(table_paths[key])
+        if kind not in FLAT_KINDS:
+            for stale in sorted(marker.parent.glob("*.parquet")):
+                if stale not in written:
+                    stale.unlink()
+        for file, item in (tensors or {}).items():
+            path = marker.parent / f"{file}.safetensors"
+            _write_tensors(path, item)
+            written.append(path)
+        write_json(marker, summary)
+        return [*written, marker]
+
+    def analyses(self, kind: str) -> list[str]:
+        """Names of the complete analyses of ``kind`` (those whose summary exists), sorted."""
+        root = self.path / kind
+        if not root.is_dir():
+            return []
+        if kind in FLAT_KINDS:
+            # sorted by file name (as export always listed them), not by stem
+            return [p.stem for p in sorted(root.glob("*.json")) if p.is_file()]
+        return sorted(p.name for p in root.iterdir() if (p / SUMMARY_NAME).is_file())
+
+    def read_analysis(self, kind: str, name: str, tables: Sequence[str] | None = None) -> Analysis:
+        """One complete analysis: its summary and tables (``tables``: only those names, the
+        ones present; None: all). Raises InterpError if it is missing or unfinished."""
+        marker = self._marker(kind, name)
+        if not marker.is_file():
+            raise InterpError(
+                f"{self.path} has no complete {kind} analysis {name!r}; "
+                f"complete: {', '.join(self.analyses(kind)) or 'none'}"
+            )
+        summary = json.loads(marker.read_text())
+        if kind in FLAT_KINDS:
+            paths = {"": marker.with_suffix(".parquet")}
+        else:
+            paths = {p.stem: p for p in sorted(marker.parent.glob("*.parquet"))}
+        wanted = paths if tables is None else {k: paths[k] for k in tables if k in paths}
+        frames = {key: pd.read_parquet(path) for key, path in wanted.items() if path.is_file()}
+        return Analysis(kind, name, marker.parent, summary, frames)
+
+    def analysis_tensors(self, kind: str, name: str, file: str) -> AnalysisTensors:
+        """Tensors and string metadata of ``<kind>/<name>/<file>.safetensors``."""
+        from safetensors import safe_open
+
+        path = self._marker(kind, name).parent / f"{file}.safetensors"
+        with safe_open(str(path), "pt") as f:
+            return AnalysisTensors({k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {})  # noqa: SIM118
+
+    def _marker(self, kind: str, name: str) -> Path:
+        root = self.path / kind
+        return root / f"{name}.json" if kind in FLAT_KINDS else root / name / SUMMARY_NAME
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        """``metrics.json`` as written by replay or ``interp metrics``; None when it is missing
+        or damaged (the caller computes the metrics from rounds.parquet instead)."""
+        path = self.path / "metrics.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            return None
+
+
+# Analysis kinds stored as <kind>/<name>.parquet + <kind>/<name>.json (all others: a folder).
+FLAT_KINDS = frozenset({"patching"})
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass(frozen=True)
+class AnalysisTensors:
+    """Named tensors of one safetensors file, and its string metadata."""
+
+    tensors: dict[str, Any]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One complete analysis read back from a run directory."""
+
+    kind: str
+    name: str
+    path: Path  # its folder (flat kinds: the kind's folder)
+    summary: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+
+
+def _write_tensors(path: Path, item: AnalysisTensors) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in item.tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), item.metadata or None))
 
 
 # --- checking run files -----------------------------------------------------------------------
