@@ -35,6 +35,7 @@ from transformer_lens import HookedTransformer
 
 from interp.conversation import RoundInput, RoundSpans, build_conversation
 from interp.errors import InterpError
+from interp.hooknames import act_name
 from interp.plans import Plan
 from interp.store import Run
 
@@ -200,12 +201,12 @@ def head_patterns(
 ) -> Float[torch.Tensor, "head query key"]:
     """Attention patterns of ``heads`` over ``tokens`` (one forward, patterns only cached)."""
     layers = sorted({layer for layer, _ in heads})
-    names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
+    names = {act_name("pattern", layer) for layer in layers}
     batch = torch.tensor([list(tokens)], device=model.cfg.device)
     with torch.no_grad():
         _, cache = model.run_with_cache(batch, names_filter=lambda name: name in names)
     return torch.stack(
-        [cache[f"blocks.{layer}.attn.hook_pattern"][0, head].float().cpu() for layer, head in heads]
+        [cache[act_name("pattern", layer)][0, head].float().cpu() for layer, head in heads]
     )
 
 
@@ -219,7 +220,7 @@ def readout_rows(
     def keep(pattern: torch.Tensor, hook) -> None:
         rows[hook.layer()] = pattern[0, :, index].float().cpu()
 
-    hooks = [(f"blocks.{layer}.attn.hook_pattern", keep) for layer in range(model.cfg.n_layers)]
+    hooks = [(act_name("pattern", layer), keep) for layer in range(model.cfg.n_layers)]
     batch = torch.tensor([list(tokens)], device=model.cfg.device)
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         model(batch, stop_at_layer=model.cfg.n_layers)

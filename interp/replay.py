@@ -44,6 +44,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from interp.bbq_rules import templates_hash
 from interp.conversation import Conversation, RoundInput, build_conversation
 from interp.errors import InterpError
+from interp.hooknames import act_name
 from interp.lengths import LengthSettings, check_context_length, check_running_length
 from interp.loading import load_model
 from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
@@ -289,7 +290,7 @@ def resolve_hooks(hooks: Sequence[str], n_layers: int) -> list[str]:
     names: list[str] = []
     for hook in hooks:
         if hook in HOOK_KINDS:
-            names.extend(f"blocks.{layer}.hook_{hook}" for layer in range(n_layers))
+            names.extend(act_name(hook, layer) for layer in range(n_layers))
             continue
         match = re.fullmatch(r"blocks\.(0|[1-9]\d*)\.hook_(\w+)", hook)
         if match is None or match.group(2) not in HOOK_KINDS:

@@ -35,6 +35,7 @@ from transformer_lens import HookedTransformer
 
 from interp.controls import open_control
 from interp.errors import InterpError
+from interp.hooknames import act_name
 from interp.lock import run_lock
 from interp.options import check_n_boot, check_seed
 from interp.stats import (
@@ -290,7 +291,7 @@ def _load_run_model(info: dict[str, Any]) -> HookedTransformer:
 
 
 def _hook(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_post"
+    return act_name("resid_post", layer)
 
 
 def _run_layers(run: Run, layers: Sequence[int] | None) -> list[int]:
