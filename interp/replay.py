@@ -53,12 +53,15 @@ from interp.options import check_seed
 from interp.plans import Plan, load_plan, option_letter
 from interp.store import (
     SCHEMA_VERSION,
+    SPANS_FILE,
     Run,
     atomic_write,
     hook_file,
+    span_record,
     write_activations,
     write_json,
     write_parquet,
+    write_spans,
 )
 from interp.tasks import Example, load_task, target_summary, task_data_hash
 
@@ -126,6 +129,7 @@ class _Batch:
     acts: dict[str, Float[torch.Tensor, "example round d_model"]]
     tokens_run: int  # real tokens through the model (padding excluded)
     positions_run: int  # positions through the model (padding included)
+    spans: list[dict[str, int]] | None = None  # spans.parquet rows (interp.store.span_record)
 
 
 def replay(
@@ -662,12 +666,13 @@ def _score(ex: Example, logprobs: torch.Tensor, mode: str, generated: str) -> di
 
 
 def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Batch:
-    rows, tokens = [], []
+    rows, tokens, spans = [], [], []
     for b, ex in enumerate(batch):
         final = build_conversation(
             tok, state.done[b], answer_prefix=plan.answer_prefix, system=state.system
         )
         tokens.append(final.tokens)
+        spans += [span_record(first_index + b, s) for s in final.rounds]
         for r, entry in enumerate(scored[b]):
             rows.append(
                 {
@@ -689,7 +694,7 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
                     "question_index": ex.question_index,
                 }
             )
-    return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run)
+    return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run, spans)
 
 
 # --- assembling the run directory -------------------------------------------------------------
@@ -708,6 +713,8 @@ def _finish(
         }
     )
     write_parquet(out / "tokens.parquet", tokens)
+    if all(p["spans"] is not None for p in parts):  # (batches left by an older interp: none)
+        write_spans(out / SPANS_FILE, [row for p in parts for row in p["spans"]])
     for h in hooks:
         stacked = torch.cat([p["acts"][h] for p in parts])
         write_activations(out / "activations" / hook_file(h), stacked)
@@ -769,6 +776,7 @@ def _save_batch(path: Path, result: _Batch) -> None:
         "tokens": json.dumps(result.tokens),
         "tokens_run": str(result.tokens_run),
         "positions_run": str(result.positions_run),
+        "spans": json.dumps(result.spans),
     }
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), meta))
 
@@ -792,6 +800,7 @@ def _load_batch(
             "acts": acts,
             "tokens_run": int(meta["tokens_run"]),
             "positions_run": int(meta["positions_run"]),
+            "spans": json.loads(meta.get("spans", "null")),
         }
         if n_rows is not None and len(part["rows"]) != n_rows:
             raise ValueError(f"{len(part['rows'])} rows, this replay expects {n_rows}")

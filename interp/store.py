@@ -22,13 +22,16 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from jaxtyping import Float
 
 from interp.errors import InterpError
+
+if TYPE_CHECKING:
+    from interp.conversation import RoundSpans
 
 SCHEMA_VERSION = 1
 ACTIVATION_KEY = "activations"
@@ -71,6 +74,33 @@ def write_activations(path: Path, acts: Float[torch.Tensor, "example round d_mod
     atomic_write(path, lambda tmp: save_file({ACTIVATION_KEY: tensor}, str(tmp)))
 
 
+# spans.parquet: one row per example x round, the token spans of the final transcript that a
+# reader needs to find the rounds ([start, end) pairs; -1 where a round has no such span).
+SPANS_FILE = "spans.parquet"
+SPAN_FIELDS = ("user", "instruction", "prefix", "answer")
+SPAN_COLUMNS = [
+    "example_index",
+    "round",
+    *(f"{name}_{end}" for name in SPAN_FIELDS for end in ("start", "end")),
+    "readout",
+]
+
+
+def span_record(example_index: int, spans: RoundSpans) -> dict[str, int]:
+    """One spans.parquet row (plain ints, so that replay's partial batches can hold it as JSON)."""
+    row = {"example_index": int(example_index), "round": int(spans.round)}
+    for name in SPAN_FIELDS:
+        span = getattr(spans, name)
+        row[f"{name}_start"], row[f"{name}_end"] = (-1, -1) if span is None else map(int, span)
+    row["readout"] = int(spans.readout)
+    return row
+
+
+def write_spans(path: Path, records: list[dict[str, int]]) -> None:
+    frame = pd.DataFrame(records, columns=SPAN_COLUMNS).astype("int64")
+    write_parquet(path, frame)
+
+
 def hook_file(hook: str) -> str:
     return f"{hook}.safetensors"
 
@@ -82,6 +112,7 @@ class Run:
     path: Path
     manifest: dict[str, Any]
     _rounds: pd.DataFrame | None = field(default=None, repr=False)
+    _spans: pd.DataFrame | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
@@ -167,6 +198,33 @@ class Run:
         path = self.path / "tokens.parquet"
         frame = _read_parquet(path, ["example_index", "tokens"]).sort_values("example_index")
         return [list(map(int, t)) for t in frame["tokens"]]
+
+    def round_spans(self, example: int) -> list[RoundSpans] | None:
+        """Example ``example``'s round spans in its final transcript, rounds 0..R; None for
+        a run replayed before replay stored them (no spans.parquet)."""
+        from interp.conversation import RoundSpans
+
+        path = self.path / SPANS_FILE
+        if not path.is_file():
+            return None
+        if self._spans is None:
+            self._spans = _read_parquet(path, SPAN_COLUMNS)
+        rows = self._spans[self._spans["example_index"] == example].sort_values("round")
+        if len(rows) != self.n_rounds:
+            raise _damaged(path, f"{len(rows)} rows for example {example}, not {self.n_rounds}")
+
+        def span(row: Any, name: str) -> tuple[int, int] | None:
+            start, end = int(getattr(row, f"{name}_start")), int(getattr(row, f"{name}_end"))
+            return None if start < 0 else (start, end)
+
+        return [
+            RoundSpans(
+                round=int(row.round),
+                **{name: span(row, name) for name in SPAN_FIELDS},
+                readout=int(row.readout),
+            )
+            for row in rows.itertuples()
+        ]
 
     def activations(self, hook: str) -> Float[torch.Tensor, "example round d_model"]:
         from safetensors.torch import load_file

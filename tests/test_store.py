@@ -22,7 +22,9 @@ def replayed(tiny_model, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("store") / "run"
     replay(
-        ReplayConfig(model="tiny", task="builtin", rounds=1, limit=2, out=str(out)),
+        ReplayConfig(
+            model="tiny", task="builtin", plan="self-correct", rounds=2, limit=3, out=str(out)
+        ),
         model=tiny_model,
     )
     return out
@@ -123,3 +125,18 @@ def test_read_metrics(run: Run) -> None:
     assert run.read_metrics() is None
     path.unlink()
     assert run.read_metrics() is None
+
+
+def test_attention_views_from_stored_spans_equal_rebuilt(run: Run, tiny_model) -> None:
+    """Replay stores the round spans; the marked transcripts made from them equal those
+    rebuilt from plan, task and answers (the only way for runs without spans.parquet)."""
+    from interp.attention import transcript
+
+    assert (run.path / "spans.parquet").is_file()
+    stored = [transcript(run, e, tiny_model.tokenizer) for e in range(3)]
+    assert all(t.spans_known and t.instruction_spans for t in stored)
+    (run.path / "spans.parquet").unlink()
+    old = Run.open(run.path)
+    assert old.round_spans(0) is None
+    rebuilt = [transcript(old, e, tiny_model.tokenizer) for e in range(3)]
+    assert stored == rebuilt
