@@ -1,13 +1,17 @@
-"""The run directory: the contract between replay and every analysis (DESIGN.md).
+"""The run directory: the contract between replay and every analysis. :class:`Run` is its only
+reader and writer (replay's files, every analysis' outputs through ``write_analysis``).
 
 ::
 
     <run>/manifest.json        schema version, model, task, plan + texts, rounds, seed, ...
     <run>/rounds.parquet       one row per example x round
     <run>/tokens.parquet       example_index, tokens: each example's final transcript
+    <run>/spans.parquet        one row per example x round: token spans of user message,
+                               instruction, answer prefix, answer; read-out position
     <run>/activations/<hook>.safetensors   "activations": [example, round, d_model] float16
     <run>/metrics.json         per-round metrics
-    <run>/<analysis>/          probes/, patching/, sae/: tables + a JSON summary each
+    <run>/<analysis>/          probes/<name>/ (tables, tensors, summary.json) and
+                               patching/<name>.parquet + <name>.json (see write_analysis)
 
 Every write is atomic (temp file in the same folder, then rename), so a killed process never
 leaves a file that looks complete. ``manifest.json`` is written last by a replay and carries
