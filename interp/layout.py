@@ -7,7 +7,8 @@ During generation that copies every weight of the model for every new token (~65
 time when profiled on the embedded model). If each parameter's *storage* already has the
 layout those expressions produce, ``.contiguous()`` returns the tensor itself and
 ``rearrange`` returns a view: no copy, identical values, identical numerics (the same
-contiguous matrix reaches ``F.linear`` as before). Shapes, names and hooks are untouched; ``model.to(...)`` keeps strides.
+contiguous matrix reaches ``F.linear`` as before). Shapes, names and hooks are untouched;
+``model.to(...)`` keeps strides.
 """
 
 from __future__ import annotations
