@@ -17,7 +17,6 @@ and attention are drawn for the first.
 from __future__ import annotations
 
 import html
-import json
 import re
 import shutil
 import subprocess
@@ -36,7 +35,7 @@ from interp import attention, figures
 from interp.errors import InterpError
 from interp.lock import run_lock
 from interp.metrics import compute_metrics, metrics_table, model_floor
-from interp.store import Run, atomic_write
+from interp.store import EXPORT_FILES, Run, atomic_write
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
@@ -120,21 +119,22 @@ def _export_locked(
     # index.html is written last; removed first, so a killed export never leaves a page over
     # figures of two different exports. The manifest lists every file export may have made.
     index.unlink(missing_ok=True)
-    before = _own_files(folder)
+    before = main.export_files()
     planned = [f"{item.name}.html" for s in sections for item in s.items]
     if png:
         planned += [
             f"{item.name}.png" for s in sections for item in s.items if item.plot is not None
         ]
-    _write_own_files(folder, before | set(planned))
+    main.write_export_files(before | set(planned))
     written = _write_figures(folder, sections)
     banners = floor_banners(labels, metrics)
     png_note = None
     if png:
         pngs, png_note = write_pngs(folder, sections)
         written += pngs
-    _remove_stale(folder, written, before)
-    _write_own_files(folder, {p.name for p in written})
+    # Figures of an earlier export that this one did not write (e.g. a removed analysis).
+    main.remove_export_files(before - {p.name for p in written})
+    main.write_export_files({p.name for p in written})
     _write_text(index, render_page(main, labels, sections, banners=banners))
     notes = [f"{s.title}: {note}" for s in sections for note in s.notes]
     return ExportResult(index, written, notes, png_note)
@@ -864,30 +864,7 @@ def _write_figures(folder: Path, sections: Sequence[Section]) -> list[Path]:
     return written
 
 
-OWN_FILES = ".export-files.json"  # in figures/: the html/png files export wrote there
-
-
-def _own_files(folder: Path) -> set[str]:
-    try:
-        names = json.loads((folder / OWN_FILES).read_text())
-    except (OSError, ValueError):
-        return set()  # none yet (or unreadable): then export removes nothing
-    return {n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")}
-
-
-def _write_own_files(folder: Path, names: set[str]) -> None:
-    text = json.dumps(sorted(names), indent=1) + "\n"
-    atomic_write(folder / OWN_FILES, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _remove_stale(folder: Path, keep: Sequence[Path], own: set[str]) -> None:
-    """Figures of an earlier export that this one did not write (e.g. a removed analysis):
-    only files an export listed as its own, never another html/png someone put there."""
-    kept = {p.name for p in keep}
-    for name in sorted(own - kept):
-        path = folder / name
-        if path.suffix in (".html", ".png") and path.is_file():
-            path.unlink()
+OWN_FILES = EXPORT_FILES  # in figures/: the html/png files export wrote there (see Run)
 
 
 def write_pngs(folder: Path, sections: Sequence[Section]) -> tuple[list[Path], str]:

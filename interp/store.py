@@ -29,12 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 from jaxtyping import Float
 
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
+    # Only for annotations: reading a run (interp metrics, export's tables) must not pay for
+    # importing torch; the functions that handle tensors import it themselves.
+    import torch
+
     from interp.conversation import RoundSpans
 
 SCHEMA_VERSION = 1
@@ -72,6 +75,7 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
 
 
 def write_activations(path: Path, acts: Float[torch.Tensor, "example round d_model"]) -> None:
+    import torch
     from safetensors.torch import save_file
 
     tensor = acts.detach().to("cpu", torch.float16).contiguous()
@@ -335,6 +339,31 @@ class Run:
         root = self.path / kind
         return root / f"{name}.json" if kind in FLAT_KINDS else root / name / SUMMARY_NAME
 
+    # --- export's figures: figures/ may hold files a user put there; export deletes only
+    # the ones it lists as its own in figures/.export-files.json.
+
+    def export_files(self) -> set[str]:
+        """Names of the files in figures/ that an export wrote (listed before it wrote them)."""
+        try:
+            names = json.loads((self.path / "figures" / EXPORT_FILES).read_text())
+        except (OSError, ValueError):
+            return set()  # none yet (or unreadable): then export removes nothing
+        return {
+            n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")
+        }
+
+    def write_export_files(self, names: set[str]) -> None:
+        text = json.dumps(sorted(names), indent=1) + "\n"
+        path = self.path / "figures" / EXPORT_FILES
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def remove_export_files(self, names: set[str]) -> None:
+        """Remove listed html/png figures (never another kind of file, whatever the list says)."""
+        for name in sorted(names):
+            path = self.path / "figures" / name
+            if path.suffix in (".html", ".png") and path.is_file():
+                path.unlink()
+
     def read_metrics(self) -> dict[str, Any] | None:
         """``metrics.json`` as written by replay or ``interp metrics``; None when it is missing
         or damaged (the caller computes the metrics from rounds.parquet instead)."""
@@ -350,6 +379,7 @@ class Run:
 # Analysis kinds stored as <kind>/<name>.parquet + <kind>/<name>.json (all others: a folder).
 FLAT_KINDS = frozenset({"patching"})
 SUMMARY_NAME = "summary.json"
+EXPORT_FILES = ".export-files.json"
 
 
 @dataclass(frozen=True)
