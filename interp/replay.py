@@ -53,15 +53,16 @@ from interp.options import check_seed
 from interp.plans import Plan, load_plan, option_letter
 from interp.store import (
     SCHEMA_VERSION,
-    SPANS_FILE,
     Run,
     atomic_write,
-    hook_file,
     span_record,
-    write_activations,
+    write_hook,
     write_json,
-    write_parquet,
+    write_manifest,
+    write_metrics,
+    write_rounds,
     write_spans,
+    write_tokens,
 )
 from interp.tasks import Example, load_task, target_summary, task_data_hash
 
@@ -705,20 +706,20 @@ def _finish(
 ) -> Run:
     parts = [_load_batch(_batch_path(partial, i)) for i in range(n_batches)]
     rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
-    write_parquet(out / "rounds.parquet", rounds)
+    write_rounds(out, rounds)
     tokens = pd.DataFrame(
         {
             "example_index": range(len(rounds) // (config.rounds + 1)),
             "tokens": [t for p in parts for t in p["tokens"]],
         }
     )
-    write_parquet(out / "tokens.parquet", tokens)
+    write_tokens(out, tokens)
     if all(p["spans"] is not None for p in parts):  # (batches left by an older interp: none)
-        write_spans(out / SPANS_FILE, [row for p in parts for row in p["spans"]])
+        write_spans(out, [row for p in parts for row in p["spans"]])
     for h in hooks:
         stacked = torch.cat([p["acts"][h] for p in parts])
-        write_activations(out / "activations" / hook_file(h), stacked)
-    write_json(out / "metrics.json", compute_metrics(rounds, seed=config.seed))
+        write_hook(out, h, stacked)
+    write_metrics(out, compute_metrics(rounds, seed=config.seed))
     final_len = sum(len(t) for t in tokens["tokens"])
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -755,7 +756,7 @@ def _finish(
             "final_transcript_tokens": final_len,
         },
     }
-    write_json(out / "manifest.json", manifest)
+    write_manifest(out, manifest)
     shutil.rmtree(partial)
     return Run.open(out)
 

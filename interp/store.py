@@ -104,9 +104,35 @@ def span_record(example_index: int, spans: RoundSpans) -> dict[str, int]:
     return row
 
 
-def write_spans(path: Path, records: list[dict[str, int]]) -> None:
+# --- replay's files: written into a run directory before it is complete (so before a Run can
+# be opened on it), in this order, the manifest last ----------------------------------------
+
+
+def write_rounds(out: Path, rounds: pd.DataFrame) -> None:
+    write_parquet(out / "rounds.parquet", rounds)
+
+
+def write_tokens(out: Path, tokens: pd.DataFrame) -> None:
+    write_parquet(out / "tokens.parquet", tokens)
+
+
+def write_spans(out: Path, records: list[dict[str, int]]) -> None:
     frame = pd.DataFrame(records, columns=SPAN_COLUMNS).astype("int64")
-    write_parquet(path, frame)
+    write_parquet(out / SPANS_FILE, frame)
+
+
+def write_hook(out: Path, hook: str, acts: Float[torch.Tensor, "example round d_model"]) -> None:
+    write_activations(out / "activations" / hook_file(hook), acts)
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json`` (replay's, or ``interp metrics`` rewriting it)."""
+    write_json(out / "metrics.json", metrics)
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """Written last: with ``"complete": true`` it makes the directory a run."""
+    write_json(out / "manifest.json", manifest)
 
 
 def hook_file(hook: str) -> str:
