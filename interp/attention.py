@@ -7,10 +7,13 @@ heads whose last read-out attends most to the instruction texts (labelled as suc
 The transcript is marked so that a reader sees the rounds: the first token of round r's user
 message carries ``[R<r>]``, an instruction's first token ``[R<r> instruction]``, the read-out
 token ``[R<r> read-out]``; the token view also has "round" and "instruction" columns to
-colour by. Round boundaries come from rebuilding the conversation from the manifest's plan,
-the task and the stored answers (checked token for token against the stored transcript);
-where that is not possible (thinking plans, moved data files) only read-out positions mark
-the rounds, and no instruction spans are shown.
+colour by. Round boundaries are the spans replay stored in the run (``spans.parquet``, read
+through :meth:`interp.store.Run.round_spans`). A run replayed before replay stored them has
+its conversation rebuilt from the manifest's plan, the task and the stored answers (checked
+token for token against the stored transcript; this is the one place the report reaches back
+into the replay stage, imported only then); where that is not possible (moved data files)
+only read-out positions mark the rounds. For thinking plans and generate mode only read-out
+positions are used either way, as the views have always shown them.
 
 Views are circuitsvis' inline renders (``local_src``: the JavaScript bundle is inside the
 HTML, the page needs no network) with fixed element ids, so the same run gives the same
@@ -35,6 +38,7 @@ from transformer_lens import HookedTransformer
 
 from interp.conversation import RoundInput, RoundSpans, build_conversation
 from interp.errors import InterpError
+from interp.hooknames import act_name
 from interp.plans import Plan
 from interp.store import Run
 
@@ -108,20 +112,34 @@ def transcript(run: Run, example: int, tokenizer) -> Transcript:
     rows = run.rounds()
     rows = rows[rows["example_index"] == example].sort_values("round")
     readouts = [int(p) for p in rows["readout_pos"]]
-    spans = _rebuild_spans(run, rows, tokens, tokenizer)
+    spans = _round_spans(run, example, rows, tokens, tokenizer)
     return _mark(tokens, readouts, spans, tokenizer)
+
+
+def _round_spans(
+    run: Run, example: int, rows: pd.DataFrame, tokens: list[int], tokenizer
+) -> list[RoundSpans] | None:
+    """The stored round spans; rebuilt for a run without them; None where only read-out
+    positions mark the rounds."""
+    manifest = run.manifest
+    if manifest.get("mode") != "choice" or manifest["plan"].get("think_tokens", 0) > 0:
+        # Views of these runs have never shown spans (they could not be rebuilt, the
+        # "thinking" is not stored); kept so, although replay now stores their spans too.
+        return None
+    stored = run.round_spans(example)
+    if stored is not None:
+        return stored
+    return _rebuild_spans(run, rows, tokens, tokenizer)
 
 
 def _rebuild_spans(run: Run, rows: pd.DataFrame, tokens: list[int], tokenizer):
     """Round spans from the plan's texts and the stored answers, or None if they do not
-    reproduce the stored tokens exactly."""
+    reproduce the stored tokens exactly (runs replayed before spans.parquet existed)."""
     from interp.replay import ReplayConfig, select_examples
     from interp.tasks import load_task
 
     manifest = run.manifest
     plan_fields = dict(manifest["plan"])
-    if manifest.get("mode") != "choice" or plan_fields.get("think_tokens", 0) > 0:
-        return None  # generated "thinking" is not stored, so the prefixes cannot be rebuilt
     try:
         config = ReplayConfig(**manifest["config"])
         examples = select_examples(load_task(config.task, config.data or None), config)
@@ -200,12 +218,12 @@ def head_patterns(
 ) -> Float[torch.Tensor, "head query key"]:
     """Attention patterns of ``heads`` over ``tokens`` (one forward, patterns only cached)."""
     layers = sorted({layer for layer, _ in heads})
-    names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
+    names = {act_name("pattern", layer) for layer in layers}
     batch = torch.tensor([list(tokens)], device=model.cfg.device)
     with torch.no_grad():
         _, cache = model.run_with_cache(batch, names_filter=lambda name: name in names)
     return torch.stack(
-        [cache[f"blocks.{layer}.attn.hook_pattern"][0, head].float().cpu() for layer, head in heads]
+        [cache[act_name("pattern", layer)][0, head].float().cpu() for layer, head in heads]
     )
 
 
@@ -219,7 +237,7 @@ def readout_rows(
     def keep(pattern: torch.Tensor, hook) -> None:
         rows[hook.layer()] = pattern[0, :, index].float().cpu()
 
-    hooks = [(f"blocks.{layer}.attn.hook_pattern", keep) for layer in range(model.cfg.n_layers)]
+    hooks = [(act_name("pattern", layer), keep) for layer in range(model.cfg.n_layers)]
     batch = torch.tensor([list(tokens)], device=model.cfg.device)
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         model(batch, stop_at_layer=model.cfg.n_layers)

@@ -4,10 +4,11 @@ TransformerLens 3.9 matches Hugging Face numerics by re-laying-out weights on ev
 ``W.T.contiguous()`` in the MLP and unembed, ``rearrange(W_Q, "h m d -> (h d) m")`` before
 the Q/K/V projections, ``rearrange(W_O, "h d m -> m (h d)").contiguous()`` after attention.
 During generation that copies every weight of the model for every new token (~65% of the
-time, FACTS.md). If each parameter's *storage* already has the layout those expressions
-produce, ``.contiguous()`` returns the tensor itself and ``rearrange`` returns a view: no copy,
-identical values, identical numerics (the same contiguous matrix reaches ``F.linear`` as
-before). Shapes, names and hooks are untouched; ``model.to(...)`` keeps strides.
+time when profiled on the embedded model). If each parameter's *storage* already has the
+layout those expressions produce, ``.contiguous()`` returns the tensor itself and
+``rearrange`` returns a view: no copy, identical values, identical numerics (the same
+contiguous matrix reaches ``F.linear`` as before). Shapes, names and hooks are untouched;
+``model.to(...)`` keeps strides.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from interp.bbq_rules import templates_hash
 from interp.conversation import Conversation, RoundInput, build_conversation
 from interp.errors import InterpError
+from interp.hooknames import act_name
 from interp.lengths import LengthSettings, check_context_length, check_running_length
 from interp.loading import load_model
 from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
@@ -54,10 +55,14 @@ from interp.store import (
     SCHEMA_VERSION,
     Run,
     atomic_write,
-    hook_file,
-    write_activations,
+    span_record,
+    write_hook,
     write_json,
-    write_parquet,
+    write_manifest,
+    write_metrics,
+    write_rounds,
+    write_spans,
+    write_tokens,
 )
 from interp.tasks import Example, load_task, target_summary, task_data_hash
 
@@ -125,6 +130,7 @@ class _Batch:
     acts: dict[str, Float[torch.Tensor, "example round d_model"]]
     tokens_run: int  # real tokens through the model (padding excluded)
     positions_run: int  # positions through the model (padding included)
+    spans: list[dict[str, int]] | None = None  # spans.parquet rows (interp.store.span_record)
 
 
 def replay(
@@ -289,7 +295,7 @@ def resolve_hooks(hooks: Sequence[str], n_layers: int) -> list[str]:
     names: list[str] = []
     for hook in hooks:
         if hook in HOOK_KINDS:
-            names.extend(f"blocks.{layer}.hook_{hook}" for layer in range(n_layers))
+            names.extend(act_name(hook, layer) for layer in range(n_layers))
             continue
         match = re.fullmatch(r"blocks\.(0|[1-9]\d*)\.hook_(\w+)", hook)
         if match is None or match.group(2) not in HOOK_KINDS:
@@ -661,12 +667,13 @@ def _score(ex: Example, logprobs: torch.Tensor, mode: str, generated: str) -> di
 
 
 def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Batch:
-    rows, tokens = [], []
+    rows, tokens, spans = [], [], []
     for b, ex in enumerate(batch):
         final = build_conversation(
             tok, state.done[b], answer_prefix=plan.answer_prefix, system=state.system
         )
         tokens.append(final.tokens)
+        spans += [span_record(first_index + b, s) for s in final.rounds]
         for r, entry in enumerate(scored[b]):
             rows.append(
                 {
@@ -688,7 +695,7 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
                     "question_index": ex.question_index,
                 }
             )
-    return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run)
+    return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run, spans)
 
 
 # --- assembling the run directory -------------------------------------------------------------
@@ -699,18 +706,20 @@ def _finish(
 ) -> Run:
     parts = [_load_batch(_batch_path(partial, i)) for i in range(n_batches)]
     rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
-    write_parquet(out / "rounds.parquet", rounds)
+    write_rounds(out, rounds)
     tokens = pd.DataFrame(
         {
             "example_index": range(len(rounds) // (config.rounds + 1)),
             "tokens": [t for p in parts for t in p["tokens"]],
         }
     )
-    write_parquet(out / "tokens.parquet", tokens)
+    write_tokens(out, tokens)
+    if all(p["spans"] is not None for p in parts):  # (batches left by an older interp: none)
+        write_spans(out, [row for p in parts for row in p["spans"]])
     for h in hooks:
         stacked = torch.cat([p["acts"][h] for p in parts])
-        write_activations(out / "activations" / hook_file(h), stacked)
-    write_json(out / "metrics.json", compute_metrics(rounds, seed=config.seed))
+        write_hook(out, h, stacked)
+    write_metrics(out, compute_metrics(rounds, seed=config.seed))
     final_len = sum(len(t) for t in tokens["tokens"])
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -747,7 +756,7 @@ def _finish(
             "final_transcript_tokens": final_len,
         },
     }
-    write_json(out / "manifest.json", manifest)
+    write_manifest(out, manifest)
     shutil.rmtree(partial)
     return Run.open(out)
 
@@ -768,6 +777,7 @@ def _save_batch(path: Path, result: _Batch) -> None:
         "tokens": json.dumps(result.tokens),
         "tokens_run": str(result.tokens_run),
         "positions_run": str(result.positions_run),
+        "spans": json.dumps(result.spans),
     }
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), meta))
 
@@ -791,6 +801,7 @@ def _load_batch(
             "acts": acts,
             "tokens_run": int(meta["tokens_run"]),
             "positions_run": int(meta["positions_run"]),
+            "spans": json.loads(meta.get("spans", "null")),
         }
         if n_rows is not None and len(part["rows"]) != n_rows:
             raise ValueError(f"{len(part['rows'])} rows, this replay expects {n_rows}")

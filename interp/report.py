@@ -17,7 +17,6 @@ and attention are drawn for the first.
 from __future__ import annotations
 
 import html
-import json
 import re
 import shutil
 import subprocess
@@ -36,7 +35,7 @@ from interp import attention, figures
 from interp.errors import InterpError
 from interp.lock import run_lock
 from interp.metrics import compute_metrics, metrics_table, model_floor
-from interp.store import Run, atomic_write
+from interp.store import EXPORT_FILES, Run, atomic_write
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
@@ -120,21 +119,22 @@ def _export_locked(
     # index.html is written last; removed first, so a killed export never leaves a page over
     # figures of two different exports. The manifest lists every file export may have made.
     index.unlink(missing_ok=True)
-    before = _own_files(folder)
+    before = main.export_files()
     planned = [f"{item.name}.html" for s in sections for item in s.items]
     if png:
         planned += [
             f"{item.name}.png" for s in sections for item in s.items if item.plot is not None
         ]
-    _write_own_files(folder, before | set(planned))
+    main.write_export_files(before | set(planned))
     written = _write_figures(folder, sections)
     banners = floor_banners(labels, metrics)
     png_note = None
     if png:
         pngs, png_note = write_pngs(folder, sections)
         written += pngs
-    _remove_stale(folder, written, before)
-    _write_own_files(folder, {p.name for p in written})
+    # Figures of an earlier export that this one did not write (e.g. a removed analysis).
+    main.remove_export_files(before - {p.name for p in written})
+    main.write_export_files({p.name for p in written})
     _write_text(index, render_page(main, labels, sections, banners=banners))
     notes = [f"{s.title}: {note}" for s in sections for note in s.notes]
     return ExportResult(index, written, notes, png_note)
@@ -158,12 +158,9 @@ def run_labels(runs: Sequence[Run]) -> list[str]:
 
 def load_metrics(run: Run) -> dict[str, Any]:
     """``metrics.json`` of a run (computed from rounds.parquet, not written, if missing)."""
-    path = run.path / "metrics.json"
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            pass  # damaged (`interp metrics` rewrites it): computed as if missing
+    stored = run.read_metrics()  # None if missing or damaged (`interp metrics` rewrites it)
+    if stored is not None:
+        return stored
     return compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
 
 
@@ -182,35 +179,29 @@ def floor_banners(labels: Sequence[str], metrics: dict[str, dict[str, Any]]) -> 
 def load_probes(run: Run) -> dict[str, dict[str, Any]]:
     """concept -> its tables (per_layer, scores, shift, behaviour; those present) and
     summary, from ``<run>/probes/<concept>/``."""
-    root = run.path / "probes"
     out: dict[str, dict[str, Any]] = {}
-    for folder in sorted(root.iterdir() if root.is_dir() else []):
-        if not (folder / "per_layer.parquet").is_file():
-            continue  # e.g. probes/encodings
-        if not (folder / "summary.json").is_file():
-            continue  # written last by probe: without it the folder is a killed probe's
-        tables: dict[str, Any] = {}
-        for name in ("per_layer", "scores", "shift", "behaviour", "control"):
-            if (folder / f"{name}.parquet").is_file():
-                tables[name] = pd.read_parquet(folder / f"{name}.parquet")
-        summary = folder / "summary.json"
-        tables["summary"] = json.loads(summary.read_text()) if summary.is_file() else {}
-        out[folder.name] = tables
+    # Run.analyses lists complete ones only: a killed probe's folder has no summary.json.
+    for concept in run.analyses("probes"):
+        names = ("per_layer", "scores", "shift", "behaviour", "control")
+        found = run.read_analysis("probes", concept, tables=names)
+        if "per_layer" not in found.tables:
+            continue  # not a probe's folder
+        out[concept] = {**found.tables, "summary": found.summary}
     return out
 
 
 def load_patching(run: Run) -> dict[str, tuple[dict[str, Any], pd.DataFrame]]:
     """name -> (JSON summary, summary table of its main method) from ``<run>/patching/``."""
-    root = run.path / "patching"
     out: dict[str, tuple[dict[str, Any], pd.DataFrame]] = {}
-    for path in sorted(root.glob("*.json") if root.is_dir() else []):
-        summary = json.loads(path.read_text())
+    for name in run.analyses("patching"):
+        found = run.read_analysis("patching", name, tables=[])
+        summary = found.summary
         if "table" in summary:
             table = pd.DataFrame(summary["table"])
-        elif path.with_suffix(".parquet").is_file():
+        elif (per_example := run.read_analysis("patching", name).tables.get("")) is not None:
             from interp.patching import summarize
 
-            table = summarize(pd.read_parquet(path.with_suffix(".parquet")), n_boot=0)
+            table = summarize(per_example, n_boot=0)
         else:
             continue
         for column in ("effect", "effect_lo", "effect_hi"):
@@ -219,7 +210,7 @@ def load_patching(run: Run) -> dict[str, tuple[dict[str, Any], pd.DataFrame]]:
         method = summary.get("config", {}).get("method")
         if method is not None and "method" in table:
             table = table[table["method"] == method]
-        out[path.stem] = (summary, table)
+        out[name] = (summary, table)
     return out
 
 
@@ -322,10 +313,9 @@ def _exported_control(
     from probes.api import paired_score_table
 
     for other in others:
-        folder = other.path / "probes" / concept
-        if not (folder / "summary.json").is_file() or "layers" not in summary:
+        if concept not in other.analyses("probes") or "layers" not in summary:
             continue
-        theirs = json.loads((folder / "summary.json").read_text())
+        theirs = other.read_analysis("probes", concept, tables=[]).summary
         if any(theirs.get(k) != summary.get(k) for k in (*_SAME_PROBE, "layers")):
             continue
         try:
@@ -334,8 +324,9 @@ def _exported_control(
             continue  # not the same examples, model or rounds: not a control of this run
         cluster = summary.get("cluster", {}).get("requested", "template")
         ids = example_clusters(main.rounds(), cluster).ids
-        mine = pd.read_parquet(main.path / "probes" / concept / "example_scores.parquet")
-        other_scores = pd.read_parquet(folder / "example_scores.parquet")
+        mine = main.read_analysis("probes", concept, ["example_scores"]).tables["example_scores"]
+        other_scores = other.read_analysis("probes", concept, ["example_scores"])
+        other_scores = other_scores.tables["example_scores"]
         frames = [
             paired_score_table(
                 layer,
@@ -873,30 +864,7 @@ def _write_figures(folder: Path, sections: Sequence[Section]) -> list[Path]:
     return written
 
 
-OWN_FILES = ".export-files.json"  # in figures/: the html/png files export wrote there
-
-
-def _own_files(folder: Path) -> set[str]:
-    try:
-        names = json.loads((folder / OWN_FILES).read_text())
-    except (OSError, ValueError):
-        return set()  # none yet (or unreadable): then export removes nothing
-    return {n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")}
-
-
-def _write_own_files(folder: Path, names: set[str]) -> None:
-    text = json.dumps(sorted(names), indent=1) + "\n"
-    atomic_write(folder / OWN_FILES, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _remove_stale(folder: Path, keep: Sequence[Path], own: set[str]) -> None:
-    """Figures of an earlier export that this one did not write (e.g. a removed analysis):
-    only files an export listed as its own, never another html/png someone put there."""
-    kept = {p.name for p in keep}
-    for name in sorted(own - kept):
-        path = folder / name
-        if path.suffix in (".html", ".png") and path.is_file():
-            path.unlink()
+OWN_FILES = EXPORT_FILES  # in figures/: the html/png files export wrote there (see Run)
 
 
 def write_pngs(folder: Path, sections: Sequence[Section]) -> tuple[list[Path], str]:

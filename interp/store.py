@@ -1,13 +1,17 @@
-"""The run directory: the contract between replay and every analysis (DESIGN.md).
+"""The run directory: the contract between replay and every analysis. :class:`Run` is its only
+reader and writer (replay's files, every analysis' outputs through ``write_analysis``).
 
 ::
 
     <run>/manifest.json        schema version, model, task, plan + texts, rounds, seed, ...
     <run>/rounds.parquet       one row per example x round
     <run>/tokens.parquet       example_index, tokens: each example's final transcript
+    <run>/spans.parquet        one row per example x round: token spans of user message,
+                               instruction, answer prefix, answer; read-out position
     <run>/activations/<hook>.safetensors   "activations": [example, round, d_model] float16
     <run>/metrics.json         per-round metrics
-    <run>/<analysis>/          probes/, patching/, sae/: tables + a JSON summary each
+    <run>/<analysis>/          probes/<name>/ (tables, tensors, summary.json) and
+                               patching/<name>.parquet + <name>.json (see write_analysis)
 
 Every write is atomic (temp file in the same folder, then rename), so a killed process never
 leaves a file that looks complete. ``manifest.json`` is written last by a replay and carries
@@ -19,16 +23,22 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 from jaxtyping import Float
 
 from interp.errors import InterpError
+
+if TYPE_CHECKING:
+    # Only for annotations: reading a run (interp metrics, export's tables) must not pay for
+    # importing torch; the functions that handle tensors import it themselves.
+    import torch
+
+    from interp.conversation import RoundSpans
 
 SCHEMA_VERSION = 1
 ACTIVATION_KEY = "activations"
@@ -65,10 +75,64 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
 
 
 def write_activations(path: Path, acts: Float[torch.Tensor, "example round d_model"]) -> None:
+    import torch
     from safetensors.torch import save_file
 
     tensor = acts.detach().to("cpu", torch.float16).contiguous()
     atomic_write(path, lambda tmp: save_file({ACTIVATION_KEY: tensor}, str(tmp)))
+
+
+# spans.parquet: one row per example x round, the token spans of the final transcript that a
+# reader needs to find the rounds ([start, end) pairs; -1 where a round has no such span).
+SPANS_FILE = "spans.parquet"
+SPAN_FIELDS = ("user", "instruction", "prefix", "answer")
+SPAN_COLUMNS = [
+    "example_index",
+    "round",
+    *(f"{name}_{end}" for name in SPAN_FIELDS for end in ("start", "end")),
+    "readout",
+]
+
+
+def span_record(example_index: int, spans: RoundSpans) -> dict[str, int]:
+    """One spans.parquet row (plain ints, so that replay's partial batches can hold it as JSON)."""
+    row = {"example_index": int(example_index), "round": int(spans.round)}
+    for name in SPAN_FIELDS:
+        span = getattr(spans, name)
+        row[f"{name}_start"], row[f"{name}_end"] = (-1, -1) if span is None else map(int, span)
+    row["readout"] = int(spans.readout)
+    return row
+
+
+# --- replay's files: written into a run directory before it is complete (so before a Run can
+# be opened on it), in this order, the manifest last ----------------------------------------
+
+
+def write_rounds(out: Path, rounds: pd.DataFrame) -> None:
+    write_parquet(out / "rounds.parquet", rounds)
+
+
+def write_tokens(out: Path, tokens: pd.DataFrame) -> None:
+    write_parquet(out / "tokens.parquet", tokens)
+
+
+def write_spans(out: Path, records: list[dict[str, int]]) -> None:
+    frame = pd.DataFrame(records, columns=SPAN_COLUMNS).astype("int64")
+    write_parquet(out / SPANS_FILE, frame)
+
+
+def write_hook(out: Path, hook: str, acts: Float[torch.Tensor, "example round d_model"]) -> None:
+    write_activations(out / "activations" / hook_file(hook), acts)
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json`` (replay's, or ``interp metrics`` rewriting it)."""
+    write_json(out / "metrics.json", metrics)
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """Written last: with ``"complete": true`` it makes the directory a run."""
+    write_json(out / "manifest.json", manifest)
 
 
 def hook_file(hook: str) -> str:
@@ -82,6 +146,7 @@ class Run:
     path: Path
     manifest: dict[str, Any]
     _rounds: pd.DataFrame | None = field(default=None, repr=False)
+    _spans: pd.DataFrame | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
@@ -168,6 +233,33 @@ class Run:
         frame = _read_parquet(path, ["example_index", "tokens"]).sort_values("example_index")
         return [list(map(int, t)) for t in frame["tokens"]]
 
+    def round_spans(self, example: int) -> list[RoundSpans] | None:
+        """Example ``example``'s round spans in its final transcript, rounds 0..R; None for
+        a run replayed before replay stored them (no spans.parquet)."""
+        from interp.conversation import RoundSpans
+
+        path = self.path / SPANS_FILE
+        if not path.is_file():
+            return None
+        if self._spans is None:
+            self._spans = _read_parquet(path, SPAN_COLUMNS)
+        rows = self._spans[self._spans["example_index"] == example].sort_values("round")
+        if len(rows) != self.n_rounds:
+            raise _damaged(path, f"{len(rows)} rows for example {example}, not {self.n_rounds}")
+
+        def span(row: Any, name: str) -> tuple[int, int] | None:
+            start, end = int(getattr(row, f"{name}_start")), int(getattr(row, f"{name}_end"))
+            return None if start < 0 else (start, end)
+
+        return [
+            RoundSpans(
+                round=int(row.round),
+                **{name: span(row, name) for name in SPAN_FIELDS},
+                readout=int(row.readout),
+            )
+            for row in rows.itertuples()
+        ]
+
     def activations(self, hook: str) -> Float[torch.Tensor, "example round d_model"]:
         from safetensors.torch import load_file
 
@@ -186,6 +278,160 @@ class Run:
         out = self.path / name
         out.mkdir(exist_ok=True)
         return out
+
+    # --- analyses: every analysis' outputs are written and read here ----------------------
+    #
+    # Two layouts, fixed per kind so that readers need not guess:
+    #   folder (probes, and any new kind):  <run>/<kind>/<name>/<table>.parquet,
+    #       <tensor file>.safetensors, summary.json
+    #   flat (patching):                    <run>/<kind>/<name>.parquet, <run>/<kind>/<name>.json
+    # The summary JSON is the analysis' completeness marker: removed first, written last, so
+    # a killed writer leaves an analysis that ``analyses`` does not list (and export skips).
+
+    def write_analysis(
+        self,
+        kind: str,
+        name: str,
+        tables: dict[str, pd.DataFrame],
+        summary: dict[str, Any],
+        tensors: dict[str, AnalysisTensors] | None = None,
+    ) -> list[Path]:
+        """Write one analysis' tables, tensors and summary; return the files written.
+
+        Flat kinds take exactly one table, keyed ``""``. In a folder, a ``.parquet`` file
+        that this call does not write (an earlier call's optional table) is removed before
+        the summary is written, so the summary never describes a table it did not make."""
+        marker = self._marker(kind, name)
+        if kind in FLAT_KINDS:
+            if set(tables) != {""} or tensors:
+                raise ValueError(f"{kind} analyses store one table keyed '' and no tensors")
+            table_paths = {"": marker.with_suffix(".parquet")}
+        else:
+            table_paths = {key: marker.parent / f"{key}.parquet" for key in tables}
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.unlink(missing_ok=True)
+        written: list[Path] = []
+        for key, frame in tables.items():
+            write_parquet(table_paths[key], frame)
+            written.append(table_paths[key])
+        if kind not in FLAT_KINDS:
+            for stale in sorted(marker.parent.glob("*.parquet")):
+                if stale not in written:
+                    stale.unlink()
+        for file, item in (tensors or {}).items():
+            path = marker.parent / f"{file}.safetensors"
+            _write_tensors(path, item)
+            written.append(path)
+        write_json(marker, summary)
+        return [*written, marker]
+
+    def analyses(self, kind: str) -> list[str]:
+        """Names of the complete analyses of ``kind`` (those whose summary exists), sorted."""
+        root = self.path / kind
+        if not root.is_dir():
+            return []
+        if kind in FLAT_KINDS:
+            # sorted by file name (as export always listed them), not by stem
+            return [p.stem for p in sorted(root.glob("*.json")) if p.is_file()]
+        return sorted(p.name for p in root.iterdir() if (p / SUMMARY_NAME).is_file())
+
+    def read_analysis(self, kind: str, name: str, tables: Sequence[str] | None = None) -> Analysis:
+        """One complete analysis: its summary and tables (``tables``: only those names, the
+        ones present; None: all). Raises InterpError if it is missing or unfinished."""
+        marker = self._marker(kind, name)
+        if not marker.is_file():
+            raise InterpError(
+                f"{self.path} has no complete {kind} analysis {name!r}; "
+                f"complete: {', '.join(self.analyses(kind)) or 'none'}"
+            )
+        summary = json.loads(marker.read_text())
+        if kind in FLAT_KINDS:
+            paths = {"": marker.with_suffix(".parquet")}
+        else:
+            paths = {p.stem: p for p in sorted(marker.parent.glob("*.parquet"))}
+        wanted = paths if tables is None else {k: paths[k] for k in tables if k in paths}
+        frames = {key: pd.read_parquet(path) for key, path in wanted.items() if path.is_file()}
+        return Analysis(kind, name, marker.parent, summary, frames)
+
+    def analysis_tensors(self, kind: str, name: str, file: str) -> AnalysisTensors:
+        """Tensors and string metadata of ``<kind>/<name>/<file>.safetensors``."""
+        from safetensors import safe_open
+
+        path = self._marker(kind, name).parent / f"{file}.safetensors"
+        with safe_open(str(path), "pt") as f:
+            return AnalysisTensors({k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {})  # noqa: SIM118
+
+    def _marker(self, kind: str, name: str) -> Path:
+        root = self.path / kind
+        return root / f"{name}.json" if kind in FLAT_KINDS else root / name / SUMMARY_NAME
+
+    # --- export's figures: figures/ may hold files a user put there; export deletes only
+    # the ones it lists as its own in figures/.export-files.json.
+
+    def export_files(self) -> set[str]:
+        """Names of the files in figures/ that an export wrote (listed before it wrote them)."""
+        try:
+            names = json.loads((self.path / "figures" / EXPORT_FILES).read_text())
+        except (OSError, ValueError):
+            return set()  # none yet (or unreadable): then export removes nothing
+        return {
+            n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")
+        }
+
+    def write_export_files(self, names: set[str]) -> None:
+        text = json.dumps(sorted(names), indent=1) + "\n"
+        path = self.path / "figures" / EXPORT_FILES
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def remove_export_files(self, names: set[str]) -> None:
+        """Remove listed html/png figures (never another kind of file, whatever the list says)."""
+        for name in sorted(names):
+            path = self.path / "figures" / name
+            if path.suffix in (".html", ".png") and path.is_file():
+                path.unlink()
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        """``metrics.json`` as written by replay or ``interp metrics``; None when it is missing
+        or damaged (the caller computes the metrics from rounds.parquet instead)."""
+        path = self.path / "metrics.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            return None
+
+
+# Analysis kinds stored as <kind>/<name>.parquet + <kind>/<name>.json (all others: a folder).
+FLAT_KINDS = frozenset({"patching"})
+SUMMARY_NAME = "summary.json"
+EXPORT_FILES = ".export-files.json"
+
+
+@dataclass(frozen=True)
+class AnalysisTensors:
+    """Named tensors of one safetensors file, and its string metadata."""
+
+    tensors: dict[str, Any]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One complete analysis read back from a run directory."""
+
+    kind: str
+    name: str
+    path: Path  # its folder (flat kinds: the kind's folder)
+    summary: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+
+
+def _write_tensors(path: Path, item: AnalysisTensors) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in item.tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), item.metadata or None))
 
 
 # --- checking run files -----------------------------------------------------------------------

@@ -35,6 +35,7 @@ from transformer_lens import HookedTransformer
 
 from interp.controls import open_control
 from interp.errors import InterpError
+from interp.hooknames import act_name
 from interp.lock import run_lock
 from interp.options import check_n_boot, check_seed
 from interp.stats import (
@@ -46,7 +47,7 @@ from interp.stats import (
     paired_difference,
     wilson_interval,
 )
-from interp.store import Run, atomic_write, write_json, write_parquet
+from interp.store import AnalysisTensors, Run
 from probes.behaviour import behaviour_probes
 from probes.concepts import ConceptData, load_concept
 from probes.directions import LayerProbe, check_layers, check_method, choose_layer, probe_layers
@@ -243,8 +244,8 @@ def _probe_locked(
     summary = summarize(result, config, probe.surface)
     if control is not None:
         summary["control"] = _control_summary(control[1], result.control, summary["best_layer"])
-    out_dir = run.analysis_dir("probes") / data.name
-    _write(out_dir, result, summary)
+    _write(run, result, summary)
+    out_dir = run.path / "probes" / data.name
     return ProbeResult(**{**result.__dict__, "summary": summary, "out_dir": out_dir})
 
 
@@ -291,7 +292,7 @@ def _load_run_model(info: dict[str, Any]) -> HookedTransformer:
 
 
 def _hook(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_post"
+    return act_name("resid_post", layer)
 
 
 def _run_layers(run: Run, layers: Sequence[int] | None) -> list[int]:
@@ -595,23 +596,18 @@ def _behaviour_summary(frame: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _write(out_dir: Path, result: ProbeResult, summary: dict[str, Any]) -> None:
-    """summary.json is the folder's completeness marker: removed first, written last, and
-    readers (export) skip a folder without it, so a killed probe never mixes two results."""
-    from safetensors.torch import save_file
-
-    (out_dir / "summary.json").unlink(missing_ok=True)
-    for name in ("per_layer", "scores", "shift", "correlation", "behaviour", "example_scores"):
-        write_parquet(out_dir / f"{name}.parquet", getattr(result, name))
-    stale = out_dir / "control.parquet"
+def _write(run: Run, result: ProbeResult, summary: dict[str, Any]) -> None:
+    """Through Run.write_analysis: summary.json is the folder's completeness marker (removed
+    first, written last; export skips a folder without it), and an earlier call's
+    control.parquet goes when this call has no control, so the summary describes every table."""
+    tables = {
+        name: getattr(result, name)
+        for name in ("per_layer", "scores", "shift", "correlation", "behaviour", "example_scores")
+    }
     if result.control is not None:
-        write_parquet(stale, result.control)
-    elif stale.is_file():
-        stale.unlink()  # an earlier call's control; this summary no longer describes it
-    vectors = result.directions.contiguous()
+        tables["control"] = result.control
     layers = ",".join(map(str, result.per_layer["layer"]))
-    atomic_write(
-        out_dir / "directions.safetensors",
-        lambda tmp: save_file({"directions": vectors}, str(tmp), {"layers": layers}),
+    directions = AnalysisTensors({"directions": result.directions}, {"layers": layers})
+    run.write_analysis(
+        "probes", result.concept, tables, summary, tensors={"directions": directions}
     )
-    write_json(out_dir / "summary.json", summary)

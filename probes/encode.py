@@ -22,6 +22,7 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from interp.errors import InterpError
+from interp.hooknames import is_act
 from interp.store import atomic_write
 
 POSITIONS = ("last", "mean")
@@ -110,7 +111,7 @@ def _encode_batch(
 
 
 def _is_resid_post(name: str) -> bool:
-    return name.startswith("blocks.") and name.endswith(".hook_resid_post")
+    return is_act(name, "resid_post")
 
 
 def encodings_key(texts: Sequence[str], weights_hash: str) -> str:

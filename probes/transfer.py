@@ -36,6 +36,7 @@ from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValue
 
 from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
+from interp.hooknames import act_layer, is_act
 from interp.store import atomic_write
 from probes.concepts import ConceptData
 from probes.directions import Directions, LayerProbe, probe_layers
@@ -155,9 +156,9 @@ def _encode_rest(
     read = torch.empty(len(rest), model.cfg.n_layers, model.cfg.d_model)
 
     def capture(resid: torch.Tensor, *, hook) -> None:
-        read[:, int(hook.name.split(".")[1])] = resid[:, -1].float().cpu()
+        read[:, act_layer(hook.name)] = resid[:, -1].float().cpu()
 
-    is_resid_post = lambda name: name.startswith("blocks.") and name.endswith(".hook_resid_post")  # noqa: E731
+    is_resid_post = lambda name: is_act(name, "resid_post")  # noqa: E731
     device = model.cfg.device
     with torch.inference_mode(), model.hooks(fwd_hooks=[(is_resid_post, capture)]):
         model(

@@ -216,7 +216,8 @@ def test_patching_figures(full):
     assert list(heat.x) == ["resid_post", "attn_out", "mlp_out"]
     z = np.asarray(heat.z, dtype=float)
     assert z.shape == (N_LAYERS, 3)
-    # DESIGN.md's sanity check: the final residual stream carries the whole change.
+    # Must always hold: the final layer's residual stream at the read-out carries the whole
+    # change, so patching it reproduces the source logits (effect 1.0).
     assert z[-1, 0] == pytest.approx(1.0, abs=1e-4)
 
     heads = figures.patching_heads_figure(table, "r2 -> r0")

@@ -521,6 +521,7 @@ def test_identical_replays_write_identical_files(tmp_path, tiny_model, small_run
     assert set(first) == {
         "rounds.parquet",
         "tokens.parquet",
+        "spans.parquet",
         "metrics.json",
         *(f"activations/blocks.{i}.hook_resid_post.safetensors" for i in range(N_LAYERS)),
     }

@@ -45,9 +45,9 @@ def manifest_core(run: Path) -> dict:
     return manifest
 
 
-# Files a replay of small_config commits: config stamp, 3 batches, rounds, tokens,
+# Files a replay of small_config commits: config stamp, 3 batches, rounds, tokens, spans,
 # 3 activation files, metrics, manifest.
-REPLAY_WRITES = 11
+REPLAY_WRITES = 12
 
 
 @pytest.mark.parametrize("k", range(1, REPLAY_WRITES + 1))

@@ -1,0 +1,159 @@
+"""Run as the one reader and writer of the run directory: analyses round-trip, unfinished
+ones are not listed, and hook names agree with TransformerLens."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from interp.errors import InterpError
+from interp.hooknames import ATTN_KINDS, BLOCK_KINDS, act_layer, act_name, is_act
+from interp.store import AnalysisTensors, Run
+
+
+@pytest.fixture(scope="module")
+def replayed(tiny_model, tmp_path_factory) -> Path:
+    from interp.replay import ReplayConfig, replay
+
+    out = tmp_path_factory.mktemp("store") / "run"
+    replay(
+        ReplayConfig(
+            model="tiny", task="builtin", plan="self-correct", rounds=2, limit=3, out=str(out)
+        ),
+        model=tiny_model,
+    )
+    return out
+
+
+@pytest.fixture
+def run(replayed: Path, tmp_path: Path) -> Run:
+    shutil.copytree(replayed, tmp_path / "run")
+    return Run.open(tmp_path / "run")
+
+
+def test_hook_names_agree_with_transformer_lens() -> None:
+    from transformer_lens.utilities import get_act_name
+
+    for layer in (0, 3, 27):
+        for kind in (*BLOCK_KINDS, *ATTN_KINDS):
+            name = act_name(kind, layer)
+            assert name == get_act_name(kind, layer)
+            assert is_act(name, kind) and act_layer(name) == layer
+    assert not is_act("blocks.2.hook_resid_pre", "resid_post")
+    assert not is_act("blocks.2.attn.hook_resid_post", "resid_post")
+
+
+def test_folder_analysis_round_trip(run: Run) -> None:
+    tables = {
+        "per_layer": pd.DataFrame({"layer": [0, 1], "acc": [0.5, 0.75]}),
+        "scores": pd.DataFrame({"x": [1.0]}),
+    }
+    vectors = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    summary = {"best_layer": 1, "nested": {"a": [1, 2]}}
+    written = run.write_analysis(
+        "probes",
+        "c",
+        tables,
+        summary,
+        tensors={"directions": AnalysisTensors({"directions": vectors}, {"layers": "0,1"})},
+    )
+    assert written[-1] == run.path / "probes" / "c" / "summary.json"
+    assert run.analyses("probes") == ["c"]
+    back = run.read_analysis("probes", "c")
+    assert back.summary == summary
+    assert set(back.tables) == set(tables)
+    for key, frame in tables.items():
+        pd.testing.assert_frame_equal(back.tables[key], frame)
+    assert set(run.read_analysis("probes", "c", ["scores", "absent"]).tables) == {"scores"}
+    stored = run.analysis_tensors("probes", "c", "directions")
+    assert torch.equal(stored.tensors["directions"], vectors)
+    assert stored.metadata == {"layers": "0,1"}
+    # A second write without an optional table removes the first write's copy of it.
+    run.write_analysis("probes", "c", {"per_layer": tables["per_layer"]}, summary)
+    assert set(run.read_analysis("probes", "c").tables) == {"per_layer"}
+
+
+def test_flat_analysis_round_trip(run: Run) -> None:
+    frame = pd.DataFrame({"layer": [0, 1], "effect": [0.1, float("nan")]})
+    written = run.write_analysis("patching", "r2-t0", {"": frame}, {"config": {"method": "x"}})
+    assert written == [
+        run.path / "patching" / "r2-t0.parquet",
+        run.path / "patching" / "r2-t0.json",
+    ]
+    back = run.read_analysis("patching", "r2-t0")
+    pd.testing.assert_frame_equal(back.tables[""], frame)
+    assert back.summary == {"config": {"method": "x"}}
+    with pytest.raises(ValueError):
+        run.write_analysis("patching", "bad", {"a": frame, "b": frame}, {})
+
+
+def test_unfinished_analyses_are_not_listed(run: Run) -> None:
+    frame = pd.DataFrame({"a": [1]})
+    run.write_analysis("probes", "done", {"per_layer": frame}, {})
+    run.write_analysis("patching", "done", {"": frame}, {})
+    # A killed writer: tables written, marker not (write_analysis removes it first).
+    (run.path / "probes" / "killed").mkdir()
+    frame.to_parquet(run.path / "probes" / "killed" / "per_layer.parquet")
+    frame.to_parquet(run.path / "patching" / "killed.parquet")
+    run.write_analysis("probes", "again", {"per_layer": frame}, {})
+    (run.path / "probes" / "again" / "summary.json").unlink()
+    assert run.analyses("probes") == ["done"]
+    assert run.analyses("patching") == ["done"]
+    assert run.analyses("sae") == []
+    with pytest.raises(InterpError, match="no complete probes analysis 'killed'"):
+        run.read_analysis("probes", "killed")
+
+
+def test_flat_names_keep_file_name_order(run: Run) -> None:
+    # Export has always listed patching results in file-name order ("a-b.json" < "a.json").
+    frame = pd.DataFrame({"a": [1]})
+    for name in ("a", "a-b"):
+        run.write_analysis("patching", name, {"": frame}, {})
+    assert run.analyses("patching") == ["a-b", "a"]
+
+
+def test_read_metrics(run: Run) -> None:
+    path = run.path / "metrics.json"
+    path.write_text(json.dumps({"rounds": []}))
+    assert run.read_metrics() == {"rounds": []}
+    path.write_text("{not json")
+    assert run.read_metrics() is None
+    path.unlink()
+    assert run.read_metrics() is None
+
+
+def test_attention_views_from_stored_spans_equal_rebuilt(run: Run, tiny_model) -> None:
+    """Replay stores the round spans; the marked transcripts made from them equal those
+    rebuilt from plan, task and answers (the only way for runs without spans.parquet)."""
+    from interp.attention import transcript
+
+    assert (run.path / "spans.parquet").is_file()
+    stored = [transcript(run, e, tiny_model.tokenizer) for e in range(3)]
+    assert all(t.spans_known and t.instruction_spans for t in stored)
+    (run.path / "spans.parquet").unlink()
+    old = Run.open(run.path)
+    assert old.round_spans(0) is None
+    rebuilt = [transcript(old, e, tiny_model.tokenizer) for e in range(3)]
+    assert stored == rebuilt
+
+
+def test_patching_files_equal_those_of_its_own_writer(run: Run, tmp_path: Path) -> None:
+    """write_analysis("patching", ...) makes the same files and bytes as patching's _write,
+    so that _write can become one call to it."""
+    from interp import patching
+
+    if not hasattr(patching, "_write"):  # (once patching writes through Run, nothing to compare)
+        pytest.skip("interp.patching has no _write of its own")
+    frame = pd.DataFrame({"layer": [0, 1], "effect": [0.25, float("nan")]})
+    summary = {"config": {"method": "exact"}, "table": [{"layer": 0, "effect": 0.25}]}
+    mine = run.write_analysis("patching", "r1-t0", {"": frame}, summary)
+    other = Run.open(shutil.copytree(run.path, tmp_path / "other", dirs_exist_ok=False))
+    shutil.rmtree(other.path / "patching")
+    theirs = patching._write(other, "r1-t0", frame, summary)
+    assert [p.relative_to(run.path) for p in mine] == [p.relative_to(other.path) for p in theirs]
+    assert [p.read_bytes() for p in mine] == [p.read_bytes() for p in theirs]
