@@ -140,20 +140,3 @@ def test_attention_views_from_stored_spans_equal_rebuilt(run: Run, tiny_model) -
     assert old.round_spans(0) is None
     rebuilt = [transcript(old, e, tiny_model.tokenizer) for e in range(3)]
     assert stored == rebuilt
-
-
-def test_patching_files_equal_those_of_its_own_writer(run: Run, tmp_path: Path) -> None:
-    """write_analysis("patching", ...) makes the same files and bytes as patching's _write,
-    so that _write can become one call to it."""
-    from interp import patching
-
-    if not hasattr(patching, "_write"):  # (once patching writes through Run, nothing to compare)
-        pytest.skip("interp.patching has no _write of its own")
-    frame = pd.DataFrame({"layer": [0, 1], "effect": [0.25, float("nan")]})
-    summary = {"config": {"method": "exact"}, "table": [{"layer": 0, "effect": 0.25}]}
-    mine = run.write_analysis("patching", "r1-t0", {"": frame}, summary)
-    other = Run.open(shutil.copytree(run.path, tmp_path / "other", dirs_exist_ok=False))
-    shutil.rmtree(other.path / "patching")
-    theirs = patching._write(other, "r1-t0", frame, summary)
-    assert [p.relative_to(run.path) for p in mine] == [p.relative_to(other.path) for p in theirs]
-    assert [p.read_bytes() for p in mine] == [p.read_bytes() for p in theirs]

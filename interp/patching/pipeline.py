@@ -43,7 +43,7 @@ from interp.patching.attribution import attribute_pair
 from interp.patching.core import Variant, sweep
 from interp.patching.exact import patch_pair
 from interp.stats import CI_LEVEL, DEFAULT_CLUSTER, example_clusters, json_float
-from interp.store import Run, write_json, write_parquet
+from interp.store import Run
 
 
 def patch(
@@ -433,13 +433,8 @@ def _summary(
 def write_result(
     run: Run, name: str, per_example: pd.DataFrame, summary: dict[str, Any]
 ) -> list[Path]:
-    """Write one result into the run's ``patching`` folder: NAME.parquet (per-example rows),
-    then NAME.json (the summary); the only place patching writes files."""
-    out = run.analysis_dir("patching")
-    table, meta = out / f"{name}.parquet", out / f"{name}.json"
-    # NAME.json is the result's completeness marker, written last: readers (export) skip a
-    # table without it, so a killed patch never pairs a new table with an old summary.
-    meta.unlink(missing_ok=True)
-    write_parquet(table, per_example)
-    write_json(meta, summary)
-    return [table, meta]
+    """Write one result into the run's ``patching`` folder through ``Run``: NAME.parquet
+    (per-example rows), then NAME.json (the summary, the completeness marker written last, so
+    a killed patch never pairs a new table with an old summary); the only place patching
+    writes files."""
+    return run.write_analysis("patching", name, {"": per_example}, summary)
