@@ -9,7 +9,6 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.components.transformer_block import TransformerBlock
 
 from interp import fastpath
 from interp.loading import load_model
@@ -25,20 +24,6 @@ def models(tiny_model):
         isinstance(b, fastpath.FastBlock) for b in ref.blocks
     )
     return fast, ref
-
-
-@pytest.fixture
-def tl_calls(monkeypatch):
-    """Counts calls of TransformerLens' block forward (the path the fast one replaces)."""
-    calls = []
-    original = TransformerBlock.forward
-
-    def counted(self, *args, **kwargs):
-        calls.append(self)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(TransformerBlock, "forward", counted)
-    return calls
 
 
 def _batch(model, n=3, length=20, seed=0):
@@ -302,21 +287,3 @@ def test_unsupported_architectures_are_left_alone():
     skipped = fastpath.enable(model)
     assert set(skipped) == {0, 1} and "not a gated MLP" in skipped[0]
     assert not any(isinstance(b, fastpath.FastBlock) for b in model.blocks)
-
-
-@pytest.mark.integration
-@torch.no_grad()
-def test_embedded_fast_path_is_bitwise_equal(embedded_model, tl_calls):
-    """The embedded model: a chat transcript and KV-cached steps, fast vs TransformerLens."""
-    ref = copy.deepcopy(embedded_model)
-    fastpath.disable(ref)
-    tok = embedded_model.tokenizer
-    chat = [{"role": "user", "content": "Who was not comfortable using the phone? (a) (b) (c)"}]
-    text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    tokens = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]] * 2)
-    mask = torch.ones_like(tokens)
-    mask[1, :4] = 0
-    ours = _steps(embedded_model, tokens, mask, n_steps=4)
-    assert tl_calls == []
-    for a, b in zip(ours, _steps(ref, tokens, mask, n_steps=4), strict=True):
-        assert torch.equal(a, b)

@@ -77,7 +77,7 @@ def _small_concept(root: Path) -> Path:
 
 
 def build_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Shared with tests/test_browser.py (same session, same folders)."""
+    """Shared with tests/e2e/test_browser.py (same session, same folders)."""
     return _built(str(tmp_path_factory.getbasetemp() / "export-runs"))
 
 
