@@ -30,6 +30,9 @@ and are bitwise its own (tested). :func:`disable` switches a model back.
 
 from __future__ import annotations
 
+import warnings
+from importlib import metadata
+
 import torch
 import torch.nn.functional as F
 from torch.nn.modules import module as torch_module
@@ -42,6 +45,32 @@ from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 from transformer_lens.utilities.tensors import get_offset_position_ids
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
+
+# The fast path repeats TransformerLens 3.9's block forward and reads its private attributes
+# (``attn._W_K``, ``attn._attention_dir_override``, ``attn._extend_rotary_embeddings``), which
+# another release may change without notice. Kept equal to the pin in pyproject.toml.
+SUPPORTED_TRANSFORMER_LENS = ">=3.9,<3.10"
+_SUPPORTED_MINOR = (3, 9)
+
+
+def unsupported_transformer_lens(version: str | None = None) -> str | None:
+    """Why TransformerLens ``version`` (default: the installed one) cannot take the fast path,
+    or None when it is in the supported range."""
+    if version is None:
+        version = metadata.version("transformer-lens")
+    parts = version.split(".")
+    try:
+        minor = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        minor = None
+    if minor == _SUPPORTED_MINOR:
+        return None
+    return (
+        f"transformer-lens {version} is outside the range the fast path supports "
+        f"({SUPPORTED_TRANSFORMER_LENS}); blocks run TransformerLens' own forward"
+    )
+
+
 _INF = float("inf")
 
 
@@ -335,7 +364,13 @@ def _gated_mlp(mlp: GatedMLP, x: torch.Tensor) -> torch.Tensor:
 
 def enable(model: HookedTransformer) -> dict[int, str]:
     """Switch every supported block to :class:`FastBlock`; returns {layer: reason} for the
-    blocks left as they were (empty when all switched)."""
+    blocks left as they were (empty when all switched). Outside the supported TransformerLens
+    range no block is switched, with a warning naming the range (the results stay right, only
+    slower)."""
+    version_reason = unsupported_transformer_lens()
+    if version_reason is not None:
+        warnings.warn(version_reason, RuntimeWarning, stacklevel=2)
+        return dict.fromkeys(range(len(model.blocks)), version_reason)
     memo = _Memo()
     skipped: dict[int, str] = {}
     for layer, block in enumerate(model.blocks):

@@ -287,3 +287,33 @@ def test_unsupported_architectures_are_left_alone():
     skipped = fastpath.enable(model)
     assert set(skipped) == {0, 1} and "not a gated MLP" in skipped[0]
     assert not any(isinstance(b, fastpath.FastBlock) for b in model.blocks)
+
+
+@pytest.mark.parametrize("version", ["3.9.0", "3.9.7"])
+def test_supported_transformer_lens_versions(version):
+    assert fastpath.unsupported_transformer_lens(version) is None
+
+
+@pytest.mark.parametrize("version", ["3.8.2", "3.10.0", "4.0.0", "weird"])
+def test_other_transformer_lens_versions_are_named_with_the_range(version):
+    reason = fastpath.unsupported_transformer_lens(version)
+    assert reason is not None and version in reason and ">=3.9,<3.10" in reason
+
+
+def test_enable_outside_the_range_warns_and_keeps_transformerlens_blocks(tiny_model, monkeypatch):
+    model = copy.deepcopy(tiny_model)
+    fastpath.disable(model)
+    monkeypatch.setattr(fastpath.metadata, "version", lambda name: "4.0.0")
+    with pytest.warns(RuntimeWarning, match=r"transformer-lens 4\.0\.0 .*>=3\.9,<3\.10"):
+        skipped = fastpath.enable(model)
+    assert sorted(skipped) == list(range(len(model.blocks)))
+    assert not any(isinstance(b, fastpath.FastBlock) for b in model.blocks)
+
+
+def test_the_supported_range_is_the_pyproject_pin():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    assert f"transformer-lens{fastpath.SUPPORTED_TRANSFORMER_LENS}" in deps
