@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from unit.test_export import build_runs
+from export_runs import build_runs
 
 from interp.report import export_report
 
