@@ -269,7 +269,9 @@ def _single_attribute(
     return _flip(stereo, [tag == UNKNOWN_TAG for tag in tags], unknown)
 
 
-def _flip(stereo: int, is_unknown: Sequence[bool], unknown: int | None) -> tuple[int | None, str]:
+def _flip(
+    stereo: int, is_unknown: Sequence[bool], unknown: int | None
+) -> tuple[int | None, str | None]:
     """Non-negative questions: the first other answer that is not unknown."""
     others = [j for j in range(len(is_unknown)) if j != stereo and not is_unknown[j]]
     if not any(is_unknown):

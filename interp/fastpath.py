@@ -30,8 +30,12 @@ and are bitwise its own (tested). :func:`disable` switches a model back.
 
 from __future__ import annotations
 
+import warnings
+from importlib import metadata
+
 import torch
 import torch.nn.functional as F
+from jaxtyping import Bool, Float, Shaped
 from torch.nn.modules import module as torch_module
 from transformer_lens import HookedTransformer
 from transformer_lens.components import Attention, GroupedQueryAttention, RMSNorm
@@ -42,6 +46,32 @@ from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 from transformer_lens.utilities.tensors import get_offset_position_ids
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
+
+# The fast path repeats TransformerLens 3.9's block forward and reads its private attributes
+# (``attn._W_K``, ``attn._attention_dir_override``, ``attn._extend_rotary_embeddings``), which
+# another release may change without notice. Kept equal to the pin in pyproject.toml.
+SUPPORTED_TRANSFORMER_LENS = ">=3.9,<3.10"
+_SUPPORTED_MINOR = (3, 9)
+
+
+def unsupported_transformer_lens(version: str | None = None) -> str | None:
+    """Why TransformerLens ``version`` (default: the installed one) cannot take the fast path,
+    or None when it is in the supported range."""
+    if version is None:
+        version = metadata.version("transformer-lens")
+    parts = version.split(".")
+    try:
+        minor = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        minor = None
+    if minor == _SUPPORTED_MINOR:
+        return None
+    return (
+        f"transformer-lens {version} is outside the range the fast path supports "
+        f"({SUPPORTED_TRANSFORMER_LENS}); blocks run TransformerLens' own forward"
+    )
+
+
 _INF = float("inf")
 
 
@@ -65,7 +95,9 @@ class _Memo:
             return mask is None and entry[1] is None
         return torch.equal(entry[1], mask)
 
-    def offset_position_ids(self, mask: torch.Tensor) -> torch.Tensor | None:
+    def offset_position_ids(
+        self, mask: Shaped[torch.Tensor, "batch key_pos"]
+    ) -> Shaped[torch.Tensor, "batch key_pos"] | None:
         """``get_offset_position_ids(0, mask)``: position ids of every cached and new token;
         None when the mask has no padding, so that the ids are 0, 1, 2, ... in every row."""
         key = (tuple(mask.shape), mask.dtype, mask.device)
@@ -75,8 +107,13 @@ class _Memo:
         return self.position_ids[2]
 
     def causal_mask(
-        self, q_len: int, k_len: int, offset: int, mask: torch.Tensor | None, device
-    ) -> torch.Tensor:
+        self,
+        q_len: int,
+        k_len: int,
+        offset: int,
+        mask: Shaped[torch.Tensor, "batch key_pos"] | None,
+        device: torch.device | str,
+    ) -> Bool[torch.Tensor, "mask_batch 1 q_pos key_pos"]:
         """TransformerLens' ``apply_causal_mask`` mask (global attention), as a bool tensor
         ``[batch or 1, 1, q_len, k_len]``."""
         shape = None if mask is None else (tuple(mask.shape), mask.dtype, mask.device)
@@ -168,7 +205,9 @@ class FastBlock(TransformerBlock):
     _fast_memo: _Memo
     _fast_children: tuple
 
-    def fast_path_ready(self, resid_pre: torch.Tensor | None = None) -> bool:
+    def fast_path_ready(
+        self, resid_pre: Float[torch.Tensor, "batch pos d_model"] | None = None
+    ) -> bool:
         """True when a forward (of ``resid_pre``, if given) takes the fast path."""
         cfg = self.cfg
         if torch.is_grad_enabled() and (
@@ -191,11 +230,11 @@ class FastBlock(TransformerBlock):
 
     def forward(
         self,
-        resid_pre: torch.Tensor,
-        shortformer_pos_embed: torch.Tensor | None = None,
+        resid_pre: Float[torch.Tensor, "batch pos d_model"],
+        shortformer_pos_embed: Float[torch.Tensor, "batch pos d_model"] | None = None,
         past_kv_cache_entry=None,
-        attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        attention_mask: Shaped[torch.Tensor, "batch key_pos"] | None = None,
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
         if shortformer_pos_embed is not None or not self.fast_path_ready(resid_pre):
             return super().forward(
                 resid_pre,
@@ -225,12 +264,12 @@ class FastBlock(TransformerBlock):
 
     def _attention(
         self,
-        q_input: torch.Tensor,
-        k_input: torch.Tensor,
-        v_input: torch.Tensor,
+        q_input: Float[torch.Tensor, "batch pos d_model"],
+        k_input: Float[torch.Tensor, "batch pos d_model"],
+        v_input: Float[torch.Tensor, "batch pos d_model"],
         cache_entry,
-        attention_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+        attention_mask: Shaped[torch.Tensor, "batch key_pos"] | None,
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
         """``AbstractAttention.forward`` for global causal rotary attention, MHA or GQA."""
         attn, cfg = self.attn, self.cfg
         grouped = isinstance(attn, GroupedQueryAttention)
@@ -273,8 +312,11 @@ class FastBlock(TransformerBlock):
         return F.linear(z, w, attn.b_O)
 
     def _rotary(
-        self, x: torch.Tensor, offset: int, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
+        self,
+        x: Float[torch.Tensor, "batch pos head d_head"],
+        offset: int,
+        attention_mask: Shaped[torch.Tensor, "batch key_pos"] | None,
+    ) -> Float[torch.Tensor, "batch pos head d_head"]:
         """``AbstractAttention.apply_rotary`` (no dynamic NTK)."""
         attn, cfg = self.attn, self.cfg
         rotary_dim = cfg.rotary_dim
@@ -309,7 +351,9 @@ class FastBlock(TransformerBlock):
         return torch.cat([rotated, x_pass], dim=-1)
 
 
-def _rms_norm(ln: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+def _rms_norm(
+    ln: RMSNorm, x: Float[torch.Tensor, "*batch d_model"]
+) -> Float[torch.Tensor, "*batch d_model"]:
     """``RMSNorm.forward`` without its hook points."""
     dtype = ln.cfg.dtype
     if dtype not in _FLOAT_DTYPES:
@@ -318,14 +362,20 @@ def _rms_norm(ln: RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return (x / scale).to(dtype) * ln.w
 
 
-def _attn_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _attn_linear(
+    x: Float[torch.Tensor, "batch pos d_model"],
+    w: Float[torch.Tensor, "head d_model d_head"],
+    b: Float[torch.Tensor, "head d_head"],
+) -> Float[torch.Tensor, "batch pos head d_head"]:
     """``simple_attn_linear``: [batch, pos, d_model] -> [batch, pos, head, d_head]."""
     weight = w.permute(0, 2, 1).reshape(w.shape[0] * w.shape[2], w.shape[1])
     out = F.linear(x, weight, b.reshape(-1))
     return out.reshape(x.shape[0], x.shape[1], b.shape[0], b.shape[1])
 
 
-def _gated_mlp(mlp: GatedMLP, x: torch.Tensor) -> torch.Tensor:
+def _gated_mlp(
+    mlp: GatedMLP, x: Float[torch.Tensor, "batch pos d_model"]
+) -> Float[torch.Tensor, "batch pos d_model"]:
     """``GatedMLP.forward`` without its hook points."""
     pre_act = F.linear(x, mlp.W_gate.T.contiguous())
     pre_linear = F.linear(x, mlp.W_in.T.contiguous())
@@ -335,7 +385,13 @@ def _gated_mlp(mlp: GatedMLP, x: torch.Tensor) -> torch.Tensor:
 
 def enable(model: HookedTransformer) -> dict[int, str]:
     """Switch every supported block to :class:`FastBlock`; returns {layer: reason} for the
-    blocks left as they were (empty when all switched)."""
+    blocks left as they were (empty when all switched). Outside the supported TransformerLens
+    range no block is switched, with a warning naming the range (the results stay right, only
+    slower)."""
+    version_reason = unsupported_transformer_lens()
+    if version_reason is not None:
+        warnings.warn(version_reason, RuntimeWarning, stacklevel=2)
+        return dict.fromkeys(range(len(model.blocks)), version_reason)
     memo = _Memo()
     skipped: dict[int, str] = {}
     for layer, block in enumerate(model.blocks):

@@ -752,8 +752,8 @@ def attention_pattern_figure(
 
 def _shape(
     kind: str,
-    x: tuple[float, float],
-    y: tuple[float, float],
+    x: tuple[float | int, float | int],
+    y: tuple[float | int, float | int],
     ref: dict[str, str],
     color: str,
     *,

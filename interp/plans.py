@@ -13,7 +13,7 @@ import string
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsIndex
 
 import yaml
 
@@ -62,7 +62,7 @@ class Plan:
         return out
 
 
-def option_letter(i: int) -> str:
+def option_letter(i: SupportsIndex) -> str:
     return "abcdefghijklmnopqrstuvwxyz"[i]
 
 

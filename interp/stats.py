@@ -175,9 +175,9 @@ def bootstrap_weights(
 
 def percentile_interval(
     samples: Float[np.ndarray, "resample ..."], level: float = CI_LEVEL
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray | float, np.ndarray | float]:
     """Percentile interval over the first axis, ignoring non-finite resamples (NaN bounds
-    where none is finite)."""
+    where none is finite); floats for one-dimensional samples."""
     if samples.shape[0] == 0:
         nan = np.full(samples.shape[1:], np.nan)
         return nan, nan.copy()

@@ -165,10 +165,10 @@ def _item_weights(
 def _hits(
     x_train: Float[torch.Tensor, "layer item d_model"],
     y_train: Int[np.ndarray, " item"],
-    x_test: Float[torch.Tensor, "layer item d_model"],
-    y_test: Int[np.ndarray, " item"],
+    x_test: Float[torch.Tensor, "layer test_item d_model"],
+    y_test: Int[np.ndarray, " test_item"],
     c: float,
-) -> Bool[np.ndarray, "layer item"]:
+) -> Bool[np.ndarray, "layer test_item"]:
     """Whether the probe fitted on the training items gets each test item right."""
     fit = fit_logistic(x_train, torch.tensor(y_train), c=c)
     predicted = (fit.logits(x_test) > 0).numpy()

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Real
 
 _TINY_SCALE = 1e-12  # features with a smaller spread are constant: left unscaled (as sklearn)
 _SCHUR_JITTER = 1e-12  # keeps the intercept's pivot positive when every item is fitted
@@ -47,7 +47,7 @@ class LogisticFit:
 
 def fit_logistic(
     x: Float[torch.Tensor, "layer item d_model"],
-    y: Float[torch.Tensor, " item"],
+    y: Real[torch.Tensor, " item"],
     *,
     c: float = 1.0,
     tol: float = 1e-10,

@@ -48,3 +48,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tl_calls(monkeypatch):
+    """Counts calls of TransformerLens' block forward (the path the fast one replaces)."""
+    from transformer_lens.components.transformer_block import TransformerBlock
+
+    calls = []
+    original = TransformerBlock.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TransformerBlock, "forward", counted)
+    return calls

@@ -106,14 +106,3 @@ def test_errors(tok):
     no_template.chat_template = None
     with pytest.raises(InterpError, match="no chat template"):
         build_conversation(no_template, ROUNDS[:1], answer_prefix=PREFIX)
-
-
-@pytest.mark.integration
-def test_embedded_chat_round_trip(embedded_model):
-    tok = embedded_model.tokenizer
-    conv = build_conversation(tok, ROUNDS, answer_prefix=PREFIX)
-    assert tok.decode(conv.tokens) == conv.text
-    assert conv.tokens == tok(conv.text, add_special_tokens=False)["input_ids"]
-    for r, spans in enumerate(conv.rounds):
-        assert conv.span_text(spans.user) == ROUNDS[r].user
-        assert tok.decode([conv.tokens[spans.readout]]) == " ("

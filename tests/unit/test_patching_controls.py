@@ -8,8 +8,8 @@ import re
 
 import pytest
 import torch
-from test_patching import _write_fake_run
 from typer.testing import CliRunner
+from unit.test_patching import _write_fake_run
 
 from interp.cli import app
 from interp.errors import InterpError

@@ -113,9 +113,6 @@ def test_metrics_resample_templates_and_record_the_cluster():
 
 
 def test_unknown_cluster_is_a_user_error(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent / "faults"))
     from faultkit import assert_refused_without_trace
 
     ids = np.arange(4)
@@ -335,9 +332,6 @@ def test_mismatched_control_is_refused(tmp_path, change, message):
 
 @pytest.mark.parametrize("command", ["probe", "patch"])
 def test_mismatched_control_run_cli_exit_2_one_line(tmp_path, command):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent / "faults"))
     from faultkit import assert_refused_without_trace
 
     run = _fake_run(tmp_path / "run")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_bbq_rules import UNKNOWN, line, write_templates
-from test_metrics import make_rounds, round0
 from typer.testing import CliRunner
+from unit.test_bbq_rules import UNKNOWN, line, write_templates
+from unit.test_metrics import make_rounds, round0
 
 from interp import calibration
 from interp.cli import app

@@ -9,7 +9,6 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.components.transformer_block import TransformerBlock
 
 from interp import fastpath
 from interp.loading import load_model
@@ -25,20 +24,6 @@ def models(tiny_model):
         isinstance(b, fastpath.FastBlock) for b in ref.blocks
     )
     return fast, ref
-
-
-@pytest.fixture
-def tl_calls(monkeypatch):
-    """Counts calls of TransformerLens' block forward (the path the fast one replaces)."""
-    calls = []
-    original = TransformerBlock.forward
-
-    def counted(self, *args, **kwargs):
-        calls.append(self)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(TransformerBlock, "forward", counted)
-    return calls
 
 
 def _batch(model, n=3, length=20, seed=0):
@@ -304,19 +289,31 @@ def test_unsupported_architectures_are_left_alone():
     assert not any(isinstance(b, fastpath.FastBlock) for b in model.blocks)
 
 
-@pytest.mark.integration
-@torch.no_grad()
-def test_embedded_fast_path_is_bitwise_equal(embedded_model, tl_calls):
-    """The embedded model: a chat transcript and KV-cached steps, fast vs TransformerLens."""
-    ref = copy.deepcopy(embedded_model)
-    fastpath.disable(ref)
-    tok = embedded_model.tokenizer
-    chat = [{"role": "user", "content": "Who was not comfortable using the phone? (a) (b) (c)"}]
-    text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    tokens = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]] * 2)
-    mask = torch.ones_like(tokens)
-    mask[1, :4] = 0
-    ours = _steps(embedded_model, tokens, mask, n_steps=4)
-    assert tl_calls == []
-    for a, b in zip(ours, _steps(ref, tokens, mask, n_steps=4), strict=True):
-        assert torch.equal(a, b)
+@pytest.mark.parametrize("version", ["3.9.0", "3.9.7"])
+def test_supported_transformer_lens_versions(version):
+    assert fastpath.unsupported_transformer_lens(version) is None
+
+
+@pytest.mark.parametrize("version", ["3.8.2", "3.10.0", "4.0.0", "weird"])
+def test_other_transformer_lens_versions_are_named_with_the_range(version):
+    reason = fastpath.unsupported_transformer_lens(version)
+    assert reason is not None and version in reason and ">=3.9,<3.10" in reason
+
+
+def test_enable_outside_the_range_warns_and_keeps_transformerlens_blocks(tiny_model, monkeypatch):
+    model = copy.deepcopy(tiny_model)
+    fastpath.disable(model)
+    monkeypatch.setattr(fastpath.metadata, "version", lambda name: "4.0.0")
+    with pytest.warns(RuntimeWarning, match=r"transformer-lens 4\.0\.0 .*>=3\.9,<3\.10"):
+        skipped = fastpath.enable(model)
+    assert sorted(skipped) == list(range(len(model.blocks)))
+    assert not any(isinstance(b, fastpath.FastBlock) for b in model.blocks)
+
+
+def test_the_supported_range_is_the_pyproject_pin():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    assert f"transformer-lens{fastpath.SUPPORTED_TRANSFORMER_LENS}" in deps

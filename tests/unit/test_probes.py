@@ -802,21 +802,6 @@ def test_probe_run_on_a_real_replay(tmp_path, tiny_model, concept_file):
 # Integration: the embedded model
 
 
-@pytest.mark.integration
-def test_stereotype_probe_beats_its_controls_on_the_embedded_model():
-    model = load_model("smollm2")
-    data = load_concept("stereotype")
-    encodings = encode_texts(model, data.texts(), position="last")
-    probe = probe_layers(encodings, data, method="probe", seed=0)
-    best = probe.table.set_index("layer").loc[probe.val_layer]  # the headline layer
-    assert best["acc"] >= 0.75
-    assert best["acc"] - best["shuffled_acc"] >= 0.2
-    assert best["acc_lo"] > best["shuffled_acc"]
-    # and the control that can fail: at seed 0 the probe (0.89 at layer 15) beats a bag of
-    # words (0.78) on the same test statements, McNemar p = 0.011
-    assert probe.surface.beats and probe.surface.baseline == "bow"
-
-
 def test_cell_correlation_interval_is_a_cluster_bootstrap():
     """The example-round and within-round intervals of r resample whole clusters of examples
     (all their rounds together), as a plain loop over resamples does."""

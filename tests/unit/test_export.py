@@ -6,7 +6,6 @@ patching) and as a copy with probes and head patching added ("full").
 
 from __future__ import annotations
 
-import functools
 import html
 import json
 import re
@@ -18,67 +17,18 @@ import plotly.graph_objects as go
 import pytest
 import torch
 import typer
+from export_runs import N_EXAMPLES, ROUNDS, build_runs
 from typer.testing import CliRunner
 
 from interp import attention, figures
 from interp.cli import _user_errors
 from interp.errors import InterpError
 from interp.export_cli import export_command
-from interp.replay import ReplayConfig, replay
 from interp.report import export_report, load_metrics, load_patching, load_probes
 from interp.store import Run
 
-ROUNDS = 2
-N_EXAMPLES = 6
 N_LAYERS = 3  # the tiny model
 N_HEADS = 4
-
-
-@functools.cache
-def _built(root: str) -> tuple[Path, Path]:
-    """(bare, full) run directories under ``root``, built once per test session."""
-    from interp.loading import load_model
-    from interp.patching import patch_run
-    from probes.api import probe_run
-
-    model = load_model("tiny")
-    bare = Path(root) / "bare"
-    replay(
-        ReplayConfig(model="tiny", task="builtin", rounds=ROUNDS, limit=N_EXAMPLES, out=str(bare)),
-        model=model,
-    )
-    full = Path(root) / "full"
-    shutil.copytree(bare, full)
-    # Six examples are three templates: split by template, the tiny model's training answers
-    # hold one class and the behaviour probes are undefined; split by example they are not.
-    probe_run(full, _small_concept(Path(root)), model=model, n_boot=50, cluster="example")
-    patch_run(
-        full,
-        layer="all",
-        round=ROUNDS,
-        target_round=0,
-        component="resid_post,attn_out,mlp_out,heads",
-        model=model,
-        n_boot=50,
-    )
-    return bare, full
-
-
-def _small_concept(root: Path) -> Path:
-    """The first 30 pairs of the built-in stereotype concept (encoding all 180 pairs is most
-    of the set-up time), named like the built-in one: its results go to probes/user-stereotype."""
-    from importlib import resources
-
-    text = resources.files("probes").joinpath("data/stereotype.jsonl").read_text()
-    path = root / "concepts" / "stereotype.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(text.splitlines(keepends=True)[:60]))
-    return path
-
-
-def build_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Shared with tests/test_browser.py (same session, same folders)."""
-    return _built(str(tmp_path_factory.getbasetemp() / "export-runs"))
 
 
 @pytest.fixture(scope="module")

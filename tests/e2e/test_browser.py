@@ -12,9 +12,9 @@ that as JSON into the page, which ``--dump-dom`` returns. Independently, Chromiu
 pointed at a local socket that records every connection attempt, and its console log
 (``--enable-logging=stderr``) is scanned for uncaught errors and failed loads.
 
-Chromium comes from the Debian package (``apt-get install -y chromium``, tried when it is
-missing and we are root); elsewhere the test is skipped with the reason, except under CI
-(``CI=true``), where a missing browser is a failure.
+Chromium comes from the Debian package, installed by ``make chromium`` (a step of
+``make test``) when it is missing and we are root; the test only looks for it: without it the
+test is skipped with the reason, except under CI (``CI=true``), where it is a failure.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_export import build_runs
+from export_runs import build_runs
 
 from interp.report import export_report
 
@@ -110,29 +110,14 @@ def _find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _install_chromium() -> str:
-    """Try the Debian package; return why it is still missing (empty when installed)."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return "not root, so `apt-get install -y chromium` cannot run here"
-    if shutil.which("apt-get") is None:
-        return "no apt-get here to install the Debian package chromium"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "chromium"]
-    for command in (install, ["apt-get", "update", "-q"], install):
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-        if command is install and done.returncode == 0:
-            return ""
-    return f"`apt-get install -y chromium` failed: {done.stderr.strip()[-300:]}"
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
+    # Installing the browser is set-up, not a test: `make chromium` (which `make test` runs)
+    # installs Debian's package when it can and says why not otherwise.
     found = _find_chromium()
-    reason = "" if found else _install_chromium()
-    found = found or _find_chromium()
     if found:
         return found
-    reason = reason or "chromium is not on PATH after installing it"
+    reason = "chromium is not on PATH (`make chromium` installs Debian's package as root)"
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI needs headless Chromium for the browser test: {reason}")
     pytest.skip(f"no headless Chromium: {reason}")
