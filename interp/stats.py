@@ -186,7 +186,7 @@ def percentile_interval(
 
 def _percentiles(
     samples: Float[np.ndarray, "resample ..."], tail: float
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray | float, np.ndarray | float]:
     """The ``tail`` and ``100 - tail`` percentiles over the first axis, non-finite left out."""
     masked = np.where(np.isfinite(samples), samples, np.nan)
     with warnings.catch_warnings():
