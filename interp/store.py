@@ -22,13 +22,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 from jaxtyping import Float
 
 from interp.errors import InterpError
+
+if TYPE_CHECKING:  # torch loads only where tensors are read or written: `interp metrics` needs none
+    import torch
 
 SCHEMA_VERSION = 1
 ACTIVATION_KEY = "activations"
@@ -65,6 +67,7 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
 
 
 def write_activations(path: Path, acts: Float[torch.Tensor, "example round d_model"]) -> None:
+    import torch
     from safetensors.torch import save_file
 
     tensor = acts.detach().to("cpu", torch.float16).contiguous()

@@ -1,14 +1,4 @@
-"""``interp export``: the command behind :func:`interp.report.export_report`.
-
-Register in ``interp/cli.py`` with::
-
-    from interp.export_cli import export_command
-
-    app.command("export")(_user_errors(export_command))
-
-and add ``"--heads"`` to ``_MULTI_VALUE_OPTIONS`` so that ``--heads 12.3 14.0`` works as
-well as ``--heads 12.3 --heads 14.0`` (or ``--heads 12.3,14.0``).
-"""
+"""``interp export``: the command behind :func:`interp.report.export_report`."""
 
 from __future__ import annotations
 
@@ -19,7 +9,7 @@ from typing import Annotated
 import typer
 
 
-def export_command(
+def export(
     run: Annotated[
         list[Path],
         typer.Option(
@@ -42,7 +32,13 @@ def export_command(
         ),
     ] = None,
     example: Annotated[
-        int, typer.Option(help="Example index whose transcript the attention views show.")
+        int,
+        typer.Option(
+            "--example-index",
+            "--example",
+            help="Example index whose transcript the attention views show (--example: the "
+            "old spelling).",
+        ),
     ] = 0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print what was written as JSON.")
