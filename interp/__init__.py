@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
+    from probes.config import ProbeConfig
+
     from interp.conversation import Conversation, RoundInput, RoundSpans, build_conversation
     from interp.loading import ModelSource, load_model
     from interp.patching import PatchConfig, PatchResult, patch
     from interp.replay import ReplayConfig, replay
     from interp.report_config import ExportConfig, export
     from probes.api import ProbeResult, probe
-    from probes.config import ProbeConfig
 
 # name -> the module that defines it (imported on first access).
 _LAZY: dict[str, str] = {
@@ -46,7 +47,25 @@ _LAZY: dict[str, str] = {
     "export": "interp.report_config",
 }
 
-__all__ = ["InterpError", *sorted(_LAZY)]
+__all__ = [
+    "Conversation",
+    "ExportConfig",
+    "InterpError",
+    "ModelSource",
+    "PatchConfig",
+    "PatchResult",
+    "ProbeConfig",
+    "ProbeResult",
+    "ReplayConfig",
+    "RoundInput",
+    "RoundSpans",
+    "build_conversation",
+    "export",
+    "load_model",
+    "patch",
+    "probe",
+    "replay",
+]
 
 
 def __getattr__(name: str) -> Any:
