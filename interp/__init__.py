@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
-    from probes.config import ProbeConfig
-
     from interp.conversation import Conversation, RoundInput, RoundSpans, build_conversation
     from interp.loading import ModelSource, load_model
     from interp.patching import PatchConfig, PatchResult, patch
     from interp.replay import ReplayConfig, replay
     from interp.report_config import ExportConfig, export
     from probes.api import ProbeResult, probe
+    from probes.config import ProbeConfig
 
 # name -> the module that defines it (imported on first access).
 _LAZY: dict[str, str] = {
@@ -72,6 +71,10 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'interp' has no attribute {name!r}")
+    if name == module.rpartition(".")[2]:
+        # `replay`: the verb's name is its module's, and importing a submodule binds the
+        # package attribute to the module; the module is callable and calls the verb.
+        return importlib.import_module(module)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # the next access skips this function
     return value

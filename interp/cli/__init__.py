@@ -44,24 +44,11 @@ app = typer.Typer(
 # Config fields whose name starts a library error message -> the flag a user types. A field's
 # flag is its name with '-' for '_'; only the exceptions need an entry.
 FIELD_FLAGS: dict[str, str] = {}
-_FIELD_AT_START = re.compile(r"^([a-z][a-z0-9]*(?:_[a-z0-9]+)*) (must|needs|exceeds|is|\d)")
-# The config fields that are CLI options (their messages are the only ones rewritten).
+_FIELD_AT_START = re.compile(r"^([a-z][a-z0-9]*(?:_[a-z0-9]+)*) ")
+# The config fields whose library messages start with their name (only these are rewritten:
+# a message may start with an ordinary word that is also a field's name, such as "out").
 _OPTION_FIELDS = frozenset(
-    {
-        "rounds",
-        "limit",
-        "sample",
-        "batch_size",
-        "max_new_tokens",
-        "hooks",
-        "force_round0",
-        "n_boot",
-        "seed",
-        "top",
-        "verify_top",
-        "layers",
-        "out",
-    }
+    {"rounds", "limit", "sample", "batch_size", "max_new_tokens", "hooks", "force_round0"}
 )
 
 

@@ -1,4 +1,4 @@
-"""``interp export``: the command behind :func:`interp.report.export_report`."""
+"""``interp export``: the command behind :func:`interp.report_config.export`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def export(
             "those head patching ranks highest."
         ),
     ] = None,
-    example: Annotated[
+    example_index: Annotated[
         int,
         typer.Option(
             "--example-index",
@@ -49,9 +49,13 @@ def export(
     The page needs no network; the same run gives the same bytes. The path of index.html is
     the last line printed.
     """
-    from interp.report import export_report
+    from interp.report_config import ExportConfig
+    from interp.report_config import export as run_export
 
-    result = export_report(run, heads=heads, example=example, png=png)
+    config = ExportConfig(
+        heads=None if heads is None else tuple(heads), example_index=example_index, png=png
+    )
+    result = run_export(run, config)
     if as_json:
         out = {
             "index": str(result.index),

@@ -58,7 +58,7 @@ def patch(
     verify_top: Annotated[
         int, typer.Option(help="attribution: re-run the K strongest exactly (Spearman's rho).")
     ] = 0,
-    example: Annotated[
+    examples: Annotated[
         list[str] | None,
         typer.Option(
             "--examples",
@@ -130,7 +130,7 @@ def patch(
         positions=positions,
         method=method,
         verify_top=verify_top,
-        examples=[int(e) if e.isdigit() else e for e in example] if example else None,
+        examples=[int(e) if e.isdigit() else e for e in examples] if examples else None,
         categories=category or None,
         context_condition=context_condition,
         limit=limit,

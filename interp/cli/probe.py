@@ -1,4 +1,4 @@
-"""``interp probe``: the command behind :func:`probes.api.probe_run`."""
+"""``interp probe``: the command behind :func:`probes.api.probe`."""
 
 from __future__ import annotations
 
@@ -57,21 +57,22 @@ def probe(
     """
     from interp.cli.format import format_probe
     from interp.cli.options import parse_layers
-    from probes.api import probe_run
+    from probes.api import probe as run_probe
+    from probes.config import ProbeConfig
 
-    result = probe_run(
-        run,
-        concept,
-        layers=parse_layers(layers),
+    chosen = parse_layers(layers)
+    config = ProbeConfig(
+        concept=concept,
+        layers=None if chosen is None else tuple(chosen),
         method=method,
         position=position,
         score=score,
         seed=seed,
-        progress=not as_json,
         transfer=transfer,
         cluster=cluster,
-        control_run=control_run,
+        control_run=None if control_run is None else str(control_run),
     )
+    result = run_probe(run, config, progress=not as_json)
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
         return

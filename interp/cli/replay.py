@@ -96,7 +96,7 @@ def replay(
         rounds=rounds,
         limit=limit,
         sample=sample,
-        hooks=list(hooks or ["resid_post"]),
+        hooks=list(hooks) if hooks else ReplayConfig().hooks,
         mode=mode,
         score=score,
         max_new_tokens=max_new_tokens,
