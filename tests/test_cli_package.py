@@ -262,3 +262,21 @@ def test_help_lists_every_command_without_torch() -> None:
     ).stdout
     for name in ("models", "replay", "metrics", "probe", "patch", "export"):
         assert name in out
+
+
+def test_metrics_command_runs_without_torch(tmp_path: Path) -> None:
+    """`interp metrics` reads a run (its files checked, activations included) without torch."""
+    run = tmp_path / "run"
+    replay = ["replay", "--model", "tiny", "--rounds", "1", "--limit", "2", "--out", str(run)]
+    assert CliRunner().invoke(app, [*replay, "--json"]).exit_code == 0
+    code = (
+        "import sys\n"
+        f"sys.argv = ['interp', 'metrics', '--run', {str(run)!r}]\n"
+        "from interp.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as err:\n    assert not err.code, err.code\n"
+        "print('torch' in sys.modules, 'transformer_lens' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.splitlines()[-1] == "False False"
