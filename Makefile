@@ -59,13 +59,10 @@ chromium:
 			echo "chromium: apt-get install -y chromium failed; the browser test will skip"; \
 	fi
 
-test: setup chromium
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+test: lint chromium
 	$(PY) -m pytest --durations=10
 
-# lint-imports (import-linter) is not in `test` yet: two imports on today's code break the
-# layers contract (see [tool.importlinter] in pyproject.toml).
+# ruff, and the import rules: the layers contract in pyproject.toml ([tool.importlinter]).
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

@@ -36,10 +36,9 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
-from interp.conversation import RoundInput, RoundSpans, build_conversation
+from interp.conversation import RoundSpans
 from interp.errors import InterpError
 from interp.hooknames import act_name
-from interp.plans import Plan
 from interp.store import Run
 
 Head = tuple[int, int]  # (layer, head)
@@ -119,47 +118,14 @@ def transcript(run: Run, example: int, tokenizer) -> Transcript:
 def _round_spans(
     run: Run, example: int, rows: pd.DataFrame, tokens: list[int], tokenizer
 ) -> list[RoundSpans] | None:
-    """The stored round spans; rebuilt for a run without them; None where only read-out
-    positions mark the rounds."""
+    """The round spans replay stored; None where only read-out positions mark the rounds
+    (runs replayed before spans were stored: replay again to see instruction spans)."""
     manifest = run.manifest
     if manifest.get("mode") != "choice" or manifest["plan"].get("think_tokens", 0) > 0:
         # Views of these runs have never shown spans (they could not be rebuilt, the
         # "thinking" is not stored); kept so, although replay now stores their spans too.
         return None
-    stored = run.round_spans(example)
-    if stored is not None:
-        return stored
-    return _rebuild_spans(run, rows, tokens, tokenizer)
-
-
-def _rebuild_spans(run: Run, rows: pd.DataFrame, tokens: list[int], tokenizer):
-    """Round spans from the plan's texts and the stored answers, or None if they do not
-    reproduce the stored tokens exactly (runs replayed before spans.parquet existed)."""
-    from interp.replay import ReplayConfig, select_examples
-    from interp.tasks import load_task
-
-    manifest = run.manifest
-    plan_fields = dict(manifest["plan"])
-    try:
-        config = ReplayConfig(**manifest["config"])
-        examples = select_examples(load_task(config.task, config.data or None), config)
-    except (InterpError, TypeError, KeyError):
-        return None
-    index = int(rows["example_index"].iloc[0])
-    if index >= len(examples) or examples[index].example_id != rows["example_id"].iloc[0]:
-        return None
-    plan = Plan(**{**plan_fields, "followups": tuple(plan_fields["followups"])})
-    inputs = []
-    for r, answer in zip(rows["round"], rows["answer_text"], strict=True):
-        user, instruction = plan.user_turn(examples[index], int(r))
-        inputs.append(RoundInput(user=user, instruction=instruction, answer=str(answer)))
-    try:
-        conv = build_conversation(
-            tokenizer, inputs, answer_prefix=plan.answer_prefix, system=config.system
-        )
-    except InterpError:
-        return None
-    return conv.rounds if conv.tokens == tokens else None
+    return run.round_spans(example)
 
 
 def _mark(

@@ -29,6 +29,7 @@ import re
 import shutil
 import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -223,27 +224,28 @@ def _replay_locked(
 
 
 def _validate(config: ReplayConfig) -> None:
+    # Messages name the config's fields; the CLI shows them with their flags (interp.cli).
     if config.rounds < 1:
-        raise InterpError(f"--rounds must be at least 1 (got {config.rounds})")
+        raise InterpError(f"rounds must be at least 1 (got {config.rounds})")
     if config.limit is not None and config.limit < 1:
-        raise InterpError(f"--limit must be at least 1 (got {config.limit})")
+        raise InterpError(f"limit must be at least 1 (got {config.limit})")
     if config.sample is not None and config.sample < 1:
-        raise InterpError(f"--sample must be at least 1 (got {config.sample})")
+        raise InterpError(f"sample must be at least 1 (got {config.sample})")
     if config.mode not in MODES:
         raise InterpError(f"unknown mode {config.mode!r}; use one of {', '.join(MODES)}")
     if config.score not in SCORES:
         raise InterpError(f"unknown score {config.score!r}; use one of {', '.join(SCORES)}")
     if config.batch_size < 1:
-        raise InterpError(f"--batch-size must be at least 1 (got {config.batch_size})")
+        raise InterpError(f"batch_size must be at least 1 (got {config.batch_size})")
     if config.max_new_tokens < 1:
-        raise InterpError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")
+        raise InterpError(f"max_new_tokens must be at least 1 (got {config.max_new_tokens})")
     if not config.hooks:
-        raise InterpError("--hooks needs at least one hook")
+        raise InterpError("hooks needs at least one hook")
     force = config.force_round0
     if force is not None:
         if force not in FORCE_ROLES and not re.fullmatch(r"[a-z]", force):
             raise InterpError(
-                f"--force-round0 {force!r}: use {', '.join(FORCE_ROLES)} or an option letter "
+                f"force_round0 {force!r}: use {', '.join(FORCE_ROLES)} or an option letter "
                 "(a, b, c, ...)"
             )
         if config.mode != "choice":
@@ -828,3 +830,15 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+class _CallableModule(types.ModuleType):
+    """``interp.replay`` is this module and, as ``interp``'s exported verb, :func:`replay`:
+    once a module is imported Python binds the package attribute to it, so the verb and the
+    module must be one object for ``from interp import replay`` to mean one thing."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Run:
+        return replay(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

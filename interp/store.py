@@ -488,7 +488,7 @@ def _check_activation_file(path: Path, shape: tuple[int, ...]) -> None:
     if not path.is_file():
         raise _damaged(path, "file missing")
     try:
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), "np") as f:  # headers only: no torch for `interp metrics`
             keys = list(f.keys())
             if keys != [ACTIVATION_KEY]:
                 raise _damaged(path, f"keys {keys}, expected [{ACTIVATION_KEY!r}]")

@@ -50,6 +50,7 @@ from interp.stats import (
 from interp.store import AnalysisTensors, Run
 from probes.behaviour import behaviour_probes
 from probes.concepts import ConceptData, load_concept
+from probes.config import ProbeConfig
 from probes.directions import LayerProbe, check_layers, check_method, choose_layer, probe_layers
 from probes.encode import cached_encodings, check_position, weights_hash
 from probes.scores import (
@@ -610,4 +611,32 @@ def _write(run: Run, result: ProbeResult, summary: dict[str, Any]) -> None:
     directions = AnalysisTensors({"directions": result.directions}, {"layers": layers})
     run.write_analysis(
         "probes", result.concept, tables, summary, tensors={"directions": directions}
+    )
+
+
+def probe(
+    run: Run | str | Path,
+    config: ProbeConfig | None = None,
+    *,
+    model: HookedTransformer | None = None,
+    progress: bool = False,
+) -> ProbeResult:
+    """Probe ``run`` as ``config`` says (default: the stereotype concept, every stored layer):
+    the API's verb shape, a thin wrapper over :func:`probe_run`."""
+    config = ProbeConfig() if config is None else config
+    return probe_run(
+        run.path if isinstance(run, Run) else run,
+        config.concept,
+        layers=None if config.layers is None else list(config.layers),
+        method=config.method,
+        position=config.position,
+        score=config.score,
+        seed=config.seed,
+        test_size=config.test_size,
+        n_boot=config.n_boot,
+        model=model,
+        progress=progress,
+        transfer=config.transfer,
+        cluster=config.cluster,
+        control_run=config.control_run,
     )

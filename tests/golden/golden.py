@@ -24,6 +24,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # Resolved: from a worktree, ../shared is a link, and the manifest records the data paths.
 SHARED_BBQ = (HERE.parents[2] / "shared" / "data" / "bbq").resolve()
+# Files added on purpose since the recording, with why; `check` lists them and passes.
+ADDED_BY_DESIGN = {
+    "spans.parquet": "each round's token spans, stored by replay so the report reads them "
+    "through Run instead of rebuilding conversations with replay",
+}
 VOLATILE_KEYS = {"timing", "versions", "command", "elapsed_s", "created", "wall_s"}
 
 
@@ -201,9 +206,12 @@ def main() -> None:
         print(f"recorded {len(got['files'])} files, {len(got['stdout'])} outputs -> {target}")
         return
     want = json.loads(target.read_text())
-    bad = []
+    bad, added = [], []
     for kind in ("stdout", "files"):
         for key in sorted(set(want[kind]) | set(got[kind])):
+            if kind == "files" and key not in want[kind] and Path(key).name in ADDED_BY_DESIGN:
+                added.append(f"added by design: {key} ({ADDED_BY_DESIGN[Path(key).name]})")
+                continue
             if want[kind].get(key) != got[kind].get(key):
                 bad.append(f"{kind}: {key}")
                 if kind == "stdout" and key in want[kind] and key in got[kind]:
@@ -213,7 +221,9 @@ def main() -> None:
     if bad:
         print("\n".join(["outputs changed:", *bad]))
         raise SystemExit(1)
-    print(f"no change: {len(got['files'])} files, {len(got['stdout'])} outputs")
+    print("\n".join(added))
+    kept = len(got["files"]) - len(added)
+    print(f"no change: {kept} files, {len(got['stdout'])} outputs ({len(added)} added by design)")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from interp import attention, figures
 from interp.cli import _user_errors
+from interp.cli.export import export as export_command
 from interp.errors import InterpError
-from interp.export_cli import export_command
 from interp.report import export_report, load_metrics, load_patching, load_probes
 from interp.store import Run
 

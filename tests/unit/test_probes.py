@@ -18,13 +18,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from interp.cli.format import format_probe
 from interp.errors import InterpError
 from interp.loading import load_model
 from interp.stats import wilson_interval
 from interp.store import SCHEMA_VERSION, Run, write_activations, write_json, write_parquet
 from probes.api import ProbeResult, probe_run
 from probes.behaviour import behaviour_labels, behaviour_probes, split_examples
-from probes.cli import format_probe
 from probes.concepts import ConceptData, load_concept, split_pairs
 from probes.directions import (
     METHODS,

@@ -644,8 +644,8 @@ def _bad_json_bbq(tmp_path: Path) -> list[str]:
 BAD_INPUTS = {
     "rounds 0": ({"rounds": 0}, "rounds"),
     "limit 0": ({"limit": 0}, "limit"),
-    "batch_size 0": ({"batch_size": 0}, "batch-size"),
-    "max_new_tokens 0": ({"max_new_tokens": 0}, "max-new-tokens"),
+    "batch_size 0": ({"batch_size": 0}, "batch_size"),  # the field: the API speaks fields
+    "max_new_tokens 0": ({"max_new_tokens": 0}, "max_new_tokens"),
     "unknown mode": ({"mode": "sample"}, "unknown mode"),
     "unknown plan": ({"plan": "be-nice"}, "unknown plan.*self-correct"),
     "missing plan file": ({"plan": "nowhere/plan.yaml"}, "no such plan file"),

@@ -1,14 +1,4 @@
-"""``interp export``: the command behind :func:`interp.report.export_report`.
-
-Register in ``interp/cli.py`` with::
-
-    from interp.export_cli import export_command
-
-    app.command("export")(_user_errors(export_command))
-
-and add ``"--heads"`` to ``_MULTI_VALUE_OPTIONS`` so that ``--heads 12.3 14.0`` works as
-well as ``--heads 12.3 --heads 14.0`` (or ``--heads 12.3,14.0``).
-"""
+"""``interp export``: the command behind :func:`interp.report_config.export`."""
 
 from __future__ import annotations
 
@@ -19,7 +9,7 @@ from typing import Annotated
 import typer
 
 
-def export_command(
+def export(
     run: Annotated[
         list[Path],
         typer.Option(
@@ -41,8 +31,14 @@ def export_command(
             "those head patching ranks highest."
         ),
     ] = None,
-    example: Annotated[
-        int, typer.Option(help="Example index whose transcript the attention views show.")
+    example_index: Annotated[
+        int,
+        typer.Option(
+            "--example-index",
+            "--example",
+            help="Example index whose transcript the attention views show (--example: the "
+            "old spelling).",
+        ),
     ] = 0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print what was written as JSON.")
@@ -53,9 +49,13 @@ def export_command(
     The page needs no network; the same run gives the same bytes. The path of index.html is
     the last line printed.
     """
-    from interp.report import export_report
+    from interp.report_config import ExportConfig
+    from interp.report_config import export as run_export
 
-    result = export_report(run, heads=heads, example=example, png=png)
+    config = ExportConfig(
+        heads=None if heads is None else tuple(heads), example_index=example_index, png=png
+    )
+    result = run_export(run, config)
     if as_json:
         out = {
             "index": str(result.index),

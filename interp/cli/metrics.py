@@ -1,0 +1,110 @@
+"""``interp metrics``: recompute a run's metrics and print them (``interp replay`` prints them
+through :func:`show_metrics` too). Needs pandas and numpy, never torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from interp.cli.format import format_calibration, format_metrics, format_per_category
+
+
+def metrics(
+    run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    n_boot: Annotated[
+        int, typer.Option(help="Bootstrap resamples for the intervals (at least 1).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    by_category: Annotated[
+        bool,
+        typer.Option(
+            "--by-category",
+            help="Print the official BBQ scores of every category at every round, with "
+            "intervals (default: a compact table of the first and last round).",
+        ),
+    ] = False,
+    cluster: Annotated[
+        str,
+        typer.Option(
+            help="What the bootstrap resamples: template (category + question_index) or example."
+        ),
+    ] = "template",
+) -> None:
+    """Per-round accuracy, BBQ bias scores, uncertainty, calibration, flips and convergence.
+
+    Recomputes the metrics from rounds.parquet and prints one row per round, then the official
+    BBQ scores per category. metrics.json is rewritten only with the bootstrap settings it was
+    made with (--n-boot and --seed as stored, by default those of replay); other settings are
+    printed, never stored over it.
+    """
+    from interp.options import check_n_boot, check_seed
+
+    if n_boot < 1:  # 0 would store metrics without intervals
+        typer.echo(f"error: --n-boot must be at least 1 (got {n_boot})", err=True)
+        raise typer.Exit(2)
+    check_n_boot(n_boot)
+    check_seed(seed)
+    show_metrics(
+        run,
+        as_json,
+        recompute=True,
+        n_boot=n_boot,
+        seed=seed,
+        by_category=by_category,
+        cluster=cluster,
+    )
+
+
+def show_metrics(
+    path: Path,
+    as_json: bool,
+    *,
+    recompute: bool,
+    n_boot: int = 1000,
+    seed: int = 0,
+    by_category: bool = False,
+    cluster: str = "template",
+) -> None:
+    from interp.metrics import compute_metrics
+    from interp.store import Run, write_json
+
+    run = Run.open(path)
+    for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
+        typer.echo(f"warning: {line}", err=True)
+    if recompute:
+        result = compute_metrics(run.rounds(), n_boot=n_boot, seed=seed, cluster=cluster)
+        if _stored_bootstrap(run) == (n_boot, seed, cluster):
+            from interp.lock import run_lock
+
+            with run_lock(run.path):
+                write_json(run.path / "metrics.json", result)
+    else:
+        try:
+            result = json.loads((run.path / "metrics.json").read_text())
+        except ValueError:  # damaged: show the metrics anyway; `interp metrics` rewrites it
+            result = compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, allow_nan=False))
+        return
+    floor = result.get("model_floor") or {}
+    if floor.get("flag"):
+        typer.echo(f"WARNING: {floor['line']}")  # one line, above everything else
+    typer.echo(format_metrics(result))
+    typer.echo(format_calibration(result))
+    if result.get("per_category"):
+        typer.echo(format_per_category(result, every_round=by_category))
+
+
+def _stored_bootstrap(run: Any) -> tuple[int, int, str]:
+    """(n_boot, seed, cluster) of the run's metrics.json; replay's own when it is missing or
+    unreadable (a file from before clusters resampled examples)."""
+    try:
+        stored = json.loads((run.path / "metrics.json").read_text())["bootstrap"]
+        cluster = (stored.get("cluster") or {}).get("requested", "example")
+        return int(stored["n_boot"]), int(stored["seed"]), str(cluster)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 1000, int(run.manifest.get("seed", 0)), "template"

@@ -1,0 +1,23 @@
+"""``interp models``: the models that load here without a network."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the models that load here without a network: embedded, cached, tiny."""
+    from interp.loading import list_models
+
+    rows = list_models()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, allow_nan=False))
+        return
+    for row in rows:
+        size = f"{row['size_mb']:.0f} MB" if row["size_mb"] is not None else "-"
+        typer.echo(f"{row['name']:<22} {row['kind']:<18} {size:>8}  {row['detail']}")

@@ -1,0 +1,157 @@
+"""``interp patch``: the command behind :func:`interp.patching.patch_run`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.cli.options import parse_layers
+
+
+def patch(
+    run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
+    layer: Annotated[
+        str,
+        typer.Option(
+            "--layers",
+            "--layer",
+            help="A layer index, or 'all' to sweep every layer (--layer: the old spelling).",
+        ),
+    ],
+    round: Annotated[
+        int,
+        typer.Option(
+            help="Source round (e.g. 3, after the instructions): TransformerLens' clean run."
+        ),
+    ],
+    target_round: Annotated[
+        int,
+        typer.Option(help="Target round (e.g. 0, the question): TransformerLens' corrupted run."),
+    ] = 0,
+    component: Annotated[
+        str,
+        typer.Option(
+            help="resid_pre, resid_post, attn_out, mlp_out, heads (every head's z), 'all', or a "
+            "comma-separated list."
+        ),
+    ] = "resid_post",
+    direction: Annotated[
+        str,
+        typer.Option(
+            help="denoise: source activation into the target run (TL's usual clean -> "
+            "corrupted patching); noise: target activation into the source run (corrupted -> "
+            "clean)."
+        ),
+    ] = "denoise",
+    positions: Annotated[
+        str,
+        typer.Option(
+            help="readout, or last:K (the last K positions, aligned from the end; refused when "
+            "the two rounds' aligned tokens differ, with the largest K that works)."
+        ),
+    ] = "readout",
+    method: Annotated[
+        str, typer.Option(help="exact, or attribution (gradient estimate, one pass per example).")
+    ] = "exact",
+    verify_top: Annotated[
+        int, typer.Option(help="attribution: re-run the K strongest exactly (Spearman's rho).")
+    ] = 0,
+    examples: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--examples",
+            "--example",
+            help="Only these examples (id like builtin/3, or index): --examples A B, or "
+            "repeated (--example: the old spelling).",
+        ),
+    ] = None,
+    category: Annotated[
+        list[str] | None, typer.Option(help="Only these categories (e.g. Age); repeatable.")
+    ] = None,
+    context_condition: Annotated[
+        str | None, typer.Option(help="Only 'ambig' or 'disambig' examples.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(help="A random sample of N examples (seeded by --seed), before --limit."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Patch variants per forward pass.")] = 32,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and of --sample.")] = 0,
+    cluster: Annotated[
+        str,
+        typer.Option(
+            help="What the bootstrap resamples: template (category + question_index) or example."
+        ),
+    ] = "template",
+    control_run: Annotated[
+        Path | None,
+        typer.Option(
+            help="A replay of the same examples under another plan (e.g. baseline): patch it "
+            "the same way and report run - control with paired intervals."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    top: Annotated[int, typer.Option(help="Rows to print (strongest |effect| first).")] = 15,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
+) -> None:
+    """Patch an activation from one round into another at the read-out position.
+
+    Reports the logit difference (correct option minus stereotyped option) of the unpatched
+    target, the unpatched source and the patched run, the normalised effect (1: the patch
+    carries the whole change between the rounds) and delta (patched minus unpatched, in
+    logits: read it when the rounds barely differ), per layer/component/head with 95%
+    bootstrap intervals. Writes patching/NAME.parquet (per example) and NAME.json into the run.
+
+    In TransformerLens' terms the source round (--round) is the **clean** run and the target
+    round (--target-round) the **corrupted** run: denoise patches clean activations into the
+    corrupted run, as TL's patching functions do. The files' column 'clean' holds the target
+    round's unpatched value, which is TL's *corrupted* baseline.
+    """
+    import json
+
+    from interp.cli.format import format_patching
+    from interp.options import check_at_least
+    from interp.patching import patch_run
+
+    check_at_least(top, 0, "--top")
+
+    result = patch_run(
+        run,
+        layer=_one_layer(layer),
+        round=round,
+        target_round=target_round,
+        component=component,
+        direction=direction,
+        positions=positions,
+        method=method,
+        verify_top=verify_top,
+        examples=[int(e) if e.isdigit() else e for e in examples] if examples else None,
+        categories=category or None,
+        context_condition=context_condition,
+        limit=limit,
+        sample=sample,
+        batch_size=batch_size,
+        n_boot=n_boot,
+        seed=seed,
+        cluster=cluster,
+        control_run=control_run,
+        device=device,
+        dtype=dtype,
+        progress=not as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
+        return
+    typer.echo(format_patching(result.summary, top))
+    typer.echo(f"written: {', '.join(str(p) for p in result.paths)}")
+
+
+def _one_layer(text: str) -> int | str:
+    """``all`` stays the word the library takes; anything else is one layer index."""
+    layers = parse_layers(text, "--layer", single=True)
+    return "all" if layers is None else layers[0]

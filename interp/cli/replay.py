@@ -1,0 +1,122 @@
+"""``interp replay``: the command behind :func:`interp.replay.replay`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.cli.metrics import show_metrics
+
+
+def replay(
+    out: Annotated[Path, typer.Option(help="Run directory to write (e.g. artifacts/runs/NAME).")],
+    model: Annotated[
+        str, typer.Option(help="smollm2 (embedded), tiny, a .gguf file, a model folder.")
+    ] = "smollm2",
+    task: Annotated[str, typer.Option(help="bbq, builtin (48 items shipped) or mc.")] = "builtin",
+    data: Annotated[
+        list[str] | None, typer.Option(help="Data file(s) for bbq/mc: --data A.jsonl B.jsonl")
+    ] = None,
+    plan: Annotated[
+        str,
+        typer.Option(
+            help="baseline, self-correct, instruct-first, negated, cot, or a YAML/JSON file."
+        ),
+    ] = "self-correct",
+    bbq_templates: Annotated[
+        Path | None,
+        typer.Option(
+            help="bbq: the BBQ repository's templates/ folder. The official bias target of "
+            "Race_x_gender and Race_x_SES needs it; without it their examples get no target "
+            "(counted, with a warning)."
+        ),
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Follow-up rounds R; the run holds 0..R.")] = 3,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(help="A random sample of N examples across all files (seeded by --seed)."),
+    ] = None,
+    hooks: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Activations to store at each read-out: resid_post (default), resid_pre, "
+            "resid_mid, attn_out, mlp_out (every layer), or names like blocks.12.hook_resid_post."
+        ),
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="choice: score option letters; generate: greedy + parse.")
+    ] = "choice",
+    score: Annotated[
+        str,
+        typer.Option(
+            help="choice mode: letter (default) scores each option by the log-prob of its "
+            "letter, one token per option; text by the summed log-prob of its whole text "
+            "'letter) option', which favours options of few tokens such as 'Unknown'; "
+            "text-mean by that log-prob per token (length-normalised)."
+        ),
+    ] = "letter",
+    max_new_tokens: Annotated[int, typer.Option(help="generate mode: tokens per answer.")] = 48,
+    batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed (bootstrap intervals, tiny model).")] = 0,
+    system: Annotated[
+        str | None, typer.Option(help="System prompt (default: the template's own).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    force_round0: Annotated[
+        str | None,
+        typer.Option(
+            help="Forced-history control (choice mode): write this option into the transcript "
+            "as the round-0 answer instead of the model's choice: label (the correct one), "
+            "target (the stereotyped one), unknown, or a letter (a, b, c, ...). The model's own "
+            "round-0 scores stay recorded; examples without that option are left out (counted).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Replay self-correction rounds and store answers, scores and read-out activations.
+
+    A killed replay, run again with the same arguments, resumes where it stopped.
+    """
+    from interp.replay import ReplayConfig
+    from interp.replay import replay as run_replay
+
+    config = ReplayConfig(
+        out=str(out),
+        model=model,
+        task=task,
+        data=list(data or []),
+        bbq_templates=None if bbq_templates is None else str(bbq_templates),
+        plan=plan,
+        rounds=rounds,
+        limit=limit,
+        sample=sample,
+        hooks=list(hooks) if hooks else ReplayConfig().hooks,
+        mode=mode,
+        score=score,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        system=system,
+        device=device,
+        dtype=dtype,
+        force_round0=force_round0,
+    )
+    command = "interp " + shlex.join(sys.argv[1:])
+    run = run_replay(config, progress=not as_json, command=command)
+    forced = run.manifest.get("force_round0")
+    if forced and forced["skipped"]:
+        typer.echo(
+            f"warning: --force-round0 {forced['option']}: {len(forced['skipped'])} of the "
+            f"{forced['n_selected']} selected examples have no such option and were left out "
+            "(their ids: manifest.json, force_round0.skipped)",
+            err=True,
+        )
+    show_metrics(run.path, as_json, recompute=False)
+    if not as_json:
+        typer.echo(f"run directory: {run.path}")

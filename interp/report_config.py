@@ -1,0 +1,51 @@
+"""What one export of runs is: the settings of :func:`export` and of ``interp export``, written
+once (the command line's options are checked against these fields). Importing this module
+loads no plotting library and no model; :func:`export` loads them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+    from interp.report import ExportResult
+    from interp.store import Run
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Which figures an export writes beside the ones every run has data for."""
+
+    heads: tuple[str, ...] | None = None
+    """Heads for the attention views as LAYER.HEAD ("12.3"); None: those head patching ranks
+    highest, else those attending most to the instructions."""
+    example_index: int = 0
+    """The example (example_index) whose transcript the attention views show."""
+    png: bool = False
+    """Also write figures/*.png where a static exporter works (kaleido, else headless
+    Chromium; skipped with a note when neither works)."""
+
+
+def export(
+    runs: Sequence[Run | str | Path],
+    config: ExportConfig | None = None,
+    *,
+    model: HookedTransformer | None = None,
+) -> ExportResult:
+    """Export the figures of ``runs`` and an ``index.html`` into the first run directory: the
+    API's verb shape, a thin wrapper over :func:`interp.report.export_report`."""
+    from interp.report import export_report
+    from interp.store import Run
+
+    config = ExportConfig() if config is None else config
+    return export_report(
+        [run.path if isinstance(run, Run) else run for run in runs],
+        heads=None if config.heads is None else list(config.heads),
+        example=config.example_index,
+        png=config.png,
+        model=model,
+    )

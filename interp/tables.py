@@ -1,0 +1,155 @@
+"""Plain-text tables of a run's metrics: what ``interp metrics`` prints and what a notebook shows.
+
+Pure functions of the JSON-ready dict :func:`interp.metrics.compute_metrics` returns (or
+``metrics.json``): no printing, no files, and no torch, so a notebook or the CLI can import them
+cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_calibration(result: dict[str, Any]) -> str:
+    """The equal-mass ECE per round, items per bin, and the small-sample warning."""
+    rounds = result["per_round"]
+    values = " ".join(_plain(entry.get("ece_equal_mass")) for entry in rounds)
+    bins = rounds[0].get("ece_bins", {})
+    lines = [
+        f"ECE over 10 equal-mass bins, per round: {values}; items per bin at round "
+        f"{rounds[0]['round']}: equal-width {bins.get('equal_width')}, equal-mass "
+        f"{bins.get('equal_mass')}"
+    ]
+    warning = (result.get("calibration") or {}).get("warning")
+    if warning:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
+
+
+def format_per_category(result: dict[str, Any], *, every_round: bool = False) -> str:
+    """The official BBQ scores per category: compact (first and last round) or every round."""
+    import pandas as pd
+
+    first, last = result["rounds"][0], result["rounds"][-1]
+    rows = []
+    for cat in result["per_category"]:
+        by_round = {entry["round"]: entry for entry in cat["per_round"]}
+        if every_round:
+            for r, entry in by_round.items():
+                rows.append(
+                    {
+                        "category": cat["category"],
+                        "round": str(r),
+                        "n ambig": str(entry["n_ambig"]),
+                        "acc ambig": _plain(entry["accuracy_ambig"]),
+                        "n disambig": str(entry["n_disambig"]),
+                        "acc disambig": _plain(entry["accuracy_disambig"]),
+                        "s_AMB": _with_interval(entry["bias_amb"]),
+                        "s_DIS": _with_interval(entry["bias_dis"]),
+                    }
+                )
+            continue
+        a, b = by_round[first], by_round[last]
+        rows.append(
+            {
+                "category": cat["category"],
+                "n": str(cat["n_examples"]),
+                "with target": str(cat["n_with_target"]),
+                f"s_DIS r{first}": _plain(a["bias_dis"]["value"]),
+                f"s_DIS r{last}": _plain(b["bias_dis"]["value"]),
+                f"s_AMB r{first}": _plain(a["bias_amb"]["value"]),
+                f"s_AMB r{last}": _plain(b["bias_amb"]["value"]),
+            }
+        )
+    title = "official BBQ scores per category"
+    title += "" if every_round else " (--by-category: every round, with intervals)"
+    return title + ":\n" + pd.DataFrame(rows).to_string(index=False)
+
+
+def _plain(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
+def _with_interval(metric: dict[str, Any]) -> str:
+    value, ci = metric.get("value"), metric.get("ci")
+    if value is None:
+        return "-"
+    return f"{value:.3f} [{ci[0]:.2f},{ci[1]:.2f}]" if ci else f"{value:.3f}"
+
+
+def format_metrics(result: dict[str, Any]) -> str:
+    """The per-round table a person reads: values with 95% intervals."""
+    import pandas as pd
+
+    from interp.metrics import metrics_table
+
+    table = metrics_table(result)
+    na = pd.isna  # NaN, and JSON null (None): a metric undefined for this run
+
+    def with_ci(name: str) -> list[str]:
+        return [
+            "-" if na(v) else f"{v:.3f} [{lo:.2f},{hi:.2f}]" if not na(lo) else f"{v:.3f}"
+            for v, lo, hi in zip(table[name], table[f"{name}_lo"], table[f"{name}_hi"], strict=True)
+        ]
+
+    shown = {
+        "round": table["round"].astype(str),
+        "accuracy": with_ci("accuracy"),
+        "acc ambig": with_ci("accuracy_ambig"),
+        "acc disambig": with_ci("accuracy_disambig"),
+        "bias s_AMB": with_ci("bias_amb"),
+        "bias s_DIS": with_ci("bias_dis"),
+        "unknown": table["unknown_rate"].map(lambda v: "-" if na(v) else f"{v:.3f}"),
+        "entropy": with_ci("entropy"),
+        "ECE": with_ci("ece"),
+        "Brier": table["brier"].map(lambda v: "-" if na(v) else f"{v:.3f}"),
+        "R->W": table["flips_right_to_wrong"].map(lambda v: "-" if pd.isna(v) else str(v)),
+        "W->R": table["flips_wrong_to_right"].map(lambda v: "-" if pd.isna(v) else str(v)),
+    }
+    lines = [pd.DataFrame(shown).to_string(index=False)]
+    shares = [c for c in table.columns if c.startswith("position_share_")]
+    pos = table[shares].map(lambda v: "-" if na(v) else f"{v:.2f}")
+    lines.append(
+        "position share (a, b, c, ...) per round: "
+        + "; ".join(" ".join(row) for row in pos.itertuples(index=False))
+    )
+    if result.get("copy_rate"):
+        lines.append(format_copy_rate(result["copy_rate"]))
+    conv = result["convergence"]
+    lines.append(_cluster_line(result.get("bootstrap", {}).get("cluster")))
+    lines.append(
+        f"n = {result['n_examples']} examples; convergence round: "
+        f"{conv['round'] if conv['round'] is not None else 'not converged'} "
+        f"(tolerances: accuracy {conv['tol_acc']}, changed answers {conv['tol_change']})"
+    )
+    return "\n".join(lines)
+
+
+def format_copy_rate(copy: dict[str, Any]) -> str:
+    """One line: how often round 1 repeats the forced round-0 answer, with its interval."""
+
+    def share(entry: dict[str, Any]) -> str:
+        if entry["value"] is None:
+            return "- (n = 0)"
+        ci = f" [{entry['ci'][0]:.2f},{entry['ci'][1]:.2f}]" if entry["ci"] else ""
+        return f"{entry['value']:.3f}{ci} ({entry['copied']}/{entry['n']})"
+
+    first = copy["round1"]
+    if first is None:
+        return f"copy rate: no round after the forced round 0 ({copy['n']} forced examples)"
+    return (
+        f"copy rate (round-{first['round']} answer = the forced round-0 answer): "
+        f"{share(first)}; where the model's own round-0 choice differed: "
+        f"{share(first['overridden'])}"
+    )
+
+
+def _cluster_line(cluster: dict[str, Any] | None) -> str:
+    """Which clusters the intervals resampled (older metrics.json files: examples)."""
+    if cluster is None:
+        return "intervals: bootstrap over examples"
+    note = f" ({cluster['note']})" if cluster.get("note") else ""
+    return (
+        f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} clusters "
+        f"of {cluster['n_examples']} examples{note}"
+    )

@@ -1,0 +1,39 @@
+"""What one probing analysis of a run is: the settings of :func:`probes.api.probe` and of
+``interp probe``, written once (the command line's options are checked against these fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from interp.stats import DEFAULT_CLUSTER
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """One concept probed across a run's layers and rounds."""
+
+    concept: str = "stereotype"
+    """A built-in concept (stereotype, morality) or a concept .jsonl file."""
+    layers: tuple[int, ...] | None = None
+    """Layers to probe; None: every layer whose resid_post the run stores."""
+    method: str = "probe"
+    """probe (logistic regression), mean-diff or pca."""
+    position: str = "last"
+    """Read statements at their last token, or the mean over their tokens."""
+    score: str = "projection"
+    """projection on the unit direction, or cosine."""
+    seed: int = 0
+    """Seed of the split, the controls and the bootstrap; same seed, same result."""
+    test_size: float = 0.3
+    """Share of concept pairs (and of run examples) held out."""
+    n_boot: int = 1000
+    """Bootstrap resamples for the score intervals (0: no intervals)."""
+    transfer: bool = True
+    """Also read the statements inside the chat template at the end of the run's answer prefix
+    and report the direction's accuracy there (one more encoding pass)."""
+    cluster: str = DEFAULT_CLUSTER
+    """What the bootstrap resamples (and the behaviour split keeps whole): template
+    (category + question_index) or example."""
+    control_run: str | None = None
+    """A replay of the same examples under another plan: report run - control per round with
+    paired intervals."""
