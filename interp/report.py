@@ -488,7 +488,9 @@ def _attention_section(
     model = model if model is not None else _load_run_model(main, section)
     if model is None:
         return section
-    _check_model(model, main)
+    from interp.loading import check_run_model  # torch and TL load only for attention
+
+    check_run_model(model, main.manifest.get("model", {}))
     text = attention.transcript(main, example, model.tokenizer)
     chosen, how = _choose_heads(main, model, text, heads)
     if not chosen:
@@ -512,16 +514,6 @@ def _load_run_model(run: Run, section: Section) -> HookedTransformer | None:
     except InterpError as err:
         section.notes.append(f"the run's model ({model_id}) does not load here: {err}")
         return None
-
-
-def _check_model(model: HookedTransformer, run: Run) -> None:
-    expected = run.manifest.get("model", {}).get("weights_hash")
-    source = getattr(model, "interp_source", None)
-    if expected and source is not None and source.weights_hash != expected:
-        raise InterpError(
-            f"the model passed ({source.model_id}) is not the run's model "
-            f"({run.manifest['model'].get('model_id')}); pass the run's model or none"
-        )
 
 
 def _choose_heads(

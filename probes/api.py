@@ -324,7 +324,9 @@ def _concept_encodings(
 ) -> Float[torch.Tensor, "item layer d_model"]:
     info = run.manifest["model"]
     if model is not None:
-        _check_model(model, info)
+        from interp.loading import check_run_model
+
+        check_run_model(model, info)
     digest = weights_hash(model) if model is not None else str(info["weights_hash"])
 
     def get_model() -> HookedTransformer:
@@ -345,22 +347,6 @@ def _concept_encodings(
             f"the run's model {run.n_layers} x {info['d_model']}; pass the run's model"
         )
     return encodings
-
-
-def _check_model(model: HookedTransformer, info: dict[str, Any]) -> None:
-    """A concept direction only means something in the space of the model that made the run."""
-    shape = (model.cfg.n_layers, model.cfg.d_model)
-    if shape != (int(info["n_layers"]), int(info["d_model"])):
-        raise InterpError(
-            f"the model passed has {shape[0]} layers x {shape[1]} dims, the run's model "
-            f"({info['model_id']}) {info['n_layers']} x {info['d_model']}; pass the run's model"
-        )
-    source = getattr(model, "interp_source", None)
-    if source is not None and source.weights_hash != info.get("weights_hash"):
-        raise InterpError(
-            f"the model passed ({source.model_id}) is not the run's model ({info['model_id']}): "
-            "their weights hashes differ; pass the run's model or none"
-        )
 
 
 def _round_tables(
