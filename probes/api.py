@@ -54,6 +54,7 @@ from probes.config import ProbeConfig
 from probes.directions import LayerProbe, check_layers, check_method, choose_layer, probe_layers
 from probes.encode import cached_encodings, check_position, weights_hash
 from probes.scores import (
+    CORRELATION_COLUMNS,
     check_score_kind,
     concept_scores,
     entropy_grid,
@@ -516,21 +517,7 @@ def summarize(result: ProbeResult, config: dict[str, Any], surface: SurfaceCheck
         },
         "scores_by_round": _records(result.scores, layer, ["round", "mean", "lo", "hi"]),
         "shift_by_round": _records(result.shift, layer, ["round", "norm", "cosine"]),
-        "correlation": _records(
-            result.correlation,
-            layer,
-            [
-                "level",
-                "n",
-                "pearson_r",
-                "pearson_lo",
-                "pearson_hi",
-                "pearson_p",
-                "spearman_r",
-                "spearman_p",
-                "p_note",
-            ],
-        ),
+        "correlation": _records(result.correlation, layer, CORRELATION_COLUMNS),
         "behaviour": _behaviour_summary(result.behaviour),
     }
 
