@@ -97,11 +97,7 @@ def patch_run(
         method=method,
         verify_top=verify_top,
         examples=_tuple(examples),
-        categories=(categories,)
-        if isinstance(categories, str)
-        else tuple(categories)
-        if categories is not None
-        else None,
+        categories=_tuple(categories),
         context_condition=context_condition,
         limit=limit,
         sample=sample,
