@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,30 @@ def parse_json_text(text: str, where: str) -> Any:
     if json_depth(value) > MAX_JSON_DEPTH:
         raise InterpError(f"{where}: JSON nested too deeply (the limit is {MAX_JSON_DEPTH} levels)")
     return value
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type ("object", "array", "integer" ...), for errors."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", float: "number"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "integer" if isinstance(value, int) else type(value).__name__)
+
+
+def jsonl_objects(lines: Iterable[str], label: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(line number, "label:number", object) for every non-blank line of a JSONL file.
+
+    Each line is parsed within the bounds of ``parse_json_line`` and must hold a JSON object.
+    The caller splits the text, so each file format keeps its own notion of a line.
+    """
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{label}:{number}"
+        obj = parse_json_line(line, where)
+        if not isinstance(obj, dict):
+            raise InterpError(f"{where}: expected a JSON object, got {json_type(obj)}")
+        yield number, where, obj
 
 
 def json_depth(value: Any) -> int:

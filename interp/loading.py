@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer
@@ -138,6 +139,30 @@ def load_model(
     source = ModelSource(**{**source.to_dict(), "n_layers": cfg.n_layers, "d_model": cfg.d_model})
     model.interp_source = source
     return model
+
+
+def check_run_model(model: HookedTransformer, recorded: dict[str, Any]) -> None:
+    """Refuse a model that is not the one a run was replayed with.
+
+    ``recorded`` is the run manifest's ``model`` record. Stored activations, spans and concept
+    directions only mean something in the space of the model that made them, so a model of
+    another shape, or one whose weights hash differs from the recorded one, is an error.
+    """
+    shape = (model.cfg.n_layers, model.cfg.d_model)
+    want = (recorded.get("n_layers"), recorded.get("d_model"))
+    if None not in want and shape != (int(want[0]), int(want[1])):
+        raise InterpError(
+            f"the model passed has {shape[0]} layers x {shape[1]} dims, the run's model "
+            f"({recorded.get('model_id')}) {want[0]} x {want[1]}; pass the run's model"
+        )
+    source = getattr(model, "interp_source", None)
+    expected = recorded.get("weights_hash")
+    if source is not None and expected and source.weights_hash != expected:
+        raise InterpError(
+            f"the model passed ({source.model_id}) is not the run's model "
+            f"({recorded.get('model_id')}): their weights hashes differ; pass the run's model "
+            "or none"
+        )
 
 
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

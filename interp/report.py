@@ -36,6 +36,7 @@ from interp.errors import InterpError
 from interp.lock import run_lock
 from interp.metrics import compute_metrics, metrics_table, model_floor
 from interp.store import EXPORT_FILES, Run, atomic_write
+from interp.tables import fixed
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
@@ -375,21 +376,21 @@ def _probe_caption(summary: dict[str, Any]) -> str:
     controls = summary.get("controls", {})
     text = (
         f"Method {_e(summary.get('method', '?'))}; layer {summary['best_layer']} chosen on a "
-        f"validation split of the training pairs: test accuracy {_num(acc.get('acc'))} "
-        f"(shuffled-label control {_num(controls.get('shuffled_acc'))}, random direction "
-        f"{_num(controls.get('random_acc'))})."
+        f"validation split of the training pairs: test accuracy {fixed(acc.get('acc'))} "
+        f"(shuffled-label control {fixed(controls.get('shuffled_acc'))}, random direction "
+        f"{fixed(controls.get('random_acc'))})."
     )
     test = summary.get("test_chosen")
     if test:
         text += (
             f" Optimistic: layer {test['layer']} has the best test accuracy, "
-            f"{_num(test.get('acc'))}, chosen on the test split itself."
+            f"{fixed(test.get('acc'))}, chosen on the test split itself."
         )
     surface = summary.get("surface_baselines")
     if surface:
         text += (
-            f" Surface baselines on the same split: bag of words {_num(surface.get('bow_acc'))},"
-            f" length/punctuation {_num(surface.get('length_acc'))}."
+            f" Surface baselines on the same split: bag of words {fixed(surface.get('bow_acc'))},"
+            f" length/punctuation {fixed(surface.get('length_acc'))}."
         )
     if summary.get("surface_warning"):
         text += f" <strong>Warning: {_e(summary['surface_warning'])}.</strong>"
@@ -397,9 +398,9 @@ def _probe_caption(summary: dict[str, Any]) -> str:
     if "transfer_centred_acc" in transfer:
         text += (
             " At the chat read-out (each statement as a user message, read at the end of the "
-            f"answer prefix): bare direction {_num(transfer.get('transfer_centred_acc'))} with "
-            f"its threshold re-set ({_num(transfer.get('transfer_acc'))} as learned), fitted "
-            f"there {_num(transfer.get('wrapped_acc'))}."
+            f"answer prefix): bare direction {fixed(transfer.get('transfer_centred_acc'))} with "
+            f"its threshold re-set ({fixed(transfer.get('transfer_acc'))} as learned), fitted "
+            f"there {fixed(transfer.get('wrapped_acc'))}."
         )
     if transfer.get("warning"):
         text += f" <strong>Warning: {_e(transfer['warning'])}.</strong>"
@@ -465,7 +466,7 @@ def _patch_caption(summary: dict[str, Any], table: pd.DataFrame) -> str:
             f"{name}: change of the logit difference (correct − stereotyped option) that the "
             f"patch makes, mean over {n} examples. Shown instead of the normalised effect "
             f"because the rounds do not differ reliably on this measure: source − target = "
-            f"{_num(gap['gap'])} [{_num(gap['gap_lo'])}, {_num(gap['gap_hi'])}]. Hover for "
+            f"{fixed(gap['gap'])} [{fixed(gap['gap_lo'])}, {fixed(gap['gap_hi'])}]. Hover for "
             "values and intervals."
         )
     return (
@@ -488,7 +489,9 @@ def _attention_section(
     model = model if model is not None else _load_run_model(main, section)
     if model is None:
         return section
-    _check_model(model, main)
+    from interp.loading import check_run_model  # torch and TL load only for attention
+
+    check_run_model(model, main.manifest.get("model", {}))
     text = attention.transcript(main, example, model.tokenizer)
     chosen, how = _choose_heads(main, model, text, heads)
     if not chosen:
@@ -512,16 +515,6 @@ def _load_run_model(run: Run, section: Section) -> HookedTransformer | None:
     except InterpError as err:
         section.notes.append(f"the run's model ({model_id}) does not load here: {err}")
         return None
-
-
-def _check_model(model: HookedTransformer, run: Run) -> None:
-    expected = run.manifest.get("model", {}).get("weights_hash")
-    source = getattr(model, "interp_source", None)
-    if expected and source is not None and source.weights_hash != expected:
-        raise InterpError(
-            f"the model passed ({source.model_id}) is not the run's model "
-            f"({run.manifest['model'].get('model_id')}); pass the run's model or none"
-        )
 
 
 def _choose_heads(
@@ -635,12 +628,6 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    return f"{float(value):.{digits}f}"
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "x"
 
@@ -704,7 +691,7 @@ def metrics_html(result: dict[str, Any]) -> str:
         cells = [str(row["round"])]
         for name, _ in _METRIC_COLUMNS:
             cells.append(_with_ci(row[name], row[f"{name}_lo"], row[f"{name}_hi"]))
-        cells += [_num(row["unknown_rate"]), _num(row["brier"])]
+        cells += [fixed(row["unknown_rate"]), fixed(row["brier"])]
         for column in ("flips_right_to_wrong", "flips_wrong_to_right", "flips_changed", "unparsed"):
             cells.append("-" if pd.isna(row[column]) else str(int(row[column])))
         rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")

@@ -13,7 +13,7 @@ from typing import Any
 def format_calibration(result: dict[str, Any]) -> str:
     """The equal-mass ECE per round, items per bin, and the small-sample warning."""
     rounds = result["per_round"]
-    values = " ".join(_plain(entry.get("ece_equal_mass")) for entry in rounds)
+    values = " ".join(fixed(entry.get("ece_equal_mass")) for entry in rounds)
     bins = rounds[0].get("ece_bins", {})
     lines = [
         f"ECE over 10 equal-mass bins, per round: {values}; items per bin at round "
@@ -41,9 +41,9 @@ def format_per_category(result: dict[str, Any], *, every_round: bool = False) ->
                         "category": cat["category"],
                         "round": str(r),
                         "n ambig": str(entry["n_ambig"]),
-                        "acc ambig": _plain(entry["accuracy_ambig"]),
+                        "acc ambig": fixed(entry["accuracy_ambig"]),
                         "n disambig": str(entry["n_disambig"]),
-                        "acc disambig": _plain(entry["accuracy_disambig"]),
+                        "acc disambig": fixed(entry["accuracy_disambig"]),
                         "s_AMB": _with_interval(entry["bias_amb"]),
                         "s_DIS": _with_interval(entry["bias_dis"]),
                     }
@@ -55,10 +55,10 @@ def format_per_category(result: dict[str, Any], *, every_round: bool = False) ->
                 "category": cat["category"],
                 "n": str(cat["n_examples"]),
                 "with target": str(cat["n_with_target"]),
-                f"s_DIS r{first}": _plain(a["bias_dis"]["value"]),
-                f"s_DIS r{last}": _plain(b["bias_dis"]["value"]),
-                f"s_AMB r{first}": _plain(a["bias_amb"]["value"]),
-                f"s_AMB r{last}": _plain(b["bias_amb"]["value"]),
+                f"s_DIS r{first}": fixed(a["bias_dis"]["value"]),
+                f"s_DIS r{last}": fixed(b["bias_dis"]["value"]),
+                f"s_AMB r{first}": fixed(a["bias_amb"]["value"]),
+                f"s_AMB r{last}": fixed(b["bias_amb"]["value"]),
             }
         )
     title = "official BBQ scores per category"
@@ -66,8 +66,12 @@ def format_per_category(result: dict[str, Any], *, every_round: bool = False) ->
     return title + ":\n" + pd.DataFrame(rows).to_string(index=False)
 
 
-def _plain(value: float | None) -> str:
-    return "-" if value is None or value != value else f"{value:.3f}"
+def fixed(value: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` decimals, or "-" for a missing (None or NaN) one: the one
+    number format of the text tables, the CLI's summaries and the HTML report."""
+    if value is None or value != value:
+        return "-"
+    return f"{float(value):.{digits}f}"
 
 
 def _with_interval(metric: dict[str, Any]) -> str:

@@ -52,7 +52,8 @@ from interp.errors import InterpError
 from interp.inputs import (
     MAX_DATA_FILE_BYTES,
     check_id_length,
-    parse_json_line,
+    json_type,
+    jsonl_objects,
     read_text_bounded,
 )
 
@@ -285,13 +286,7 @@ def _rows(text: str, label: str) -> list[tuple[str, dict[str, Any]]]:
 def _iter_rows(text: str, label: str) -> Iterator[tuple[str, dict[str, Any]]]:
     # split("\n") rather than splitlines(): JSON strings may hold U+2028, which splitlines
     # would treat as a line break and so shift every later line number.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{label}:{number}"
-        obj = parse_json_line(line, where)
-        if not isinstance(obj, dict):
-            raise InterpError(f"{where}: expected a JSON object, got {_json_type(obj)}")
+    for _, where, obj in jsonl_objects(text.split("\n"), label):
         yield where, obj
 
 
@@ -311,13 +306,6 @@ def _check_unique(examples: list[Example]) -> list[Example]:
 # Field validation
 
 
-def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", float: "number"}
-    if value is None:
-        return "null"
-    return names.get(type(value), "integer" if isinstance(value, int) else type(value).__name__)
-
-
 def _field(obj: dict[str, Any], key: str, kind: str, where: str) -> Any:
     """obj[key], checked to be of JSON kind "string", "integer", "object", "array" or "id"."""
     if key not in obj:
@@ -333,7 +321,7 @@ def _field(obj: dict[str, Any], key: str, kind: str, where: str) -> Any:
     }[kind]
     if not ok:
         want = "string or integer" if kind == "id" else kind
-        raise InterpError(f"{where}: field {key!r} must be {want}, got {_json_type(value)}")
+        raise InterpError(f"{where}: field {key!r} must be {want}, got {json_type(value)}")
     if kind == "id" and isinstance(value, str):
         check_id_length(value, f"field {key!r}", where)
     return value

@@ -54,6 +54,7 @@ from probes.config import ProbeConfig
 from probes.directions import LayerProbe, check_layers, check_method, choose_layer, probe_layers
 from probes.encode import cached_encodings, check_position, weights_hash
 from probes.scores import (
+    CORRELATION_COLUMNS,
     check_score_kind,
     concept_scores,
     entropy_grid,
@@ -324,7 +325,9 @@ def _concept_encodings(
 ) -> Float[torch.Tensor, "item layer d_model"]:
     info = run.manifest["model"]
     if model is not None:
-        _check_model(model, info)
+        from interp.loading import check_run_model
+
+        check_run_model(model, info)
     digest = weights_hash(model) if model is not None else str(info["weights_hash"])
 
     def get_model() -> HookedTransformer:
@@ -345,22 +348,6 @@ def _concept_encodings(
             f"the run's model {run.n_layers} x {info['d_model']}; pass the run's model"
         )
     return encodings
-
-
-def _check_model(model: HookedTransformer, info: dict[str, Any]) -> None:
-    """A concept direction only means something in the space of the model that made the run."""
-    shape = (model.cfg.n_layers, model.cfg.d_model)
-    if shape != (int(info["n_layers"]), int(info["d_model"])):
-        raise InterpError(
-            f"the model passed has {shape[0]} layers x {shape[1]} dims, the run's model "
-            f"({info['model_id']}) {info['n_layers']} x {info['d_model']}; pass the run's model"
-        )
-    source = getattr(model, "interp_source", None)
-    if source is not None and source.weights_hash != info.get("weights_hash"):
-        raise InterpError(
-            f"the model passed ({source.model_id}) is not the run's model ({info['model_id']}): "
-            "their weights hashes differ; pass the run's model or none"
-        )
 
 
 def _round_tables(
@@ -530,21 +517,7 @@ def summarize(result: ProbeResult, config: dict[str, Any], surface: SurfaceCheck
         },
         "scores_by_round": _records(result.scores, layer, ["round", "mean", "lo", "hi"]),
         "shift_by_round": _records(result.shift, layer, ["round", "norm", "cosine"]),
-        "correlation": _records(
-            result.correlation,
-            layer,
-            [
-                "level",
-                "n",
-                "pearson_r",
-                "pearson_lo",
-                "pearson_hi",
-                "pearson_p",
-                "spearman_r",
-                "spearman_p",
-                "p_note",
-            ],
-        ),
+        "correlation": _records(result.correlation, layer, CORRELATION_COLUMNS),
         "behaviour": _behaviour_summary(result.behaviour),
     }
 

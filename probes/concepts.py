@@ -36,7 +36,7 @@ from interp.errors import InterpError
 from interp.inputs import (
     MAX_DATA_FILE_BYTES,
     check_id_length,
-    parse_json_line,
+    jsonl_objects,
     read_text_bounded,
 )
 
@@ -189,10 +189,9 @@ def _read_text(path: Path) -> str:
 def _parse(text: str, source: str) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            rows.append(_row(line, f"{source}:{lineno}"))
-            lines.append(lineno)
+    for lineno, where, obj in jsonl_objects(text.splitlines(), source):
+        rows.append(_row(obj, where))
+        lines.append(lineno)
     if not rows:
         raise InterpError(f"{source}: no items; a concept file needs one JSON object per line")
     _check_ids(rows, lines, source)
@@ -203,10 +202,7 @@ def _parse(text: str, source: str) -> pd.DataFrame:
     return frame
 
 
-def _row(line: str, where: str) -> dict[str, Any]:
-    obj = parse_json_line(line, where)
-    if not isinstance(obj, dict):
-        raise InterpError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+def _row(obj: dict[str, Any], where: str) -> dict[str, Any]:
     missing = [key for key in _REQUIRED if key not in obj]
     if missing:
         raise InterpError(f"{where}: missing field {', '.join(map(repr, missing))}")

@@ -156,12 +156,13 @@ def score_entropy_correlation(
             boot = _weighted_pearson(weights, scores, entropy, ok, centred=centred)
             row["pearson_lo"], row["pearson_hi"] = percentile_interval(boot)
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=_CORRELATION_COLUMNS)
+    frame = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
     frame.insert(0, "layer", layer)
     return frame
 
 
-_CORRELATION_COLUMNS = [
+# The columns of the score-vs-entropy table, also the keys of its records in summary.json.
+CORRELATION_COLUMNS = [
     "level",
     "n",
     "pearson_r",

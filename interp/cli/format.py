@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from interp.tables import (
+    fixed,
     format_calibration,
     format_copy_rate,
     format_metrics,
@@ -66,17 +67,13 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
         head = "-" if row["head"] < 0 else str(row["head"])
         lines.append(
             f"{row['method']:<11} {row['layer']:>5} {row['component']:<10} {head:>4} "
-            f"{_num3(row['clean']):>8} {_num3(row['source']):>8} {_num3(row['patched']):>8}  "
+            f"{fixed(row['clean']):>8} {fixed(row['source']):>8} {fixed(row['patched']):>8}  "
             f"{_num_ci(row, 'effect'):<24} {_num_ci(row, 'delta'):<24} "
-            f"{_num3(row['effect_mean']):>11}"
+            f"{fixed(row['effect_mean']):>11}"
         )
     cluster = summary.get("cluster")
     if cluster:
-        note = f"; {cluster['note']}" if cluster.get("note") else ""
-        lines.append(
-            f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} clusters"
-            f"{note}"
-        )
+        lines.append(_cluster_line(cluster))
     control = summary.get("control")
     if control:
         lines += _control_lines(control, top)
@@ -84,7 +81,7 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
     if verify:
         lines.append(
             f"attribution vs exact on the top {verify['k']}: Spearman rho = "
-            f"{_num3(verify['spearman'])}"
+            f"{fixed(verify['spearman'])}"
         )
     return "\n".join(lines)
 
@@ -102,22 +99,25 @@ def _control_lines(control: dict[str, Any], top: int) -> list[str]:
     for row in rows[:top]:
         head = "-" if row["head"] < 0 else str(row["head"])
         lines.append(
-            f"{row['layer']:>5} {row['component']:<10} {head:>4}  {_num3(row['effect_run']):>10} "
-            f"{_num3(row['effect_control']):>8}  {_num_ci(row, 'effect_diff'):<26} "
+            f"{row['layer']:>5} {row['component']:<10} {head:>4}  {fixed(row['effect_run']):>10} "
+            f"{fixed(row['effect_control']):>8}  {_num_ci(row, 'effect_diff'):<26} "
             f"{_num_ci(row, 'delta_diff'):<26}"
         )
     return lines
 
 
-def _num3(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
+def _cluster_line(cluster: dict[str, Any]) -> str:
+    note = f"; {cluster['note']}" if cluster.get("note") else ""
+    return (
+        f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} clusters{note}"
+    )
 
 
 def _num_ci(row: dict[str, Any], name: str) -> str:
     lo, hi = row.get(f"{name}_lo"), row.get(f"{name}_hi")
     if lo is None or hi is None:
-        return _num3(row[name])
-    return f"{_num3(row[name])} [{lo:.2f}, {hi:.2f}]"
+        return fixed(row[name])
+    return f"{fixed(row[name])} [{lo:.2f}, {hi:.2f}]"
 
 
 def format_probe(result: ProbeResult) -> str:
@@ -156,11 +156,7 @@ def format_probe(result: ProbeResult) -> str:
         lines.append(f"score vs entropy, {row['level']} (n={row['n']}): {_correlation(row)}")
     cluster = s.get("cluster")
     if cluster:
-        note = f"; {cluster['note']}" if cluster.get("note") else ""
-        lines.append(
-            f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} "
-            f"clusters{note}"
-        )
+        lines.append(_cluster_line(cluster))
     control = s.get("control")
     if control:
         lines.append(

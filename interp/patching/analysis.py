@@ -274,11 +274,11 @@ def check_config(config: PatchConfig, run: Run) -> None:
             f"context condition {config.context_condition!r}: use 'ambig' or 'disambig'"
         )
     if config.limit is not None and config.limit < 1:
-        raise InterpError(f"--limit must be at least 1 (got {config.limit})")
+        raise InterpError(f"limit must be at least 1 (got {config.limit})")
     if config.sample is not None and config.sample < 1:
         raise InterpError(f"--sample must be at least 1 (got {config.sample})")
     if config.batch_size < 1:
-        raise InterpError(f"--batch-size must be at least 1 (got {config.batch_size})")
+        raise InterpError(f"batch_size must be at least 1 (got {config.batch_size})")
     check_n_boot(config.n_boot)
     check_seed(config.seed)
     config.layers(run.n_layers)

@@ -23,7 +23,7 @@ from transformer_lens import HookedTransformer
 
 from interp.controls import open_control
 from interp.errors import InterpError
-from interp.loading import load_model
+from interp.loading import check_run_model, load_model
 from interp.lock import run_lock
 from interp.patching.analysis import (
     DEFINITIONS,
@@ -97,11 +97,7 @@ def patch_run(
         method=method,
         verify_top=verify_top,
         examples=_tuple(examples),
-        categories=(categories,)
-        if isinstance(categories, str)
-        else tuple(categories)
-        if categories is not None
-        else None,
+        categories=_tuple(categories),
         context_condition=context_condition,
         limit=limit,
         sample=sample,
@@ -176,7 +172,7 @@ def _run_checked(
 ) -> PatchResult:
     if model is None:
         model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
-    _check_model(model, run)
+    check_run_model(model, run.manifest["model"])
     variants = sweep(
         model.cfg.n_layers, model.cfg.n_heads, config.layers(run.n_layers), config.components()
     )
@@ -238,21 +234,6 @@ def _control_selection(
             "(their targets or labels differ); it is not a replay of the same task data"
         )
     return control, control_config, control_items, checks
-
-
-def _check_model(model: HookedTransformer, run: Run) -> None:
-    if model.cfg.n_layers != run.n_layers:
-        raise InterpError(
-            f"the model has {model.cfg.n_layers} layers but the run was replayed on one with "
-            f"{run.n_layers}; pass the run's model"
-        )
-    source = getattr(model, "interp_source", None)
-    want = run.manifest["model"].get("weights_hash")
-    if source is not None and want and source.weights_hash != want:
-        raise InterpError(
-            f"the model's weights ({source.weights_hash[:16]}) are not the run's ({want[:16]}); "
-            "pass the model the run was replayed with"
-        )
 
 
 # --- per-example rows --------------------------------------------------------------------------

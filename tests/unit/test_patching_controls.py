@@ -124,6 +124,16 @@ def test_sample_larger_than_the_examples_is_refused(tiny_model, fake_run):
         patch_run(fake_run.path, layer=0, round=2, sample=0, model=tiny_model)
 
 
+@pytest.mark.parametrize(("field", "flag"), [("limit", "--limit"), ("batch_size", "--batch-size")])
+def test_library_error_names_the_field_and_the_cli_the_flag(fake_run, field, flag):
+    with pytest.raises(InterpError, match=rf"^{field} must be at least 1 \(got 0\)$"):
+        patch_run(fake_run.path, layer=0, round=2, **{field: 0})
+    args = ["patch", "--run", str(fake_run.path), "--layer", "0", "--round", "2", flag, "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {flag} must be at least 1 (got 0)"
+
+
 # --- the CLI: sample, and the roles in TransformerLens' words ----------------------------------
 
 
