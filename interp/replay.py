@@ -51,6 +51,7 @@ from interp.loading import load_model
 from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
 from interp.metrics import compute_metrics
 from interp.options import check_seed
+from interp.permute import add_view_columns, check_permute, expand
 from interp.plans import Plan, load_plan, option_letter
 from interp.store import (
     SCHEMA_VERSION,
@@ -105,6 +106,9 @@ class ReplayConfig:
     # round-0 answer instead of the model's argmax: "label" (the correct one), "target" (the
     # stereotyped one), "unknown", or a letter. The model's own round-0 scores stay recorded.
     force_round0: str | None = None
+    # Option orders (interp.permute): "none" (as written), "cyclic" (k rotations of k
+    # options) or "all" (k! orders); each order is a conversation and a row of its own.
+    permute: str = "none"
 
 
 def fingerprint(config: ReplayConfig, plan: Plan) -> str:
@@ -113,6 +117,8 @@ def fingerprint(config: ReplayConfig, plan: Plan) -> str:
     fields = {k: v for k, v in asdict(config).items() if k != "out"}
     if fields["force_round0"] is None:  # runs from before the option keep their fingerprint
         del fields["force_round0"]
+    if fields["permute"] == "none":  # runs from before the option keep their fingerprint
+        del fields["permute"]
     fields["plan"] = plan.to_dict()
     fields["data_hash"] = task_data_hash(config.task, config.data or None)
     # The templates' contents, not their path; absent (not None) keeps older fingerprints.
@@ -170,6 +176,8 @@ def _replay_locked(
     loaded = load_task(config.task, config.data or None, bbq_templates=config.bbq_templates)
     examples = select_examples(loaded, config)
     examples, forced = _forceable(examples, config.force_round0)
+    base_examples = examples
+    examples, views = expand(examples, config.permute)
     key = fingerprint(config, plan)
     if _existing_complete(out, key):
         # Killed between the manifest and removing .partial: the run is complete, tidy it.
@@ -203,7 +211,7 @@ def _replay_locked(
         _save_batch(path, result)
     bar.close()
     elapsed = time.perf_counter() - started
-    targets = target_summary(examples)
+    targets = target_summary(base_examples)
     return _finish(
         out,
         partial,
@@ -217,6 +225,7 @@ def _replay_locked(
         command,
         forced,
         targets,
+        views if config.permute != "none" else None,
     )
 
 
@@ -250,6 +259,7 @@ def _validate(config: ReplayConfig) -> None:
             )
         if config.mode != "choice":
             raise InterpError("--force-round0 needs --mode choice (it replaces a scored answer)")
+    check_permute(config.permute)
     check_seed(config.seed)
 
 
@@ -704,10 +714,24 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
 
 
 def _finish(
-    out, partial, key, config, plan, model, hooks, n_batches, elapsed, command, forced, targets
+    out,
+    partial,
+    key,
+    config,
+    plan,
+    model,
+    hooks,
+    n_batches,
+    elapsed,
+    command,
+    forced,
+    targets,
+    views,
 ) -> Run:
     parts = [_load_batch(_batch_path(partial, i)) for i in range(n_batches)]
     rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
+    if views is not None:  # permuted: which base example and order each row is
+        rounds = add_view_columns(rounds, views)
     write_rounds(out, rounds)
     tokens = pd.DataFrame(
         {
@@ -723,11 +747,14 @@ def _finish(
         write_hook(out, h, stacked)
     write_metrics(out, compute_metrics(rounds, seed=config.seed))
     final_len = sum(len(t) for t in tokens["tokens"])
+    stored = asdict(config)
+    if views is None:  # unpermuted runs keep the manifest (and schema) they had before
+        del stored["permute"]
     manifest = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION if views is not None else 1,
         "complete": True,
         "fingerprint": key,
-        "config": asdict(config),
+        "config": stored,
         "model": model.interp_source.to_dict() if hasattr(model, "interp_source") else {},
         "task": {
             "name": config.task,
@@ -749,6 +776,7 @@ def _finish(
         "hooks": hooks,
         "seed": config.seed,
         "force_round0": forced,
+        **({} if views is None else {"permute": _permute_record(config.permute, views)}),
         "versions": _versions(),
         "command": command or " ".join(sys.argv),
         "timing": {
@@ -761,6 +789,16 @@ def _finish(
     write_manifest(out, manifest)
     shutil.rmtree(partial)
     return Run.open(out)
+
+
+def _permute_record(permute: str, views: list[tuple[int, tuple[int, ...]]]) -> dict[str, Any]:
+    """The manifest's account of a permuted run: rows on the example axis are (base example,
+    order) pairs, in the order of ``rounds.parquet``'s base_index/permutation columns."""
+    return {
+        "mode": permute,
+        "n_base_examples": len({b for b, _ in views}),
+        "rows": "one per (base example, order); rounds.parquet base_index/permutation map them",
+    }
 
 
 def _batch_path(partial: Path, i: int) -> Path:

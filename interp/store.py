@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 
     from interp.conversation import RoundSpans
 
-SCHEMA_VERSION = 1
+# 2: permuted runs (rounds.parquet has base_index, permutation and the *_orig columns);
+# unpermuted runs are still written as 1, which every reader accepts unchanged.
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS_READ = (1, 2)
 ACTIVATION_KEY = "activations"
 
 
@@ -170,7 +173,7 @@ class Run:
             raise InterpError(
                 f"{path} is an unfinished replay; run the same replay again to finish it"
             )
-        if manifest.get("schema_version") != SCHEMA_VERSION:
+        if manifest.get("schema_version") not in SCHEMA_VERSIONS_READ:
             raise InterpError(
                 f"{path}: run schema {manifest.get('schema_version')}, this interp reads "
                 f"{SCHEMA_VERSION}; replay again"

@@ -77,6 +77,14 @@ def replay(
             "round-0 scores stay recorded; examples without that option are left out (counted).",
         ),
     ] = None,
+    permute: Annotated[
+        str,
+        typer.Option(
+            help="Option orders: none (as written, default), cyclic (the k rotations of k "
+            "options) or all (k! orders). Each order is its own conversation and row; "
+            "interp metrics then adds debiased scores (orders averaged per example).",
+        ),
+    ] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Replay self-correction rounds and store answers, scores and read-out activations.
@@ -106,6 +114,7 @@ def replay(
         device=device,
         dtype=dtype,
         force_round0=force_round0,
+        permute=permute,
     )
     command = "interp " + shlex.join(sys.argv[1:])
     run = run_replay(config, progress=not as_json, command=command)

@@ -1,0 +1,95 @@
+"""Option-order permutations: each example replayed under several orders of its options.
+
+A *permutation* ``perm`` is a tuple of original option indices in the order shown: position
+``j`` of the permuted example shows original option ``perm[j]``. So a shown index ``j`` maps
+back to the original option ``perm[j]``, and an original index ``i`` is shown at
+``perm.index(i)``. ``cyclic`` gives the k rotations of k options (every option once at every
+position); ``all`` gives all k! orders; ``none`` only the identity (today's behaviour).
+
+A permuted run stores one row per (example, order) on the example axis, in that order: base
+example 0's orders first, then base example 1's, ... ``rounds.parquet`` names them with
+``base_index`` (the example among those selected) and ``permutation``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+from interp.errors import InterpError
+from interp.tasks import Example
+
+PERMUTES = ("none", "cyclic", "all")
+
+
+def check_permute(permute: str) -> None:
+    if permute not in PERMUTES:
+        raise InterpError(f"unknown permute {permute!r}; use one of {', '.join(PERMUTES)}")
+
+
+def orders(k: int, permute: str) -> list[tuple[int, ...]]:
+    """The orders of ``k`` options that ``permute`` asks for, identity first."""
+    check_permute(permute)
+    identity = tuple(range(k))
+    if permute == "none":
+        return [identity]
+    if permute == "cyclic":
+        return [identity[s:] + identity[:s] for s in range(k)]
+    return list(itertools.permutations(identity))
+
+
+def to_shown(index: int | None, perm: tuple[int, ...]) -> int | None:
+    """Original option index -> its position in the order ``perm`` (None stays None)."""
+    return None if index is None else perm.index(index)
+
+
+def to_original(index: int, perm: tuple[int, ...]) -> int:
+    """Shown position -> original option index; -1 (no answer / no such option) stays -1."""
+    return -1 if index < 0 else perm[index]
+
+
+def permute_example(example: Example, perm: tuple[int, ...]) -> Example:
+    """``example`` with its options shown in the order ``perm``; label, target and unknown
+    follow their options. The id stays the base example's (``base_index`` tells orders apart)."""
+    if sorted(perm) != list(range(len(example.options))):
+        raise InterpError(f"{perm} is not an order of {len(example.options)} options")
+    return replace(
+        example,
+        options=tuple(example.options[i] for i in perm),
+        label=perm.index(example.label),
+        target=to_shown(example.target, perm),
+        unknown=to_shown(example.unknown, perm),
+    )
+
+
+def expand(
+    examples: list[Example], permute: str
+) -> tuple[list[Example], list[tuple[int, tuple[int, ...]]]]:
+    """Every example under every order ``permute`` asks for, and for each resulting row its
+    (base_index, permutation)."""
+    out: list[Example] = []
+    views: list[tuple[int, tuple[int, ...]]] = []
+    for base, example in enumerate(examples):
+        for perm in orders(len(example.options), permute):
+            out.append(permute_example(example, perm))
+            views.append((base, perm))
+    return out, views
+
+
+ROLE_COLUMNS = ("choice", "label", "target", "unknown")
+
+
+def add_view_columns(rounds, views: list[tuple[int, tuple[int, ...]]]):
+    """``rounds`` (a rounds table whose ``example_index`` indexes ``views``) with
+    ``base_index``, ``permutation`` (list of original indices in the order shown) and
+    ``choice_orig``, ``label_orig``, ``target_orig``, ``unknown_orig`` (the shown columns
+    mapped back to original options; -1 stays -1)."""
+    rounds = rounds.copy()
+    perms = [views[int(i)][1] for i in rounds["example_index"]]
+    rounds["base_index"] = [views[int(i)][0] for i in rounds["example_index"]]
+    rounds["permutation"] = [list(p) for p in perms]
+    for col in ROLE_COLUMNS:
+        rounds[f"{col}_orig"] = [
+            to_original(int(v), p) for v, p in zip(rounds[col], perms, strict=True)
+        ]
+    return rounds
