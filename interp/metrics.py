@@ -18,11 +18,13 @@ import pandas as pd
 from jaxtyping import Bool, Float, Int
 
 from interp import calibration
+from interp.debias import debiased_rounds, is_permuted
 from interp.errors import InterpError
 from interp.stats import (
     CI_LEVEL,
     DEFAULT_CLUSTER,
     Clusters,
+    bootstrap_means,
     bootstrap_weights,
     check_cluster_key,
     cluster_weights,
@@ -221,12 +223,61 @@ def compute_metrics(
     result["model_floor"] = model_floor(result, chance=float(np.mean(1.0 / grid.n_options)))
     if by_category:
         result["per_category"] = per_category(rounds, n_boot=n_boot, seed=seed, cluster=cluster)
+    if is_permuted(rounds):  # --permute runs: the orders averaged per base example
+        result["debiased"] = debiased_metrics(rounds, n_boot=n_boot, seed=seed, cluster=cluster)
     result["warnings"] = [
         line
         for line in (result["model_floor"]["line"], result["calibration"]["warning"])
         if line is not None
     ]
     return result
+
+
+def debiased_metrics(
+    rounds: pd.DataFrame,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    cluster: str = DEFAULT_CLUSTER,
+    space: str = "prob",
+) -> dict[str, Any]:
+    """The metrics of a permuted run's debiased answers (``interp.debias``: each base example's
+    orders averaged in ``space``), one entry per round like ``compute_metrics``' ``per_round``,
+    and ``agreement`` per round: the share of base examples whose orders all give the same
+    content answer. Intervals resample base examples' clusters (all orders of an example
+    together)."""
+    table = debiased_rounds(rounds, space)
+    inner = compute_metrics(table, n_boot=n_boot, seed=seed, by_category=False, cluster=cluster)
+    agree = (
+        table.sort_values(["example_index", "round"])["agree"]
+        .to_numpy(dtype=float)
+        .reshape(-1, len(inner["rounds"]))
+    )
+    ids = example_clusters(table, cluster).ids
+    mean, lo, hi = bootstrap_means(agree, n_boot=n_boot, seed=seed, clusters=ids)
+    return {
+        "space": space,
+        "n_base_examples": inner["n_examples"],
+        "n_orders": int(table["n_orders"].max()),
+        "per_round": inner["per_round"],
+        "agreement": [
+            {
+                "round": r,
+                "value": float(mean[j]),
+                "ci": None if not np.isfinite(lo[j]) else [float(lo[j]), float(hi[j])],
+            }
+            for j, r in enumerate(inner["rounds"])
+        ],
+        "convergence": inner["convergence"],
+        "bootstrap": inner["bootstrap"],
+        "definitions": {
+            "debiased": "each order's option probabilities mapped back to the original options "
+            f"and averaged per base example and round ({space} space); the answer is their "
+            "argmax, the entropy that of the averaged distribution",
+            "agreement": "share of base examples whose orders all give the same original "
+            "option (none unparsed)",
+        },
+    }
 
 
 def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:

@@ -100,6 +100,9 @@ def example_clusters(rounds: pd.DataFrame, key: str = DEFAULT_CLUSTER) -> Cluste
     n = len(firsts)
     identity = np.arange(n, dtype=np.int64)
     if key == "example":
+        if "base_index" in firsts:  # a permuted run: all orders of a base example together
+            _, ids = np.unique(firsts["base_index"].to_numpy(), return_inverse=True)
+            return Clusters(key, "example", _first_seen_order(ids))
         return Clusters(key, "example", identity)
     if "question_index" not in firsts or "category" not in firsts:
         return Clusters(

@@ -126,7 +126,44 @@ def format_metrics(result: dict[str, Any]) -> str:
         f"{conv['round'] if conv['round'] is not None else 'not converged'} "
         f"(tolerances: accuracy {conv['tol_acc']}, changed answers {conv['tol_change']})"
     )
+    if result.get("debiased"):
+        lines.append(format_debiased(result))
     return "\n".join(lines)
+
+
+def format_debiased(result: dict[str, Any]) -> str:
+    """A permuted run: per round, raw (every order pooled) next to debiased (orders averaged
+    per base example), and how often all orders agree on the content answer."""
+    import pandas as pd
+
+    deb = result["debiased"]
+
+    def cell(entry: dict[str, Any] | None) -> str:
+        if entry is None or entry.get("value") is None:
+            return "-"
+        ci = entry.get("ci")
+        return f"{entry['value']:.3f} [{ci[0]:.2f},{ci[1]:.2f}]" if ci else f"{entry['value']:.3f}"
+
+    rows = []
+    for raw, d, agree in zip(result["per_round"], deb["per_round"], deb["agreement"], strict=True):
+        row: dict[str, str] = {"round": str(raw["round"])}
+        for name, key in (
+            ("accuracy", "accuracy"),
+            ("s_AMB", "bias_amb"),
+            ("s_DIS", "bias_dis"),
+            ("entropy", "entropy"),
+        ):
+            row[f"raw {name}"] = cell(raw.get(key))
+            row[f"debiased {name}"] = cell(d.get(key))
+        row["agreement"] = cell(agree)
+        rows.append(row)
+    cluster = deb.get("bootstrap", {}).get("cluster") or {}
+    head = (
+        f"debiased ({deb['space']}-space average of {deb['n_orders']} option orders per base "
+        f"example; {deb['n_base_examples']} base examples; intervals resample "
+        f"{cluster.get('n_clusters', '?')} {cluster.get('key', '?')} clusters of base examples):"
+    )
+    return head + "\n" + pd.DataFrame(rows).to_string(index=False)
 
 
 def format_copy_rate(copy: dict[str, Any]) -> str:
