@@ -408,7 +408,8 @@ def test_manifest_describes_the_run(choice_case):
     assert m["task"]["name"] == "builtin" and m["task"]["n_examples"] == config.limit
     assert m["versions"]["torch"] == torch.__version__
     assert m["versions"]["transformer-lens"].startswith("3.9")
-    assert m["config"] == {**config.__dict__}
+    # permute "none" is left out so unpermuted manifests stay as before (issue 13)
+    assert m["config"] == {k: v for k, v in config.__dict__.items() if k != "permute"}
     assert not (run.path / ".partial").exists()
 
 
