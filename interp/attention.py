@@ -105,7 +105,8 @@ def transcript(run: Run, example: int, tokenizer) -> Transcript:
     all_tokens = run.tokens()
     if not 0 <= example < len(all_tokens):
         raise InterpError(
-            f"--example {example} is out of range: the run has examples 0..{len(all_tokens) - 1}"
+            f"--example-index {example} is out of range: the run has examples "
+            f"0..{len(all_tokens) - 1}"
         )
     tokens = all_tokens[example]
     rows = run.rounds()

@@ -484,7 +484,7 @@ def _attention_section(
     n_examples = len(main.tokens())
     if not 0 <= example < n_examples:
         raise InterpError(
-            f"--example {example} is out of range: the run has examples 0..{n_examples - 1}"
+            f"--example-index {example} is out of range: the run has examples 0..{n_examples - 1}"
         )
     model = model if model is not None else _load_run_model(main, section)
     if model is None:
