@@ -42,6 +42,7 @@ from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from interp import winogender
 from interp.bbq_rules import templates_hash
 from interp.conversation import Conversation, RoundInput, build_conversation
 from interp.errors import InterpError
@@ -109,6 +110,9 @@ class ReplayConfig:
     # Option orders (interp.permute): "none" (as written), "cyclic" (k rotations of k
     # options) or "all" (k! orders); each order is a conversation and a row of its own.
     permute: str = "none"
+    # winogender: the occupations' statistics TSV (bls_pct_female); default: the file
+    # occupations-stats.tsv beside the first data file (interp.winogender)
+    stats: str | None = None
 
 
 def fingerprint(config: ReplayConfig, plan: Plan) -> str:
@@ -119,8 +123,10 @@ def fingerprint(config: ReplayConfig, plan: Plan) -> str:
         del fields["force_round0"]
     if fields["permute"] == "none":  # runs from before the option keep their fingerprint
         del fields["permute"]
+    if fields["stats"] is None:  # only winogender runs may have one
+        del fields["stats"]
     fields["plan"] = plan.to_dict()
-    fields["data_hash"] = task_data_hash(config.task, config.data or None)
+    fields["data_hash"] = _data_hash(config)
     # The templates' contents, not their path; absent (not None) keeps older fingerprints.
     templates = fields.pop("bbq_templates")
     if templates is not None:
@@ -172,12 +178,12 @@ def _replay_locked(
     command: str | None,
 ) -> Run:
     out = Path(config.out)
-    plan = load_plan(config.plan)
-    loaded = load_task(config.task, config.data or None, bbq_templates=config.bbq_templates)
+    plan, loaded = _load_inputs(config)
     examples = select_examples(loaded, config)
     examples, forced = _forceable(examples, config.force_round0)
     base_examples = examples
-    examples, views = expand(examples, config.permute)
+    if config.task != winogender.TASK:  # (pronouns are not options to reorder)
+        examples, views = expand(examples, config.permute)
     key = fingerprint(config, plan)
     if _existing_complete(out, key):
         # Killed between the manifest and removing .partial: the run is complete, tidy it.
@@ -188,8 +194,13 @@ def _replay_locked(
         model = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
     hooks = resolve_hooks(config.hooks, model.cfg.n_layers)
     letters = option_token_ids(model.tokenizer, max(len(e.options) for e in examples))
-    lengths = LengthSettings(config.rounds, config.mode, config.max_new_tokens, config.system)
-    check_context_length(model.tokenizer, model.cfg.n_ctx, plan, examples, lengths)
+    if config.task == winogender.TASK:
+        winogender.check_lengths(
+            model.tokenizer, model.cfg.n_ctx, plan, examples, config.rounds, config.system
+        )
+    else:
+        lengths = LengthSettings(config.rounds, config.mode, config.max_new_tokens, config.system)
+        check_context_length(model.tokenizer, model.cfg.n_ctx, plan, examples, lengths)
     # Only now, with every input checked, does anything get written.
     partial = _prepare_partial(out, config, key)
     batches = [
@@ -261,6 +272,38 @@ def _validate(config: ReplayConfig) -> None:
             raise InterpError("--force-round0 needs --mode choice (it replaces a scored answer)")
     check_permute(config.permute)
     check_seed(config.seed)
+    if config.task == winogender.TASK:
+        _validate_winogender(config)
+    elif config.stats is not None:
+        raise InterpError(f"stats applies to task winogender only, not {config.task!r}")
+
+
+def _validate_winogender(config: ReplayConfig) -> None:
+    # Pronouns are scored at the read-out: no generation, option texts, orders or forcing.
+    for name, value, default in (
+        ("mode", config.mode, "choice"),
+        ("score", config.score, "letter"),
+        ("permute", config.permute, "none"),
+        ("force_round0", config.force_round0, None),
+        ("bbq_templates", config.bbq_templates, None),
+    ):
+        if value != default:
+            raise InterpError(f"task winogender does not take {name} {value!r}")
+
+
+def _load_inputs(config: ReplayConfig) -> tuple[Plan, list[Example]]:
+    """The plan and the examples the config names (Winogender: its own plans and items)."""
+    if config.task == winogender.TASK:
+        plan = winogender.load_winogender_plan(config.plan)
+        return plan, list(winogender.load_winogender(config.data, config.stats))
+    plan = load_plan(config.plan)
+    return plan, load_task(config.task, config.data or None, bbq_templates=config.bbq_templates)
+
+
+def _data_hash(config: ReplayConfig) -> str:
+    if config.task == winogender.TASK:
+        return winogender.winogender_data_hash(config.data, config.stats)
+    return task_data_hash(config.task, config.data or None)
 
 
 def select_examples(examples: list[Example], config: ReplayConfig) -> list[Example]:
@@ -398,6 +441,8 @@ def _replay_batch(
 ) -> _Batch:
     n = len(batch)
     tok = model.tokenizer
+    # Winogender items: each has its own answer prefix, and pronouns are scored, not letters.
+    wino = winogender.PronounScorer(tok) if config.task == winogender.TASK else None
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, n)
     state = _BatchState(config.system, cached=[[] for _ in batch], done=[[] for _ in batch])
     acts = {h: torch.zeros(n, config.rounds + 1, model.cfg.d_model) for h in hooks}
@@ -405,7 +450,7 @@ def _replay_batch(
     for r in range(config.rounds + 1):
         turns = [plan.user_turn(ex, r) for ex in batch]
         think = config.mode == "generate" or (plan.think_tokens > 0 and r > 0)
-        prefixes = [plan.answer_prefix] * n
+        prefixes = [_answer_prefix(plan, ex) for ex in batch]
         generated = [""] * n
         if think:
             # Run up to the assistant header, let the model write, then roll the cache back:
@@ -431,12 +476,18 @@ def _replay_batch(
             state.commit(convs)
         for h in hooks:
             acts[h][:, r] = captured[h].float().cpu()
-        if config.mode == "choice":
+        if wino is not None:
+            option_lp = wino.logprobs(model, cache, logits, batch)
+            wino_entries = wino.entries(batch, option_lp)
+        elif config.mode == "choice":
             option_lp = _option_logprobs(model, cache, logits, batch, letters, config.score)
         else:
             option_lp = torch.full((n, max(len(ex.options) for ex in batch)), float("nan"))
         for b, ex in enumerate(batch):
-            entry = _score(ex, option_lp[b], config.mode, generated[b])
+            if wino is not None:
+                entry = wino_entries[b]
+            else:
+                entry = _score(ex, option_lp[b], config.mode, generated[b])
             entry["forced"] = -1
             if r == 0 and config.force_round0 is not None:
                 # The transcript goes on with the forced answer; choice and scores stay the
@@ -454,6 +505,12 @@ def _replay_batch(
             )
         tick(1)
     return _collect(batch, first_index, state, scored, plan, acts, letters, tok)
+
+
+def _answer_prefix(plan: Plan, example: Example) -> str:
+    if isinstance(example, winogender.WinoExample):
+        return example.answer_prefix  # the sentence up to the blank
+    return plan.answer_prefix
 
 
 @dataclass
@@ -707,6 +764,8 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
                     "question_index": ex.question_index,
                 }
             )
+            if isinstance(ex, winogender.WinoExample):
+                rows[-1].update(winogender.row_fields(ex, entry))
     return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run, spans)
 
 
@@ -745,11 +804,16 @@ def _finish(
     for h in hooks:
         stacked = torch.cat([p["acts"][h] for p in parts])
         write_hook(out, h, stacked)
-    write_metrics(out, compute_metrics(rounds, seed=config.seed))
+    if config.task == winogender.TASK:
+        write_metrics(out, winogender.winogender_metrics(rounds, seed=config.seed))
+    else:
+        write_metrics(out, compute_metrics(rounds, seed=config.seed))
     final_len = sum(len(t) for t in tokens["tokens"])
     stored = asdict(config)
     if views is None:  # unpermuted runs keep the manifest (and schema) they had before
         del stored["permute"]
+    if stored["stats"] is None:  # (winogender only)
+        del stored["stats"]
     manifest = {
         "schema_version": SCHEMA_VERSION if views is not None else 1,
         "complete": True,
@@ -759,7 +823,7 @@ def _finish(
         "task": {
             "name": config.task,
             "files": [str(Path(f).resolve()) for f in config.data],
-            "data_hash": task_data_hash(config.task, config.data or None),
+            "data_hash": _data_hash(config),
             "n_examples": len(tokens),
             # bias targets: how many examples have one, why the others have none, warnings
             "targets": targets,

@@ -73,6 +73,9 @@ def show_metrics(
     from interp.store import Run, write_json
 
     run = Run.open(path)
+    if run.manifest.get("task", {}).get("name") == "winogender":
+        _show_winogender(run, as_json, recompute=recompute, n_boot=n_boot, seed=seed)
+        return
     for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
         typer.echo(f"warning: {line}", err=True)
     if recompute:
@@ -97,6 +100,28 @@ def show_metrics(
     typer.echo(format_calibration(result))
     if result.get("per_category"):
         typer.echo(format_per_category(result, every_round=by_category))
+
+
+def _show_winogender(run: Any, as_json: bool, *, recompute: bool, n_boot: int, seed: int) -> None:
+    # Winogender runs: correlation with BLS % female and pronoun shares (interp.winogender).
+    from interp.store import write_json
+    from interp.winogender import format_winogender_metrics, winogender_metrics
+
+    stored = run.read_metrics()
+    if recompute or stored is None:
+        result = winogender_metrics(run.rounds(), n_boot=n_boot, seed=seed)
+        same = (stored or {}).get("bootstrap", {})
+        if recompute and (same.get("n_boot"), same.get("seed")) == (n_boot, seed):
+            from interp.lock import run_lock
+
+            with run_lock(run.path):
+                write_json(run.path / "metrics.json", result)
+    else:
+        result = stored
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, allow_nan=False))
+        return
+    typer.echo(format_winogender_metrics(result))
 
 
 def _stored_bootstrap(run: Any) -> tuple[int, int, str]:

@@ -17,9 +17,15 @@ def replay(
     model: Annotated[
         str, typer.Option(help="smollm2 (embedded), tiny, a .gguf file, a model folder.")
     ] = "smollm2",
-    task: Annotated[str, typer.Option(help="bbq, builtin (48 items shipped) or mc.")] = "builtin",
+    task: Annotated[
+        str, typer.Option(help="bbq, builtin (48 items shipped), mc or winogender.")
+    ] = "builtin",
     data: Annotated[
-        list[str] | None, typer.Option(help="Data file(s) for bbq/mc: --data A.jsonl B.jsonl")
+        list[str] | None,
+        typer.Option(
+            help="Data file(s) for bbq/mc: --data A.jsonl B.jsonl; winogender: templates.tsv "
+            "or the upstream all_sentences.tsv."
+        ),
     ] = None,
     plan: Annotated[
         str,
@@ -85,6 +91,13 @@ def replay(
             "interp metrics then adds debiased scores (orders averaged per example).",
         ),
     ] = "none",
+    stats: Annotated[
+        Path | None,
+        typer.Option(
+            help="winogender: the occupations' statistics TSV with bls_pct_female (default: "
+            "occupations-stats.tsv beside the first --data file)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Replay self-correction rounds and store answers, scores and read-out activations.
@@ -115,6 +128,7 @@ def replay(
         dtype=dtype,
         force_round0=force_round0,
         permute=permute,
+        stats=None if stats is None else str(stats),
     )
     command = "interp " + shlex.join(sys.argv[1:])
     run = run_replay(config, progress=not as_json, command=command)
