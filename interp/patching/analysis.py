@@ -239,11 +239,21 @@ class PatchItem:
     index: int
     example_id: str
     readout: dict[int, int]  # round -> read-out position in the transcript
-    good: dict[int, int]  # round -> token id of the correct option
-    bad: dict[int, int]  # round -> token id of the stereotyped option
+    # round -> token id of the correct option (Winogender: the female pronoun's token ids)
+    good: dict[int, int | tuple[int, ...]]
+    # round -> token id of the stereotyped option (Winogender: the male pronoun's token ids)
+    bad: dict[int, int | tuple[int, ...]]
 
 
 # --- checks and example selection ------------------------------------------------------------
+
+
+# The value on a Winogender run (replaces DEFINITIONS["value"] in its summaries).
+WINOGENDER_VALUE = (
+    "log P(female) - log P(male) at a round's read-out, each the log of the summed probabilities "
+    "of the pronoun's single-token variants (rounds.parquet pronoun_token_ids): "
+    "logsumexp(logits[female ids]) - logsumexp(logits[male ids]); every item is used"
+)
 
 
 def check_config(config: PatchConfig, run: Run) -> None:
@@ -299,7 +309,10 @@ def select_items(rounds: pd.DataFrame, config: PatchConfig) -> tuple[list[PatchI
     counts: dict[str, Any] = {"in_run": int(rounds["example_index"].nunique())}
     keep = _filters(firsts, config)
     counts["after_filters"] = int(keep.sum())
-    no_target = keep & (firsts["target"] < 0)
+    # Winogender rows have no correct or stereotyped option: every item compares the female
+    # and the male pronoun (WINOGENDER_VALUE).
+    wino = "pronoun_token_ids" in firsts.columns
+    no_target = keep & (firsts["target"] < 0) & (not wino)
     target_is_label = keep & (firsts["target"] >= 0) & (firsts["target"] == firsts["label"])
     counts["excluded_no_target"] = int(no_target.sum())
     counts["excluded_target_is_label"] = int(target_is_label.sum())
@@ -353,6 +366,14 @@ def _item(by_key: pd.DataFrame, index: int, config: PatchConfig) -> PatchItem:
         row = by_key.loc[(index, r)]
         options = list(row["option_token_ids"])
         readout[r] = int(row["readout_pos"])
+        if "pronoun_token_ids" in row.index:  # Winogender: (male, female, neutral) variants
+            ids = [tuple(int(t) for t in p) for p in row["pronoun_token_ids"]]
+            if not ids[0] or not ids[1]:
+                raise InterpError(
+                    f"example {index}: no token tells the female and male pronouns apart"
+                )
+            good[r], bad[r] = ids[1], ids[0]
+            continue
         good[r], bad[r] = int(options[int(row["label"])]), int(options[int(row["target"])])
     return PatchItem(
         index, str(by_key.loc[(index, config.round)]["example_id"]), readout, good, bad

@@ -28,6 +28,7 @@ from interp.patching.core import (
     Variant,
     check_positions,
     final_logits,
+    logit_gap,
     record,
     shared_sequence,
     tail_positions,
@@ -49,8 +50,8 @@ def attribute_pair(
     donor: Int[torch.Tensor, " pos_d"],
     variants: Sequence[Variant],
     *,
-    good: int,
-    bad: int,
+    good: int | Sequence[int],
+    bad: int | Sequence[int],
     n_positions: int = 1,
 ) -> PairAttribution:
     """Estimate, for each variant, how patching it from ``donor`` into ``recipient`` (last
@@ -61,7 +62,7 @@ def attribute_pair(
     seq = shared_sequence(recipient, donor)
     reads = [len(recipient) - 1] if seq is None else [len(recipient) - 1, len(donor) - 1]
     acts, logits = _forward_with_grad(model, recipient if seq is None else seq, hooks, reads)
-    metric = logits[0, good] - logits[0, bad]
+    metric = logit_gap(logits[0], good, bad)
     metric.backward()
     if seq is None:
         don = record(model, donor, hooks, don_pos, [len(donor) - 1])

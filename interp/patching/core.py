@@ -115,6 +115,21 @@ def final_logits(
     return model(resid[:, None], start_at_layer=model.cfg.n_layers)[:, 0]
 
 
+def logit_gap(
+    logits: Float[torch.Tensor, "*batch d_vocab"],
+    good: int | Sequence[int],
+    bad: int | Sequence[int],
+) -> Float[torch.Tensor, "*batch"]:
+    """``logit[good] - logit[bad]`` over the last dim. Token sets (a Winogender run's pronoun
+    variants) compare the logsumexp of each set: log P(good set) - log P(bad set), as the
+    softmax normaliser cancels."""
+    if isinstance(good, int) and isinstance(bad, int):
+        return logits[..., good] - logits[..., bad]
+    good = [good] if isinstance(good, int) else list(good)
+    bad = [bad] if isinstance(bad, int) else list(bad)
+    return torch.logsumexp(logits[..., good], -1) - torch.logsumexp(logits[..., bad], -1)
+
+
 def check_positions(k: int, len_recipient: int, len_donor: int) -> int:
     """``k`` when both prompts have that many positions to patch; refused otherwise, before
     any forward runs."""

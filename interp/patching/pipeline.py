@@ -28,6 +28,7 @@ from interp.lock import run_lock
 from interp.patching.analysis import (
     DEFINITIONS,
     EFFECT_EPS,
+    WINOGENDER_VALUE,
     PatchConfig,
     PatchItem,
     PatchResult,
@@ -40,7 +41,7 @@ from interp.patching.analysis import (
     summarize,
 )
 from interp.patching.attribution import attribute_pair
-from interp.patching.core import Variant, sweep
+from interp.patching.core import Variant, logit_gap, sweep
 from interp.patching.exact import patch_pair
 from interp.stats import CI_LEVEL, DEFAULT_CLUSTER, example_clusters, json_float
 from interp.store import Run
@@ -318,9 +319,10 @@ def _example_rows(
 
 
 def _value(logits: torch.Tensor, item: PatchItem, r: int) -> torch.Tensor:
-    """logit[correct] - logit[stereotyped] (last dim), in float64 on the CPU."""
+    """logit[correct] - logit[stereotyped] (last dim), in float64 on the CPU (Winogender:
+    log P(female) - log P(male), each pronoun's variant tokens summed)."""
     logits = logits.detach().double().cpu()
-    return logits[..., item.good[r]] - logits[..., item.bad[r]]
+    return logit_gap(logits, item.good[r], item.bad[r])
 
 
 def _ratio(num: float, den: float) -> float:
@@ -399,7 +401,9 @@ def _summary(
         "result": json_records(main)[0] if len(main) == 1 else None,
         "top": json_records(top),
         "verify": verify,
-        "definitions": DEFINITIONS,
+        "definitions": DEFINITIONS
+        if run.manifest.get("task", {}).get("name") != "winogender"
+        else {**DEFINITIONS, "value": WINOGENDER_VALUE},
         "bootstrap": {
             "n_boot": config.n_boot,
             "seed": config.seed,
