@@ -333,11 +333,26 @@ def _item(occupation, participant, answer, case, text, bls, where) -> WinoExampl
 # Plans
 
 
+@dataclass(frozen=True)
+class WinoPlan(Plan):
+    """A :class:`Plan` whose answer prefix is each item's own (the sentence up to the blank):
+    the manifest records ``answer_prefix`` null and says so, so nothing that wraps text in one
+    shared prefix (the probes' chat transfer) uses a stand-in."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["answer_prefix"] = None
+        out["answer_prefix_per_item"] = (
+            "the sentence up to the blank; its last token is the read-out"
+        )
+        return out
+
+
 def list_winogender_plans() -> list[str]:
     return list(_plans_data()["plans"])
 
 
-def load_winogender_plan(name: str) -> Plan:
+def load_winogender_plan(name: str) -> WinoPlan:
     """A built-in Winogender plan as a :class:`Plan`: round 0 asks to fill in the blank (the
     item's blanked sentence is its ``question``), follow-ups as BBQ's plans. The answer prefix
     is per item (:data:`PER_ITEM_PREFIX` stands in for it in the manifest)."""
@@ -347,7 +362,7 @@ def load_winogender_plan(name: str) -> Plan:
             f"unknown Winogender plan {name!r}; choose one of {', '.join(data['plans'])}"
         )
     spec = data["plans"][name]
-    return Plan(
+    return WinoPlan(
         name=name,
         description=spec["description"],
         question=data["question"].replace("{sentence}", "{question}"),

@@ -211,6 +211,8 @@ def _probe_locked(
     behaviour = behaviour_probes(
         acts, rounds, chosen, seed=seed, test_size=test_size, clusters=clusters.ids, n_boot=n_boot
     )
+    # A Winogender run has no correct or stereotyped option: both behaviours are undefined.
+    wino = "p_female" in rounds.columns
     if control is not None:
         tables["control"] = _control_table(
             acts,
@@ -235,6 +237,7 @@ def _probe_locked(
         "n_rounds": int(acts.shape[2]),
         "transfer": transfer_info,
         "cluster": clusters.to_dict(),
+        **({"behaviour_skipped": WINOGENDER_BEHAVIOUR} if wino else {}),
     }
     result = ProbeResult(
         concept=data.name,
@@ -553,6 +556,12 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, int | np.integer):
         return int(value)
     return json_float(value)
+
+
+WINOGENDER_BEHAVIOUR = (
+    "Winogender run: no option is correct or stereotyped, so the behaviour probes (stereotyped, "
+    "correct) are undefined and not reported; the concept probes are unchanged"
+)
 
 
 def _behaviour_summary(frame: pd.DataFrame) -> dict[str, Any]:

@@ -192,6 +192,8 @@ def _headline(s: dict) -> list[str]:
             f"  the probe beats the better one on the same test statements (exact McNemar "
             f"p = {surface['mcnemar_p']:.2g})"
         )
+    if s.get("behaviour_skipped"):
+        lines.append(f"behaviour probes: skipped ({s['behaviour_skipped']})")
     transfer = s["transfer"]
     if "skipped" in transfer:
         lines.append(f"transfer to the chat read-out: not measured ({transfer['skipped']})")

@@ -178,8 +178,8 @@ def test_rows_sum_every_variant_at_every_round(wino_run, tiny_model):
     # Each round's transcript continues with the chosen pronoun and the rest of the sentence.
     first = rows[(rows.example_index == 0)].sort_values("round").iloc[0]
     assert first["answer_text"] == " " + PRONOUNS["nom"][first["choice"]] + " could pay with cash."
-    text = wino_run.manifest["plan"]["answer_prefix"]
-    assert "per item" in text
+    assert wino_run.manifest["plan"]["answer_prefix"] is None  # each item has its own
+    assert "up to the blank" in wino_run.manifest["plan"]["answer_prefix_per_item"]
 
 
 def test_run_files_are_those_of_any_run(wino_run):
@@ -357,3 +357,14 @@ def test_patching_compares_female_and_male_pronouns(wino_run, tiny_model):
         male, female = (list(r0["pronoun_token_ids"][i]) for i in (0, 1))
         want = float(torch.logsumexp(logits[female], 0) - torch.logsumexp(logits[male], 0))
         assert row["clean"] == pytest.approx(want, abs=1e-4)
+
+
+def test_concept_probes_run_and_behaviour_probes_are_skipped(wino_run, tiny_model):
+    from probes.api import probe
+    from probes.config import ProbeConfig
+
+    result = probe(wino_run, ProbeConfig(concept="stereotype", n_boot=20), model=tiny_model)
+    assert len(result.scores) > 0 and result.summary["best_layer"] is not None
+    assert "Winogender" in result.summary["behaviour_skipped"]
+    # The plan has no shared answer prefix to wrap statements in: transfer says so.
+    assert "skipped" in result.summary["transfer"]
