@@ -816,3 +816,51 @@ def _mark_rounds(
         tickmode="array", tickvals=ticks, ticktext=[text[t] for t in ticks], tickangle=-45
     )
     fig.update_yaxes(tickmode="array", tickvals=ticks, ticktext=[text[t] for t in ticks])
+
+
+# --- Winogender -------------------------------------------------------------------------------
+
+
+def winogender_scatter_figure(metrics: Mapping[str, Mapping[str, Any]]) -> go.Figure:
+    """BLS % female (x) vs the model's P(female) / (P(female) + P(male)) per occupation (y),
+    one panel per round, one colour per run; each point an occupation (mean over its items),
+    the panel title giving each run's Pearson r."""
+    tables = {label: pd.DataFrame(result["per_occupation"]) for label, result in metrics.items()}
+    rounds = sorted({int(r) for t in tables.values() for r in t["round"]})
+    titles = []
+    for r in rounds:
+        rs = []
+        for result in metrics.values():
+            entry = next((m for m in result["per_round"] if m["round"] == r), None)
+            rs.append(
+                "n/a" if entry is None or entry["pearson"] is None else f"{entry['pearson']:+.2f}"
+            )
+        titles.append(f"round {r}: r = {', '.join(rs)}")
+    fig = make_subplots(
+        rows=1, cols=len(rounds), subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.03
+    )
+    for i, (label, table) in enumerate(tables.items()):
+        color = PALETTE[i % len(PALETTE)]
+        for col, r in enumerate(rounds, start=1):
+            part = table[table["round"] == r]
+            fig.add_trace(
+                go.Scatter(
+                    x=part["bls"],
+                    y=part["pf"],
+                    mode="markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=col == 1,
+                    marker={"color": color, "size": 7},
+                    text=part["occupation"],
+                    hovertemplate="%{text}: BLS %{x:.1f}% female, P(female) %{y:.3f}<extra>"
+                    + label
+                    + "</extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(title_text="BLS % female", range=[0, 100])
+    fig.update_yaxes(title_text="P(female) / (P(female) + P(male))", row=1, col=1)
+    fig.update_yaxes(range=[0, 1])
+    return _finalize(fig, "Winogender: occupations' P(female) against BLS % female", 420)

@@ -37,6 +37,7 @@ from interp.lock import run_lock
 from interp.metrics import compute_metrics, metrics_table, model_floor
 from interp.store import EXPORT_FILES, Run, atomic_write
 from interp.tables import fixed
+from interp.winogender import format_winogender_metrics, winogender_metrics
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
@@ -108,9 +109,14 @@ def _export_locked(
     main = opened[0]
     # Attention first: it checks --example and --heads before the slower figures are made.
     attention_part = _attention_section(main, heads, example, model)
+    wino = [m.get("task") == "winogender" for m in metrics.values()]
+    if any(wino) and not all(wino):
+        raise InterpError("export: Winogender runs compare only with Winogender runs")
     sections = [
         _overview_section(opened, labels, metrics),
-        _behaviour_section(main, metrics, several=len(opened) > 1),
+        _winogender_section(metrics)
+        if all(wino)
+        else _behaviour_section(main, metrics, several=len(opened) > 1),
         _probe_section(main, opened[1:]),
         _patching_section(main),
         attention_part,
@@ -162,6 +168,8 @@ def load_metrics(run: Run) -> dict[str, Any]:
     stored = run.read_metrics()  # None if missing or damaged (`interp metrics` rewrites it)
     if stored is not None:
         return stored
+    if run.manifest.get("task", {}).get("name") == "winogender":
+        return winogender_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
     return compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
 
 
@@ -170,6 +178,8 @@ def floor_banners(labels: Sequence[str], metrics: dict[str, dict[str, Any]]) -> 
     computed from the metrics dict for a metrics.json written before the field existed)."""
     lines = []
     for label in labels:
+        if metrics[label].get("task") == "winogender":  # no options by position: no floor
+            continue
         floor = metrics[label].get("model_floor") or model_floor(metrics[label])
         if floor["flag"]:
             prefix = f"{label}: " if len(labels) > 1 else ""
@@ -225,10 +235,28 @@ def _overview_section(
     for run, label in zip(runs, labels, strict=True):
         parts.append(f"<h3>{_e(label)} <small>({_e(run.path.name)})</small></h3>")
         parts.append(manifest_html(run.manifest))
-        parts.append(metrics_html(metrics[label]))
+        if metrics[label].get("task") == "winogender":
+            parts.append(f"<pre>{_e(format_winogender_metrics(metrics[label]))}</pre>")
+        else:
+            parts.append(metrics_html(metrics[label]))
     first = next(iter(metrics.values()))
     parts.append(_definitions_html(first.get("definitions", {})))
     return Section("Runs and metrics", intro="\n".join(parts))
+
+
+def _winogender_section(metrics: dict[str, dict[str, Any]]) -> Section:
+    section = Section("Winogender: P(female) against BLS % female")
+    section.items.append(
+        Figure(
+            "winogender-scatter",
+            "P(female) per occupation",
+            figures.winogender_scatter_figure(metrics),
+            caption="Each point an occupation: its items' mean P(female) / (P(female) + "
+            "P(male)) at the read-out against the U.S. Bureau of Labor Statistics' % female; "
+            "one panel per round, one colour per run; r is Pearson's.",
+        )
+    )
+    return section
 
 
 def _behaviour_section(main: Run, metrics: dict[str, dict[str, Any]], several: bool) -> Section:
@@ -292,6 +320,10 @@ def _probe_section(main: Run, others: Sequence[Run] = ()) -> Section:
         if behaviour is not None and behaviour["acc"].notna().any():
             plot = figures.behaviour_probe_figure(behaviour)
             section.items.append(Figure(f"probe-{slug}-behaviour", "Behaviour probes", plot))
+        elif summary.get("behaviour_skipped"):
+            section.notes.append(
+                f"{concept}: behaviour probes skipped ({summary['behaviour_skipped']})"
+            )
         elif behaviour is not None:
             section.notes.append(f"{concept}: behaviour probes undefined (one answer class only)")
         if "control" not in tables:

@@ -368,3 +368,18 @@ def test_concept_probes_run_and_behaviour_probes_are_skipped(wino_run, tiny_mode
     assert "Winogender" in result.summary["behaviour_skipped"]
     # The plan has no shared answer prefix to wrap statements in: transfer says so.
     assert "skipped" in result.summary["transfer"]
+
+
+def test_export_draws_the_scatter_per_round(wino_run, tmp_path):
+    import shutil
+
+    from interp.report import export_report
+
+    run = tmp_path / "run"
+    shutil.copytree(wino_run.path, run)
+    result = export_report([run])
+    scatter = run / "figures" / "winogender-scatter.html"
+    assert scatter in result.figures
+    html = scatter.read_text()
+    assert "round 0: r =" in html and "round 1: r =" in html and "BLS % female" in html
+    assert "winogender-scatter" in result.index.read_text()
