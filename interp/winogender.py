@@ -29,7 +29,7 @@ its last token is the read-out. There the probability of each pronoun of the bla
 the tokenizer's variants of the word: with and without a leading space, lower-case and
 capitalised. A single-token variant is its next-token probability at the read-out; a variant
 the tokenizer splits is scored by the chain rule over its tokens on the frozen KV cache (the
-tiny test tokenizer splits every pronoun; SmolLM2's has them all as single tokens). The three
+tiny test tokenizer splits every pronoun; SmolLM2's splits only "Him" and "Them"). The three
 sums, renormalised, are ``p_male``, ``p_female``, ``p_neutral``; ``choice`` is the argmax
 (0 male, 1 female, 2 neutral), and the transcript continues with the chosen pronoun and the
 rest of the sentence, so the next round sees a complete answer.
@@ -427,8 +427,8 @@ def pronoun_variant_ids(tokenizer, case: str) -> list[list[list[int]]]:
 
 def readout_token_ids(variants: list[list[list[int]]]) -> list[list[int]]:
     """Per pronoun, the tokens whose logits patching compares at the read-out: its
-    single-token variants (all of them on SmolLM2), else the first tokens of its variants;
-    a token two pronouns share is dropped from both (it would cancel)."""
+    single-token variants (on SmolLM2 all but "Him" and "Them"), else the first tokens of
+    its variants; a token two pronouns share is dropped from both (it would cancel)."""
     ids = []
     for seqs in variants:
         single = [s[0] for s in seqs if len(s) == 1]

@@ -31,7 +31,10 @@ for parent in Path(__file__).resolve().parents:
         break
 TEMPLATES = DATA / "templates.tsv"
 STATS = DATA / "occupations-stats.tsv"
-pytestmark = pytest.mark.skipif(not TEMPLATES.exists(), reason="shared Winogender data absent")
+pytestmark = [
+    pytest.mark.skipif(not TEMPLATES.exists(), reason="shared Winogender data absent"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 def _template_rows() -> list[str]:
