@@ -28,6 +28,13 @@ __all__ = [
 ]
 
 
+def _patch_value(summary: dict[str, Any]) -> str:
+    # A Winogender run's summary defines its value as log P(female) - log P(male).
+    if summary.get("definitions", {}).get("value", "").startswith("log P(female)"):
+        return "log P(female) - log P(male) (summed pronoun variants)"
+    return "logit[correct] - logit[stereotyped]"
+
+
 def format_patching(summary: dict[str, Any], top: int = 15) -> str:
     """The table a person reads: the strongest rows, effect with its 95% interval."""
     counts = summary["examples"]
@@ -44,7 +51,7 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
         f"round {target} = TL's corrupted run; patched = the round-{recipient} run with round "
         f"{donor}'s activation "
         + ("(TL's denoising: clean -> corrupted)" if denoise else "(noising: corrupted -> clean)"),
-        f"value = logit[correct] - logit[stereotyped] at the read-out; target = unpatched round "
+        f"value = {_patch_value(summary)} at the read-out; target = unpatched round "
         f"{target} (the files' 'clean' column), source = unpatched round {source}",
         "effect = ratio of means (headline); delta = mean(patched - unpatched recipient), in "
         "logits; effect_mean = mean of per-example ratios",

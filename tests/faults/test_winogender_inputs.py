@@ -91,7 +91,11 @@ def test_missing_stats_and_files(space):
     )
     bbq = ("replay", "--model", "tiny", "--out", str(space / "runs" / "x"))
     assert_refused_without_trace(
-        space, *bbq, "--stats", str(space / "stats.tsv"), contains="--stats applies to task winogender only"
+        space,
+        *bbq,
+        "--stats",
+        str(space / "stats.tsv"),
+        contains="--stats applies to task winogender only",
     )
     args = _replay(space, "templates.tsv", "--stats", str(space / "stats.tsv"))
     assert_refused_without_trace(space, *args, "--mode", "generate", contains="does not take")

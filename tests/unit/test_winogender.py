@@ -344,11 +344,14 @@ def test_cli_replay_and_metrics(tmp_path):
 
 
 def test_patching_compares_female_and_male_pronouns(wino_run, tiny_model):
+    from interp.cli.format import format_patching
     from interp.patching import PatchConfig, patch
 
     result = patch(wino_run, PatchConfig(layer=1, round=1, n_boot=20), model=tiny_model)
     table = result.per_example
     assert len(table) == 12
+    assert result.summary["definitions"]["value"].startswith("log P(female) - log P(male)")
+    assert "value = log P(female) - log P(male)" in format_patching(result.summary)
     # clean: the round-0 logit difference logsumexp(female ids) - logsumexp(male ids).
     rows = wino_run.rounds().set_index(["example_index", "round"])
     tokens = wino_run.tokens()
