@@ -143,3 +143,15 @@ def test_bad_worker_flags_are_one_line_and_write_nothing(tmp_path, flags, messag
     assert result.exit_code == 2
     assert message in result.output and result.output.count("\n") == 1
     assert not out.exists()
+
+
+def test_winogender_replay_on_two_workers_is_byte_identical(cluster, tmp_path):
+    from unit.test_winogender import STATS, TEMPLATES
+
+    if not TEMPLATES.exists():
+        pytest.skip("shared Winogender data absent")
+    wino = {"model": "tiny", "task": "winogender", "data": [str(TEMPLATES)], "stats": str(STATS)}
+    wino |= {"rounds": 1, "batch_size": 4, "limit": 8}
+    single_run = replay(ReplayConfig(out=str(tmp_path / "single"), **wino))
+    run = replay(ReplayConfig(out=str(tmp_path / "ray"), **wino), workers=Workers(n=2))
+    assert_same_run(single_run.path, run.path)
