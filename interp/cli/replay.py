@@ -37,7 +37,8 @@ def replay(
     plan: Annotated[
         str,
         typer.Option(
-            help="baseline, self-correct, instruct-first, negated, cot, or a YAML/JSON file."
+            help="baseline, self-correct, instruct-first, negated, cot, or a YAML/JSON file "
+            "(winogender: baseline, self-correct, match-stats)."
         ),
     ] = "self-correct",
     bbq_templates: Annotated[
