@@ -844,7 +844,9 @@ def _finish(
     if stored["stats"] is None:  # (winogender only)
         del stored["stats"]
     manifest = {
-        "schema_version": SCHEMA_VERSION if views is not None else 1,
+        # Schema 2: permuted runs (base_index, permutation) and Winogender runs (pronoun
+        # columns), which an interp that reads only schema 1 would misread as BBQ rows.
+        "schema_version": SCHEMA_VERSION if views is not None or config.task == "winogender" else 1,
         "complete": True,
         "fingerprint": key,
         "config": stored,

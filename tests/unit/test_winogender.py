@@ -389,3 +389,20 @@ def test_export_draws_the_scatter_per_round(wino_run, tmp_path):
     html = scatter.read_text()
     assert "round 0: r =" in html and "round 1: r =" in html and "BLS % female" in html
     assert "winogender-scatter" in result.index.read_text()
+
+
+def test_a_winogender_run_is_schema_2(tmp_path):
+    """An interp that reads only schema 1 would take the pronoun rows for BBQ rows: refuse it."""
+    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "winogender" / "templates.tsv"
+    if not data.exists():
+        pytest.skip("../shared/data/winogender not beside the checkout")
+    config = ReplayConfig(
+        out=str(tmp_path / "w"),
+        model="tiny",
+        task="winogender",
+        data=[str(data)],
+        rounds=1,
+        limit=2,
+    )
+    run = replay(config)
+    assert json.loads((run.path / "manifest.json").read_text())["schema_version"] == 2
