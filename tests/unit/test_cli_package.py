@@ -100,12 +100,14 @@ def test_commands_are_registered_in_one_place() -> None:
 
 # command -> (config class, CLI options that are not config fields, CLI name -> field name,
 # fields the CLI does not offer, options read through a parser rather than taken as typed)
+# How the work is spread (interp.distributed.Workers) is not part of what it computes.
+_WORKERS = {"workers", "ray_address", "gpus_per_worker", "threads_per_worker"}
 _CASES: dict[str, tuple[str, set[str], dict[str, str], set[str], set[str]]] = {
-    "replay": ("interp.replay:ReplayConfig", {"as_json"}, {}, set(), set()),
+    "replay": ("interp.replay:ReplayConfig", {"as_json", *_WORKERS}, {}, set(), set()),
     "probe": ("probes.config:ProbeConfig", {"run", "as_json"}, {}, {"test_size", "n_boot"}, set()),
     "patch": (
         "interp.patching:PatchConfig",
-        {"run", "device", "dtype", "top", "as_json"},
+        {"run", "device", "dtype", "top", "as_json", *_WORKERS},
         {"category": "categories"},
         set(),
         {"layer"},
