@@ -64,8 +64,8 @@ def features(
     answers and correct vs wrong at each round; cosines with the concept directions `interp
     probe` stored; with --contexts, each top latent's max-activating corpus contexts.
     """
-    from interp.tables import fixed
     from interp.sae.features import FeaturesConfig, sae_features
+    from interp.tables import fixed
 
     config = FeaturesConfig(
         sae=str(sae),

@@ -711,3 +711,23 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def top_changed(run: Run, sae: SAE, path: str | Path, round: int, k: int) -> tuple[list[int], str]:
+    """The ``k`` latents whose mean activation changes most from round 0 to ``round`` (by
+    |change|, as the ``changes`` table ranks them): read from ``sae/<name>/`` when ``interp sae
+    features`` wrote it with these very SAE weights and at least ``k`` latents per round,
+    computed from the stored activations otherwise. Returns them and where they came from."""
+    name = sae_name(path)
+    weights = _sha256(Path(path) / "sae_weights.safetensors")
+    if name in run.analyses(KIND):
+        stored = run.read_analysis(KIND, name, tables=["changes"])
+        changes = stored.tables.get("changes")
+        same = stored.summary.get("sae", {}).get("weights_sha256") == weights
+        if same and changes is not None and stored.summary["config"]["top"] >= k:
+            rows = changes[changes["round"] == round].sort_values("rank")
+            return [int(i) for i in rows["latent"][:k]], f"sae/{name}/changes.parquet"
+    acts = encode_run(run, sae).numpy().astype(np.float64)
+    change = (acts[:, round] - acts[:, 0]).mean(axis=0)
+    order = np.argsort(-np.abs(change), kind="stable")[:k]
+    return [int(i) for i in order], "computed from the stored activations"
