@@ -33,12 +33,12 @@ def patch(
         typer.Option(help="Target round (e.g. 0, the question): TransformerLens' corrupted run."),
     ] = 0,
     component: Annotated[
-        str | None,
+        str,
         typer.Option(
             help="resid_pre, resid_post, attn_out, mlp_out, heads (every head's z), 'all', or a "
-            "comma-separated list  [default: resid_post; with --sae: sae]."
+            "comma-separated list (with --sae: leave it out, the site is the SAE's latents)."
         ),
-    ] = None,
+    ] = "resid_post",
     direction: Annotated[
         str,
         typer.Option(
@@ -139,7 +139,8 @@ def patch(
     check_at_least(top, 0, "--top")
     if sae is not None:
         chosen_layer = _sae_layer(sae) if layer is None else _one_layer(layer)
-        component = component or "sae"
+        # the default names no choice: with an SAE the site is its latents
+        component = "sae" if component == "resid_post" else component
         if features is None:
             raise InterpError("--sae needs --features (latents like 123,456, or top:K)")
     elif layer is None:
@@ -152,7 +153,7 @@ def patch(
         layer=chosen_layer,
         round=round,
         target_round=target_round,
-        component=component or "resid_post",
+        component=component,
         direction=direction,
         positions=positions,
         method=method,
