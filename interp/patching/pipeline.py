@@ -94,6 +94,8 @@ def patch_run(
     """Patch between two rounds of every example of a run; see :class:`PatchConfig` for the
     settings and :mod:`interp.patching.analysis` for which round plays TransformerLens' clean
     and corrupted run. Loads the run's model unless ``model`` is given."""
+    if sae is not None and component == "resid_post":
+        component = "sae"  # the default names no choice: with an SAE the site is its latents
     config = PatchConfig(
         layer=layer,
         round=round,

@@ -98,3 +98,51 @@ def test_parse_features_and_hooks():
     assert site_hook("blocks.12.hook_resid_post") == (12, "resid_post")
     with pytest.raises(InterpError, match="block"):
         site_hook("hook_embed")
+
+
+@pytest.fixture(scope="module")
+def sae_run(tmp_path_factory, tiny_model):
+    from interp.replay import ReplayConfig, replay
+
+    root = tmp_path_factory.mktemp("sae-patch")
+    run = root / "run"
+    config = ReplayConfig(model="tiny", task="builtin", rounds=2, limit=8, out=str(run))
+    replay(config, model=tiny_model)
+    make_sae(tiny_model.cfg.d_model).save_model(root / "sae")
+    return run, str(root / "sae")
+
+
+def test_run_patching_no_latents_keeps_the_target(sae_run, tiny_model):
+    from interp.patching import patch_run
+
+    run, sae = sae_run
+    result = patch_run(
+        run, layer=1, round=2, sae=sae, features="", model=tiny_model, n_boot=20, write=False
+    )
+    rows = result.per_example
+    assert set(rows["component"]) == {"sae"} and set(rows["head"]) == {-1}
+    assert (rows["patched"] - rows["clean"]).abs().max() < 1e-5
+    assert result.summary["sae"]["latents"] == []
+    assert result.summary["config"]["sae"] == sae
+
+
+def test_run_patching_top_k_reads_the_features_table(sae_run, tiny_model):
+    from interp.patching import patch_run
+    from interp.sae.features import FeaturesConfig, sae_features
+
+    run, sae = sae_run
+    computed = patch_run(
+        run, layer=1, round=2, sae=sae, features="top:3", model=tiny_model, n_boot=20, write=False
+    )
+    assert computed.summary["sae"]["latents_from"] == "computed from the stored activations"
+    features = sae_features(run, FeaturesConfig(sae=sae, n_boot=20, n_shuffles=5))
+    changes = features.tables["changes"]
+    top3 = changes[changes["round"] == 2].sort_values("rank")["latent"][:3].tolist()
+    result = patch_run(
+        run, layer=1, round=2, sae=sae, features="top:3", model=tiny_model, n_boot=20
+    )
+    assert result.summary["sae"]["latents"] == top3 == computed.summary["sae"]["latents"]
+    assert result.summary["sae"]["latents_from"] == "sae/sae/changes.parquet"
+    assert sorted(result.per_example["head"].unique()) == sorted([-1, *top3])
+    assert result.name == "r2-t0-sae-denoise-L1-sae-top3"
+    assert {"delta", "delta_lo", "gap", "effect"} <= set(result.summary_table.columns)
