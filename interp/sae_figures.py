@@ -115,7 +115,7 @@ def context_view(contexts: pd.DataFrame, latent: int, div_id: str) -> str:
     """circuitsvis' token view of one latent's max-activating contexts (strongest first),
     coloured by the latent's activation on each token; the bundle inline, ``div_id`` fixed."""
     import torch
-    from circuitsvis.tokens import colored_tokens
+    from circuitsvis.tokens import colored_tokens_multi
 
     from interp.attention import fixed_view_ids
 
@@ -128,5 +128,7 @@ def context_view(contexts: pd.DataFrame, latent: int, div_id: str) -> str:
             values.append(0.0)
         tokens += [str(t) for t in row.tokens]
         values += [round(float(v), 3) for v in row.values]
-    html = colored_tokens(tokens, torch.tensor(values, dtype=torch.float64)).local_src
+    # the multi-column view: hovering a token shows its value, and the layout has room
+    column = torch.tensor(values, dtype=torch.float64)[:, None]
+    html = colored_tokens_multi(tokens, column, [f"latent {latent}"]).local_src
     return fixed_view_ids(html, div_id)

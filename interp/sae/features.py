@@ -593,8 +593,8 @@ def max_contexts(
     config: FeaturesConfig,
     window: tuple[int, int] = (16, 4),
 ) -> tuple[pd.DataFrame, str | None]:
-    """For each latent its ``n_contexts`` max-activating token windows in ``docs`` (tokens
-    before and after the position, and the latent's activation on each token)."""
+    """For each latent its ``n_contexts`` max-activating token windows in ``docs``, at most one
+    per chunk (tokens before and after the position, the latent's activation on each token)."""
     import torch
 
     chunks, cut = corpus_chunks(model, docs, config.context_len, config.max_corpus_tokens)
@@ -615,11 +615,12 @@ def max_contexts(
         lat = encode(sae, store["act"])[:, ids].cpu()  # [pos, latent]
         lat[0] = 0.0  # position 0 (the attention sink) is not searched
         per_chunk.append(lat)
-        for j in range(len(latents)):
-            best = torch.topk(lat[:, j], min(config.n_contexts, lat.shape[0]))
-            for value, pos in zip(best.values.tolist(), best.indices.tolist(), strict=True):
-                if value > 0:
-                    found.append((value, j, c, pos))
+        # one window per chunk and latent (its strongest position): overlapping windows of
+        # one passage would fill a dashboard with the same text
+        values, positions = lat.max(dim=0)
+        for j, (value, pos) in enumerate(zip(values.tolist(), positions.tolist(), strict=True)):
+            if value > 0:
+                found.append((value, j, c, pos))
     rows = []
     before, after = window
     for j, latent in enumerate(latents):
