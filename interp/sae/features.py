@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 KIND = "sae"
+CONTEXT_BATCH = 16  # corpus chunks per forward
 # Hooks whose width is the residual width (the ones a run stores and feature patching patches).
 RESID_HOOKS = (
     "hook_resid_pre",
@@ -602,25 +603,34 @@ def max_contexts(
     stop = None if layer is None else layer + 1
     ids = torch.tensor(latents, dtype=torch.long)
     found: list[tuple[float, int, int, int]] = []  # (activation, latent, chunk, position)
-    per_chunk: list[torch.Tensor] = []
-    for c, piece in enumerate(chunks):
-        tokens = torch.tensor([piece], device=model.cfg.device)
+    per_chunk: list[torch.Tensor] = [torch.zeros(0)] * len(chunks)
+    # Chunks of similar length run together, right-padded: attention is causal, so the pad
+    # tokens after a chunk change none of its positions' activations.
+    order = sorted(range(len(chunks)), key=lambda c: len(chunks[c]))
+    for start in range(0, len(order), CONTEXT_BATCH):
+        batch = order[start : start + CONTEXT_BATCH]
+        width = max(len(chunks[c]) for c in batch)
+        tokens = torch.zeros(len(batch), width, dtype=torch.long)
+        for i, c in enumerate(batch):
+            tokens[i, : len(chunks[c])] = torch.tensor(chunks[c])
         store: dict[str, torch.Tensor] = {}
 
         def grab(act: torch.Tensor, hook: Any, store: dict = store) -> None:
-            store["act"] = act[0].detach()
+            store["act"] = act.detach()
 
         with torch.no_grad(), model.hooks(fwd_hooks=[(hook, grab)]):
-            model(tokens, stop_at_layer=stop)
-        lat = encode(sae, store["act"])[:, ids].cpu()  # [pos, latent]
-        lat[0] = 0.0  # position 0 (the attention sink) is not searched
-        per_chunk.append(lat)
-        # one window per chunk and latent (its strongest position): overlapping windows of
-        # one passage would fill a dashboard with the same text
-        values, positions = lat.max(dim=0)
-        for j, (value, pos) in enumerate(zip(values.tolist(), positions.tolist(), strict=True)):
-            if value > 0:
-                found.append((value, j, c, pos))
+            model(tokens.to(model.cfg.device), stop_at_layer=stop)
+        encoded = encode(sae, store["act"])[:, :, ids].cpu()  # [chunk, pos, latent]
+        for i, c in enumerate(batch):
+            lat = encoded[i, : len(chunks[c])].clone()
+            lat[0] = 0.0  # position 0 (the attention sink) is not searched
+            per_chunk[c] = lat
+            # one window per chunk and latent (its strongest position): overlapping windows
+            # of one passage would fill a dashboard with the same text
+            values, positions = lat.max(dim=0)
+            for j, (value, pos) in enumerate(zip(values.tolist(), positions.tolist(), strict=True)):
+                if value > 0:
+                    found.append((value, j, c, pos))
     rows = []
     before, after = window
     for j, latent in enumerate(latents):

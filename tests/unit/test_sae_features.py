@@ -180,3 +180,12 @@ def test_contexts_from_a_held_out_corpus(run_dir, tmp_path, tiny_model):
         assert len(row.tokens) == len(row.values)
         assert row.values[row.focus] == pytest.approx(row.activation)
         assert row.position > 0  # the sink position is never searched
+    # chunks run batched and right-padded: the same activations as each chunk alone
+    from interp.sae.features import corpus_chunks, read_corpus
+
+    chunks, _ = corpus_chunks(tiny_model, read_corpus(corpus), config.context_len, 10_000)
+    sae = open_sae(path, Run.open(run_dir))
+    for row in contexts.itertuples():
+        _, cache = tiny_model.run_with_cache(torch.tensor([chunks[row.chunk]]), names_filter=HOOK)
+        alone = encode(sae, cache[HOOK][0, row.position])[row.latent]
+        assert float(alone) == pytest.approx(row.activation, abs=1e-4)
