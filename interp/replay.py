@@ -44,6 +44,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from interp.bbq_rules import templates_hash
 from interp.conversation import Conversation, RoundInput, build_conversation
+from interp.distributed import Workers, run_jobs
 from interp.errors import InterpError
 from interp.hooknames import act_name
 from interp.lengths import LengthSettings, check_context_length, check_running_length
@@ -146,19 +147,34 @@ def replay(
     model: HookedTransformer | None = None,
     progress: bool = False,
     command: str | None = None,
+    workers: Workers | None = None,
 ) -> Run:
     """Replay ``config`` into its run directory and return the opened run.
 
     A run directory that already holds this replay, complete, is returned as it is; one that
     holds an unfinished copy of it is resumed; one that holds anything else is an error.
     Another process writing into the same directory is an error too (it is locked).
+
+    ``workers`` (:class:`interp.distributed.Workers`) spreads the example batches over Ray
+    actors that each load the model; the batches come back here and are written as a single
+    process writes them, so the run is byte-identical to one without workers (the manifest adds
+    a ``workers`` record; timings aside).
     """
     _validate(config)
+    if workers is not None:
+        workers.check(config.device)
+        if model is not None:
+            raise InterpError(
+                "workers load the model themselves (from config.model); pass a model or "
+                "workers, not both"
+            )
     out = Path(config.out)
     created = make_dir(out)  # the lock lives inside; removed again if nothing gets written
     try:
         with run_lock(out):
-            return _replay_locked(config, model=model, progress=progress, command=command)
+            return _replay_locked(
+                config, model=model, progress=progress, command=command, workers=workers
+            )
     except BaseException:
         remove_empty(created)
         raise
@@ -170,6 +186,7 @@ def _replay_locked(
     model: HookedTransformer | None,
     progress: bool,
     command: str | None,
+    workers: Workers | None = None,
 ) -> Run:
     out = Path(config.out)
     plan = load_plan(config.plan)
@@ -200,15 +217,25 @@ def _replay_locked(
         if _batch_path(partial, i).exists():
             _load_batch(_batch_path(partial, i), len(batch) * (config.rounds + 1), hooks)
     bar = _progress(len(batches) * (config.rounds + 1), progress)
-    for i, batch in enumerate(batches):
-        path = _batch_path(partial, i)
-        if path.exists():
+    todo = [i for i in range(len(batches)) if not _batch_path(partial, i).exists()]
+    bar.update((len(batches) - len(todo)) * (config.rounds + 1))
+    if workers is None:
+        for i in todo:
+            result = _replay_batch(
+                model, plan, batches[i], i * config.batch_size, config, hooks, letters, bar.update
+            )
+            _write_bytes(_batch_path(partial, i), _batch_bytes(result))
+    else:
+
+        def store(i: int, payload: bytes) -> None:
+            _write_bytes(_batch_path(partial, i), payload)
             bar.update(config.rounds + 1)
-            continue
-        result = _replay_batch(
-            model, plan, batch, i * config.batch_size, config, hooks, letters, bar.update
-        )
-        _save_batch(path, result)
+
+        jobs = [
+            (i, (plan, batches[i], i * config.batch_size, config, hooks, letters)) for i in todo
+        ]
+        spec = {"name_or_path": config.model, "device": config.device, "dtype": config.dtype}
+        run_jobs(workers, {**spec, "seed": config.seed}, _replay_job, jobs, store)
     bar.close()
     elapsed = time.perf_counter() - started
     targets = target_summary(base_examples)
@@ -226,6 +253,7 @@ def _replay_locked(
         forced,
         targets,
         views if config.permute != "none" else None,
+        None if workers is None else workers.record(len(todo)),
     )
 
 
@@ -727,6 +755,7 @@ def _finish(
     forced,
     targets,
     views,
+    spread=None,
 ) -> Run:
     parts = [_load_batch(_batch_path(partial, i)) for i in range(n_batches)]
     rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
@@ -777,6 +806,7 @@ def _finish(
         "seed": config.seed,
         "force_round0": forced,
         **({} if views is None else {"permute": _permute_record(config.permute, views)}),
+        **({} if spread is None else {"workers": spread}),
         "versions": _versions(),
         "command": command or " ".join(sys.argv),
         "timing": {
@@ -805,10 +835,23 @@ def _batch_path(partial: Path, i: int) -> Path:
     return partial / f"batch-{i:05d}.safetensors"
 
 
-def _save_batch(path: Path, result: _Batch) -> None:
+def _replay_job(model, plan, batch, first_index, config, hooks, letters) -> bytes:
+    """One batch on a Ray worker (interp.distributed): the bytes of its batch file."""
+    return _batch_bytes(
+        _replay_batch(model, plan, batch, first_index, config, hooks, letters, lambda _: None)
+    )
+
+
+def _write_bytes(path: Path, payload: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def _batch_bytes(result: _Batch) -> bytes:
     """One batch as safetensors: the activations as tensors, rows and tokens as JSON in the
-    header (JSON keeps NaN and every float exactly), so resuming never unpickles anything."""
-    from safetensors.torch import save_file
+    header (JSON keeps NaN and every float exactly), so resuming never unpickles anything.
+    Bytes, so a batch computed on a Ray worker is written by the driver exactly as a batch
+    computed here."""
+    from safetensors.torch import save
 
     tensors = {h: a.contiguous() for h, a in result.acts.items()}
     meta = {
@@ -819,13 +862,13 @@ def _save_batch(path: Path, result: _Batch) -> None:
         "positions_run": str(result.positions_run),
         "spans": json.dumps(result.spans),
     }
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), meta))
+    return save(tensors, meta)
 
 
 def _load_batch(
     path: Path, n_rows: int | None = None, hooks: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """A batch written by :func:`_save_batch` (as the dict ``asdict(_Batch)``); with
+    """A batch written from :func:`_batch_bytes` (as the dict ``asdict(_Batch)``); with
     ``n_rows``/``hooks`` also checked against what this replay expects of it."""
     from safetensors import safe_open
 

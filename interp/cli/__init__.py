@@ -48,7 +48,18 @@ _FIELD_AT_START = re.compile(r"^([a-z][a-z0-9]*(?:_[a-z0-9]+)*) ")
 # The config fields whose library messages start with their name (only these are rewritten:
 # a message may start with an ordinary word that is also a field's name, such as "out").
 _OPTION_FIELDS = frozenset(
-    {"rounds", "limit", "sample", "batch_size", "max_new_tokens", "hooks", "force_round0"}
+    {
+        "rounds",
+        "limit",
+        "sample",
+        "batch_size",
+        "max_new_tokens",
+        "hooks",
+        "force_round0",
+        "workers",
+        "threads_per_worker",
+        "gpus_per_worker",
+    }
 )
 
 

@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
+from interp.distributed import Workers
 from interp.errors import InterpError
 
 # Options that take several values after one flag (``--data A.jsonl B.jsonl``).
@@ -46,3 +51,42 @@ def parse_layers(
             f"{flag} {text!r}: expected 'all' or numbers and ranges like 3,5-7"
         ) from None
     return layers
+
+
+# --- scale-out over Ray (interp.distributed), the same four flags in replay and patch ----------
+
+_RAY_PANEL = "Scale-out (Ray)"
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Spread the work over N Ray actors, each loading the model once; the merged "
+        "result is identical to one without workers. Needs the extra: pip install "
+        "'interp[ray]'. Without this flag Ray is not imported.",
+        rich_help_panel=_RAY_PANEL,
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --workers: join a running cluster (auto, or HOST:PORT of `ray start "
+        "--head`) instead of starting a local one limited to this machine.",
+        rich_help_panel=_RAY_PANEL,
+    ),
+]
+GpusOption = Annotated[
+    float, typer.Option(help="GPUs per actor (with --device cuda).", rich_help_panel=_RAY_PANEL)
+]
+ThreadsOption = Annotated[
+    int, typer.Option(help="torch CPU threads per actor.", rich_help_panel=_RAY_PANEL)
+]
+
+
+def workers_from_flags(
+    workers: int | None, ray_address: str | None, gpus: float, threads: int
+) -> Workers | None:
+    """The flags as a :class:`~interp.distributed.Workers`, or None: no Ray at all."""
+    if workers is None and ray_address is None:
+        return None
+    return Workers(
+        n=1 if workers is None else workers, address=ray_address, gpus=gpus, threads=threads
+    )

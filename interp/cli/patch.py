@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from interp.cli.options import parse_layers
+from interp.cli.options import (
+    GpusOption,
+    RayAddressOption,
+    ThreadsOption,
+    WorkersOption,
+    parse_layers,
+    workers_from_flags,
+)
 from interp.errors import InterpError
 
 
@@ -115,6 +122,10 @@ def patch(
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     top: Annotated[int, typer.Option(help="Rows to print (strongest |effect| first).")] = 15,
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
+    gpus_per_worker: GpusOption = 0.0,
+    threads_per_worker: ThreadsOption = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
 ) -> None:
     """Patch an activation from one round into another at the read-out position.
@@ -173,6 +184,7 @@ def patch(
         device=device,
         dtype=dtype,
         progress=not as_json,
+        workers=workers_from_flags(workers, ray_address, gpus_per_worker, threads_per_worker),
     )
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))

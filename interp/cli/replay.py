@@ -10,6 +10,13 @@ from typing import Annotated
 import typer
 
 from interp.cli.metrics import show_metrics
+from interp.cli.options import (
+    GpusOption,
+    RayAddressOption,
+    ThreadsOption,
+    WorkersOption,
+    workers_from_flags,
+)
 
 
 def replay(
@@ -85,11 +92,16 @@ def replay(
             "interp metrics then adds debiased scores (orders averaged per example).",
         ),
     ] = "none",
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
+    gpus_per_worker: GpusOption = 0.0,
+    threads_per_worker: ThreadsOption = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Replay self-correction rounds and store answers, scores and read-out activations.
 
-    A killed replay, run again with the same arguments, resumes where it stopped.
+    A killed replay, run again with the same arguments, resumes where it stopped (with or
+    without --workers: finished batches are kept).
     """
     from interp.replay import ReplayConfig
     from interp.replay import replay as run_replay
@@ -117,7 +129,8 @@ def replay(
         permute=permute,
     )
     command = "interp " + shlex.join(sys.argv[1:])
-    run = run_replay(config, progress=not as_json, command=command)
+    spread = workers_from_flags(workers, ray_address, gpus_per_worker, threads_per_worker)
+    run = run_replay(config, progress=not as_json, command=command, workers=spread)
     forced = run.manifest.get("force_round0")
     if forced and forced["skipped"]:
         typer.echo(

@@ -22,6 +22,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.controls import open_control
+from interp.distributed import Workers, run_jobs
 from interp.errors import InterpError
 from interp.loading import check_run_model, load_model
 from interp.lock import run_lock
@@ -88,6 +89,7 @@ def patch_run(
     write: bool = True,
     cluster: str = DEFAULT_CLUSTER,
     control_run: str | Path | None = None,
+    workers: Workers | None = None,
     sae: str | Path | None = None,
     features: str | None = None,
 ) -> PatchResult:
@@ -126,6 +128,7 @@ def patch_run(
         device=device,
         dtype=dtype,
         write=write,
+        workers=workers,
     )
 
 
@@ -144,9 +147,18 @@ def run_patching(
     device: str = "cpu",
     dtype: str = "float32",
     write: bool = True,
+    workers: Workers | None = None,
 ) -> PatchResult:
     """:func:`patch_run` on an opened run with a :class:`PatchConfig`. Every check that does
-    not need the model runs before the model is loaded."""
+    not need the model runs before the model is loaded.
+
+    ``workers`` (:class:`interp.distributed.Workers`) spreads the examples over Ray actors in
+    shards of ``PATCH_SHARD`` examples; their rows come back and are merged in example order,
+    so the per-example table, the summary and its bootstrap are those of a single process."""
+    if workers is not None:
+        workers.check(device)
+        if config.sae is not None:  # the SAE would have to travel to every worker
+            raise InterpError("--workers: feature patching (--sae) runs in one process")
     started = time.perf_counter()
     check_config(config, run)
     items, counts = select_items(run.rounds(), config)
@@ -163,7 +175,7 @@ def run_patching(
         check_alignment(control_items, control_run.tokens(), control_config)
     # One writer per run directory (interp.lock), refused before the model loads.
     with run_lock(run.path) if write else contextlib.nullcontext():
-        args = (model, progress, device, dtype, write, started)
+        args = (model, progress, device, dtype, write, started, workers)
         return _run_checked(run, config, items, counts, tokens, alignment, clusters, control, *args)
 
 
@@ -182,6 +194,7 @@ def _run_checked(
     dtype,
     write,
     started,
+    workers=None,
 ) -> PatchResult:
     if model is None:
         model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
@@ -195,12 +208,13 @@ def _run_checked(
             model.cfg.n_layers, model.cfg.n_heads, config.layers(run.n_layers), config.components()
         )
     patching_started = time.perf_counter()
-    rows = _rows(model, config, items, tokens, variants, config.method, progress, site)
+    spread = None if workers is None else (workers, run.manifest["model"]["model_id"], dtype)
+    rows = _rows(model, config, items, tokens, variants, config.method, progress, spread, site)
     patched_at = time.perf_counter()
     timing = {"patching_s": patched_at - patching_started}
     verify = None
     if config.method == "attribution" and config.verify_top > 0:
-        verify, exact_rows = _verify(model, config, items, tokens, rows, progress)
+        verify, exact_rows = _verify(model, config, items, tokens, rows, progress, spread)
         rows += exact_rows
         timing["verify_s"] = time.perf_counter() - patched_at
     per_example = pd.DataFrame(rows, columns=_ROW_COLUMNS)
@@ -211,7 +225,14 @@ def _run_checked(
         control_run, control_config, control_items, checks = control
         control_started = time.perf_counter()
         control_result = run_patching(
-            control_run, control_config, model=model, progress=progress, write=write
+            control_run,
+            control_config,
+            model=model,
+            progress=progress,
+            write=write,
+            device=device,
+            dtype=dtype,
+            workers=workers,
         )
         control_paths = control_result.paths
         control_table = control_difference(
@@ -280,14 +301,49 @@ def _rows(
     variants: Sequence[Variant],
     method: str,
     progress: bool,
+    spread: tuple[Workers, str, str] | None = None,
     site: FeatureSite | None = None,
 ) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
-    rows: list[dict[str, Any]] = []
     desc = f"patching ({method}, {len(variants)} variants)"
-    for item in tqdm(items, desc=desc, disable=not progress):
-        rows += _example_rows(model, config, item, tokens[item.index], variants, method, site)
+    bar = tqdm(total=len(items), desc=desc, disable=not progress)
+    if spread is None:
+        rows: list[dict[str, Any]] = []
+        for item in items:
+            rows += _example_rows(model, config, item, tokens[item.index], variants, method, site)
+            bar.update(1)
+        bar.close()
+        return rows
+    # Shards of consecutive examples; the rows are put back in example order, so the table is
+    # the single process's whatever order the shards finish in.
+    workers, model_id, dtype = spread
+    shards: dict[int, list[dict[str, Any]]] = {}
+    jobs = []
+    for k, start in enumerate(range(0, len(items), PATCH_SHARD)):
+        chunk = list(items[start : start + PATCH_SHARD])
+        jobs.append((k, (config, chunk, [tokens[i.index] for i in chunk], variants, method)))
+
+    def store(k: int, shard_rows: list[dict[str, Any]]) -> None:
+        shards[k] = shard_rows
+        bar.update(len(jobs[k][1][1]))
+
+    spec = {"name_or_path": model_id, "device": str(model.cfg.device), "dtype": dtype}
+    run_jobs(workers, spec, _shard_rows, jobs, store)
+    bar.close()
+    return [row for k in sorted(shards) for row in shards[k]]
+
+
+# Examples per patching job on a Ray worker: small enough to balance two workers on a few
+# dozen examples, large enough that a job outweighs its scheduling (~ms).
+PATCH_SHARD = 4
+
+
+def _shard_rows(model, config, items, transcripts, variants, method) -> list[dict[str, Any]]:
+    """One shard of examples on a Ray worker (interp.distributed): their rows."""
+    rows: list[dict[str, Any]] = []
+    for item, transcript in zip(items, transcripts, strict=True):
+        rows += _example_rows(model, config, item, transcript, variants, method)
     return rows
 
 
@@ -362,6 +418,7 @@ def _verify(
     tokens: Sequence[Sequence[int]],
     rows: list[dict[str, Any]],
     progress: bool,
+    spread: tuple[Workers, str, str] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Exact patching of the ``verify_top`` variants with the largest estimated mean change,
     and Spearman's rank correlation between estimated and exact mean changes."""
@@ -373,7 +430,7 @@ def _verify(
     means = frame.groupby(["layer", "component", "head"], sort=True)["delta"].mean()
     top = means.abs().sort_values(ascending=False, kind="stable").index[: config.verify_top]
     variants = [Variant(int(layer), str(comp), int(head)) for layer, comp, head in top]
-    exact_rows = _rows(model, config, items, tokens, variants, "exact", progress)
+    exact_rows = _rows(model, config, items, tokens, variants, "exact", progress, spread)
     exact = pd.DataFrame(exact_rows)
     exact["delta"] = exact["patched"] - exact[recipient]
     exact_means = exact.groupby(["layer", "component", "head"])["delta"].mean()
