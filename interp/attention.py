@@ -286,6 +286,12 @@ def _fixed_ids(html: str, div_id: str) -> str:
     return head + call + props.replace("</", "<\\/") + end + tail
 
 
+def fixed_view_ids(html: str, div_id: str) -> str:
+    """Any circuitsvis render (``local_src``) with the element id ``div_id`` (other modules'
+    views, e.g. the SAE context dashboards, share one page with these)."""
+    return _fixed_ids(html, div_id)
+
+
 _RENDER = "CircuitsVis.render("
 
 

@@ -31,7 +31,7 @@ import plotly.io as pio
 import torch
 from transformer_lens import HookedTransformer
 
-from interp import attention, figures
+from interp import attention, figures, sae_figures
 from interp.errors import InterpError
 from interp.lock import run_lock
 from interp.metrics import compute_metrics, metrics_table, model_floor
@@ -119,6 +119,7 @@ def _export_locked(
         else _behaviour_section(main, metrics, several=len(opened) > 1),
         _probe_section(main, opened[1:]),
         _patching_section(main),
+        *_sae_sections(main),
         attention_part,
     ]
     folder = main.analysis_dir("figures")
@@ -477,6 +478,104 @@ def _patching_section(main: Run) -> Section:
                 )
             )
     return section
+
+
+MAX_DASHBOARDS = 6  # context dashboards per SAE (each a circuitsvis view)
+
+
+def _sae_sections(main: Run) -> list[Section]:
+    """The "SAE features" section, only for a run with ``interp sae features`` outputs: per
+    SAE the latent x round heatmap of its top latents, their changes against the shuffled
+    control, the context dashboards, and feature patching with that SAE."""
+    names = main.analyses("sae")
+    if not names:
+        return []
+    section = Section("SAE features")
+    patched = {
+        name: (summary, table)
+        for name, (summary, table) in load_patching(main).items()
+        if isinstance(summary.get("sae"), dict)
+    }
+    for name in names:
+        found = main.read_analysis("sae", name)
+        summary, tables, slug = found.summary, found.tables, _slug(name)
+        top, hook = summary.get("top_latents", []), summary.get("sae", {}).get("hook", "")
+        if not top:
+            section.notes.append(f"{name}: no latent fires in the run")
+            continue
+        title = f"{name} at {hook}"
+        plot = sae_figures.latent_round_figure(tables["latents"], top, title)
+        caption = (
+            f"{_e(name)}: {summary['latents_active']} of {summary['sae']['d_sae']} latents fire "
+            f"in this run; rows are the {len(top)} latents whose mean activation changes most "
+            "from round 0 (strongest first). Hover for the 95% interval and the firing rate."
+        )
+        section.items.append(
+            Figure(f"sae-{slug}-latents", f"Latents x rounds: {title}", plot, caption=caption)
+        )
+        plot = sae_figures.latent_change_figure(tables["changes"])
+        caption = (
+            "Mean of (activation at the last round − at round 0) per example, 95% cluster-"
+            "bootstrap interval. Dashed: the shuffled-round control (round labels permuted within "
+            "each example), 95th percentile of the largest |change| of any latent."
+        )
+        section.items.append(
+            Figure(f"sae-{slug}-changes", f"Changes: {title}", plot, caption=caption)
+        )
+        contexts = tables.get("contexts")
+        if contexts is None or contexts.empty:
+            section.notes.append(
+                f"{name}: context dashboards; add them with `interp sae features --run RUN --sae "
+                "SAE --contexts FILE` (a held-out text corpus)"
+            )
+        else:
+            shown = [i for i in top if i in set(contexts["latent"])][:MAX_DASHBOARDS]
+            for latent in shown:
+                fig_id = f"sae-{slug}-contexts-{latent}"
+                section.items.append(
+                    Figure(
+                        fig_id,
+                        f"Latent {latent}: max-activating contexts",
+                        view=sae_figures.context_view(contexts, latent, fig_id),
+                        caption="Held-out corpus windows where the latent is strongest (strongest "
+                        "first, separated by ⏎); each token coloured by the latent's activation.",
+                    )
+                )
+        mine = {k: v for k, v in patched.items() if v[0]["sae"].get("name") == name}
+        if not mine:
+            section.notes.append(
+                f"{name}: feature patching; add it with `interp patch --run RUN --round "
+                f"{main.n_rounds - 1} --sae SAE --features top:8`"
+            )
+        for patch_name, (patch_summary, table) in mine.items():
+            plot = sae_figures.feature_patching_figure(
+                table, _patch_title(patch_summary, patch_name)
+            )
+            section.items.append(
+                Figure(
+                    f"sae-{slug}-patching-{_slug(patch_name)}",
+                    f"Feature patching: {patch_name}",
+                    plot,
+                    caption=_feature_patch_caption(patch_summary, table),
+                )
+            )
+    return [section]
+
+
+def _feature_patch_caption(summary: dict[str, Any], table: pd.DataFrame) -> str:
+    value = figures.patching_value(table[table["component"] == "sae"])
+    what = (
+        "normalised effect (patched − target) / (source − target)"
+        if value == "effect"
+        else "change of the logit difference (patched − target; the rounds do not differ "
+        "reliably on this measure, so the ratio is not shown)"
+    )
+    return (
+        f"{_e(summary.get('name', ''))}: {what} of the logit difference (correct − stereotyped "
+        f"option), mean over {summary.get('n_examples')} examples, 95% cluster-bootstrap "
+        "interval. Bars: the chosen latents swapped together, then each alone; the target's "
+        "reconstruction error is kept, so swapping nothing changes nothing."
+    )
 
 
 def _patch_title(summary: dict[str, Any], name: str) -> str:

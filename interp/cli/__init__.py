@@ -22,7 +22,7 @@ from typing import Any
 
 import typer
 
-from interp.cli import export, metrics, models, patch, probe, replay
+from interp.cli import export, metrics, models, patch, probe, replay, sae
 from interp.cli.format import format_metrics
 from interp.cli.options import MULTI_VALUE_OPTIONS
 from interp.errors import InterpError
@@ -100,6 +100,10 @@ app.command("metrics")(_user_errors(metrics.metrics))
 app.command("probe")(_user_errors(probe.probe))
 app.command("patch")(_user_errors(patch.patch))
 app.command("export")(_user_errors(export.export))
+# `interp sae ...`: a group of commands; each gets the same one-line user errors.
+for _command in sae.sae_app.registered_commands:
+    _command.callback = _user_errors(_command.callback)
+app.add_typer(sae.sae_app, name="sae")
 
 
 def _expand_multi_value_options(argv: list[str]) -> list[str]:

@@ -15,24 +15,26 @@ from interp.cli.options import (
     parse_layers,
     workers_from_flags,
 )
+from interp.errors import InterpError
 
 
 def patch(
     run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
-    layer: Annotated[
-        str,
-        typer.Option(
-            "--layers",
-            "--layer",
-            help="A layer index, or 'all' to sweep every layer (--layer: the old spelling).",
-        ),
-    ],
     round: Annotated[
         int,
         typer.Option(
             help="Source round (e.g. 3, after the instructions): TransformerLens' clean run."
         ),
     ],
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            "--layers",
+            "--layer",
+            help="A layer index, or 'all' to sweep every layer (--layer: the old spelling). "
+            "Required, except with --sae (the SAE's layer).",
+        ),
+    ] = None,
     target_round: Annotated[
         int,
         typer.Option(help="Target round (e.g. 0, the question): TransformerLens' corrupted run."),
@@ -41,7 +43,7 @@ def patch(
         str,
         typer.Option(
             help="resid_pre, resid_post, attn_out, mlp_out, heads (every head's z), 'all', or a "
-            "comma-separated list."
+            "comma-separated list (with --sae: leave it out, the site is the SAE's latents)."
         ),
     ] = "resid_post",
     direction: Annotated[
@@ -101,6 +103,22 @@ def patch(
             "the same way and report run - control with paired intervals."
         ),
     ] = None,
+    sae: Annotated[
+        Path | None,
+        typer.Option(
+            help="Feature patching: an sae-lens SAE folder. At its hook, the chosen latents of "
+            "the target round are replaced by the source round's (the reconstruction error "
+            "kept), instead of a whole activation."
+        ),
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="With --sae: latents 123,456, or top:K (the K that change most from round 0, "
+            "from `interp sae features` or computed from the stored activations). Patched all "
+            "together, and each alone."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     top: Annotated[int, typer.Option(help="Rows to print (strongest |effect| first).")] = 15,
@@ -130,10 +148,20 @@ def patch(
     from interp.patching import patch_run
 
     check_at_least(top, 0, "--top")
+    if sae is not None:
+        chosen_layer = _sae_layer(sae) if layer is None else _one_layer(layer)
+        # the default names no choice: with an SAE the site is its latents
+        component = "sae" if component == "resid_post" else component
+        if features is None:
+            raise InterpError("--sae needs --features (latents like 123,456, or top:K)")
+    elif layer is None:
+        raise InterpError("--layers is required (a layer index, or 'all')")
+    else:
+        chosen_layer = _one_layer(layer)
 
     result = patch_run(
         run,
-        layer=_one_layer(layer),
+        layer=chosen_layer,
         round=round,
         target_round=target_round,
         component=component,
@@ -151,6 +179,8 @@ def patch(
         seed=seed,
         cluster=cluster,
         control_run=control_run,
+        sae=None if sae is None else str(sae),
+        features=features,
         device=device,
         dtype=dtype,
         progress=not as_json,
@@ -161,6 +191,17 @@ def patch(
         return
     typer.echo(format_patching(result.summary, top))
     typer.echo(f"written: {', '.join(str(p) for p in result.paths)}")
+
+
+def _sae_layer(path: Path) -> int:
+    """The layer of the hook an SAE folder reads (checked in full by the library)."""
+    from interp.patching.features import site_hook
+    from interp.sae.load import read_sae_config, sae_hook_name
+
+    hook = sae_hook_name(read_sae_config(path))
+    if hook is None:
+        raise InterpError(f"--sae {path}: its config names no hook_name")
+    return site_hook(hook)[0]
 
 
 def _one_layer(text: str) -> int | str:

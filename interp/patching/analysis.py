@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from jaxtyping import Float, Int
 
 from interp.errors import InterpError
 from interp.options import check_n_boot, check_seed
-from interp.patching.core import COMPONENTS, check_positions
+from interp.patching.core import COMPONENTS, SAE_COMPONENT, check_positions
 from interp.stats import (
     CI_LEVEL,
     DEFAULT_CLUSTER,
@@ -148,8 +149,21 @@ class PatchConfig:
     control_run: str | None = None
     """A replay of the same examples under another plan: patch it the same way and report
     run - control with paired intervals (its own result is written into it too)."""
+    sae: str | None = None
+    """Feature patching: an sae-lens SAE folder; its latents are patched at its hook (the
+    component is then "sae" and the layer the SAE's)."""
+    features: str | None = None
+    """With ``sae``: the latents to patch, "123,456", or "top:K" (the K latents that change
+    most from round 0 to the source round, from ``interp sae features`` or computed here)."""
 
     def components(self) -> list[str]:
+        if self.sae is not None:
+            if self.component != SAE_COMPONENT:
+                raise InterpError(
+                    f"--sae patches SAE latents (component 'sae'), not {self.component!r}: "
+                    "leave --component out"
+                )
+            return [SAE_COMPONENT]
         names = COMPONENTS if self.component == "all" else self.component.split(",")
         names = [c.strip() for c in names]
         for c in names:
@@ -194,6 +208,11 @@ class PatchConfig:
             parts.append(f"last{self.n_positions()}")
         if self.method != "exact":
             parts.append(self.method)
+        if self.sae is not None:  # appended only for feature patching: other names unchanged
+            features = (self.features or "").replace(":", "")
+            if not re.fullmatch(r"[0-9,a-z]{1,40}", features):
+                features = "f" + hashlib.sha256(features.encode()).hexdigest()[:8]
+            parts.append(f"{Path(self.sae).resolve().name}-{features.replace(',', '_')}")
         selection: tuple[Any, ...] = (
             self.examples,
             self.categories,
@@ -211,6 +230,9 @@ class PatchConfig:
         out = asdict(self)
         for key in ("examples", "categories"):
             out[key] = list(out[key]) if out[key] is not None else None
+        for key in ("sae", "features"):  # only in feature patching's summaries
+            if out[key] is None:
+                del out[key]
         return out
 
 
@@ -294,6 +316,13 @@ def check_config(config: PatchConfig, run: Run) -> None:
     config.layers(run.n_layers)
     config.components()
     config.n_positions()
+    if config.sae is not None:
+        if config.method != "exact":
+            raise InterpError("--sae: feature patching is exact only (leave --method out)")
+        if config.control_run is not None:
+            raise InterpError("--sae: feature patching has no --control-run yet")
+    elif config.features is not None:
+        raise InterpError("--features needs --sae (the SAE whose latents to patch)")
 
 
 def check_prompt_lengths(items: list[PatchItem], config: PatchConfig) -> None:

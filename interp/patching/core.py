@@ -27,6 +27,8 @@ from transformer_lens.utils import get_act_name
 from interp.errors import InterpError
 
 COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "heads")
+# Feature patching's site kind (interp.patching.features): SAE latents at the SAE's hook.
+SAE_COMPONENT = "sae"
 # The TransformerLens activation each component patches (``heads``: one head's slice of z).
 _ACT = {
     "resid_pre": "resid_pre",
@@ -43,12 +45,14 @@ class Variant:
 
     layer: int
     component: str  # one of COMPONENTS
-    head: int = -1  # the head for "heads"; -1 otherwise
+    head: int = -1  # the head for "heads"; for "sae" the latent (-1: all chosen); -1 otherwise
+    act: str = ""  # for "sae": the activation the SAE reads (e.g. resid_post)
 
     @property
     def hook(self) -> str:
         """The TransformerLens hook name, e.g. ``blocks.12.hook_resid_post``."""
-        return get_act_name(_ACT[self.component], self.layer)
+        act = self.act if self.component == SAE_COMPONENT else _ACT[self.component]
+        return get_act_name(act, self.layer)
 
 
 def sweep(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
@@ -28,6 +29,7 @@ from transformer_lens.utils import get_act_name
 
 from interp.errors import InterpError
 from interp.patching.core import (
+    SAE_COMPONENT,
     Recording,
     Variant,
     check_positions,
@@ -35,6 +37,9 @@ from interp.patching.core import (
     record_pair,
     tail_positions,
 )
+
+if TYPE_CHECKING:
+    from interp.patching.features import FeatureSite
 
 Hook = tuple[str, Callable[..., torch.Tensor | None]]
 
@@ -57,11 +62,13 @@ def patch_pair(
     n_positions: int = 1,
     batch_size: int = 32,
     reuse_prefix: bool = True,
+    site: FeatureSite | None = None,
 ) -> PairPatch:
     """Patch each variant from ``donor`` into ``recipient`` at their last ``n_positions``.
 
     ``reuse_prefix=False`` runs every variant over the whole recipient prompt (the reference
-    the KV-prefix path is tested against).
+    the KV-prefix path is tested against). ``site``: the SAE and latents of ``sae`` variants
+    (feature patching, :mod:`interp.patching.features`).
     """
     k = check_positions(n_positions, len(recipient), len(donor))
     rec, don = record_pair(model, recipient, donor, variants, k)
@@ -70,9 +77,9 @@ def patch_pair(
     for chunk in _chunks(sorted(range(len(variants)), key=lambda i: variants[i]), batch_size):
         batch = [variants[i] for i in chunk]
         if reuse_prefix:
-            logits = _patched_tail(model, recipient, rec, donor_acts, batch, k)
+            logits = _patched_tail(model, recipient, rec, donor_acts, batch, k, site)
         else:
-            logits = _patched_full(model, recipient, donor_acts, batch, k)
+            logits = _patched_full(model, recipient, donor_acts, batch, k, site)
         patched.extend(zip(chunk, logits, strict=True))
     patched.sort(key=lambda pair: pair[0])
     out = torch.stack([logits for _, logits in patched]) if patched else rec.logits[:0]
@@ -92,6 +99,7 @@ def _patched_tail(
     donor_acts: dict[str, torch.Tensor],
     batch: list[Variant],
     k: int,
+    site: FeatureSite | None = None,
 ) -> Float[torch.Tensor, "batch d_vocab"]:
     """Run only the recipient's last ``k`` tokens on its cached prefix, from the lowest patched
     layer up, one variant per batch row."""
@@ -102,7 +110,7 @@ def _patched_tail(
     cache = _expanded_prefix(rec.kv, prefix, len(batch)) if prefix > 0 else None
     # No attention mask: nothing is padded, and without one TransformerLens slices the rotary
     # tables and builds a plain causal mask instead of gathering per batch row.
-    with torch.no_grad(), model.hooks(fwd_hooks=_patch_hooks(batch, donor_acts)):
+    with torch.no_grad(), model.hooks(fwd_hooks=_patch_hooks(batch, donor_acts, site)):
         out = model(
             resid, start_at_layer=start, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers
         )
@@ -115,9 +123,10 @@ def _patched_full(
     donor_acts: dict[str, torch.Tensor],
     batch: list[Variant],
     k: int,
+    site: FeatureSite | None = None,
 ) -> Float[torch.Tensor, "batch d_vocab"]:
     tokens = recipient[None].expand(len(batch), -1)
-    with torch.no_grad(), model.hooks(fwd_hooks=_patch_hooks(batch, donor_acts)):
+    with torch.no_grad(), model.hooks(fwd_hooks=_patch_hooks(batch, donor_acts, site)):
         out = model(tokens, stop_at_layer=model.cfg.n_layers)
         return final_logits(model, out[:, -1])
 
@@ -139,14 +148,31 @@ def _expanded_prefix(
     return TransformerLensKeyValueCache(entries, mask, frozen=True)
 
 
-def _patch_hooks(batch: Sequence[Variant], donor_acts: dict[str, torch.Tensor]) -> list[Hook]:
-    """One hook per hook name; each overwrites the last positions of its own batch rows."""
+def _patch_hooks(
+    batch: Sequence[Variant],
+    donor_acts: dict[str, torch.Tensor],
+    site: FeatureSite | None = None,
+) -> list[Hook]:
+    """One hook per hook name; each overwrites the last positions of its own batch rows.
+    Feature variants (component ``sae``) get the site's hook, which swaps latents instead."""
     rows: dict[str, list[int]] = {}
     heads: dict[str, list[int]] = {}
+    features: dict[str, tuple[list[int], list[int]]] = {}  # hook -> (rows, latents)
     for i, v in enumerate(batch):
+        if v.component == SAE_COMPONENT:
+            at, latents = features.setdefault(v.hook, ([], []))
+            at.append(i)
+            latents.append(v.head)
+            continue
         rows.setdefault(v.hook, []).append(i)
         heads.setdefault(v.hook, []).append(v.head)
-    return [
+    if features and site is None:
+        raise ValueError("sae variants need the FeatureSite they patch")
+    hooks: list[Hook] = [
+        (hook, site.hook_fn(latents, at, donor_acts[hook]))
+        for hook, (at, latents) in features.items()
+    ]
+    return hooks + [
         (
             hook,
             partial(

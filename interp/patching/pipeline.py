@@ -44,6 +44,11 @@ from interp.patching.analysis import (
 from interp.patching.attribution import attribute_pair
 from interp.patching.core import Variant, logit_gap, sweep
 from interp.patching.exact import patch_pair
+from interp.patching.features import (
+    FeatureSite,
+    check_feature_request,
+    feature_site,
+)
 from interp.stats import CI_LEVEL, DEFAULT_CLUSTER, example_clusters, json_float
 from interp.store import Run
 
@@ -86,10 +91,14 @@ def patch_run(
     cluster: str = DEFAULT_CLUSTER,
     control_run: str | Path | None = None,
     workers: Workers | None = None,
+    sae: str | Path | None = None,
+    features: str | None = None,
 ) -> PatchResult:
     """Patch between two rounds of every example of a run; see :class:`PatchConfig` for the
     settings and :mod:`interp.patching.analysis` for which round plays TransformerLens' clean
     and corrupted run. Loads the run's model unless ``model`` is given."""
+    if sae is not None and component == "resid_post":
+        component = "sae"  # the default names no choice: with an SAE the site is its latents
     config = PatchConfig(
         layer=layer,
         round=round,
@@ -109,6 +118,8 @@ def patch_run(
         seed=seed,
         cluster=cluster,
         control_run=str(control_run) if control_run is not None else None,
+        sae=str(sae) if sae is not None else None,
+        features=features,
     )
     return run_patching(
         Run.open(run_dir),
@@ -147,12 +158,16 @@ def run_patching(
     so the per-example table, the summary and its bootstrap are those of a single process."""
     if workers is not None:
         workers.check(device)
+        if config.sae is not None:  # the SAE would have to travel to every worker
+            raise InterpError("--workers: feature patching (--sae) runs in one process")
     started = time.perf_counter()
     check_config(config, run)
     items, counts = select_items(run.rounds(), config)
     clusters = example_clusters(run.rounds(), config.cluster)
     control = _control_selection(run, config, items) if config.control_run else None
     check_prompt_lengths(items, config)
+    if config.sae is not None:
+        check_feature_request(run, config)
     tokens = run.tokens()
     alignment = check_alignment(items, tokens, config)
     if control is not None:  # the control's own checks, also before the model loads
@@ -185,12 +200,17 @@ def _run_checked(
     if model is None:
         model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
     check_run_model(model, run.manifest["model"])
-    variants = sweep(
-        model.cfg.n_layers, model.cfg.n_heads, config.layers(run.n_layers), config.components()
-    )
+    site, site_info = None, None
+    if config.sae is not None:
+        site, site_info = feature_site(run, config, model)
+        variants = site.variants()
+    else:
+        variants = sweep(
+            model.cfg.n_layers, model.cfg.n_heads, config.layers(run.n_layers), config.components()
+        )
     patching_started = time.perf_counter()
     spread = None if workers is None else (workers, run.manifest["model"]["model_id"], dtype)
-    rows = _rows(model, config, items, tokens, variants, config.method, progress, spread)
+    rows = _rows(model, config, items, tokens, variants, config.method, progress, spread, site)
     patched_at = time.perf_counter()
     timing = {"patching_s": patched_at - patching_started}
     verify = None
@@ -226,6 +246,8 @@ def _run_checked(
     timing["total_s"] = time.perf_counter() - started
     summary = _summary(run, config, model, counts, table, verify, timing)
     summary["alignment"] = alignment
+    if site_info is not None:
+        summary["sae"] = site_info
     used = np.array([item.index for item in items])
     summary["cluster"] = clusters.subset(used).to_dict()
     if control is not None:
@@ -281,6 +303,7 @@ def _rows(
     method: str,
     progress: bool,
     spread: tuple[Workers, str, str] | None = None,
+    site: FeatureSite | None = None,
 ) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
@@ -289,7 +312,7 @@ def _rows(
     if spread is None:
         rows: list[dict[str, Any]] = []
         for item in items:
-            rows += _example_rows(model, config, item, tokens[item.index], variants, method)
+            rows += _example_rows(model, config, item, tokens[item.index], variants, method, site)
             bar.update(1)
         bar.close()
         return rows
@@ -332,6 +355,7 @@ def _example_rows(
     transcript: Sequence[int],
     variants: Sequence[Variant],
     method: str,
+    site: FeatureSite | None = None,
 ) -> list[dict[str, Any]]:
     r_rec, r_don = (config.target_round, config.round)
     if config.direction == "noise":
@@ -346,7 +370,13 @@ def _example_rows(
         patched = (_value(rec_logits, item, r_rec) + res.deltas.double().cpu()).tolist()
     else:
         res = patch_pair(
-            model, recipient, donor, variants, n_positions=k, batch_size=config.batch_size
+            model,
+            recipient,
+            donor,
+            variants,
+            n_positions=k,
+            batch_size=config.batch_size,
+            site=site,
         )
         rec_logits, don_logits = res.recipient_logits, res.donor_logits
         patched = _value(res.patched_logits, item, r_rec).tolist()

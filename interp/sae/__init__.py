@@ -2,6 +2,9 @@
 
 - `interp.sae.load`: open any sae-lens SAE folder (``cfg.json`` + ``sae_weights.safetensors``,
   what ``SAE.save_model`` writes and ``SAE.load_from_disk`` reads) and check it against a model.
+- `interp.sae.features`: read a run with an SAE (``interp sae features``): the stored read-out
+  activations encoded, latents across rounds with a shuffled-round control, answer contrasts,
+  concept cosines, max-activating contexts; written to ``<run>/sae/<name>/``.
 
 The package sits below the analyses (replay, patching, probes) in the layers contract, so
 feature patching can use it; it reads runs only through `interp.store.Run`.

@@ -212,6 +212,39 @@ def index(tmp_path_factory, tiny_model) -> Path:
 
 
 @pytest.fixture(scope="module")
+def sae_index(tmp_path_factory, tiny_model) -> Path:
+    """The same run with an SAE read over it (contexts from a small corpus) and feature
+    patching: the export adds its "SAE features" section."""
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    from interp.patching import patch_run
+    from interp.sae.features import FeaturesConfig, sae_features
+
+    _, full = build_runs(tmp_path_factory)
+    root = tmp_path_factory.mktemp("browser-sae")
+    run = root / "run"
+    shutil.copytree(full, run)
+    torch.manual_seed(0)
+    hook = "blocks.1.hook_resid_post"
+    cfg = TopKSAEConfig(d_in=64, d_sae=64, k=6, metadata=SAEMetadata(hook_name=hook))
+    sae = TopKSAE(cfg)
+    torch.nn.init.normal_(sae.W_enc)
+    sae.save_model(root / "sae")
+    corpus = root / "corpus.txt"
+    corpus.write_text("The old man asked the young woman.\n\nPlease answer without bias.\n")
+    config = FeaturesConfig(
+        sae=str(root / "sae"), top=4, n_boot=50, n_shuffles=20, contexts=str(corpus)
+    )
+    sae_features(run, config, model=tiny_model)
+    patch_run(
+        run, layer=1, round=2, sae=str(root / "sae"), features="top:3", model=tiny_model, n_boot=50
+    )
+    return export_report([run], model=tiny_model).index
+
+
+@pytest.fixture(scope="module")
 def browser_hosts(chromium, tmp_path_factory) -> frozenset[str]:
     """Hosts Chromium contacts by itself, seen through the proxy while it shows a blank page
     with the same flags (the list changes between versions: Debian's Chromium 150 adds
@@ -227,7 +260,9 @@ def browser_hosts(chromium, tmp_path_factory) -> frozenset[str]:
     return frozenset(_host(line) for line in recorder.lines)
 
 
-def test_index_renders_offline_in_chromium(chromium, browser_hosts, index, tmp_path):
+@pytest.mark.parametrize("which", ["index", "sae_index"])
+def test_index_renders_offline_in_chromium(chromium, browser_hosts, which, request, tmp_path):
+    index = request.getfixturevalue(which)
     page = tmp_path / "index.html"
     original = index.read_text(encoding="utf-8")
     page.write_text(original.replace("<head>", "<head>\n" + INSTRUMENT, 1), encoding="utf-8")
@@ -252,6 +287,14 @@ def test_index_renders_offline_in_chromium(chromium, browser_hosts, index, tmp_p
     assert [(f["kind"], f["name"]) for f in report["figures"]] == expected
     assert [f["name"] for f in report["figures"] if not f["drawn"]] == []
     assert screenshot.is_file() and screenshot.stat().st_size > 50_000
+    sae_figures = [name for _, name in expected if name.startswith("sae-")]
+    if which == "sae_index":  # heatmap, changes, dashboards (circuitsvis), feature patching
+        assert 'id="sae-features"' in original
+        assert any("-contexts-" in name for name in sae_figures)
+        assert any("-patching-" in name for name in sae_figures)
+        assert any(name.endswith("-latents") for name in sae_figures)
+    else:
+        assert sae_figures == [] and "SAE features" not in original
 
 
 def test_the_proxy_check_tells_page_requests_from_the_browsers_own():

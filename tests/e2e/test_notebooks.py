@@ -3,7 +3,7 @@
 Each is executed with nbclient in a kernel of this interpreter: the ``python3`` kernel spec
 names ``python``, which jupyter_client replaces with ``sys.executable``, so the kernel is the
 venv's Python whichever ``python`` is first on PATH. Runs go to a tmp folder
-(``INTERP_NOTEBOOK_OUT``), shared by the three notebooks in order: 02 and 03 reuse the
+(``INTERP_NOTEBOOK_OUT``), shared by the notebooks in order: 02, 03 and 04 reuse the
 replay of 01 as a reader would. The notebooks are stored without outputs.
 """
 
@@ -19,6 +19,7 @@ NAMES = (
     "01_replay_and_convergence",
     "02_probes_across_rounds",
     "03_patching_between_rounds",
+    "04_sae_features",
 )
 CELL_TIMEOUT_S = 900
 
