@@ -22,7 +22,7 @@ from typing import Any
 
 import typer
 
-from interp.cli import export, metrics, models, patch, probe, replay
+from interp.cli import experiment, export, metrics, models, patch, probe, replay
 from interp.cli.format import format_metrics
 from interp.cli.options import MULTI_VALUE_OPTIONS
 from interp.errors import InterpError
@@ -48,7 +48,18 @@ _FIELD_AT_START = re.compile(r"^([a-z][a-z0-9]*(?:_[a-z0-9]+)*) ")
 # The config fields whose library messages start with their name (only these are rewritten:
 # a message may start with an ordinary word that is also a field's name, such as "out").
 _OPTION_FIELDS = frozenset(
-    {"rounds", "limit", "sample", "batch_size", "max_new_tokens", "hooks", "force_round0"}
+    {
+        "rounds",
+        "limit",
+        "sample",
+        "batch_size",
+        "max_new_tokens",
+        "hooks",
+        "force_round0",
+        "n_boot",
+        "eps",
+        "layer",
+    }
 )
 
 
@@ -88,6 +99,7 @@ app.command("metrics")(_user_errors(metrics.metrics))
 app.command("probe")(_user_errors(probe.probe))
 app.command("patch")(_user_errors(patch.patch))
 app.command("export")(_user_errors(export.export))
+app.add_typer(experiment.build(_user_errors), name="experiment")
 
 
 def _expand_multi_value_options(argv: list[str]) -> list[str]:
