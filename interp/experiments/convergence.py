@@ -313,6 +313,7 @@ def analyse_run(
     fits, observed = fit_table(curves, eps_by, grid.n_examples)
     tables = {"fits": fits, "observed": observed}
     summary: dict[str, Any] = {
+        "experiment": NAME,
         "run": str(run.path),
         "plan": run.manifest.get("plan", {}).get("name"),
         "model": "saturating: y_r = y_inf + (y_0 - y_inf) * exp(-lam * r), lam in [0, 50]",

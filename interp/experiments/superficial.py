@@ -192,6 +192,7 @@ def analyse_run(
     tables = {"by_rank": ranks}
     groups = outcome_groups(grid)
     summary: dict[str, Any] = {
+        "experiment": NAME,
         "run": str(run.path),
         "plan": run.manifest.get("plan", {}).get("name"),
         "last_round": grid.n_rounds - 1,
