@@ -34,7 +34,9 @@ from interp.stats import Clusters
 # --- estimators ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("y_inf", "y0", "lam"), [(0.3, 0.9, 0.7), (1.1, 0.2, 1.6), (-2.0, 5.0, 0.3)])
+@pytest.mark.parametrize(
+    ("y_inf", "y0", "lam"), [(0.3, 0.9, 0.7), (1.1, 0.2, 1.6), (-2.0, 5.0, 0.3)]
+)
 def test_fit_recovers_known_parameters(y_inf, y0, lam):
     rounds = np.arange(8)
     noise = np.random.default_rng(0).normal(0, 1e-4, size=8)
