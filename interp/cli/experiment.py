@@ -165,6 +165,37 @@ def superficial(
     _show(result, as_json)
 
 
+def interactions(
+    out: Out = None,
+    model: Model = "smollm2",
+    task: Task = "builtin",
+    data: Data = None,
+    bbq_templates: Templates = None,
+    sample: Sample = None,
+    limit: Limit = None,
+    rounds: Rounds = 3,
+    seed: Seed = 0,
+    concept: Concept = "stereotype",
+    probe: ProbeOpt = True,
+    n_boot: NBoot = 1000,
+    cluster: Cluster = "template",
+    batch_size: BatchSize = 8,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    as_json: AsJson = False,
+) -> None:
+    """The 2x2x2 design instruction (none / self-correct) x CoT (off / on) x feedback (none /
+    oracle) on the same examples: per cell and round accuracy, s_AMB, s_DIS, entropy and the
+    concept score per layer; main effects and pairwise interactions with paired bootstrap
+    intervals. The CoT cells generate up to 48 tokens per round: the slowest cells."""
+    fields = {k: v for k, v in locals().items() if k != "as_json"}
+    from interp.experiments.interactions import interactions as run_interactions
+
+    config = _config(**fields)
+    result = run_interactions(config, progress=not as_json, command=_command())
+    _show(result, as_json)
+
+
 def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typer:
     """The ``experiment`` sub-app, each command wrapped by the CLI's error handler."""
     app = typer.Typer(
@@ -176,4 +207,5 @@ def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typ
     )
     app.command("convergence")(wrap(convergence))
     app.command("superficial")(wrap(superficial))
+    app.command("interactions")(wrap(interactions))
     return app

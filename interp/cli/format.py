@@ -233,7 +233,8 @@ def _ci(value: float | None, lo: float | None, hi: float | None) -> str:
 def format_experiment(result) -> str:
     """An experiment's headline tables (every estimate with its 95% interval) and reading."""
     s = result.summary
-    lines = [f"experiment {result.name}: {s.get('run', result.path)} (plan {s.get('plan')})"]
+    what = f"plan {s.get('plan')}" if "plan" in s else f"{len(s.get('cells', []))} cells"
+    lines = [f"experiment {result.name}: {s.get('run', result.path)} ({what})"]
     if s.get("cluster"):
         c = s["cluster"]
         lines.append(f"intervals: 95% bootstrap over {c['n_clusters']} {c['key']} clusters")
@@ -261,6 +262,16 @@ def format_experiment(result) -> str:
                 f"{_ci(r['acc_last'], r['acc_last_lo'], r['acc_last_hi']):<22} "
                 f"{_ci(r['improved'], r['improved_lo'], r['improved_hi'])}"
             )
+    if result.name == "interactions":
+        last = max(int(r) for r in result.tables["effects"]["round"])
+        lines.append(f"effects at round {last} (main: on - off; A x B: difference of differences)")
+        for metric, rows in result.tables["effects"].groupby("metric", sort=False):
+            at = rows[rows["round"] == last]
+            cells = ", ".join(
+                f"{e} {_ci(v, lo, hi)}"
+                for e, v, lo, hi in zip(at["effect"], at["value"], at["lo"], at["hi"], strict=True)
+            )
+            lines.append(f"  {metric}: {cells}")
     if s.get("concept_note"):
         lines.append(f"note: {s['concept_note']}")
     lines.append("reading:")

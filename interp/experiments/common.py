@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -166,6 +167,8 @@ class ExperimentDir:
             # goes too, so a refused first call leaves nothing behind.
             with contextlib.suppress(OSError):
                 (self.path / "runs").rmdir()
+            if not (self.path / "manifest.json").exists():  # no arm finished: plans are ours
+                shutil.rmtree(self.path / "plans", ignore_errors=True)
         self._lock.__exit__(*exc)
         if exc[0] is not None:
             remove_empty(self._created)
@@ -176,7 +179,7 @@ class ExperimentDir:
         manifest = self.path / "manifest.json"
         if not manifest.is_file():
             if self.path.is_dir() and any(
-                p.name not in (".interp.lock", "runs") for p in self.path.iterdir()
+                p.name not in (".interp.lock", "runs", "plans") for p in self.path.iterdir()
             ):
                 raise InterpError(
                     f"{self.path} is not empty and holds no experiment; choose another --out"
