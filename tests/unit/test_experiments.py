@@ -266,3 +266,31 @@ def test_cli_experiment_json(conv):
     assert json.loads(result.stdout)["experiment"] == "convergence"
     text = CliRunner().invoke(app, [*args, "--n-boot", "10"])
     assert text.exit_code == 0 and "reading:" in text.stdout and "y_inf" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "not_offered"),
+    [
+        ("convergence", set()),
+        ("superficial", {"layer", "eps"}),
+        ("interactions", {"layer", "eps", "plan"}),
+    ],
+)
+def test_experiment_options_are_the_config_fields(command, not_offered):
+    import dataclasses
+
+    import typer
+
+    from interp.cli import app
+
+    group = typer.main.get_command(app).commands["experiment"]
+    params = {p.name: p for p in group.commands[command].params if p.name != "help"}
+    fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    assert set(params) - {"run", "as_json"} == set(fields) - not_offered
+    for name, param in params.items():
+        if name in fields and name not in ("out", "data"):
+            assert param.opts[0] == "--" + name.replace("_", "-")
+            default = param.default
+            assert (str(default) if isinstance(default, Path) else default) == fields[
+                name
+            ].default, name
