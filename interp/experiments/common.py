@@ -106,6 +106,10 @@ def validate(config: ExperimentConfig) -> None:
     if config.layer is not None and config.layer < 0:
         raise InterpError(f"layer must be at least 0 (got {config.layer})")
     check_cluster_key(config.cluster)
+    if config.probe:  # an unknown concept is refused now, not after the replays
+        from probes.concepts import load_concept
+
+        load_concept(config.concept)
 
 
 def versions() -> dict[str, str]:

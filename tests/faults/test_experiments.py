@@ -37,6 +37,7 @@ def test_unknown_plan_leaves_no_experiment_folder(tmp_path):
         (("--cluster", "page"), "unknown cluster"),
         (("--n-boot", "-1"), "--n-boot must be at least 0"),
         (("--eps", "0"), "--eps must be positive"),
+        (("--concept", "kindness"), "unknown concept"),
     ],
 )
 def test_bad_analysis_options(tmp_path, args, words):
