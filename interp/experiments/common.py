@@ -193,6 +193,11 @@ class ExperimentDir:
             info = json.loads(manifest.read_text())
         except ValueError:
             raise InterpError(f"{manifest} is corrupt; delete {self.path} and run again") from None
+        if "experiment" not in info:
+            raise InterpError(
+                f"{self.path} is a run directory, not an experiment; analyse it with --run "
+                f"{self.path}, or choose another --out"
+            )
         if info.get("experiment") != self.name:
             raise InterpError(
                 f"{self.path} holds the experiment {info.get('experiment')!r}, not "

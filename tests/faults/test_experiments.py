@@ -75,3 +75,7 @@ def test_bad_n_boot_on_an_existing_run_is_refused(analysed_run, tmp_path):
     assert_refused_without_trace(
         run, "experiment", "superficial", "--run", str(run), "--n-boot", "-3", contains="n-boot"
     )
+
+
+def test_a_run_directory_as_out_points_to_run(base_run):
+    assert_refused_without_trace(base_run, *_experiment(base_run), contains="is a run directory")
