@@ -196,6 +196,34 @@ def interactions(
     _show(result, as_json)
 
 
+def weak_evidence(
+    out: Out = None,
+    model: Model = "smollm2",
+    task: Task = "builtin",
+    data: Data = None,
+    bbq_templates: Templates = None,
+    sample: Sample = None,
+    limit: Limit = None,
+    rounds: Rounds = 3,
+    seed: Seed = 0,
+    n_boot: NBoot = 1000,
+    cluster: Cluster = "template",
+    batch_size: BatchSize = 8,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    as_json: AsJson = False,
+) -> None:
+    """Ambiguous items get one weak, non-decisive sentence naming one of the two people (the
+    stereotyped one in half the items, seeded); replayed under baseline and self-correct: per
+    round the share answering unknown (correct), following the evidence, and s_AMB."""
+    fields = {k: v for k, v in locals().items() if k != "as_json"}
+    from interp.experiments.weak_evidence import weak_evidence as run_weak_evidence
+
+    config = _config(**fields, probe=False)
+    result = run_weak_evidence(config, progress=not as_json, command=_command())
+    _show(result, as_json)
+
+
 def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typer:
     """The ``experiment`` sub-app, each command wrapped by the CLI's error handler."""
     app = typer.Typer(
@@ -208,4 +236,5 @@ def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typ
     app.command("convergence")(wrap(convergence))
     app.command("superficial")(wrap(superficial))
     app.command("interactions")(wrap(interactions))
+    app.command("weak-evidence")(wrap(weak_evidence))
     return app

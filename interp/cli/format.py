@@ -272,6 +272,14 @@ def format_experiment(result) -> str:
                 for e, v, lo, hi in zip(at["effect"], at["value"], at["lo"], at["hi"], strict=True)
             )
             lines.append(f"  {metric}: {cells}")
+    if result.name == "weak-evidence":
+        lines.append(f"items: {s['n_items']} (evidence names: {s['points_at']})")
+        for row in s["last_round"]:
+            if row["group"] == "all":
+                lines.append(
+                    f"  {row['plan']:<13} round {row['round']} {row['measure']:<8} "
+                    f"{_ci(row['value'], row['lo'], row['hi'])}"
+                )
     if s.get("concept_note"):
         lines.append(f"note: {s['concept_note']}")
     lines.append("reading:")

@@ -12,4 +12,4 @@ from interp.experiments.common import ExperimentConfig, ExperimentResult
 
 __all__ = ["EXPERIMENTS", "ExperimentConfig", "ExperimentResult"]
 
-EXPERIMENTS = ("convergence", "superficial", "interactions")
+EXPERIMENTS = ("convergence", "superficial", "interactions", "weak-evidence")

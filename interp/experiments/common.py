@@ -148,6 +148,7 @@ class ExperimentDir:
         self.path = Path(config.out)
         self.command = command or " ".join(sys.argv)
         self.arms: dict[str, dict[str, Any]] = {}
+        self.inputs: dict[str, Any] = {}  # templates and files an experiment made
         self.started = time.perf_counter()
         self._created: list[Path] = []
         self._lock: Any = None
@@ -171,8 +172,9 @@ class ExperimentDir:
             # goes too, so a refused first call leaves nothing behind.
             with contextlib.suppress(OSError):
                 (self.path / "runs").rmdir()
-            if not (self.path / "manifest.json").exists():  # no arm finished: plans are ours
+            if not (self.path / "manifest.json").exists():  # no arm finished: these are ours
                 shutil.rmtree(self.path / "plans", ignore_errors=True)
+                shutil.rmtree(self.path / "data", ignore_errors=True)
         self._lock.__exit__(*exc)
         if exc[0] is not None:
             remove_empty(self._created)
@@ -183,7 +185,7 @@ class ExperimentDir:
         manifest = self.path / "manifest.json"
         if not manifest.is_file():
             if self.path.is_dir() and any(
-                p.name not in (".interp.lock", "runs", "plans") for p in self.path.iterdir()
+                p.name not in (".interp.lock", "runs", "plans", "data") for p in self.path.iterdir()
             ):
                 raise InterpError(
                     f"{self.path} is not empty and holds no experiment; choose another --out"
@@ -218,6 +220,7 @@ class ExperimentDir:
             "replay": replay_settings(self.config),
             "seed": self.config.seed,
             "arms": self.arms,
+            "inputs": self.inputs,
             "sizes": sizes,
             "versions": versions(),
             "command": self.command,
@@ -235,6 +238,7 @@ class ExperimentDir:
         *,
         progress: bool = False,
         probe: bool | None = None,
+        **replay_overrides: Any,
     ) -> Run:
         """Replay (or reuse) the arm ``arm`` with ``plan`` into ``runs/<arm>``; probe it for
         the concept when the config asks, reusing a probe the run already has."""
@@ -257,6 +261,8 @@ class ExperimentDir:
             device=c.device,
             dtype=c.dtype,
         )
+        for key, value in replay_overrides.items():
+            setattr(rc, key, value)
         loaded_plan = load_plan(plan)
         done = _complete_with(Path(rc.out), fingerprint(rc, loaded_plan))
         run = replay(

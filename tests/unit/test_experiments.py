@@ -274,6 +274,7 @@ def test_cli_experiment_json(conv):
         ("convergence", set()),
         ("superficial", {"layer", "eps"}),
         ("interactions", {"layer", "eps", "plan"}),
+        ("weak-evidence", {"layer", "eps", "plan", "concept", "probe"}),
     ],
 )
 def test_experiment_options_are_the_config_fields(command, not_offered):
