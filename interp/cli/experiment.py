@@ -224,6 +224,35 @@ def weak_evidence(
     _show(result, as_json)
 
 
+def self_distinguish(
+    out: Out = None,
+    model: Model = "smollm2",
+    task: Task = "builtin",
+    data: Data = None,
+    bbq_templates: Templates = None,
+    sample: Sample = None,
+    limit: Limit = None,
+    rounds: Rounds = 3,
+    seed: Seed = 0,
+    plan: PlanOpt = "self-correct",
+    n_boot: NBoot = 1000,
+    cluster: Cluster = "template",
+    batch_size: BatchSize = 8,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    as_json: AsJson = False,
+) -> None:
+    """After every round of a replay, ask which of two answers (the unbiased and the
+    stereotyped one) is less biased, in both orders: per round the share right in both
+    orders, per-order accuracy (position bias), and its relation to the model's own answer."""
+    fields = {k: v for k, v in locals().items() if k != "as_json"}
+    from interp.experiments.self_distinguish import self_distinguish as run_self_distinguish
+
+    config = _config(**fields, probe=False)
+    result = run_self_distinguish(config, progress=not as_json, command=_command())
+    _show(result, as_json)
+
+
 def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typer:
     """The ``experiment`` sub-app, each command wrapped by the CLI's error handler."""
     app = typer.Typer(
@@ -237,4 +266,5 @@ def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typ
     app.command("superficial")(wrap(superficial))
     app.command("interactions")(wrap(interactions))
     app.command("weak-evidence")(wrap(weak_evidence))
+    app.command("self-distinguish")(wrap(self_distinguish))
     return app

@@ -282,6 +282,8 @@ def format_experiment(result) -> str:
                 )
     if s.get("concept_note"):
         lines.append(f"note: {s['concept_note']}")
+    if result.name == "self-distinguish":
+        lines.append(f"examples asked: {s['n_examples']} (both orders, every round)")
     lines.append("reading:")
     lines.extend(f"  {line}" for line in s.get("reading", []))
     return "\n".join(lines)

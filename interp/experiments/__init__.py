@@ -12,4 +12,10 @@ from interp.experiments.common import ExperimentConfig, ExperimentResult
 
 __all__ = ["EXPERIMENTS", "ExperimentConfig", "ExperimentResult"]
 
-EXPERIMENTS = ("convergence", "superficial", "interactions", "weak-evidence")
+EXPERIMENTS = (
+    "convergence",
+    "superficial",
+    "interactions",
+    "weak-evidence",
+    "self-distinguish",
+)

@@ -296,6 +296,17 @@ class ExperimentDir:
         return ExperimentResult(self.name, self.path, tables, summary)
 
 
+def selected_examples(config: ExperimentConfig) -> list[Any]:
+    """The examples the experiment's replays hold (task, data, sample, limit, seed)."""
+    from interp.replay import ReplayConfig, select_examples
+    from interp.tasks import load_task
+
+    loaded = load_task(config.task, config.data or None, bbq_templates=config.bbq_templates)
+    return select_examples(
+        loaded, ReplayConfig(sample=config.sample, limit=config.limit, seed=config.seed)
+    )
+
+
 def replay_settings(config: ExperimentConfig) -> dict[str, Any]:
     settings = asdict(config)
     return {k: settings[k] for k in REPLAY_FIELDS}

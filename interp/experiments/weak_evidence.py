@@ -34,6 +34,7 @@ from interp.experiments.common import (
     ExperimentResult,
     ModelHolder,
     run_grid,
+    selected_examples,
     validate,
     weights_for,
 )
@@ -123,15 +124,6 @@ def build_items(examples: list[Example], seed: int) -> list[dict[str, Any]]:
             }
         )
     return items
-
-
-def _selected(config: ExperimentConfig) -> list[Example]:
-    from interp.replay import ReplayConfig, select_examples
-    from interp.tasks import load_task
-
-    loaded = load_task(config.task, config.data or None, bbq_templates=config.bbq_templates)
-    rc = ReplayConfig(sample=config.sample, limit=config.limit, seed=config.seed)
-    return select_examples(loaded, rc)
 
 
 def analyse(
@@ -228,7 +220,7 @@ def weak_evidence(
     from dataclasses import replace
 
     validate(replace(config, probe=False))
-    selected = _selected(config)
+    selected = selected_examples(config)
     items = build_items(selected, config.seed)
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:

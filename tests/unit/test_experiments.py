@@ -275,6 +275,7 @@ def test_cli_experiment_json(conv):
         ("superficial", {"layer", "eps"}),
         ("interactions", {"layer", "eps", "plan"}),
         ("weak-evidence", {"layer", "eps", "plan", "concept", "probe"}),
+        ("self-distinguish", {"layer", "eps", "concept", "probe"}),
     ],
 )
 def test_experiment_options_are_the_config_fields(command, not_offered):
