@@ -238,11 +238,19 @@ def self_distinguish(
     from dataclasses import replace
 
     validate(replace(config, probe=False))
+    examples = {ex.example_id: ex for ex in selected_examples(config)}
+    if not any(
+        ex.target is not None and unbiased_option(ex.label, ex.target) is not None
+        for ex in examples.values()
+    ):  # refused before anything is replayed
+        raise InterpError(
+            "no selected example has a stereotyped option that differs from its correct "
+            "answer; self-distinguish needs BBQ-like items with a bias target"
+        )
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         exp.inputs = {"question": QUESTION, "prefix": PREFIX}
         run = exp.arm("main", config.plan, holder, progress=progress, probe=False)
-        examples = {ex.example_id: ex for ex in selected_examples(config)}
         tables, summary = analyse(
             run,
             holder.get(),

@@ -79,3 +79,20 @@ def test_bad_n_boot_on_an_existing_run_is_refused(analysed_run, tmp_path):
 
 def test_a_run_directory_as_out_points_to_run(base_run):
     assert_refused_without_trace(base_run, *_experiment(base_run), contains="is a run directory")
+
+
+def test_weak_evidence_without_qualifying_items(tmp_path):
+    # the first built-in item alone: one ambiguous item, too few for two halves
+    args = ("--model", "tiny", "--limit", "1", "--out", str(tmp_path / "x"))
+    assert_refused_without_trace(
+        tmp_path, "experiment", "weak-evidence", *args, contains="weak evidence needs"
+    )
+
+
+def test_self_distinguish_without_targets(tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"id": 1, "question": "Who?", "options": ["A", "B", "Unknown"], "label": 2}\n')
+    args = ("--model", "tiny", "--task", "mc", "--data", str(data), "--out", str(tmp_path / "x"))
+    assert_refused_without_trace(
+        tmp_path, "experiment", "self-distinguish", *args, contains="bias target"
+    )
