@@ -326,7 +326,8 @@ def ensure_probe(run: Run, config: ExperimentConfig, holder: ModelHolder) -> dic
     from probes.api import probe_run
 
     name = probe_name(config.concept)
-    if name not in run.analyses("probes"):
+    reused = name in run.analyses("probes")
+    if not reused:
         probe_run(
             run.path,
             config.concept,
@@ -336,7 +337,7 @@ def ensure_probe(run: Run, config: ExperimentConfig, holder: ModelHolder) -> dic
             cluster=config.cluster,
         )
     summary = run.read_analysis("probes", name, []).summary
-    return {"concept": name, "best_layer": summary.get("best_layer"), "reused": True}
+    return {"concept": name, "best_layer": summary.get("best_layer"), "reused": reused}
 
 
 def probe_name(concept: str) -> str:
