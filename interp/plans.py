@@ -28,8 +28,19 @@ from interp.inputs import (
 )
 from interp.tasks import Example
 
-_FIELDS = ("description", "question", "first", "followups", "answer_prefix", "think_tokens")
+_FIELDS = (
+    "description",
+    "question",
+    "first",
+    "followups",
+    "answer_prefix",
+    "think_tokens",
+    "feedback",
+)
 PLACEHOLDERS = ("context", "question", "options")
+# Feedback plans: which text answers the previous round's answer, and what it may name.
+FEEDBACK_KEYS = ("correct", "stereotyped", "other")
+FEEDBACK_PLACEHOLDERS = ("answer", "groups")
 
 
 @dataclass(frozen=True)
@@ -41,9 +52,28 @@ class Plan:
     followups: tuple[str, ...]  # user text of rounds 1, 2, ...; the last repeats
     answer_prefix: str  # start of each assistant turn; ends at the read-out position
     think_tokens: int = 0  # > 0: greedy "thinking" before the answer prefix
+    # Oracle feedback (rounds >= 1): {"correct"|"stereotyped"|"other": text}, the text chosen
+    # by the previous answer and put before the follow-up; None: no feedback (the default,
+    # left out of to_dict so that plans without it keep their fingerprints).
+    feedback: dict[str, str] | None = None
 
-    def user_turn(self, example: Example, r: int) -> tuple[str, str | None]:
-        """Round ``r``'s user message and the instruction text inside it (or None)."""
+    def user_turn(
+        self, example: Example, r: int, previous: int | None = None
+    ) -> tuple[str, str | None]:
+        """Round ``r``'s user message and the instruction text inside it (or None).
+
+        ``previous``: the option index the transcript holds as round ``r - 1``'s answer (-1:
+        none parsed); only feedback plans read it. A feedback plan given no ``previous``
+        returns its longest variant for the example (what a length bound must count)."""
+        if r >= 1 and self.feedback is not None:
+            text = self.followups[min(r, len(self.followups)) - 1]
+            if previous is None:
+                variants = [self.feedback_text(example, p) for p in range(-1, len(example.options))]
+                said = max(variants, key=len)
+            else:
+                said = self.feedback_text(example, previous)
+            full = f"{said}\n{text}"
+            return full, full
         if r == 0:
             block = self.question.format(
                 context=example.context,
@@ -56,9 +86,27 @@ class Plan:
         text = self.followups[min(r, len(self.followups)) - 1]
         return text, text
 
+    def feedback_text(self, example: Example, previous: int) -> str:
+        """The oracle's words on the answer ``previous``: ``correct`` when it is the correct
+        option, else ``stereotyped`` when it is the bias target, else ``other``; {answer} is
+        the option's text, {groups} the item's stereotyped groups."""
+        assert self.feedback is not None
+        if previous == example.label:
+            key = "correct"
+        elif example.target is not None and previous == example.target:
+            key = "stereotyped"
+        else:
+            key = "other"
+        valid = 0 <= previous < len(example.options)
+        answer = example.options[previous] if valid else "no answer"
+        groups = ", ".join(example.stereotyped_groups) or "the people in the question"
+        return self.feedback[key].format(answer=answer, groups=groups)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["followups"] = list(self.followups)
+        if self.feedback is None:
+            del out["feedback"]
         return out
 
 
@@ -144,6 +192,7 @@ def _make(name: str, fields: dict[str, Any], where: str) -> Plan:
     think = fields.get("think_tokens", 0)
     if not isinstance(think, int) or isinstance(think, bool) or think < 0:
         raise InterpError(f"{where}: 'think_tokens' must be a whole number >= 0")
+    feedback = _check_feedback(fields.get("feedback"), where)
     return Plan(
         name=name,
         description=str(fields.get("description") or ""),
@@ -152,7 +201,41 @@ def _make(name: str, fields: dict[str, Any], where: str) -> Plan:
         followups=tuple(followups),
         answer_prefix=fields["answer_prefix"],
         think_tokens=think,
+        feedback=feedback,
     )
+
+
+def _check_feedback(value: Any, where: str) -> dict[str, str] | None:
+    """``feedback``: null, or a mapping of exactly FEEDBACK_KEYS to non-empty texts that use
+    only the placeholders {answer} and {groups} (plain names, as in 'question')."""
+    if value is None:
+        return None
+    keys = ", ".join(FEEDBACK_KEYS)
+    if not isinstance(value, dict) or set(value) != set(FEEDBACK_KEYS):
+        raise InterpError(f"{where}: 'feedback' must map exactly {keys} to texts")
+    for key in FEEDBACK_KEYS:
+        text = value[key]
+        if not isinstance(text, str) or not text.strip():
+            raise InterpError(f"{where}: 'feedback.{key}' must be a non-empty text")
+        if len(text) > MAX_PLAN_TEXT_CHARS:
+            raise InterpError(
+                f"{where}: 'feedback.{key}' has {len(text)} characters; the limit is "
+                f"{MAX_PLAN_TEXT_CHARS}"
+            )
+        _check_fields(text, FEEDBACK_PLACEHOLDERS, f"{where}: 'feedback.{key}'")
+    return {key: value[key] for key in FEEDBACK_KEYS}
+
+
+def _check_fields(text: str, allowed: tuple[str, ...], what: str) -> None:
+    names = ", ".join(f"{{{p}}}" for p in allowed)
+    hint = f"{what} may use only {names} (write a literal brace as {{{{ or }}}})"
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError as err:
+        raise InterpError(f"{hint}; problem: {err}") from None
+    for _, field_name, spec, conversion in parts:
+        if field_name is not None and (field_name not in allowed or spec or conversion):
+            raise InterpError(f"{hint}; found {{{field_name}}}")
 
 
 def _check_lengths(name: str, fields: dict[str, Any], where: str) -> None:

@@ -476,7 +476,11 @@ def _replay_batch(
     acts = {h: torch.zeros(n, config.rounds + 1, model.cfg.d_model) for h in hooks}
     scored: list[list[dict[str, Any]]] = [[] for _ in batch]
     for r in range(config.rounds + 1):
-        turns = [plan.user_turn(ex, r) for ex in batch]
+        # Feedback plans answer the answer the transcript holds (a forced one, if forced).
+        turns = [
+            plan.user_turn(ex, r, _shown(scored[b][-1]) if r > 0 else None)
+            for b, ex in enumerate(batch)
+        ]
         think = config.mode == "generate" or (plan.think_tokens > 0 and r > 0)
         prefixes = [_answer_prefix(plan, ex) for ex in batch]
         generated = [""] * n
@@ -539,6 +543,11 @@ def _answer_prefix(plan: Plan, example: Example) -> str:
     if isinstance(example, winogender.WinoExample):
         return example.answer_prefix  # the sentence up to the blank
     return plan.answer_prefix
+
+
+def _shown(entry: dict[str, Any]) -> int:
+    """The option index a scored round wrote into the transcript."""
+    return entry["forced"] if entry["forced"] >= 0 else entry["choice"]
 
 
 @dataclass

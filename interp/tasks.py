@@ -123,6 +123,9 @@ class Example:
     question_index: str | None = None
     """BBQ template number within the category (with it, the bootstrap's cluster); None for
     mc lines without one."""
+    stereotyped_groups: tuple[str, ...] = ()
+    """BBQ: ``additional_metadata.stereotyped_groups`` (the groups the question's stereotype
+    is about), for feedback plans; empty for other tasks."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,6 +397,7 @@ def _bbq_example(
         label_type=official.label_type,
         target_reason=official.reason,
         question_index=question_index,
+        stereotyped_groups=tuple(groups),
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import typer
 
-from interp.cli import export, metrics, models, patch, probe, replay, sae
+from interp.cli import experiment, export, metrics, models, patch, probe, replay, sae
 from interp.cli.format import format_metrics
 from interp.cli.options import MULTI_VALUE_OPTIONS
 from interp.errors import InterpError
@@ -60,6 +60,9 @@ _OPTION_FIELDS = frozenset(
         "threads_per_worker",
         "gpus_per_worker",
         "stats",
+        "n_boot",
+        "eps",
+        "layer",
     }
 )
 
@@ -104,6 +107,7 @@ app.command("export")(_user_errors(export.export))
 for _command in sae.sae_app.registered_commands:
     _command.callback = _user_errors(_command.callback)
 app.add_typer(sae.sae_app, name="sae")
+app.add_typer(experiment.build(_user_errors), name="experiment")
 
 
 def _expand_multi_value_options(argv: list[str]) -> list[str]:

@@ -237,3 +237,62 @@ def _ci(value: float | None, lo: float | None, hi: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if lo is None else f"{value:.3f} [{lo:.3f},{hi:.3f}]"
+
+
+def format_experiment(result) -> str:
+    """An experiment's headline tables (every estimate with its 95% interval) and reading."""
+    s = result.summary
+    what = f"plan {s.get('plan')}" if "plan" in s else f"{len(s.get('cells', []))} cells"
+    lines = [f"experiment {result.name}: {s.get('run', result.path)} ({what})"]
+    if s.get("cluster"):
+        c = s["cluster"]
+        lines.append(f"intervals: 95% bootstrap over {c['n_clusters']} {c['key']} clusters")
+    if result.name == "convergence":
+        lines.append("quantity   y_0                    y_inf                  lam        settle")
+        for f in s["fits"]:
+            lines.append(
+                f"{f['quantity']:<10} {_ci(f['y0'], f['y0_lo'], f['y0_hi']):<22} "
+                f"{_ci(f['y_inf'], f['y_inf_lo'], f['y_inf_hi']):<22} "
+                f"{_na(f['lam'])!s:<10} {_na(f['settle'], 0)}"
+            )
+        if s.get("concept"):
+            c = s["correlation"]
+            lines.append(
+                f"entropy drop vs {s['concept']['name']} change (layer {c['layer']}): "
+                f"r = {_ci(c['pearson'], c['lo'], c['hi'])}, spearman {_na(c['spearman'])}"
+            )
+    if result.name == "superficial":
+        lines.append(f"outcome groups (round 0 -> {s['last_round']}): {s['groups']}")
+        lines.append("rank  n     acc round 0            acc last               improved")
+        for r in s["by_rank"]:
+            lines.append(
+                f"{r['rank']:<5} {r['n_examples']:<5} "
+                f"{_ci(r['acc_first'], r['acc_first_lo'], r['acc_first_hi']):<22} "
+                f"{_ci(r['acc_last'], r['acc_last_lo'], r['acc_last_hi']):<22} "
+                f"{_ci(r['improved'], r['improved_lo'], r['improved_hi'])}"
+            )
+    if result.name == "interactions":
+        last = max(int(r) for r in result.tables["effects"]["round"])
+        lines.append(f"effects at round {last} (main: on - off; A x B: difference of differences)")
+        for metric, rows in result.tables["effects"].groupby("metric", sort=False):
+            at = rows[rows["round"] == last]
+            cells = ", ".join(
+                f"{e} {_ci(v, lo, hi)}"
+                for e, v, lo, hi in zip(at["effect"], at["value"], at["lo"], at["hi"], strict=True)
+            )
+            lines.append(f"  {metric}: {cells}")
+    if result.name == "weak-evidence":
+        lines.append(f"items: {s['n_items']} (evidence names: {s['points_at']})")
+        for row in s["last_round"]:
+            if row["group"] == "all":
+                lines.append(
+                    f"  {row['plan']:<13} round {row['round']} {row['measure']:<8} "
+                    f"{_ci(row['value'], row['lo'], row['hi'])}"
+                )
+    if s.get("concept_note"):
+        lines.append(f"note: {s['concept_note']}")
+    if result.name == "self-distinguish":
+        lines.append(f"examples asked: {s['n_examples']} (both orders, every round)")
+    lines.append("reading:")
+    lines.extend(f"  {line}" for line in s.get("reading", []))
+    return "\n".join(lines)

@@ -92,7 +92,7 @@ def test_nothing_outside_the_cli_imports_it() -> None:
 
 def test_commands_are_registered_in_one_place() -> None:
     assert sorted(COMMAND.commands) == sorted(
-        ["models", "replay", "metrics", "probe", "patch", "export", "sae"]
+        ["models", "replay", "metrics", "probe", "patch", "export", "sae", "experiment"]
     )
 
 

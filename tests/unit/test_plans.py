@@ -64,7 +64,7 @@ def test_every_builtin_plan_loads(name):
     assert plan.followups and all(f.strip() for f in plan.followups)
     assert "{question}" in plan.question and "{options}" in plan.question
     assert plan.answer_prefix == DEFAULT_PREFIX
-    assert plan.think_tokens == (48 if name == "cot" else 0)
+    assert plan.think_tokens == (48 if name in ("cot", "feedback-self") else 0)
     assert (plan.first is not None) == (name == "instruct-first")
 
 

@@ -1,0 +1,457 @@
+"""What every experiment shares: its config, its directory, its replays ("arms") and the
+per-example matrices the estimators read.
+
+An experiment directory::
+
+    DIR/manifest.json        experiment name, config, arms (plan texts, replay settings),
+                             seed, sizes, package versions, command; "complete" at the end
+    DIR/runs/<arm>/          one ordinary run directory per replay (``interp.replay``), so
+                             metrics, probe, patch and export work on it as on any run
+    DIR/tables/<name>.parquet   the experiment's tables (every estimate with its interval)
+    DIR/summary.json         headline numbers and the reading; written last
+
+Resumable: a second call with the same settings reuses every replay that is complete (the
+replay's own fingerprint decides) and resumes one that was killed; the tables are recomputed
+from the runs (cheap), so changing only an analysis setting (``n_boot``, ``eps``, ``layer``)
+rewrites them without replaying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from interp.errors import InterpError
+from interp.lock import make_dir, remove_empty, run_lock
+from interp.stats import Clusters, bootstrap_weights, check_cluster_key, example_clusters
+from interp.store import Run, write_json, write_parquet
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+EXPERIMENT_SCHEMA = 1
+# The config fields that decide the replays; the others only change the analysis.
+REPLAY_FIELDS = (
+    "model",
+    "task",
+    "data",
+    "bbq_templates",
+    "sample",
+    "limit",
+    "rounds",
+    "seed",
+    "plan",
+    "batch_size",
+    "device",
+    "dtype",
+)
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment's settings; shared by the Python API and ``interp experiment NAME``."""
+
+    out: str = "artifacts/experiments/demo"  # the experiment directory to write
+    model: str = "smollm2"  # as for replay: "smollm2", "tiny", a .gguf file, a model folder
+    task: str = "builtin"  # "bbq", "builtin" or "mc"
+    data: list[str] = field(default_factory=list)  # data files (bbq, mc)
+    bbq_templates: str | None = None  # bbq: the templates/ folder (see ReplayConfig)
+    sample: int | None = None  # a seeded random sample of this many examples
+    limit: int | None = None  # only the first N examples
+    rounds: int = 3  # follow-up rounds: every replay holds rounds 0..rounds
+    seed: int = 0  # seeds the sample, the replays and every bootstrap
+    plan: str = "self-correct"  # the plan of single-plan experiments (convergence, superficial)
+    concept: str = "stereotype"  # the probe concept whose score the experiments read
+    probe: bool = True  # probe the replays for the concept (reused when already probed)
+    layer: int | None = None  # the concept score's layer; None: the probe's headline layer
+    eps: float = 0.01  # convergence: "within eps of the limit" (concept: eps x round-0 s.d.)
+    n_boot: int = 1000  # bootstrap resamples of every interval
+    cluster: str = "template"  # what the bootstrap resamples: template or example
+    batch_size: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+@dataclass
+class ExperimentResult:
+    """An experiment's tables (DataFrames) and summary, and where they were written."""
+
+    name: str
+    path: Path
+    tables: dict[str, pd.DataFrame]
+    summary: dict[str, Any]
+
+
+def validate(config: ExperimentConfig) -> None:
+    # Messages start with the field's name; the CLI shows the flag instead.
+    if config.rounds < 2:
+        raise InterpError(
+            f"rounds must be at least 2 for an experiment (got {config.rounds}): a curve of "
+            "three parameters needs rounds 0, 1 and 2"
+        )
+    if config.n_boot < 0:
+        raise InterpError(f"n_boot must be at least 0 (got {config.n_boot})")
+    if not config.eps > 0:
+        raise InterpError(f"eps must be positive (got {config.eps})")
+    if config.layer is not None and config.layer < 0:
+        raise InterpError(f"layer must be at least 0 (got {config.layer})")
+    check_cluster_key(config.cluster)
+    if config.probe:  # an unknown concept is refused now, not after the replays
+        from probes.concepts import load_concept
+
+        load_concept(config.concept)
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in ("interp", "torch", "transformer-lens", "numpy", "pandas", "scipy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+class ModelHolder:
+    """Loads the model the first time a replay or probe needs it, and only then: a resumed
+    experiment whose replays are complete loads none."""
+
+    def __init__(self, config: ExperimentConfig, model: HookedTransformer | None) -> None:
+        self.config = config
+        self.model = model
+
+    def get(self) -> HookedTransformer:
+        if self.model is None:
+            from interp.loading import load_model
+
+            c = self.config
+            self.model = load_model(c.model, device=c.device, dtype=c.dtype, seed=c.seed)
+        return self.model
+
+
+class ExperimentDir:
+    """An experiment directory being written (hold its lock with ``with``)."""
+
+    def __init__(self, name: str, config: ExperimentConfig, command: str | None) -> None:
+        self.name = name
+        self.config = config
+        self.path = Path(config.out)
+        self.command = command or " ".join(sys.argv)
+        self.arms: dict[str, dict[str, Any]] = {}
+        self.inputs: dict[str, Any] = {}  # templates and files an experiment made
+        self.started = time.perf_counter()
+        self._created: list[Path] = []
+        self._lock: Any = None
+
+    def __enter__(self) -> ExperimentDir:
+        if self.path.exists() and not self.path.is_dir():
+            raise InterpError(f"--out {self.path} is a file, not a directory")
+        self._check_existing()
+        self._created = make_dir(self.path)
+        self._lock = run_lock(self.path)
+        try:
+            self._lock.__enter__()
+        except BaseException:
+            remove_empty(self._created)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is not None:
+            # A replay that fails before writing removes its own folder; an empty runs/
+            # goes too, so a refused first call leaves nothing behind.
+            with contextlib.suppress(OSError):
+                (self.path / "runs").rmdir()
+            if not (self.path / "manifest.json").exists():  # no arm finished: these are ours
+                shutil.rmtree(self.path / "plans", ignore_errors=True)
+                shutil.rmtree(self.path / "data", ignore_errors=True)
+        self._lock.__exit__(*exc)
+        if exc[0] is not None:
+            remove_empty(self._created)
+
+    def _check_existing(self) -> None:
+        """Another experiment, or other replay settings, in the same folder: refuse before
+        anything is written (the replays would refuse too, but with less helpful words)."""
+        manifest = self.path / "manifest.json"
+        if not manifest.is_file():
+            if self.path.is_dir() and any(
+                p.name not in (".interp.lock", "runs", "plans", "data") for p in self.path.iterdir()
+            ):
+                raise InterpError(
+                    f"{self.path} is not empty and holds no experiment; choose another --out"
+                )
+            return
+        try:
+            info = json.loads(manifest.read_text())
+        except ValueError:
+            raise InterpError(f"{manifest} is corrupt; delete {self.path} and run again") from None
+        if "experiment" not in info:
+            raise InterpError(
+                f"{self.path} is a run directory, not an experiment; analyse it with --run "
+                f"{self.path}, or choose another --out"
+            )
+        if info.get("experiment") != self.name:
+            raise InterpError(
+                f"{self.path} holds the experiment {info.get('experiment')!r}, not "
+                f"{self.name!r}; choose another --out"
+            )
+        if info.get("replay") != replay_settings(self.config):
+            raise InterpError(
+                f"{self.path} holds this experiment with other replay settings (model, task, "
+                "data, sample, rounds, seed, plan, ...); choose another --out or delete it"
+            )
+
+    def manifest(self, complete: bool, sizes: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "schema_version": EXPERIMENT_SCHEMA,
+            "experiment": self.name,
+            "complete": complete,
+            "config": asdict(self.config),
+            "replay": replay_settings(self.config),
+            "seed": self.config.seed,
+            "arms": self.arms,
+            "inputs": self.inputs,
+            "sizes": sizes,
+            "versions": versions(),
+            "command": self.command,
+            "seconds": round(time.perf_counter() - self.started, 1),
+        }
+
+    def write_manifest(self, complete: bool, sizes: dict[str, Any] | None = None) -> None:
+        write_json(self.path / "manifest.json", self.manifest(complete, sizes or {}))
+
+    def arm(
+        self,
+        arm: str,
+        plan: str,
+        holder: ModelHolder,
+        *,
+        progress: bool = False,
+        probe: bool | None = None,
+        **replay_overrides: Any,
+    ) -> Run:
+        """Replay (or reuse) the arm ``arm`` with ``plan`` into ``runs/<arm>``; probe it for
+        the concept when the config asks, reusing a probe the run already has."""
+        from interp.plans import load_plan
+        from interp.replay import ReplayConfig, fingerprint, replay
+
+        c = self.config
+        rc = ReplayConfig(
+            out=str(self.path / "runs" / arm),
+            model=c.model,
+            task=c.task,
+            data=list(c.data),
+            bbq_templates=c.bbq_templates,
+            plan=plan,
+            rounds=c.rounds,
+            limit=c.limit,
+            sample=c.sample,
+            batch_size=c.batch_size,
+            seed=c.seed,
+            device=c.device,
+            dtype=c.dtype,
+        )
+        for key, value in replay_overrides.items():
+            setattr(rc, key, value)
+        loaded_plan = load_plan(plan)
+        done = _complete_with(Path(rc.out), fingerprint(rc, loaded_plan))
+        run = replay(
+            rc, model=None if done else holder.get(), progress=progress, command=self.command
+        )
+        entry: dict[str, Any] = {
+            "run": f"runs/{arm}",
+            "plan": loaded_plan.to_dict(),
+            "fingerprint": run.manifest.get("fingerprint"),
+            "reused": done,
+        }
+        if probe if probe is not None else c.probe:
+            entry["probe"] = ensure_probe(run, c, holder)
+        self.arms[arm] = entry
+        self.write_manifest(False)  # after each arm: what is done so far
+        return run
+
+    def write_result(
+        self, tables: dict[str, pd.DataFrame], summary: dict[str, Any], sizes: dict[str, Any]
+    ) -> ExperimentResult:
+        """Tables, then the manifest, then summary.json last (the completeness marker)."""
+        (self.path / "summary.json").unlink(missing_ok=True)
+        for stale in (self.path / "tables").glob("*.parquet"):
+            if stale.stem not in tables:
+                stale.unlink()
+        for key, frame in tables.items():
+            write_parquet(self.path / "tables" / f"{key}.parquet", frame)
+        self.write_manifest(True, sizes)
+        summary = {"experiment": self.name, **summary}
+        write_json(self.path / "summary.json", summary)
+        return ExperimentResult(self.name, self.path, tables, summary)
+
+
+def selected_examples(config: ExperimentConfig) -> list[Any]:
+    """The examples the experiment's replays hold (task, data, sample, limit, seed)."""
+    from interp.replay import ReplayConfig, select_examples
+    from interp.tasks import load_task
+
+    loaded = load_task(config.task, config.data or None, bbq_templates=config.bbq_templates)
+    return select_examples(
+        loaded, ReplayConfig(sample=config.sample, limit=config.limit, seed=config.seed)
+    )
+
+
+def replay_settings(config: ExperimentConfig) -> dict[str, Any]:
+    settings = asdict(config)
+    return {k: settings[k] for k in REPLAY_FIELDS}
+
+
+def _complete_with(out: Path, key: str) -> bool:
+    try:
+        info = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(info.get("complete")) and info.get("fingerprint") == key
+
+
+def ensure_probe(run: Run, config: ExperimentConfig, holder: ModelHolder) -> dict[str, Any]:
+    """The run's probe of the concept: reused when the run has one, made otherwise. Returns
+    what the manifest records of it."""
+    from probes.api import probe_run
+
+    name = probe_name(config.concept)
+    reused = name in run.analyses("probes")
+    if not reused:
+        probe_run(
+            run.path,
+            config.concept,
+            seed=config.seed,
+            n_boot=config.n_boot,
+            model=holder.model,  # reused when loaded; probe_run loads it only if it must
+            cluster=config.cluster,
+        )
+    summary = run.read_analysis("probes", name, []).summary
+    return {"concept": name, "best_layer": summary.get("best_layer"), "reused": reused}
+
+
+def probe_name(concept: str) -> str:
+    """The folder a concept's probe is stored under (as probes.api names it)."""
+    from probes.concepts import CONCEPTS, user_concept_name
+
+    return concept if concept in CONCEPTS else user_concept_name(concept)
+
+
+# --- per-example matrices --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A run's per-example values, [example, round], in example_index order."""
+
+    correct: np.ndarray  # 1.0 / 0.0
+    entropy: np.ndarray  # nats, of the renormalised option distribution
+    confidence: np.ndarray  # probability of the chosen option (NaN: unscored)
+    label_rank: np.ndarray  # [example]: rank of the correct option at round 0 (1 = top)
+    clusters: Clusters
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.correct.shape[0])
+
+    @property
+    def n_rounds(self) -> int:
+        return int(self.correct.shape[1])
+
+
+def run_grid(run: Run, cluster: str = "template") -> Grid:
+    rounds = run.rounds().sort_values(["example_index", "round"], kind="stable")
+    n_ex = rounds["example_index"].nunique()
+    n_rounds = run.n_rounds
+    if len(rounds) != n_ex * n_rounds:
+        raise InterpError(f"{run.path}: rounds.parquet is not one row per example x round")
+    correct = rounds["correct"].to_numpy(dtype=float).reshape(n_ex, n_rounds)
+    entropy = rounds["entropy"].to_numpy(dtype=float).reshape(n_ex, n_rounds)
+    confidence = np.full((n_ex * n_rounds,), np.nan)
+    label_rank = np.zeros(n_ex, dtype=np.int64)
+    for i, (lp, label, r) in enumerate(
+        zip(rounds["option_logprobs"], rounds["label"], rounds["round"], strict=True)
+    ):
+        logp = np.asarray(lp, dtype=float)
+        if logp.size and np.isfinite(logp).all():
+            p = np.exp(logp - logp.max())
+            confidence[i] = p.max() / p.sum()
+            if r == 0:
+                label_rank[i // n_rounds] = rank_of(logp, int(label))
+    return Grid(
+        correct,
+        entropy,
+        confidence.reshape(n_ex, n_rounds),
+        label_rank,
+        example_clusters(rounds, cluster),
+    )
+
+
+def rank_of(scores: np.ndarray, index: int) -> int:
+    """1 + the number of options scored strictly higher than option ``index`` (ties share
+    the better rank); 0 when the scores are missing."""
+    if index < 0 or index >= len(scores) or not np.isfinite(scores[index]):
+        return 0
+    return 1 + int((np.asarray(scores) > scores[index]).sum())
+
+
+def concept_matrix(
+    run: Run, concept: str, layer: int | None
+) -> tuple[np.ndarray, int, dict[str, Any]] | None:
+    """The stored probe scores of ``concept`` at ``layer`` (None: the probe's headline layer)
+    as [example, round], the layer, and the probe's summary; None when the run has no probe
+    of the concept."""
+    name = probe_name(concept)
+    if name not in run.analyses("probes"):
+        return None
+    analysis = run.read_analysis("probes", name, ["example_scores"])
+    scores = analysis.tables.get("example_scores")
+    if scores is None:
+        return None
+    chosen = int(analysis.summary["best_layer"]) if layer is None else layer
+    at = scores[scores["layer"] == chosen]
+    if at.empty:
+        have = ", ".join(str(x) for x in sorted(scores["layer"].unique()))
+        raise InterpError(f"layer {chosen} has no stored {name} scores; probed layers: {have}")
+    return layer_matrix(at, run.n_rounds), chosen, analysis.summary
+
+
+def all_layers_matrix(run: Run, concept: str) -> tuple[list[int], np.ndarray] | None:
+    """Every probed layer's scores as [layer, example, round]; None without a probe."""
+    name = probe_name(concept)
+    if name not in run.analyses("probes"):
+        return None
+    scores = run.read_analysis("probes", name, ["example_scores"]).tables.get("example_scores")
+    if scores is None:
+        return None
+    layers = sorted(int(x) for x in scores["layer"].unique())
+    stack = [layer_matrix(scores[scores["layer"] == la], run.n_rounds) for la in layers]
+    return layers, np.stack(stack)
+
+
+def layer_matrix(scores: pd.DataFrame, n_rounds: int) -> np.ndarray:
+    table = scores.pivot(index="example_index", columns="round", values="score")
+    return table.reindex(columns=range(n_rounds)).to_numpy(dtype=float)
+
+
+def no_probe_hint(run: Run, concept: str) -> str:
+    return (
+        f"{run.path} has no {probe_name(concept)} probe scores; make them with "
+        f"`interp probe --run {run.path} --concept {concept}` (or run the experiment with "
+        "--probe)"
+    )
+
+
+def weights_for(grid: Grid, n_boot: int, seed: int) -> np.ndarray:
+    """The cluster-bootstrap weight rows every estimate of one experiment shares."""
+    return bootstrap_weights(grid.clusters.ids, n_boot, seed)

@@ -1,0 +1,476 @@
+"""Convergence fit: how fast, and to what, does a quantity settle over the rounds?
+
+Per round r the mean over examples of accuracy, option entropy, ECE and the probe's concept
+score is fitted with a saturating exponential
+
+    y_r = y_inf + (y_0 - y_inf) * exp(-lam * r),        lam >= 0,
+
+by least squares (``scipy.optimize.curve_fit``, trust-region reflective with the bound
+0 <= lam <= LAM_MAX), started from the best of 240 rates between 0.001 and 50 (for a fixed
+rate the curve is linear in its two levels, solved exactly). When that best rate is the
+smallest one the data do not bend towards a limit: the start is kept and flagged "not
+saturating" (y_inf is then an extrapolation). Reported per
+quantity: y_0, y_inf, lam and the **settling round**, the first whole round r >= 0 at which
+the fitted curve is within eps of y_inf, i.e. ceil(ln(|y_0 - y_inf| / eps) / lam) (0 when the
+curve starts within eps; infinite when lam = 0 and it does not). eps is ``--eps`` for
+accuracy, ECE (both shares) and entropy (nats); for the concept score, whose scale is the
+probe's, it is eps times the standard deviation of the round-0 scores over examples.
+A curve that does not move (every round's mean equal) has no rate: lam is NaN, y_inf = y_0
+and it settles at round 0.
+
+Intervals: the cluster bootstrap of `interp.stats` (templates by default) draws examples;
+each resample's per-round means (its ECE: the weighted ECE of the resample) are fitted again,
+and the 2.5 / 97.5 percentiles of the refitted parameters are the 95% interval (resamples
+whose fit fails are left out). Three parameters need at least three rounds (0, 1, 2).
+
+The per-example correlation: per example, the entropy drop (round 0 minus the last round)
+and the concept-score change (last round minus round 0) at the same layer; Pearson's r with
+a cluster-bootstrap interval (weighted correlation per resample), and Spearman's rho. It asks
+whether the examples whose uncertainty falls most are those whose concept score moves most.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from interp.errors import InterpError
+from interp.experiments.common import (
+    ExperimentConfig,
+    ExperimentDir,
+    ExperimentResult,
+    Grid,
+    ModelHolder,
+    concept_matrix,
+    no_probe_hint,
+    run_grid,
+    validate,
+    weights_for,
+)
+from interp.lock import run_lock
+from interp.stats import percentile_interval
+from interp.store import Run
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+NAME = "convergence"
+LAM_MAX = 50.0  # exp(-50) is 2e-22: a curve at the bound has settled after one round
+N_BINS = 10  # ECE bins, equal width, as in interp.metrics
+LAM_GRID = np.geomspace(1e-3, LAM_MAX, 240)  # rates tried for curve_fit's start
+SATURATION_FACTOR = 10  # settling later than 10x the last round: "not saturating"
+QUANTITIES = ("accuracy", "entropy", "ece", "concept")
+
+
+@dataclass(frozen=True)
+class CurveFit:
+    y0: float
+    y_inf: float
+    lam: float
+    settle: float  # first whole round within eps of y_inf (inf: never; NaN: no fit)
+    rmse: float
+    note: str | None = None
+
+
+def saturating(r: np.ndarray, y_inf: float, y0: float, lam: float) -> np.ndarray:
+    """y_inf + (y0 - y_inf) * exp(-lam * r)."""
+    return y_inf + (y0 - y_inf) * np.exp(-lam * np.asarray(r, dtype=float))
+
+
+def settle_round(y0: float, y_inf: float, lam: float, eps: float) -> float:
+    """The first whole round at which the fitted curve is within ``eps`` of ``y_inf``."""
+    gap = abs(y0 - y_inf)
+    if not (math.isfinite(gap) and math.isfinite(lam)):
+        return math.nan
+    if gap <= eps:
+        return 0.0
+    if lam <= 0:
+        return math.inf
+    return float(max(0, math.ceil(math.log(gap / eps) / lam - 1e-12)))
+
+
+def fit_curve(rounds: np.ndarray, y: np.ndarray, eps: float) -> CurveFit:
+    """Least-squares fit of the saturating curve to ``y`` at ``rounds`` (module docstring)."""
+    from scipy.optimize import curve_fit
+
+    r = np.asarray(rounds, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ok = np.isfinite(y)
+    r, y = r[ok], y[ok]
+    if len(y) < 3:
+        return CurveFit(math.nan, math.nan, math.nan, math.nan, math.nan, "fewer than 3 rounds")
+    if np.ptp(y) <= 1e-12 * max(1.0, abs(float(y[0]))):
+        return CurveFit(float(y[0]), float(y[0]), math.nan, 0.0, 0.0, "flat: no change to fit")
+    p0 = _profile_start(r, y)
+    if p0[2] <= LAM_GRID[0]:
+        # The best rate on the grid is its smallest: the data do not bend towards a limit, and
+        # curve_fit would only walk lam towards 0 and y_inf towards infinity. Keep the grid's
+        # solution, flagged below as not saturating.
+        popt = p0
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # OptimizeWarning: covariance not estimable
+                popt, _ = curve_fit(
+                    saturating,
+                    r,
+                    y,
+                    p0=p0,
+                    bounds=([-np.inf, -np.inf, 0.0], [np.inf, np.inf, LAM_MAX]),
+                    maxfev=2_000,
+                )
+        except (RuntimeError, ValueError) as err:
+            return CurveFit(math.nan, math.nan, math.nan, math.nan, math.nan, f"no fit: {err}")
+    y_inf, y0, lam = (float(v) for v in popt)
+    rmse = float(np.sqrt(np.mean((saturating(r, y_inf, y0, lam) - y) ** 2)))
+    settle = settle_round(y0, y_inf, lam, eps)
+    # A rate near 0 makes the curve a straight line whose limit is far outside the data:
+    # y_inf is then an extrapolation, not a level the rounds approach.
+    note = None
+    if settle > SATURATION_FACTOR * max(1.0, float(r.max())):
+        note = "not saturating within the rounds observed: y_inf is an extrapolation"
+    return CurveFit(y0, y_inf, lam, settle, rmse, note)
+
+
+def _profile_start(r: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Start values for curve_fit: for each rate on ``LAM_GRID`` the curve is linear in y_inf
+    and y_0 - y_inf, solved in closed form; the rate with the least squared error wins. This
+    makes the fit fast and keeps it from starting far from the optimum."""
+    e = np.exp(-np.outer(LAM_GRID, r))  # [rate, round]
+    em = e.mean(axis=1, keepdims=True)
+    var = ((e - em) ** 2).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b = ((e - em) * (y - y.mean())).sum(axis=1) / var
+    a = y.mean() - b * em[:, 0]
+    sse = ((a[:, None] + b[:, None] * e - y) ** 2).sum(axis=1)
+    best = int(np.nanargmin(np.where(np.isfinite(sse), sse, np.inf)))
+    return float(a[best]), float(a[best] + b[best]), float(LAM_GRID[best])
+
+
+# --- per-resample curves ---------------------------------------------------------------------
+
+
+def weighted_means(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """[resample, round] means of [example, round] values, NaN left out."""
+    ok = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weights @ np.where(ok, values, 0.0)) / (weights @ ok.astype(float))
+
+
+def weighted_ece(confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[resample, round] expected calibration error (10 equal-width bins of the chosen
+    option's probability): sum over bins of |sum of w * (correct - confidence)| / sum of w,
+    which is interp.metrics' ECE when every weight is 1."""
+    n, n_rounds = confidence.shape
+    scored = np.isfinite(confidence)
+    conf = np.where(scored, confidence, 1.0)
+    bins = np.clip(np.ceil(conf * N_BINS).astype(np.int64) - 1, 0, N_BINS - 1)
+    gaps = np.zeros((n, n_rounds, N_BINS))
+    rows, cols = np.meshgrid(np.arange(n), np.arange(n_rounds), indexing="ij")
+    gaps[rows, cols, bins] = np.where(scored, correct - conf, 0.0)
+    per_bin = (weights @ gaps.reshape(n, n_rounds * N_BINS)).reshape(-1, n_rounds, N_BINS)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(per_bin).sum(axis=-1) / (weights @ scored.astype(float))
+
+
+def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Pearson's r of x and y under each weight row [resample, example]."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    w = weights * ok
+    x, y = np.where(ok, x, 0.0), np.where(ok, y, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = w.sum(axis=1)
+        mx, my = (w @ x) / total, (w @ y) / total
+        cov = (w @ (x * y)) / total - mx * my
+        vx = (w @ (x * x)) / total - mx**2
+        vy = (w @ (y * y)) / total - my**2
+        return cov / np.sqrt(vx * vy)
+
+
+def quantity_curves(
+    grid: Grid, concept: np.ndarray | None, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per quantity, [resample, round] means; row 0 is the observed data (weights of 1)."""
+    ones = np.ones((1, grid.n_examples))
+    w = np.vstack([ones, weights])
+    curves = {
+        "accuracy": weighted_means(w, grid.correct),
+        "entropy": weighted_means(w, grid.entropy),
+        "ece": weighted_ece(grid.confidence, grid.correct, w),
+    }
+    if concept is not None:
+        curves["concept"] = weighted_means(w, concept)
+    return curves
+
+
+def fit_table(
+    curves: dict[str, np.ndarray], eps: dict[str, float], n_examples: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The fits (observed fit + percentile intervals over the refitted resamples) and the
+    observed per-round means with their intervals and the fitted curve."""
+    fits, observed = [], []
+    for name, curve in curves.items():
+        n_rounds = curve.shape[1]
+        rounds = np.arange(n_rounds)
+        main = fit_curve(rounds, curve[0], eps[name])
+        boot = np.array(
+            [_as_row(fit_curve(rounds, c, eps[name])) for c in curve[1:]], dtype=float
+        ).reshape(-1, 4)
+        lo, hi = percentile_interval(boot) if len(boot) else (np.full(4, np.nan),) * 2
+        row: dict[str, Any] = {"quantity": name}
+        for j, key in enumerate(("y0", "y_inf", "lam", "settle")):
+            row[key] = getattr(main, key)
+            row[f"{key}_lo"], row[f"{key}_hi"] = float(lo[j]), float(hi[j])
+        row.update(
+            eps=eps[name],
+            rmse=main.rmse,
+            n_examples=n_examples,
+            n_rounds=n_rounds,
+            resamples_fitted=int(np.isfinite(boot[:, 1]).sum()) if len(boot) else 0,
+            note=main.note,
+        )
+        fits.append(row)
+        mlo, mhi = percentile_interval(curve[1:]) if len(curve) > 1 else (curve[0] * np.nan,) * 2
+        fitted = (
+            saturating(rounds, main.y_inf, main.y0, main.lam)
+            if math.isfinite(main.lam)
+            else np.full(n_rounds, main.y0)
+        )
+        for r in rounds:
+            observed.append(
+                {
+                    "quantity": name,
+                    "round": int(r),
+                    "mean": float(curve[0, r]),
+                    "lo": float(np.asarray(mlo)[r]),
+                    "hi": float(np.asarray(mhi)[r]),
+                    "fitted": float(fitted[r]),
+                }
+            )
+    return pd.DataFrame(fits), pd.DataFrame(observed)
+
+
+def _as_row(fit: CurveFit) -> tuple[float, float, float, float]:
+    return (fit.y0, fit.y_inf, fit.lam, fit.settle)
+
+
+def correlation_table(
+    grid: Grid, concept: np.ndarray, layer: int, weights: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-example entropy drop vs concept-score change (round 0 -> last round)."""
+    from scipy.stats import spearmanr
+
+    drop = grid.entropy[:, 0] - grid.entropy[:, -1]
+    change = concept[:, -1] - concept[:, 0]
+    r = float(weighted_pearson(drop, change, np.ones((1, len(drop))))[0])
+    lo, hi = (
+        percentile_interval(weighted_pearson(drop, change, weights))
+        if len(weights)
+        else (
+            math.nan,
+            math.nan,
+        )
+    )
+    ok = np.isfinite(drop) & np.isfinite(change)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: rho is NaN, said by the value
+        rho = float(spearmanr(drop[ok], change[ok]).statistic) if ok.sum() > 2 else math.nan
+    table = pd.DataFrame(
+        [
+            {
+                "x": "entropy_drop",
+                "y": "concept_change",
+                "layer": layer,
+                "n_examples": int(ok.sum()),
+                "pearson": r,
+                "lo": float(lo),
+                "hi": float(hi),
+                "spearman": rho,
+            }
+        ]
+    )
+    per_example = pd.DataFrame(
+        {
+            "example_index": np.arange(grid.n_examples),
+            "entropy_drop": drop,
+            "concept_change": change,
+            "correct_first": grid.correct[:, 0],
+            "correct_last": grid.correct[:, -1],
+        }
+    )
+    return table, per_example
+
+
+# --- the analysis of one run -----------------------------------------------------------------
+
+
+def analyse_run(
+    run: Run,
+    *,
+    concept: str = "stereotype",
+    layer: int | None = None,
+    eps: float = 0.01,
+    n_boot: int = 1000,
+    seed: int = 0,
+    cluster: str = "template",
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The convergence tables and summary of one run (no writing)."""
+    if run.n_rounds < 3:
+        raise InterpError(
+            f"{run.path} has rounds 0..{run.n_rounds - 1}; a convergence fit needs at least "
+            "rounds 0..2 (replay with --rounds 2 or more)"
+        )
+    grid = run_grid(run, cluster)
+    found = concept_matrix(run, concept, layer)
+    concept_scores, chosen = (found[0], found[1]) if found is not None else (None, None)
+    weights = weights_for(grid, n_boot, seed)
+    curves = quantity_curves(grid, concept_scores, weights)
+    eps_by = {"accuracy": eps, "entropy": eps, "ece": eps}
+    if concept_scores is not None:
+        sd = float(np.nanstd(concept_scores[:, 0]))
+        eps_by["concept"] = eps * sd if sd > 0 else eps
+    fits, observed = fit_table(curves, eps_by, grid.n_examples)
+    tables = {"fits": fits, "observed": observed}
+    summary: dict[str, Any] = {
+        "experiment": NAME,
+        "run": str(run.path),
+        "plan": run.manifest.get("plan", {}).get("name"),
+        "model": "saturating: y_r = y_inf + (y_0 - y_inf) * exp(-lam * r), lam in [0, 50]",
+        "fit": "scipy.optimize.curve_fit (trf, bounded); intervals: refit per bootstrap resample",
+        "eps": eps_by,
+        "n_boot": n_boot,
+        "cluster": grid.clusters.to_dict(),
+        "fits": _records(fits),
+    }
+    if concept_scores is not None:
+        corr, per_example = correlation_table(grid, concept_scores, int(chosen), weights)
+        tables["correlation"] = corr
+        tables["example_changes"] = per_example
+        summary["concept"] = {"name": concept, "layer": int(chosen)}
+        summary["correlation"] = _records(corr)[0]
+    else:
+        summary["concept"] = None
+        summary["concept_note"] = no_probe_hint(run, concept)
+    summary["reading"] = reading(fits, summary.get("correlation"))
+    return tables, summary
+
+
+def reading(fits: pd.DataFrame, corr: dict[str, Any] | None) -> list[str]:
+    """Plain sentences on what the fitted numbers support."""
+    lines = []
+    for row in fits.itertuples():
+        note = row.note if isinstance(row.note, str) else None
+        if note and note.startswith("flat"):
+            lines.append(f"{row.quantity}: does not change over the rounds (no rate to fit).")
+            continue
+        if not math.isfinite(row.lam):
+            lines.append(f"{row.quantity}: the curve could not be fitted ({note}).")
+            continue
+        if note:
+            lines.append(f"{row.quantity}: {note} (fitted rate {row.lam:.3g} per round).")
+            continue
+        moved = not (row.y_inf_lo <= row.y0 <= row.y_inf_hi)
+        direction = "rises" if row.y_inf > row.y0 else "falls"
+        settle = "never" if math.isinf(row.settle) else f"by round {int(row.settle)}"
+        lines.append(
+            f"{row.quantity}: {direction} from {row.y0:.3g} towards {row.y_inf:.3g} "
+            f"(95% CI [{row.y_inf_lo:.3g}, {row.y_inf_hi:.3g}]), rate {row.lam:.3g} per round, "
+            f"within eps {settle}; "
+            + (
+                "the limit differs from round 0 beyond its interval."
+                if moved
+                else "round 0 lies inside the limit's interval: no reliable change."
+            )
+        )
+    if corr is not None:
+        lo, hi = corr.get("lo"), corr.get("hi")
+        if lo is None or hi is None:
+            lines.append("entropy drop vs concept change: no interval (too few clusters).")
+        elif lo > 0 or hi < 0:
+            lines.append(
+                f"entropy drop vs concept change: r = {corr['pearson']:.2f} [{lo:.2f}, {hi:.2f}]"
+                ": examples whose uncertainty falls more move more along the concept."
+            )
+        else:
+            lines.append(
+                f"entropy drop vs concept change: r = {corr['pearson']:.2f} [{lo:.2f}, {hi:.2f}]"
+                ": no reliable per-example link between the two."
+            )
+    return lines
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for rec in frame.to_dict("records"):
+        out.append({k: _json(v) for k, v in rec.items()})
+    return out
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# --- the verbs -------------------------------------------------------------------------------
+
+
+def convergence_of_run(
+    run_dir: str | Path,
+    *,
+    concept: str = "stereotype",
+    layer: int | None = None,
+    eps: float = 0.01,
+    n_boot: int = 1000,
+    seed: int = 0,
+    cluster: str = "template",
+) -> ExperimentResult:
+    """Fit an existing run; write ``<run>/experiments/convergence/`` (tables, summary)."""
+    run = Run.open(run_dir)
+    validate_analysis(
+        ExperimentConfig(layer=layer, eps=eps, n_boot=n_boot, seed=seed, cluster=cluster)
+    )
+    tables, summary = analyse_run(
+        run, concept=concept, layer=layer, eps=eps, n_boot=n_boot, seed=seed, cluster=cluster
+    )
+    with run_lock(run.path):
+        run.write_analysis("experiments", NAME, tables, summary)
+    return ExperimentResult(NAME, run.path / "experiments" / NAME, tables, summary)
+
+
+def validate_analysis(config: ExperimentConfig) -> None:
+    """The analysis settings only (a stored run has its rounds already)."""
+    validate(replace(config, rounds=2))
+
+
+def convergence(
+    config: ExperimentConfig,
+    *,
+    model: HookedTransformer | None = None,
+    progress: bool = False,
+    command: str | None = None,
+) -> ExperimentResult:
+    """Replay ``config.plan`` (reused when done), probe it, and fit the curves."""
+    validate(config)
+    holder = ModelHolder(config, model)
+    with ExperimentDir(NAME, config, command) as exp:
+        run = exp.arm("main", config.plan, holder, progress=progress)
+        tables, summary = analyse_run(
+            run,
+            concept=config.concept,
+            layer=config.layer,
+            eps=config.eps,
+            n_boot=config.n_boot,
+            seed=config.seed,
+            cluster=config.cluster,
+        )
+        sizes = {"n_examples": int(run.manifest["task"]["n_examples"]), "rounds": config.rounds}
+        return exp.write_result(tables, summary, sizes)

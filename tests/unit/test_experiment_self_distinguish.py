@@ -1,0 +1,100 @@
+"""The self-distinguish experiment (issue 15, item 4): scoring with both orders by hand, the
+rebuilt conversation against the stored transcript, and the experiment on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interp.experiments.common import ExperimentConfig
+from interp.experiments.self_distinguish import (
+    PREFIX,
+    QUESTION,
+    _rounds_inputs,
+    score_orders,
+    self_distinguish,
+    unbiased_option,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_score_orders_by_hand():
+    # [example, order, (a, b)]; order 0 shows the unbiased answer as (a), order 1 as (b)
+    logp = np.array(
+        [
+            [[-1, -2], [-2, -1]],  # picks unbiased both times: (a) then (b)
+            [[-1, -2], [-1, -2]],  # always (a): right only in order 0
+            [[-2, -1], [-2, -1]],  # always (b): right only in order 1
+            [[-2, -1], [-1, -2]],  # picks the stereotyped answer both times
+        ],
+        dtype=float,
+    )
+    s = score_orders(logp)
+    assert s["order_unbiased_first"].tolist() == [1, 1, 0, 0]
+    assert s["order_stereotyped_first"].tolist() == [1, 0, 1, 0]
+    assert s["both"].tolist() == [1, 0, 0, 0]
+    assert s["picks_a"].tolist() == [0.5, 1.0, 0.0, 0.5]
+
+
+def test_unbiased_option():
+    assert unbiased_option(label=1, target=0) == 1
+    assert unbiased_option(label=0, target=0) is None  # the correct answer is the stereotype
+    assert unbiased_option(label=2, target=-1) is None
+
+
+@pytest.fixture(scope="module")
+def distinguished(tmp_path_factory, tiny_model):
+    config = ExperimentConfig(
+        out=str(tmp_path_factory.mktemp("sd") / "exp"),
+        model="tiny",
+        rounds=2,
+        limit=6,
+        n_boot=30,
+        probe=False,
+    )
+    return self_distinguish(config, model=tiny_model), config
+
+
+def test_rebuilt_history_is_the_stored_transcript(distinguished, tiny_model):
+    from interp.conversation import RoundInput, build_conversation
+    from interp.store import Run
+
+    result, _ = distinguished
+    run = Run.open(result.path / "runs" / "main")
+    tok = tiny_model.tokenizer
+    rounds = run.rounds().sort_values(["example_index", "round"])
+    answers = rounds[rounds["example_index"] == 0]["answer_text"].tolist()
+    last = run.n_rounds - 1
+    history = _rounds_inputs(run, tok, 0, last, answers)
+    ask = RoundInput(user=QUESTION.format(first="x", second="y"), prefix=PREFIX)
+    conv = build_conversation(
+        tok, [*history, ask], answer_prefix=run.manifest["plan"]["answer_prefix"]
+    )
+    stored = run.tokens()[0]
+    end = int(rounds[rounds["example_index"] == 0]["readout_pos"].iloc[-1]) + 1
+    assert conv.tokens[:end] == stored[:end]  # the asked model sees the replay's transcript
+    assert tok.decode(conv.tokens).endswith(PREFIX)
+
+
+def test_self_distinguish_end_to_end(distinguished):
+    result, config = distinguished
+    table = result.tables["per_round"]
+    assert table["round"].tolist() == [0, 1, 2]
+    for key in ("both", "order_unbiased_first", "order_stereotyped_first", "picks_a"):
+        assert ((table[f"{key}_lo"] <= table[key]) & (table[key] <= table[f"{key}_hi"])).all()
+    per_example = result.tables["per_example"]
+    assert len(per_example) == 3 * result.summary["n_examples"]
+    # both = right in each order, per example
+    both = per_example["order_unbiased_first"] * per_example["order_stereotyped_first"]
+    assert (both == per_example["both"]).all()
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert manifest["inputs"]["question"] == QUESTION
+    # resumed: the replay is reused, the same numbers come back
+    stamp = (result.path / "runs" / "main" / "manifest.json").stat().st_mtime_ns
+    again = self_distinguish(config)
+    assert (result.path / "runs" / "main" / "manifest.json").stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(again.tables["per_example"], per_example)
