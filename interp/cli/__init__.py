@@ -1,6 +1,7 @@
 """The ``interp`` command line. Library functions do the work; this package parses and prints.
 
-One module per command (``models``, ``replay``, ``metrics``, ``probe``, ``patch``, ``export``),
+One module per command (``models``, ``replay``, ``metrics``, ``probe``, ``patch``, ``export``,
+``sae`` with its subcommands),
 the text they print in :mod:`interp.cli.format`, the options several commands share in
 :mod:`interp.cli.options`. Commands are registered here, explicitly; a command module imports
 its library (and with it torch and TransformerLens) only inside the command function, so
@@ -22,7 +23,7 @@ from typing import Any
 
 import typer
 
-from interp.cli import export, metrics, models, patch, probe, replay
+from interp.cli import export, metrics, models, patch, probe, replay, sae
 from interp.cli.format import format_metrics
 from interp.cli.options import MULTI_VALUE_OPTIONS
 from interp.errors import InterpError
@@ -88,6 +89,10 @@ app.command("metrics")(_user_errors(metrics.metrics))
 app.command("probe")(_user_errors(probe.probe))
 app.command("patch")(_user_errors(patch.patch))
 app.command("export")(_user_errors(export.export))
+# `interp sae ...`: a sub-app, one line per subcommand.
+sae.sae_app.command("train")(_user_errors(sae.train))
+sae.sae_app.command("eval")(_user_errors(sae.evaluate))
+app.add_typer(sae.sae_app, name="sae")
 
 
 def _expand_multi_value_options(argv: list[str]) -> list[str]:

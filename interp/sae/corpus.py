@@ -126,7 +126,8 @@ def build_corpus(config: CorpusConfig, model: HookedTransformer) -> Corpus:
     for name, part in (("train", train), ("heldout", held)):
         for d in part:
             entry = counts.setdefault(
-                d.source, {"train_docs": 0, "train_tokens": 0, "heldout_docs": 0, "heldout_tokens": 0}
+                d.source,
+                {"train_docs": 0, "train_tokens": 0, "heldout_docs": 0, "heldout_tokens": 0},
             )
             entry[f"{name}_docs"] += 1
             entry[f"{name}_tokens"] += len(d.tokens)
@@ -158,6 +159,12 @@ def check_corpus_config(config: CorpusConfig) -> None:
         raise InterpError("--corpus run needs --run DIR...")
     if config.runs and "run" not in kinds:
         raise InterpError("--run is read by --corpus run; add it")
+    for path in config.data:
+        if not Path(path).is_file():
+            raise InterpError(f"--data {path}: no such file")
+    for path in config.runs:
+        if not Path(path).is_dir():
+            raise InterpError(f"--run {path}: no such run directory")
     if not MIN_CONTEXT <= config.context <= MAX_CONTEXT:
         raise InterpError(f"--context must be between {MIN_CONTEXT} and {MAX_CONTEXT} tokens")
     if not 0.0 < config.heldout < 1.0:
@@ -214,7 +221,8 @@ def _documents(kind: str, config: CorpusConfig, model: HookedTransformer) -> lis
         return [
             Document(kind, _template_group(ex), tokens)
             for ex, tokens in zip(
-                examples, round0_prompts(model.tokenizer, examples, config.plan, config.system),
+                examples,
+                round0_prompts(model.tokenizer, examples, config.plan, config.system),
                 strict=True,
             )
         ]

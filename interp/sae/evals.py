@@ -144,7 +144,10 @@ def format_evals(evals: dict[str, Any]) -> str:
     rows = [
         ("explained variance", f"{evals['explained_variance']:.3f}"),
         ("mean L0", f"{evals['mean_l0']:.1f}"),
-        ("dead latents", f"{evals['dead_latents']} of {evals['width']} ({evals['dead_fraction']:.1%})"),
+        (
+            "dead latents",
+            f"{evals['dead_latents']} of {evals['width']} ({evals['dead_fraction']:.1%})",
+        ),
         (
             f"dense latents (> {evals['dense_threshold']:.0%} of tokens)",
             f"{evals['dense_latents']} ({evals['dense_fraction']:.1%})",
@@ -155,8 +158,14 @@ def format_evals(evals: dict[str, Any]) -> str:
             f"{evals['ce_loss_zero_ablated']:.3f}",
         ),
         ("CE loss recovered", f"{evals['ce_loss_recovered']:.3f}"),
-        ("KL with SAE / zero-ablated", f"{evals['kl_with_sae']:.4f} / {evals['kl_zero_ablated']:.3f}"),
-        ("held-out tokens scored", f"{evals['scored_tokens']} ({evals['heldout_sequences']} sequences)"),
+        (
+            "KL with SAE / zero-ablated",
+            f"{evals['kl_with_sae']:.4f} / {evals['kl_zero_ablated']:.3f}",
+        ),
+        (
+            "held-out tokens scored",
+            f"{evals['scored_tokens']} ({evals['heldout_sequences']} sequences)",
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
-from interp.sae.load import SAE_CONFIG, SAE_WEIGHTS, check_sae_fits
+from interp.sae.load import SAE_CONFIG, SAE_WEIGHTS
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +48,7 @@ EVALS_FILE = "evals.json"
 # activations times decoder norms) and jumprelu's L0 coefficient.
 DEFAULT_PENALTY = {"standard": 5.0, "jumprelu": 1.0}
 MAX_CURVE_POINTS = 200
+NORM_BATCHES = 4  # batches drawn (and not trained on) to estimate the input scaling
 
 
 @dataclass
@@ -61,7 +62,7 @@ class TrainConfig:
     k: int = 32  # topk/batchtopk: active latents per token
     l1: float | None = None  # standard: L1 coefficient; jumprelu: L0 coefficient (None: default)
     tokens: int | None = None  # training activations (None: one pass over the training split)
-    lr: float = 4e-4
+    lr: float = 5e-4
     batch_tokens: int = 1024  # activations per optimiser step
     seed: int = 0  # SAE initialisation, buffer shuffling, the corpus split and order
     eval_tokens: int = 8192  # held-out tokens evaluated after training (at most)
@@ -73,6 +74,7 @@ class TrainResult:
     path: Path
     training: dict[str, Any]
     evals: dict[str, Any]
+    sae: Any  # the trained sae-lens TrainingSAE, in memory (the folder holds its inference form)
 
 
 def check_train_config(config: TrainConfig, model: HookedTransformer | None = None) -> int:
@@ -108,15 +110,16 @@ def check_train_config(config: TrainConfig, model: HookedTransformer | None = No
 def hook_width(model: HookedTransformer, hook: str) -> int:
     """The width of ``hook``'s activations, refusing hooks the model lacks or whose width is
     not one vector per position (attention patterns, per-head hooks)."""
+    if hook not in model.hook_dict:
+        raise InterpError(
+            f"--hook {hook}: model {model.cfg.model_name} ({model.cfg.n_layers} layers) has no "
+            "such hook (e.g. blocks.0.hook_resid_post)"
+        )
     if hook.endswith(("mlp.hook_post", "mlp.hook_pre")):
         width = model.cfg.d_mlp
     elif "hook_resid" in hook or hook.endswith(("hook_attn_out", "hook_mlp_out")):
         width = model.cfg.d_model
     else:
-        width = None
-    cfg = {"d_in": width or 0, "metadata": {"hook_name": hook}}
-    check_sae_fits(cfg, model, path="")  # names the hook the model does not have
-    if width is None:
         raise InterpError(
             f"--hook {hook}: an SAE here reads a residual-stream or MLP hook "
             "(e.g. blocks.12.hook_resid_post)"
@@ -159,8 +162,15 @@ def train_sae(
         evals["corpus_hash"] = corpus.hash
         t_eval = time.perf_counter() - t2
         training = _training_record(
-            config, model, corpus, tokens, train_tokens, curve, sae,
-            started=started, seconds={"corpus": t_corpus, "train": t_train, "eval": t_eval},
+            config,
+            model,
+            corpus,
+            tokens,
+            train_tokens,
+            curve,
+            sae,
+            started=started,
+            seconds={"corpus": t_corpus, "train": t_train, "eval": t_eval},
         )
         _write_json(work / TRAINING_FILE, training)
         _write_json(work / EVALS_FILE, evals)
@@ -170,7 +180,7 @@ def train_sae(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return TrainResult(out, training, evals)
+    return TrainResult(out, training, evals, sae)
 
 
 def count_trainable(sequences: torch.Tensor, exclude_ids: list[int]) -> int:
@@ -190,7 +200,14 @@ def runner_config(
 
     _, cfg_class = get_sae_training_class(config.architecture)
     device = str(model.cfg.device)
-    sae_fields: dict[str, Any] = {"d_in": d_in, "d_sae": config.width, "device": device}
+    # Inputs scaled to mean norm sqrt(d_in) while training (estimated on a few batches, folded
+    # into the saved weights): residual norms of ~100s would otherwise need many more steps.
+    sae_fields: dict[str, Any] = {
+        "d_in": d_in,
+        "d_sae": config.width,
+        "device": device,
+        "normalize_activations": "expected_average_only_in",
+    }
     if config.architecture in ("topk", "batchtopk"):
         sae_fields["k"] = config.k
     penalty = config.l1 if config.l1 is not None else DEFAULT_PENALTY.get(config.architecture)
@@ -230,6 +247,7 @@ def runner_config(
         output_path=None,
         n_checkpoints=0,
         verbose=False,
+        n_batches_for_norm_estimate=NORM_BATCHES,
         # our model is loaded unprocessed; sae-lens' default ({"center_writing_weights":
         # False}) would make every load of the SAE warn about it
         model_from_pretrained_kwargs={},
@@ -262,10 +280,10 @@ def _run_sae_lens(
     d_in: int,
     tokens: int,
     progress: bool,
-) -> tuple[Any, list[dict[str, float]]]:
+) -> tuple[Any, list[dict[str, float | int]]]:
     import torch
 
-    curve: list[dict[str, float]] = []
+    curve: list[dict[str, float | int]] = []
     every = max(1, (tokens // config.batch_tokens) // MAX_CURVE_POINTS)
     with torch.random.fork_rng(devices=[]), _quiet_sae_lens():
         torch.manual_seed(config.seed)
@@ -277,7 +295,7 @@ def _run_sae_lens(
     return sae, curve
 
 
-def _recording_fit(curve: list[dict[str, float]], every: int, tokens: int, progress: bool):
+def _recording_fit(curve: list[dict[str, float | int]], every: int, tokens: int, progress: bool):
     """The runner's fit step, without its process-wide signal handlers, recording the loss
     curve (every ``every`` steps and the last) and driving our progress bar."""
     import torch
@@ -343,7 +361,7 @@ def _training_record(
     corpus: Corpus,
     tokens: int,
     train_tokens: int,
-    curve: list[dict[str, float]],
+    curve: list[dict[str, float | int]],
     sae: Any,
     *,
     started: dt.datetime,
