@@ -21,9 +21,9 @@ from a hash of (seed, group), so it is the same for a seed whatever else is in t
 and no group (BBQ template, concept pair) has documents on both sides. Documents of each split
 are shuffled (seeded), concatenated and cut into sequences of ``context`` tokens, each of which
 starts with the *sink token* (the tokenizer's BOS, else its EOS): position 0 of every sequence
-is the attention sink, whose residual norm is ~150x the median in small models, and making it
-a special token lets both sae-lens' trainer (``exclude_special_tokens``) and its evals
-(``ignore_tokens``) leave it out with the other special tokens (`Corpus.exclude_ids`).
+is the attention sink, whose residual norm is ~150x the median in small models. Training and
+evaluation leave out the first positions of each sequence and the special tokens
+(`Corpus.exclude_ids`; `interp.sae.evals.scored_mask`).
 """
 
 from __future__ import annotations

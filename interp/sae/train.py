@@ -3,10 +3,12 @@
 `train_sae` hands sae-lens' ``LanguageModelSAETrainingRunner`` our loaded ``HookedTransformer``
 (``override_model``: the fast block path stays on, since sae-lens caches one residual hook)
 and a ``datasets.Dataset`` of packed token sequences (``override_dataset``: nothing from a
-hub). The sink position is excluded inside the runner, without a second activation path: every
-packed sequence starts with the tokenizer's BOS (`interp.sae.corpus`), and the runner's
-``exclude_special_tokens`` drops that position with the other special tokens before the
-activations reach the trainer; sae-lens' evals drop the same tokens. No wandb, no
+hub). The sink is excluded inside the runner, without a second activation path: every packed
+sequence starts with the tokenizer's BOS (`interp.sae.corpus`); the runner's ``seqpos_slice``
+drops positions 0 and 1 (the first content token after the BOS is sometimes a second sink in
+SmolLM2, at up to 160x the median norm) and its ``exclude_special_tokens`` drops the special
+tokens elsewhere, before the activations reach the trainer. `interp.sae.evals` scores the
+same positions. No wandb, no
 checkpoints; sae-lens' coarse progress bar (every 100 steps) is replaced by one per step.
 
 The output folder is what ``SAE.load_from_disk`` loads (``cfg.json`` +
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
+from interp.sae.evals import SINK_POSITIONS
 from interp.sae.load import SAE_CONFIG, SAE_WEIGHTS
 
 if TYPE_CHECKING:
@@ -184,10 +187,10 @@ def train_sae(
 
 
 def count_trainable(sequences: torch.Tensor, exclude_ids: list[int]) -> int:
-    """Positions of ``sequences`` whose token is not excluded (what the trainer sees)."""
-    import torch
+    """Positions of ``sequences`` the trainer sees (`interp.sae.evals.scored_mask`)."""
+    from interp.sae.evals import scored_mask
 
-    return int((~torch.isin(sequences, torch.tensor(exclude_ids))).sum())
+    return int(scored_mask(sequences, exclude_ids).sum())
 
 
 def runner_config(
@@ -232,6 +235,9 @@ def runner_config(
         store_batch_size_prompts=8,
         train_batch_size_tokens=config.batch_tokens,
         prepend_bos=True,  # every sequence starts with the sink token (BOS)
+        # the sink (position 0) and the first content token, sometimes a second sink, are
+        # sliced off; the special tokens elsewhere are dropped by id
+        seqpos_slice=(SINK_POSITIONS, None),
         sequence_separator_token=None,
         exclude_special_tokens=list(corpus.exclude_ids),
         device=device,
@@ -383,7 +389,10 @@ def _training_record(
             "trained": tokens,
             "train_split": train_tokens,
             "epochs": tokens / train_tokens,
-            "excluded": "position 0 of every sequence (the sink, a BOS) and special tokens",
+            "excluded": (
+                f"the first {SINK_POSITIONS} positions of every sequence (the sink, a BOS, and "
+                "the first content token, sometimes a second sink) and special tokens"
+            ),
         },
         "final": {
             "l0_during_training": getattr(meta, "l0", None),

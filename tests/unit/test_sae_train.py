@@ -22,6 +22,7 @@ from interp.sae.corpus import (
     round0_prompts,
     split_documents,
 )
+from interp.sae.evals import scored_mask
 from interp.sae.load import load_sae
 from interp.sae.train import TrainConfig, count_trainable, make_runner, train_sae
 from interp.tasks import load_builtin
@@ -130,8 +131,9 @@ def test_sink_and_special_tokens_never_reach_the_trainer(tiny_model, one_torch_t
         acts = runner.activations_store.get_filtered_llm_batch()
     batch = corpus.train[:8]  # the store reads the dataset in order, 8 sequences a batch
     _, cache = tiny_model.run_with_cache(batch, names_filter=[HOOK])
-    keep = ~torch.isin(batch, torch.tensor(corpus.exclude_ids))
-    assert not bool(keep[:, 0].any())  # position 0 (the sink) is among the excluded
+    keep = scored_mask(batch, corpus.exclude_ids)
+    assert not bool(keep[:, :2].any())  # the sink (position 0) and its occasional twin (1)
+    assert bool(keep[:, 2:].any()) and int(keep.sum()) < keep.numel()
     assert acts.shape[0] == count_trainable(batch, corpus.exclude_ids) == int(keep.sum())
     assert torch.allclose(acts, cache[HOOK][keep], atol=1e-6)
 
@@ -143,7 +145,7 @@ def test_training_reduces_reconstruction_loss(trained, tiny_model, tmp_path):
         torch.manual_seed(config.seed)  # the initialisation train_sae started from
         start = make_runner(config, tiny_model, corpus, tiny_model.cfg.d_model, 8192).sae
     _, cache = tiny_model.run_with_cache(corpus.heldout, names_filter=[HOOK])
-    x = cache[HOOK][~torch.isin(corpus.heldout, torch.tensor(corpus.exclude_ids))]
+    x = cache[HOOK][scored_mask(corpus.heldout, corpus.exclude_ids)]
     with torch.no_grad():
         before = (start.decode(start.encode(x)) - x).pow(2).sum(-1).mean()
         after = (trained.sae.decode(trained.sae.encode(x)) - x).pow(2).sum(-1).mean()
