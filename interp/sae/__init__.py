@@ -2,6 +2,11 @@
 
 - `interp.sae.load`: open any sae-lens SAE folder (``cfg.json`` + ``sae_weights.safetensors``,
   what ``SAE.save_model`` writes and ``SAE.load_from_disk`` reads) and check it against a model.
+- `interp.sae.corpus`: offline corpora (BBQ round-0 prompts, concept statements, run
+  transcripts, text), split by group into train and held-out, packed with the sink token first.
+- `interp.sae.train`: training with sae-lens' ``LanguageModelSAETrainingRunner`` on our model.
+- `interp.sae.evals`: explained variance, L0, dead/dense latents, CE loss recovered and KL on
+  held-out tokens.
 
 The package sits below the analyses (replay, patching, probes) in the layers contract, so
 feature patching can use it; it reads runs only through `interp.store.Run`.
