@@ -40,9 +40,12 @@ ModelOpt = Annotated[
 ContextOpt = Annotated[int, typer.Option(help="Tokens per packed sequence (sink included).")]
 HeldoutOpt = Annotated[float, typer.Option(help="Share of groups held out for evaluation.")]
 PlanOpt = Annotated[str, typer.Option(help="bbq/builtin: the plan whose round 0 renders them.")]
+SystemOpt = Annotated[
+    str | None, typer.Option(help="bbq/builtin: a system prompt (default: the template's).")
+]
 
 
-def _corpus_config(corpus, data, runs, plan, context, heldout, seed):
+def _corpus_config(corpus, data, runs, plan, system, context, heldout, seed):
     from interp.sae.corpus import CorpusConfig
 
     kinds = [k.strip() for part in corpus for k in part.split(",") if k.strip()]
@@ -51,6 +54,7 @@ def _corpus_config(corpus, data, runs, plan, context, heldout, seed):
         data=[str(p) for p in data or []],
         runs=[str(p) for p in runs or []],
         plan=plan,
+        system=system,
         context=context,
         heldout=heldout,
         seed=seed,
@@ -85,6 +89,7 @@ def train(
     heldout: HeldoutOpt = 0.1,
     eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at the end.")] = 8192,
     plan: PlanOpt = "self-correct",
+    system: SystemOpt = None,
     seed: Annotated[int, typer.Option(help="Initialisation, shuffling, split, order.")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print evals.json.")] = False,
@@ -111,7 +116,7 @@ def train(
         batch_tokens=batch_tokens,
         seed=seed,
         eval_tokens=eval_tokens,
-        corpus=_corpus_config(corpus, data, run, plan, context, heldout, seed),
+        corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
     )
     check_train_config(config)  # before the model loads
     result = train_sae(config, load_model(model, device=device), progress=not as_json)
@@ -138,6 +143,7 @@ def evaluate(
     heldout: HeldoutOpt = 0.1,
     eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated (at most).")] = 8192,
     plan: PlanOpt = "self-correct",
+    system: SystemOpt = None,
     seed: Annotated[int, typer.Option(help="The corpus split and order.")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
@@ -154,7 +160,7 @@ def evaluate(
     from interp.sae.evals import evaluate_on_corpus, format_evals
     from interp.sae.load import read_sae_config
 
-    config = _corpus_config(corpus, data, run, plan, context, heldout, seed)
+    config = _corpus_config(corpus, data, run, plan, system, context, heldout, seed)
     check_corpus_config(config)
     read_sae_config(sae)  # a folder that is no SAE is refused before the model loads
     if eval_tokens < 1:
