@@ -1,6 +1,7 @@
 """The ``interp`` command line. Library functions do the work; this package parses and prints.
 
-One module per command (``models``, ``replay``, ``metrics``, ``probe``, ``patch``, ``export``),
+One module per command (``models``, ``replay``, ``metrics``, ``probe``, ``patch``, ``export``,
+``sae`` with its subcommands),
 the text they print in :mod:`interp.cli.format`, the options several commands share in
 :mod:`interp.cli.options`. Commands are registered here, explicitly; a command module imports
 its library (and with it torch and TransformerLens) only inside the command function, so

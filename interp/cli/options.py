@@ -11,7 +11,7 @@ from interp.distributed import Workers
 from interp.errors import InterpError
 
 # Options that take several values after one flag (``--data A.jsonl B.jsonl``).
-MULTI_VALUE_OPTIONS = ("--data", "--hooks", "--heads", "--examples")
+MULTI_VALUE_OPTIONS = ("--data", "--hooks", "--heads", "--examples", "--corpus")
 
 # No model has this many layers; a bound before expanding ranges keeps "0-99999999999" from
 # building a list of 10^11 layers (the check against the run's layers comes later).

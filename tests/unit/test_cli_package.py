@@ -94,6 +94,22 @@ def test_commands_are_registered_in_one_place() -> None:
     assert sorted(COMMAND.commands) == sorted(
         ["models", "replay", "metrics", "probe", "patch", "export", "sae", "experiment"]
     )
+    assert {"train", "eval", "features"} <= set(COMMAND.commands["sae"].commands)
+
+
+def test_sae_train_defaults_are_the_config_defaults() -> None:
+    from interp.sae.corpus import CorpusConfig
+    from interp.sae.train import TrainConfig
+
+    train = COMMAND.commands["sae"].commands["train"]
+    defaults = {
+        **{f.name: _field_default(f) for f in dataclasses.fields(CorpusConfig)},
+        **{f.name: _field_default(f) for f in dataclasses.fields(TrainConfig)},
+    }
+    for param in train.params:
+        if param.name in defaults and param.name not in ("out", "corpus", "data", "runs"):
+            assert param.default == defaults[param.name], param.name
+    assert {p.name for p in train.params} >= set(defaults) - {"runs"}
 
 
 # --- every option against its config field ------------------------------------------------
