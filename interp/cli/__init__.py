@@ -49,7 +49,7 @@ _FIELD_AT_START = re.compile(r"^([a-z][a-z0-9]*(?:_[a-z0-9]+)*) ")
 # a message may start with an ordinary word that is also a field's name, such as "out").
 _OPTION_FIELDS = frozenset(
     {"rounds", "limit", "sample", "batch_size", "max_new_tokens", "hooks", "force_round0"}
-)
+) | {"max_orders"}
 
 
 def flag_message(message: str) -> str:

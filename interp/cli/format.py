@@ -11,6 +11,7 @@ from interp.tables import (
     fixed,
     format_calibration,
     format_copy_rate,
+    format_debiased_extra,
     format_metrics,
     format_per_category,
 )
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # probes.api imports torch; `interp --help` should not
 __all__ = [
     "format_calibration",
     "format_copy_rate",
+    "format_debiased_extra",
     "format_metrics",
     "format_patching",
     "format_per_category",

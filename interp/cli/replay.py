@@ -85,6 +85,14 @@ def replay(
             "interp metrics then adds debiased scores (orders averaged per example).",
         ),
     ] = "none",
+    max_orders: Annotated[
+        int,
+        typer.Option(
+            help="Refuse a permuted replay that gives any example more orders than this "
+            "(--permute all is k!: 120 orders for 5 options, 720 for 6); raise it to run "
+            "such a replay anyway.",
+        ),
+    ] = 24,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Replay self-correction rounds and store answers, scores and read-out activations.
@@ -115,7 +123,18 @@ def replay(
         dtype=dtype,
         force_round0=force_round0,
         permute=permute,
+        max_orders=max_orders,
     )
+    if permute == "all":  # k! grows fast: say what it costs before any compute
+        from interp.replay import planned_conversations
+
+        n_examples, n_rows = planned_conversations(config)
+        typer.echo(
+            f"warning: --permute all replays {n_examples} examples as {n_rows} conversations "
+            f"({n_rows / max(n_examples, 1):.0f} orders per example on average), each for "
+            f"{rounds + 1} rounds; --permute cyclic needs one order per option",
+            err=True,
+        )
     command = "interp " + shlex.join(sys.argv[1:])
     run = run_replay(config, progress=not as_json, command=command)
     forced = run.manifest.get("force_round0")
