@@ -468,6 +468,12 @@ def _patch_title(summary: dict[str, Any], name: str) -> str:
 
 def _patch_caption(summary: dict[str, Any], table: pd.DataFrame) -> str:
     n = summary.get("n_examples")
+    base = (summary.get("cluster") or {}).get("n_base_examples")
+    if base is not None:  # a permuted run: rows are (example, order) pairs
+        n = (
+            f"{n} option orders of {base} base examples (each scored with its own letters; "
+            "intervals resample base examples)"
+        )
     name = _e(str(summary.get("name", "")))
     if figures.patching_value(table) == "delta":
         gap = table.iloc[0]

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from interp.cli import app
+from interp.cli.format import format_patching
 from interp.metrics import compute_metrics
 from interp.patching import PatchConfig, patch
 from interp.permute import check_order_count, n_orders
@@ -98,6 +99,7 @@ def test_patching_uses_each_orders_letters_and_groups_by_base_example(
     cluster = result.summary["cluster"]
     assert cluster["n_clusters"] == n_base and cluster["n_base_examples"] == n_base
     assert n_base < len(used)  # several orders per base example, one cluster each
+    assert f"option orders of {n_base} base examples" in format_patching(result.summary)
     # the target round's value is logit[shown label] - logit[shown target] of that order
     r0 = rounds[rounds["round"] == 0].set_index("example_index")
     got = result.per_example.drop_duplicates("example_index").set_index("example_index")["clean"]
