@@ -31,11 +31,13 @@ setup: $(STAMP)
 
 # The baseline plan (no moral instruction) on the same items is the control: probe and
 # residual-stream patching report self-correct - baseline beside each effect.
+# --permute cyclic: each of 16 items under its 3 option orders (48 conversations, as many as
+# the 48 items unpermuted), so metrics and the report show raw beside debiased scores.
 demo: setup
 	$(VENV)/bin/interp replay --model smollm2 --task builtin --plan self-correct --rounds 3 \
-		--out $(DEMO_RUN)
+		--sample 16 --permute cyclic --out $(DEMO_RUN)
 	$(VENV)/bin/interp replay --model smollm2 --task builtin --plan baseline --rounds 3 \
-		--out $(DEMO_CONTROL)
+		--sample 16 --permute cyclic --out $(DEMO_CONTROL)
 	$(VENV)/bin/interp probe --run $(DEMO_RUN) --concept stereotype --control-run $(DEMO_CONTROL)
 	$(VENV)/bin/interp patch --run $(DEMO_RUN) --layer all --round 3 --limit 16 \
 		--component resid_post,attn_out,mlp_out,heads

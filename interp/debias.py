@@ -41,6 +41,11 @@ _KEEP = (
 )
 
 
+def check_space(space: str) -> None:
+    if space not in SPACES:
+        raise InterpError(f"unknown debias space {space!r}; use one of {', '.join(SPACES)}")
+
+
 def is_permuted(rounds: pd.DataFrame) -> bool:
     return "base_index" in rounds.columns
 
@@ -65,8 +70,7 @@ def debiased_rounds(rounds: pd.DataFrame, space: str = "prob") -> pd.DataFrame:
     answer, ``option_logprobs`` the log of the averaged distribution, ``entropy`` its entropy,
     ``example_index`` the base index, and ``n_orders`` and ``agree`` (all orders gave the same
     content answer). ``space``: "prob" (default) or "log" (see the module docstring)."""
-    if space not in SPACES:
-        raise InterpError(f"unknown space {space!r}; use one of {', '.join(SPACES)}")
+    check_space(space)
     missing = [c for c in PERMUTED_COLUMNS if c not in rounds.columns]
     if missing:
         raise InterpError(f"not a permuted rounds table: it lacks {missing}")
@@ -111,3 +115,22 @@ def debiased_rounds(rounds: pd.DataFrame, space: str = "prob") -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def position_by_order(rounds: pd.DataFrame) -> list[dict]:
+    """Per round and order: the share of the order's parsed answers at each shown position.
+    A model without position bias spreads each order's answers as the content dictates; one
+    that answers by position gives every order the same shares."""
+    out = []
+    frame = rounds.assign(_order=[tuple(int(i) for i in p) for p in rounds["permutation"]])
+    for rnd, by_round in frame.groupby("round", sort=True):
+        orders = []
+        for perm, group in sorted(by_round.groupby("_order"), key=lambda kv: (len(kv[0]), kv[0])):
+            choice = group["choice"].to_numpy(dtype=np.int64)
+            parsed = choice[choice >= 0]
+            shares = [
+                float((parsed == j).mean()) if parsed.size else None for j in range(len(perm))
+            ]
+            orders.append({"permutation": list(perm), "n": int(len(group)), "shares": shares})
+        out.append({"round": int(rnd), "orders": orders})
+    return out

@@ -18,7 +18,7 @@ import pandas as pd
 from jaxtyping import Bool, Float, Int
 
 from interp import calibration
-from interp.debias import debiased_rounds, is_permuted
+from interp.debias import debiased_rounds, is_permuted, position_by_order
 from interp.errors import InterpError
 from interp.stats import (
     CI_LEVEL,
@@ -170,6 +170,7 @@ def compute_metrics(
     tol_change: float = 0.02,
     by_category: bool = True,
     cluster: str = DEFAULT_CLUSTER,
+    debias_space: str = "prob",
 ) -> dict[str, Any]:
     """Per-round metrics of a rounds table, with bootstrap intervals and the convergence round.
 
@@ -184,6 +185,8 @@ def compute_metrics(
         by_category: also compute ``per_category`` (the official BBQ scores per category).
         cluster: what one bootstrap draw takes: ``template`` (category + question_index,
             falling back to examples where the table has none) or ``example``.
+        debias_space: a permuted run's debiased scores average the orders in "prob" (default)
+            or "log" space (``interp.debias``).
 
     Returns:
         A JSON-serialisable dict (plain ints/floats/None) with ``n_examples``, ``rounds``,
@@ -224,7 +227,14 @@ def compute_metrics(
     if by_category:
         result["per_category"] = per_category(rounds, n_boot=n_boot, seed=seed, cluster=cluster)
     if is_permuted(rounds):  # --permute runs: the orders averaged per base example
-        result["debiased"] = debiased_metrics(rounds, n_boot=n_boot, seed=seed, cluster=cluster)
+        result["debiased"] = debiased_metrics(
+            rounds,
+            n_boot=n_boot,
+            seed=seed,
+            cluster=cluster,
+            space=debias_space,
+            by_category=by_category,
+        )
     result["warnings"] = [
         line
         for line in (result["model_floor"]["line"], result["calibration"]["warning"])
@@ -240,12 +250,15 @@ def debiased_metrics(
     seed: int = 0,
     cluster: str = DEFAULT_CLUSTER,
     space: str = "prob",
+    by_category: bool = True,
 ) -> dict[str, Any]:
     """The metrics of a permuted run's debiased answers (``interp.debias``: each base example's
     orders averaged in ``space``), one entry per round like ``compute_metrics``' ``per_round``,
-    and ``agreement`` per round: the share of base examples whose orders all give the same
-    content answer. Intervals resample base examples' clusters (all orders of an example
-    together)."""
+    ``agreement`` per round (the share of base examples whose orders all give the same
+    content answer), ``per_category`` (the official BBQ scores of the debiased answers, with
+    ``by_category``) and ``position_by_order`` (each order's share of each shown letter, per
+    round: the position bias the averaging removes). Intervals resample base examples'
+    clusters (all orders of an example together)."""
     table = debiased_rounds(rounds, space)
     inner = compute_metrics(table, n_boot=n_boot, seed=seed, by_category=False, cluster=cluster)
     agree = (
@@ -270,7 +283,15 @@ def debiased_metrics(
         ],
         "convergence": inner["convergence"],
         "bootstrap": inner["bootstrap"],
+        "position_by_order": position_by_order(rounds),
+        **(
+            {"per_category": per_category(table, n_boot=n_boot, seed=seed, cluster=cluster)}
+            if by_category
+            else {}
+        ),
         "definitions": {
+            "position_by_order": "per round and option order (the original option indices in "
+            "the order shown): the share of parsed answers at each shown position (a, b, c, ...)",
             "debiased": "each order's option probabilities mapped back to the original options "
             f"and averaged per base example and round ({space} space); the answer is their "
             "argmax, the entropy that of the averaged distribution",

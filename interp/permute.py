@@ -14,12 +14,17 @@ example 0's orders first, then base example 1's, ... ``rounds.parquet`` names th
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 from interp.errors import InterpError
 from interp.tasks import Example
 
 PERMUTES = ("none", "cyclic", "all")
+# ``all`` grows as k!: 24 orders for 4 options, 120 for 5, 720 for 6 -- 720 conversations per
+# example, each replayed for every round. Above this many orders per example a replay is
+# refused before anything is loaded or computed, unless the limit is raised (--max-orders).
+DEFAULT_MAX_ORDERS = 24
 
 
 def check_permute(permute: str) -> None:
@@ -36,6 +41,30 @@ def orders(k: int, permute: str) -> list[tuple[int, ...]]:
     if permute == "cyclic":
         return [identity[s:] + identity[:s] for s in range(k)]
     return list(itertools.permutations(identity))
+
+
+def n_orders(k: int, permute: str) -> int:
+    """How many orders of ``k`` options ``permute`` gives (without building them)."""
+    check_permute(permute)
+    return 1 if permute == "none" else k if permute == "cyclic" else math.factorial(k)
+
+
+def check_order_count(examples: list[Example], permute: str, max_orders: int) -> int:
+    """The number of rows ``expand`` would make; refuses (InterpError) when some example
+    would get more than ``max_orders`` orders."""
+    if max_orders < 1:
+        raise InterpError(f"max_orders must be at least 1 (got {max_orders})")
+    counts = [n_orders(len(e.options), permute) for e in examples]
+    worst = max(counts, default=1)
+    if worst > max_orders:
+        k = max(len(e.options) for e in examples)
+        raise InterpError(
+            f"--permute {permute} gives {worst} orders for examples of {k} options "
+            f"({sum(counts)} conversations for {len(examples)} examples, each replayed every "
+            f"round); the limit is {max_orders} orders per example. Use --permute cyclic "
+            f"({k} orders), or pass --max-orders {worst} to run it anyway"
+        )
+    return sum(counts)
 
 
 def to_shown(index: int | None, perm: tuple[int, ...]) -> int | None:

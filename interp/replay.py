@@ -53,7 +53,13 @@ from interp.loading import load_model
 from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
 from interp.metrics import compute_metrics
 from interp.options import check_seed
-from interp.permute import add_view_columns, check_permute, expand
+from interp.permute import (
+    DEFAULT_MAX_ORDERS,
+    add_view_columns,
+    check_order_count,
+    check_permute,
+    expand,
+)
 from interp.plans import Plan, load_plan, option_letter
 from interp.store import (
     SCHEMA_VERSION,
@@ -114,12 +120,15 @@ class ReplayConfig:
     # winogender: the occupations' statistics TSV (bls_pct_female); default: the file
     # occupations-stats.tsv beside the first data file (interp.winogender)
     stats: str | None = None
+    # Refuse a permuted replay that gives any example more orders than this (``all`` is k!:
+    # 720 orders for 6 options). Changes no output, so it is in neither fingerprint nor manifest.
+    max_orders: int = DEFAULT_MAX_ORDERS
 
 
 def fingerprint(config: ReplayConfig, plan: Plan) -> str:
     """What makes two replays the same: every setting but ``out``, the plan's texts and the
     data files' contents (an edited file or plan must not be served from an old run)."""
-    fields = {k: v for k, v in asdict(config).items() if k != "out"}
+    fields = {k: v for k, v in asdict(config).items() if k not in ("out", "max_orders")}
     if fields["force_round0"] is None:  # runs from before the option keep their fingerprint
         del fields["force_round0"]
     if fields["permute"] == "none":  # runs from before the option keep their fingerprint
@@ -200,6 +209,7 @@ def _replay_locked(
     examples, forced = _forceable(examples, config.force_round0)
     base_examples = examples
     if config.task != winogender.TASK:  # (pronouns are not options to reorder)
+        check_order_count(examples, config.permute, config.max_orders)  # before building them
         examples, views = expand(examples, config.permute)
     key = fingerprint(config, plan)
     if _existing_complete(out, key):
@@ -299,6 +309,8 @@ def _validate(config: ReplayConfig) -> None:
         if config.mode != "choice":
             raise InterpError("--force-round0 needs --mode choice (it replaces a scored answer)")
     check_permute(config.permute)
+    if config.max_orders < 1:
+        raise InterpError(f"max_orders must be at least 1 (got {config.max_orders})")
     check_seed(config.seed)
     if config.task == winogender.TASK:
         _validate_winogender(config)
@@ -332,6 +344,17 @@ def _data_hash(config: ReplayConfig) -> str:
     if config.task == winogender.TASK:
         return winogender.winogender_data_hash(config.data, config.stats)
     return task_data_hash(config.task, config.data or None)
+
+
+def planned_conversations(config: ReplayConfig) -> tuple[int, int]:
+    """(examples selected, conversations to replay) for ``config``: one conversation per
+    example and option order. Loads the task only (no model, nothing written), so a caller can
+    warn about a large ``--permute all`` before any compute; refuses what ``replay`` refuses
+    (more orders per example than ``max_orders``)."""
+    _validate(config)
+    _, loaded = _load_inputs(config)
+    examples, _ = _forceable(select_examples(loaded, config), config.force_round0)
+    return len(examples), check_order_count(examples, config.permute, config.max_orders)
 
 
 def select_examples(examples: list[Example], config: ReplayConfig) -> list[Example]:
@@ -848,6 +871,7 @@ def _finish(
         write_metrics(out, compute_metrics(rounds, seed=config.seed))
     final_len = sum(len(t) for t in tokens["tokens"])
     stored = asdict(config)
+    del stored["max_orders"]  # a guard, not a setting of the run
     if views is None:  # unpermuted runs keep the manifest (and schema) they had before
         del stored["permute"]
     if stored["stats"] is None:  # (winogender only)

@@ -32,6 +32,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp import attention, figures, sae_figures
+from interp.debias import debiased_rounds, is_permuted
 from interp.errors import InterpError
 from interp.lock import run_lock
 from interp.metrics import compute_metrics, metrics_table, model_floor
@@ -240,6 +241,8 @@ def _overview_section(
             parts.append(f"<pre>{_e(format_winogender_metrics(metrics[label]))}</pre>")
         else:
             parts.append(metrics_html(metrics[label]))
+        if metrics[label].get("debiased"):  # a permuted run: raw beside debiased
+            parts.append(debiased_html(metrics[label]))
     first = next(iter(metrics.values()))
     parts.append(_definitions_html(first.get("definitions", {})))
     return Section("Runs and metrics", intro="\n".join(parts))
@@ -264,6 +267,12 @@ def _behaviour_section(main: Run, metrics: dict[str, dict[str, Any]], several: b
     first = next(iter(metrics))
     compared = " (one line per plan)" if several else ""
     section = Section("Behaviour across rounds")
+    flow_rounds, answers, letter = main.rounds(), "answers", "letter"
+    if is_permuted(flow_rounds):  # flows of content answers, not of positions
+        space = (metrics[first].get("debiased") or {}).get("space", "prob")
+        flow_rounds = debiased_rounds(flow_rounds, space)
+        answers = f"debiased answers (each base example's option orders averaged, {space} space)"
+        letter = "(in the original order of the options)"
     section.items += [
         Figure(
             "convergence",
@@ -274,15 +283,15 @@ def _behaviour_section(main: Run, metrics: dict[str, dict[str, Any]], several: b
         Figure(
             "flow-role",
             "Answer flow by role",
-            figures.answer_flow_figure(main.rounds(), by="role"),
-            caption=f"{_e(first)}: how many answers moved between correct, stereotyped, "
+            figures.answer_flow_figure(flow_rounds, by="role"),
+            caption=f"{_e(first)}: how many {answers} moved between correct, stereotyped, "
             "unknown and other from one round to the next.",
         ),
         Figure(
             "flow-option",
             "Answer flow by option",
-            figures.answer_flow_figure(main.rounds(), by="option"),
-            caption=f"{_e(first)}: the same flows by the option letter chosen.",
+            figures.answer_flow_figure(flow_rounds, by="option"),
+            caption=f"{_e(first)}: the same flows by the option {letter} chosen.",
         ),
         Figure(
             "position-bias",
@@ -590,6 +599,12 @@ def _patch_title(summary: dict[str, Any], name: str) -> str:
 
 def _patch_caption(summary: dict[str, Any], table: pd.DataFrame) -> str:
     n = summary.get("n_examples")
+    base = (summary.get("cluster") or {}).get("n_base_examples")
+    if base is not None:  # a permuted run: rows are (example, order) pairs
+        n = (
+            f"{n} option orders of {base} base examples (each scored with its own letters; "
+            "intervals resample base examples)"
+        )
     name = _e(str(summary.get("name", "")))
     if figures.patching_value(table) == "delta":
         gap = table.iloc[0]
@@ -836,6 +851,44 @@ def metrics_html(result: dict[str, Any]) -> str:
         + f"\n</table></div>\n<p>n = {result['n_examples']} examples; convergence round: "
         f"{_e(converged)} (accuracy moves ≤ {conv['tol_acc']}, ≤ {conv['tol_change']:.0%} of "
         f"answers change). {_e(_cluster_text(result))}</p>"
+    )
+
+
+def debiased_html(result: dict[str, Any]) -> str:
+    """A permuted run: per round, raw (every order pooled) beside debiased (orders averaged per
+    base example) accuracy, s_AMB, s_DIS and entropy, and the agreement across orders."""
+    deb = result["debiased"]
+
+    def cell(entry: dict[str, Any] | None) -> str:
+        if entry is None or entry.get("value") is None:
+            return "-"
+        ci = entry.get("ci") or [None, None]
+        return _with_ci(entry["value"], *(float("nan") if c is None else c for c in ci))
+
+    names = (("accuracy", "accuracy"), ("s_AMB", "bias_amb"), ("s_DIS", "bias_dis"))
+    names += (("entropy", "entropy"),)
+    head = ["round"] + [f"{w} {n}" for n, _ in names for w in ("raw", "debiased")]
+    head.append("agreement")
+    rows = []
+    for raw, d, agree in zip(result["per_round"], deb["per_round"], deb["agreement"], strict=True):
+        cells = [str(raw["round"])]
+        for _, key in names:
+            cells += [cell(raw.get(key)), cell(d.get(key))]
+        cells.append(cell(agree))
+        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    cluster = deb.get("bootstrap", {}).get("cluster") or {}
+    return (
+        f"<p>Raw vs debiased: {deb['n_orders']} option orders per base example, "
+        f"{deb['n_base_examples']} base examples; debiased = each order's option probabilities "
+        f"mapped back to the original options and averaged ({_e(deb['space'])} space); "
+        "agreement = share of base examples whose orders all give the same content answer. "
+        f"Intervals resample {cluster.get('n_clusters', '?')} {_e(cluster.get('key', '?'))} "
+        "clusters of base examples.</p>\n"
+        '<div class="wide"><table class="metrics debiased">\n<tr>'
+        + "".join(f"<th>{_e(h)}</th>" for h in head)
+        + "</tr>\n"
+        + "\n".join(rows)
+        + "\n</table></div>"
     )
 
 

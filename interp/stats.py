@@ -56,6 +56,9 @@ class Clusters:
     """Cluster number 0..n_clusters-1 of each example, numbered in order of first appearance."""
     note: str | None = None
     """Why ``used`` differs from ``requested``, or which examples stand alone; None if neither."""
+    base: Int[np.ndarray, " example"] | None = None
+    """A permuted run (``--permute``): the base example of each row (all its orders share one
+    cluster); None otherwise."""
 
     @property
     def n_clusters(self) -> int:
@@ -67,8 +70,10 @@ class Clusters:
 
     def subset(self, examples: Int[np.ndarray, " kept"]) -> Clusters:
         """The clusters of some examples (e.g. those patching keeps), renumbered 0..k-1."""
-        _, ids = np.unique(self.ids[np.asarray(examples, dtype=np.int64)], return_inverse=True)
-        return Clusters(self.requested, self.used, _first_seen_order(ids), self.note)
+        examples = np.asarray(examples, dtype=np.int64)
+        _, ids = np.unique(self.ids[examples], return_inverse=True)
+        base = None if self.base is None else self.base[examples]
+        return Clusters(self.requested, self.used, _first_seen_order(ids), self.note, base)
 
     def to_dict(self) -> dict[str, Any]:
         """What goes into an output JSON as ``"cluster"``."""
@@ -79,6 +84,15 @@ class Clusters:
             "n_clusters": self.n_clusters,
             "n_examples": self.n_examples,
             "note": self.note,
+            # permuted runs only (older outputs keep their bytes): rows are (example, order)
+            **(
+                {}
+                if self.base is None
+                else {
+                    "n_base_examples": int(np.unique(self.base).size),
+                    "orders": "all orders of a base example are in one cluster",
+                }
+            ),
         }
 
 
@@ -99,11 +113,13 @@ def example_clusters(rounds: pd.DataFrame, key: str = DEFAULT_CLUSTER) -> Cluste
     firsts = rounds.sort_values("example_index", kind="stable").drop_duplicates("example_index")
     n = len(firsts)
     identity = np.arange(n, dtype=np.int64)
+    base = None
+    if "base_index" in firsts:  # a permuted run: an "example" is a base example, all its orders
+        base = firsts["base_index"].to_numpy(dtype=np.int64)
+        _, ids = np.unique(base, return_inverse=True)
+        identity = _first_seen_order(ids)
     if key == "example":
-        if "base_index" in firsts:  # a permuted run: all orders of a base example together
-            _, ids = np.unique(firsts["base_index"].to_numpy(), return_inverse=True)
-            return Clusters(key, "example", _first_seen_order(ids))
-        return Clusters(key, "example", identity)
+        return Clusters(key, "example", identity, base=base)
     if "question_index" not in firsts or "category" not in firsts:
         return Clusters(
             key,
@@ -111,6 +127,7 @@ def example_clusters(rounds: pd.DataFrame, key: str = DEFAULT_CLUSTER) -> Cluste
             identity,
             "the run has no question_index column (replayed before clusters existed, or not "
             "BBQ-like); every example is its own cluster",
+            base,
         )
     index = firsts["question_index"]
     known = index.notna().to_numpy() & (index.astype(str).str.len() > 0).to_numpy()
@@ -121,11 +138,13 @@ def example_clusters(rounds: pd.DataFrame, key: str = DEFAULT_CLUSTER) -> Cluste
             identity,
             "no example has a question_index (e.g. --task mc without one); every example is "
             "its own cluster",
+            base,
         )
+    alone_key = firsts["example_id"] if base is None else pd.Series(base)  # orders together
     labels = np.where(
         known,
         firsts["category"].astype(str).to_numpy() + "\x00" + index.astype(str).to_numpy(),
-        "\x01" + firsts["example_id"].astype(str).to_numpy(),
+        "\x01" + alone_key.astype(str).to_numpy(),
     )
     _, ids = np.unique(labels, return_inverse=True)
     alone = int((~known).sum())
@@ -134,7 +153,7 @@ def example_clusters(rounds: pd.DataFrame, key: str = DEFAULT_CLUSTER) -> Cluste
         if alone
         else None
     )
-    return Clusters(key, "template", _first_seen_order(ids), note)
+    return Clusters(key, "template", _first_seen_order(ids), note, base)
 
 
 def _first_seen_order(ids: np.ndarray) -> Int[np.ndarray, " example"]:

@@ -166,6 +166,33 @@ def format_debiased(result: dict[str, Any]) -> str:
     return head + "\n" + pd.DataFrame(rows).to_string(index=False)
 
 
+def format_debiased_extra(result: dict[str, Any], *, every_round: bool = False) -> str:
+    """A permuted run: the official BBQ scores per category of the debiased answers (as
+    ``format_per_category``), then each order's position shares at the first and last round."""
+    deb = result["debiased"]
+    lines = [
+        "debiased "
+        + format_per_category(
+            {"rounds": result["rounds"], "per_category": deb["per_category"]},
+            every_round=every_round,
+        )
+    ]
+    by_round = deb.get("position_by_order") or []
+    for entry in [by_round[0], by_round[-1]] if len(by_round) > 1 else by_round:
+        cells = [
+            "("
+            + ",".join(str(i) for i in order["permutation"])
+            + "): "
+            + " ".join("-" if s is None else f"{s:.2f}" for s in order["shares"])
+            for order in entry["orders"]
+        ]
+        lines.append(
+            f"position share (a, b, c, ...) per order (original options in the order shown) "
+            f"at round {entry['round']}: " + "; ".join(cells)
+        )
+    return "\n".join(lines)
+
+
 def format_copy_rate(copy: dict[str, Any]) -> str:
     """One line: how often round 1 repeats the forced round-0 answer, with its interval."""
 

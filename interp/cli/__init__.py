@@ -64,6 +64,7 @@ _OPTION_FIELDS = frozenset(
         "n_boot",
         "eps",
         "layer",
+        "max_orders",
     }
 )
 

@@ -11,6 +11,7 @@ from interp.tables import (
     fixed,
     format_calibration,
     format_copy_rate,
+    format_debiased_extra,
     format_metrics,
     format_per_category,
 )
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # probes.api imports torch; `interp --help` should not
 __all__ = [
     "format_calibration",
     "format_copy_rate",
+    "format_debiased_extra",
     "format_metrics",
     "format_patching",
     "format_per_category",
@@ -115,6 +117,11 @@ def _control_lines(control: dict[str, Any], top: int) -> list[str]:
 
 def _cluster_line(cluster: dict[str, Any]) -> str:
     note = f"; {cluster['note']}" if cluster.get("note") else ""
+    if cluster.get("n_base_examples") is not None:  # a permuted run
+        note += (
+            f"; {cluster['n_examples']} option orders of {cluster['n_base_examples']} base "
+            "examples, all orders of an example in one cluster"
+        )
     return (
         f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} clusters{note}"
     )

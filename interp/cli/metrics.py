@@ -9,7 +9,12 @@ from typing import Annotated, Any
 
 import typer
 
-from interp.cli.format import format_calibration, format_metrics, format_per_category
+from interp.cli.format import (
+    format_calibration,
+    format_debiased_extra,
+    format_metrics,
+    format_per_category,
+)
 
 
 def metrics(
@@ -33,6 +38,14 @@ def metrics(
             help="What the bootstrap resamples: template (category + question_index) or example."
         ),
     ] = "template",
+    debias_space: Annotated[
+        str,
+        typer.Option(
+            help="Permuted runs: average the option orders' probabilities in prob space "
+            "(default: the distribution of a reader who shuffles the options) or in log space "
+            "(cancels an additive letter bias exactly, but one confident order dominates)."
+        ),
+    ] = "prob",
 ) -> None:
     """Per-round accuracy, BBQ bias scores, uncertainty, calibration, flips and convergence.
 
@@ -48,6 +61,9 @@ def metrics(
         raise typer.Exit(2)
     check_n_boot(n_boot)
     check_seed(seed)
+    from interp.debias import check_space
+
+    check_space(debias_space)
     show_metrics(
         run,
         as_json,
@@ -56,6 +72,7 @@ def metrics(
         seed=seed,
         by_category=by_category,
         cluster=cluster,
+        debias_space=debias_space,
     )
 
 
@@ -68,6 +85,7 @@ def show_metrics(
     seed: int = 0,
     by_category: bool = False,
     cluster: str = "template",
+    debias_space: str = "prob",
 ) -> None:
     from interp.metrics import compute_metrics
     from interp.store import Run, write_json
@@ -79,8 +97,11 @@ def show_metrics(
     for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
         typer.echo(f"warning: {line}", err=True)
     if recompute:
-        result = compute_metrics(run.rounds(), n_boot=n_boot, seed=seed, cluster=cluster)
-        if _stored_bootstrap(run) == (n_boot, seed, cluster):
+        result = compute_metrics(
+            run.rounds(), n_boot=n_boot, seed=seed, cluster=cluster, debias_space=debias_space
+        )
+        # replay stores prob-space debiased scores; another space is printed, not stored
+        if _stored_bootstrap(run) == (n_boot, seed, cluster) and debias_space == "prob":
             from interp.lock import run_lock
 
             with run_lock(run.path):
@@ -100,6 +121,8 @@ def show_metrics(
     typer.echo(format_calibration(result))
     if result.get("per_category"):
         typer.echo(format_per_category(result, every_round=by_category))
+    if (result.get("debiased") or {}).get("per_category"):
+        typer.echo(format_debiased_extra(result, every_round=by_category))
 
 
 def _show_winogender(run: Any, as_json: bool, *, recompute: bool, n_boot: int, seed: int) -> None:

@@ -73,7 +73,8 @@ def patch(
             "--examples",
             "--example",
             help="Only these examples (id like builtin/3, or index): --examples A B, or "
-            "repeated (--example: the old spelling).",
+            "repeated (--example: the old spelling). On a permuted run an id selects all "
+            "orders of that example, an index (example_index in rounds.parquet) one order.",
         ),
     ] = None,
     category: Annotated[

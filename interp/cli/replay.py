@@ -110,6 +110,14 @@ def replay(
     ray_address: RayAddressOption = None,
     gpus_per_worker: GpusOption = 0.0,
     threads_per_worker: ThreadsOption = 1,
+    max_orders: Annotated[
+        int,
+        typer.Option(
+            help="Refuse a permuted replay that gives any example more orders than this "
+            "(--permute all is k!: 120 orders for 5 options, 720 for 6); raise it to run "
+            "such a replay anyway.",
+        ),
+    ] = 24,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Replay self-correction rounds and store answers, scores and read-out activations.
@@ -142,7 +150,18 @@ def replay(
         force_round0=force_round0,
         permute=permute,
         stats=None if stats is None else str(stats),
+        max_orders=max_orders,
     )
+    if permute == "all":  # k! grows fast: say what it costs before any compute
+        from interp.replay import planned_conversations
+
+        n_examples, n_rows = planned_conversations(config)
+        typer.echo(
+            f"warning: --permute all replays {n_examples} examples as {n_rows} conversations "
+            f"({n_rows / max(n_examples, 1):.0f} orders per example on average), each for "
+            f"{rounds + 1} rounds; --permute cyclic needs one order per option",
+            err=True,
+        )
     command = "interp " + shlex.join(sys.argv[1:])
     spread = workers_from_flags(workers, ray_address, gpus_per_worker, threads_per_worker)
     run = run_replay(config, progress=not as_json, command=command, workers=spread)

@@ -160,6 +160,8 @@ def _base(space: Path) -> str:
         (("--rounds", "0"), "--rounds"),
         (("--batch-size", "0"), "--batch-size"),
         (("--limit", "0"), "--limit"),
+        (("--max-orders", "0"), "--max-orders"),
+        (("--permute", "all", "--max-orders", "2"), "--max-orders 6"),
     ],
 )
 def test_replay_options(space, args, contains):
@@ -172,6 +174,7 @@ def test_replay_options(space, args, contains):
         ("metrics", ("--n-boot", "-5"), "--n-boot"),
         ("metrics", ("--n-boot", "100000000000"), "--n-boot"),
         ("metrics", ("--seed", "-1"), "--seed"),
+        ("metrics", ("--debias-space", "geometric"), "debias space"),
         ("patch", ("--layer", "0", "--round", "1", "--n-boot", "-5"), "--n-boot"),
         ("patch", ("--layer", "0", "--round", "1", "--seed", "-1"), "--seed"),
         ("patch", ("--layer", "0", "--round", "1", "--top", "-1"), "--top"),
