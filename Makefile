@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(SMOLLM2)' | cksum | cut -d' ' -f1)
 DEMO_RUN ?= artifacts/runs/demo
 DEMO_CONTROL ?= $(DEMO_RUN)-baseline
+DEMO_SAE ?= artifacts/saes/demo
 
 .PHONY: setup chromium demo test lint format clean-demo
 
@@ -33,6 +34,8 @@ setup: $(STAMP)
 # residual-stream patching report self-correct - baseline beside each effect.
 # --permute cyclic: each of 16 items under its 3 option orders (48 conversations, as many as
 # the 48 items unpermuted), so metrics and the report show raw beside debiased scores.
+# A small SAE at layer 12 (trained once, ~1 min) reads the run: which latents the rounds move,
+# beside a shuffled-round control, and patching the top 4 from round 3 into round 0.
 demo: setup
 	$(VENV)/bin/interp replay --model smollm2 --task builtin --plan self-correct --rounds 3 \
 		--sample 16 --permute cyclic --out $(DEMO_RUN)
@@ -43,6 +46,12 @@ demo: setup
 		--component resid_post,attn_out,mlp_out,heads
 	$(VENV)/bin/interp patch --run $(DEMO_RUN) --layer all --round 3 --limit 16 \
 		--component resid_post --control-run $(DEMO_CONTROL)
+	test -f $(DEMO_SAE)/cfg.json || $(VENV)/bin/interp sae train --model smollm2 \
+		--corpus concepts,builtin --tokens 8192 --width 512 --k 32 --batch-tokens 128 \
+		--lr 3e-3 --eval-tokens 512 --out $(DEMO_SAE)
+	$(VENV)/bin/interp sae features --run $(DEMO_RUN) --sae $(DEMO_SAE)
+	$(VENV)/bin/interp patch --run $(DEMO_RUN) --round 3 --limit 16 --sae $(DEMO_SAE) \
+		--features top:4
 	$(VENV)/bin/interp export --run $(DEMO_RUN) --run $(DEMO_CONTROL)
 
 # Headless Chromium for tests/e2e/test_browser.py: Debian's package, installed when it is
@@ -75,4 +84,4 @@ format: setup
 	$(PY) -m ruff format .
 
 clean-demo:
-	rm -rf $(DEMO_RUN) $(DEMO_CONTROL)
+	rm -rf $(DEMO_RUN) $(DEMO_CONTROL) $(DEMO_SAE)
