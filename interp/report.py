@@ -17,6 +17,7 @@ and attention are drawn for the first.
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -52,6 +53,8 @@ class Figure:
     plot: go.Figure | None = None
     view: str | None = None  # circuitsvis HTML (bundle inline)
     caption: str = ""
+    data: dict[str, Any] | None = None  # the JSON it is drawn from: figures/<name>.json
+    svg: str | None = None  # a static SVG of it: figures/<name>.svg
 
 
 @dataclass
@@ -119,6 +122,7 @@ def _export_locked(
         else _behaviour_section(main, metrics, several=len(opened) > 1),
         _probe_section(main, opened[1:]),
         _patching_section(main),
+        _circuit_section(main),
         *_sae_sections(main),
         attention_part,
     ]
@@ -129,6 +133,8 @@ def _export_locked(
     index.unlink(missing_ok=True)
     before = main.export_files()
     planned = [f"{item.name}.html" for s in sections for item in s.items]
+    planned += [f"{i.name}.json" for s in sections for i in s.items if i.data is not None]
+    planned += [f"{i.name}.svg" for s in sections for i in s.items if i.svg is not None]
     if png:
         planned += [
             f"{item.name}.png" for s in sections for item in s.items if item.plot is not None
@@ -477,6 +483,47 @@ def _patching_section(main: Run) -> Section:
                     "the difference for its paired cluster-bootstrap 95% interval.",
                 )
             )
+    return section
+
+
+def _circuit_section(main: Run) -> Section:
+    from interp.circuits.export import graph_data, graph_figure, graphviz_svg
+
+    section = Section("Circuits between rounds")
+    names = main.analyses("circuits")
+    if not names:
+        section.notes.append(
+            "not run for this run; add it with `interp circuit --run RUN --round "
+            f"{main.n_rounds - 1}` (or interp.circuits.circuit), then export again"
+        )
+    for name in names:
+        found = main.read_analysis("circuits", name, ["edges", "nodes"])
+        summary = found.summary
+        data = graph_data(found.tables["edges"], found.tables["nodes"], summary)
+        svg, svg_note = graphviz_svg(data, int(summary.get("top", 50)))
+        if svg is None:
+            section.notes.append(f"{name}: {svg_note}")
+        verify = summary.get("verify") or {}
+        caption = (
+            f"{_e(summary.get('method'))} edge scores over {summary.get('n_examples')} "
+            f"examples, round {summary['config']['round']} into round "
+            f"{summary['config']['target_round']} at the read-out; value "
+            f"{_e(summary.get('target_value'))} (target) → {_e(summary.get('source_value'))} "
+            f"(source). Smallest N reaching {summary.get('faithful_threshold')} of the full "
+            f"patch: {_e(summary.get('faithful_n'))}; top-{verify.get('k')} rank agreement with "
+            f"exact edge patching ρ = {_e(verify.get('spearman'))} (CI {_e(verify.get('ci'))})."
+        )
+        plot = graph_figure(data, f"Circuit {name}")
+        section.items.append(
+            Figure(
+                f"circuit-{_slug(name)}",
+                f"Circuit {name}",
+                plot,
+                caption=caption,
+                data=data,
+                svg=svg,
+            )
+        )
     return section
 
 
@@ -979,6 +1026,13 @@ def _write_figures(folder: Path, sections: Sequence[Section]) -> list[Path]:
         path = folder / f"{item.name}.html"
         _write_text(path, _standalone(item))
         written.append(path)
+        if item.data is not None:  # a circuit's graph: the numbers it is drawn from
+            data = json.dumps(item.data, indent=1, sort_keys=True, allow_nan=False) + "\n"
+            _write_text(folder / f"{item.name}.json", data)
+            written.append(folder / f"{item.name}.json")
+        if item.svg is not None:
+            _write_text(folder / f"{item.name}.svg", item.svg)
+            written.append(folder / f"{item.name}.svg")
     return written
 
 

@@ -151,9 +151,7 @@ class EdgePair:
         resid = self.target_start[None, None].expand(batch, 1, -1).contiguous()
         cache = _expanded_prefix(self.kv, self.prefix, batch) if self.prefix > 0 else None
         with model.hooks(fwd_hooks=fwd):
-            out = model(
-                resid, start_at_layer=0, past_kv_cache=cache, stop_at_layer=g.n_layers
-            )
+            out = model(resid, start_at_layer=0, past_kv_cache=cache, stop_at_layer=g.n_layers)
             logits = final_logits(model, out[:, -1])
         return logit_gap(logits, self.good, self.bad)
 
@@ -176,10 +174,8 @@ class EdgePair:
         with torch.enable_grad():
             value = self._forward(coeffs, grads).sum()
             found = torch.autograd.grad(value, [x for _, x in grads])
-        out = torch.zeros(
-            self.graph.n_receivers, self.source_out.shape[1], dtype=torch.float64
-        )
-        for (first, x), d in zip(grads, found, strict=True):
+        out = torch.zeros(self.graph.n_receivers, self.source_out.shape[1], dtype=torch.float64)
+        for (first, _), d in zip(grads, found, strict=True):
             d = d[:, -1].double().cpu().mean(0)  # [n, d] or [d]
             d = d if d.ndim == 2 else d[None]
             out[first : first + d.shape[0]] = d
