@@ -82,6 +82,7 @@ def graph_data(edges: pd.DataFrame, nodes: pd.DataFrame, summary: dict[str, Any]
         "target_value": summary.get("target_value"),
         "source_value": summary.get("source_value"),
         "faithful_n": summary.get("faithful_n"),
+        "faithful_n_stable": summary.get("faithful_n_stable"),
         "nodes": list(drawn.values()),
         "edges": rows,
     }

@@ -70,7 +70,9 @@ DEFINITIONS: dict[str, str] = {
     "faithfulness": (
         "mean over examples of the value with only the top-N edges (by |mean score|) patched, "
         "normalised: (mean patched - mean none) / (mean full - mean none); full = every edge "
-        "patched (= the source value), none = the target value"
+        "patched (= the source value), none = the target value. faithful_n: the smallest N "
+        "of the grid reaching 0.8; faithful_n_stable: the smallest N from which every larger "
+        "N stays at or above 0.8"
     ),
     "verify": (
         "exact patching of each of the top-K edges alone: Spearman's rank correlation between "
@@ -284,7 +286,7 @@ def _compute(model, graph, config, items, tokens, cluster_ids, progress):
     edges["exact_delta"] = np.nan
     if k:
         edges.loc[order[:k], "exact_delta"] = exact.mean(0)
-    faith, reach = _faithfulness(curve, grid, config, cluster_ids)
+    faith, (reach, stable) = _faithfulness(curve, grid, config, cluster_ids)
     verify = _verify(scores[:, order[:k]], exact, config, cluster_ids) if k >= 3 else None
     nodes = _nodes(graph, edges)
     summary = {
@@ -299,6 +301,7 @@ def _compute(model, graph, config, items, tokens, cluster_ids, progress):
         "top": config.top,
         "faithful_threshold": FAITHFUL,
         "faithful_n": reach,
+        "faithful_n_stable": stable,
         "verify": verify,
         "top_edges": _records(edges.loc[order[:20]]),
         "timing": {
@@ -350,7 +353,11 @@ def _faithfulness(curve, grid, config, cluster_ids):
             }
         )
     reach = next((n for n, f in zip(grid, point, strict=True) if f >= FAITHFUL), None)
-    return pd.DataFrame(rows), reach
+    # The curve need not rise monotonically (edges of opposite sign): also the N from which
+    # every larger N of the grid stays at or above the threshold.
+    below = [n for n, f in zip(grid, point, strict=True) if not f >= FAITHFUL]
+    stable = next((n for n in grid if n > max(below, default=-1)), None)
+    return pd.DataFrame(rows), (reach, stable)
 
 
 def _verify(estimated, exact, config, cluster_ids) -> dict[str, Any]:

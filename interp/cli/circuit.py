@@ -91,7 +91,8 @@ def circuit(
         f"(round {config.round}); {s['n_significant']} edges with an interval excluding 0"
     )
     typer.echo(
-        f"faithfulness: N={s['faithful_n']} edges reach {s['faithful_threshold']}; "
+        f"faithfulness: N={s['faithful_n']} edges reach {s['faithful_threshold']} "
+        f"(and stay from N={s['faithful_n_stable']}); "
         f"top-{verify.get('k')} Spearman vs exact "
         f"{'n/a' if rho is None else f'{rho:.3f}'}"
         f"{'' if not ci else f' [{ci[0]:.3f}, {ci[1]:.3f}]'}"
