@@ -511,7 +511,8 @@ def _circuit_section(main: Run) -> Section:
             f"{_e(summary.get('target_value'))} (target) → {_e(summary.get('source_value'))} "
             f"(source). Smallest N reaching {summary.get('faithful_threshold')} of the full "
             f"patch: {_e(summary.get('faithful_n'))}; top-{verify.get('k')} rank agreement with "
-            f"exact edge patching ρ = {_e(verify.get('spearman'))} (CI {_e(verify.get('ci'))})."
+            f"exact edge patching ρ = {_e(verify.get('spearman'))} (CI {_e(verify.get('ci'))}). "
+            "Blue edges raise the value (towards the unbiased option), red lower it."
         )
         plot = graph_figure(data, f"Circuit {name}")
         section.items.append(

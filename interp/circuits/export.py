@@ -4,9 +4,9 @@ Drawn nodes are model components: ``embed``, every head, every key/value head gr
 receivers of key and value inputs in grouped-query attention), every MLP and ``logits``,
 laid out left to right by forward order (x) and head (y). An edge is drawn from its sender
 to the component that owns its receiver; width and colour show its mean score (blue: patching
-it moves the value towards the source round, red: away), hover shows the score, its interval,
-the exact change where verified, and which input (q, k, v, MLP in, logits) it feeds. The
-slider shows the top N edges by |mean score|.
+it raises the value, towards the unbiased option; red: lowers it), hover shows the score, its
+interval, the exact change where verified, and which input (q, k, v, MLP in, logits) it
+feeds. The slider shows the top N edges by |mean score|.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def graph_data(edges: pd.DataFrame, nodes: pd.DataFrame, summary: dict[str, Any]
         per = n_heads / max(n_kv, 1)
         for g in range(n_kv):
             add(f"a{layer}.g{g}", 2 * layer + 0.6, g * per + (per - 1) / 2, "kv", layer)
-        add(f"m{layer}", 2 * layer + 2.0, (n_heads - 1) / 2, "mlp", layer)
+        # MLPs below the heads, staggered so that MLP -> MLP edges are not collinear
+        add(f"m{layer}", 2 * layer + 2.0, -1.0 - 0.4 * (layer % 3), "mlp", layer)
     add("logits", 2 * n_layers + 1.0, (n_heads - 1) / 2, "logits", n_layers)
     top = edges.sort_values("rank").head(max(TOP_STEPS))
     rows = []
@@ -169,8 +170,16 @@ def graph_figure(data: dict[str, Any], title: str) -> go.Figure:
     fig.update_layout(
         title=title,
         sliders=[{"active": 0, "currentvalue": {"prefix": "top edges: "}, "steps": slider_steps}],
-        xaxis={"title": "forward order (embed, then per layer: heads, MLP; logits)"},
-        yaxis={"title": "head", "zeroline": False},
+        xaxis={
+            "title": "forward order: embed, per layer its heads (a) and MLP (m), logits",
+            "tickvals": [n["x"] for n in data["nodes"] if n["kind"] in ("embed", "mlp", "logits")]
+            + [n["x"] for n in data["nodes"] if n["kind"] == "head" and n["y"] == 0],
+            "ticktext": [
+                n["name"] for n in data["nodes"] if n["kind"] in ("embed", "mlp", "logits")
+            ]
+            + [f"a{n['layer']}" for n in data["nodes"] if n["kind"] == "head" and n["y"] == 0],
+        },
+        yaxis={"title": "head (MLPs below)", "zeroline": False},
         plot_bgcolor="white",
         height=560,
     )
