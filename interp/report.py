@@ -122,7 +122,7 @@ def _export_locked(
         else _behaviour_section(main, metrics, several=len(opened) > 1),
         _probe_section(main, opened[1:]),
         _patching_section(main),
-        _circuit_section(main),
+        *_circuit_sections(main),
         *_sae_sections(main),
         attention_part,
     ]
@@ -486,16 +486,14 @@ def _patching_section(main: Run) -> Section:
     return section
 
 
-def _circuit_section(main: Run) -> Section:
+def _circuit_sections(main: Run) -> list[Section]:
+    """The circuits of ``interp circuit`` as graphs; no section when the run has none."""
     from interp.circuits.export import graph_data, graph_figure, graphviz_svg
 
-    section = Section("Circuits between rounds")
     names = main.analyses("circuits")
     if not names:
-        section.notes.append(
-            "not run for this run; add it with `interp circuit --run RUN --round "
-            f"{main.n_rounds - 1}` (or interp.circuits.circuit), then export again"
-        )
+        return []
+    section = Section("Circuits between rounds")
     for name in names:
         found = main.read_analysis("circuits", name, ["edges", "nodes"])
         summary = found.summary
