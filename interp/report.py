@@ -523,7 +523,7 @@ def _circuit_sections(main: Run) -> list[Section]:
                 svg=svg,
             )
         )
-    return section
+    return [section]
 
 
 MAX_DASHBOARDS = 6  # context dashboards per SAE (each a circuitsvis view)

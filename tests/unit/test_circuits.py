@@ -146,3 +146,21 @@ def test_graph_export_is_deterministic(tiny_run, tiny_model):
     assert set(pages[0]) >= {"circuit-r2-t0-eap.html", "circuit-r2-t0-eap.json"}
     assert pages[0] == pages[1]
     assert "Circuits between rounds" in (tiny_run / "index.html").read_text()
+
+
+def test_export_removes_a_removed_circuits_graph_files(tmp_path, tiny_run, tiny_model):
+    """The graph's .json is export's own file: gone when its circuit is, the list kept."""
+    import shutil
+
+    from interp.report import export_report
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    circuit(run, CircuitConfig(round=2, method="eap", n_boot=0, verify_top=0), model=tiny_model)
+    export_report([run], model=tiny_model)
+    assert (run / "figures" / "circuit-r2-t0-eap.json").is_file()
+    shutil.rmtree(run / "circuits")
+    export_report([run], model=tiny_model)
+    assert not list((run / "figures").glob("circuit-*"))
+    assert (run / "figures" / ".export-files.json").is_file()
+    assert "Circuits between rounds" not in (run / "index.html").read_text()
