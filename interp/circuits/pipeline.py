@@ -30,7 +30,13 @@ from interp.errors import InterpError
 from interp.loading import check_run_model, load_model
 from interp.lock import run_lock
 from interp.options import check_at_least
-from interp.patching.analysis import PatchConfig, PatchItem, check_config, select_items
+from interp.patching.analysis import (
+    PatchConfig,
+    PatchItem,
+    check_alignment,
+    check_config,
+    select_items,
+)
 from interp.stats import (
     CI_LEVEL,
     DEFAULT_CLUSTER,
@@ -196,6 +202,8 @@ def circuit(
     used = np.array([item.index for item in items])
     ids = clusters.subset(used)
     tokens = run.tokens()
+    # As interp patch: the read-out tokens of the two rounds must be the same token.
+    alignment = check_alignment(items, tokens, pconfig)
     with run_lock(run.path) if write else contextlib.nullcontext():
         if model is None:
             model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
@@ -212,6 +220,7 @@ def circuit(
             examples=counts,
             n_examples=counts["used"],
             cluster=ids.to_dict(),
+            alignment=alignment,
             bootstrap={"n_boot": config.n_boot, "seed": config.seed, "level": CI_LEVEL},
             definitions=DEFINITIONS,
         )
