@@ -17,6 +17,7 @@ and attention are drawn for the first.
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -53,6 +54,8 @@ class Figure:
     plot: go.Figure | None = None
     view: str | None = None  # circuitsvis HTML (bundle inline)
     caption: str = ""
+    data: dict[str, Any] | None = None  # the JSON it is drawn from: figures/<name>.json
+    svg: str | None = None  # a static SVG of it: figures/<name>.svg
 
 
 @dataclass
@@ -120,6 +123,7 @@ def _export_locked(
         else _behaviour_section(main, metrics, several=len(opened) > 1),
         _probe_section(main, opened[1:]),
         _patching_section(main),
+        *_circuit_sections(main),
         *_sae_sections(main),
         attention_part,
     ]
@@ -130,6 +134,8 @@ def _export_locked(
     index.unlink(missing_ok=True)
     before = main.export_files()
     planned = [f"{item.name}.html" for s in sections for item in s.items]
+    planned += [f"{i.name}.json" for s in sections for i in s.items if i.data is not None]
+    planned += [f"{i.name}.svg" for s in sections for i in s.items if i.svg is not None]
     if png:
         planned += [
             f"{item.name}.png" for s in sections for item in s.items if item.plot is not None
@@ -487,6 +493,46 @@ def _patching_section(main: Run) -> Section:
                 )
             )
     return section
+
+
+def _circuit_sections(main: Run) -> list[Section]:
+    """The circuits of ``interp circuit`` as graphs; no section when the run has none."""
+    from interp.circuits.export import graph_data, graph_figure, graphviz_svg
+
+    names = main.analyses("circuits")
+    if not names:
+        return []
+    section = Section("Circuits between rounds")
+    for name in names:
+        found = main.read_analysis("circuits", name, ["edges", "nodes"])
+        summary = found.summary
+        data = graph_data(found.tables["edges"], found.tables["nodes"], summary)
+        svg, svg_note = graphviz_svg(data, int(summary.get("top", 50)))
+        if svg is None:
+            section.notes.append(f"{name}: {svg_note}")
+        verify = summary.get("verify") or {}
+        caption = (
+            f"{_e(summary.get('method'))} edge scores over {summary.get('n_examples')} "
+            f"examples, round {summary['config']['round']} into round "
+            f"{summary['config']['target_round']} at the read-out; value "
+            f"{_e(summary.get('target_value'))} (target) → {_e(summary.get('source_value'))} "
+            f"(source). Smallest N reaching {summary.get('faithful_threshold')} of the full "
+            f"patch: {_e(summary.get('faithful_n'))}; top-{verify.get('k')} rank agreement with "
+            f"exact edge patching ρ = {_e(verify.get('spearman'))} (CI {_e(verify.get('ci'))}). "
+            "Blue edges raise the value (towards the unbiased option), red lower it."
+        )
+        plot = graph_figure(data, f"Circuit {name}")
+        section.items.append(
+            Figure(
+                f"circuit-{_slug(name)}",
+                f"Circuit {name}",
+                plot,
+                caption=caption,
+                data=data,
+                svg=svg,
+            )
+        )
+    return [section]
 
 
 MAX_DASHBOARDS = 6  # context dashboards per SAE (each a circuitsvis view)
@@ -1032,6 +1078,13 @@ def _write_figures(folder: Path, sections: Sequence[Section]) -> list[Path]:
         path = folder / f"{item.name}.html"
         _write_text(path, _standalone(item))
         written.append(path)
+        if item.data is not None:  # a circuit's graph: the numbers it is drawn from
+            data = json.dumps(item.data, indent=1, sort_keys=True, allow_nan=False) + "\n"
+            _write_text(folder / f"{item.name}.json", data)
+            written.append(folder / f"{item.name}.json")
+        if item.svg is not None:
+            _write_text(folder / f"{item.name}.svg", item.svg)
+            written.append(folder / f"{item.name}.svg")
     return written
 
 

@@ -387,10 +387,12 @@ class Run:
         atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def remove_export_files(self, names: set[str]) -> None:
-        """Remove listed html/png figures (never another kind of file, whatever the list says)."""
+        """Remove listed html/png figures and circuit graphs' json/svg (never another kind of
+        file, whatever the list says)."""
         for name in sorted(names):
             path = self.path / "figures" / name
-            if path.suffix in (".html", ".png") and path.is_file():
+            own = path.suffix in (".html", ".png", ".svg", ".json") and name != EXPORT_FILES
+            if own and path.is_file():
                 path.unlink()
 
     def read_metrics(self) -> dict[str, Any] | None:

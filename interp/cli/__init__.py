@@ -1,7 +1,7 @@
 """The ``interp`` command line. Library functions do the work; this package parses and prints.
 
-One module per command (``models``, ``replay``, ``metrics``, ``probe``, ``patch``, ``export``,
-``sae`` with its subcommands),
+One module per command (``models``, ``replay``, ``metrics``, ``probe``, ``patch``, ``circuit``,
+``export``, ``sae`` with its subcommands),
 the text they print in :mod:`interp.cli.format`, the options several commands share in
 :mod:`interp.cli.options`. Commands are registered here, explicitly; a command module imports
 its library (and with it torch and TransformerLens) only inside the command function, so
@@ -23,7 +23,7 @@ from typing import Any
 
 import typer
 
-from interp.cli import experiment, export, metrics, models, patch, probe, replay, sae
+from interp.cli import circuit, experiment, export, metrics, models, patch, probe, replay, sae
 from interp.cli.format import format_metrics
 from interp.cli.options import MULTI_VALUE_OPTIONS
 from interp.errors import InterpError
@@ -104,6 +104,7 @@ app.command("replay")(_user_errors(replay.replay))
 app.command("metrics")(_user_errors(metrics.metrics))
 app.command("probe")(_user_errors(probe.probe))
 app.command("patch")(_user_errors(patch.patch))
+app.command("circuit")(_user_errors(circuit.circuit))
 app.command("export")(_user_errors(export.export))
 # `interp sae ...`: a group of commands; each gets the same one-line user errors.
 for _command in sae.sae_app.registered_commands:

@@ -245,6 +245,20 @@ def sae_index(tmp_path_factory, tiny_model) -> Path:
 
 
 @pytest.fixture(scope="module")
+def circuit_index(tmp_path_factory, tiny_model) -> Path:
+    """The same run with a circuit (interp circuit): the export adds its graph."""
+    from interp.circuits import CircuitConfig, circuit
+    from interp.store import Run
+
+    _, full = build_runs(tmp_path_factory)
+    run = tmp_path_factory.mktemp("browser-circuit") / "run"
+    shutil.copytree(full, run)
+    last = Run.open(run).n_rounds - 1
+    circuit(run, CircuitConfig(round=last, method="eap", n_boot=20), model=tiny_model)
+    return export_report([run], model=tiny_model).index
+
+
+@pytest.fixture(scope="module")
 def browser_hosts(chromium, tmp_path_factory) -> frozenset[str]:
     """Hosts Chromium contacts by itself, seen through the proxy while it shows a blank page
     with the same flags (the list changes between versions: Debian's Chromium 150 adds
@@ -260,7 +274,7 @@ def browser_hosts(chromium, tmp_path_factory) -> frozenset[str]:
     return frozenset(_host(line) for line in recorder.lines)
 
 
-@pytest.mark.parametrize("which", ["index", "sae_index"])
+@pytest.mark.parametrize("which", ["index", "sae_index", "circuit_index"])
 def test_index_renders_offline_in_chromium(chromium, browser_hosts, which, request, tmp_path):
     index = request.getfixturevalue(which)
     page = tmp_path / "index.html"
@@ -295,6 +309,8 @@ def test_index_renders_offline_in_chromium(chromium, browser_hosts, which, reque
         assert any(name.endswith("-latents") for name in sae_figures)
     else:
         assert sae_figures == [] and "SAE features" not in original
+    circuits = [name for _, name in expected if name.startswith("circuit-")]
+    assert (len(circuits) == 1) == (which == "circuit_index"), circuits
 
 
 def test_the_proxy_check_tells_page_requests_from_the_browsers_own():

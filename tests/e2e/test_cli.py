@@ -101,7 +101,7 @@ def test_expand_multi_value_options(argv, expected):
 def test_help_lists_the_commands():
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("replay", "metrics", "models", "probe", "patch", "export", "sae"):
+    for command in ("replay", "metrics", "models", "probe", "patch", "circuit", "export", "sae"):
         assert command in result.stdout
 
 

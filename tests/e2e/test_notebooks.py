@@ -20,6 +20,7 @@ NAMES = (
     "02_probes_across_rounds",
     "03_patching_between_rounds",
     "04_sae_features",
+    "05_circuits_between_rounds",
 )
 CELL_TIMEOUT_S = 900
 

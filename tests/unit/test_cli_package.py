@@ -92,7 +92,7 @@ def test_nothing_outside_the_cli_imports_it() -> None:
 
 def test_commands_are_registered_in_one_place() -> None:
     assert sorted(COMMAND.commands) == sorted(
-        ["models", "replay", "metrics", "probe", "patch", "export", "sae", "experiment"]
+        ["models", "replay", "metrics", "probe", "patch", "circuit", "export", "sae", "experiment"]
     )
     assert {"train", "eval", "features"} <= set(COMMAND.commands["sae"].commands)
 
@@ -127,6 +127,13 @@ _CASES: dict[str, tuple[str, set[str], dict[str, str], set[str], set[str]]] = {
         {"category": "categories"},
         set(),
         {"layer"},
+    ),
+    "circuit": (
+        "interp.circuits:CircuitConfig",
+        {"run", "device", "dtype", "as_json"},
+        {"category": "categories"},
+        set(),
+        set(),
     ),
     "export": ("interp.report_config:ExportConfig", {"run", "as_json"}, {}, set(), set()),
 }

@@ -1,0 +1,24 @@
+"""Component circuits between rounds: edge attribution patching (EAP, EAP-IG) verified by
+exact edge patching, and the graph drawn from it.
+
+- :mod:`~interp.circuits.graph`: senders, receivers and edges of a model; the split-input flags.
+- :mod:`~interp.circuits.eap`: one target/source pair: exact edge patching and its gradient
+  scores at the read-out.
+- :mod:`~interp.circuits.pipeline`: a run -> per-example scores -> aggregated edges with
+  intervals, verification, faithfulness -> ``circuits/<name>/`` (:class:`CircuitConfig`).
+- :mod:`~interp.circuits.export`: the graph's JSON, plotly figure and optional SVG.
+"""
+
+from interp.circuits.eap import EdgePair
+from interp.circuits.graph import Graph, split_inputs
+from interp.circuits.pipeline import METHODS, CircuitConfig, CircuitResult, circuit
+
+__all__ = [
+    "METHODS",
+    "CircuitConfig",
+    "CircuitResult",
+    "EdgePair",
+    "Graph",
+    "circuit",
+    "split_inputs",
+]
