@@ -48,6 +48,7 @@ from interp.conversation import Conversation, RoundInput, build_conversation
 from interp.distributed import Workers, run_jobs
 from interp.errors import InterpError
 from interp.hooknames import act_name
+from interp.kvcache import logits_on_frozen_cache
 from interp.lengths import LengthSettings, check_context_length, check_running_length
 from interp.loading import load_model
 from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
@@ -749,22 +750,7 @@ def _continuation_logprob(model, cache, first, batch, i: int, mean: bool = False
         )
         for ex in batch
     ]
-    width = max(len(c) for c in conts)
-    tokens = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(tokens)
-    for b, c in enumerate(conts):
-        tokens[b, : len(c)] = torch.tensor(c)
-        mask[b, : len(c)] = 1
-    cache.freeze()
-    try:
-        with torch.no_grad():
-            logits = model(
-                tokens.to(model.cfg.device),
-                attention_mask=mask.to(model.cfg.device),
-                past_kv_cache=cache,
-            )
-    finally:
-        cache.unfreeze()
+    logits = logits_on_frozen_cache(model, cache, conts, tok.pad_token_id)
     later = torch.log_softmax(logits.float(), -1).cpu()
     total = torch.zeros(len(batch))
     for b, c in enumerate(conts):

@@ -510,22 +510,9 @@ def _continuation(model, cache, conts: list[list[int]], pad: int):
     """Log-softmax at every position of each continuation, run on the frozen cache."""
     import torch
 
-    width = max(len(c) for c in conts)
-    tokens = torch.full((len(conts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(tokens)
-    for b, c in enumerate(conts):
-        tokens[b, : len(c)] = torch.tensor(c)
-        mask[b, : len(c)] = 1
-    cache.freeze()
-    try:
-        with torch.no_grad():
-            logits = model(
-                tokens.to(model.cfg.device),
-                attention_mask=mask.to(model.cfg.device),
-                past_kv_cache=cache,
-            )
-    finally:
-        cache.unfreeze()
+    from interp.kvcache import logits_on_frozen_cache
+
+    logits = logits_on_frozen_cache(model, cache, conts, pad)
     return torch.log_softmax(logits.double(), -1).cpu()
 
 

@@ -1,0 +1,41 @@
+"""Forward passes on a TransformerLens key-value cache that score tokens without keeping them.
+
+Replay scores option texts (``--score text``) and Winogender scores pronouns that the tokenizer
+splits: each continuation runs on top of the conversation's cache, frozen, so its tokens are
+scored but not appended and the conversation goes on from where the cache was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+
+def logits_on_frozen_cache(
+    model: HookedTransformer,
+    cache: TransformerLensKeyValueCache,
+    conts: Sequence[Sequence[int]],
+    pad: int,
+) -> Float[torch.Tensor, "batch pos vocab"]:
+    """Logits at every position of each continuation (one per cached sequence, right-padded
+    with ``pad`` to the longest and masked), with ``cache`` frozen for the call."""
+    width = max(len(c) for c in conts)
+    tokens = torch.full((len(conts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(tokens)
+    for b, c in enumerate(conts):
+        tokens[b, : len(c)] = torch.tensor(list(c))
+        mask[b, : len(c)] = 1
+    cache.freeze()
+    try:
+        with torch.no_grad():
+            return model(
+                tokens.to(model.cfg.device),
+                attention_mask=mask.to(model.cfg.device),
+                past_kv_cache=cache,
+            )
+    finally:
+        cache.unfreeze()
