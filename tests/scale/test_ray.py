@@ -107,14 +107,18 @@ def test_a_killed_driver_resumes_from_finished_batches(single, tmp_path):
     args = ["--model", "tiny", "--task", "builtin", "--rounds", "2", "--batch-size", "4"]
     args += ["--limit", "12", "--out", str(out), "--workers", "1", "--json"]
     cmd = [sys.executable, "-m", "interp.cli", "replay", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own process group, killed whole as a job scheduler or Ctrl-C kills a job: the local
+    # cluster the command started goes with it (killing the driver alone leaves Ray's agents).
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     partial = out / ".partial"
     deadline = time.monotonic() + 300
     while not list(partial.glob("batch-*.safetensors")):
         assert proc.poll() is None, "the replay ended before the test could kill it"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     kept = sorted(p.name for p in partial.glob("batch-*.safetensors"))
     assert kept and len(kept) < 3
