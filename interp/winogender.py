@@ -125,6 +125,9 @@ def resolve_stats(data: Sequence[str], stats: str | None) -> Path:
         return Path(stats)
     if not data:
         raise InterpError("task winogender needs a data file (templates.tsv or all_sentences.tsv)")
+    for path in data:  # a wrong --data path is named as such, not as missing statistics
+        if not Path(path).is_file():
+            raise InterpError(f"--data {path}: no such file")
     beside = Path(data[0]).parent / STATS_NAME
     if not beside.is_file():
         raise InterpError(

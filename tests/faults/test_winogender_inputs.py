@@ -99,3 +99,11 @@ def test_missing_stats_and_files(space):
     )
     args = _replay(space, "templates.tsv", "--stats", str(space / "stats.tsv"))
     assert_refused_without_trace(space, *args, "--mode", "generate", contains="does not take")
+
+
+def test_wrong_data_path_is_named_before_the_statistics(space):
+    # Without --stats the statistics are looked for beside --data: a wrong --data path must be
+    # reported as such, not as missing statistics.
+    assert_refused_without_trace(
+        space, *_replay(space, "nope.tsv"), contains=f"--data {space / 'nope.tsv'}: no such file"
+    )
