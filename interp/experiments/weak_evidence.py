@@ -230,8 +230,10 @@ def weak_evidence(
         if not data.is_file() or data.read_text() != text:
             atomic_write(data, lambda tmp: tmp.write_text(text))
         exp.inputs = {"data": "data/weak-evidence.jsonl", "templates": templates()}
-        # The arms replay the written items, all of them.
-        written = {"task": "mc", "data": [str(data)], "sample": None, "limit": None}
+        # The arms replay the written items, all of them; --bbq-templates chose the targets
+        # above, and an mc task refuses it.
+        written = {"task": "mc", "data": [str(data)], "bbq_templates": None, "sample": None}
+        written["limit"] = None
         runs = {
             arm: exp.arm(arm, plan, holder, progress=progress, probe=False, **written)
             for arm, plan in ARMS.items()

@@ -104,3 +104,23 @@ def test_weak_evidence_resumes(weak):
     again = weak_evidence(config, model=None)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     pd.testing.assert_frame_equal(again.tables["rates"], result.tables["rates"])
+
+
+def test_weak_evidence_on_bbq_with_templates(tmp_path, tiny_model, bbq_dir):
+    # The arms replay the written mc file: the user's --bbq-templates (which only a bbq task
+    # takes) must not reach them; it used to refuse the whole experiment after selection.
+    config = ExperimentConfig(
+        out=str(tmp_path / "exp"),
+        model="tiny",
+        task="bbq",
+        data=[str(bbq_dir / "Age.jsonl")],
+        bbq_templates=str(bbq_dir / "official" / "templates"),
+        rounds=2,
+        sample=24,
+        n_boot=20,
+        probe=False,
+    )
+    result = weak_evidence(config, model=tiny_model)
+    assert result.summary["n_items"] > 0
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert manifest["config"]["bbq_templates"] == config.bbq_templates
