@@ -441,9 +441,7 @@ def analyse_run(
         tables[key] = pd.concat([tables[key], frame], ignore_index=True) if key in tables else frame
     summary["control"] = control_summary
     summary["reading"].extend(
-        control_reading(
-            tables["difference"], tables["fit_difference"], main_plan, control_summary["plan"]
-        )
+        control_reading(tables["difference"], main_plan, control_summary["plan"])
     )
     return tables, with_position(summary, [run, control])
 
@@ -566,9 +564,7 @@ def _control_arm(
     return tables, summary
 
 
-def control_reading(
-    difference: pd.DataFrame, fit_difference: pd.DataFrame, main: str | None, control: str | None
-) -> list[str]:
+def control_reading(difference: pd.DataFrame, main: str | None, control: str | None) -> list[str]:
     """Per quantity: does the main arm move beyond the control (the change since round 0,
     main - control, at the last round)?"""
     lines = []
