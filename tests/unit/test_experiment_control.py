@@ -202,6 +202,14 @@ def test_cli_control_options(conv):
     assert summary["control"]["plan"] == "baseline" and "position_share" in summary
 
 
+def test_control_none_on_the_command_line_is_no_control(tmp_path):
+    from interp.cli.experiment import _config as cli_config
+
+    fields = {"out": tmp_path, "data": None, "bbq_templates": None}
+    assert cli_config(**fields, control="none").control is None
+    assert cli_config(**fields, control="baseline").control == "baseline"
+
+
 # --- the position caveat ---------------------------------------------------------------------
 
 
@@ -236,9 +244,18 @@ def test_an_experiments_arms_share_one_encodings_folder(conv):
 
 
 def test_the_second_probe_encodes_nothing_and_scores_as_unshared(
-    conv, tmp_path, tiny_model, tl_calls
+    conv, tmp_path, tiny_model, monkeypatch
 ):
     from probes.api import probe_run
+
+    forwards = []  # every forward pass of the model (encodings are its only use in a probe)
+    original = type(tiny_model).forward
+
+    def counted(self, *args, **kwargs):
+        forwards.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_model), "forward", counted)
 
     copies = {}
     for name, arm in (("a", "main"), ("b", "control"), ("b_alone", "control")):
@@ -247,10 +264,13 @@ def test_the_second_probe_encodes_nothing_and_scores_as_unshared(
         shutil.rmtree(copies[name] / "probes")
     shared = tmp_path / "encodings"
     alone = probe_run(copies["b_alone"], "stereotype", n_boot=10, model=tiny_model)
+    assert forwards  # the counter sees encoding
+    before = len(forwards)
     probe_run(copies["a"], "stereotype", n_boot=10, model=tiny_model, encodings_dir=shared)
-    before = len(tl_calls)
+    assert len(forwards) > before  # the first arm encodes into the shared folder
+    before = len(forwards)
     second = probe_run(copies["b"], "stereotype", n_boot=10, model=tiny_model, encodings_dir=shared)
-    assert len(tl_calls) == before  # no forward pass: every encoding came from the shared folder
+    assert len(forwards) == before  # no forward pass: every encoding came from the shared folder
     assert not (copies["b"] / "probes" / "encodings").exists()
     pd.testing.assert_frame_equal(second.example_scores, alone.example_scores)
     pd.testing.assert_frame_equal(second.per_layer, alone.per_layer)
