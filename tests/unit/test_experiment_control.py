@@ -202,6 +202,23 @@ def test_cli_control_options(conv):
     assert summary["control"]["plan"] == "baseline" and "position_share" in summary
 
 
+def test_an_experiment_from_before_the_control_resumes_and_another_control_is_refused(
+    conv, tmp_path
+):
+    from interp.errors import InterpError
+
+    copy = tmp_path / "old"
+    shutil.copytree(conv.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for key in ("control", "stats"):  # written before these settings existed
+        del manifest["replay"][key]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    again = convergence(_config(copy), model=None)  # every arm reused: no model needed
+    assert again.summary["control"]["plan"] == "baseline"
+    with pytest.raises(InterpError, match="other replay settings"):
+        convergence(_config(conv.path, control="negated"))
+
+
 def test_control_none_on_the_command_line_is_no_control(tmp_path):
     from interp.cli.experiment import _config as cli_config
 
