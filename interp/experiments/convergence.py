@@ -441,7 +441,9 @@ def analyse_run(
         tables[key] = pd.concat([tables[key], frame], ignore_index=True) if key in tables else frame
     summary["control"] = control_summary
     summary["reading"].extend(
-        control_reading(tables["difference"], main_plan, control_summary["plan"])
+        control_reading(
+            tables["difference"], main_plan, control_summary["plan"], grid.clusters.n_clusters
+        )
     )
     return tables, with_position(summary, [run, control])
 
@@ -564,9 +566,12 @@ def _control_arm(
     return tables, summary
 
 
-def control_reading(difference: pd.DataFrame, main: str | None, control: str | None) -> list[str]:
+def control_reading(
+    difference: pd.DataFrame, main: str | None, control: str | None, n_clusters: int = 2
+) -> list[str]:
     """Per quantity: does the main arm move beyond the control (the change since round 0,
-    main - control, at the last round)?"""
+    main - control, at the last round)? A reliable difference against the main arm's own
+    direction means it moves *less* than the control: nothing there is the plan's doing."""
     lines = []
     last = int(difference["round"].max())
     for row in difference[difference["round"] == last].itertuples():
@@ -575,10 +580,15 @@ def control_reading(difference: pd.DataFrame, main: str | None, control: str | N
             f"{row.change_main:+.3g}, the control ({control}) by {row.change_control:+.3g}; "
             f"main - control {row.change_diff:+.3g} [{row.change_lo:+.3g}, {row.change_hi:+.3g}]"
         )
-        if not (math.isfinite(row.change_lo) and math.isfinite(row.change_hi)):
-            lines.append(f"{moved}: no interval (too few clusters).")
-        elif row.change_lo > 0 or row.change_hi < 0:
+        if n_clusters < 2 or not (math.isfinite(row.change_lo) and math.isfinite(row.change_hi)):
+            lines.append(f"{moved}: no interval (fewer than 2 clusters), so not compared.")
+        elif (row.change_lo > 0 or row.change_hi < 0) and row.change_diff * row.change_main > 0:
             lines.append(f"{moved}: the main arm's movement exceeds the control's.")
+        elif row.change_lo > 0 or row.change_hi < 0:
+            lines.append(
+                f"{moved}: the main arm moves less than the control (or the other way), so its "
+                f"movement is not the {main} plan's doing."
+            )
         else:
             lines.append(
                 f"{moved}: the main arm's movement does not exceed the control's, so it is not "

@@ -280,8 +280,14 @@ def control_reading(
     control_change: pd.DataFrame | None,
     main: str | None,
     control: str | None,
+    n_clusters: int = 2,
 ) -> list[str]:
     """Whether the main arm's improvements and concept movement exceed the control's."""
+    if n_clusters < 2:
+        return [
+            f"vs control ({control}): no interval (fewer than 2 clusters), so the arms are "
+            "not compared."
+        ]
     lines = []
     imp = rank_diff[rank_diff["measure"] == "improved"]
     beyond = imp[(imp["lo"] > 0) | (imp["hi"] < 0)]
@@ -320,14 +326,22 @@ def control_reading(
             "hidden-state movement does not exceed the control's."
         )
     else:
+        rows = reliable.to_dict("records")
+        beyond = [r for r in rows if r["value"] * r["main"] > 0]
         where = ", ".join(
             f"layer {int(r['layer'])} {r['group']} {r['value']:+.3g} [{r['lo']:+.3g}, "
-            f"{r['hi']:+.3g}]"
-            for r in reliable.to_dict("records")[:6]
+            f"{r['hi']:+.3g}]" + ("" if r in beyond else " (less than the control)")
+            for r in rows[:6]
+        )
+        verdict = (
+            f"the concept change under {main} exceeds the control's"
+            if beyond
+            else f"the concept moves less under {main} than under the control"
         )
         lines.append(
-            f"(b) main - control: the concept change under {main} exceeds the control's "
-            f"(interval excludes 0) at {where}" + (" ..." if len(reliable) > 6 else "") + "."
+            f"(b) main - control: {verdict} (interval excludes 0) at {where}"
+            + (" ..." if len(rows) > 6 else "")
+            + "."
         )
     return lines
 
@@ -410,7 +424,11 @@ def analyse_run(
         "groups": {g: int((outcome_groups(cgrid) == g).sum()) for g in GROUPS},
         "by_rank_difference": _records(rank_diff),
     }
-    summary["reading"].extend(control_reading(rank_diff, change_diff, control_change, plan, cplan))
+    summary["reading"].extend(
+        control_reading(
+            rank_diff, change_diff, control_change, plan, cplan, grid.clusters.n_clusters
+        )
+    )
     return tables, with_position(summary, [run, control])
 
 

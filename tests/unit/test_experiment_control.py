@@ -116,7 +116,8 @@ def test_paired_intervals_use_the_same_resamples_for_both_arms(conv):
 def test_the_reading_compares_every_quantity_with_the_control(conv):
     lines = [x for x in conv.summary["reading"] if "the control (baseline)" in x]
     assert len(lines) == 4  # accuracy, entropy, ece, concept
-    assert all("exceeds the control's" in x or "does not exceed the control's" in x for x in lines)
+    verdicts = ("exceeds the control's", "does not exceed", "moves less than", "no interval")
+    assert all(sum(v in x for v in verdicts) == 1 for x in lines)
 
 
 def test_the_reading_does_not_credit_what_the_control_also_shows():
@@ -137,6 +138,12 @@ def test_the_reading_does_not_credit_what_the_control_also_shows():
     assert "the control moves too" in line
     (line,) = control_reading(diff(-0.5, 0.0, -0.7, -0.3), "self-correct", "baseline")
     assert "exceeds the control's" in line and "does not" not in line
+    # the concept falls under both, reliably less under self-correct: not the plan's doing
+    (line,) = control_reading(diff(-0.2, -0.6, 0.2, 0.6), "self-correct", "baseline")
+    assert "moves less than the control" in line and "exceeds" not in line
+    # one cluster: a zero-width interval is no test
+    (line,) = control_reading(diff(-0.5, 0.0, -0.5, -0.5), "self-correct", "baseline", 1)
+    assert "no interval" in line and "exceeds" not in line
 
 
 def test_superficial_control_is_grouped_by_the_main_arms_outcome(sup):
