@@ -361,7 +361,9 @@ def analyse_run(
 
     for r in (run, control):
         if r is not None and is_winogender(r.manifest):
-            raise InterpError(f"{r.path} is a Winogender run: superficial {WHY_NOT_WINOGENDER}")
+            raise InterpError(
+                f"{r.path} is a Winogender run; superficial needs another: {WHY_NOT_WINOGENDER}"
+            )
     if control is not None:
         check_same_examples(run, control)
     grid = run_grid(run, cluster)

@@ -329,6 +329,20 @@ def test_convergence_on_winogender(tmp_path, tiny_model):
     at = observed[(observed["arm"] == "main") & (observed["quantity"] == "gender_gap")]
     expected = gap.groupby(rounds["round"]).mean().to_numpy()
     np.testing.assert_allclose(at.sort_values("round")["mean"].to_numpy(), expected)
+    # --run on a Winogender run: convergence fits the same quantities; superficial refuses
+    from interp.errors import InterpError
+    from interp.experiments.superficial import superficial_of_run
+
+    main = result.path / "runs" / "main"
+    alone = convergence_of_run(main, n_boot=10)
+    assert set(alone.tables["fits"]["quantity"]) == {
+        "gender_gap",
+        "p_neutral",
+        "entropy",
+        "concept",
+    }
+    with pytest.raises(InterpError, match="is a Winogender run; superficial needs another"):
+        superficial_of_run(main, n_boot=10)
     # resumable like any experiment: a second call replays nothing
     again = convergence(config, model=None)
     assert json.loads((result.path / "manifest.json").read_text())["arms"]["control"]["reused"]
