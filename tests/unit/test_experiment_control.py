@@ -341,7 +341,7 @@ def test_convergence_on_winogender(tmp_path, tiny_model):
         "entropy",
         "concept",
     }
-    with pytest.raises(InterpError, match="is a Winogender run; superficial needs another"):
+    with pytest.raises(InterpError, match="is a Winogender run, which superficial does not take"):
         superficial_of_run(main, n_boot=10)
     # resumable like any experiment: a second call replays nothing
     again = convergence(config, model=None)
