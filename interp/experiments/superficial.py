@@ -362,7 +362,8 @@ def analyse_run(
     for r in (run, control):
         if r is not None and is_winogender(r.manifest):
             raise InterpError(
-                f"{r.path} is a Winogender run, which superficial does not take: {WHY_NOT_WINOGENDER}"
+                f"{r.path} is a Winogender run, which superficial does not take: "
+                + WHY_NOT_WINOGENDER
             )
     if control is not None:
         check_same_examples(run, control)
