@@ -122,6 +122,7 @@ def probe_run(
     transfer: bool = True,
     cluster: str = DEFAULT_CLUSTER,
     control_run: str | Path | None = None,
+    encodings_dir: str | Path | None = None,
 ) -> ProbeResult:
     """Probe a run for a concept; write ``<run>/probes/<concept>/`` and return the result.
 
@@ -146,6 +147,10 @@ def probe_run(
         control_run: a replay of the same examples under another plan (checked: model,
             rounds, task data, example ids); adds ``control``: run - control per layer and
             round with paired cluster-bootstrap intervals.
+        encodings_dir: where the concept encodings are cached (default: the run's
+            ``probes/encodings``). Runs of one model can share a folder: the cache files are
+            keyed by the texts, the weights hash and (chat-wrapped) the answer prefix and
+            system prompt, so a shared hit is the encoding a private one would compute.
     """
     check_method(method)
     check_position(position)
@@ -176,6 +181,7 @@ def probe_run(
             transfer,
             cluster,
             control,
+            Path(encodings_dir) if encodings_dir is not None else None,
         )
 
 
@@ -194,13 +200,24 @@ def _probe_locked(
     transfer: bool,
     cluster: str,
     control: tuple[Run, dict[str, Any]] | None,
+    encodings_dir: Path | None = None,
 ) -> ProbeResult:
-    encodings = _concept_encodings(run, data, position, model, progress)
+    cache_dir = encodings_dir or run.analysis_dir("probes") / "encodings"
+    encodings = _concept_encodings(run, data, position, model, progress, cache_dir)
     probe = probe_layers(
         encodings, data, layers=chosen, method=method, seed=seed, test_size=test_size
     )
     per_layer, transfer_info = _with_transfer(
-        run, data, probe, model, progress, transfer, method=method, seed=seed, test_size=test_size
+        run,
+        data,
+        probe,
+        model,
+        progress,
+        transfer,
+        method=method,
+        seed=seed,
+        test_size=test_size,
+        cache_dir=cache_dir,
     )
     acts = torch.stack([run.activations(_hook(layer)).float() for layer in chosen])
     rounds = run.rounds()
@@ -265,6 +282,7 @@ def _with_transfer(
     method: str,
     seed: int,
     test_size: float,
+    cache_dir: Path,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``probe.table`` with the transfer columns added, and what the wrapping used (or why
     transfer was not measured)."""
@@ -282,7 +300,7 @@ def _with_transfer(
         answer_prefix=prefix,
         system=system,
         weights_hash=digest,
-        cache_dir=run.analysis_dir("probes") / "encodings",
+        cache_dir=cache_dir,
         get_model=lambda: model if model is not None else _load_run_model(info),
         progress=progress,
     )
@@ -325,6 +343,7 @@ def _concept_encodings(
     position: str,
     model: HookedTransformer | None,
     progress: bool,
+    cache_dir: Path,
 ) -> Float[torch.Tensor, "item layer d_model"]:
     info = run.manifest["model"]
     if model is not None:
@@ -341,7 +360,7 @@ def _concept_encodings(
         name=data.name,
         position=position,
         weights_hash=digest,
-        cache_dir=run.analysis_dir("probes") / "encodings",
+        cache_dir=cache_dir,
         get_model=get_model,
         progress=progress,
     )

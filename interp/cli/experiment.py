@@ -26,7 +26,9 @@ RunDir = Annotated[
     typer.Option(help="Analyse this existing run instead (writes RUN/experiments/NAME/)."),
 ]
 Model = Annotated[str, typer.Option(help="smollm2 (embedded), tiny, a .gguf file, a folder.")]
-Task = Annotated[str, typer.Option(help="bbq, builtin (48 items shipped) or mc.")]
+Task = Annotated[
+    str, typer.Option(help="bbq, builtin (48 items shipped), mc, or winogender (convergence).")
+]
 Data = Annotated[list[str] | None, typer.Option(help="Data file(s) for bbq/mc.")]
 Templates = Annotated[Path | None, typer.Option(help="bbq: the BBQ templates/ folder.")]
 Sample = Annotated[int | None, typer.Option(help="A seeded random sample of N examples.")]
@@ -44,6 +46,20 @@ BatchSize = Annotated[int, typer.Option(help="Examples per forward pass.")]
 Device = Annotated[str, typer.Option(help="cpu, cuda or mps.")]
 Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+ControlOpt = Annotated[
+    str,
+    typer.Option(
+        help="The control arm: a same-seed replay of this plan on the same examples, "
+        "analysed beside the main plan (paired differences); none skips it."
+    ),
+]
+ControlRun = Annotated[
+    Path | None,
+    typer.Option(help="With --run: a replay of another plan on the same examples, the control."),
+]
+Stats = Annotated[
+    str | None, typer.Option(help="winogender: the occupations' statistics TSV (as replay).")
+]
 
 
 def _config(**fields: Any):
@@ -53,6 +69,8 @@ def _config(**fields: Any):
     if out is None:
         raise InterpError("give --out DIR (an experiment directory) or --run DIR (a run)")
     data = fields.pop("data")
+    if "control" in fields and fields["control"] in ("none", ""):
+        fields["control"] = None  # --control none: no control arm
     templates = fields.pop("bbq_templates")
     return ExperimentConfig(
         out=str(out),
@@ -88,6 +106,9 @@ def convergence(
     rounds: Rounds = 3,
     seed: Seed = 0,
     plan: PlanOpt = "self-correct",
+    control: ControlOpt = "baseline",
+    control_run: ControlRun = None,
+    stats: Stats = None,
     concept: Concept = "stereotype",
     probe: ProbeOpt = True,
     layer: Annotated[
@@ -106,8 +127,12 @@ def convergence(
 ) -> None:
     """Fit y_r = y_inf + (y_0 - y_inf) exp(-lam r) to accuracy, entropy, ECE and the concept
     score per round: lam, y_inf and the settling round with bootstrap intervals, and the
-    per-example correlation of entropy drop with concept-score change."""
-    fields = {k: v for k, v in locals().items() if k not in ("run", "as_json")}
+    per-example correlation of entropy drop with concept-score change; beside the control
+    plan (default baseline) with paired main - control differences. --task winogender fits
+    the gender gap log p(female) - log p(male) and p_neutral instead of accuracy and ECE."""
+    fields = {k: v for k, v in locals().items() if k not in ("run", "as_json", "control_run")}
+    if control_run is not None and run is None:
+        raise InterpError("--control-run goes with --run (an experiment replays its control)")
     if run is not None:
         from interp.experiments.convergence import convergence_of_run
 
@@ -119,6 +144,7 @@ def convergence(
             n_boot=n_boot,
             seed=seed,
             cluster=cluster,
+            control_run=control_run,
         )
     else:
         from interp.experiments.convergence import convergence as run_convergence
@@ -140,6 +166,8 @@ def superficial(
     rounds: Rounds = 3,
     seed: Seed = 0,
     plan: PlanOpt = "self-correct",
+    control: ControlOpt = "baseline",
+    control_run: ControlRun = None,
     concept: Concept = "stereotype",
     probe: ProbeOpt = True,
     n_boot: NBoot = 1000,
@@ -151,12 +179,22 @@ def superficial(
 ) -> None:
     """(a) last-round outcome by the correct answer's rank at round 0; (b) the concept-score
     change per layer for examples that improved vs those that stayed wrong. Prints the
-    reading the intervals support."""
-    fields = {k: v for k, v in locals().items() if k not in ("run", "as_json")}
+    reading the intervals support, beside the control plan (default baseline) on the same
+    example groups, with paired main - control differences."""
+    fields = {k: v for k, v in locals().items() if k not in ("run", "as_json", "control_run")}
+    if control_run is not None and run is None:
+        raise InterpError("--control-run goes with --run (an experiment replays its control)")
     if run is not None:
         from interp.experiments.superficial import superficial_of_run
 
-        result = superficial_of_run(run, concept=concept, n_boot=n_boot, seed=seed, cluster=cluster)
+        result = superficial_of_run(
+            run,
+            concept=concept,
+            n_boot=n_boot,
+            seed=seed,
+            cluster=cluster,
+            control_run=control_run,
+        )
     else:
         from interp.experiments.superficial import superficial as run_superficial
 

@@ -298,6 +298,15 @@ def format_experiment(result) -> str:
                 )
     if s.get("concept_note"):
         lines.append(f"note: {s['concept_note']}")
+    if "control" in s:  # convergence, superficial: the control arm, or why none
+        control = s["control"]
+        lines.append(
+            f"control: {control['plan']} (paired main - control: see the reading)"
+            if control
+            else f"control: none ({s.get('control_note')})"
+        )
+    if s.get("position_share") is not None:
+        lines.append(f"position share (most common option letter): {s['position_share']:.2f}")
     if result.name == "self-distinguish":
         lines.append(f"examples asked: {s['n_examples']} (both orders, every round)")
     lines.append("reading:")

@@ -6,7 +6,9 @@ An experiment directory::
     DIR/manifest.json        experiment name, config, arms (plan texts, replay settings),
                              seed, sizes, package versions, command; "complete" at the end
     DIR/runs/<arm>/          one ordinary run directory per replay (``interp.replay``), so
-                             metrics, probe, patch and export work on it as on any run
+                             metrics, probe, patch and export work on it as on any run;
+                             ``runs/control`` is the control arm (``--control PLAN``)
+    DIR/encodings/           the concept encodings every arm's probe shares (one model)
     DIR/tables/<name>.parquet   the experiment's tables (every estimate with its interval)
     DIR/summary.json         headline numbers and the reading; written last
 
@@ -51,6 +53,8 @@ REPLAY_FIELDS = (
     "rounds",
     "seed",
     "plan",
+    "control",
+    "stats",
     "batch_size",
     "device",
     "dtype",
@@ -63,7 +67,7 @@ class ExperimentConfig:
 
     out: str = "artifacts/experiments/demo"  # the experiment directory to write
     model: str = "smollm2"  # as for replay: "smollm2", "tiny", a .gguf file, a model folder
-    task: str = "builtin"  # "bbq", "builtin" or "mc"
+    task: str = "builtin"  # "bbq", "builtin", "mc" or "winogender" (convergence only)
     data: list[str] = field(default_factory=list)  # data files (bbq, mc)
     bbq_templates: str | None = None  # bbq: the templates/ folder (see ReplayConfig)
     sample: int | None = None  # a seeded random sample of this many examples
@@ -71,6 +75,10 @@ class ExperimentConfig:
     rounds: int = 3  # follow-up rounds: every replay holds rounds 0..rounds
     seed: int = 0  # seeds the sample, the replays and every bootstrap
     plan: str = "self-correct"  # the plan of single-plan experiments (convergence, superficial)
+    # convergence, superficial: the control arm, a same-seed replay of this plan on the same
+    # examples, analysed beside the main arm (None: no control)
+    control: str | None = "baseline"
+    stats: str | None = None  # winogender: the occupations' statistics TSV (as for replay)
     concept: str = "stereotype"  # the probe concept whose score the experiments read
     probe: bool = True  # probe the replays for the concept (reused when already probed)
     layer: int | None = None  # the concept score's layer; None: the probe's headline layer
@@ -110,6 +118,23 @@ def validate(config: ExperimentConfig) -> None:
         from probes.concepts import load_concept
 
         load_concept(config.concept)
+
+
+def check_control(config: ExperimentConfig) -> None:
+    """The control arm must be another plan (experiments with a control arm only)."""
+    if config.control is not None and config.control == config.plan:
+        raise InterpError(
+            f"control {config.control!r} is the main plan itself; choose another plan as the "
+            "control, or none"
+        )
+
+
+def refuse_winogender(config: ExperimentConfig, name: str, why: str) -> None:
+    """Experiments that need what Winogender items lack refuse before any compute."""
+    from interp import winogender
+
+    if config.task == winogender.TASK:
+        raise InterpError(f"experiment {name} does not take task winogender: {why}")
 
 
 def versions() -> dict[str, str]:
@@ -175,6 +200,7 @@ class ExperimentDir:
             if not (self.path / "manifest.json").exists():  # no arm finished: these are ours
                 shutil.rmtree(self.path / "plans", ignore_errors=True)
                 shutil.rmtree(self.path / "data", ignore_errors=True)
+                shutil.rmtree(self.path / "encodings", ignore_errors=True)
         self._lock.__exit__(*exc)
         if exc[0] is not None:
             remove_empty(self._created)
@@ -185,7 +211,8 @@ class ExperimentDir:
         manifest = self.path / "manifest.json"
         if not manifest.is_file():
             if self.path.is_dir() and any(
-                p.name not in (".interp.lock", "runs", "plans", "data") for p in self.path.iterdir()
+                p.name not in (".interp.lock", "runs", "plans", "data", "encodings")
+                for p in self.path.iterdir()
             ):
                 raise InterpError(
                     f"{self.path} is not empty and holds no experiment; choose another --out"
@@ -205,7 +232,10 @@ class ExperimentDir:
                 f"{self.path} holds the experiment {info.get('experiment')!r}, not "
                 f"{self.name!r}; choose another --out"
             )
-        if info.get("replay") != replay_settings(self.config):
+        stored = info.get("replay") or {}
+        # Settings added since the folder was written (control, stats) are not compared: the
+        # arms they decide are replayed or reused by their own fingerprints.
+        if {k: v for k, v in replay_settings(self.config).items() if k in stored} != stored:
             raise InterpError(
                 f"{self.path} holds this experiment with other replay settings (model, task, "
                 "data, sample, rounds, seed, plan, ...); choose another --out or delete it"
@@ -242,7 +272,6 @@ class ExperimentDir:
     ) -> Run:
         """Replay (or reuse) the arm ``arm`` with ``plan`` into ``runs/<arm>``; probe it for
         the concept when the config asks, reusing a probe the run already has."""
-        from interp.plans import load_plan
         from interp.replay import ReplayConfig, fingerprint, replay
 
         c = self.config
@@ -260,10 +289,11 @@ class ExperimentDir:
             seed=c.seed,
             device=c.device,
             dtype=c.dtype,
+            stats=c.stats,
         )
         for key, value in replay_overrides.items():
             setattr(rc, key, value)
-        loaded_plan = load_plan(plan)
+        loaded_plan = load_any_plan(rc.task, plan)
         done = _complete_with(Path(rc.out), fingerprint(rc, loaded_plan))
         run = replay(
             rc, model=None if done else holder.get(), progress=progress, command=self.command
@@ -275,7 +305,7 @@ class ExperimentDir:
             "reused": done,
         }
         if probe if probe is not None else c.probe:
-            entry["probe"] = ensure_probe(run, c, holder)
+            entry["probe"] = ensure_probe(run, c, holder, self.path / "encodings")
         self.arms[arm] = entry
         self.write_manifest(False)  # after each arm: what is done so far
         return run
@@ -320,9 +350,22 @@ def _complete_with(out: Path, key: str) -> bool:
     return bool(info.get("complete")) and info.get("fingerprint") == key
 
 
-def ensure_probe(run: Run, config: ExperimentConfig, holder: ModelHolder) -> dict[str, Any]:
+def load_any_plan(task: str, plan: str) -> Any:
+    """The plan a replay of ``task`` loads (Winogender has its own plans)."""
+    from interp import winogender
+    from interp.plans import load_plan
+
+    if task == winogender.TASK:
+        return winogender.load_winogender_plan(plan)
+    return load_plan(plan)
+
+
+def ensure_probe(
+    run: Run, config: ExperimentConfig, holder: ModelHolder, encodings_dir: Path | None = None
+) -> dict[str, Any]:
     """The run's probe of the concept: reused when the run has one, made otherwise. Returns
-    what the manifest records of it."""
+    what the manifest records of it. ``encodings_dir``: the experiment's shared encodings
+    cache (every arm runs one model, so the second arm's probe encodes nothing)."""
     from probes.api import probe_run
 
     name = probe_name(config.concept)
@@ -335,6 +378,7 @@ def ensure_probe(run: Run, config: ExperimentConfig, holder: ModelHolder) -> dic
             n_boot=config.n_boot,
             model=holder.model,  # reused when loaded; probe_run loads it only if it must
             cluster=config.cluster,
+            encodings_dir=encodings_dir,
         )
     summary = run.read_analysis("probes", name, []).summary
     return {"concept": name, "best_layer": summary.get("best_layer"), "reused": reused}
@@ -455,3 +499,48 @@ def no_probe_hint(run: Run, concept: str) -> str:
 def weights_for(grid: Grid, n_boot: int, seed: int) -> np.ndarray:
     """The cluster-bootstrap weight rows every estimate of one experiment shares."""
     return bootstrap_weights(grid.clusters.ids, n_boot, seed)
+
+
+# --- the position caveat ---------------------------------------------------------------------
+
+POSITION_THRESHOLD = 0.9
+
+
+def position_share(runs: list[Run]) -> float | None:
+    """Share of answers, over every run and round, that are the single most common option
+    (by position: a, b, c); None for Winogender runs (pronouns are scored, not lettered
+    options) or when nothing was answered."""
+    from interp.winogender import is_winogender
+
+    choices = []
+    for run in runs:
+        rounds = run.rounds()
+        if is_winogender(rounds):
+            return None
+        choices.append(rounds["choice"].to_numpy())
+    answered = np.concatenate(choices) if choices else np.zeros(0)
+    answered = answered[answered >= 0]
+    if not len(answered):
+        return None
+    return float(np.bincount(answered.astype(np.int64)).max() / len(answered))
+
+
+def position_caveat(share: float | None) -> str | None:
+    """The reading's plain warning when answers follow the option position."""
+    if share is None or share < POSITION_THRESHOLD:
+        return None
+    return (
+        f"caveat: {share:.0%} of all answers (every arm and round) are the same option letter: "
+        "the answers are driven by option position, not content, so the behavioural readings "
+        "above say little about content (compare `interp replay --permute cyclic`)."
+    )
+
+
+def with_position(summary: dict[str, Any], runs: list[Run]) -> dict[str, Any]:
+    """Add ``position_share`` to a summary, and the caveat to its reading when it applies."""
+    share = position_share(runs)
+    summary["position_share"] = share
+    line = position_caveat(share)
+    if line is not None:
+        summary["reading"] = [*summary.get("reading", []), line]
+    return summary

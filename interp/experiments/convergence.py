@@ -27,6 +27,21 @@ The per-example correlation: per example, the entropy drop (round 0 minus the la
 and the concept-score change (last round minus round 0) at the same layer; Pearson's r with
 a cluster-bootstrap interval (weighted correlation per resample), and Spearman's rho. It asks
 whether the examples whose uncertainty falls most are those whose concept score moves most.
+
+The control (``--control PLAN``, default ``baseline``; ``none`` skips it): a same-seed replay
+of another plan on the same examples, probed like the main arm and fitted the same way (the
+concept at the main arm's layer, the main arm's eps). Every table has ``arm`` (main /
+control) and ``plan`` columns. ``difference``: per quantity and round, main - control of the
+mean and of its change since round 0; ``fit_difference``: main - control of y_inf and of the
+settling round. Both arms are averaged under the *same* resample weights (same examples), so
+the intervals are paired. The reading credits the main plan only with what exceeds the
+control: a quantity that moves as much without the instruction is not the instruction's.
+
+Tasks plug in by their per-example quantities (:func:`task_quantities`): a multiple-choice
+task (BBQ, builtin, mc) fits accuracy and ECE; Winogender, which has no correct option, fits
+``gender_gap`` = log p(female) - log p(male) per item (the two-pronoun logit difference, as
+patching measures on Winogender; > 0 leans female) and ``p_neutral`` (the renormalised
+probability of they/their/them). Entropy and the concept score are fitted for every task.
 """
 
 from __future__ import annotations
@@ -47,11 +62,13 @@ from interp.experiments.common import (
     ExperimentResult,
     Grid,
     ModelHolder,
+    check_control,
     concept_matrix,
     no_probe_hint,
     run_grid,
     validate,
     weights_for,
+    with_position,
 )
 from interp.lock import run_lock
 from interp.stats import percentile_interval
@@ -66,6 +83,7 @@ N_BINS = 10  # ECE bins, equal width, as in interp.metrics
 LAM_GRID = np.geomspace(1e-3, LAM_MAX, 240)  # rates tried for curve_fit's start
 SATURATION_FACTOR = 10  # settling later than 10x the last round: "not saturating"
 QUANTITIES = ("accuracy", "entropy", "ece", "concept")
+WINOGENDER_QUANTITIES = ("gender_gap", "p_neutral", "entropy", "concept")
 
 
 @dataclass(frozen=True)
@@ -193,17 +211,48 @@ def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.nd
         return cov / np.sqrt(vx * vy)
 
 
+def task_quantities(run: Run) -> dict[str, np.ndarray] | None:
+    """A task's own per-example quantities, [example, round], fitted instead of accuracy and
+    ECE; None for multiple-choice tasks (they have a correct option: accuracy and ECE)."""
+    from interp.winogender import is_winogender
+
+    rounds = run.rounds()
+    if not is_winogender(rounds):
+        return None
+    rounds = rounds.sort_values(["example_index", "round"], kind="stable")
+    n = rounds["example_index"].nunique()
+
+    def grid(values: Any) -> np.ndarray:
+        return np.asarray(values, dtype=float).reshape(n, -1)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.log(grid(rounds["p_female"])) - np.log(grid(rounds["p_male"]))
+    return {
+        "gender_gap": np.where(np.isfinite(gap), gap, np.nan),
+        "p_neutral": grid(rounds["p_neutral"]),
+    }
+
+
 def quantity_curves(
-    grid: Grid, concept: np.ndarray | None, weights: np.ndarray
+    grid: Grid,
+    concept: np.ndarray | None,
+    weights: np.ndarray,
+    per_example: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per quantity, [resample, round] means; row 0 is the observed data (weights of 1)."""
+    """Per quantity, [resample, round] means; row 0 is the observed data (weights of 1).
+    ``per_example``: a task's own quantities (:func:`task_quantities`) in place of accuracy
+    and ECE."""
     ones = np.ones((1, grid.n_examples))
     w = np.vstack([ones, weights])
-    curves = {
-        "accuracy": weighted_means(w, grid.correct),
-        "entropy": weighted_means(w, grid.entropy),
-        "ece": weighted_ece(grid.confidence, grid.correct, w),
-    }
+    if per_example is None:
+        curves = {
+            "accuracy": weighted_means(w, grid.correct),
+            "entropy": weighted_means(w, grid.entropy),
+            "ece": weighted_ece(grid.confidence, grid.correct, w),
+        }
+    else:
+        curves = {k: weighted_means(w, v) for k, v in per_example.items()}
+        curves["entropy"] = weighted_means(w, grid.entropy)
     if concept is not None:
         curves["concept"] = weighted_means(w, concept)
     return curves
@@ -214,7 +263,16 @@ def fit_table(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The fits (observed fit + percentile intervals over the refitted resamples) and the
     observed per-round means with their intervals and the fitted curve."""
-    fits, observed = [], []
+    fits, observed, _ = fit_tables(curves, eps, n_examples)
+    return fits, observed
+
+
+def fit_tables(
+    curves: dict[str, np.ndarray], eps: dict[str, float], n_examples: int
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+    """``fit_table`` and, per quantity, the fitted (y0, y_inf, lam, settle) of row 0 and of
+    every resample, [1 + resample, 4] (what the paired control differences read)."""
+    fits, observed, params = [], [], {}
     for name, curve in curves.items():
         n_rounds = curve.shape[1]
         rounds = np.arange(n_rounds)
@@ -222,6 +280,7 @@ def fit_table(
         boot = np.array(
             [_as_row(fit_curve(rounds, c, eps[name])) for c in curve[1:]], dtype=float
         ).reshape(-1, 4)
+        params[name] = np.vstack([np.array(_as_row(main), dtype=float)[None], boot])
         lo, hi = percentile_interval(boot) if len(boot) else (np.full(4, np.nan),) * 2
         row: dict[str, Any] = {"quantity": name}
         for j, key in enumerate(("y0", "y_inf", "lam", "settle")):
@@ -253,7 +312,7 @@ def fit_table(
                     "fitted": float(fitted[r]),
                 }
             )
-    return pd.DataFrame(fits), pd.DataFrame(observed)
+    return pd.DataFrame(fits), pd.DataFrame(observed), params
 
 
 def _as_row(fit: CurveFit) -> tuple[float, float, float, float]:
@@ -319,46 +378,224 @@ def analyse_run(
     n_boot: int = 1000,
     seed: int = 0,
     cluster: str = "template",
+    control: Run | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """The convergence tables and summary of one run (no writing)."""
-    if run.n_rounds < 3:
-        raise InterpError(
-            f"{run.path} has rounds 0..{run.n_rounds - 1}; a convergence fit needs at least "
-            "rounds 0..2 (replay with --rounds 2 or more)"
-        )
+    """The convergence tables and summary of one run, beside its control run when given
+    (same examples; no writing)."""
+    for r in (run, control):
+        if r is not None and r.n_rounds < 3:
+            raise InterpError(
+                f"{r.path} has rounds 0..{r.n_rounds - 1}; a convergence fit needs at least "
+                "rounds 0..2 (replay with --rounds 2 or more)"
+            )
     grid = run_grid(run, cluster)
     found = concept_matrix(run, concept, layer)
     concept_scores, chosen = (found[0], found[1]) if found is not None else (None, None)
     weights = weights_for(grid, n_boot, seed)
-    curves = quantity_curves(grid, concept_scores, weights)
-    eps_by = {"accuracy": eps, "entropy": eps, "ece": eps}
+    curves = quantity_curves(grid, concept_scores, weights, task_quantities(run))
+    eps_by = {name: eps for name in curves if name != "concept"}
     if concept_scores is not None:
         sd = float(np.nanstd(concept_scores[:, 0]))
         eps_by["concept"] = eps * sd if sd > 0 else eps
-    fits, observed = fit_table(curves, eps_by, grid.n_examples)
-    tables = {"fits": fits, "observed": observed}
+    main_plan = _plan_name(run)
+    fits, observed, params = fit_tables(curves, eps_by, grid.n_examples)
+    tables = {
+        "fits": _label(fits, "main", main_plan),
+        "observed": _label(observed, "main", main_plan),
+    }
     summary: dict[str, Any] = {
         "experiment": NAME,
         "run": str(run.path),
-        "plan": run.manifest.get("plan", {}).get("name"),
+        "plan": main_plan,
         "model": "saturating: y_r = y_inf + (y_0 - y_inf) * exp(-lam * r), lam in [0, 50]",
         "fit": "scipy.optimize.curve_fit (trf, bounded); intervals: refit per bootstrap resample",
+        "quantities": list(curves),
         "eps": eps_by,
         "n_boot": n_boot,
         "cluster": grid.clusters.to_dict(),
-        "fits": _records(fits),
+        "fits": _records(tables["fits"]),
     }
+    corr = None
     if concept_scores is not None:
         corr, per_example = correlation_table(grid, concept_scores, int(chosen), weights)
-        tables["correlation"] = corr
-        tables["example_changes"] = per_example
+        tables["correlation"] = _label(corr, "main", main_plan)
+        tables["example_changes"] = _label(per_example, "main", main_plan)
         summary["concept"] = {"name": concept, "layer": int(chosen)}
-        summary["correlation"] = _records(corr)[0]
+        summary["correlation"] = _records(tables["correlation"])[0]
     else:
         summary["concept"] = None
         summary["concept_note"] = no_probe_hint(run, concept)
     summary["reading"] = reading(fits, summary.get("correlation"))
+    if control is None:
+        summary["control"] = None
+        summary["control_note"] = "no control: the movement is not compared with another plan"
+        summary["reading"].append(
+            "no control arm: nothing here separates the plan's effect from what repeated "
+            "asking does without it (run with --control PLAN or --control-run DIR)."
+        )
+        return tables, with_position(summary, [run])
+    control_tables, control_summary = _control_arm(
+        run, control, grid, weights, curves, params, eps_by, concept, chosen, cluster
+    )
+    for key, frame in control_tables.items():
+        tables[key] = pd.concat([tables[key], frame], ignore_index=True) if key in tables else frame
+    summary["control"] = control_summary
+    summary["reading"].extend(
+        control_reading(
+            tables["difference"], main_plan, control_summary["plan"], grid.clusters.n_clusters
+        )
+    )
+    return tables, with_position(summary, [run, control])
+
+
+def _plan_name(run: Run) -> str | None:
+    return run.manifest.get("plan", {}).get("name")
+
+
+def _label(frame: pd.DataFrame, arm: str, plan: str | None) -> pd.DataFrame:
+    """``frame`` with ``arm`` and ``plan`` as its first columns."""
+    out = frame.copy()
+    out.insert(0, "plan", plan)
+    out.insert(0, "arm", arm)
+    return out
+
+
+def check_same_examples(run: Run, control: Run) -> None:
+    a = run.rounds()["example_id"].drop_duplicates().tolist()
+    b = control.rounds()["example_id"].drop_duplicates().tolist()
+    if a != b:
+        raise InterpError(
+            f"the control {control.path} does not hold the same examples in the same order "
+            f"as {run.path}; replay it with the same task, data, sample and seed"
+        )
+    if run.n_rounds != control.n_rounds:
+        raise InterpError(
+            f"the control {control.path} holds rounds 0..{control.n_rounds - 1}, "
+            f"{run.path} 0..{run.n_rounds - 1}; replay it with the same --rounds"
+        )
+
+
+def _control_arm(
+    run: Run,
+    control: Run,
+    grid: Grid,
+    weights: np.ndarray,
+    curves: dict[str, np.ndarray],
+    params: dict[str, np.ndarray],
+    eps_by: dict[str, float],
+    concept: str,
+    layer: int | None,
+    cluster: str,
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The control arm fitted like the main one (its concept at the main arm's layer, the
+    main arm's eps, the same resample weights) and the paired differences."""
+    check_same_examples(run, control)
+    cgrid = run_grid(control, cluster)
+    found = concept_matrix(control, concept, layer) if layer is not None else None
+    ccurves = quantity_curves(
+        cgrid, found[0] if found is not None else None, weights, task_quantities(control)
+    )
+    ccurves = {k: v for k, v in ccurves.items() if k in curves}
+    plan = _plan_name(control)
+    cfits, cobserved, cparams = fit_tables(ccurves, eps_by, cgrid.n_examples)
+    tables = {
+        "fits": _label(cfits, "control", plan),
+        "observed": _label(cobserved, "control", plan),
+    }
+    if found is not None:
+        corr, per_example = correlation_table(cgrid, found[0], int(layer), weights)
+        tables["correlation"] = _label(corr, "control", plan)
+        tables["example_changes"] = _label(per_example, "control", plan)
+    main_plan = _plan_name(run)
+    rows, fit_rows = [], []
+    for name, ccurve in ccurves.items():
+        mcurve = curves[name]
+        diff = mcurve - ccurve
+        change = (mcurve - mcurve[:, :1]) - (ccurve - ccurve[:, :1])
+        lo, hi = percentile_interval(diff[1:]) if len(diff) > 1 else (diff[0] * np.nan,) * 2
+        clo, chi = percentile_interval(change[1:]) if len(change) > 1 else (change[0] * np.nan,) * 2
+        for r in range(diff.shape[1]):
+            rows.append(
+                {
+                    "quantity": name,
+                    "round": r,
+                    "main_plan": main_plan,
+                    "control_plan": plan,
+                    "main": float(mcurve[0, r]),
+                    "control": float(ccurve[0, r]),
+                    "value": float(diff[0, r]),
+                    "lo": float(np.asarray(lo)[r]),
+                    "hi": float(np.asarray(hi)[r]),
+                    "change_main": float(mcurve[0, r] - mcurve[0, 0]),
+                    "change_control": float(ccurve[0, r] - ccurve[0, 0]),
+                    "change_diff": float(change[0, r]),
+                    "change_lo": float(np.asarray(clo)[r]),
+                    "change_hi": float(np.asarray(chi)[r]),
+                }
+            )
+        for j, key in ((1, "y_inf"), (3, "settle")):
+            m, c = params[name][:, j], cparams[name][:, j]
+            with np.errstate(invalid="ignore"):
+                d = m - c
+            plo, phi = percentile_interval(d[1:]) if len(d) > 1 else (math.nan, math.nan)
+            fit_rows.append(
+                {
+                    "quantity": name,
+                    "parameter": key,
+                    "main_plan": main_plan,
+                    "control_plan": plan,
+                    "main": float(m[0]),
+                    "control": float(c[0]),
+                    "value": float(d[0]),
+                    "lo": float(plo),
+                    "hi": float(phi),
+                }
+            )
+    tables["difference"] = pd.DataFrame(rows)
+    tables["fit_difference"] = pd.DataFrame(fit_rows)
+    summary = {
+        "plan": plan,
+        "run": str(control.path),
+        "paired": "main - control under the same cluster-bootstrap resamples (same examples)",
+        "fits": _records(tables["fits"]),
+        "difference_last_round": _records(
+            tables["difference"][tables["difference"]["round"] == grid.n_rounds - 1]
+        ),
+        "fit_difference": _records(tables["fit_difference"]),
+    }
     return tables, summary
+
+
+def control_reading(
+    difference: pd.DataFrame, main: str | None, control: str | None, n_clusters: int = 2
+) -> list[str]:
+    """Per quantity: does the main arm move beyond the control (the change since round 0,
+    main - control, at the last round)? A reliable difference against the main arm's own
+    direction means it moves *less* than the control: nothing there is the plan's doing."""
+    lines = []
+    last = int(difference["round"].max())
+    for row in difference[difference["round"] == last].itertuples():
+        moved = (
+            f"{row.quantity}: from round 0 to {last} the main arm ({main}) changes by "
+            f"{row.change_main:+.3g}, the control ({control}) by {row.change_control:+.3g}; "
+            f"main - control {row.change_diff:+.3g} [{row.change_lo:+.3g}, {row.change_hi:+.3g}]"
+        )
+        if n_clusters < 2 or not (math.isfinite(row.change_lo) and math.isfinite(row.change_hi)):
+            lines.append(f"{moved}: no interval (fewer than 2 clusters), so not compared.")
+        elif (row.change_lo > 0 or row.change_hi < 0) and row.change_diff * row.change_main > 0:
+            lines.append(f"{moved}: the main arm's movement exceeds the control's.")
+        elif row.change_lo > 0 or row.change_hi < 0:
+            lines.append(
+                f"{moved}: the main arm moves less than the control (or the other way), so its "
+                f"movement is not the {main} plan's doing."
+            )
+        else:
+            lines.append(
+                f"{moved}: the main arm's movement does not exceed the control's, so it is not "
+                f"the {main} plan's doing"
+                + (" (the control moves too)." if abs(row.change_control) > 0 else ".")
+            )
+    return lines
 
 
 def reading(fits: pd.DataFrame, corr: dict[str, Any] | None) -> list[str]:
@@ -432,14 +669,26 @@ def convergence_of_run(
     n_boot: int = 1000,
     seed: int = 0,
     cluster: str = "template",
+    control_run: str | Path | None = None,
 ) -> ExperimentResult:
-    """Fit an existing run; write ``<run>/experiments/convergence/`` (tables, summary)."""
+    """Fit an existing run (beside ``control_run``, a replay of another plan on the same
+    examples, when given); write ``<run>/experiments/convergence/`` (tables, summary)."""
     run = Run.open(run_dir)
+    control = Run.open(control_run) if control_run is not None else None
     validate_analysis(
         ExperimentConfig(layer=layer, eps=eps, n_boot=n_boot, seed=seed, cluster=cluster)
     )
+    if control is not None:
+        check_same_examples(run, control)
     tables, summary = analyse_run(
-        run, concept=concept, layer=layer, eps=eps, n_boot=n_boot, seed=seed, cluster=cluster
+        run,
+        concept=concept,
+        layer=layer,
+        eps=eps,
+        n_boot=n_boot,
+        seed=seed,
+        cluster=cluster,
+        control=control,
     )
     with run_lock(run.path):
         run.write_analysis("experiments", NAME, tables, summary)
@@ -458,11 +707,18 @@ def convergence(
     progress: bool = False,
     command: str | None = None,
 ) -> ExperimentResult:
-    """Replay ``config.plan`` (reused when done), probe it, and fit the curves."""
+    """Replay ``config.plan`` and the control plan (each reused when done), probe them, and
+    fit the curves of both with their paired differences."""
     validate(config)
+    check_control(config)
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         run = exp.arm("main", config.plan, holder, progress=progress)
+        control = (
+            exp.arm("control", config.control, holder, progress=progress)
+            if config.control is not None
+            else None
+        )
         tables, summary = analyse_run(
             run,
             concept=config.concept,
@@ -471,6 +727,7 @@ def convergence(
             n_boot=config.n_boot,
             seed=config.seed,
             cluster=config.cluster,
+            control=control,
         )
         sizes = {"n_examples": int(run.manifest["task"]["n_examples"]), "rounds": config.rounds}
         return exp.write_result(tables, summary, sizes)

@@ -25,6 +25,13 @@ Effects, with factor signs s = -1 (first level) / +1 (second level) and cell mea
 Every cell is replayed on the same examples, so every effect is a paired contrast; the 95%
 intervals come from the cluster bootstrap (templates by default): one resample of examples is
 drawn and every cell's statistic recomputed on it, then the contrast.
+
+Winogender is refused (before any compute): the feedback factor is built from BBQ metadata
+(the stereotyped group of the answer), the CoT factor needs a plan with thinking that the
+Winogender plans do not offer, and accuracy, s_AMB and s_DIS need a correct answer. A 2x2
+instruction x CoT design would therefore need new Winogender plans and would measure only
+pronoun shares; the instruction factor alone is ``convergence --task winogender`` (its
+control arm is the baseline plan).
 """
 
 from __future__ import annotations
@@ -43,9 +50,11 @@ from interp.experiments.common import (
     ExperimentResult,
     ModelHolder,
     all_layers_matrix,
+    refuse_winogender,
     run_grid,
     validate,
     weights_for,
+    with_position,
 )
 from interp.experiments.convergence import _records
 from interp.stats import percentile_interval
@@ -64,6 +73,10 @@ ASK_AGAIN = "Please answer the question again."
 COT_TEXT = "Think briefly, step by step, about what the context actually says, then answer."
 COT_TOKENS = 48
 METRICS = ("accuracy", "s_amb", "s_dis", "entropy")
+WHY_NOT_WINOGENDER = (
+    "its feedback factor needs BBQ metadata (the stereotyped group), CoT needs plans "
+    "Winogender does not have, and accuracy needs a correct answer; use experiment convergence"
+)
 
 
 def cells() -> list[dict[str, str]]:
@@ -298,7 +311,7 @@ def analyse(
         "last_round_effects": _records(effect_table[effect_table["round"] == last]),
         "reading": reading(effect_table, concept_effects, last),
     }
-    return tables, summary
+    return tables, with_position(summary, runs)
 
 
 def interactions(
@@ -310,6 +323,7 @@ def interactions(
 ) -> ExperimentResult:
     """Replay the 8 cells (each reused when done), probe them, estimate the effects."""
     validate(config)
+    refuse_winogender(config, NAME, WHY_NOT_WINOGENDER)
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         plans_dir = exp.path / "plans"

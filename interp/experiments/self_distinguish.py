@@ -30,10 +30,12 @@ from interp.experiments.common import (
     ExperimentDir,
     ExperimentResult,
     ModelHolder,
+    refuse_winogender,
     run_grid,
     selected_examples,
     validate,
     weights_for,
+    with_position,
 )
 from interp.experiments.convergence import _records
 from interp.experiments.interactions import _interval
@@ -188,6 +190,7 @@ def analyse(
         "per_round": _records(table),
         "reading": reading(table),
     }
+    with_position(summary, [run])
     return {"per_round": table, "per_example": pd.DataFrame(per_example)}, summary
 
 
@@ -238,6 +241,12 @@ def self_distinguish(
     from dataclasses import replace
 
     validate(replace(config, probe=False))
+    refuse_winogender(
+        config,
+        NAME,
+        "it asks which of the unbiased and the stereotyped answer is less biased, and "
+        "Winogender items have neither",
+    )
     examples = {ex.example_id: ex for ex in selected_examples(config)}
     if not any(
         ex.target is not None and unbiased_option(ex.label, ex.target) is not None

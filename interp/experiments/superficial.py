@@ -16,7 +16,18 @@
     goes with the improvement shows as a difference whose interval excludes 0; equal changes
     in both groups mean the level moves (or not) whatever the output does.
 
-``summary.json`` states the reading the intervals support, in sentences.
+The control (``--control PLAN``, default ``baseline``; ``none`` skips it): a same-seed replay
+of another plan on the same examples. (a) is tabled for both arms (``arm``/``plan`` columns;
+examples grouped by the *main* arm's round-0 rank) with ``by_rank_difference``, main - control
+per rank of the improved / worsened share and the last-round accuracy. (b) is tabled for the
+control on the **same example groups** (defined by the main arm's outcome) with
+``concept_change_difference``, main - control per layer and group of the concept change.
+Both arms are averaged under the same resample weights, so the intervals are paired. The
+reading credits the main plan only with what exceeds the control: concept scores that fall
+across rounds as much without the instruction are not the instruction's doing.
+
+``summary.json`` states the reading the intervals support, in sentences. Tasks without a
+correct answer (Winogender) are refused: the groups need right and wrong answers.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from interp.errors import InterpError
 from interp.experiments.common import (
     ExperimentConfig,
     ExperimentDir,
@@ -35,12 +47,15 @@ from interp.experiments.common import (
     Grid,
     ModelHolder,
     all_layers_matrix,
+    check_control,
     no_probe_hint,
+    refuse_winogender,
     run_grid,
     validate,
     weights_for,
+    with_position,
 )
-from interp.experiments.convergence import _records, weighted_means
+from interp.experiments.convergence import _label, _records, check_same_examples, weighted_means
 from interp.lock import run_lock
 from interp.stats import percentile_interval
 from interp.store import Run
@@ -50,6 +65,11 @@ if TYPE_CHECKING:
 
 NAME = "superficial"
 GROUPS = ("improved", "stayed_wrong", "stayed_right", "worsened")
+WHY_NOT_WINOGENDER = (
+    "its groups (improved, stayed wrong) need a correct answer per item, and Winogender items "
+    "have none; use experiment convergence"
+)
+DIFF_MEASURES = ("improved", "worsened", "acc_last")
 
 
 def outcome_groups(grid: Grid) -> np.ndarray:
@@ -72,11 +92,13 @@ def _mean_ci(values: np.ndarray, mask: np.ndarray, weights: np.ndarray) -> tuple
     return mean, float(lo), float(hi)
 
 
-def rank_table(grid: Grid, weights: np.ndarray) -> pd.DataFrame:
+def rank_table(grid: Grid, weights: np.ndarray, ranks: np.ndarray | None = None) -> pd.DataFrame:
+    """``ranks``: the round-0 rank each example is grouped by (default: the grid's own)."""
     rows = []
     groups = outcome_groups(grid)
-    for rank in sorted(set(grid.label_rank.tolist()) - {0}):
-        mask = grid.label_rank == rank
+    ranks = grid.label_rank if ranks is None else ranks
+    for rank in sorted(set(ranks.tolist()) - {0}):
+        mask = ranks == rank
         row: dict[str, Any] = {"rank": int(rank), "n_examples": int(mask.sum())}
         row["share"] = float(mask.mean())
         for key, values in (
@@ -91,10 +113,16 @@ def rank_table(grid: Grid, weights: np.ndarray) -> pd.DataFrame:
 
 
 def concept_change_table(
-    grid: Grid, layers: list[int], scores: np.ndarray, weights: np.ndarray
+    grid: Grid,
+    layers: list[int],
+    scores: np.ndarray,
+    weights: np.ndarray,
+    groups: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """``scores``: [layer, example, round]. Rows: layer x group (and the difference)."""
-    groups = outcome_groups(grid)
+    """``scores``: [layer, example, round]. Rows: layer x group (and the difference).
+    ``groups``: the outcome group of each example (default: the grid's own outcomes; the
+    control arm is grouped by the main arm's)."""
+    groups = outcome_groups(grid) if groups is None else groups
     change = scores[:, :, -1] - scores[:, :, 0]  # [layer, example]
     rows = []
     for j, layer in enumerate(layers):
@@ -178,6 +206,146 @@ def reading(ranks: pd.DataFrame, change: pd.DataFrame | None, n_improved: int) -
     return lines
 
 
+def _paired_rank_difference(
+    grid: Grid, cgrid: Grid, ranks: np.ndarray, weights: np.ndarray
+) -> pd.DataFrame:
+    """Per round-0 rank (the main arm's) and measure: main - control, paired intervals."""
+    w = np.vstack([np.ones((1, grid.n_examples)), weights])
+    values = {}
+    for arm, g in (("main", grid), ("control", cgrid)):
+        groups = outcome_groups(g)
+        values[arm] = {
+            "improved": (groups == "improved").astype(float),
+            "worsened": (groups == "worsened").astype(float),
+            "acc_last": g.correct[:, -1],
+        }
+    rows = []
+    for rank in sorted(set(ranks.tolist()) - {0}):
+        mask = ranks == rank
+        for measure in DIFF_MEASURES:
+            m = weighted_means(w, np.where(mask, values["main"][measure], np.nan)[:, None])[:, 0]
+            c = weighted_means(w, np.where(mask, values["control"][measure], np.nan)[:, None])
+            d = m - c[:, 0]
+            lo, hi = percentile_interval(d[1:]) if len(d) > 1 else (math.nan, math.nan)
+            rows.append(
+                {"rank": int(rank), "measure": measure, "n_examples": int(mask.sum())}
+                | {"main": float(m[0]), "control": float(c[0, 0]), "value": float(d[0])}
+                | {"lo": float(lo), "hi": float(hi)}
+            )
+    return pd.DataFrame(rows)
+
+
+def _paired_change_difference(
+    layers: list[int],
+    scores: np.ndarray,
+    cscores: np.ndarray,
+    groups: np.ndarray,
+    weights: np.ndarray,
+) -> pd.DataFrame:
+    """Per layer and group (the main arm's): main - control of the concept change round 0 ->
+    last, paired intervals; and of the improved - stayed_wrong contrast."""
+    n = scores.shape[1]
+    w = np.vstack([np.ones((1, n)), weights])
+    change = scores[:, :, -1] - scores[:, :, 0]
+    cchange = cscores[:, :, -1] - cscores[:, :, 0]
+    rows = []
+    for j, layer in enumerate(layers):
+        per: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for group in GROUPS:
+            mask = groups == group
+            m = weighted_means(w, np.where(mask, change[j], np.nan)[:, None])[:, 0]
+            c = weighted_means(w, np.where(mask, cchange[j], np.nan)[:, None])[:, 0]
+            per[group] = (m, c)
+        a, b = per["improved"], per["stayed_wrong"]
+        per["improved - stayed_wrong"] = (a[0] - b[0], a[1] - b[1])
+        for group, (m, c) in per.items():
+            d = m - c
+            lo, hi = percentile_interval(d[1:]) if len(d) > 1 else (math.nan, math.nan)
+            size = (
+                int(np.isin(groups, ["improved", "stayed_wrong"]).sum())
+                if " - " in group
+                else int((groups == group).sum())
+            )
+            rows.append(
+                {"layer": layer, "group": group, "n_examples": size}
+                | {"main": float(m[0]), "control": float(c[0]), "value": float(d[0])}
+                | {"lo": float(lo), "hi": float(hi)}
+            )
+    return pd.DataFrame(rows)
+
+
+def control_reading(
+    rank_diff: pd.DataFrame,
+    change_diff: pd.DataFrame | None,
+    control_change: pd.DataFrame | None,
+    main: str | None,
+    control: str | None,
+    n_clusters: int = 2,
+) -> list[str]:
+    """Whether the main arm's improvements and concept movement exceed the control's."""
+    if n_clusters < 2:
+        return [
+            f"vs control ({control}): no interval (fewer than 2 clusters), so the arms are "
+            "not compared."
+        ]
+    lines = []
+    imp = rank_diff[rank_diff["measure"] == "improved"]
+    beyond = imp[(imp["lo"] > 0) | (imp["hi"] < 0)]
+    if beyond.empty:
+        lines.append(
+            f"(a) vs control ({control}): at no round-0 rank does the improved share under "
+            f"{main} differ reliably from the control's: the improvements are not shown to be "
+            "the instruction's doing."
+        )
+    else:
+        where = ", ".join(
+            f"rank {int(r['rank'])} {r['value']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]"
+            for r in beyond.to_dict("records")
+        )
+        lines.append(f"(a) vs control ({control}): main - control improved share: {where}.")
+    if change_diff is None or control_change is None:
+        lines.append("(b) vs control: no probe scores for both arms, not compared.")
+        return lines
+    moved = control_change[
+        (control_change["group"].isin(GROUPS))
+        & ((control_change["lo"] > 0) | (control_change["hi"] < 0))
+    ]
+    if not moved.empty:
+        layers = ", ".join(sorted({str(int(x)) for x in moved["layer"]}, key=int))
+        lines.append(
+            f"(b) the control ({control}, no such instruction) also moves the concept score "
+            f"from round 0 to the last round at layer(s) {layers}: a change there is not by "
+            "itself evidence of the instruction."
+        )
+    groups = change_diff[change_diff["group"].isin(GROUPS)]
+    reliable = groups[(groups["lo"] > 0) | (groups["hi"] < 0)]
+    if reliable.empty:
+        lines.append(
+            f"(b) main - control: at no layer and group does the concept score move differently "
+            f"under {main} than under the control on the same examples: the main arm's "
+            "hidden-state movement does not exceed the control's."
+        )
+    else:
+        rows = reliable.to_dict("records")
+        beyond = [r for r in rows if r["value"] * r["main"] > 0]
+        where = ", ".join(
+            f"layer {int(r['layer'])} {r['group']} {r['value']:+.3g} [{r['lo']:+.3g}, "
+            f"{r['hi']:+.3g}]" + ("" if r in beyond else " (less than the control)")
+            for r in rows[:6]
+        )
+        verdict = (
+            f"the concept change under {main} exceeds the control's"
+            if beyond
+            else f"the concept moves less under {main} than under the control"
+        )
+        lines.append(
+            f"(b) main - control: {verdict} (interval excludes 0) at {where}"
+            + (" ..." if len(rows) > 6 else "")
+            + "."
+        )
+    return lines
+
+
 def analyse_run(
     run: Run,
     *,
@@ -185,21 +353,35 @@ def analyse_run(
     n_boot: int = 1000,
     seed: int = 0,
     cluster: str = "template",
+    control: Run | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Both parts of the test on one run, beside its control run when given (same
+    examples; the control grouped by the main arm's ranks and outcomes)."""
+    from interp.winogender import is_winogender
+
+    for r in (run, control):
+        if r is not None and is_winogender(r.manifest):
+            raise InterpError(
+                f"{r.path} is a Winogender run, which superficial does not take: "
+                + WHY_NOT_WINOGENDER
+            )
+    if control is not None:
+        check_same_examples(run, control)
     grid = run_grid(run, cluster)
     weights = weights_for(grid, n_boot, seed)
+    plan = run.manifest.get("plan", {}).get("name")
     ranks = rank_table(grid, weights)
-    tables = {"by_rank": ranks}
+    tables = {"by_rank": _label(ranks, "main", plan)}
     groups = outcome_groups(grid)
     summary: dict[str, Any] = {
         "experiment": NAME,
         "run": str(run.path),
-        "plan": run.manifest.get("plan", {}).get("name"),
+        "plan": plan,
         "last_round": grid.n_rounds - 1,
         "groups": {g: int((groups == g).sum()) for g in GROUPS},
         "n_boot": n_boot,
         "cluster": grid.clusters.to_dict(),
-        "by_rank": _records(ranks),
+        "by_rank": _records(tables["by_rank"]),
     }
     found = all_layers_matrix(run, concept)
     change = None
@@ -208,10 +390,49 @@ def analyse_run(
         summary["concept_note"] = no_probe_hint(run, concept)
     else:
         change = concept_change_table(grid, found[0], found[1], weights)
-        tables["concept_change"] = change
+        tables["concept_change"] = _label(change, "main", plan)
         summary["concept"] = concept
     summary["reading"] = reading(ranks, change, summary["groups"]["improved"])
-    return tables, summary
+    if control is None:
+        summary["control"] = None
+        summary["control_note"] = "no control: the movement is not compared with another plan"
+        summary["reading"].append(
+            "no control arm: nothing here separates the plan's effect from what repeated "
+            "asking does without it (run with --control PLAN or --control-run DIR)."
+        )
+        return tables, with_position(summary, [run])
+    cplan = control.manifest.get("plan", {}).get("name")
+    cgrid = run_grid(control, cluster)
+    cranks = rank_table(cgrid, weights, ranks=grid.label_rank)
+    tables["by_rank"] = pd.concat(
+        [tables["by_rank"], _label(cranks, "control", cplan)], ignore_index=True
+    )
+    rank_diff = _paired_rank_difference(grid, cgrid, grid.label_rank, weights)
+    tables["by_rank_difference"] = rank_diff
+    cfound = all_layers_matrix(control, concept)
+    change_diff = control_change = None
+    if found is not None and cfound is not None and cfound[0] == found[0]:
+        control_change = concept_change_table(cgrid, cfound[0], cfound[1], weights, groups)
+        tables["concept_change"] = pd.concat(
+            [tables["concept_change"], _label(control_change, "control", cplan)],
+            ignore_index=True,
+        )
+        change_diff = _paired_change_difference(found[0], found[1], cfound[1], groups, weights)
+        tables["concept_change_difference"] = change_diff
+    summary["control"] = {
+        "plan": cplan,
+        "run": str(control.path),
+        "paired": "main - control under the same cluster-bootstrap resamples (same examples)",
+        "grouped_by": "the main arm's round-0 rank and outcome (the same examples per group)",
+        "groups": {g: int((outcome_groups(cgrid) == g).sum()) for g in GROUPS},
+        "by_rank_difference": _records(rank_diff),
+    }
+    summary["reading"].extend(
+        control_reading(
+            rank_diff, change_diff, control_change, plan, cplan, grid.clusters.n_clusters
+        )
+    )
+    return tables, with_position(summary, [run, control])
 
 
 def superficial_of_run(
@@ -221,13 +442,18 @@ def superficial_of_run(
     n_boot: int = 1000,
     seed: int = 0,
     cluster: str = "template",
+    control_run: str | Path | None = None,
 ) -> ExperimentResult:
-    """The superficial test on an existing run; writes ``<run>/experiments/superficial/``."""
+    """The superficial test on an existing run (beside ``control_run``, a replay of another
+    plan on the same examples, when given); writes ``<run>/experiments/superficial/``."""
     from dataclasses import replace
 
     validate(replace(ExperimentConfig(), rounds=2, n_boot=n_boot, cluster=cluster))
     run = Run.open(run_dir)
-    tables, summary = analyse_run(run, concept=concept, n_boot=n_boot, seed=seed, cluster=cluster)
+    control = Run.open(control_run) if control_run is not None else None
+    tables, summary = analyse_run(
+        run, concept=concept, n_boot=n_boot, seed=seed, cluster=cluster, control=control
+    )
     with run_lock(run.path):
         run.write_analysis("experiments", NAME, tables, summary)
     return ExperimentResult(NAME, run.path / "experiments" / NAME, tables, summary)
@@ -240,17 +466,26 @@ def superficial(
     progress: bool = False,
     command: str | None = None,
 ) -> ExperimentResult:
-    """Replay ``config.plan`` (reused when done), probe it, and run both parts of the test."""
+    """Replay ``config.plan`` and the control plan (each reused when done), probe them, and
+    run both parts of the test on both, with their paired differences."""
     validate(config)
+    refuse_winogender(config, NAME, WHY_NOT_WINOGENDER)
+    check_control(config)
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         run = exp.arm("main", config.plan, holder, progress=progress)
+        control = (
+            exp.arm("control", config.control, holder, progress=progress)
+            if config.control is not None
+            else None
+        )
         tables, summary = analyse_run(
             run,
             concept=config.concept,
             n_boot=config.n_boot,
             seed=config.seed,
             cluster=config.cluster,
+            control=control,
         )
         sizes = {"n_examples": int(run.manifest["task"]["n_examples"]), "rounds": config.rounds}
         return exp.write_result(tables, summary, sizes)

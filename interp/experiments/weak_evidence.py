@@ -33,10 +33,12 @@ from interp.experiments.common import (
     ExperimentDir,
     ExperimentResult,
     ModelHolder,
+    refuse_winogender,
     run_grid,
     selected_examples,
     validate,
     weights_for,
+    with_position,
 )
 from interp.experiments.convergence import _records
 from interp.experiments.interactions import _interval, cell_stats
@@ -177,6 +179,7 @@ def analyse(
         "self_correct_minus_baseline": _records(diff[diff["round"] == last]),
         "reading": reading(table, diff, last),
     }
+    with_position(summary, list(runs.values()))
     return {"items": items, "rates": table, "difference": diff}, summary
 
 
@@ -220,6 +223,11 @@ def weak_evidence(
     from dataclasses import replace
 
     validate(replace(config, probe=False))
+    refuse_winogender(
+        config,
+        NAME,
+        "its items need an ambiguous context with an 'unknown' answer and a stereotyped person",
+    )
     selected = selected_examples(config)
     items = build_items(selected, config.seed)
     holder = ModelHolder(config, model)

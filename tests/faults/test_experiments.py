@@ -96,3 +96,66 @@ def test_self_distinguish_without_targets(tmp_path):
     assert_refused_without_trace(
         tmp_path, "experiment", "self-distinguish", *args, contains="bias target"
     )
+
+
+WINOGENDER = Path("/work/shared/data/winogender/templates.tsv")
+for _parent in Path(__file__).resolve().parents:
+    if (_parent / "shared" / "data" / "winogender" / "templates.tsv").is_file():
+        WINOGENDER = _parent / "shared" / "data" / "winogender" / "templates.tsv"
+        break
+
+
+@pytest.mark.skipif(not WINOGENDER.is_file(), reason="shared Winogender data absent")
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        ("superficial", "need a correct answer per item"),
+        ("weak-evidence", "'unknown' answer"),
+        ("self-distinguish", "unbiased and the stereotyped answer"),
+        ("interactions", "feedback factor needs BBQ metadata"),
+    ],
+)
+def test_experiments_without_a_winogender_design_refuse_it(tmp_path, command, why):
+    args = ("--model", "tiny", "--task", "winogender", "--data", str(WINOGENDER))
+    line = assert_refused_without_trace(
+        tmp_path,
+        "experiment",
+        command,
+        *args,
+        "--out",
+        str(tmp_path / "x"),
+        contains="does not take task winogender",
+    )
+    assert why in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_control_equal_to_the_plan_is_refused(tmp_path):
+    args = _experiment(tmp_path / "x", "--plan", "baseline", "--control", "baseline")
+    assert_refused_without_trace(tmp_path, *args, contains="is the main plan itself")
+
+
+def test_control_run_without_run_is_refused(tmp_path):
+    args = _experiment(tmp_path / "x", "--control-run", str(tmp_path))
+    assert_refused_without_trace(tmp_path, *args, contains="--control-run goes with --run")
+
+
+def test_a_control_run_of_other_examples_is_refused(base_run, tmp_path):
+    import pandas as pd
+    from faultkit import copy_run
+
+    run = copy_run(base_run, tmp_path / "run")
+    other = copy_run(base_run, tmp_path / "other")
+    rounds = pd.read_parquet(other / "rounds.parquet")  # the same run, other example ids
+    rounds["example_id"] = rounds["example_id"].astype(str) + "-other"
+    rounds.to_parquet(other / "rounds.parquet")
+    assert_refused_without_trace(
+        tmp_path,
+        "experiment",
+        "superficial",
+        "--run",
+        str(run),
+        "--control-run",
+        str(other),
+        contains="does not hold the same examples",
+    )

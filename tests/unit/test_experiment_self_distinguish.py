@@ -88,6 +88,7 @@ def test_self_distinguish_end_to_end(distinguished):
         assert ((table[f"{key}_lo"] <= table[key]) & (table[key] <= table[f"{key}_hi"])).all()
     per_example = result.tables["per_example"]
     assert len(per_example) == 3 * result.summary["n_examples"]
+    assert 0 < result.summary["position_share"] <= 1  # the position caveat's number
     # both = right in each order, per example
     both = per_example["order_unbiased_first"] * per_example["order_stereotyped_first"]
     assert (both == per_example["both"]).all()

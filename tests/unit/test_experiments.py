@@ -166,6 +166,8 @@ def test_convergence_writes_tables_manifest_and_summary(conv):
         "observed",
         "correlation",
         "example_changes",
+        "difference",
+        "fit_difference",
     }
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["complete"] and manifest["experiment"] == "convergence"
@@ -180,7 +182,7 @@ def test_convergence_writes_tables_manifest_and_summary(conv):
     for col in ("y0", "y_inf", "lam", "settle"):
         assert {f"{col}_lo", f"{col}_hi"} <= set(fits.columns)
     observed = conv.tables["observed"]
-    assert len(observed) == 4 * 3
+    assert len(observed) == 2 * 4 * 3  # main and control arms
     assert (observed["lo"] <= observed["mean"] + 1e-12).all()
     assert (observed["mean"] <= observed["hi"] + 1e-12).all()
     corr = conv.tables["correlation"].iloc[0]
@@ -190,13 +192,16 @@ def test_convergence_writes_tables_manifest_and_summary(conv):
 def test_convergence_observed_means_are_the_runs_metrics(conv):
     from interp.store import Run
 
-    run = Run.open(conv.path / "runs" / "main")
-    metrics = json.loads((run.path / "metrics.json").read_text())
-    observed = conv.tables["observed"].set_index(["quantity", "round"])
-    for entry in metrics["per_round"]:
-        r = entry["round"]
-        for key in ("accuracy", "entropy", "ece"):
-            assert observed.loc[(key, r), "mean"] == pytest.approx(entry[key]["value"])
+    for arm in ("main", "control"):  # each arm's rows are its own run's metrics
+        run = Run.open(conv.path / "runs" / arm)
+        metrics = json.loads((run.path / "metrics.json").read_text())
+        table = conv.tables["observed"]
+        observed = table[table["arm"] == arm].set_index(["quantity", "round"])
+        assert set(observed["plan"]) == {run.manifest["plan"]["name"]}
+        for entry in metrics["per_round"]:
+            r = entry["round"]
+            for key in ("accuracy", "entropy", "ece"):
+                assert observed.loc[(key, r), "mean"] == pytest.approx(entry[key]["value"])
 
 
 def test_experiment_resumes_reusing_its_replay(conv, tiny_model):
@@ -231,11 +236,12 @@ def test_convergence_of_an_existing_run(conv):
 def test_superficial_end_to_end(conv, tmp_path, tiny_model):
     result = superficial(_config(tmp_path / "sup"), model=tiny_model)
     ranks = result.tables["by_rank"]
-    assert ranks["n_examples"].sum() == 8
+    assert ranks.groupby("arm")["n_examples"].sum().to_dict() == {"main": 8, "control": 8}
     assert (
         (ranks["acc_last_lo"] <= ranks["acc_last"]) & (ranks["acc_last"] <= ranks["acc_last_hi"])
     ).all()
     change = result.tables["concept_change"]
+    change = change[change["arm"] == "main"]
     assert set(change["layer"]) == {0, 1, 2}
     assert set(change["group"]) == {
         "improved",
@@ -244,7 +250,7 @@ def test_superficial_end_to_end(conv, tmp_path, tiny_model):
         "worsened",
         "improved - stayed_wrong",
     }
-    assert len(result.summary["reading"]) == 2
+    assert len(result.summary["reading"]) >= 4  # (a), (b), and both against the control
     assert sum(result.summary["groups"].values()) == 8
 
 
@@ -272,10 +278,10 @@ def test_cli_experiment_json(conv):
     ("command", "not_offered"),
     [
         ("convergence", set()),
-        ("superficial", {"layer", "eps"}),
-        ("interactions", {"layer", "eps", "plan"}),
-        ("weak-evidence", {"layer", "eps", "plan", "concept", "probe"}),
-        ("self-distinguish", {"layer", "eps", "concept", "probe"}),
+        ("superficial", {"layer", "eps", "stats"}),
+        ("interactions", {"layer", "eps", "plan", "control", "stats"}),
+        ("weak-evidence", {"layer", "eps", "plan", "concept", "probe", "control", "stats"}),
+        ("self-distinguish", {"layer", "eps", "concept", "probe", "control", "stats"}),
     ],
 )
 def test_experiment_options_are_the_config_fields(command, not_offered):
@@ -288,7 +294,7 @@ def test_experiment_options_are_the_config_fields(command, not_offered):
     group = typer.main.get_command(app).commands["experiment"]
     params = {p.name: p for p in group.commands[command].params if p.name != "help"}
     fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
-    assert set(params) - {"run", "as_json"} == set(fields) - not_offered
+    assert set(params) - {"run", "as_json", "control_run"} == set(fields) - not_offered
     for name, param in params.items():
         if name in fields and name not in ("out", "data"):
             assert param.opts[0] == "--" + name.replace("_", "-")
