@@ -44,6 +44,7 @@ GROUP_COLORS = {
 }
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 CURVE_POINTS = 60  # points of the drawn saturating curve between round 0 and the last
+Values = Sequence[Any] | pd.Series | np.ndarray  # a column, or its values
 
 
 def plans_of(frame: pd.DataFrame) -> list[str | None]:
@@ -61,7 +62,7 @@ def _label(name: str, plan: str | None) -> str:
     return name if plan is None else f"{plan}: {name}" if name else plan
 
 
-def _values(series: pd.Series | Sequence[Any]) -> list[float | None]:
+def _values(series: Values) -> list[float | None]:
     """Floats with NaN and infinities as None (plotly draws a gap; JSON stays valid)."""
     out: list[float | None] = []
     for v in series:
@@ -70,7 +71,7 @@ def _values(series: pd.Series | Sequence[Any]) -> list[float | None]:
     return out
 
 
-def _errors(values: Sequence[Any], lo: Sequence[Any], hi: Sequence[Any], color: str) -> dict:
+def _errors(values: Values, lo: Values, hi: Values, color: str) -> dict[str, Any]:
     """Asymmetric error bars from interval ends (a missing end draws no bar)."""
     v, lo, hi = _values(values), _values(lo), _values(hi)
 
@@ -88,7 +89,7 @@ def _errors(values: Sequence[Any], lo: Sequence[Any], hi: Sequence[Any], color: 
     }
 
 
-def _band(x: Sequence[Any], lo: Sequence[Any], hi: Sequence[Any], color: str) -> go.Scatter:
+def _band(x: Values, lo: Values, hi: Values, color: str) -> go.Scatter:
     """A filled interval band; points without an interval are left out of it."""
     keep = [
         (a, low, h)

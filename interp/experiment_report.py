@@ -216,7 +216,7 @@ def run_experiment_sections(run: Run) -> list[Section]:
     for name in run.analyses("experiments"):
         found = run.read_analysis("experiments", name)
         info = _run_info(run, found.summary)
-        where = f"{run.path.name}/experiments/{name}"
+        where = f"experiments/{name}"
         sections.append(
             experiment_section(
                 str(found.summary.get("experiment", name)), found.tables, found.summary, info, where
@@ -263,7 +263,7 @@ def experiment_section(
     section.intro = "\n".join(parts)
     if summary.get("concept_note"):
         section.notes.append(str(summary["concept_note"]))
-    prefix = "exp-" + _slug(name) + (("-" + _slug(where)) if where else "")
+    prefix = "exp-" + _slug(name)  # unique on a page: one section per experiment kind
     section.items += experiment_figures(name, tables, summary, info, prefix, section)
     return section
 
