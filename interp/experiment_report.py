@@ -214,14 +214,24 @@ def run_experiment_sections(run: Run) -> list[Section]:
     """One section per complete analysis under ``RUN/experiments/`` (none: no section)."""
     sections = []
     for name in run.analyses("experiments"):
-        found = run.read_analysis("experiments", name)
-        info = _run_info(run, found.summary)
         where = f"experiments/{name}"
-        sections.append(
-            experiment_section(
-                str(found.summary.get("experiment", name)), found.tables, found.summary, info, where
+        try:
+            found = run.read_analysis("experiments", name)
+            kind = str(found.summary.get("experiment", name))
+            missing = [t for t in REQUIRED.get(kind, ()) if t not in found.tables]
+            if missing:
+                raise InterpError(f"{missing[0]}.parquet is missing")
+        except Exception as err:  # a damaged analysis is a note; the run's report stands
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            section = Section(f"Experiment: {name} ({where})")
+            section.notes.append(
+                f"{where} is damaged ({reason}); run `interp experiment {name} --run "
+                f"{run.path}` again"
             )
-        )
+            sections.append(section)
+            continue
+        info = _run_info(run, found.summary)
+        sections.append(experiment_section(kind, found.tables, found.summary, info, where))
     return sections
 
 

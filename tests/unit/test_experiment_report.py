@@ -195,6 +195,20 @@ def test_a_run_with_experiments_gets_their_sections(experiments, tmp_path, tiny_
     assert page.index("Experiment: convergence") > page.index("Attention over the transcript")
 
 
+def test_a_damaged_experiment_of_a_run_is_a_note(experiments, tmp_path, tiny_model):
+    from interp.experiments.convergence import convergence_of_run
+
+    run = _copy(experiments["convergence"] / "runs" / "main", tmp_path)
+    convergence_of_run(run, n_boot=10)
+    (run / "experiments" / "convergence" / "observed.parquet").unlink()
+    result = export_report([run], model=tiny_model)
+    assert any(
+        "experiments/convergence is damaged (observed.parquet is missing)" in n
+        for n in result.notes
+    )
+    assert "Probes: concepts across rounds" in result.index.read_text()
+
+
 # --- figures ---------------------------------------------------------------------------------
 
 
