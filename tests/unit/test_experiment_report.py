@@ -149,6 +149,23 @@ def test_export_keeps_a_users_files_and_removes_its_own_stale_ones(experiments, 
     assert mine.read_text() == "mine" and not stale.exists()
 
 
+def test_tables_with_a_control_plan_export(experiments, tmp_path):
+    # As an experiment with a control arm writes them: a plan column, and a difference table
+    # this module does not know by name (shown folded).
+    path = _copy(experiments["convergence"], tmp_path)
+    tables = _tables(path)
+    for key in ("observed", "fits", "correlation"):
+        _with_plans(tables[key]).to_parquet(path / "tables" / f"{key}.parquet")
+    diff = tables["observed"].assign(plan="self-correct - baseline")
+    diff.to_parquet(path / "tables" / "observed_difference.parquet")
+    result = export_report([path])
+    page = result.index.read_text()
+    assert "<summary>Table observed_difference: " in page
+    assert "<th>plan</th><th>quantity</th>" in page  # the plan first in the headline table
+    data = json.loads((path / "figures" / "exp-convergence-curves.json").read_text())
+    assert {row["plan"] for row in data["tables"]["observed"]} == {"self-correct", "baseline"}
+
+
 def test_an_unfinished_experiment_is_refused(experiments, tmp_path):
     path = _copy(experiments["convergence"], tmp_path)
     (path / "summary.json").unlink()
