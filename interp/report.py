@@ -95,6 +95,14 @@ def export_report(
     """
     if not runs:
         raise InterpError("export needs at least one run directory (--run DIR)")
+    from interp.experiment_report import export_experiment, is_experiment
+
+    if any(is_experiment(path) for path in runs):  # an experiment directory: its own page
+        if len(runs) > 1 or heads:
+            raise InterpError(
+                "an experiment directory exports on its own: give only --run DIR (and --png)"
+            )
+        return export_experiment(runs[0], png=png)
     opened = [Run.open(path) for path in runs]
     # One writer per run directory (interp.lock): only the first run is written into.
     with run_lock(opened[0].path):
@@ -126,6 +134,7 @@ def _export_locked(
         *_circuit_sections(main),
         *_sae_sections(main),
         attention_part,
+        *_experiment_sections(main),
     ]
     folder = main.analysis_dir("figures")
     index = main.path / "index.html"
@@ -533,6 +542,16 @@ def _circuit_sections(main: Run) -> list[Section]:
             )
         )
     return [section]
+
+
+def _experiment_sections(main: Run) -> list[Section]:
+    """``interp experiment NAME --run RUN`` analyses (RUN/experiments/NAME/), one section
+    each; none when the run has none."""
+    if not main.analyses("experiments"):
+        return []
+    from interp.experiment_report import run_experiment_sections
+
+    return run_experiment_sections(main)
 
 
 MAX_DASHBOARDS = 6  # context dashboards per SAE (each a circuitsvis view)

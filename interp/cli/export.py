@@ -14,7 +14,8 @@ def export(
         list[Path],
         typer.Option(
             help="A run directory; repeat to compare runs (--run A --run B): the report goes "
-            "into the first, the others join its convergence, position-bias and metrics."
+            "into the first, the others join its convergence, position-bias and metrics. An "
+            "experiment directory (interp experiment --out) gets its own report, alone."
         ),
     ],
     png: Annotated[

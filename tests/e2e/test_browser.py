@@ -259,6 +259,20 @@ def circuit_index(tmp_path_factory, tiny_model) -> Path:
 
 
 @pytest.fixture(scope="module")
+def experiment_index(tmp_path_factory, tiny_model) -> Path:
+    """An experiment directory's own page (interp experiment interactions, then export)."""
+    from interp.experiments.common import ExperimentConfig
+    from interp.experiments.interactions import interactions
+
+    out = tmp_path_factory.mktemp("browser-experiment") / "exp"
+    config = ExperimentConfig(
+        out=str(out), model="tiny", rounds=2, limit=4, n_boot=20, batch_size=4
+    )
+    interactions(config, model=tiny_model)
+    return export_report([out]).index
+
+
+@pytest.fixture(scope="module")
 def browser_hosts(chromium, tmp_path_factory) -> frozenset[str]:
     """Hosts Chromium contacts by itself, seen through the proxy while it shows a blank page
     with the same flags (the list changes between versions: Debian's Chromium 150 adds
@@ -274,7 +288,7 @@ def browser_hosts(chromium, tmp_path_factory) -> frozenset[str]:
     return frozenset(_host(line) for line in recorder.lines)
 
 
-@pytest.mark.parametrize("which", ["index", "sae_index", "circuit_index"])
+@pytest.mark.parametrize("which", ["index", "sae_index", "circuit_index", "experiment_index"])
 def test_index_renders_offline_in_chromium(chromium, browser_hosts, which, request, tmp_path):
     index = request.getfixturevalue(which)
     page = tmp_path / "index.html"
@@ -297,7 +311,7 @@ def test_index_renders_offline_in_chromium(chromium, browser_hosts, which, reque
     assert recorder.page_requests(original, browser_hosts) == []
 
     expected = re.findall(r'<figure class="fig" data-kind="(\w+)" data-target="([\w-]+)"', original)
-    assert len(expected) >= 10
+    assert len(expected) >= (2 if which == "experiment_index" else 10)
     assert [(f["kind"], f["name"]) for f in report["figures"]] == expected
     assert [f["name"] for f in report["figures"] if not f["drawn"]] == []
     assert screenshot.is_file() and screenshot.stat().st_size > 50_000
