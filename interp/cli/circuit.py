@@ -7,6 +7,14 @@ from typing import Annotated
 
 import typer
 
+from interp.cli.options import (
+    GpusOption,
+    RayAddressOption,
+    ThreadsOption,
+    WorkersOption,
+    workers_from_flags,
+)
+
 
 def circuit(
     run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
@@ -47,6 +55,10 @@ def circuit(
     ] = "template",
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
+    gpus_per_worker: GpusOption = 0.0,
+    threads_per_worker: ThreadsOption = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
 ) -> None:
     """Find the circuit between two rounds: edge attribution patching (EAP / EAP-IG) of every
@@ -77,7 +89,10 @@ def circuit(
         seed=seed,
         cluster=cluster,
     )
-    result = run_circuit(run, config, device=device, dtype=dtype, progress=not as_json)
+    spread = workers_from_flags(workers, ray_address, gpus_per_worker, threads_per_worker)
+    result = run_circuit(
+        run, config, device=device, dtype=dtype, progress=not as_json, workers=spread
+    )
     s = result.summary
     if as_json:
         typer.echo(json.dumps(s, indent=2, allow_nan=False))
