@@ -26,6 +26,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.circuits.eap import EdgePair
+from interp.circuits.export import write_graph_files
 from interp.circuits.graph import Graph, split_inputs
 from interp.distributed import Workers, run_jobs
 from interp.errors import InterpError
@@ -181,6 +182,7 @@ class CircuitResult:
     scores: np.ndarray  # [example, edge] per-example scores, in ``edges`` order
     name: str
     paths: list[Path]
+    graph_note: str | None = None  # whether the graph's SVG was drawn (None: nothing written)
 
 
 def circuit(
@@ -239,8 +241,13 @@ def circuit(
         )
         summary["timing"]["total_s"] = round(time.perf_counter() - started, 3)
         tables = {"edges": edges, "nodes": nodes, "faithfulness": faith}
-        paths = run.write_analysis(KIND, config.name(), tables, summary) if write else []
-    return CircuitResult(edges, nodes, faith, summary, scores, config.name(), paths)
+        paths, note = [], None
+        if write:
+            paths = run.write_analysis(KIND, config.name(), tables, summary)
+            # The drawings, from the tables as written (what `interp export` reads too).
+            graph_paths, note = write_graph_files(run, config.name())
+            paths += graph_paths
+    return CircuitResult(edges, nodes, faith, summary, scores, config.name(), paths, note)
 
 
 def _pair(model, graph, item: PatchItem, transcript: Sequence[int], config) -> EdgePair:

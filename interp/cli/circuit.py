@@ -65,8 +65,9 @@ def circuit(
     edge between components (embeddings, heads, MLPs, logits) at the read-out, for interp
     patch's value (logit difference correct - stereotyped), aggregated over examples with
     cluster-bootstrap intervals, verified by exact edge patching (top-K rank agreement and a
-    faithfulness curve). Writes circuits/NAME/ (edges, nodes, faithfulness, summary.json);
-    `interp export` draws it."""
+    faithfulness curve). Writes circuits/NAME/ (edges, nodes, faithfulness, summary.json) and
+    its graph there: graph.html (interactive, offline), graph.dot and graph.svg (Graphviz,
+    the top N edges), graph.json; `interp export` adds it to the report."""
     import json
 
     from interp.circuits import CircuitConfig
@@ -117,6 +118,8 @@ def circuit(
             f"  #{e['rank']:<3} {e['sender']:>8} -> {e['receiver']:<10} {e['score']:+.4f} "
             f"[{_num(e['ci_lo'])}, {_num(e['ci_hi'])}]"
         )
+    if result.graph_note and not result.graph_note.startswith("SVG written"):
+        typer.echo(f"graph: {result.graph_note}")
     typer.echo(f"written: {', '.join(str(p) for p in result.paths)}")
 
 
