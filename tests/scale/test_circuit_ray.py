@@ -107,3 +107,31 @@ def test_bad_worker_flags_are_one_line_and_write_nothing(run_dir, flags, message
     assert message in result.output and result.output.count("\n") == 1, result.output
     assert result.output.startswith("error: ")
     assert tree() == before
+
+
+def test_the_circuits100_script_on_workers_gives_the_same_numbers(cluster, bbq_dir, tmp_path):
+    """scripts/circuits100.py --workers: the replay and both circuits sharded, same numbers."""
+    import importlib.util
+
+    script_path = Path(__file__).resolve().parents[2] / "scripts" / "circuits100.py"
+    spec = importlib.util.spec_from_file_location("circuits100", script_path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    small = ["--model", "tiny", "--sample", "6", "--rounds", "1", "--steps", "2"]
+    small += ["--n-boot", "50", "--top", "10", "--verify-top", "10", "--no-export"]
+    small += ["--data", str(bbq_dir)]
+    numbers = {}
+    for label, extra in (("alone", []), ("spread", ["--workers", "2"])):
+        out, path = tmp_path / label, tmp_path / f"{label}.json"
+        numbers[label] = script.main([*small, "--out", str(out), "--json", str(path), *extra])
+
+    def result(payload: dict) -> dict:
+        volatile = ("seconds_per_example", "workers")
+        return {
+            m: {k: v for k, v in numbers.items() if k not in volatile}
+            for m, numbers in payload["methods"].items()
+        }
+
+    assert result(numbers["spread"]) == result(numbers["alone"])
+    assert numbers["spread"]["methods"]["eap"]["workers"]["n"] == 2
+    assert numbers["alone"]["top_overlap"] == numbers["spread"]["top_overlap"]
