@@ -149,3 +149,20 @@ def test_without_dot_the_source_is_written_and_a_stale_svg_removed(
     assert (folder / "graph.dot").read_text() == (
         circuit_run / "circuits" / NAME / "graph.dot"
     ).read_text()
+
+
+def test_export_draws_each_circuits_graph_again(circuit_run, tiny_model, tmp_path):
+    """After installing Graphviz, `interp export` gives the SVG without a new circuit."""
+    from interp.report import export_report
+
+    run = tmp_path / "run"
+    shutil.copytree(circuit_run, run)
+    folder = run / "circuits" / NAME
+    for name in ("graph.html", "graph.dot", "graph.svg", "graph.json"):
+        (folder / name).unlink(missing_ok=True)
+    export_report([run], model=tiny_model)
+    assert (folder / "graph.dot").read_bytes() == (
+        circuit_run / "circuits" / NAME / "graph.dot"
+    ).read_bytes()
+    assert (folder / "graph.html").is_file() and (folder / "graph.json").is_file()
+    assert (folder / "graph.svg").is_file() == (shutil.which("dot") is not None)
