@@ -218,7 +218,8 @@ def _dot_column(node: dict[str, Any]) -> tuple[int, int]:
 
 def graph_dot(data: dict[str, Any], top: int) -> str:
     """Graphviz source of the top ``top`` edges of :func:`graph_data`'s dict: the nodes they
-    join, one rank (column) per layer's attention and per layer's MLP, left to right; each
+    join, one rank (column, headed by its name) per layer's attention and per layer's MLP,
+    left to right in forward order; each
     edge blue (patching it raises the value) or red (lowers it), wider and more opaque the
     larger its |mean score|, labelled q, k or v when it feeds a head, its tooltip the score, the
     interval and the exact change. The same dict gives the same text."""
@@ -233,7 +234,7 @@ def graph_dot(data: dict[str, Any], top: int) -> str:
     )
     lines = [
         "digraph circuit {",
-        f'  graph [rankdir=LR, ranksep=1.1, nodesep=0.12, fontname="Helvetica", '
+        f'  graph [rankdir=LR, ranksep=0.6, nodesep=0.12, fontname="Helvetica", '
         f'fontsize=11, labelloc=t, label="{_dot_text(title)}"];',
         '  node [fontname="Helvetica", fontsize=10, style=filled, fillcolor="#f7f7f7", '
         'color="#666666", height=0.3];',
@@ -242,11 +243,22 @@ def graph_dot(data: dict[str, Any], top: int) -> str:
     columns: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for node in nodes:
         columns.setdefault(_dot_column(node), []).append(node)
-    for column in sorted(columns):
+    # A header per column, chained by invisible edges: dot then keeps the columns in forward
+    # order (rank=same alone only aligns a column, it does not order columns).
+    heads = []
+    for i, column in enumerate(sorted(columns)):
+        head = f"_col{i}"
+        heads.append(f'"{head}"')
         members = " ".join(
             f'"{n["name"]}" [shape={DOT_SHAPES.get(n["kind"], "box")}];' for n in columns[column]
         )
-        lines.append(f"  {{ rank=same; {members} }}")
+        label = _column_label(column, columns[column][0]["kind"])
+        lines.append(
+            f'  {{ rank=same; "{head}" [shape=plaintext, label="{label}", fontcolor="#888888", '
+            f"style=solid]; {members} }}"
+        )
+    if len(heads) > 1:
+        lines.append(f"  {' -> '.join(heads)} [style=invis];")
     for e in edges:
         score = e["score"] or 0.0
         frac = abs(score) / biggest
@@ -264,6 +276,13 @@ def graph_dot(data: dict[str, Any], top: int) -> str:
         )
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _column_label(column: tuple[int, int], kind: str) -> str:
+    layer, part = column
+    if kind in ("embed", "logits"):
+        return kind
+    return f"L{layer} attn" if part == 1 else f"L{layer} MLP"
 
 
 def _dot_text(text: str) -> str:

@@ -58,11 +58,16 @@ def _data(scores: list[float]) -> dict:
     }
 
 
+def edge_lines(dot_text: str) -> list[str]:
+    """The drawn edges' lines (not the invisible chain that orders the columns)."""
+    return [line for line in dot_text.splitlines() if " -> " in line and "invis" not in line]
+
+
 def test_dot_draws_the_top_n_edges_coloured_by_sign_ranked_by_layer():
     data = _data([0.8, -0.4, 0.2, -0.1, 0.05])
     text = graph_dot(data, top=3)
     assert text == graph_dot(data, top=3)  # deterministic
-    edges = [EDGE.match(line) for line in text.splitlines() if " -> " in line]
+    edges = [EDGE.match(line) for line in edge_lines(text)]
     assert all(edges) and len(edges) == 3
     drawn = [(m[1], m[2], m[3]) for m in edges]
     # the top 3 in rank order; blue raises the value, red lowers it
@@ -73,20 +78,16 @@ def test_dot_draws_the_top_n_edges_coloured_by_sign_ranked_by_layer():
     ]
     # opacity and width grow with |score|: the largest edge is opaque
     assert [m[4] for m in edges][0] == "ff" and int(edges[1][4], 16) > int(edges[2][4], 16)
-    widths = [
-        float(re.search(r"penwidth=([0-9.]+)", line)[1])
-        for line in text.splitlines()
-        if " -> " in line
-    ]
+    widths = [float(re.search(r"penwidth=([0-9.]+)", line)[1]) for line in edge_lines(text)]
     assert widths == sorted(widths, reverse=True) and widths[0] == 5.0
     # only nodes the top edges join; one rank per column, in forward order
     ranks = [line for line in text.splitlines() if "rank=same" in line]
-    assert [re.findall(r'"([^"]+)"', r) for r in ranks] == [
-        ["embed"],
-        ["a0.h0"],
-        ["m0"],
-        ["logits"],
-    ]
+    members = [re.findall(r'"([\w.]+)" \[shape=(?!plaintext)', r) for r in ranks]
+    assert members == [["embed"], ["a0.h0"], ["m0"], ["logits"]]
+    # the columns' headers, chained invisibly so that dot keeps them in forward order
+    headers = re.findall(r'label="([^"]+)", fontcolor', text)
+    assert headers == ["embed", "L0 attn", "L0 MLP", "logits"]
+    assert '"_col0" -> "_col1" -> "_col2" -> "_col3" [style=invis];' in text
     assert "a0.h1" not in text
     assert 'label="q"' in text and 'label="mlp_in"' not in text  # only head inputs named
 
@@ -109,7 +110,7 @@ def test_circuit_writes_its_graph_beside_its_tables(circuit_run, tiny_model):
     data = graph_data(found.tables["edges"], found.tables["nodes"], found.summary)
     dot_text = (folder / "graph.dot").read_text()
     assert dot_text == graph_dot(data, 7)
-    assert sum(" -> " in line for line in dot_text.splitlines()) == 7  # the circuit's top N
+    assert len(edge_lines(dot_text)) == 7  # the circuit's top N
     html = (folder / "graph.html").read_text()
     assert html == graph_html(data, f"Circuit {NAME}")  # deterministic
     # offline: plotly.js inline, no script fetched from anywhere; the top-N slider is there
