@@ -16,7 +16,9 @@ circuit whose summary already records these settings is read instead of recomput
 same command again after a kill. --workers N spreads the replay and both circuit passes over
 N Ray actors (same results). The README's run (the lead's, on a quiet machine):
 
-    python scripts/circuits100.py --out artifacts/runs/circuits100 --workers 2
+    python scripts/circuits100.py --out artifacts/runs/circuits100
+
+(on two cores --workers 2 is slower than one process; it pays on more cores or a cluster).
 
 Tested on small settings only (tests/e2e/test_circuits100.py: --model tiny --sample 4).
 """
