@@ -12,7 +12,7 @@ DEMO_RUN ?= artifacts/runs/demo
 DEMO_CONTROL ?= $(DEMO_RUN)-baseline
 DEMO_SAE ?= artifacts/saes/demo
 
-.PHONY: setup chromium demo test lint format clean-demo
+.PHONY: setup chromium graphviz demo test lint format clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,7 +70,24 @@ chromium:
 			echo "chromium: apt-get install -y chromium failed; the browser test will skip"; \
 	fi
 
-test: lint chromium
+# Graphviz' `dot` draws a circuit's graph.svg (interp circuit, interp export): Debian's package,
+# installed when it is missing and we are root; otherwise this says why not, and circuits get
+# their graph.dot without the SVG (the SVG test skips).
+graphviz:
+	@if command -v dot >/dev/null 2>&1; then \
+		echo "graphviz: found"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "graphviz: missing, not installed (not root; run apt-get install -y graphviz as root)"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "graphviz: missing, not installed (no apt-get here)"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q graphviz >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null && apt-get install -y -q graphviz >/dev/null; } || \
+			echo "graphviz: apt-get install -y graphviz failed; circuits get no graph.svg"; \
+	fi
+
+test: lint chromium graphviz
 	$(PY) -m pytest --durations=10
 
 # ruff, and the import rules: the layers contract in pyproject.toml ([tool.importlinter]).

@@ -151,6 +151,12 @@ def _export_locked(
         ]
     main.write_export_files(before | set(planned))
     written = _write_figures(folder, sections)
+    # Each circuit's own drawings (circuits/<name>/graph.*) again: an SVG once Graphviz is
+    # installed, without recomputing the circuit.
+    for name in main.analyses("circuits"):
+        from interp.circuits.export import write_graph_files
+
+        write_graph_files(main, name)
     banners = floor_banners(labels, metrics)
     png_note = None
     if png:

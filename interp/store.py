@@ -328,6 +328,18 @@ class Run:
         write_json(marker, summary)
         return [*written, marker]
 
+    def write_analysis_text(self, kind: str, name: str, file: str, text: str | None) -> Path:
+        """A file drawn from a folder analysis' tables, beside them (a circuit's graph.svg);
+        ``text`` None removes it (one an earlier call wrote that this one cannot make)."""
+        if kind in FLAT_KINDS or Path(file).name != file or file == SUMMARY_NAME:
+            raise ValueError(f"{file!r} is not a file name a {kind} analysis can hold")
+        path = self._marker(kind, name).parent / file
+        if text is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return path
+
     def analyses(self, kind: str) -> list[str]:
         """Names of the complete analyses of ``kind`` (those whose summary exists), sorted."""
         root = self.path / kind

@@ -1,4 +1,5 @@
-"""A circuit as a graph to look at: the JSON it is drawn from, and a plotly figure.
+"""A circuit as a graph to look at: the JSON it is drawn from, a plotly figure (also as one
+standalone HTML file) and a Graphviz drawing (.dot source, SVG when ``dot`` is installed).
 
 Drawn nodes are model components: ``embed``, every head, every key/value head group (the
 receivers of key and value inputs in grouped-query attention), every MLP and ``logits``,
@@ -12,11 +13,14 @@ feeds. The slider shows the top N edges by |mean score|.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+
+from interp.store import Run
 
 # Slider positions (top-N edges); those at or above the graph's edge count are dropped.
 TOP_STEPS = (10, 20, 50, 100, 200, 500)
@@ -196,21 +200,152 @@ def _edge_text(e: dict[str, Any]) -> str:
     )
 
 
-def graphviz_svg(data: dict[str, Any], top: int) -> tuple[str | None, str]:
-    """SVG of the top edges through Graphviz' ``dot``, or None with the reason."""
+# Graphviz: the colours of the plotly figure; an edge's alpha and pen width grow with |score|.
+DOT_COLOURS = {1: "#2166ac", -1: "#b2182b"}
+DOT_SHAPES = {"embed": "box", "head": "ellipse", "kv": "ellipse", "mlp": "box", "logits": "box"}
+GRAPH_FILES = ("graph.json", "graph.dot", "graph.html", "graph.svg")
+
+
+def _dot_column(node: dict[str, Any]) -> tuple[int, int]:
+    """Forward order of a node's column: embed, then per layer its attention (heads and
+    key/value groups, one rank) and its MLP (the next: it reads that layer's heads), logits."""
+    if node["kind"] == "embed":
+        return (-1, 0)
+    if node["kind"] == "logits":
+        return (int(node["layer"]), 0)
+    return (int(node["layer"]), 1 if node["kind"] in ("head", "kv") else 2)
+
+
+def graph_dot(data: dict[str, Any], top: int) -> str:
+    """Graphviz source of the top ``top`` edges of :func:`graph_data`'s dict: the nodes they
+    join, one rank (column, headed by its name) per layer's attention and per layer's MLP,
+    left to right in forward order; each
+    edge blue (patching it raises the value) or red (lowers it), wider and more opaque the
+    larger its |mean score|, labelled q, k or v when it feeds a head, its tooltip the score, the
+    interval and the exact change. The same dict gives the same text."""
+    edges = data["edges"][:top]
+    biggest = max((abs(e["score"] or 0.0) for e in edges), default=0.0) or 1.0
+    used = {e["sender"] for e in edges} | {e["to"] for e in edges}
+    nodes = [n for n in data["nodes"] if n["name"] in used]
+    title = (
+        f"{data.get('name')}: top {len(edges)} of {data.get('n_edges')} edges by |mean score| "
+        f"({data.get('method')}, {data.get('n_examples')} examples); blue raises the value, "
+        "red lowers it"
+    )
+    lines = [
+        "digraph circuit {",
+        f'  graph [rankdir=LR, ranksep=0.6, nodesep=0.12, fontname="Helvetica", '
+        f'fontsize=11, labelloc=t, label="{_dot_text(title)}"];',
+        '  node [fontname="Helvetica", fontsize=10, style=filled, fillcolor="#f7f7f7", '
+        'color="#666666", height=0.3];',
+        '  edge [fontname="Helvetica", fontsize=7, fontcolor="#555555", arrowsize=0.5];',
+    ]
+    columns: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for node in nodes:
+        columns.setdefault(_dot_column(node), []).append(node)
+    # A header per column, chained by invisible edges: dot then keeps the columns in forward
+    # order (rank=same alone only aligns a column, it does not order columns).
+    heads = []
+    for i, column in enumerate(sorted(columns)):
+        head = f"_col{i}"
+        heads.append(f'"{head}"')
+        members = " ".join(
+            f'"{n["name"]}" [shape={DOT_SHAPES.get(n["kind"], "box")}];' for n in columns[column]
+        )
+        label = _column_label(column, columns[column][0]["kind"])
+        lines.append(
+            f'  {{ rank=same; "{head}" [shape=plaintext, label="{label}", fontcolor="#888888", '
+            f"style=solid]; {members} }}"
+        )
+    if len(heads) > 1:
+        lines.append(f"  {' -> '.join(heads)} [style=invis];")
+    for e in edges:
+        score = e["score"] or 0.0
+        frac = abs(score) / biggest
+        alpha = round(0x40 + (0xFF - 0x40) * frac)
+        colour = DOT_COLOURS[1 if score >= 0 else -1] + f"{alpha:02x}"
+        lo, hi = e["ci"]
+        ci = f"[{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else "n/a"
+        exact = "" if e["exact_delta"] is None else f", exact change {e['exact_delta']:.4g}"
+        tip = f"#{e['rank']} {e['sender']} -> {e['receiver']}: score {score:.4g}, CI {ci}{exact}"
+        # Only a head's input needs naming: an edge into an MLP or the logits has one input.
+        label = f', label="{e["input"]}"' if e["input"] in ("q", "k", "v") else ""
+        lines.append(
+            f'  "{e["sender"]}" -> "{e["to"]}" [color="{colour}", penwidth={0.5 + 4.5 * frac:.2f}'
+            f'{label}, tooltip="{_dot_text(tip)}"];'
+        )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _column_label(column: tuple[int, int], kind: str) -> str:
+    layer, part = column
+    if kind in ("embed", "logits"):
+        return kind
+    return f"L{layer} attn" if part == 1 else f"L{layer} MLP"
+
+
+def _dot_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def render_svg(dot_source: str) -> tuple[str | None, str]:
+    """SVG of Graphviz source through the ``dot`` binary, or None with the reason (one line)."""
     import subprocess
 
     dot = shutil.which("dot")
     if dot is None:
-        return None, "no SVG: Graphviz `dot` is not installed on this machine"
-    lines = ["digraph circuit {", "rankdir=LR;", "node [shape=box, fontsize=10];"]
-    for e in data["edges"][:top]:
-        colour = "#2166ac" if (e["score"] or 0) >= 0 else "#b2182b"
-        lines.append(f'"{e["sender"]}" -> "{e["to"]}" [color="{colour}", label="{e["input"]}"];')
-    lines.append("}")
+        return None, (
+            "no SVG: Graphviz `dot` is not installed on this machine (apt-get install graphviz; "
+            "the .dot source is written)"
+        )
     out = subprocess.run(
-        [dot, "-Tsvg"], input="\n".join(lines), capture_output=True, text=True, check=False
+        [dot, "-Tsvg"], input=dot_source, capture_output=True, text=True, check=False
     )
     if out.returncode != 0:
-        return None, f"no SVG: dot failed ({out.stderr.strip()[:200]})"
+        first = (out.stderr.strip().splitlines() or ["no message"])[0][:200]
+        return None, f"no SVG: dot failed ({first})"
     return out.stdout, "SVG written by Graphviz"
+
+
+def graphviz_svg(data: dict[str, Any], top: int) -> tuple[str | None, str]:
+    """SVG of the top edges (:func:`graph_dot`) through Graphviz, or None with the reason."""
+    return render_svg(graph_dot(data, top))
+
+
+def graph_html(data: dict[str, Any], title: str) -> str:
+    """The interactive figure as one HTML file that opens offline (plotly.js inline)."""
+    import plotly.io as pio
+
+    return pio.to_html(
+        graph_figure(data, title),
+        full_html=True,
+        include_plotlyjs=True,
+        div_id="circuit-graph",
+        config={"displaylogo": False, "responsive": True},
+    )
+
+
+def write_graph_files(run: Run, name: str) -> tuple[list[Path], str]:
+    """Write the graph of circuit ``name`` beside its tables in ``circuits/<name>/``: the JSON
+    it is drawn from, the standalone interactive HTML, the Graphviz source of the top N edges
+    (N: the circuit's ``top``) and its SVG when Graphviz' ``dot`` is installed (a stale SVG
+    is removed otherwise). Returns the files written and one line on the SVG."""
+    import json
+
+    found = run.read_analysis("circuits", name, ["edges", "nodes"])
+    data = graph_data(found.tables["edges"], found.tables["nodes"], found.summary)
+    dot_source = graph_dot(data, int(found.summary.get("top", 50)))
+    svg, note = render_svg(dot_source)
+    texts = {
+        "graph.json": json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n",
+        "graph.dot": dot_source,
+        "graph.html": graph_html(data, f"Circuit {name}"),
+        "graph.svg": svg,
+    }
+    paths = []
+    for file, text in texts.items():
+        path = run.write_analysis_text("circuits", name, file, text)
+        if text is not None:
+            paths.append(path)
+    return paths, note

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import time
 from collections.abc import Sequence
@@ -25,7 +26,9 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.circuits.eap import EdgePair
+from interp.circuits.export import write_graph_files
 from interp.circuits.graph import Graph, split_inputs
+from interp.distributed import Workers, run_jobs
 from interp.errors import InterpError
 from interp.loading import check_run_model, load_model
 from interp.lock import run_lock
@@ -179,6 +182,7 @@ class CircuitResult:
     scores: np.ndarray  # [example, edge] per-example scores, in ``edges`` order
     name: str
     paths: list[Path]
+    graph_note: str | None = None  # whether the graph's SVG was drawn (None: nothing written)
 
 
 def circuit(
@@ -190,11 +194,21 @@ def circuit(
     dtype: str = "float32",
     write: bool = True,
     progress: bool = False,
+    workers: Workers | None = None,
 ) -> CircuitResult:
-    """Score, aggregate, verify and (``write``) store the circuit between two rounds."""
+    """Score, aggregate, verify and (``write``) store the circuit between two rounds.
+
+    ``workers`` (:class:`interp.distributed.Workers`) spreads both per-example passes (edge
+    scores; exact patching for the verification and the faithfulness curve) over Ray actors
+    in shards of ``CIRCUIT_SHARD`` examples. Each example's numbers are computed from its own
+    inputs alone and put back in example order, and the aggregation (means, bootstrap, ranks)
+    stays here, so the tables and the summary are a single process's (``timing`` aside, which
+    also records how the work was spread)."""
     run = run if isinstance(run, Run) else Run.open(run)
     started = time.perf_counter()
     config.check()
+    if workers is not None:
+        workers.check(device)
     pconfig = config.patch_config()
     check_config(pconfig, run)
     items, counts = select_items(run.rounds(), pconfig)
@@ -209,8 +223,9 @@ def circuit(
             model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
         check_run_model(model, run.manifest["model"])
         graph = Graph.of(model)
+        spread = None if workers is None else (workers, run.manifest["model"]["model_id"], dtype)
         with split_inputs(model):
-            result = _compute(model, graph, config, items, tokens, ids.ids, progress)
+            result = _compute(model, graph, config, items, tokens, ids.ids, progress, spread)
         edges, nodes, faith, summary, scores = result
         summary.update(
             name=config.name(),
@@ -226,8 +241,13 @@ def circuit(
         )
         summary["timing"]["total_s"] = round(time.perf_counter() - started, 3)
         tables = {"edges": edges, "nodes": nodes, "faithfulness": faith}
-        paths = run.write_analysis(KIND, config.name(), tables, summary) if write else []
-    return CircuitResult(edges, nodes, faith, summary, scores, config.name(), paths)
+        paths, note = [], None
+        if write:
+            paths = run.write_analysis(KIND, config.name(), tables, summary)
+            # The drawings, from the tables as written (what `interp export` reads too).
+            graph_paths, note = write_graph_files(run, config.name())
+            paths += graph_paths
+    return CircuitResult(edges, nodes, faith, summary, scores, config.name(), paths, note)
 
 
 def _pair(model, graph, item: PatchItem, transcript: Sequence[int], config) -> EdgePair:
@@ -247,19 +267,14 @@ def faithfulness_grid(n_edges: int) -> list[int]:
     return [0, *grid, n_edges]
 
 
-def _compute(model, graph, config, items, tokens, cluster_ids, progress):
-    from tqdm.auto import tqdm
-
+def _compute(model, graph, config, items, tokens, cluster_ids, progress, spread=None):
     edge_frame = graph.edges()
-    s_idx, r_idx = edge_frame["sender_index"].to_numpy(), edge_frame["receiver_index"].to_numpy()
     n_ex, n_edges = len(items), len(edge_frame)
-    scores = np.zeros((n_ex, n_edges))
-    target_v, source_v = np.zeros(n_ex), np.zeros(n_ex)
     t0 = time.perf_counter()
-    for i, item in enumerate(tqdm(items, desc="edge scores", disable=not progress)):
-        pair = _pair(model, graph, item, tokens[item.index], config)
-        scores[i] = pair.scores(config.n_steps())[s_idx, r_idx]
-        target_v[i], source_v[i] = pair.target_value, pair.source_value
+    scored = _per_example(
+        model, config, items, tokens, _score_job, (), "edge scores", progress, spread
+    )
+    target_v, source_v, scores = scored[:, 0], scored[:, 1], scored[:, 2:]
     scoring_s = time.perf_counter() - t0
     mean, lo, hi = _aggregate(scores, config, cluster_ids)
     order = np.lexsort((np.arange(n_edges), -np.abs(mean)))  # |mean| descending, stable
@@ -277,20 +292,11 @@ def _compute(model, graph, config, items, tokens, cluster_ids, progress):
     t1 = time.perf_counter()
     k = min(config.verify_top, n_edges)
     grid = faithfulness_grid(n_edges)
-    exact = np.zeros((n_ex, k))
-    curve = np.zeros((n_ex, len(grid)))
-    dev = model.cfg.device
-    for i, item in enumerate(tqdm(items, desc="exact edges", disable=not progress)):
-        pair = _pair(model, graph, item, tokens[item.index], config)
-        coeffs = torch.zeros(k + len(grid), graph.n_senders, graph.n_receivers, device=dev)
-        for j, e in enumerate(order[:k]):
-            coeffs[j, s_idx[e], r_idx[e]] = 1.0
-        for j, n in enumerate(grid):
-            chosen = order[:n]
-            coeffs[k + j, s_idx[chosen], r_idx[chosen]] = 1.0
-        values = pair.values(coeffs, config.batch_size)
-        exact[i] = values[:k] - pair.target_value
-        curve[i] = values[k:]
+    patched = _per_example(
+        model, config, items, tokens, _exact_job, (order, k, grid), "exact edges", progress, spread
+    )
+    exact = patched[:, :k] - target_v[:, None]
+    curve = patched[:, k:]
     verify_s = time.perf_counter() - t1
     edges["exact_delta"] = np.nan
     if k:
@@ -319,7 +325,98 @@ def _compute(model, graph, config, items, tokens, cluster_ids, progress):
             "verify_s": round(verify_s, 3),
         },
     }
+    if spread is not None:  # how the work was spread: not part of the result
+        summary["timing"]["workers"] = spread[0].record(2 * len(_shards(items)))
     return edges, nodes, faith, summary, scores
+
+
+# --- per-example passes, in this process or sharded over Ray workers ---------------------------
+
+# Examples per job on a Ray worker: as interp patch (a few per job balances two workers on a
+# few dozen examples; one example's EAP-IG outweighs a job's scheduling by far).
+CIRCUIT_SHARD = 4
+
+
+def _shards(items: Sequence[PatchItem]) -> list[list[PatchItem]]:
+    return [list(items[i : i + CIRCUIT_SHARD]) for i in range(0, len(items), CIRCUIT_SHARD)]
+
+
+def _per_example(model, config, items, tokens, job, extra, desc, progress, spread):
+    """``job(model, config, items, transcripts, *extra)`` over all examples: one float64 row
+    per example, in example order, whether computed here or by shards on Ray workers."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), desc=desc, disable=not progress)
+    shards = _shards(items)
+    parts: dict[int, np.ndarray] = {}
+    if spread is None:
+        for key, chunk in enumerate(shards):
+            parts[key] = _decode(
+                job(model, config, chunk, [tokens[i.index] for i in chunk], *extra)
+            )
+            bar.update(len(chunk))
+    else:
+        workers, model_id, dtype = spread
+        jobs = [
+            (key, (config, chunk, [tokens[i.index] for i in chunk], *extra))
+            for key, chunk in enumerate(shards)
+        ]
+
+        def store(key: int, value: bytes) -> None:
+            parts[key] = _decode(value)
+            bar.update(len(shards[key]))
+
+        spec = {"name_or_path": model_id, "device": str(model.cfg.device), "dtype": dtype}
+        run_jobs(workers, spec, job, jobs, store)
+    bar.close()
+    return np.concatenate([parts[key] for key in sorted(parts)])
+
+
+def _encode(rows: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(rows, dtype=np.float64), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _score_job(model, config, items, transcripts) -> bytes:
+    """Per example: [target value, source value, score of every edge (graph.edges() order)]."""
+    with split_inputs(model):  # re-entrant: on the driver the flags are already on
+        graph = Graph.of(model)
+        edge_frame = graph.edges()
+        s_idx = edge_frame["sender_index"].to_numpy()
+        r_idx = edge_frame["receiver_index"].to_numpy()
+        rows = np.zeros((len(items), 2 + len(edge_frame)))
+        for i, (item, transcript) in enumerate(zip(items, transcripts, strict=True)):
+            pair = _pair(model, graph, item, transcript, config)
+            rows[i, 0], rows[i, 1] = pair.target_value, pair.source_value
+            rows[i, 2:] = pair.scores(config.n_steps())[s_idx, r_idx]
+    return _encode(rows)
+
+
+def _exact_job(model, config, items, transcripts, order, k, grid) -> bytes:
+    """Per example: the target's value with each of the top ``k`` edges patched alone, then
+    with the top N patched together for each N of ``grid``."""
+    with split_inputs(model):
+        graph = Graph.of(model)
+        edge_frame = graph.edges()
+        s_idx = edge_frame["sender_index"].to_numpy()
+        r_idx = edge_frame["receiver_index"].to_numpy()
+        dev = model.cfg.device
+        rows = np.zeros((len(items), k + len(grid)))
+        for i, (item, transcript) in enumerate(zip(items, transcripts, strict=True)):
+            pair = _pair(model, graph, item, transcript, config)
+            coeffs = torch.zeros(k + len(grid), graph.n_senders, graph.n_receivers, device=dev)
+            for j, e in enumerate(order[:k]):
+                coeffs[j, s_idx[e], r_idx[e]] = 1.0
+            for j, n in enumerate(grid):
+                chosen = order[:n]
+                coeffs[k + j, s_idx[chosen], r_idx[chosen]] = 1.0
+            rows[i] = pair.values(coeffs, config.batch_size)
+    return _encode(rows)
 
 
 def _aggregate(scores, config, cluster_ids):

@@ -7,6 +7,14 @@ from typing import Annotated
 
 import typer
 
+from interp.cli.options import (
+    GpusOption,
+    RayAddressOption,
+    ThreadsOption,
+    WorkersOption,
+    workers_from_flags,
+)
+
 
 def circuit(
     run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
@@ -47,14 +55,19 @@ def circuit(
     ] = "template",
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
+    gpus_per_worker: GpusOption = 0.0,
+    threads_per_worker: ThreadsOption = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
 ) -> None:
     """Find the circuit between two rounds: edge attribution patching (EAP / EAP-IG) of every
     edge between components (embeddings, heads, MLPs, logits) at the read-out, for interp
     patch's value (logit difference correct - stereotyped), aggregated over examples with
     cluster-bootstrap intervals, verified by exact edge patching (top-K rank agreement and a
-    faithfulness curve). Writes circuits/NAME/ (edges, nodes, faithfulness, summary.json);
-    `interp export` draws it."""
+    faithfulness curve). Writes circuits/NAME/ (edges, nodes, faithfulness, summary.json) and
+    its graph there: graph.html (interactive, offline), graph.dot and graph.svg (Graphviz,
+    the top N edges), graph.json; `interp export` adds it to the report."""
     import json
 
     from interp.circuits import CircuitConfig
@@ -77,7 +90,10 @@ def circuit(
         seed=seed,
         cluster=cluster,
     )
-    result = run_circuit(run, config, device=device, dtype=dtype, progress=not as_json)
+    spread = workers_from_flags(workers, ray_address, gpus_per_worker, threads_per_worker)
+    result = run_circuit(
+        run, config, device=device, dtype=dtype, progress=not as_json, workers=spread
+    )
     s = result.summary
     if as_json:
         typer.echo(json.dumps(s, indent=2, allow_nan=False))
@@ -102,6 +118,8 @@ def circuit(
             f"  #{e['rank']:<3} {e['sender']:>8} -> {e['receiver']:<10} {e['score']:+.4f} "
             f"[{_num(e['ci_lo'])}, {_num(e['ci_hi'])}]"
         )
+    if result.graph_note and not result.graph_note.startswith("SVG written"):
+        typer.echo(f"graph: {result.graph_note}")
     typer.echo(f"written: {', '.join(str(p) for p in result.paths)}")
 
 

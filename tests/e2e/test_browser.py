@@ -327,6 +327,31 @@ def test_index_renders_offline_in_chromium(chromium, browser_hosts, which, reque
     assert (len(circuits) == 1) == (which == "circuit_index"), circuits
 
 
+def test_a_circuits_standalone_graph_renders_offline(
+    chromium, browser_hosts, circuit_index, tmp_path
+):
+    """circuits/<name>/graph.html (interp circuit): one file, plotly inline, draws offline."""
+    (source,) = sorted(circuit_index.parent.glob("circuits/*/graph.html"))
+    original = source.read_text(encoding="utf-8")
+    # the instrument reports on figure[data-target]: name the graph's div as the index does
+    marker = '<figure data-target="circuit-graph" data-kind="plotly" hidden></figure>'
+    instrumented = original.replace("<head>", "<head>\n" + INSTRUMENT, 1)
+    page = tmp_path / "graph.html"
+    page.write_text(instrumented.replace("<body>", "<body>\n" + marker, 1), encoding="utf-8")
+    recorder = ConnectionRecorder()
+    try:
+        dom, log = _open(chromium, page, tmp_path / "graph.png", recorder.port)
+    finally:
+        recorder.close()
+    match = re.search(rf'<pre id="{REPORT_ID}">(.*?)</pre>', dom, re.S)
+    assert match, f"the page never reported back; log tail: {log[-2000:]}"
+    report = json.loads(html.unescape(match.group(1)))
+    assert report["errors"] == [] and _console_problems(log) == []
+    assert [url for url in report["requests"] if not url.startswith(LOCAL_SCHEMES)] == []
+    assert recorder.page_requests(original, browser_hosts) == []
+    assert report["figures"] == [{"name": "circuit-graph", "kind": "plotly", "drawn": True}]
+
+
 def test_the_proxy_check_tells_page_requests_from_the_browsers_own():
     recorder = ConnectionRecorder()
     recorder.close()

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.faults
         (("--round", "1", "--steps", "0"), "--steps must be at least 1"),
         (("--round", "1", "--top", "0"), "--top must be at least 1"),
         (("--round", "1", "--cluster", "page"), "cluster"),
+        (("--round", "1", "--workers", "0"), "--workers must be at least 1"),
+        (("--round", "1", "--workers", "1", "--device", "cuda"), "--gpus-per-worker must be"),
     ],
 )
 def test_bad_circuit_requests_are_refused(base_run, args, words):

@@ -110,12 +110,16 @@ def test_run_circuit_writes_its_tables_and_eap_ig1_equals_eap(tiny_run, tiny_mod
     )
     np.testing.assert_array_equal(eap.scores, ig1.scores)
     folder = tiny_run / "circuits" / "r2-t0-eap"
-    assert sorted(p.name for p in folder.iterdir()) == [
+    names = {p.name for p in folder.iterdir()}
+    assert names - {"graph.svg"} == {
         "edges.parquet",
         "faithfulness.parquet",
         "nodes.parquet",
         "summary.json",
-    ]
+        "graph.json",
+        "graph.dot",
+        "graph.html",
+    }
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["full_value"] == pytest.approx(summary["source_value"], abs=1e-4)
     faith = pd.read_parquet(folder / "faithfulness.parquet")

@@ -130,7 +130,7 @@ _CASES: dict[str, tuple[str, set[str], dict[str, str], set[str], set[str]]] = {
     ),
     "circuit": (
         "interp.circuits:CircuitConfig",
-        {"run", "device", "dtype", "as_json"},
+        {"run", "device", "dtype", "as_json", *_WORKERS},
         {"category": "categories"},
         set(),
         set(),
