@@ -46,6 +46,7 @@ from interp.sae.transcoders import (
     INPUT_HOOK,
     OUTPUT_HOOK,
     TranscoderSet,
+    check_transcoder_folder,
     load_transcoders,
     mlp_input,
 )
@@ -394,6 +395,7 @@ def feature_circuit(
     run = run if isinstance(run, Run) else Run.open(run)
     started = time.perf_counter()
     config.check()
+    check_transcoder_folder(config.transcoders)
     circuit_tracer()  # refuse before any model loads when it is missing
     pconfig = PatchConfig(
         layer="all",

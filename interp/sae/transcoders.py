@@ -198,6 +198,20 @@ def _sae_lens_transcoder(
     return tc
 
 
+def check_transcoder_folder(path: str | Path) -> list[Path]:
+    """Refuse what is no transcoder folder (before any model loads); its layer files."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InterpError(f"--transcoders {path}: no such folder")
+    files = sorted(folder.glob("layer_*.safetensors"))
+    if not (folder / CONFIG_YAML).is_file() or not files:
+        raise InterpError(
+            f"--transcoders {path}: not a transcoder folder ({CONFIG_YAML} and "
+            "layer_<L>.safetensors expected)"
+        )
+    return files
+
+
 def load_transcoders(
     path: str | Path, model: HookedTransformer | None = None, device: str | None = None
 ) -> TranscoderSet:
@@ -208,14 +222,7 @@ def load_transcoders(
     from safetensors.torch import load_file
 
     folder = Path(path)
-    if not folder.is_dir():
-        raise InterpError(f"--transcoders {path}: no such folder")
-    files = sorted(folder.glob("layer_*.safetensors"))
-    if not (folder / CONFIG_YAML).is_file() or not files:
-        raise InterpError(
-            f"--transcoders {path}: not a transcoder folder ({CONFIG_YAML} and "
-            "layer_<L>.safetensors expected)"
-        )
+    files = check_transcoder_folder(folder)
     try:
         config = yaml.safe_load((folder / CONFIG_YAML).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
