@@ -149,6 +149,9 @@ def train_transcoders(
     l1: Annotated[
         float, typer.Option(help="L1 coefficient (activations x decoder-row norms).")
     ] = 2.0,
+    l1_warmup: Annotated[
+        float, typer.Option(help="Share of the steps over which the L1 coefficient rises.")
+    ] = 0.2,
     tokens: Annotated[
         int | None,
         typer.Option(help="Training tokens (default: one pass over the training split)."),
@@ -186,6 +189,7 @@ def train_transcoders(
         layers=parse_layers(layers),
         width=width,
         l1=l1,
+        l1_warmup=l1_warmup,
         tokens=tokens,
         lr=lr,
         batch_tokens=batch_tokens,
