@@ -212,21 +212,20 @@ def graph_table(graph, n_layers: int, readout: int) -> pd.DataFrame:
 def compare_graphs(target: pd.DataFrame, source: pd.DataFrame, prefix: int) -> pd.DataFrame:
     """Features of the two graphs matched by (layer, feature, place): the read-out position
     of each round is "readout"; a position before ``prefix`` (the tokens both transcripts
-    share) is itself; other positions are the source round's own ("source-only")."""
+    share) is itself ("12"); any other position is its round's own ("source:140")."""
 
-    def keyed(frame: pd.DataFrame, readout_pos: int) -> pd.DataFrame:
+    def keyed(frame: pd.DataFrame, readout_pos: int, label: str) -> pd.DataFrame:
         f = frame[frame["kind"] == "feature"].copy()
+        pos = f["position"].astype(str)
         f["place"] = np.where(
             f["position"] == readout_pos,
             "readout",
-            np.where(f["position"] < prefix, f["position"].astype(str), "source-only"),
+            np.where(f["position"] < prefix, pos, label + ":" + pos),
         )
-        return f.groupby(["layer", "feature", "place"], as_index=False)[
-            ["activation", "direct_effect", "total_effect"]
-        ].sum()
+        return f[["layer", "feature", "place", "activation", "direct_effect", "total_effect"]]
 
-    t = keyed(target, int(target.loc[target["at_readout"], "position"].max()))
-    s = keyed(source, int(source.loc[source["at_readout"], "position"].max()))
+    t = keyed(target, int(target.loc[target["at_readout"], "position"].max()), "target")
+    s = keyed(source, int(source.loc[source["at_readout"], "position"].max()), "source")
     merged = t.merge(s, on=["layer", "feature", "place"], how="outer", suffixes=("_t", "_s"))
     merged = merged.fillna(0.0)
     merged["change_total_effect"] = merged["total_effect_s"] - merged["total_effect_t"]

@@ -173,3 +173,26 @@ def test_a_transcoder_set_without_every_layer_is_refused(tiny_model, tmp_path, t
     (part / "layer_1.safetensors").unlink()
     with pytest.raises(InterpError, match="every layer"):
         replacement_model(tiny_model, load_transcoders(part, tiny_model))
+
+
+def test_graphs_are_compared_by_layer_feature_and_place():
+    import pandas as pd
+
+    from interp.circuits.features import compare_graphs
+
+    def frame(rows, readout):
+        f = pd.DataFrame(rows, columns=["layer", "position", "feature", "total_effect"])
+        f["kind"], f["activation"], f["direct_effect"] = "feature", 1.0, f["total_effect"]
+        f["at_readout"] = f["position"] == readout
+        return f
+
+    # target: 5 tokens (read-out 4); source: 9 tokens sharing the first 5 (read-out 8)
+    target = frame([(0, 4, 7, 0.5), (1, 2, 3, 0.1)], readout=4)
+    source = frame([(0, 8, 7, 2.0), (1, 2, 3, 0.1), (0, 4, 7, 0.3), (2, 6, 1, -1.0)], readout=8)
+    got = compare_graphs(target, source, prefix=5).set_index(["layer", "feature", "place"])
+    assert got.loc[(0, 7, "readout"), "change_total_effect"] == pytest.approx(1.5)
+    assert got.loc[(1, 3, "2"), "change_total_effect"] == pytest.approx(0.0)
+    assert got.loc[(0, 7, "4"), "total_effect_t"] == 0.0  # the target's 4 is its read-out
+    assert got.loc[(2, 1, "source:6"), "change_total_effect"] == pytest.approx(-1.0)
+    assert list(got["rank"]) == [1, 2, 3, 4]
+    assert got.index[0] == (0, 7, "readout")
