@@ -170,15 +170,24 @@ def attribution_graph(
     )
 
 
-def total_effects(adjacency: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """Signed total effect of every node on the (single) logit node: the sum over paths of
-    products of direct effects, x = a + x A with a the logit row (paths are at most
-    n_layers + 2 edges long in a per-layer transcoder graph)."""
+def total_effects(
+    adjacency: torch.Tensor, n_layers: int, activations: torch.Tensor
+) -> torch.Tensor:
+    """Signed total effect of every node on the (single, last) value node.
+
+    circuit-tracer's ``adjacency[t, s]`` is s's contribution to node t: to the value for the
+    value node, to the *pre-activation* of a feature t (its ReLU passes the change on 1:1
+    while active), while t's own outgoing edges are scaled by its activation. So a path goes
+    on through feature t with weight ``adjacency[t, s] / activation[t]``:
+    ``x = a + (x / act) A``, with ``a`` the value row and ``act`` 1 for nodes that are not
+    features (their rows are empty). Paths are at most n_layers + 2 edges long."""
     a = adjacency.double()
+    act = activations.double().clone()
+    act[act == 0] = 1.0
     row = a[-1]
     x = row.clone()
     for _ in range(n_layers + 2):
-        x = row + x @ a
+        x = row + (x / act) @ a
     return x
 
 
@@ -186,12 +195,14 @@ def graph_table(graph, n_layers: int, readout: int) -> pd.DataFrame:
     """One row per node of the graph: kind, layer, position, feature, activation, direct and
     total effect on the value."""
     adj = graph.adjacency_matrix
-    direct = adj[-1].double().numpy()
-    total = total_effects(adj, n_layers).numpy()
     sel = graph.selected_features
     feats = graph.active_features[sel].numpy()
     acts = graph.activation_values[sel].double().numpy()
     n_f, n_pos = len(sel), int(graph.n_pos)
+    node_acts = torch.ones(adj.shape[0], dtype=torch.float64)
+    node_acts[:n_f] = torch.as_tensor(acts)
+    direct = adj[-1].double().numpy()
+    total = total_effects(adj, n_layers, node_acts).numpy()
     rows: dict[str, list[Any]] = {
         "kind": ["feature"] * n_f + ["error"] * (n_layers * n_pos) + ["token"] * n_pos,
         "layer": list(feats[:, 0]) + [i // n_pos for i in range(n_layers * n_pos)] + [-1] * n_pos,

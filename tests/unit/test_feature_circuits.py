@@ -94,14 +94,20 @@ def test_an_intervention_on_a_missing_layer_is_refused(tiny_model, tcs):
         intervene_features(tiny_model, tcs, TOKENS, 9, {(7, 0): 1.0}, 3, 5)
 
 
-def test_total_effects_sum_the_products_along_every_path():
-    # nodes: 0 -> 1 -> 2 -> logit(3), and 0 -> 2, 0 -> logit; adjacency[target, source]
+def test_total_effects_follow_every_path_through_feature_activations():
+    # nodes: token 0 -> feature 1 (activation 2) -> feature 2 (activation 4) -> value 3, and
+    # 0 -> 2, 0 -> value; adjacency[target, source]: into a feature, the contribution to its
+    # pre-activation; out of a feature, its activation-scaled effect
     a = torch.zeros(4, 4)
     a[1, 0], a[2, 1], a[3, 2], a[2, 0], a[3, 0] = 2.0, 3.0, 0.5, -1.0, 0.25
-    total = total_effects(a, n_layers=2)
-    assert total[2] == pytest.approx(0.5)
-    assert total[1] == pytest.approx(1.5)
-    assert total[0] == pytest.approx(0.25 + 0.5 * (-1.0) + 2.0 * 3.0 * 0.5)
+    acts = torch.tensor([1.0, 2.0, 4.0, 1.0])
+    total = total_effects(a, n_layers=2, activations=acts)
+    per_unit_2 = 0.5 / 4.0  # value per unit of feature 2's activation
+    per_unit_1 = 3.0 / 2.0 * per_unit_2  # feature 1's unit moves feature 2 by 3 / 2
+    assert total[2] == pytest.approx(0.5)  # = its activation x per_unit_2
+    assert total[1] == pytest.approx(2.0 * per_unit_1)
+    assert total[0] == pytest.approx(0.25 + (-1.0) * per_unit_2 + 2.0 * per_unit_1)
+    assert total[0] == pytest.approx(0.5)
 
 
 # --- with circuit-tracer ------------------------------------------------------------------
