@@ -202,3 +202,21 @@ def test_graphs_are_compared_by_layer_feature_and_place():
     assert got.loc[(2, 1, "source:6"), "change_total_effect"] == pytest.approx(-1.0)
     assert list(got["rank"]) == [1, 2, 3, 4]
     assert got.index[0] == (0, 7, "readout")
+
+
+def test_circuit_tracers_own_loader_opens_the_folder(tc_folder, tcs):
+    from interp.circuits.features import circuit_tracer
+
+    try:
+        circuit_tracer()
+    except InterpError:
+        pytest.skip("circuit-tracer is not installed")
+    from circuit_tracer.utils.caching import load_transcoders_from_cache
+
+    theirs, config = load_transcoders_from_cache(
+        tc_folder.name, cache_dir=tc_folder.parent, device=torch.device("cpu")
+    )
+    assert config["model_kind"] == "transcoder_set" and len(theirs) == 3
+    x = torch.randn(6, 64)
+    for layer in range(3):
+        assert torch.equal(theirs[layer](x), tcs.forward(layer, x))
