@@ -76,7 +76,7 @@ def circuit_tracer():
     except ImportError as err:
         raise InterpError(
             f"feature circuits need circuit-tracer, which is not installed ({err}); run: "
-            f"{INSTALL} (or `make install-circuit-tracer`)"
+            f"{INSTALL} (`make setup` installs it)"
         ) from None
     return ct, TransformerLensReplacementModel
 

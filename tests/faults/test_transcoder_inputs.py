@@ -59,3 +59,18 @@ def test_feature_circuit_refuses_what_is_no_transcoder_folder(base_run, tmp_path
 def test_feature_circuit_refuses_bad_settings(base_run, tmp_path):
     args = ("feature-circuit", "--run", str(base_run), "--round", "1", "--transcoders", ".")
     assert_refused_without_trace(base_run, *args, "--top", "0", contains="--top")
+
+
+def test_feature_circuit_without_circuit_tracer_says_how_to_install_it(base_run, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("circuit_tracer") is not None:
+        pytest.skip("circuit-tracer is installed here")
+    folder = tmp_path / "tc"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("model_kind: transcoder_set\n")
+    (folder / "layer_0.safetensors").write_bytes(b"")
+    args = ("feature-circuit", "--run", str(base_run), "--round", "1", "--transcoders")
+    assert_refused_without_trace(
+        base_run, *args, str(folder), contains="pip install --no-deps circuit-tracer==0.5.0"
+    )
