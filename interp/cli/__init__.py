@@ -23,7 +23,18 @@ from typing import Any
 
 import typer
 
-from interp.cli import circuit, experiment, export, metrics, models, patch, probe, replay, sae
+from interp.cli import (
+    circuit,
+    experiment,
+    export,
+    feature_circuit,
+    metrics,
+    models,
+    patch,
+    probe,
+    replay,
+    sae,
+)
 from interp.cli.format import format_metrics
 from interp.cli.options import MULTI_VALUE_OPTIONS
 from interp.errors import InterpError
@@ -105,6 +116,7 @@ app.command("metrics")(_user_errors(metrics.metrics))
 app.command("probe")(_user_errors(probe.probe))
 app.command("patch")(_user_errors(patch.patch))
 app.command("circuit")(_user_errors(circuit.circuit))
+app.command("feature-circuit")(_user_errors(feature_circuit.feature_circuit))
 app.command("export")(_user_errors(export.export))
 # `interp sae ...`: a group of commands; each gets the same one-line user errors.
 for _command in sae.sae_app.registered_commands:

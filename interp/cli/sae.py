@@ -135,6 +135,83 @@ def train(
     typer.echo(f"wrote {result.path}")
 
 
+def train_transcoders(
+    out: Annotated[Path, typer.Option(help="The transcoder folder to write (new or empty).")],
+    corpus: CorpusOpt = ["concepts"],  # noqa: B006 (typer reads the default)
+    data: DataOpt = None,
+    run: RunOpt = None,
+    model: ModelOpt = "smollm2",
+    layers: Annotated[
+        str,
+        typer.Option(help="Layers to train: all, or e.g. 0-3,7 (circuit-tracer needs all)."),
+    ] = "all",
+    width: Annotated[int, typer.Option(help="Features per layer.")] = 1024,
+    l1: Annotated[
+        float, typer.Option(help="L1 coefficient (activations x decoder-row norms).")
+    ] = 2.0,
+    l1_warmup: Annotated[
+        float, typer.Option(help="Share of the steps over which the L1 coefficient rises.")
+    ] = 0.2,
+    tokens: Annotated[
+        int | None,
+        typer.Option(help="Training tokens (default: one pass over the training split)."),
+    ] = None,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    batch_tokens: Annotated[int, typer.Option(help="Activations per optimiser step.")] = 1024,
+    context: ContextOpt = 128,
+    heldout: HeldoutOpt = 0.1,
+    eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at the end.")] = 8192,
+    plan: PlanOpt = "self-correct",
+    system: SystemOpt = None,
+    seed: Annotated[int, typer.Option(help="Initialisation, shuffling, split, order.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print evals.json.")] = False,
+) -> None:
+    """Train a transcoder per layer (MLP input -> MLP output, ReLU features) on offline
+    corpora, from one activation stream (sae-lens' multi-hook store).
+
+    Writes OUT/ in circuit-tracer's transcoder-set layout (config.yaml, layer_<L>.safetensors),
+    transcoders.json (corpus, tokens, loss curves) and evals.json: the replacement model's
+    next-token loss (every MLP replaced; with and without error terms) vs. the original on
+    held-out tokens.
+    """
+    from interp.cli.options import parse_layers
+    from interp.loading import load_model
+    from interp.sae.transcoders import (
+        TranscoderTrainConfig,
+        check_transcoder_config,
+        format_replacement,
+    )
+    from interp.sae.transcoders import train_transcoders as train_all
+
+    config = TranscoderTrainConfig(
+        out=str(out),
+        layers=parse_layers(layers),
+        width=width,
+        l1=l1,
+        l1_warmup=l1_warmup,
+        tokens=tokens,
+        lr=lr,
+        batch_tokens=batch_tokens,
+        seed=seed,
+        eval_tokens=eval_tokens,
+        corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
+    )
+    check_transcoder_config(config)  # before the model loads
+    result = train_all(config, load_model(model, device=device), progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(result.evals, indent=2, allow_nan=False))
+        return
+    t = result.record
+    typer.echo(
+        f"trained {len(t['layers'])} transcoders ({t['width']} features each) on "
+        f"{t['tokens']['trained']} tokens in {t['seconds']['train']:.0f} s "
+        f"({t['train_tokens_per_s']} tokens/s)"
+    )
+    typer.echo(format_replacement(result.evals))
+    typer.echo(f"wrote {result.path}")
+
+
 def evaluate(
     sae: Annotated[Path, typer.Option(help="An sae-lens SAE folder.")],
     corpus: CorpusOpt = ["concepts"],  # noqa: B006
@@ -267,5 +344,6 @@ def features(
 
 
 sae_app.command("train")(train)
+sae_app.command("train-transcoders")(train_transcoders)
 sae_app.command("eval")(evaluate)
 sae_app.command("features")(features)

@@ -8,6 +8,9 @@
 - `interp.sae.corpus`: offline corpora (BBQ round-0 prompts, concept statements, run
   transcripts, text), split by group into train and held-out, packed with the sink token first.
 - `interp.sae.train`: training with sae-lens' ``LanguageModelSAETrainingRunner`` on our model.
+- `interp.sae.transcoders`: per-layer transcoders (MLP input -> MLP output) trained from
+  sae-lens' multi-hook activation store, saved in circuit-tracer's layout, loaded as sae-lens
+  Transcoders; the replacement model's next-token loss.
 - `interp.sae.evals`: explained variance, L0, dead/dense latents, CE loss recovered and KL on
   held-out tokens.
 

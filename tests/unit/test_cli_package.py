@@ -92,9 +92,22 @@ def test_nothing_outside_the_cli_imports_it() -> None:
 
 def test_commands_are_registered_in_one_place() -> None:
     assert sorted(COMMAND.commands) == sorted(
-        ["models", "replay", "metrics", "probe", "patch", "circuit", "export", "sae", "experiment"]
+        [
+            "models",
+            "replay",
+            "metrics",
+            "probe",
+            "patch",
+            "circuit",
+            "feature-circuit",
+            "export",
+            "sae",
+            "experiment",
+        ]
     )
-    assert {"train", "eval", "features"} <= set(COMMAND.commands["sae"].commands)
+    assert {"train", "train-transcoders", "eval", "features"} <= set(
+        COMMAND.commands["sae"].commands
+    )
 
 
 def test_sae_train_defaults_are_the_config_defaults() -> None:
@@ -108,6 +121,24 @@ def test_sae_train_defaults_are_the_config_defaults() -> None:
     }
     for param in train.params:
         if param.name in defaults and param.name not in ("out", "corpus", "data", "runs"):
+            assert param.default == defaults[param.name], param.name
+    assert {p.name for p in train.params} >= set(defaults) - {"runs"}
+
+
+def test_sae_train_transcoders_defaults_are_the_config_defaults() -> None:
+    from interp.sae.corpus import CorpusConfig
+    from interp.sae.transcoders import TranscoderTrainConfig
+
+    train = COMMAND.commands["sae"].commands["train-transcoders"]
+    defaults = {
+        **{f.name: _field_default(f) for f in dataclasses.fields(CorpusConfig)},
+        **{f.name: _field_default(f) for f in dataclasses.fields(TranscoderTrainConfig)},
+    }
+    for param in train.params:
+        if param.name in defaults and param.name not in ("out", "corpus", "data", "runs"):
+            if param.name == "layers":  # read by parse_layers: "all" is None
+                assert parse_layers(param.default) == defaults["layers"]
+                continue
             assert param.default == defaults[param.name], param.name
     assert {p.name for p in train.params} >= set(defaults) - {"runs"}
 
@@ -136,6 +167,14 @@ _CASES: dict[str, tuple[str, set[str], dict[str, str], set[str], set[str]]] = {
         set(),
     ),
     "export": ("interp.report_config:ExportConfig", {"run", "as_json"}, {}, set(), set()),
+    # --example: an id, or digits read as an example index
+    "feature-circuit": (
+        "interp.circuits.features:FeatureCircuitConfig",
+        {"run", "device", "as_json"},
+        {},
+        set(),
+        {"example"},
+    ),
 }
 
 

@@ -1,0 +1,80 @@
+"""``interp feature-circuit``: the command behind :func:`interp.circuits.features.feature_circuit`
+(needs circuit-tracer: ``pip install --no-deps circuit-tracer==0.5.0``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def feature_circuit(
+    run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
+    transcoders: Annotated[
+        Path,
+        typer.Option(help="A transcoder folder (interp sae train-transcoders), every layer."),
+    ],
+    round: Annotated[int, typer.Option(help="Source round (e.g. 3, after the instructions).")],
+    target_round: Annotated[int, typer.Option(help="Target round (e.g. 0, the question).")] = 0,
+    example: Annotated[str, typer.Option(help="One example: id (builtin/3) or index.")] = "0",
+    max_feature_nodes: Annotated[
+        int, typer.Option(help="Features circuit-tracer attributes backwards, per graph.")
+    ] = 256,
+    batch_size: Annotated[int, typer.Option(help="Backward passes per batch.")] = 64,
+    top: Annotated[
+        int, typer.Option(help="Read-out features set to their target-round values (max k).")
+    ] = 10,
+    node_threshold: Annotated[
+        float, typer.Option(help="Pruning of the saved graph files: node influence kept.")
+    ] = 0.8,
+    edge_threshold: Annotated[
+        float, typer.Option(help="Pruning of the saved graph files: edge influence kept.")
+    ] = 0.98,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
+) -> None:
+    """Attribution graphs of one example's read-out value (logit correct - stereotyped) with
+    circuit-tracer on the transcoders, for the target and the source round; the features whose
+    total effect changes most between them; and the check by intervention: the source round
+    with its top-k read-out features set to their target-round values. Writes
+    feature_circuits/NAME/ (comparison, nodes, interventions, summary.json, and
+    circuit-tracer's graph files for its viewer)."""
+    import json
+
+    from interp.circuits.features import FeatureCircuitConfig
+    from interp.circuits.features import feature_circuit as run_feature_circuit
+
+    config = FeatureCircuitConfig(
+        transcoders=str(transcoders),
+        round=round,
+        target_round=target_round,
+        example=int(example) if example.isdigit() else example,
+        max_feature_nodes=max_feature_nodes,
+        batch_size=batch_size,
+        top=top,
+        node_threshold=node_threshold,
+        edge_threshold=edge_threshold,
+    )
+    result = run_feature_circuit(run, config, device=device)
+    s = result.summary
+    if as_json:
+        typer.echo(json.dumps(s, indent=2, allow_nan=False))
+        return
+    for label in ("target", "source"):
+        g = s["graphs"][label]
+        typer.echo(
+            f"{label} graph: {g['n_tokens']} tokens, {g['active_features']} active features "
+            f"({g['attributed_features']} attributed); replacement score "
+            f"{g['replacement_score']:.3f}, completeness {g['completeness_score']:.3f}"
+        )
+    typer.echo("top read-out features set to their target-round values:")
+    for row in s["interventions"]:
+        typer.echo(
+            f"  k={row['k']:<3} value {row['source_value']:+.3f} -> {row['value']:+.3f} "
+            f"(target {row['target_value']:+.3f}; share of the gap {row['share_of_gap']:+.3f})"
+        )
+    check = s["circuit_tracer_cross_check"]
+    if check.get("checked"):
+        typer.echo(f"circuit-tracer's feature_intervention agrees to {check['abs_diff']:.2g}")
+    typer.echo(f"written: {', '.join(str(p) for p in result.paths)}")

@@ -1,0 +1,76 @@
+"""``interp sae train-transcoders`` and ``interp feature-circuit``: bad input is one ``error:``
+line, exit 2, and nothing on disk changes (no folder, no partial folder beside it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from faultkit import assert_refused_without_trace
+
+pytestmark = pytest.mark.faults
+
+
+def _train(space: Path, *args: str) -> tuple[str, ...]:
+    out = space / "tcs" / "new"
+    base = ("sae", "train-transcoders", "--model", "tiny", "--out", str(out), "--width", "16")
+    return (*base, "--context", "32", *args)
+
+
+@pytest.mark.parametrize(
+    ("args", "contains"),
+    [
+        (("--layers", "5"), "has layers 0..2"),
+        (("--layers", "x"), "--layers 'x'"),
+        (("--width", "0"), "--width"),
+        (("--l1", "-1"), "--l1"),
+        (("--lr", "0"), "--lr"),
+        (("--tokens", "0"), "--tokens must be at least 1"),
+        (("--tokens", "10"), "fewer than one batch"),
+        (("--corpus", "wiki"), "unknown"),
+    ],
+)
+def test_train_transcoders_refuses_bad_input(tmp_path, args, contains):
+    (tmp_path / "tcs").mkdir()
+    assert_refused_without_trace(tmp_path, *_train(tmp_path, *args), contains=contains)
+
+
+def test_train_transcoders_refuses_a_used_out_folder(tmp_path):
+    used = tmp_path / "tcs" / "new"
+    used.mkdir(parents=True)
+    (used / "keep.txt").write_text("mine")
+    assert_refused_without_trace(tmp_path, *_train(tmp_path), contains="not an empty folder")
+
+
+@pytest.mark.parametrize(
+    ("make", "contains"),
+    [
+        (lambda p: None, "no such folder"),
+        (lambda p: p.mkdir(), "not a transcoder folder"),
+    ],
+)
+def test_feature_circuit_refuses_what_is_no_transcoder_folder(base_run, tmp_path, make, contains):
+    folder = tmp_path / "tc"
+    make(folder)
+    args = ("feature-circuit", "--run", str(base_run), "--round", "1")
+    assert_refused_without_trace(base_run, *args, "--transcoders", str(folder), contains=contains)
+
+
+def test_feature_circuit_refuses_bad_settings(base_run, tmp_path):
+    args = ("feature-circuit", "--run", str(base_run), "--round", "1", "--transcoders", ".")
+    assert_refused_without_trace(base_run, *args, "--top", "0", contains="--top")
+
+
+def test_feature_circuit_without_circuit_tracer_says_how_to_install_it(base_run, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("circuit_tracer") is not None:
+        pytest.skip("circuit-tracer is installed here")
+    folder = tmp_path / "tc"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("model_kind: transcoder_set\n")
+    (folder / "layer_0.safetensors").write_bytes(b"")
+    args = ("feature-circuit", "--run", str(base_run), "--round", "1", "--transcoders")
+    assert_refused_without_trace(
+        base_run, *args, str(folder), contains="pip install --no-deps circuit-tracer==0.5.0"
+    )
