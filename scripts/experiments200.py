@@ -8,7 +8,10 @@ OUT/<name>/ is each experiment directory (resumable: a second call reuses every 
 replay, so the wall time of a resumed call is not the experiment's cost; the JSON keeps the
 first complete call's time unless --retime). `interactions` may use fewer examples
 (``--cot-sample``, default: the same 200) because its CoT cells generate up to 48 tokens a
-round. OUT/experiments200.json collects the summaries.
+round. `superficial` analyses convergence's two replays (self-correct and its baseline
+control, the same examples) with ``--run/--control-run`` when OUT/convergence is complete, so
+its time is then the analysis only (``--no-reuse`` replays its own).
+OUT/experiments200.json collects the summaries.
 """
 
 from __future__ import annotations
@@ -54,6 +57,16 @@ def command(name: str, out: Path, data: Path, sample: int, rounds: int, seed: in
     ]
 
 
+def reuse_convergence(cmd: list[str], out: Path) -> tuple[list[str], Path] | None:
+    """superficial on convergence's main and control runs, when they are complete."""
+    runs = out / "convergence" / "runs"
+    if not (out / "convergence" / "summary.json").is_file():
+        return None
+    keep = cmd[: cmd.index("--model")]
+    cmd = [*keep, "--run", str(runs / "main"), "--control-run", str(runs / "control"), "--json"]
+    return cmd, runs / "main" / "experiments" / "superficial"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
@@ -64,6 +77,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retime", action="store_true")
+    parser.add_argument("--no-reuse", action="store_true", help="superficial replays its own")
     args = parser.parse_args()
     unknown = sorted(set(args.names) - set(NAMES))
     if unknown:
@@ -75,6 +89,12 @@ def main() -> int:
     for name in args.names:
         sample = args.cot_sample if name == "interactions" and args.cot_sample else args.sample
         cmd = command(name, args.out, args.data, sample, args.rounds, args.seed)
+        where = args.out / name
+        reused = (
+            None if args.no_reuse or name != "superficial" else reuse_convergence(cmd, args.out)
+        )
+        if reused is not None:
+            cmd, where = reused
         print("$", shlex.join(cmd), flush=True)
         start = time.perf_counter()
         load0 = os.getloadavg()[0]
@@ -83,7 +103,7 @@ def main() -> int:
         if done.returncode != 0:
             print(f"{name} failed with exit code {done.returncode}", file=sys.stderr)
             return done.returncode
-        summary = json.loads((args.out / name / "summary.json").read_text())
+        summary = json.loads((where / "summary.json").read_text())
         entry = record.get(name, {})
         if "seconds" not in entry or args.retime:
             entry.update(seconds=round(seconds, 1), load_at_start=load0)
@@ -92,6 +112,7 @@ def main() -> int:
             rounds=args.rounds,
             seed=args.seed,
             command=shlex.join(cmd[1:]),
+            directory=str(where),
             load_at_end=os.getloadavg()[0],
             summary=summary,
         )
