@@ -104,6 +104,8 @@ def main() -> int:
             print(f"{name} failed with exit code {done.returncode}", file=sys.stderr)
             return done.returncode
         summary = json.loads((where / "summary.json").read_text())
+        if record_path.exists():
+            record = json.loads(record_path.read_text())
         entry = record.get(name, {})
         if "seconds" not in entry or args.retime:
             entry.update(seconds=round(seconds, 1), load_at_start=load0)
@@ -116,6 +118,8 @@ def main() -> int:
             load_at_end=os.getloadavg()[0],
             summary=summary,
         )
+        # Re-read first: another call of this script may have written other experiments.
+        record = json.loads(record_path.read_text()) if record_path.exists() else record
         record[name] = entry
         record_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
         print(f"{name}: {seconds:.0f} s; reading:", *summary.get("reading", []), sep="\n  ")
