@@ -94,12 +94,10 @@ def test_the_figure_shows_both_rounds_with_a_top_n_slider():
 # --- the export of a real feature circuit (tiny model, tiny transcoders) -------------------
 
 
-@pytest.fixture(scope="module")
-def fc_run(tmp_path_factory, tiny_model, one_torch_thread) -> tuple[Path, str]:
-    from faultkit import small_config
-
+def add_feature_circuit(run: Path, model, root: Path) -> str:
+    """Tiny transcoders trained for a few steps into ``root``, then `interp feature-circuit`
+    of example 0, round 1 vs 0, on ``run``; its name. Skips without circuit-tracer."""
     from interp.circuits.features import FeatureCircuitConfig, circuit_tracer, feature_circuit
-    from interp.replay import replay
     from interp.sae.corpus import CorpusConfig
     from interp.sae.transcoders import TranscoderTrainConfig, train_transcoders
 
@@ -107,7 +105,6 @@ def fc_run(tmp_path_factory, tiny_model, one_torch_thread) -> tuple[Path, str]:
         circuit_tracer()
     except InterpError:
         pytest.skip("circuit-tracer is not installed (pip install --no-deps circuit-tracer)")
-    root = tmp_path_factory.mktemp("fc-report")
     tc = train_transcoders(
         TranscoderTrainConfig(
             out=str(root / "tc"),
@@ -119,13 +116,23 @@ def fc_run(tmp_path_factory, tiny_model, one_torch_thread) -> tuple[Path, str]:
             lr=3e-3,
             corpus=CorpusConfig(corpus=["builtin", "concepts"], context=32),
         ),
-        tiny_model,
+        model,
         progress=False,
     ).path
+    config = FeatureCircuitConfig(transcoders=str(tc), round=1, max_feature_nodes=32, top=5)
+    return feature_circuit(run, config, model=model).name
+
+
+@pytest.fixture(scope="module")
+def fc_run(tmp_path_factory, tiny_model, one_torch_thread) -> tuple[Path, str]:
+    from faultkit import small_config
+
+    from interp.replay import replay
+
+    root = tmp_path_factory.mktemp("fc-report")
     out = root / "run"
     replay(small_config(out, limit=2, rounds=2), model=tiny_model)
-    config = FeatureCircuitConfig(transcoders=str(tc), round=1, max_feature_nodes=32, top=5)
-    return out, feature_circuit(out, config, model=tiny_model).name
+    return out, add_feature_circuit(out, tiny_model, root)
 
 
 def test_export_shows_the_feature_circuit_and_writes_its_graph(fc_run, tiny_model, tmp_path):
