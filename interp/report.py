@@ -16,6 +16,7 @@ and attention are drawn for the first.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -161,7 +162,8 @@ def _export_locked(
     for name in main.analyses("feature_circuits"):  # and each feature circuit's graph.html
         from interp.circuits.feature_export import write_feature_graph_files
 
-        write_feature_graph_files(main, name)
+        with contextlib.suppress(InterpError):  # a damaged one: the section's note says so
+            write_feature_graph_files(main, name)
     banners = floor_banners(labels, metrics)
     png_note = None
     if png:
@@ -565,7 +567,11 @@ def _feature_circuit_sections(main: Run) -> list[Section]:
         return []
     section = Section("Feature circuits between rounds")
     for name in names:
-        data, found = fx.load_feature_graph(main, name)
+        try:
+            data, found = fx.load_feature_graph(main, name)
+        except InterpError as err:  # a damaged folder: the rest of the report still exports
+            section.notes.append(str(err))
+            continue
         files = sorted(
             p.name for p in found.path.iterdir() if p.name not in ("summary.json", "graph.json")
         )

@@ -23,6 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp.errors import InterpError
 from interp.store import Run
 
 KIND = "feature_circuits"  # = interp.circuits.features.KIND (that module wants circuit-tracer)
@@ -198,7 +199,12 @@ def feature_graph_figure(data: dict[str, Any], title: str) -> go.Figure:
     fig.update_layout(
         title=title,
         sliders=[
-            {"active": first, "currentvalue": {"prefix": "top nodes per round: "}, "steps": slider}
+            {
+                "active": first,
+                "currentvalue": {"prefix": "top nodes per round: "},
+                "pad": {"t": 50},
+                "steps": slider,
+            }
         ],
         plot_bgcolor="white",
         height=620,
@@ -225,7 +231,14 @@ def feature_graph_html(data: dict[str, Any], title: str) -> str:
 
 def load_feature_graph(run: Run, name: str) -> tuple[dict[str, Any], Any]:
     """The graph data of feature circuit ``name`` and the analysis it was read from."""
-    found = run.read_analysis(KIND, name, ["nodes", "comparison", "interventions"])
+    wanted = ["nodes", "comparison", "interventions"]
+    found = run.read_analysis(KIND, name, wanted)
+    missing = [f"{t}.parquet" for t in wanted if t not in found.tables]
+    if missing:
+        raise InterpError(
+            f"feature circuit {name} lacks {', '.join(missing)}; run `interp feature-circuit` "
+            "again to rewrite it"
+        )
     tokens = prompt_tokens(found.path, name)
     return feature_graph_data(found.tables["nodes"], found.summary, tokens), found
 
@@ -295,7 +308,7 @@ def comparison_html(comparison: pd.DataFrame, rows: int = TABLE_ROWS) -> str:
         f"<tr><td>{int(r.rank)}</td><td>L{int(r.layer)} f{int(r.feature)}</td>"
         f"<td>{_e(r.place)}</td><td>{_fmt(r.total_effect_t)}</td>"
         f"<td>{_fmt(r.total_effect_s)}</td><td>{_fmt(r.change_total_effect)}</td>"
-        f"<td>{_fmt(r.activation_t, 2)} → {_fmt(r.activation_s, 2)}</td></tr>"
+        f"<td>{r.activation_t:.2f} → {r.activation_s:.2f}</td></tr>"
         for r in head.itertuples(index=False)
     )
     return (

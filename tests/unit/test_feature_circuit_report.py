@@ -183,3 +183,16 @@ def test_a_removed_feature_circuit_leaves_the_report(fc_run, tiny_model, tmp_pat
     export_report([run], model=tiny_model)
     assert not list((run / "figures").glob("feature-circuit-*"))
     assert "Feature circuits between rounds" not in (run / "index.html").read_text()
+
+
+def test_a_damaged_feature_circuit_is_a_note_and_the_rest_exports(fc_run, tiny_model, tmp_path):
+    from interp.report import export_report
+
+    run = tmp_path / "run"
+    shutil.copytree(fc_run[0], run)
+    (run / "feature_circuits" / fc_run[1] / "nodes.parquet").unlink()
+    result = export_report([run], model=tiny_model)
+    assert any("lacks nodes.parquet" in note for note in result.notes)
+    index = (run / "index.html").read_text()
+    assert "lacks nodes.parquet" in index and "interp feature-circuit" in index
+    assert not list((run / "figures").glob("feature-circuit-*"))
