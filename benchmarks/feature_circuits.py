@@ -135,6 +135,7 @@ def main() -> None:
     ]  # fmt: skip
     payload = {
         "what": __doc__.split("\n\n")[0],
+        "command": "python benchmarks/feature_circuits.py " + " ".join(sys.argv[1:]),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in load_before],
