@@ -16,6 +16,7 @@ and attention are drawn for the first.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -132,6 +133,7 @@ def _export_locked(
         _probe_section(main, opened[1:]),
         _patching_section(main),
         *_circuit_sections(main),
+        *_feature_circuit_sections(main),
         *_sae_sections(main),
         attention_part,
         *_experiment_sections(main),
@@ -157,6 +159,11 @@ def _export_locked(
         from interp.circuits.export import write_graph_files
 
         write_graph_files(main, name)
+    for name in main.analyses("feature_circuits"):  # and each feature circuit's graph.html
+        from interp.circuits.feature_export import write_feature_graph_files
+
+        with contextlib.suppress(InterpError):  # a damaged one: the section's note says so
+            write_feature_graph_files(main, name)
     banners = floor_banners(labels, metrics)
     png_note = None
     if png:
@@ -545,6 +552,41 @@ def _circuit_sections(main: Run) -> list[Section]:
                 caption=caption,
                 data=data,
                 svg=svg,
+            )
+        )
+    return [section]
+
+
+def _feature_circuit_sections(main: Run) -> list[Section]:
+    """The feature circuits of ``interp feature-circuit``: both rounds' attribution graphs,
+    their scores, the comparison and the interventions; no section when the run has none."""
+    from interp.circuits import feature_export as fx
+
+    names = main.analyses(fx.KIND)
+    if not names:
+        return []
+    section = Section("Feature circuits between rounds")
+    for name in names:
+        try:
+            data, found = fx.load_feature_graph(main, name)
+        except InterpError as err:  # a damaged folder: the rest of the report still exports
+            section.notes.append(str(err))
+            continue
+        files = sorted(
+            p.name for p in found.path.iterdir() if p.name not in ("summary.json", "graph.json")
+        )
+        caption = (
+            fx.summary_html(found.summary, files, f"{fx.KIND}/{name}")
+            + fx.interventions_html(found.tables["interventions"])
+            + fx.comparison_html(found.tables["comparison"])
+        )
+        section.items.append(
+            Figure(
+                f"feature-circuit-{_slug(name)}",
+                f"Feature circuit {name}",
+                fx.feature_graph_figure(data, f"Feature circuit {name}"),
+                caption=caption,
+                data=data,
             )
         )
     return [section]

@@ -493,6 +493,10 @@ def feature_circuit(
                 {"comparison": comparison, "nodes": nodes, "interventions": curve},
                 summary,
             )
+            # the figure the report shows, as one offline page beside the tables
+            from interp.circuits.feature_export import write_feature_graph_files
+
+            paths += write_feature_graph_files(run, config.name())
     return FeatureCircuitResult(comparison, nodes, curve, summary, config.name(), paths)
 
 

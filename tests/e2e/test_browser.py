@@ -259,6 +259,18 @@ def circuit_index(tmp_path_factory, tiny_model) -> Path:
 
 
 @pytest.fixture(scope="module")
+def feature_circuit_index(tmp_path_factory, tiny_model) -> Path:
+    """The same run with a feature circuit (interp feature-circuit, tiny transcoders)."""
+    from unit.test_feature_circuit_report import add_feature_circuit
+
+    _, full = build_runs(tmp_path_factory)
+    root = tmp_path_factory.mktemp("browser-feature-circuit")
+    shutil.copytree(full, root / "run")
+    add_feature_circuit(root / "run", tiny_model, root)
+    return export_report([root / "run"], model=tiny_model).index
+
+
+@pytest.fixture(scope="module")
 def experiment_index(tmp_path_factory, tiny_model) -> Path:
     """An experiment directory's own page (interp experiment interactions, then export)."""
     from interp.experiments.common import ExperimentConfig
@@ -288,7 +300,10 @@ def browser_hosts(chromium, tmp_path_factory) -> frozenset[str]:
     return frozenset(_host(line) for line in recorder.lines)
 
 
-@pytest.mark.parametrize("which", ["index", "sae_index", "circuit_index", "experiment_index"])
+@pytest.mark.parametrize(
+    "which",
+    ["index", "sae_index", "circuit_index", "feature_circuit_index", "experiment_index"],
+)
 def test_index_renders_offline_in_chromium(chromium, browser_hosts, which, request, tmp_path):
     index = request.getfixturevalue(which)
     page = tmp_path / "index.html"
@@ -325,16 +340,26 @@ def test_index_renders_offline_in_chromium(chromium, browser_hosts, which, reque
         assert sae_figures == [] and "SAE features" not in original
     circuits = [name for _, name in expected if name.startswith("circuit-")]
     assert (len(circuits) == 1) == (which == "circuit_index"), circuits
+    features = [name for _, name in expected if name.startswith("feature-circuit-")]
+    assert (len(features) == 1) == (which == "feature_circuit_index"), features
 
 
+@pytest.mark.parametrize(
+    ("which", "pattern", "div"),
+    [
+        ("circuit_index", "circuits/*/graph.html", "circuit-graph"),
+        ("feature_circuit_index", "feature_circuits/*/graph.html", "feature-circuit-graph"),
+    ],
+)
 def test_a_circuits_standalone_graph_renders_offline(
-    chromium, browser_hosts, circuit_index, tmp_path
+    chromium, browser_hosts, which, pattern, div, request, tmp_path
 ):
-    """circuits/<name>/graph.html (interp circuit): one file, plotly inline, draws offline."""
-    (source,) = sorted(circuit_index.parent.glob("circuits/*/graph.html"))
+    """circuits/<name>/graph.html (interp circuit) and feature_circuits/<name>/graph.html
+    (interp feature-circuit): one file, plotly inline, draws offline."""
+    (source,) = sorted(request.getfixturevalue(which).parent.glob(pattern))
     original = source.read_text(encoding="utf-8")
     # the instrument reports on figure[data-target]: name the graph's div as the index does
-    marker = '<figure data-target="circuit-graph" data-kind="plotly" hidden></figure>'
+    marker = f'<figure data-target="{div}" data-kind="plotly" hidden></figure>'
     instrumented = original.replace("<head>", "<head>\n" + INSTRUMENT, 1)
     page = tmp_path / "graph.html"
     page.write_text(instrumented.replace("<body>", "<body>\n" + marker, 1), encoding="utf-8")
@@ -349,7 +374,7 @@ def test_a_circuits_standalone_graph_renders_offline(
     assert report["errors"] == [] and _console_problems(log) == []
     assert [url for url in report["requests"] if not url.startswith(LOCAL_SCHEMES)] == []
     assert recorder.page_requests(original, browser_hosts) == []
-    assert report["figures"] == [{"name": "circuit-graph", "kind": "plotly", "drawn": True}]
+    assert report["figures"] == [{"name": div, "kind": "plotly", "drawn": True}]
 
 
 def test_the_proxy_check_tells_page_requests_from_the_browsers_own():

@@ -152,6 +152,7 @@ def test_feature_circuit_writes_both_graphs_and_agrees_with_circuit_tracer(ct_re
     names = {p.name for p in folder.iterdir()}
     assert {"summary.json", "comparison.parquet", "nodes.parquet", "interventions.parquet"} <= names
     assert f"{result.name}-target.json" in names and f"{result.name}-source.json" in names
+    assert {"graph.json", "graph.html"} <= names  # the report's figure, standalone
     meta = json.loads((folder / "graph-metadata.json").read_text())
     assert sorted(g["slug"] for g in meta["graphs"]) == sorted(
         f"{result.name}-{x}" for x in ("source", "target")
