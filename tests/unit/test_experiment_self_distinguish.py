@@ -99,3 +99,30 @@ def test_self_distinguish_end_to_end(distinguished):
     again = self_distinguish(config)
     assert (result.path / "runs" / "main" / "manifest.json").stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(again.tables["per_example"], per_example)
+
+
+def _last_round(picks_a: float, both_own_right_hi: float) -> pd.DataFrame:
+    row = dict(
+        round=3,
+        both=0.0,
+        both_lo=0.0,
+        both_hi=0.0,
+        order_unbiased_first=picks_a,
+        order_stereotyped_first=1 - picks_a,
+        picks_a=picks_a,
+        n_own_right=10,
+        both_own_right_hi=both_own_right_hi,
+    )
+    return pd.DataFrame([row])
+
+
+def test_reading_claims_nothing_when_the_letter_decides():
+    from interp.experiments.self_distinguish import reading
+
+    # Always (b): 0 in both orders whatever the model knows, so no word on the papers' claim.
+    lines = reading(_last_round(picks_a=0.02, both_own_right_hi=0.0))
+    assert "picks (b) in 98%" in lines[-1] and "neither supported nor contradicted" in lines[-1]
+    assert not any("the papers' claim)" in line for line in lines)
+    # A model that uses both letters and fails on its own right answers: the claim's reading.
+    lines = reading(_last_round(picks_a=0.5, both_own_right_hi=0.3))
+    assert lines[-1].endswith("(the papers' claim).")
