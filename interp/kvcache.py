@@ -39,3 +39,29 @@ def logits_on_frozen_cache(
             )
     finally:
         cache.unfreeze()
+
+
+def truncate_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
+    """Keep only the first ``length`` positions (the rest is dropped, to be re-run)."""
+    for entry in cache.entries:
+        entry.past_keys = entry.past_keys[:, :length]
+        entry.past_values = entry.past_values[:, :length]
+    cache.previous_attention_mask = cache.previous_attention_mask[:, :length]
+
+
+def expanded_cache(cache: TransformerLensKeyValueCache, batch: int) -> TransformerLensKeyValueCache:
+    """A batch-1 ``cache`` repeated ``batch`` times along the batch (views, no copy), for
+    scoring several continuations of the same prefix in one call; frozen, so nothing is
+    appended to it."""
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    entries = [
+        TransformerLensKeyValueCacheEntry(
+            e.past_keys.expand(batch, -1, -1, -1),
+            e.past_values.expand(batch, -1, -1, -1),
+            frozen=True,
+        )
+        for e in cache.entries
+    ]
+    mask = cache.previous_attention_mask.expand(batch, -1)
+    return TransformerLensKeyValueCache(entries, mask, frozen=True)
