@@ -20,9 +20,12 @@ def logits_on_frozen_cache(
     cache: TransformerLensKeyValueCache,
     conts: Sequence[Sequence[int]],
     pad: int,
-) -> Float[torch.Tensor, "batch pos vocab"]:
+    at: Sequence[int] | None = None,
+) -> Float[torch.Tensor, "batch pos vocab"] | Float[torch.Tensor, "batch vocab"]:
     """Logits at every position of each continuation (one per cached sequence, right-padded
-    with ``pad`` to the longest and masked), with ``cache`` frozen for the call."""
+    with ``pad`` to the longest and masked), with ``cache`` frozen for the call. With ``at``
+    (one position per continuation), only the logits there: the vocabulary matmul at every
+    other position is skipped."""
     width = max(len(c) for c in conts)
     tokens = torch.full((len(conts), width), pad, dtype=torch.long)
     mask = torch.zeros_like(tokens)
@@ -32,11 +35,20 @@ def logits_on_frozen_cache(
     cache.freeze()
     try:
         with torch.no_grad():
-            return model(
+            if at is None:
+                return model(
+                    tokens.to(model.cfg.device),
+                    attention_mask=mask.to(model.cfg.device),
+                    past_kv_cache=cache,
+                )
+            resid = model(
                 tokens.to(model.cfg.device),
                 attention_mask=mask.to(model.cfg.device),
                 past_kv_cache=cache,
+                stop_at_layer=model.cfg.n_layers,
             )
+            picked = resid[torch.arange(len(conts)), torch.tensor(list(at))]
+            return model(picked[:, None], start_at_layer=model.cfg.n_layers)[:, 0]
     finally:
         cache.unfreeze()
 

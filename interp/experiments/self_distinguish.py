@@ -184,11 +184,10 @@ def _cached_logprobs(
                 cached = cached + new
             conts = [c.tokens[shared:] for c in convs]
             pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-            logits = logits_on_frozen_cache(model, expanded_cache(cache, 2), conts, pad)
-            for order, c in enumerate(convs):
-                at = c.rounds[-1].readout - shared
-                logp = torch.log_softmax(logits[order, at].float(), dim=-1)
-                out[i, r, order] = logp[letters].cpu().numpy()
+            at = [c.rounds[-1].readout - shared for c in convs]
+            logits = logits_on_frozen_cache(model, expanded_cache(cache, 2), conts, pad, at=at)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            out[i, r] = logp[:, letters].cpu().numpy()
     return out, cut_back
 
 

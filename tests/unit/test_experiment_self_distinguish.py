@@ -174,4 +174,7 @@ def test_cut_back_cache_scores_like_a_full_pass(tiny_model):
         for b, c in enumerate(conts):
             want = m(torch.tensor([second + c]))[0, len(second) :]
             torch.testing.assert_close(got[b, : len(c)], want, atol=1e-4, rtol=0)
+        # only at one position per continuation (the read-outs): the same logits there
+        at = logits_on_frozen_cache(m, expanded_cache(cache, 2), conts, 0, at=[2, 0])
+        torch.testing.assert_close(at, got[[0, 1], [2, 0]], atol=1e-4, rtol=0)
     assert cache.entries[0].past_keys.shape[1] == len(second)  # frozen: nothing appended
