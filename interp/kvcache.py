@@ -20,9 +20,12 @@ def logits_on_frozen_cache(
     cache: TransformerLensKeyValueCache,
     conts: Sequence[Sequence[int]],
     pad: int,
-) -> Float[torch.Tensor, "batch pos vocab"]:
+    at: Sequence[int] | None = None,
+) -> Float[torch.Tensor, "batch pos vocab"] | Float[torch.Tensor, "batch vocab"]:
     """Logits at every position of each continuation (one per cached sequence, right-padded
-    with ``pad`` to the longest and masked), with ``cache`` frozen for the call."""
+    with ``pad`` to the longest and masked), with ``cache`` frozen for the call. With ``at``
+    (one position per continuation), only the logits there: the vocabulary matmul at every
+    other position is skipped."""
     width = max(len(c) for c in conts)
     tokens = torch.full((len(conts), width), pad, dtype=torch.long)
     mask = torch.zeros_like(tokens)
@@ -32,10 +35,45 @@ def logits_on_frozen_cache(
     cache.freeze()
     try:
         with torch.no_grad():
-            return model(
+            if at is None:
+                return model(
+                    tokens.to(model.cfg.device),
+                    attention_mask=mask.to(model.cfg.device),
+                    past_kv_cache=cache,
+                )
+            resid = model(
                 tokens.to(model.cfg.device),
                 attention_mask=mask.to(model.cfg.device),
                 past_kv_cache=cache,
+                stop_at_layer=model.cfg.n_layers,
             )
+            picked = resid[torch.arange(len(conts)), torch.tensor(list(at))]
+            return model(picked[:, None], start_at_layer=model.cfg.n_layers)[:, 0]
     finally:
         cache.unfreeze()
+
+
+def truncate_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
+    """Keep only the first ``length`` positions (the rest is dropped, to be re-run)."""
+    for entry in cache.entries:
+        entry.past_keys = entry.past_keys[:, :length]
+        entry.past_values = entry.past_values[:, :length]
+    cache.previous_attention_mask = cache.previous_attention_mask[:, :length]
+
+
+def expanded_cache(cache: TransformerLensKeyValueCache, batch: int) -> TransformerLensKeyValueCache:
+    """A batch-1 ``cache`` repeated ``batch`` times along the batch (views, no copy), for
+    scoring several continuations of the same prefix in one call; frozen, so nothing is
+    appended to it."""
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    entries = [
+        TransformerLensKeyValueCacheEntry(
+            e.past_keys.expand(batch, -1, -1, -1),
+            e.past_values.expand(batch, -1, -1, -1),
+            frozen=True,
+        )
+        for e in cache.entries
+    ]
+    mask = cache.previous_attention_mask.expand(batch, -1)
+    return TransformerLensKeyValueCache(entries, mask, frozen=True)

@@ -80,46 +80,138 @@ def score_orders(logp_ab: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _rounds_inputs(run: Run, tok, example: int, upto: int, answers: list[str]):
-    from interp.conversation import RoundInput
+    return _history(tok, run.tokens()[example], _spans(run, example), answers)[: upto + 1]
 
+
+def _spans(run: Run, example: int):
     spans = run.round_spans(example)
     if spans is None:
         raise InterpError(f"{run.path} has no spans.parquet (replayed before it existed); replay")
-    tokens = run.tokens()[example]
+    return spans
+
+
+def _history(tok, tokens: list[int], spans, answers: list[str]):
+    """Every round of one example as RoundInputs, rebuilt from its stored transcript."""
+    from interp.conversation import RoundInput
+
     out = []
-    for r in range(upto + 1):
-        s = spans[r]
+    for r, s in enumerate(spans):
         user = tok.decode(tokens[s.user[0] : s.user[1]])
         prefix = tok.decode(tokens[s.prefix[0] : s.prefix[1]]) if s.prefix else ""
         out.append(RoundInput(user=user, answer=answers[r], prefix=prefix))
     return out
 
 
+def _asked(tok, run: Run, history, options: tuple[str, str]):
+    """The two conversations of one round: the history, then the question in both orders."""
+    from interp.conversation import RoundInput, build_conversation
+
+    system = run.manifest.get("config", {}).get("system")
+    answer_prefix = run.manifest["plan"]["answer_prefix"]
+    unbiased, stereotyped = options
+    return [
+        build_conversation(
+            tok,
+            [*history, RoundInput(user=QUESTION.format(first=a, second=b), prefix=PREFIX)],
+            answer_prefix=answer_prefix,
+            system=system,
+        )
+        for a, b in ((unbiased, stereotyped), (stereotyped, unbiased))
+    ]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 def distinguish_logprobs(
     run: Run, model: HookedTransformer, examples: list[int], options: list[tuple[str, str]]
 ) -> np.ndarray:
     """[example, round, order, 2]: log-probs of the letters a and b after the question."""
-    import torch
+    return _cached_logprobs(run, model, examples, options)[0]
 
-    from interp.conversation import RoundInput, build_conversation
+
+def _cached_logprobs(
+    run: Run, model: HookedTransformer, examples: list[int], options: list[tuple[str, str]]
+) -> tuple[np.ndarray, int]:
+    """``distinguish_logprobs`` on one KV cache per example, grown round by round over the
+    history (round r's conversation up to the question is a token prefix of round r+1's), with
+    both orders' question and prefix scored as continuations on it, frozen. Also returns how
+    many (example, round) found the cache not a prefix of their history and cut it back to the
+    common part (0 with a template whose rounds extend each other, as the chat template's do);
+    the numbers stay exact either way, only that part is re-run."""
+    import torch
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    from interp.kvcache import expanded_cache, logits_on_frozen_cache, truncate_cache
     from interp.replay import option_token_ids
 
     tok = model.tokenizer
     letters = option_token_ids(tok, 2)
     rounds = run.rounds().sort_values(["example_index", "round"], kind="stable")
-    system = run.manifest.get("config", {}).get("system")
-    answer_prefix = run.manifest["plan"]["answer_prefix"]
+    answers = rounds.groupby("example_index", sort=False)["answer_text"].agg(list)
+    tokens = run.tokens()
+    out = np.zeros((len(examples), run.n_rounds, 2, 2))
+    cut_back = 0
+    for i, e in enumerate(examples):
+        history = _history(tok, tokens[e], _spans(run, e), answers[e])
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
+        cached: list[int] = []
+        for r in range(run.n_rounds):
+            convs = _asked(tok, run, history[: r + 1], options[i])
+            # The shared part: up to the question's text (so that the next round, whose user
+            # turn stands there, extends it) and never past either read-out (scored below).
+            shared = min(
+                convs[0].rounds[-1].user[0],
+                _common_prefix(convs[0].tokens, convs[1].tokens),
+                *(c.rounds[-1].readout for c in convs),
+            )
+            keep = _common_prefix(cached, convs[0].tokens[:shared])
+            if keep < len(cached):  # the prefix property broke here: re-run from where it holds
+                cut_back += 1
+                truncate_cache(cache, keep)
+                cached = cached[:keep]
+            new = convs[0].tokens[keep:shared]
+            if new:
+                with torch.no_grad():
+                    model(
+                        torch.tensor([new], device=model.cfg.device),
+                        attention_mask=torch.ones(
+                            1, len(new), dtype=torch.long, device=model.cfg.device
+                        ),
+                        past_kv_cache=cache,
+                        stop_at_layer=model.cfg.n_layers,  # only the keys and values are kept
+                    )
+                cached = cached + new
+            conts = [c.tokens[shared:] for c in convs]
+            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+            at = [c.rounds[-1].readout - shared for c in convs]
+            logits = logits_on_frozen_cache(model, expanded_cache(cache, 2), conts, pad, at=at)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            out[i, r] = logp[:, letters].cpu().numpy()
+    return out, cut_back
+
+
+def _full_pass_logprobs(
+    run: Run, model: HookedTransformer, examples: list[int], options: list[tuple[str, str]]
+) -> np.ndarray:
+    """The reference for ``distinguish_logprobs``: every (example, round, order) as one
+    forward pass from scratch (what it did before the cache; kept for tests and the
+    benchmark)."""
+    import torch
+
+    from interp.replay import option_token_ids
+
+    tok = model.tokenizer
+    letters = option_token_ids(tok, 2)
+    rounds = run.rounds().sort_values(["example_index", "round"], kind="stable")
     out = np.zeros((len(examples), run.n_rounds, 2, 2))
     for i, e in enumerate(examples):
         answers = rounds[rounds["example_index"] == e]["answer_text"].tolist()
         for r in range(run.n_rounds):
             history = _rounds_inputs(run, tok, e, r, answers)
-            unbiased, stereotyped = options[i]
-            for order, (a, b) in enumerate(((unbiased, stereotyped), (stereotyped, unbiased))):
-                ask = RoundInput(user=QUESTION.format(first=a, second=b), prefix=PREFIX)
-                conv = build_conversation(
-                    tok, [*history, ask], answer_prefix=answer_prefix, system=system
-                )
+            for order, conv in enumerate(_asked(tok, run, history, options[i])):
                 with torch.no_grad():
                     logits = model(torch.tensor([conv.tokens], device=model.cfg.device))
                 logp = torch.log_softmax(logits[0, conv.rounds[-1].readout].float(), dim=-1)

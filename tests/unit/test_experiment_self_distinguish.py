@@ -126,3 +126,82 @@ def test_reading_claims_nothing_when_the_letter_decides():
     # A model that uses both letters and fails on its own right answers: the claim's reading.
     lines = reading(_last_round(picks_a=0.5, both_own_right_hi=0.3))
     assert lines[-1].endswith("(the papers' claim).")
+
+
+def _kept(run, result):
+    """The examples the experiment asked about and their (unbiased, stereotyped) texts."""
+    from interp.experiments.common import selected_examples
+
+    _, config = result
+    examples = {ex.example_id: ex for ex in selected_examples(config)}
+    firsts = run.rounds().sort_values(["example_index", "round"]).drop_duplicates("example_index")
+    keep, options = [], []
+    for row in firsts.itertuples():
+        unbiased = unbiased_option(int(row.label), int(row.target))
+        if unbiased is not None:
+            texts = examples[str(row.example_id)].options
+            keep.append(int(row.example_index))
+            options.append((texts[unbiased], texts[int(row.target)]))
+    return keep, options
+
+
+def test_cached_logprobs_equal_the_full_passes(distinguished, tiny_model):
+    """One KV cache per example grown over the rounds, both orders scored on it frozen: the
+    same letter log-probs as a forward pass from scratch per (example, round, order)."""
+    from interp.experiments.self_distinguish import _cached_logprobs, _full_pass_logprobs
+    from interp.store import Run
+
+    result, _ = distinguished
+    run = Run.open(result.path / "runs" / "main")
+    keep, options = _kept(run, distinguished)
+    assert run.n_rounds == 3 and len(keep) >= 2
+    cached, cut_back = _cached_logprobs(run, tiny_model, keep, options)
+    full = _full_pass_logprobs(run, tiny_model, keep, options)
+    assert cut_back == 0  # the chat template's rounds extend each other: nothing re-run
+    assert cached.shape == full.shape == (len(keep), 3, 2, 2)
+    np.testing.assert_allclose(cached, full, atol=1e-4, rtol=0)
+    # and the experiment's table holds these numbers
+    per_example = result.tables["per_example"].set_index(["example_index", "round"])
+    for j, e in enumerate(keep):
+        for r in range(3):
+            for o in (0, 1):
+                for k, x in enumerate("ab"):
+                    got = per_example.loc[(e, r), f"logp_order{o}_{x}"]
+                    assert got == pytest.approx(full[j, r, o, k], abs=1e-4)
+
+
+def test_cut_back_cache_scores_like_a_full_pass(tiny_model):
+    """The fallback when a history is not a token prefix of the next: the cache is cut back
+    to the common part and the rest re-run; continuations scored on it (two at once, on the
+    cache expanded to batch 2) match full passes."""
+    import torch
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    from interp.kvcache import expanded_cache, logits_on_frozen_cache, truncate_cache
+
+    m = tiny_model
+    g = torch.Generator().manual_seed(0)
+    first = torch.randint(5, 200, (12,), generator=g).tolist()
+    second = first[:7] + torch.randint(5, 200, (6,), generator=g).tolist()
+    conts = [[11, 12, 13], [14, 15]]
+    cache = TransformerLensKeyValueCache.init_cache(m.cfg, m.cfg.device, 1)
+    with torch.no_grad():
+        m(
+            torch.tensor([first]),
+            attention_mask=torch.ones(1, 12, dtype=torch.long),
+            past_kv_cache=cache,
+        )
+        truncate_cache(cache, 7)
+        m(
+            torch.tensor([second[7:]]),
+            attention_mask=torch.ones(1, 6, dtype=torch.long),
+            past_kv_cache=cache,
+        )
+        got = logits_on_frozen_cache(m, expanded_cache(cache, 2), conts, 0)
+        for b, c in enumerate(conts):
+            want = m(torch.tensor([second + c]))[0, len(second) :]
+            torch.testing.assert_close(got[b, : len(c)], want, atol=1e-4, rtol=0)
+        # only at one position per continuation (the read-outs): the same logits there
+        at = logits_on_frozen_cache(m, expanded_cache(cache, 2), conts, 0, at=[2, 0])
+        torch.testing.assert_close(at, got[[0, 1], [2, 0]], atol=1e-4, rtol=0)
+    assert cache.entries[0].past_keys.shape[1] == len(second)  # frozen: nothing appended
