@@ -236,9 +236,19 @@ def _with_plans(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _main_arm(frame: pd.DataFrame) -> pd.DataFrame:
+    """The main arm's rows without the arm/plan columns: a table of one plan."""
+    if "arm" not in frame.columns:
+        return frame
+    main = frame[frame["arm"] == "main"]
+    return main.drop(columns=["arm", "plan"]).reset_index(drop=True)
+
+
 def test_convergence_figure_points_intervals_and_curve(experiments):
     t = _tables(experiments["convergence"])
-    observed, fits = t["observed"], t["fits"]
+    both = ef.convergence_figure(t["observed"], t["fits"])  # main and control as written
+    assert {trace.name for trace in both.data} >= {"self-correct", "baseline"}
+    observed, fits = _main_arm(t["observed"]), _main_arm(t["fits"])
     quantities = list(dict.fromkeys(observed["quantity"]))
     fig = ef.convergence_figure(observed, fits)
     assert len(fig.data) == 2 * len(quantities)
@@ -266,7 +276,7 @@ def test_saturating_curve_is_the_experiments_model():
 
 def test_superficial_figures(experiments):
     t = _tables(experiments["superficial"])
-    by_rank, change = t["by_rank"], t["concept_change"]
+    by_rank, change = _main_arm(t["by_rank"]), _main_arm(t["concept_change"])
     fig = ef.superficial_rank_figure(by_rank)
     assert len(fig.data) == len(ef.RANK_PANELS)
     for trace, (column, _) in zip(fig.data, ef.RANK_PANELS, strict=True):
