@@ -326,22 +326,20 @@ def control_reading(
             "hidden-state movement does not exceed the control's."
         )
     else:
-        rows = reliable.to_dict("records")
+        # The largest differences first: with many examples every layer can be "reliable".
+        rows = reliable.assign(size=reliable["value"].abs()).sort_values("size", ascending=False)
+        rows = rows.to_dict("records")
         beyond = [r for r in rows if r["value"] * r["main"] > 0]
         where = ", ".join(
             f"layer {int(r['layer'])} {r['group']} {r['value']:+.3g} [{r['lo']:+.3g}, "
             f"{r['hi']:+.3g}]" + ("" if r in beyond else " (less than the control)")
             for r in rows[:6]
         )
-        verdict = (
-            f"the concept change under {main} exceeds the control's"
-            if beyond
-            else f"the concept moves less under {main} than under the control"
-        )
         lines.append(
-            f"(b) main - control: {verdict} (interval excludes 0) at {where}"
-            + (" ..." if len(rows) > 6 else "")
-            + "."
+            f"(b) main - control: the concept change under {main} differs from the control's "
+            f"in {len(rows)} of {len(groups.dropna(subset=['value']))} layer x group cells "
+            f"(interval excludes 0), beyond it in the main arm's own direction in {len(beyond)}; "
+            f"the largest: {where}."
         )
     return lines
 

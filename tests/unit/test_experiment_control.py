@@ -347,3 +347,24 @@ def test_convergence_on_winogender(tmp_path, tiny_model):
     again = convergence(config, model=None)
     assert json.loads((result.path / "manifest.json").read_text())["arms"]["control"]["reused"]
     assert again.summary["quantities"] == result.summary["quantities"]
+
+
+def test_superficial_reading_names_the_largest_concept_differences_first():
+    from interp.experiments.superficial import control_reading
+
+    rank_diff = pd.DataFrame([{"rank": 1, "measure": "improved", "value": 0.0, "lo": 0, "hi": 0}])
+    rows = [  # layer 0: small, main falls less than the control; layer 5: large, beyond it
+        {"layer": 0, "group": "stayed_wrong", "main": -0.1, "value": 0.03, "lo": 0.02, "hi": 0.04},
+        {"layer": 5, "group": "stayed_wrong", "main": -2.0, "value": -1.9, "lo": -2.0, "hi": -1.8},
+        {"layer": 7, "group": "stayed_wrong", "main": -0.2, "value": 0.01, "lo": -0.1, "hi": 0.1},
+    ]
+    change_diff = pd.DataFrame(rows).assign(n_examples=10, control=0.0)
+    lines = control_reading(rank_diff, change_diff, None, "self-correct", "baseline")
+    assert lines[-1] == "(b) vs control: no probe scores for both arms, not compared."
+    control_change = change_diff.assign(lo=-0.01, hi=0.01)  # the control does not move
+    (line,) = control_reading(rank_diff, change_diff, control_change, "self-correct", "baseline")[
+        1:
+    ]
+    assert "in 2 of 3 layer x group cells" in line and "own direction in 1" in line
+    assert line.index("layer 5") < line.index("layer 0")  # the largest first
+    assert "layer 0 stayed_wrong +0.03 [+0.02, +0.04] (less than the control)" in line
