@@ -20,7 +20,9 @@ from interp.cli import app
 from interp.replay import ReplayConfig, replay
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install interp[ray])")
-pytestmark = pytest.mark.ray
+# The workers compute with --threads-per-worker 1 torch thread; the single process must too,
+# or float reductions differ in the last bits (CI, with no OMP_NUM_THREADS, ran it on 2).
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_torch_thread")]
 
 ARGS = ["--round", "2", "--method", "eap-ig", "--steps", "2", "--verify-top", "10"]
 ARGS += ["--n-boot", "50", "--json"]
