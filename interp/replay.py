@@ -48,7 +48,7 @@ from interp.conversation import Conversation, RoundInput, build_conversation
 from interp.distributed import Workers, run_jobs
 from interp.errors import InterpError
 from interp.hooknames import act_name
-from interp.kvcache import logits_on_frozen_cache
+from interp.kvcache import logits_on_frozen_cache, truncate_cache
 from interp.lengths import LengthSettings, check_context_length, check_running_length
 from interp.loading import load_model
 from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
@@ -519,7 +519,7 @@ def _replay_batch(
             logits, captured = _run_chunk(model, cache, state.new_tokens(heads), read)
             mark = _cache_length(cache)
             generated = _greedy(model, cache, logits, budget, _stop_ids(tok))
-            _truncate_cache(cache, mark)
+            truncate_cache(cache, mark)
             state.commit(heads)
             if config.mode == "generate":
                 prefixes = [""] * n
@@ -681,13 +681,6 @@ def _stop_ids(tok) -> set[int]:
 
 def _cache_length(cache: TransformerLensKeyValueCache) -> int:
     return cache.entries[0].past_keys.shape[1]
-
-
-def _truncate_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
-    for entry in cache.entries:
-        entry.past_keys = entry.past_keys[:, :length]
-        entry.past_values = entry.past_values[:, :length]
-    cache.previous_attention_mask = cache.previous_attention_mask[:, :length]
 
 
 # A bare letter counts only when nothing word-like follows it: "the answer is a college
