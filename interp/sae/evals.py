@@ -53,15 +53,8 @@ def evaluate_sae(
     hook = sae.cfg.metadata.hook_name
     if hook is None:
         raise InterpError("the SAE's config names no hook_name")
-    n_seq, context = sequences.shape
-    if max_tokens is not None:
-        n_seq = min(n_seq, max(1, max_tokens // context))
-    if n_seq == 0:
-        raise InterpError(
-            "the held-out split holds no whole sequence; raise --heldout, add text or "
-            "lower --context"
-        )
-    used = sequences[:n_seq].to(model.cfg.device)
+    used = heldout_sequences(sequences, max_tokens).to(model.cfg.device)
+    n_seq, context = used.shape
     scored = scored_mask(used, exclude_ids, skip_positions)
     ev = ExplainedVarianceCalculator()
     sums = {"l0": 0.0, "cos": 0.0, "l2_ratio": 0.0}
@@ -227,3 +220,17 @@ def evaluate_on_corpus(
             trained_hash = None
     evals["trained_on_this_corpus"] = None if trained_hash is None else trained_hash == corpus.hash
     return evals
+
+
+def heldout_sequences(sequences: torch.Tensor, max_tokens: int | None) -> torch.Tensor:
+    """The whole held-out sequences that fit in ``max_tokens`` (at least one); refused when
+    the split holds none. Shared by the SAE and the transcoder evaluations."""
+    n_seq, context = sequences.shape
+    if max_tokens is not None:
+        n_seq = min(n_seq, max(1, max_tokens // context))
+    if n_seq == 0:
+        raise InterpError(
+            "the held-out split holds no whole sequence; raise --heldout, add text or "
+            "lower --context"
+        )
+    return sequences[:n_seq]

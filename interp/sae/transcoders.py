@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
-from interp.sae.evals import MAX_BATCH, SINK_POSITIONS, scored_mask
+from interp.sae.evals import MAX_BATCH, SINK_POSITIONS, heldout_sequences, scored_mask
 
 if TYPE_CHECKING:
     import torch
@@ -538,15 +538,8 @@ def replacement_loss(
     import torch
 
     layers = transcoders.layers
-    n_seq, context = sequences.shape
-    if max_tokens is not None:
-        n_seq = min(n_seq, max(1, max_tokens // context))
-    if n_seq == 0:
-        raise InterpError(
-            "the held-out split holds no whole sequence; raise --heldout, add text or "
-            "lower --context"
-        )
-    used = sequences[:n_seq].to(model.cfg.device)
+    used = heldout_sequences(sequences, max_tokens).to(model.cfg.device)
+    n_seq, context = used.shape
     scored = scored_mask(used, exclude_ids, skip_positions)
     ce: dict[str, list[torch.Tensor]] = {k: [] for k in ("clean", "repl", "err", "zero")}
     kl: dict[str, list[torch.Tensor]] = {"repl": [], "zero": []}
