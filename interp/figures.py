@@ -585,7 +585,8 @@ def patching_value(table: pd.DataFrame) -> str:
     it would be noise."""
     if not {"gap_lo", "gap_hi", "delta"} <= set(table.columns) or table.empty:
         return "effect"
-    lo, hi = float(table["gap_lo"].iloc[0]), float(table["gap_hi"].iloc[0])
+    # None (read back from JSON) where no interval was given, e.g. below the cluster floor
+    lo, hi = (float(pd.to_numeric(table[c], errors="coerce").iloc[0]) for c in ("gap_lo", "gap_hi"))
     return "delta" if np.isfinite(lo) and np.isfinite(hi) and lo <= 0 <= hi else "effect"
 
 

@@ -33,6 +33,13 @@ CLUSTER_KEYS: tuple[str, ...] = ("template", "example")
 DEFAULT_CLUSTER = "template"
 CI_LEVEL = 0.95
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
+# Few clusters: a cluster bootstrap of k clusters has only C(2k-1, k) distinct resamples (3
+# clusters: 10, 4: 35, 5: 126), so its percentile interval is coarse and too narrow. Below
+# CLUSTER_FLOOR the analyses that apply the floor (patching, circuits, Winogender's plan
+# differences) give no interval ("n/a (k clusters)"); below FEW_CLUSTERS an interval is printed
+# with its cluster count and a warning.
+CLUSTER_FLOOR = 5
+FEW_CLUSTERS = 10
 
 CLUSTER_DEFINITIONS: dict[str, str] = {
     "template": (
@@ -94,6 +101,27 @@ class Clusters:
                 }
             ),
         }
+
+
+def n_distinct(ids: Int[np.ndarray, " example"]) -> int:
+    """How many clusters ``ids`` holds."""
+    return int(np.unique(np.asarray(ids)).size)
+
+
+def cluster_caveat(n_clusters: int) -> str | None:
+    """What to say beside intervals from ``n_clusters`` clusters: None from FEW_CLUSTERS on."""
+    if n_clusters < CLUSTER_FLOOR:
+        return (
+            f"n/a ({n_clusters} clusters): below the floor of {CLUSTER_FLOOR} clusters no "
+            "interval is given (a cluster bootstrap of so few clusters has a handful of "
+            "distinct resamples)"
+        )
+    if n_clusters < FEW_CLUSTERS:
+        return (
+            f"only {n_clusters} clusters (fewer than {FEW_CLUSTERS}): the intervals are coarse "
+            "and likely too narrow"
+        )
+    return None
 
 
 def check_cluster_key(key: str) -> None:
@@ -232,18 +260,19 @@ def bootstrap_means(
     n_boot: int = 1000,
     seed: int = 0,
     clusters: Int[np.ndarray, " example"] | None = None,
+    floor: int = 2,
 ) -> tuple[Float[np.ndarray, " cell"], Float[np.ndarray, " cell"], Float[np.ndarray, " cell"]]:
     """Mean over examples of every column, with a 95% percentile bootstrap interval.
 
     Resamples *clusters* of examples (``clusters``: cluster number per row; None: every
     example alone), the same resample for every column, so differences between rounds or
-    layers are not blurred by resampling noise. NaN bounds with fewer than 2 clusters or
-    ``n_boot`` 0.
+    layers are not blurred by resampling noise. NaN bounds with fewer than ``floor`` clusters
+    (at least 2; ``CLUSTER_FLOOR`` where an analysis applies the floor) or ``n_boot`` 0.
     """
     n = values.shape[0]
     mean = values.mean(axis=0)
     ids = np.arange(n) if clusters is None else np.asarray(clusters, dtype=np.int64)
-    if len(np.unique(ids)) < 2 or n_boot == 0:
+    if len(np.unique(ids)) < max(2, floor) or n_boot == 0:
         nan = np.full_like(mean, np.nan)
         return mean, nan, nan.copy()
     counts = bootstrap_weights(ids, n_boot, seed)
@@ -298,11 +327,12 @@ def paired_difference(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    floor: int = 2,
 ) -> dict[str, Float[np.ndarray, " cell"]]:
     """Mean of run - control per column with a paired cluster-bootstrap interval: both runs
     are resampled with the same clusters, so the interval is that of the per-example
-    difference. Returns run, control, diff, lo, hi (NaN bounds with fewer than 2 clusters or
-    ``n_boot`` 0)."""
+    difference. Returns run, control, diff, lo, hi (NaN bounds with fewer than ``floor``
+    clusters, at least 2, or ``n_boot`` 0)."""
     run, control = np.asarray(run, dtype=float), np.asarray(control, dtype=float)
     if run.shape != control.shape:
         raise ValueError(f"paired_difference: shapes {run.shape} and {control.shape} differ")
@@ -313,7 +343,7 @@ def paired_difference(
         "diff": weighted_means(ones, run - control)[0],
     }
     ids = np.asarray(ids, dtype=np.int64)
-    if n_boot == 0 or (int(ids.max()) + 1 if ids.size else 0) < 2:
+    if n_boot == 0 or n_distinct(ids) < max(2, floor):
         nan = np.full(run.shape[1:], np.nan)
         return {**out, "lo": nan, "hi": nan.copy()}
     weights = bootstrap_weights(ids, n_boot, seed)

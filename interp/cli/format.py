@@ -47,7 +47,12 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
     lines = [
         f"{summary['name']}: {config['direction']} round {source} -> target round "
         f"{target}, {config['method']}, n = {counts['used']} examples "
-        f"({counts['excluded_no_target']} without a stereotyped option and "
+        + (
+            f"(= {counts['base_examples']} base examples x their option orders) "
+            if counts.get("base_examples") is not None
+            else ""
+        )
+        + f"({counts['excluded_no_target']} without a stereotyped option and "
         f"{counts['excluded_target_is_label']} whose stereotyped option is correct excluded)",
         f"roles in TransformerLens' terms: source = round {source} = TL's clean run; target = "
         f"round {target} = TL's corrupted run; patched = the round-{recipient} run with round "
@@ -122,13 +127,22 @@ def _cluster_line(cluster: dict[str, Any]) -> str:
             f"; {cluster['n_examples']} option orders of {cluster['n_base_examples']} base "
             "examples, all orders of an example in one cluster"
         )
+    from interp.stats import cluster_caveat  # numpy and pandas: not at `interp --help`
+
+    caveat = cluster_caveat(int(cluster["n_clusters"]))
     return (
         f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} clusters{note}"
+        + (f"\nWARNING: {caveat}" if caveat else "")
     )
 
 
 def _num_ci(row: dict[str, Any], name: str) -> str:
     lo, hi = row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    from interp.stats import CLUSTER_FLOOR
+
+    k = row.get("n_clusters")
+    if k is not None and k < CLUSTER_FLOOR:  # below the floor: no interval, and why
+        return f"{fixed(row[name])} n/a ({k} clusters)"
     if lo is None or hi is None:
         return fixed(row[name])
     return f"{fixed(row[name])} [{lo:.2f}, {hi:.2f}]"

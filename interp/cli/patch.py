@@ -83,10 +83,18 @@ def patch(
     context_condition: Annotated[
         str | None, typer.Option(help="Only 'ambig' or 'disambig' examples.")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Use only the first N examples (permuted run: N base examples, all orders)."
+        ),
+    ] = None,
     sample: Annotated[
         int | None,
-        typer.Option(help="A random sample of N examples (seeded by --seed), before --limit."),
+        typer.Option(
+            help="A random sample of N examples (seeded by --seed), before --limit; "
+            "permuted run: N base examples, all orders."
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Patch variants per forward pass.")] = 32,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,

@@ -32,7 +32,9 @@ from interp.options import check_n_boot, check_seed
 from interp.patching.core import COMPONENTS, SAE_COMPONENT, check_positions
 from interp.stats import (
     CI_LEVEL,
+    CLUSTER_FLOOR,
     DEFAULT_CLUSTER,
+    FEW_CLUSTERS,
     bootstrap_weights,
     check_cluster_key,
     json_float,
@@ -96,7 +98,9 @@ DEFINITIONS: dict[str, str] = {
     ),
     "ci": (
         f"{CI_LEVEL:.0%} percentile bootstrap interval, resampling clusters of examples with "
-        "replacement (the same resamples for every row; 'cluster' says which)"
+        "replacement (the same resamples for every row; 'cluster' says which; n_clusters "
+        f"beside every row). Below {CLUSTER_FLOOR} clusters no interval is given (n/a), below "
+        f"{FEW_CLUSTERS} the intervals are coarse and come with a warning"
     ),
     "control": (
         "with --control-run: the same patching on a replay of the same examples under another "
@@ -134,10 +138,12 @@ class PatchConfig:
     context_condition: str | None = None
     """Keep only "ambig" or "disambig" examples."""
     limit: int | None = None
-    """Use only the first N examples left after filters and exclusions."""
+    """Use only the first N examples left after filters and exclusions; on a permuted run
+    (``--permute``) N counts base examples, each with all its option orders."""
     sample: int | None = None
     """A random sample of N examples left after filters and exclusions (seeded by ``seed``,
-    kept in run order), before ``limit``."""
+    kept in run order), before ``limit``; on a permuted run N base examples with all their
+    option orders."""
     batch_size: int = 32
     """Patch variants per forward pass."""
     n_boot: int = 1000
@@ -346,18 +352,7 @@ def select_items(rounds: pd.DataFrame, config: PatchConfig) -> tuple[list[PatchI
     counts["excluded_no_target"] = int(no_target.sum())
     counts["excluded_target_is_label"] = int(target_is_label.sum())
     chosen = firsts.index[keep & ~no_target & ~target_is_label].tolist()
-    if config.sample is not None and chosen:
-        if config.sample > len(chosen):
-            raise InterpError(
-                f"--sample {config.sample} exceeds the {len(chosen)} examples left after "
-                "filters and exclusions"
-            )
-        # Seeded as replay's --sample: a uniform subset, kept in run order.
-        gen = torch.Generator().manual_seed(config.seed)
-        keep_at = sorted(torch.randperm(len(chosen), generator=gen)[: config.sample].tolist())
-        chosen = [chosen[i] for i in keep_at]
-    if config.limit is not None:
-        chosen = chosen[: config.limit]
+    chosen = _whole_examples(chosen, firsts, config, counts)
     counts["used"] = len(chosen)
     if not chosen:
         raise InterpError(
@@ -368,6 +363,36 @@ def select_items(rounds: pd.DataFrame, config: PatchConfig) -> tuple[list[PatchI
         )
     by_key = wanted.set_index(["example_index", "round"])
     return [_item(by_key, int(i), config) for i in chosen], counts
+
+
+def _whole_examples(
+    chosen: list[int], firsts: pd.DataFrame, config: PatchConfig, counts: dict[str, Any]
+) -> list[int]:
+    """``--sample`` then ``--limit`` over *base examples*: on a permuted run (a
+    ``base_index`` column) every option order of a kept example is kept, so no example is cut
+    to some of its orders (and a cluster to part of itself); elsewhere each row is its own
+    base example. ``counts`` gets ``base_examples`` on a permuted run."""
+    permuted = "base_index" in firsts.columns
+    base = firsts.loc[chosen, "base_index"].tolist() if permuted else list(chosen)
+    bases = list(dict.fromkeys(base))  # in run order
+    kept = bases
+    if config.sample is not None and bases:
+        if config.sample > len(bases):
+            what = "base examples" if permuted else "examples"
+            raise InterpError(
+                f"--sample {config.sample} exceeds the {len(bases)} {what} left after "
+                "filters and exclusions"
+            )
+        # Seeded as replay's --sample: a uniform subset, kept in run order.
+        gen = torch.Generator().manual_seed(config.seed)
+        keep_at = sorted(torch.randperm(len(bases), generator=gen)[: config.sample].tolist())
+        kept = [bases[i] for i in keep_at]
+    if config.limit is not None:
+        kept = kept[: config.limit]
+    if permuted:
+        counts["base_examples"] = len(kept)
+    wanted = set(kept)
+    return [i for i, b in zip(chosen, base, strict=True) if b in wanted]
 
 
 def _filters(firsts: pd.DataFrame, config: PatchConfig) -> pd.Series:
@@ -478,10 +503,11 @@ def summarize(
     n = len(groups[0][1])
     rec, don = ("clean", "source") if direction == "denoise" else ("source", "clean")
     point = _stats(np.ones((1, n)), cols, rec, don)
-    weights = _resample_weights(groups[0][1]["example_index"], n_boot, seed, clusters)
-    boot = _stats(weights, cols, rec, don) if n_boot else None
+    weights, k = _resample_weights(groups[0][1]["example_index"], n_boot, seed, clusters)
+    boot = _stats(weights, cols, rec, don) if len(weights) else None
     out = pd.DataFrame([dict(zip(_GROUP, key, strict=True)) for key, _ in groups])
     out["n"] = n
+    out["n_clusters"] = k
     for name, values in point.items():
         out[name] = values[0]
         lo, hi = percentile_interval(boot[name]) if boot else (np.nan, np.nan)
@@ -521,12 +547,16 @@ def _resample_weights(
     n_boot: int,
     seed: int,
     clusters: Int[np.ndarray, " run_example"] | None,
-) -> Float[np.ndarray, "resample example"]:
-    """How often each example is drawn in each resample (whole clusters at a time)."""
+) -> tuple[Float[np.ndarray, "resample example"], int]:
+    """How often each example is drawn in each resample (whole clusters at a time), and how
+    many clusters the examples fall in; no resamples below ``CLUSTER_FLOOR`` clusters."""
     index = example_index.to_numpy(dtype=np.int64)
     ids = np.arange(len(index)) if clusters is None else np.asarray(clusters)[index]
     _, ids = np.unique(ids, return_inverse=True)
-    return bootstrap_weights(ids, n_boot, seed)
+    k = int(ids.max()) + 1 if ids.size else 0
+    if k < CLUSTER_FLOOR:
+        return np.zeros((0, len(index))), k
+    return bootstrap_weights(ids, n_boot, seed), k
 
 
 _DIFF_VALUES = ("effect", "delta", "gap")
@@ -557,15 +587,16 @@ def control_difference(
         return pd.DataFrame(columns=[*_GROUP, "n"])
     n = len(groups[0][1])
     rec, don = ("clean", "source") if direction == "denoise" else ("source", "clean")
-    weights = _resample_weights(groups[0][1]["example_index"], n_boot, seed, clusters)
+    weights, k = _resample_weights(groups[0][1]["example_index"], n_boot, seed, clusters)
     out = pd.DataFrame([dict(zip(_GROUP, key, strict=True)) for key in keys])
     out["n"] = n
+    out["n_clusters"] = k
     point = {
         k: _stats(np.ones((1, n)), c, rec, don)
         for k, c in (("run", cols), ("control", control_cols))
     }
     boot = None
-    if n_boot:
+    if len(weights):
         boot = {
             k: _stats(weights, c, rec, don) for k, c in (("run", cols), ("control", control_cols))
         }
