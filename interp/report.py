@@ -38,6 +38,7 @@ from interp.debias import debiased_rounds, is_permuted
 from interp.errors import InterpError
 from interp.lock import run_lock
 from interp.metrics import compute_metrics, metrics_table, model_floor
+from interp.stats import cluster_caveat
 from interp.store import EXPORT_FILES, Run, atomic_write
 from interp.tables import fixed
 from interp.winogender import format_winogender_metrics, winogender_metrics
@@ -538,9 +539,9 @@ def _circuit_sections(main: Run) -> list[Section]:
             f"examples, round {summary['config']['round']} into round "
             f"{summary['config']['target_round']} at the read-out; value "
             f"{_e(summary.get('target_value'))} (target) → {_e(summary.get('source_value'))} "
-            f"(source). Smallest N reaching {summary.get('faithful_threshold')} of the full "
-            f"patch: {_e(summary.get('faithful_n'))}; top-{verify.get('k')} rank agreement with "
-            f"exact edge patching ρ = {_e(verify.get('spearman'))} (CI {_e(verify.get('ci'))}). "
+            f"(source). {_e(_faithful_caption(summary))}; top-{verify.get('k')} rank "
+            f"agreement with exact edge patching ρ = {_e(verify.get('spearman'))} "
+            f"(CI {_e(verify.get('ci'))}). "
             "Blue edges raise the value (towards the unbiased option), red lower it."
         )
         plot = graph_figure(data, f"Circuit {name}")
@@ -555,6 +556,23 @@ def _circuit_sections(main: Run) -> list[Section]:
             )
         )
     return [section]
+
+
+def _faithful_caption(summary: dict[str, Any]) -> str:
+    """The faithfulness headline (``interp.circuits`` band rule), or why there is none."""
+    if summary.get("faithful_refused"):
+        return f"No faithfulness headline: {summary['faithful_refused']}"
+    band = summary.get("faithful_band")
+    if not band:  # a summary written before the band rule
+        return (
+            f"Smallest N reaching {summary.get('faithful_threshold')} of the full patch: "
+            f"{summary.get('faithful_n')}"
+        )
+    shape = "monotone" if summary.get("faithful_monotone") else "not monotone"
+    return (
+        f"From N = {summary.get('faithful_n')} edges on, faithfulness stays within "
+        f"[{band[0]:g}, {band[1]:g}] (curve {shape})"
+    )
 
 
 def _feature_circuit_sections(main: Run) -> list[Section]:
@@ -719,6 +737,9 @@ def _patch_caption(summary: dict[str, Any], table: pd.DataFrame) -> str:
             "intervals resample base examples)"
         )
     name = _e(str(summary.get("name", "")))
+    k = (summary.get("cluster") or {}).get("n_clusters")
+    caveat = cluster_caveat(int(k)) if k is not None else None
+    name += f" (intervals: {_e(caveat)})" if caveat else ""
     if figures.patching_value(table) == "delta":
         gap = table.iloc[0]
         return (

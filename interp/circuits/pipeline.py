@@ -42,6 +42,7 @@ from interp.patching.analysis import (
 )
 from interp.stats import (
     CI_LEVEL,
+    CLUSTER_FLOOR,
     DEFAULT_CLUSTER,
     bootstrap_means,
     bootstrap_weights,
@@ -53,8 +54,12 @@ from interp.store import Run
 
 METHODS = ("eap-ig", "eap")
 KIND = "circuits"
-# Faithfulness threshold reported as "the smallest N reaching it".
-FAITHFUL = 0.8
+# Faithfulness band: f within [1 - FAITHFUL_BAND, 1 + FAITHFUL_BAND] (|1 - f| <= 0.2). A curve
+# that overshoots (f = 4 on a small gap) is as far from the full patch as one that undershoots,
+# so reaching 0.8 from below is not enough; the headline N is the smallest from which every
+# larger N of the grid stays inside the band.
+FAITHFUL_BAND = 0.2
+FAITHFUL = 1 - FAITHFUL_BAND  # the band's lower edge (older summaries' "faithful_threshold")
 
 DEFINITIONS: dict[str, str] = {
     "value": (
@@ -79,9 +84,13 @@ DEFINITIONS: dict[str, str] = {
     "faithfulness": (
         "mean over examples of the value with only the top-N edges (by |mean score|) patched, "
         "normalised: (mean patched - mean none) / (mean full - mean none); full = every edge "
-        "patched (= the source value), none = the target value. faithful_n: the smallest N "
-        "of the grid reaching 0.8; faithful_n_stable: the smallest N from which every larger "
-        "N stays at or above 0.8"
+        "patched (= the source value), none = the target value. faithful_n (headline): the "
+        f"smallest N of the grid from which every larger N stays within [{1 - FAITHFUL_BAND:g}, "
+        f"{1 + FAITHFUL_BAND:g}] (|1 - f| <= {FAITHFUL_BAND:g}; overshoot counts as much as "
+        "undershoot); faithful_n_first: the first N inside the band; faithful_monotone: whether "
+        "the curve never falls as N grows. No headline (faithful_n null, faithful_refused says "
+        "why) when the interval of the gap (full - none) covers 0 or there is none: the "
+        f"normalisation divides by that gap. Below {CLUSTER_FLOOR} clusters no interval is given"
     ),
     "verify": (
         "exact patching of each of the top-K edges alone: Spearman's rank correlation between "
@@ -288,6 +297,7 @@ def _compute(model, graph, config, items, tokens, cluster_ids, progress, spread=
         in_circuit=rank <= config.top,
         significant=(lo > 0) | (hi < 0),
     )
+    with_intervals = bool(np.isfinite(lo).any() or np.isfinite(hi).any())
     # Verification and faithfulness: exact edge patching, a second pass over the examples.
     t1 = time.perf_counter()
     k = min(config.verify_top, n_edges)
@@ -301,7 +311,7 @@ def _compute(model, graph, config, items, tokens, cluster_ids, progress, spread=
     edges["exact_delta"] = np.nan
     if k:
         edges.loc[order[:k], "exact_delta"] = exact.mean(0)
-    faith, (reach, stable) = _faithfulness(curve, grid, config, cluster_ids)
+    faith, reading = _faithfulness(curve, grid, config, cluster_ids)
     verify = _verify(scores[:, order[:k]], exact, config, cluster_ids) if k >= 3 else None
     nodes = _nodes(graph, edges)
     summary = {
@@ -312,11 +322,10 @@ def _compute(model, graph, config, items, tokens, cluster_ids, progress, spread=
         "target_value": json_float(float(target_v.mean())),
         "source_value": json_float(float(source_v.mean())),
         "full_value": json_float(float(curve[:, -1].mean())),
-        "n_significant": int(edges["significant"].sum()),
+        # None where no edge has an interval (n_boot 0, or below CLUSTER_FLOOR clusters)
+        "n_significant": int(edges["significant"].sum()) if with_intervals else None,
         "top": config.top,
-        "faithful_threshold": FAITHFUL,
-        "faithful_n": reach,
-        "faithful_n_stable": stable,
+        **reading,
         "verify": verify,
         "top_edges": _records(edges.loc[order[:20]]),
         "timing": {
@@ -426,15 +435,21 @@ def _aggregate(scores, config, cluster_ids):
     for start in range(0, n_edges, 4096):
         part = slice(start, start + 4096)
         m, a, b = bootstrap_means(
-            scores[:, part], n_boot=config.n_boot, seed=config.seed, clusters=cluster_ids
+            scores[:, part],
+            n_boot=config.n_boot,
+            seed=config.seed,
+            clusters=cluster_ids,
+            floor=CLUSTER_FLOOR,
         )
         mean[part], lo[part], hi[part] = m, a, b
     return mean, lo, hi
 
 
 def _faithfulness(curve, grid, config, cluster_ids):
-    """Normalised curve with intervals, and the smallest N reaching FAITHFUL."""
+    """Normalised curve with intervals, and its reading (:func:`faithfulness_reading`)."""
     weights = bootstrap_weights(cluster_ids, config.n_boot, config.seed)
+    if len(np.unique(cluster_ids)) < CLUSTER_FLOOR:
+        weights = weights[:0]
 
     def norm(means: np.ndarray) -> np.ndarray:
         none, full = means[..., :1], means[..., -1:]
@@ -445,7 +460,7 @@ def _faithfulness(curve, grid, config, cluster_ids):
     rows = []
     for j, n in enumerate(grid):
         lo = hi = float("nan")
-        if len(weights) and len(np.unique(cluster_ids)) >= 2:
+        if len(weights):
             boot = norm(weights @ curve / weights.sum(1, keepdims=True))[:, j]
             interval = interval_or_none(boot)
             lo, hi = interval if interval is not None else (lo, hi)
@@ -458,12 +473,57 @@ def _faithfulness(curve, grid, config, cluster_ids):
                 "ci_hi": hi,
             }
         )
-    reach = next((n for n, f in zip(grid, point, strict=True) if f >= FAITHFUL), None)
-    # The curve need not rise monotonically (edges of opposite sign): also the N from which
-    # every larger N of the grid stays at or above the threshold.
-    below = [n for n, f in zip(grid, point, strict=True) if not f >= FAITHFUL]
-    stable = next((n for n in grid if n > max(below, default=-1)), None)
-    return pd.DataFrame(rows), (reach, stable)
+    gap = curve[:, -1] - curve[:, 0]  # full - none per example: the normaliser
+    gap_ci = None
+    if len(weights):
+        gap_ci = interval_or_none(weights @ gap / weights.sum(1))
+    return pd.DataFrame(rows), faithfulness_reading(grid, point, float(gap.mean()), gap_ci)
+
+
+def faithfulness_reading(
+    grid: Sequence[int],
+    curve: Sequence[float] | np.ndarray,
+    gap: float,
+    gap_ci: Sequence[float] | None,
+    band: float = FAITHFUL_BAND,
+) -> dict[str, Any]:
+    """What the faithfulness curve says, as summary fields.
+
+    ``faithful_n``: the smallest N of ``grid`` from which every larger N has |1 - f| <=
+    ``band`` (overshoot is as unfaithful as undershoot; the curve need not be monotone when
+    edges of opposite sign enter); None, with ``faithful_refused`` saying why, when ``gap_ci``
+    (the interval of full - none, the normaliser) covers 0 or is missing.
+    ``faithful_n_first``: the first N inside the band, ``faithful_monotone``: whether f never
+    falls as N grows, ``faithful_max``: the largest f and its N (an overshoot shows there)."""
+    f = np.asarray(curve, dtype=float)
+    inside = np.isfinite(f) & (np.abs(1 - f) <= band + 1e-12)
+    outside = [n for n, ok in zip(grid, inside, strict=True) if not ok]
+    stable = next((n for n in grid if n > max(outside, default=-1)), None)
+    first = next((n for n, ok in zip(grid, inside, strict=True) if ok), None)
+    finite = f[np.isfinite(f)]
+    top = int(np.nanargmax(f)) if finite.size else None
+    refused = None
+    if gap_ci is None:
+        refused = "the gap (full - none) has no interval, so whether it differs from 0 is unknown"
+    elif gap_ci[0] <= 0 <= gap_ci[1]:
+        refused = (
+            f"the gap (full - none) {gap:+.3f} has an interval [{gap_ci[0]:.3f}, {gap_ci[1]:.3f}] "
+            "covering 0: the rounds do not differ reliably, and the normalised curve divides by "
+            "noise"
+        )
+    return {
+        "faithful_band": [1 - band, 1 + band],
+        "faithful_threshold": 1 - band,
+        "faithful_n": None if refused else stable,
+        "faithful_n_stable": None if refused else stable,  # older readers' key: the same N
+        "faithful_n_first": first,
+        "faithful_monotone": bool(finite.size and np.all(np.diff(finite) >= 0)),
+        "faithful_max": None
+        if top is None
+        else {"n_edges": int(grid[top]), "value": float(f[top])},
+        "faithful_refused": refused,
+        "gap": {"value": json_float(gap), "ci": None if gap_ci is None else list(gap_ci)},
+    }
 
 
 def _verify(estimated, exact, config, cluster_ids) -> dict[str, Any]:
@@ -472,7 +532,7 @@ def _verify(estimated, exact, config, cluster_ids) -> dict[str, Any]:
     rho = float(spearmanr(estimated.mean(0), exact.mean(0)).statistic)
     weights = bootstrap_weights(cluster_ids, config.n_boot, config.seed)
     boot = []
-    if len(np.unique(cluster_ids)) >= 2:
+    if len(np.unique(cluster_ids)) >= CLUSTER_FLOOR and len(weights):
         w = weights / weights.sum(1, keepdims=True)
         est, ex = w @ estimated, w @ exact
         boot = [float(spearmanr(a, b).statistic) for a, b in zip(est, ex, strict=True)]

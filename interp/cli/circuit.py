@@ -43,9 +43,18 @@ def circuit(
     context_condition: Annotated[
         str | None, typer.Option(help="Only 'ambig' or 'disambig' examples.")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Use only the first N examples (permuted run: N base examples, all orders)."
+        ),
+    ] = None,
     sample: Annotated[
-        int | None, typer.Option(help="A random sample of N examples (seeded by --seed).")
+        int | None,
+        typer.Option(
+            help="A random sample of N examples (seeded by --seed), before --limit; "
+            "permuted run: N base examples, all orders."
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Patched forwards per batch.")] = 32,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
@@ -98,26 +107,7 @@ def circuit(
     if as_json:
         typer.echo(json.dumps(s, indent=2, allow_nan=False))
         return
-    verify = s.get("verify") or {}
-    ci = verify.get("ci")
-    rho = verify.get("spearman")
-    typer.echo(
-        f"{s['name']}: {s['n_examples']} examples, {s['n_edges']} edges; value "
-        f"{s['target_value']:.3f} (round {config.target_round}) -> {s['source_value']:.3f} "
-        f"(round {config.round}); {s['n_significant']} edges with an interval excluding 0"
-    )
-    typer.echo(
-        f"faithfulness: N={s['faithful_n']} edges reach {s['faithful_threshold']} "
-        f"(and stay from N={s['faithful_n_stable']}); "
-        f"top-{verify.get('k')} Spearman vs exact "
-        f"{'n/a' if rho is None else f'{rho:.3f}'}"
-        f"{'' if not ci else f' [{ci[0]:.3f}, {ci[1]:.3f}]'}"
-    )
-    for e in s["top_edges"][: min(config.top, 15)]:
-        typer.echo(
-            f"  #{e['rank']:<3} {e['sender']:>8} -> {e['receiver']:<10} {e['score']:+.4f} "
-            f"[{_num(e['ci_lo'])}, {_num(e['ci_hi'])}]"
-        )
+    typer.echo(format_circuit(s, config.top))
     if result.graph_note and not result.graph_note.startswith("SVG written"):
         typer.echo(f"graph: {result.graph_note}")
     typer.echo(f"written: {', '.join(str(p) for p in result.paths)}")
@@ -125,3 +115,70 @@ def circuit(
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.4f}"
+
+
+def format_circuit(s: dict, top: int) -> str:
+    """What `interp circuit` prints from its summary: counts, the faithfulness reading (band,
+    monotonicity, refusal), the rank agreement, the top edges; every interval beside its
+    cluster count, "n/a (k clusters)" below the floor."""
+    from interp.stats import CLUSTER_FLOOR, cluster_caveat
+
+    k = int((s.get("cluster") or {}).get("n_clusters", 0))
+    na = f"n/a ({k} clusters)"
+    cfg = s["config"]
+    significant = (
+        na if s.get("n_significant") is None and k < CLUSTER_FLOOR else s.get("n_significant")
+    )
+    lines = [
+        f"{s['name']}: {s['n_examples']} examples in {k} clusters, {s['n_edges']} edges; value "
+        f"{s['target_value']:.3f} (round {cfg['target_round']}) -> {s['source_value']:.3f} "
+        f"(round {cfg['round']}); edges with an interval excluding 0: {significant}"
+    ]
+    caveat = cluster_caveat(k)
+    if caveat:
+        lines.append(f"WARNING: {caveat}")
+    band = s.get("faithful_band") or [s.get("faithful_threshold"), None]
+    gap = s.get("gap") or {}
+    gap_ci = gap.get("ci")
+    gap_text = (
+        ""
+        if gap.get("value") is None
+        else f"gap (full - none) {gap['value']:+.3f} "
+        + (f"[{gap_ci[0]:.3f}, {gap_ci[1]:.3f}]" if gap_ci else na if k < CLUSTER_FLOOR else "n/a")
+    )
+    if s.get("faithful_refused"):
+        faith = f"faithfulness: no headline N: {s['faithful_refused']}"
+    else:
+        faith = (
+            f"faithfulness: from N={s.get('faithful_n')} edges on, every larger N stays within "
+            f"[{band[0]:g}, {band[1]:g}] of the full patch ({gap_text})"
+        )
+    lines.append(faith)
+    peak = s.get("faithful_max") or {}
+    shape = "monotone" if s.get("faithful_monotone") else "not monotone"
+    if peak:
+        shape += f"; largest f = {peak['value']:.2f} at N={peak['n_edges']}"
+    lines.append(f"  curve {shape}; first N inside the band: {s.get('faithful_n_first')}")
+    verify = s.get("verify") or {}
+    rho, ci = verify.get("spearman"), verify.get("ci")
+    interval = (
+        f" [{ci[0]:.3f}, {ci[1]:.3f}] ({k} clusters)"
+        if ci
+        else f" {na}"
+        if (k < CLUSTER_FLOOR and rho is not None)
+        else ""
+    )
+    lines.append(
+        f"top-{verify.get('k')} Spearman vs exact "
+        f"{'n/a' if rho is None else f'{rho:.3f}'}{interval}"
+    )
+    for e in s["top_edges"][: min(top, 15)]:
+        bounds = (
+            na
+            if e["ci_lo"] is None and k < CLUSTER_FLOOR
+            else f"[{_num(e['ci_lo'])}, {_num(e['ci_hi'])}]"
+        )
+        lines.append(
+            f"  #{e['rank']:<3} {e['sender']:>8} -> {e['receiver']:<10} {e['score']:+.4f} {bounds}"
+        )
+    return "\n".join(lines)
