@@ -14,8 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from interp.errors import InterpError
+from interp.stats import (
+    CLUSTER_FLOOR,
+    DEFAULT_CLUSTER,
+    bootstrap_weights,
+    cluster_caveat,
+    example_clusters,
+    interval_or_none,
+    json_float,
+)
 from interp.store import Run
 
 CONTROL_DEFINITION = (
@@ -108,3 +118,104 @@ def _first_difference(ids: list[str], other: list[str]) -> str:
 def _plan_texts(plan: dict[str, Any]) -> dict[str, Any]:
     """What the model is told; a plan renamed but otherwise equal is the same plan."""
     return {k: v for k, v in plan.items() if k not in ("name", "description")}
+
+
+# --- paired plan differences of the metrics ----------------------------------------------------
+
+PLAN_DIFFERENCE_DEFINITION = (
+    "run - control of each metric per round, paired: every resample draws the same clusters "
+    "(BBQ templates, with every variant and item in them) for both runs and computes both "
+    "metrics on that draw, so the interval is that of the difference. Overlapping marginal "
+    "intervals do not show that two plans agree; this interval excluding 0 shows they differ. "
+    f"Below {CLUSTER_FLOOR} clusters no interval is given"
+)
+
+
+def metrics_difference(
+    rounds: pd.DataFrame,
+    control: pd.DataFrame,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    cluster: str = DEFAULT_CLUSTER,
+) -> dict[str, Any]:
+    """Run - control of the BBQ metrics with intervals (``interp.metrics.CI_METRICS``), per
+    round, from the two runs' rounds tables (the same examples in the same order)."""
+    from interp.metrics import CI_METRICS, _build_grid, _resampled_stats
+
+    run_grid, control_grid = _build_grid(rounds), _build_grid(control)
+    if run_grid.rounds != control_grid.rounds or _ids(rounds) != _ids(control):
+        raise InterpError(
+            "the control run holds other examples or rounds than the run; replay it with the "
+            "run's --task, --data, --limit/--sample, --seed and --rounds"
+        )
+    clusters = example_clusters(rounds, cluster)
+    n = run_grid.n_examples
+    ones = np.ones((1, n))
+    point = {
+        k: _resampled_stats(g, ones) for k, g in (("run", run_grid), ("control", control_grid))
+    }
+    weights = np.zeros((0, n))
+    if n_boot and clusters.n_clusters >= CLUSTER_FLOOR:
+        weights = bootstrap_weights(clusters.ids, n_boot, seed)
+    boot = {
+        k: _resampled_stats(g, weights) for k, g in (("run", run_grid), ("control", control_grid))
+    }
+    per_round = []
+    for j, r in enumerate(run_grid.rounds):
+        entry: dict[str, Any] = {"round": int(r)}
+        for name in CI_METRICS:
+            a, b = point["run"][name][0, j], point["control"][name][0, j]
+            ci = interval_or_none(boot["run"][name][:, j] - boot["control"][name][:, j])
+            entry[name] = {
+                "run": json_float(a),
+                "control": json_float(b),
+                "diff": json_float(a - b),
+                "ci": ci if len(weights) else None,
+            }
+        per_round.append(entry)
+    return {
+        "n_examples": n,
+        "n_clusters": clusters.n_clusters,
+        "cluster": clusters.to_dict(),
+        "per_round": per_round,
+        "bootstrap": {"n_boot": int(n_boot), "seed": int(seed)},
+        "definition": PLAN_DIFFERENCE_DEFINITION,
+    }
+
+
+def _ids(rounds: pd.DataFrame) -> list[str]:
+    firsts = rounds.sort_values("example_index", kind="stable").drop_duplicates("example_index")
+    return [str(x) for x in firsts["example_id"]]
+
+
+DIFFERENCE_COLUMNS = ("accuracy", "bias_amb", "bias_dis", "entropy")
+
+
+def format_metrics_difference(result: dict[str, Any], run: str, control: str) -> str:
+    """The paired run - control table ``interp metrics --control-run`` prints."""
+    k = result["n_clusters"]
+    lines = [
+        f"run ({run}) - control ({control}), paired over {k} "
+        f"{result['cluster']['key']} clusters (the same resamples for both runs):",
+        "round  " + "  ".join(f"{name + ' diff [95% CI]':<28}" for name in DIFFERENCE_COLUMNS),
+    ]
+    for e in result["per_round"]:
+        cells = []
+        for name in DIFFERENCE_COLUMNS:
+            v = e[name]
+            if v["diff"] is None:
+                cells.append(f"{'n/a':<28}")
+                continue
+            ci = v["ci"]
+            text = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else f"n/a ({k} clusters)"
+            cells.append(f"{v['diff']:+.3f} {text:<21}")
+        lines.append(f"{e['round']:>5}  " + "  ".join(cells))
+    caveat = cluster_caveat(k)
+    if caveat:
+        lines.append(f"WARNING: {caveat}")
+    lines.append(
+        "a plan differs from its control where the paired interval excludes 0; overlapping "
+        "marginal intervals do not show the absence of a difference"
+    )
+    return "\n".join(lines)

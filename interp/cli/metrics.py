@@ -46,6 +46,13 @@ def metrics(
             "(cancels an additive letter bias exactly, but one confident order dominates)."
         ),
     ] = "prob",
+    control_run: Annotated[
+        Path | None,
+        typer.Option(
+            help="A replay of the same examples under another plan: also print run - control "
+            "per round with paired intervals (the same cluster resamples for both runs).",
+        ),
+    ] = None,
 ) -> None:
     """Per-round accuracy, BBQ bias scores, uncertainty, calibration, flips and convergence.
 
@@ -64,6 +71,9 @@ def metrics(
     from interp.debias import check_space
 
     check_space(debias_space)
+    difference = None
+    if control_run is not None:  # checked and computed before anything is printed
+        difference = plan_difference(run, control_run, n_boot=n_boot, seed=seed, cluster=cluster)
     show_metrics(
         run,
         as_json,
@@ -73,7 +83,33 @@ def metrics(
         by_category=by_category,
         cluster=cluster,
         debias_space=debias_space,
+        difference=difference,
     )
+
+
+def plan_difference(
+    run_path: Path, control_path: Path, *, n_boot: int, seed: int, cluster: str
+) -> tuple[dict[str, Any], str]:
+    """The paired run - control table of ``--control-run`` (BBQ metrics or Winogender's
+    correlations) and its text."""
+    from interp.controls import format_metrics_difference, metrics_difference, open_control
+    from interp.store import Run
+    from interp.winogender import (
+        format_winogender_difference,
+        is_winogender,
+        winogender_plan_difference,
+    )
+
+    run = Run.open(run_path)
+    control, checks = open_control(run, control_path)
+    names = (run.path.name, f"{control.path.name}, plan {checks['plan']}")
+    if is_winogender(run.manifest):
+        result = winogender_plan_difference(run.rounds(), control.rounds(), n_boot, seed)
+        return result, format_winogender_difference(result, *names)
+    result = metrics_difference(
+        run.rounds(), control.rounds(), n_boot=n_boot, seed=seed, cluster=cluster
+    )
+    return result, format_metrics_difference(result, *names)
 
 
 def show_metrics(
@@ -86,13 +122,16 @@ def show_metrics(
     by_category: bool = False,
     cluster: str = "template",
     debias_space: str = "prob",
+    difference: tuple[dict[str, Any], str] | None = None,
 ) -> None:
     from interp.metrics import compute_metrics
     from interp.store import Run, write_json
 
     run = Run.open(path)
     if run.manifest.get("task", {}).get("name") == "winogender":
-        _show_winogender(run, as_json, recompute=recompute, n_boot=n_boot, seed=seed)
+        _show_winogender(
+            run, as_json, recompute=recompute, n_boot=n_boot, seed=seed, difference=difference
+        )
         return
     for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
         typer.echo(f"warning: {line}", err=True)
@@ -112,7 +151,8 @@ def show_metrics(
         except ValueError:  # damaged: show the metrics anyway; `interp metrics` rewrites it
             result = compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
     if as_json:
-        typer.echo(json.dumps(result, indent=2, allow_nan=False))
+        extra = {} if difference is None else {"plan_difference": difference[0]}
+        typer.echo(json.dumps({**result, **extra}, indent=2, allow_nan=False))
         return
     floor = result.get("model_floor") or {}
     if floor.get("flag"):
@@ -123,9 +163,19 @@ def show_metrics(
         typer.echo(format_per_category(result, every_round=by_category))
     if (result.get("debiased") or {}).get("per_category"):
         typer.echo(format_debiased_extra(result, every_round=by_category))
+    if difference is not None:
+        typer.echo(difference[1])
 
 
-def _show_winogender(run: Any, as_json: bool, *, recompute: bool, n_boot: int, seed: int) -> None:
+def _show_winogender(
+    run: Any,
+    as_json: bool,
+    *,
+    recompute: bool,
+    n_boot: int,
+    seed: int,
+    difference: tuple[dict[str, Any], str] | None = None,
+) -> None:
     # Winogender runs: correlation with BLS % female and pronoun shares (interp.winogender).
     from interp.store import write_json
     from interp.winogender import format_winogender_metrics, winogender_metrics
@@ -142,9 +192,12 @@ def _show_winogender(run: Any, as_json: bool, *, recompute: bool, n_boot: int, s
     else:
         result = stored
     if as_json:
-        typer.echo(json.dumps(result, indent=2, allow_nan=False))
+        extra = {} if difference is None else {"plan_difference": difference[0]}
+        typer.echo(json.dumps({**result, **extra}, indent=2, allow_nan=False))
         return
     typer.echo(format_winogender_metrics(result))
+    if difference is not None:
+        typer.echo(difference[1])
 
 
 def _stored_bootstrap(run: Any) -> tuple[int, int, str]:
