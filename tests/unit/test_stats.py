@@ -353,10 +353,11 @@ def test_patch_run_with_a_control_replay(tmp_path, tiny_model):
     runs = {}
     for plan in ("self-correct", "baseline"):
         config = ReplayConfig(
-            model="tiny", task="builtin", plan=plan, rounds=1, limit=6, out=str(tmp_path / plan)
+            model="tiny", task="builtin", plan=plan, rounds=1, limit=10, out=str(tmp_path / plan)
         )
         runs[plan] = replay(config, model=tiny_model).path
-    assert example_clusters(Run.open(runs["baseline"]).rounds()).n_clusters == 3
+    # 5 templates: the smallest count that still gets intervals (interp.stats.CLUSTER_FLOOR)
+    assert example_clusters(Run.open(runs["baseline"]).rounds()).n_clusters == 5
     kwargs = {"layer": 2, "round": 1, "component": "resid_pre,mlp_out", "model": tiny_model}
     result = patch_run(runs["self-correct"], n_boot=100, control_run=runs["baseline"], **kwargs)
     alone = patch_run(runs["baseline"], n_boot=0, write=False, **kwargs)
