@@ -123,9 +123,11 @@ class CircuitConfig:
     context_condition: str | None = None
     """Keep only "ambig" or "disambig" examples."""
     limit: int | None = None
-    """Use only the first N examples left after filters and exclusions."""
+    """Use only the first N examples left after filters and exclusions (a permuted run: N
+    base examples with all their option orders, as ``interp patch``)."""
     sample: int | None = None
-    """A seeded random sample of N examples, before ``limit``."""
+    """A seeded random sample of N examples, before ``limit`` (a permuted run: N base
+    examples with all their option orders)."""
     batch_size: int = 32
     """Patched forwards per batch (exact verification and faithfulness)."""
     n_boot: int = 1000
