@@ -144,11 +144,22 @@ def patch(
     """
     import json
 
+    from interp import preflight
     from interp.cli.format import format_patching
     from interp.options import check_at_least
-    from interp.patching import patch_run
 
     check_at_least(top, 0, "--top")
+    # What the run's manifest and the file system can refuse, before torch is imported.
+    manifest = preflight.run_manifest(run)
+    preflight.check_rounds(manifest, round=round, target_round=target_round)
+    if sae is None and layer is not None:
+        preflight.check_patch_layer(manifest, _one_layer(layer))
+    if control_run is not None:
+        preflight.run_manifest(control_run)
+    preflight.check_run_model(manifest, dtype=dtype, device=device)
+
+    from interp.patching import patch_run
+
     if sae is not None:
         chosen_layer = _sae_layer(sae) if layer is None else _one_layer(layer)
         # the default names no choice: with an SAE the site is its latents

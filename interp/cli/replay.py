@@ -125,6 +125,10 @@ def replay(
     A killed replay, run again with the same arguments, resumes where it stopped (with or
     without --workers: finished batches are kept).
     """
+    from interp import preflight
+
+    preflight.check_model(model, dtype=dtype, device=device)  # before torch is imported
+
     from interp.replay import ReplayConfig
     from interp.replay import replay as run_replay
 
