@@ -325,7 +325,7 @@ def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typ
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
-        rich_markup_mode="markdown",
+        rich_markup_mode=None,  # plain help, as the app's (interp.cli)
     )
     app.command("convergence")(wrap(convergence))
     app.command("superficial")(wrap(superficial))

@@ -137,10 +137,10 @@ def patch(
     logits: read it when the rounds barely differ), per layer/component/head with 95%
     bootstrap intervals. Writes patching/NAME.parquet (per example) and NAME.json into the run.
 
-    In TransformerLens' terms the source round (--round) is the **clean** run and the target
-    round (--target-round) the **corrupted** run: denoise patches clean activations into the
+    In TransformerLens' terms the source round (--round) is the clean run and the target
+    round (--target-round) the corrupted run: denoise patches clean activations into the
     corrupted run, as TL's patching functions do. The files' column 'clean' holds the target
-    round's unpatched value, which is TL's *corrupted* baseline.
+    round's unpatched value, which is TL's corrupted baseline.
     """
     import json
 

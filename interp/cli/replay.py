@@ -37,8 +37,9 @@ def replay(
     plan: Annotated[
         str,
         typer.Option(
-            help="baseline, self-correct, instruct-first, negated, cot, or a YAML/JSON file "
-            "(winogender: baseline, self-correct, match-stats)."
+            help="baseline, self-correct, instruct-first, negated, cot, feedback-oracle, "
+            "feedback-self, or a YAML/JSON file (winogender: baseline, self-correct, "
+            "match-stats)."
         ),
     ] = "self-correct",
     bbq_templates: Annotated[

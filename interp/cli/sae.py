@@ -19,6 +19,7 @@ sae_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help, as the app's (interp.cli)
 )
 
 CorpusOpt = Annotated[
