@@ -149,11 +149,12 @@ def patch(
     from interp.options import check_at_least
 
     check_at_least(top, 0, "--top")
+    parsed = None if layer is None else _one_layer(layer)
     # What the run's manifest and the file system can refuse, before torch is imported.
     manifest = preflight.run_manifest(run)
     preflight.check_rounds(manifest, round=round, target_round=target_round)
-    if sae is None and layer is not None:
-        preflight.check_patch_layer(manifest, _one_layer(layer))
+    if sae is None and parsed is not None:
+        preflight.check_patch_layer(manifest, parsed)
     if control_run is not None:
         preflight.run_manifest(control_run)
     preflight.check_run_model(manifest, dtype=dtype, device=device)
