@@ -89,3 +89,33 @@ def test_models_has_a_header_row():
     header, *rows = result.stdout.splitlines()
     assert header.split() == ["NAME", "KIND", "SIZE", "DETAIL"]
     assert any(row.startswith("tiny ") for row in rows)
+
+
+def test_models_lists_the_hf_cache_without_torch(tmp_path):
+    """A TransformerLens model in the local Hugging Face cache is listed; torch is not loaded."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = tmp_path / "hub" / "models--gpt2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc")
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "snapshots" / "abc" / "config.json").write_text("{}")
+    code = (
+        "import json, sys\n"
+        "from interp.preflight import list_models\n"
+        "print(json.dumps([list_models(), 'torch' in sys.modules]))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    rows, loaded_torch = json.loads(out.stdout)
+    assert not loaded_torch
+    assert {"name": "gpt2", "kind": "Hugging Face cache"}.items() <= next(
+        row for row in rows if row["name"] == "gpt2"
+    ).items()
