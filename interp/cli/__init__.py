@@ -81,7 +81,7 @@ class Group(TyperGroup):
             code = super().main(*args, standalone_mode=False, **kwargs)
         except ClickException as err:
             if type(err).__name__ == "NoArgsIsHelpError":  # `interp` alone: the help
-                err.show()
+                typer.echo(err.format_message())
                 sys.exit(err.exit_code)
             typer.echo(f"error: {usage_message(err)}", err=True)
             sys.exit(2)

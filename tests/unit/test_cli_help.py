@@ -119,3 +119,9 @@ def test_models_lists_the_hf_cache_without_torch(tmp_path):
     assert {"name": "gpt2", "kind": "Hugging Face cache"}.items() <= next(
         row for row in rows if row["name"] == "gpt2"
     ).items()
+
+
+def test_no_command_prints_the_help():
+    result = CliRunner().invoke(app, [])
+    assert result.stdout.startswith("Usage:") and "Commands:" in result.stdout
+    assert result.stderr == ""
