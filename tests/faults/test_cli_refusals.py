@@ -69,6 +69,7 @@ def _refusals(run: Path, missing: Path) -> dict[str, tuple[list[str], str]]:
             "no run directory at",
         ),
         "export, mistyped run": (["export", "--run", str(missing)], "no run directory at"),
+        "metrics, mistyped run": (["metrics", "--run", str(missing)], "no run directory at"),
         "experiment, mistyped run": (
             ["experiment", "convergence", "--run", str(missing)],
             "no run directory at",
@@ -106,6 +107,7 @@ PROCESS_CASES = [
     "circuit, round out of range",
     "sae features, mistyped run",
     "export, mistyped run",
+    "metrics, mistyped run",
     "experiment, layer out of range",
     "replay, model not installed",
 ]
