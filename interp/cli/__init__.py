@@ -7,8 +7,9 @@ the text they print in :mod:`interp.cli.format`, the options several commands sh
 its library (and with it torch and TransformerLens) only inside the command function, so
 ``interp --help`` and ``interp metrics`` start without them.
 
-Errors a user can cause (``InterpError``, and the file system's refusals: a read-only folder,
-a full disk, a path below a file) print one line on stderr and exit with code 2. A library
+Errors a user can cause (``InterpError``, the file system's refusals: a read-only folder, a
+full disk, a path below a file; and the parser's: an unknown flag, a missing option) print one
+line on stderr and exit with code 2. A library
 error that names a config field ("rounds must be at least 1") is printed with the flag the
 user typed ("--rounds must be at least 1"): :func:`flag_message` is the one place that maps.
 """
@@ -19,9 +20,10 @@ import functools
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from interp.cli import (
     circuit,
@@ -41,6 +43,74 @@ from interp.errors import InterpError
 
 __all__ = ["app", "flag_message", "format_metrics", "main"]
 
+try:  # newer typer carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover (older typer: click itself)
+    from click.exceptions import ClickException
+
+# -h and --help, in the app and every command (click passes them down to sub-contexts).
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    """Flags take no value: show none (typer would show ``--json <bool>``)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Every command: flags shown without a value."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """The app and its sub-apps (sae, experiment): flags shown without a value, and a usage
+    error (an unknown flag, a missing option, a bad value) as one line ``error: ...``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # `interp` alone: the help
+                typer.echo(err.format_message())
+                sys.exit(err.exit_code)
+            typer.echo(f"error: {usage_message(err)}", err=True)
+            sys.exit(2)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_message(err: Any) -> str:
+    """Click's message (with its suggestion) on one line, and where the options are listed."""
+    text = " ".join(line.strip() for line in err.format_message().splitlines() if line.strip())
+    ctx = getattr(err, "ctx", None)
+    if ctx is not None:
+        text = f"{text.rstrip('.')}; see {ctx.command_path} --help"
+    return text
+
+
+def _version(value: bool | None) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"interp {version('interp')}")
+        except PackageNotFoundError:  # pragma: no cover (a checkout on PYTHONPATH, not installed)
+            typer.echo("interp (not installed)")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     help=(
         "Mechanistic interpretability of multi-round self-correction: replay rounds of "
@@ -50,8 +120,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal's width
+    # Plain help (click's): nothing cut at any width, and docstring paragraphs reflow to it.
+    rich_markup_mode=None,
+    cls=Group,
+    context_settings=CONTEXT,
 )
+
+
+@app.callback()
+def _app(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", is_eager=True, callback=_version, help="Print the version and exit."
+        ),
+    ] = None,
+) -> None:
+    """The options before a command (--version, --help)."""
+
 
 # Config fields whose name starts a library error message -> the flag a user types. A field's
 # flag is its name with '-' for '_'; only the exceptions need an entry.
@@ -110,19 +196,23 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # The commands, in the order `interp --help` lists them.
-app.command("models")(_user_errors(models.models))
-app.command("replay")(_user_errors(replay.replay))
-app.command("metrics")(_user_errors(metrics.metrics))
-app.command("probe")(_user_errors(probe.probe))
-app.command("patch")(_user_errors(patch.patch))
-app.command("circuit")(_user_errors(circuit.circuit))
-app.command("feature-circuit")(_user_errors(feature_circuit.feature_circuit))
-app.command("export")(_user_errors(export.export))
-# `interp sae ...`: a group of commands; each gets the same one-line user errors.
+app.command("models", cls=Command)(_user_errors(models.models))
+app.command("replay", cls=Command)(_user_errors(replay.replay))
+app.command("metrics", cls=Command)(_user_errors(metrics.metrics))
+app.command("probe", cls=Command)(_user_errors(probe.probe))
+app.command("patch", cls=Command)(_user_errors(patch.patch))
+app.command("circuit", cls=Command)(_user_errors(circuit.circuit))
+app.command("feature-circuit", cls=Command)(_user_errors(feature_circuit.feature_circuit))
+app.command("export", cls=Command)(_user_errors(export.export))
+# `interp sae ...` and `interp experiment ...`: groups of commands; each gets the same
+# one-line user errors and help.
+_experiment_app = experiment.build(_user_errors)
 for _command in sae.sae_app.registered_commands:
     _command.callback = _user_errors(_command.callback)
-app.add_typer(sae.sae_app, name="sae")
-app.add_typer(experiment.build(_user_errors), name="experiment")
+for _command in [*sae.sae_app.registered_commands, *_experiment_app.registered_commands]:
+    _command.cls = Command
+app.add_typer(sae.sae_app, name="sae", cls=Group)
+app.add_typer(_experiment_app, name="experiment", cls=Group)
 
 
 def _expand_multi_value_options(argv: list[str]) -> list[str]:

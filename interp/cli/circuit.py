@@ -79,6 +79,13 @@ def circuit(
     the top N edges), graph.json; `interp export` adds it to the report."""
     import json
 
+    from interp import preflight
+
+    # What the run's manifest and the file system can refuse, before torch is imported.
+    manifest = preflight.run_manifest(run)
+    preflight.check_rounds(manifest, round=round, target_round=target_round)
+    preflight.check_run_model(manifest, dtype=dtype, device=device)
+
     from interp.circuits import CircuitConfig
     from interp.circuits import circuit as run_circuit
 

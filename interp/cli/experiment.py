@@ -80,6 +80,28 @@ def _config(**fields: Any):
     )
 
 
+def _preflight(
+    run: Path | None = None,
+    control_run: Path | None = None,
+    layer: int | None = None,
+    model: str | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+) -> None:
+    """What the file system and a run's manifest can refuse, before torch is imported: the
+    run (and control run) a directory, the layer in the run's model, the model installed."""
+    from interp import preflight
+
+    if run is not None:
+        manifest = preflight.run_manifest(run)
+        if layer is not None:
+            preflight.check_layers(manifest, [layer])
+        if control_run is not None:
+            preflight.run_manifest(control_run)
+    elif model is not None:
+        preflight.check_model(model, dtype=dtype, device=device)
+
+
 def _show(result: Any, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
@@ -133,6 +155,7 @@ def convergence(
     fields = {k: v for k, v in locals().items() if k not in ("run", "as_json", "control_run")}
     if control_run is not None and run is None:
         raise InterpError("--control-run goes with --run (an experiment replays its control)")
+    _preflight(run, control_run, layer, model, dtype, device)
     if run is not None:
         from interp.experiments.convergence import convergence_of_run
 
@@ -184,6 +207,7 @@ def superficial(
     fields = {k: v for k, v in locals().items() if k not in ("run", "as_json", "control_run")}
     if control_run is not None and run is None:
         raise InterpError("--control-run goes with --run (an experiment replays its control)")
+    _preflight(run, control_run, None, model, dtype, device)
     if run is not None:
         from interp.experiments.superficial import superficial_of_run
 
@@ -227,6 +251,7 @@ def interactions(
     concept score per layer; main effects and pairwise interactions with paired bootstrap
     intervals. The CoT cells generate up to 48 tokens per round: the slowest cells."""
     fields = {k: v for k, v in locals().items() if k != "as_json"}
+    _preflight(model=model, dtype=dtype, device=device)
     from interp.experiments.interactions import interactions as run_interactions
 
     config = _config(**fields)
@@ -255,6 +280,7 @@ def weak_evidence(
     stereotyped one in half the items, seeded); replayed under baseline and self-correct: per
     round the share answering unknown (correct), following the evidence, and s_AMB."""
     fields = {k: v for k, v in locals().items() if k != "as_json"}
+    _preflight(model=model, dtype=dtype, device=device)
     from interp.experiments.weak_evidence import weak_evidence as run_weak_evidence
 
     config = _config(**fields, probe=False)
@@ -284,6 +310,7 @@ def self_distinguish(
     stereotyped one) is less biased, in both orders: per round the share right in both
     orders, per-order accuracy (position bias), and its relation to the model's own answer."""
     fields = {k: v for k, v in locals().items() if k != "as_json"}
+    _preflight(model=model, dtype=dtype, device=device)
     from interp.experiments.self_distinguish import self_distinguish as run_self_distinguish
 
     config = _config(**fields, probe=False)
@@ -298,7 +325,7 @@ def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typ
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
-        rich_markup_mode="markdown",
+        rich_markup_mode=None,  # plain help, as the app's (interp.cli)
     )
     app.command("convergence")(wrap(convergence))
     app.command("superficial")(wrap(superficial))

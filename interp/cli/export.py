@@ -50,6 +50,11 @@ def export(
     The page needs no network; the same run gives the same bytes. The path of index.html is
     the last line printed.
     """
+    from interp import preflight
+
+    for path in run:  # a mistyped directory is refused before torch is imported
+        preflight.run_manifest(path)
+
     from interp.report_config import ExportConfig
     from interp.report_config import export as run_export
 

@@ -42,6 +42,17 @@ def feature_circuit(
     circuit-tracer's graph files for its viewer)."""
     import json
 
+    from interp import preflight
+
+    # What the run's manifest and the file system can refuse, before torch is imported.
+    manifest = preflight.run_manifest(run)
+    if not transcoders.is_dir():  # the message of interp.sae.transcoders.check_transcoder_folder
+        from interp.errors import InterpError
+
+        raise InterpError(f"--transcoders {transcoders}: no such folder")
+    preflight.check_rounds(manifest, round=round, target_round=target_round)
+    preflight.check_run_model(manifest, device=device)
+
     from interp.circuits.features import FeatureCircuitConfig
     from interp.circuits.features import feature_circuit as run_feature_circuit
 

@@ -68,6 +68,9 @@ def metrics(
         raise typer.Exit(2)
     check_n_boot(n_boot)
     check_seed(seed)
+    from interp import preflight
+
+    preflight.run_manifest(run)  # a mistyped run, before pandas is imported
     from interp.debias import check_space
 
     check_space(debias_space)

@@ -145,18 +145,30 @@ def patch(
     logits: read it when the rounds barely differ), per layer/component/head with 95%
     bootstrap intervals. Writes patching/NAME.parquet (per example) and NAME.json into the run.
 
-    In TransformerLens' terms the source round (--round) is the **clean** run and the target
-    round (--target-round) the **corrupted** run: denoise patches clean activations into the
+    In TransformerLens' terms the source round (--round) is the clean run and the target
+    round (--target-round) the corrupted run: denoise patches clean activations into the
     corrupted run, as TL's patching functions do. The files' column 'clean' holds the target
-    round's unpatched value, which is TL's *corrupted* baseline.
+    round's unpatched value, which is TL's corrupted baseline.
     """
     import json
 
+    from interp import preflight
     from interp.cli.format import format_patching
     from interp.options import check_at_least
-    from interp.patching import patch_run
 
     check_at_least(top, 0, "--top")
+    parsed = None if layer is None else _one_layer(layer)
+    # What the run's manifest and the file system can refuse, before torch is imported.
+    manifest = preflight.run_manifest(run)
+    preflight.check_rounds(manifest, round=round, target_round=target_round)
+    if sae is None and parsed is not None:
+        preflight.check_patch_layer(manifest, parsed)
+    if control_run is not None:
+        preflight.run_manifest(control_run)
+    preflight.check_run_model(manifest, dtype=dtype, device=device)
+
+    from interp.patching import patch_run
+
     if sae is not None:
         chosen_layer = _sae_layer(sae) if layer is None else _one_layer(layer)
         # the default names no choice: with an SAE the site is its latents

@@ -55,12 +55,20 @@ def probe(
     Writes RUN/probes/CONCEPT/: per-layer accuracy with controls, scores per layer and
     round, the instruction shift, score-entropy correlations, behaviour probes, summary.json.
     """
+    from interp import preflight
     from interp.cli.format import format_probe
     from interp.cli.options import parse_layers
+
+    chosen = parse_layers(layers)
+    # What the run's manifest and the file system can refuse, before torch is imported.
+    manifest = preflight.run_manifest(run)
+    preflight.check_layers(manifest, chosen)
+    if control_run is not None:
+        preflight.run_manifest(control_run)
+
     from probes.api import probe as run_probe
     from probes.config import ProbeConfig
 
-    chosen = parse_layers(layers)
     config = ProbeConfig(
         concept=concept,
         layers=None if chosen is None else tuple(chosen),

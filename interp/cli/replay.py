@@ -37,8 +37,9 @@ def replay(
     plan: Annotated[
         str,
         typer.Option(
-            help="baseline, self-correct, instruct-first, negated, cot, or a YAML/JSON file "
-            "(winogender: baseline, self-correct, match-stats)."
+            help="baseline, self-correct, instruct-first, negated, cot, feedback-oracle, "
+            "feedback-self, or a YAML/JSON file (winogender: baseline, self-correct, "
+            "match-stats)."
         ),
     ] = "self-correct",
     bbq_templates: Annotated[
@@ -125,6 +126,10 @@ def replay(
     A killed replay, run again with the same arguments, resumes where it stopped (with or
     without --workers: finished batches are kept).
     """
+    from interp import preflight
+
+    preflight.check_model(model, dtype=dtype, device=device)  # before torch is imported
+
     from interp.replay import ReplayConfig
     from interp.replay import replay as run_replay
 

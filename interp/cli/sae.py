@@ -19,6 +19,7 @@ sae_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help, as the app's (interp.cli)
 )
 
 CorpusOpt = Annotated[
@@ -102,6 +103,10 @@ def train(
     them), training.json (corpus hash, tokens, model hash, loss curve) and evals.json
     (explained variance, L0, dead latents, CE loss recovered, KL on held-out tokens).
     """
+    from interp.preflight import check_model
+
+    check_model(model, device=device)  # before torch is imported
+
     from interp.loading import load_model
     from interp.sae.evals import format_evals
     from interp.sae.train import TrainConfig, check_train_config, train_sae
@@ -176,6 +181,10 @@ def train_transcoders(
     held-out tokens.
     """
     from interp.cli.options import parse_layers
+    from interp.preflight import check_model
+
+    check_model(model, device=device)  # before torch is imported
+
     from interp.loading import load_model
     from interp.sae.transcoders import (
         TranscoderTrainConfig,
@@ -234,6 +243,10 @@ def evaluate(
     settings and seed it was trained with, the held-out tokens are ones it never saw.
     """
     from interp.errors import InterpError
+    from interp.preflight import check_model
+
+    check_model(model, device=device)  # before torch is imported
+
     from interp.loading import load_model
     from interp.sae.corpus import check_corpus_config
     from interp.sae.evals import evaluate_on_corpus, format_evals
@@ -305,6 +318,12 @@ def features(
     answers and correct vs wrong at each round; cosines with the concept directions `interp
     probe` stored; with --contexts, each top latent's max-activating corpus contexts.
     """
+    from interp import preflight
+
+    manifest = preflight.run_manifest(run)  # before torch is imported
+    if contexts is not None:  # the contexts are read with the run's model
+        preflight.check_run_model(manifest, dtype=dtype, device=device)
+
     from interp.sae.features import FeaturesConfig, sae_features
     from interp.tables import fixed
 
