@@ -821,7 +821,6 @@ def model_floor(metrics: dict[str, Any], chance: float | None = None) -> dict[st
         "flag": bool(flagged),
         "chance": float(chance),
         "share_threshold": FLOOR_SHARE,
-        "rule": POSITION_RULE,
         "rounds": flagged,
         "message": FLOOR_MESSAGE if flagged else None,
         "line": line,

@@ -35,7 +35,7 @@ import pandas as pd
 
 from interp.errors import InterpError
 from interp.lock import make_dir, remove_empty, run_lock
-from interp.metrics import FLOOR_SHARE, compute_metrics, model_floor
+from interp.metrics import FLOOR_SHARE, POSITION_RULE, compute_metrics, model_floor
 from interp.stats import (
     MULTIPLICITY_METHOD,
     Clusters,
@@ -584,7 +584,7 @@ def with_position(summary: dict[str, Any], runs: list[Run] | dict[str, Run]) -> 
     summary["position"] = {
         arm: None
         if f is None
-        else {"flag": f["flag"], "rounds": f["rounds"], "rule": f.get("rule")}
+        else {"flag": f["flag"], "rounds": f["rounds"], "rule": POSITION_RULE}
         for arm, f in arms.items()
     }
     line = position_caveat(arms)
