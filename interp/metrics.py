@@ -274,6 +274,7 @@ def debiased_metrics(
     alternative = compute_metrics(
         debiased_rounds(rounds, other), n_boot=n_boot, seed=seed, by_category=False, cluster=cluster
     )
+    intervals = n_boot > 0 and inner["bootstrap"]["cluster"]["n_clusters"] >= 2
     return {
         "space": space,
         "other_space": {
@@ -282,7 +283,11 @@ def debiased_metrics(
                 {"round": e["round"], **{k: e[k] for k in RULE_METRICS}}
                 for e in alternative["per_round"]
             ],
-            "differs": rule_differences(inner["per_round"], alternative["per_round"]),
+            # fewer than 2 clusters: zero-width intervals, so the values alone decide
+            "intervals": intervals,
+            "differs": rule_differences(
+                inner["per_round"], alternative["per_round"], intervals=intervals
+            ),
         },
         "n_base_examples": inner["n_examples"],
         "n_orders": int(table["n_orders"].max()),
@@ -332,17 +337,18 @@ RAW_POOLED = (
 
 
 def rule_differences(
-    main: list[dict[str, Any]], other: list[dict[str, Any]]
+    main: list[dict[str, Any]], other: list[dict[str, Any]], *, intervals: bool = True
 ) -> list[dict[str, Any]]:
     """The round x metric cells (``RULE_METRICS``) where two debiasing rules give numbers
-    whose intervals do not overlap (without intervals: different values)."""
+    whose intervals do not overlap (without intervals, or with ``intervals`` False: different
+    values)."""
     out = []
     for a, b in zip(main, other, strict=True):
         for name in RULE_METRICS:
             va, vb = a[name]["value"], b[name]["value"]
             if va is None or vb is None:
                 continue
-            ca, cb = a[name]["ci"], b[name]["ci"]
+            ca, cb = (a[name]["ci"], b[name]["ci"]) if intervals else (None, None)
             apart = (ca[1] < cb[0] or cb[1] < ca[0]) if ca and cb else abs(va - vb) > 1e-12
             if apart:
                 out.append({"round": a["round"], "metric": name, "value": va, "other": vb})

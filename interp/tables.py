@@ -62,6 +62,11 @@ def format_per_category(result: dict[str, Any], *, every_round: bool = False) ->
             }
         )
     title = "official BBQ scores per category"
+    if "raw_by_order" in result:  # a permuted run's raw answers, every order pooled
+        title = (
+            "raw answers pooled over option orders (s_DIS / s_AMB structural*, not estimates "
+            "of bias): " + title
+        )
     title += "" if every_round else " (--by-category: every round, with intervals)"
     return title + ":\n" + pd.DataFrame(rows).to_string(index=False)
 
@@ -195,6 +200,9 @@ def _rule_line(main: list[dict[str, Any]], other: dict[str, Any], space: str) ->
         return (
             f"debiasing rule: {space}-space; the {other['space']}-space average gives numbers "
             "within the same intervals (accuracy, s_AMB, s_DIS in every round)"
+            if other.get("intervals", True)
+            else f"debiasing rule: {space}-space; the {other['space']}-space average gives "
+            "the same numbers"
         )
     by_round = {e["round"]: e for e in main}
     alt = {e["round"]: e for e in other["per_round"]}
@@ -205,7 +213,8 @@ def _rule_line(main: list[dict[str, Any]], other: dict[str, Any], space: str) ->
             f"round {d['round']} {names[d['metric']]}: {space} {_value(a)} vs "
             f"{other['space']} {_value(b)}"
         )
-    return "debiasing rule matters (intervals do not overlap): " + "; ".join(cells)
+    why = "intervals do not overlap" if other.get("intervals", True) else "no intervals"
+    return f"debiasing rule matters ({why}): " + "; ".join(cells)
 
 
 def _value(entry: dict[str, Any]) -> str:

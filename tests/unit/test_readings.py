@@ -299,3 +299,21 @@ def test_the_debiasing_rule_is_printed_where_it_decides_the_number():
     assert "debiased[prob] accuracy" in text
     assert "debiasing rule matters" in text and "round 0 accuracy: prob 1.000" in text
     assert "vs log 0.000" in text
+
+
+def test_rule_differences_by_hand():
+    from interp.metrics import rule_differences
+
+    def entry(acc, ci):
+        none = {"value": None, "ci": None}
+        return {"round": 0, "accuracy": {"value": acc, "ci": ci}, "bias_amb": none} | {
+            "bias_dis": none
+        }
+
+    # overlapping intervals: the rule does not decide the number
+    assert rule_differences([entry(0.33, [0.2, 0.45])], [entry(0.40, [0.3, 0.5])]) == []
+    (d,) = rule_differences([entry(0.33, [0.3, 0.35])], [entry(0.40, [0.37, 0.43])])
+    assert (d["metric"], d["value"], d["other"]) == ("accuracy", 0.33, 0.40)
+    # one cluster: zero-width intervals are no intervals, the values decide
+    same = [entry(0.33, [0.33, 0.33])], [entry(0.40, [0.40, 0.40])]
+    assert len(rule_differences(*same, intervals=False)) == 1
