@@ -45,6 +45,7 @@ import pandas as pd
 import yaml
 
 from interp.experiments.common import (
+    MULTIPLICITY,
     ExperimentConfig,
     ExperimentDir,
     ExperimentResult,
@@ -341,6 +342,7 @@ def analyse(
         "concept": concept if found is not None else None,
         "last_round_effects": _records(effect_table[effect_table["round"] == last]),
         "reading": reading(effect_table, concept_effects, last),
+        "multiplicity": MULTIPLICITY,
     }
     return tables, with_position(summary, runs)
 

@@ -43,6 +43,7 @@ import pandas as pd
 
 from interp.errors import InterpError
 from interp.experiments.common import (
+    MULTIPLICITY,
     ExperimentConfig,
     ExperimentDir,
     ExperimentResult,
@@ -393,6 +394,7 @@ def analyse_run(
         "n_boot": n_boot,
         "cluster": grid.clusters.to_dict(),
         "by_rank": _records(tables["by_rank"]),
+        "multiplicity": MULTIPLICITY,
     }
     found = all_layers_matrix(run, concept)
     change = None
