@@ -342,7 +342,11 @@ def control_reading(
         # The largest differences first: with many examples every layer can be "reliable".
         rows = reliable.assign(size=reliable["value"].abs()).sort_values("size", ascending=False)
         rows = rows.to_dict("records")
-        beyond = [r for r in rows if r["value"] * r["main"] > 0]
+        # beyond: the main arm moves further than the control, in its own direction (a
+        # control moving the other way makes the difference large, not the main arm's move)
+        beyond = [
+            r for r in rows if r["value"] * r["main"] > 0 and abs(r["main"]) > abs(r["control"])
+        ]
         where = ", ".join(
             f"layer {int(r['layer'])} {r['group']} {r['value']:+.3g} [{r['lo']:+.3g}, "
             f"{r['hi']:+.3g}]" + ("" if r in beyond else " (less than the control)")

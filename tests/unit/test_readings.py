@@ -317,3 +317,23 @@ def test_rule_differences_by_hand():
     # one cluster: zero-width intervals are no intervals, the values decide
     same = [entry(0.33, [0.33, 0.33])], [entry(0.40, [0.40, 0.40])]
     assert len(rule_differences(*same, intervals=False)) == 1
+
+
+def test_superficial_control_reading_compares_sizes_of_movement():
+    rank_diff = pd.DataFrame(
+        [{"rank": 1, "measure": "improved", "value": 0.0, "lo": 0.0, "hi": 0.0, "p": 1.0}]
+    )
+    # main +0.01, control -0.5 at layer 3: main - control +0.51 excludes 0, but the main arm
+    # barely moves; layer 4: main -2.0, control -0.1: beyond the control
+    change_diff = pd.DataFrame(
+        [
+            {"layer": 3, "group": "stayed_wrong", "main": 0.01, "control": -0.5, "value": 0.51}
+            | {"lo": 0.4, "hi": 0.6, "p": 0.002, "n_examples": 10},
+            {"layer": 4, "group": "stayed_wrong", "main": -2.0, "control": -0.1, "value": -1.9}
+            | {"lo": -2.1, "hi": -1.7, "p": 0.002, "n_examples": 10},
+        ]
+    )
+    control_change = change_diff.assign(lo=-0.01, hi=0.01, p=0.9)
+    line = superficial.control_reading(rank_diff, change_diff, control_change, "sc", "bl")[-1]
+    assert "in 2 of 2 layer x group cells" in line and "own direction in 1" in line
+    assert "layer 3 stayed_wrong +0.51 [+0.4, +0.6] (less than the control)" in line
