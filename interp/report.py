@@ -1004,10 +1004,15 @@ def debiased_html(result: dict[str, Any]) -> str:
     head = ["round"] + [f"{w} {n}" for n, _ in names for w in ("raw", "debiased")]
     head.append("agreement")
     rows = []
+    structural = ("bias_amb", "bias_dis")  # pooled over orders: 0 for a position picker
     for raw, d, agree in zip(result["per_round"], deb["per_round"], deb["agreement"], strict=True):
         cells = [str(raw["round"])]
         for _, key in names:
-            cells += [cell(raw.get(key)), cell(d.get(key))]
+            pooled = raw.get(key) or {}
+            if key in structural and pooled.get("value") is not None:
+                cells += [f"{pooled['value']:.3f}*", cell(d.get(key))]
+            else:
+                cells += [cell(raw.get(key)), cell(d.get(key))]
         cells.append(cell(agree))
         rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     cluster = deb.get("bootstrap", {}).get("cluster") or {}
@@ -1016,6 +1021,9 @@ def debiased_html(result: dict[str, Any]) -> str:
         f"{deb['n_base_examples']} base examples; debiased = each order's option probabilities "
         f"mapped back to the original options and averaged ({_e(deb['space'])} space); "
         "agreement = share of base examples whose orders all give the same content answer. "
+        "* raw s_AMB / s_DIS pool every order: a model that answers by position scores 0 there "
+        "by construction, so they are structural, not estimates (no interval; `interp metrics` "
+        "prints them per order). "
         f"Intervals resample {cluster.get('n_clusters', '?')} {_e(cluster.get('key', '?'))} "
         "clusters of base examples.</p>\n"
         '<div class="wide"><table class="metrics debiased">\n<tr>'

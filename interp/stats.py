@@ -349,3 +349,48 @@ def paired_difference(
     weights = bootstrap_weights(ids, n_boot, seed)
     out["lo"], out["hi"] = percentile_interval(weighted_means(weights, run - control))
     return out
+
+
+# --- multiplicity: many intervals read at once --------------------------------------------------
+
+FDR_Q = 0.05
+MULTIPLICITY_METHOD = (
+    "Benjamini-Hochberg at false-discovery rate 0.05 over the family read together, on "
+    "two-sided bootstrap p-values (p = 2 x the smaller share of resamples on either side of "
+    "0, each counted as (1 + k) / (1 + B))"
+)
+
+
+def bootstrap_p(samples: Float[np.ndarray, "resample ..."]) -> np.ndarray | float:
+    """Two-sided bootstrap p-value of "the statistic is 0", over the first axis: 2 x the
+    smaller of the shares of finite resamples <= 0 and >= 0, each as (1 + k) / (1 + B), capped
+    at 1 (so never 0: B resamples cannot show p below 2 / (1 + B)); NaN where none is finite.
+    A 95% percentile interval that excludes 0 has p <= about 0.05."""
+    samples = np.asarray(samples, dtype=float)
+    ok = np.isfinite(samples)
+    n = ok.sum(axis=0)
+    below = (ok & (samples <= 0)).sum(axis=0)
+    above = (ok & (samples >= 0)).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.minimum(1.0, 2 * (1 + np.minimum(below, above)) / (1 + n))
+    p = np.where(n > 0, p, np.nan)
+    return float(p) if p.ndim == 0 else p
+
+
+def benjamini_hochberg(
+    p_values: Float[np.ndarray, " test"] | list[float], q: float = FDR_Q
+) -> np.ndarray:
+    """Which of a family of tests are discoveries at false-discovery rate ``q`` (the
+    Benjamini-Hochberg step-up rule: the k smallest p-values, k the largest with
+    p_(k) <= k q / m). NaN p-values are not tests: never discoveries, not counted in m."""
+    p = np.asarray(p_values, dtype=float)
+    found = np.zeros(p.shape, dtype=bool)
+    tested = np.flatnonzero(np.isfinite(p))
+    m = len(tested)
+    if m == 0:
+        return found
+    order = tested[np.argsort(p[tested], kind="stable")]
+    passing = np.flatnonzero(p[order] <= q * np.arange(1, m + 1) / m)
+    if passing.size:
+        found[order[: passing[-1] + 1]] = True
+    return found

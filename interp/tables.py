@@ -62,6 +62,11 @@ def format_per_category(result: dict[str, Any], *, every_round: bool = False) ->
             }
         )
     title = "official BBQ scores per category"
+    if "raw_by_order" in result:  # a permuted run's raw answers, every order pooled
+        title = (
+            "raw answers pooled over option orders (s_DIS / s_AMB structural*, not estimates "
+            "of bias): " + title
+        )
     title += "" if every_round else " (--by-category: every round, with intervals)"
     return title + ":\n" + pd.DataFrame(rows).to_string(index=False)
 
@@ -96,13 +101,17 @@ def format_metrics(result: dict[str, Any]) -> str:
             for v, lo, hi in zip(table[name], table[f"{name}_lo"], table[f"{name}_hi"], strict=True)
         ]
 
+    def pooled(name: str) -> list[str]:  # a permuted run's pooled raw bias: structural
+        return ["-" if na(v) else f"{v:.3f}*" for v in table[name]]
+
+    permuted = "raw_by_order" in result
     shown = {
         "round": table["round"].astype(str),
         "accuracy": with_ci("accuracy"),
         "acc ambig": with_ci("accuracy_ambig"),
         "acc disambig": with_ci("accuracy_disambig"),
-        "bias s_AMB": with_ci("bias_amb"),
-        "bias s_DIS": with_ci("bias_dis"),
+        "bias s_AMB": pooled("bias_amb") if permuted else with_ci("bias_amb"),
+        "bias s_DIS": pooled("bias_dis") if permuted else with_ci("bias_dis"),
         "unknown": table["unknown_rate"].map(lambda v: "-" if na(v) else f"{v:.3f}"),
         "entropy": with_ci("entropy"),
         "ECE": with_ci("ece"),
@@ -111,6 +120,13 @@ def format_metrics(result: dict[str, Any]) -> str:
         "W->R": table["flips_wrong_to_right"].map(lambda v: "-" if pd.isna(v) else str(v)),
     }
     lines = [pd.DataFrame(shown).to_string(index=False)]
+    if permuted:
+        lines.append(
+            "* pooled over every option order: with each option at each position equally "
+            "often, a model that answers by position scores 0 here by construction, so these "
+            "raw s_AMB / s_DIS are structural, not estimates of bias (no interval); the raw "
+            "scores per order and the debiased ones follow"
+        )
     shares = [c for c in table.columns if c.startswith("position_share_")]
     pos = table[shares].map(lambda v: "-" if na(v) else f"{v:.2f}")
     lines.append(
@@ -132,8 +148,11 @@ def format_metrics(result: dict[str, Any]) -> str:
 
 
 def format_debiased(result: dict[str, Any]) -> str:
-    """A permuted run: per round, raw (every order pooled) next to debiased (orders averaged
-    per base example), and how often all orders agree on the content answer."""
+    """A permuted run: per round, raw accuracy (every order pooled) next to the debiased scores
+    (orders averaged per base example; the averaging rule in every column's name), how often
+    all orders agree on the content answer, whether the other averaging rule gives numbers
+    outside these intervals (both printed where it does), and the raw scores per order (the
+    pooled raw s_AMB / s_DIS are structural: ``interp.metrics.RAW_POOLED``)."""
     import pandas as pd
 
     deb = result["debiased"]
@@ -144,26 +163,93 @@ def format_debiased(result: dict[str, Any]) -> str:
         ci = entry.get("ci")
         return f"{entry['value']:.3f} [{ci[0]:.2f},{ci[1]:.2f}]" if ci else f"{entry['value']:.3f}"
 
+    space = deb["space"]
     rows = []
     for raw, d, agree in zip(result["per_round"], deb["per_round"], deb["agreement"], strict=True):
         row: dict[str, str] = {"round": str(raw["round"])}
+        row["raw accuracy"] = cell(raw.get("accuracy"))
         for name, key in (
             ("accuracy", "accuracy"),
             ("s_AMB", "bias_amb"),
             ("s_DIS", "bias_dis"),
             ("entropy", "entropy"),
         ):
-            row[f"raw {name}"] = cell(raw.get(key))
-            row[f"debiased {name}"] = cell(d.get(key))
+            row[f"debiased[{space}] {name}"] = cell(d.get(key))
         row["agreement"] = cell(agree)
         rows.append(row)
     cluster = deb.get("bootstrap", {}).get("cluster") or {}
     head = (
-        f"debiased ({deb['space']}-space average of {deb['n_orders']} option orders per base "
+        f"debiased[{space}] ({space}-space average of {deb['n_orders']} option orders per base "
         f"example; {deb['n_base_examples']} base examples; intervals resample "
         f"{cluster.get('n_clusters', '?')} {cluster.get('key', '?')} clusters of base examples):"
     )
-    return head + "\n" + pd.DataFrame(rows).to_string(index=False)
+    lines = [head, pd.DataFrame(rows).to_string(index=False)]
+    other = deb.get("other_space")
+    if other is not None:
+        lines.append(_rule_line(deb["per_round"], other, space))
+    if result.get("raw_by_order"):
+        lines.append(format_raw_by_order(result["raw_by_order"]))
+    return "\n".join(lines)
+
+
+def _rule_line(main: list[dict[str, Any]], other: dict[str, Any], space: str) -> str:
+    """Whether the averaging rule decides a debiased number: both rules where their
+    intervals do not overlap."""
+    names = {"accuracy": "accuracy", "bias_amb": "s_AMB", "bias_dis": "s_DIS"}
+    if not other["differs"]:
+        return (
+            f"debiasing rule: {space}-space; the {other['space']}-space average gives numbers "
+            "within the same intervals (accuracy, s_AMB, s_DIS in every round)"
+            if other.get("intervals", True)
+            else f"debiasing rule: {space}-space; the {other['space']}-space average gives "
+            "the same numbers"
+        )
+    by_round = {e["round"]: e for e in main}
+    alt = {e["round"]: e for e in other["per_round"]}
+    cells = []
+    for d in other["differs"]:
+        a, b = by_round[d["round"]][d["metric"]], alt[d["round"]][d["metric"]]
+        cells.append(
+            f"round {d['round']} {names[d['metric']]}: {space} {_value(a)} vs "
+            f"{other['space']} {_value(b)}"
+        )
+    why = "intervals do not overlap" if other.get("intervals", True) else "no intervals"
+    return f"debiasing rule matters ({why}): " + "; ".join(cells)
+
+
+def _value(entry: dict[str, Any]) -> str:
+    ci = entry.get("ci")
+    return f"{entry['value']:.3f} [{ci[0]:.2f},{ci[1]:.2f}]" if ci else f"{entry['value']:.3f}"
+
+
+def format_raw_by_order(by_order: list[dict[str, Any]]) -> str:
+    """A permuted run's raw scores for each option order alone (the pooled ones are
+    structural), per round."""
+    import pandas as pd
+
+    rows = []
+    for order in by_order:
+        perm = "(" + ",".join(str(i) for i in order["permutation"]) + ")"
+        for entry in order["per_round"]:
+            rows.append(
+                {
+                    "order": perm,
+                    "round": str(entry["round"]),
+                    "raw accuracy": _cell(entry["accuracy"]),
+                    "raw s_AMB": _cell(entry["bias_amb"]),
+                    "raw s_DIS": _cell(entry["bias_dis"]),
+                }
+            )
+    return (
+        "raw scores per option order (original options in the order shown; each order alone):\n"
+        + pd.DataFrame(rows).to_string(index=False)
+    )
+
+
+def _cell(entry: dict[str, Any] | None) -> str:
+    if entry is None or entry.get("value") is None:
+        return "-"
+    return _value(entry)
 
 
 def format_debiased_extra(result: dict[str, Any], *, every_round: bool = False) -> str:

@@ -320,7 +320,12 @@ def format_experiment(result) -> str:
             else f"control: none ({s.get('control_note')})"
         )
     if s.get("position_share") is not None:
-        lines.append(f"position share (most common option letter): {s['position_share']:.2f}")
+        flagged = [a for a, f in (s.get("position") or {}).items() if f and f.get("flag")]
+        lines.append(
+            f"position share (largest share of one option letter in any arm and round): "
+            f"{s['position_share']:.2f}; position rule (more than 80% on one letter with "
+            f"accuracy at chance, per arm and round) flags: {', '.join(flagged) or 'no arm'}"
+        )
     if result.name == "self-distinguish":
         lines.append(f"examples asked: {s['n_examples']} (both orders, every round)")
     lines.append("reading:")

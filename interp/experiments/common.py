@@ -35,7 +35,15 @@ import pandas as pd
 
 from interp.errors import InterpError
 from interp.lock import make_dir, remove_empty, run_lock
-from interp.stats import Clusters, bootstrap_weights, check_cluster_key, example_clusters
+from interp.metrics import FLOOR_SHARE, POSITION_RULE, compute_metrics, model_floor
+from interp.stats import (
+    MULTIPLICITY_METHOD,
+    Clusters,
+    benjamini_hochberg,
+    bootstrap_weights,
+    check_cluster_key,
+    example_clusters,
+)
 from interp.store import Run, write_json, write_parquet
 
 if TYPE_CHECKING:
@@ -501,46 +509,85 @@ def weights_for(grid: Grid, n_boot: int, seed: int) -> np.ndarray:
     return bootstrap_weights(grid.clusters.ids, n_boot, seed)
 
 
+# --- many intervals read together ------------------------------------------------------------
+
+MULTIPLICITY = MULTIPLICITY_METHOD
+
+
+def surviving(family: pd.DataFrame) -> np.ndarray:
+    """Which rows of a family of estimates read together (every layer, every effect) count
+    as non-zero: the 95% interval (``lo``, ``hi``) excludes 0 *and* the bootstrap p-value
+    (``p``) survives the Benjamini-Hochberg correction over the family (``MULTIPLICITY``).
+    A table without ``p`` (none was computed) has no survivors."""
+    if family.empty or "p" not in family.columns:
+        return np.zeros(len(family), dtype=bool)
+    excludes = ((family["lo"] > 0) | (family["hi"] < 0)).to_numpy()
+    return excludes & benjamini_hochberg(family["p"].to_numpy(dtype=float))
+
+
 # --- the position caveat ---------------------------------------------------------------------
 
-POSITION_THRESHOLD = 0.9
 
-
-def position_share(runs: list[Run]) -> float | None:
-    """Share of answers, over every run and round, that are the single most common option
-    (by position: a, b, c); None for Winogender runs (pronouns are scored, not lettered
-    options) or when nothing was answered."""
+def arm_position(run: Run) -> dict[str, Any] | None:
+    """One arm's position check: ``interp.metrics.model_floor`` (the one position rule, per
+    round) on the arm's metrics (its ``metrics.json``, as ``interp metrics`` shows it, or
+    computed from rounds.parquet); None for Winogender runs (pronouns are scored, not
+    lettered options)."""
     from interp.winogender import is_winogender
 
-    choices = []
-    for run in runs:
-        rounds = run.rounds()
-        if is_winogender(rounds):
-            return None
-        choices.append(rounds["choice"].to_numpy())
-    answered = np.concatenate(choices) if choices else np.zeros(0)
-    answered = answered[answered >= 0]
-    if not len(answered):
+    rounds = run.rounds()
+    if is_winogender(rounds):
         return None
-    return float(np.bincount(answered.astype(np.int64)).max() / len(answered))
+    metrics = run.read_metrics()
+    if not metrics or "per_round" not in metrics:
+        metrics = compute_metrics(rounds, seed=int(run.manifest.get("seed", 0)), by_category=False)
+    floor = metrics.get("model_floor") or model_floor(metrics)
+    tops = [
+        max((x for x in e["position_share"] if x is not None), default=None)
+        for e in metrics["per_round"]
+    ]
+    tops = [t for t in tops if t is not None]
+    return {**floor, "max_share": max(tops) if tops else None}
 
 
-def position_caveat(share: float | None) -> str | None:
-    """The reading's plain warning when answers follow the option position."""
-    if share is None or share < POSITION_THRESHOLD:
+def position_caveat(arms: dict[str, dict[str, Any] | None]) -> str | None:
+    """The reading's plain warning when some arm's answers follow the option position in some
+    round (``arms``: arm name -> its ``arm_position``); None when no arm is flagged."""
+    flagged = {a: f for a, f in arms.items() if f is not None and f.get("flag")}
+    if not flagged:
         return None
+    parts = []
+    for arm, floor in flagged.items():
+        worst = max(floor["rounds"], key=lambda f: f["share"])
+        rounds = ", ".join(str(f["round"]) for f in floor["rounds"])
+        parts.append(
+            f"{arm} (rounds {rounds}; ({chr(ord('a') + worst['option'])}) takes up to "
+            f"{worst['share']:.0%} of its answers)"
+        )
     return (
-        f"caveat: {share:.0%} of all answers (every arm and round) are the same option letter: "
-        "the answers are driven by option position, not content, so the behavioural readings "
-        "above say little about content (compare `interp replay --permute cyclic`)."
+        f"caveat: the answers follow option position in {'; '.join(parts)}: in those rounds "
+        f"one letter takes more than {FLOOR_SHARE:.0%} of the arm's answers and accuracy's "
+        "interval includes chance, so the behavioural readings above say little about content "
+        "(compare `interp replay --permute cyclic`)."
     )
 
 
-def with_position(summary: dict[str, Any], runs: list[Run]) -> dict[str, Any]:
-    """Add ``position_share`` to a summary, and the caveat to its reading when it applies."""
-    share = position_share(runs)
-    summary["position_share"] = share
-    line = position_caveat(share)
+def with_position(summary: dict[str, Any], runs: list[Run] | dict[str, Run]) -> dict[str, Any]:
+    """Add ``position`` (per arm: the position rule's rounds) and ``position_share`` (the
+    largest share of one letter in any arm and round) to a summary, and the caveat to its
+    reading when the rule flags some arm. ``runs``: arm name -> run, or runs named by their
+    folder (``runs/<arm>``)."""
+    named = runs if isinstance(runs, dict) else {run.path.name: run for run in runs}
+    arms = {arm: arm_position(run) for arm, run in named.items()}
+    shares = [f["max_share"] for f in arms.values() if f is not None and f["max_share"] is not None]
+    summary["position_share"] = max(shares) if shares else None
+    summary["position"] = {
+        arm: None
+        if f is None
+        else {"flag": f["flag"], "rounds": f["rounds"], "rule": POSITION_RULE}
+        for arm, f in arms.items()
+    }
+    line = position_caveat(arms)
     if line is not None:
         summary["reading"] = [*summary.get("reading", []), line]
     return summary

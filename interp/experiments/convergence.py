@@ -569,9 +569,12 @@ def _control_arm(
 def control_reading(
     difference: pd.DataFrame, main: str | None, control: str | None, n_clusters: int = 2
 ) -> list[str]:
-    """Per quantity: does the main arm move beyond the control (the change since round 0,
-    main - control, at the last round)? A reliable difference against the main arm's own
-    direction means it moves *less* than the control: nothing there is the plan's doing."""
+    """Per quantity: does the main arm move beyond the control (the change since round 0 at
+    the last round)? Movements are compared by size: the plan is credited only when the main
+    arm moves further than the control (|main| > |control|) in its own direction and the
+    paired difference main - control, whose interval excludes 0, points that way. A control
+    that moves the other way (main +0.01, control -0.5) makes the difference large, but the
+    main arm's own movement is no larger than the control's: nothing is credited then."""
     lines = []
     last = int(difference["round"].max())
     for row in difference[difference["round"] == last].itertuples():
@@ -580,19 +583,31 @@ def control_reading(
             f"{row.change_main:+.3g}, the control ({control}) by {row.change_control:+.3g}; "
             f"main - control {row.change_diff:+.3g} [{row.change_lo:+.3g}, {row.change_hi:+.3g}]"
         )
+        excludes = row.change_lo > 0 or row.change_hi < 0
+        further = abs(row.change_main) > abs(row.change_control)
         if n_clusters < 2 or not (math.isfinite(row.change_lo) and math.isfinite(row.change_hi)):
             lines.append(f"{moved}: no interval (fewer than 2 clusters), so not compared.")
-        elif (row.change_lo > 0 or row.change_hi < 0) and row.change_diff * row.change_main > 0:
-            lines.append(f"{moved}: the main arm's movement exceeds the control's.")
-        elif row.change_lo > 0 or row.change_hi < 0:
+        elif excludes and further and row.change_diff * row.change_main > 0:
+            lines.append(
+                f"{moved}: the main arm's movement exceeds the control's (further, in its own "
+                "direction, and the paired interval excludes 0)."
+            )
+        elif excludes and row.change_main * row.change_control < 0 and not further:
+            lines.append(
+                f"{moved}: the arms move in opposite directions and the main arm moves less "
+                "than the control: the difference is the control's movement, so nothing here "
+                f"is credited to the {main} plan."
+            )
+        elif excludes:
             lines.append(
                 f"{moved}: the main arm moves less than the control (or the other way), so its "
                 f"movement is not the {main} plan's doing."
             )
         else:
             lines.append(
-                f"{moved}: the main arm's movement does not exceed the control's, so it is not "
-                f"the {main} plan's doing"
+                f"{moved}: the main arm's movement does not exceed the control's (the paired "
+                f"interval includes 0: they cannot be told apart), so it is not the {main} "
+                "plan's doing"
                 + (" (the control moves too)." if abs(row.change_control) > 0 else ".")
             )
     return lines
@@ -629,10 +644,17 @@ def reading(fits: pd.DataFrame, corr: dict[str, Any] | None) -> list[str]:
         lo, hi = corr.get("lo"), corr.get("hi")
         if lo is None or hi is None:
             lines.append("entropy drop vs concept change: no interval (too few clusters).")
-        elif lo > 0 or hi < 0:
+        elif lo > 0:
             lines.append(
                 f"entropy drop vs concept change: r = {corr['pearson']:.2f} [{lo:.2f}, {hi:.2f}]"
-                ": examples whose uncertainty falls more move more along the concept."
+                ": examples whose uncertainty falls more have concept scores that rise more "
+                "(or fall less) from round 0 to the last round."
+            )
+        elif hi < 0:
+            lines.append(
+                f"entropy drop vs concept change: r = {corr['pearson']:.2f} [{lo:.2f}, {hi:.2f}]"
+                ": examples whose uncertainty falls more have concept scores that fall more "
+                "(or rise less) from round 0 to the last round."
             )
         else:
             lines.append(

@@ -45,6 +45,7 @@ import pandas as pd
 import yaml
 
 from interp.experiments.common import (
+    MULTIPLICITY,
     ExperimentConfig,
     ExperimentDir,
     ExperimentResult,
@@ -52,12 +53,13 @@ from interp.experiments.common import (
     all_layers_matrix,
     refuse_winogender,
     run_grid,
+    surviving,
     validate,
     weights_for,
     with_position,
 )
 from interp.experiments.convergence import _records
-from interp.stats import percentile_interval
+from interp.stats import bootstrap_p, percentile_interval
 from interp.store import Run
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ FACTORS = {
 ASK_AGAIN = "Please answer the question again."
 COT_TEXT = "Think briefly, step by step, about what the context actually says, then answer."
 COT_TOKENS = 48
+BH_SHORT = "Benjamini-Hochberg, FDR 0.05"
 METRICS = ("accuracy", "s_amb", "s_dis", "entropy")
 WHY_NOT_WINOGENDER = (
     "its feedback factor needs BBQ metadata (the stereotyped group), CoT needs plans "
@@ -183,6 +186,11 @@ def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(lo), np.asarray(hi)
 
 
+def _p(samples: np.ndarray) -> np.ndarray:
+    """Bootstrap p-values (``interp.stats.bootstrap_p``) per column; NaN without resamples."""
+    return np.atleast_1d(bootstrap_p(samples))
+
+
 def behaviour_tables(runs: list[Run], weights: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     n_rounds = runs[0].n_rounds
     n = weights.shape[1]
@@ -202,10 +210,11 @@ def behaviour_tables(runs: list[Run], weights: np.ndarray) -> tuple[pd.DataFrame
         effects = np.einsum("ec,cbr->ebr", contrast, stack)
         for e, effect in enumerate(EFFECTS):
             lo, hi = _interval(effects[e, 1:])
+            p = _p(effects[e, 1:])
             for r in range(n_rounds):
                 effect_rows.append(
                     {"metric": metric, "effect": effect_name(effect), "round": r}
-                    | {"value": effects[e, 0, r], "lo": lo[r], "hi": hi[r]}
+                    | {"value": effects[e, 0, r], "lo": lo[r], "hi": hi[r], "p": p[r]}
                 )
     return pd.DataFrame(cell_rows), pd.DataFrame(effect_rows)
 
@@ -233,52 +242,75 @@ def concept_tables(
                 )
         for e, effect in enumerate(EFFECTS):
             lo, hi = _interval(effects[e, li, 1:])
+            p = _p(effects[e, li, 1:])
             for r in range(scores.shape[-1]):
                 effect_rows.append(
                     {"layer": layer, "effect": effect_name(effect), "round": r}
-                    | {"value": effects[e, li, 0, r], "lo": lo[r], "hi": hi[r]}
+                    | {"value": effects[e, li, 0, r], "lo": lo[r], "hi": hi[r], "p": p[r]}
                 )
     return pd.DataFrame(cell_rows), pd.DataFrame(effect_rows)
 
 
 def reading(effects: pd.DataFrame, concept: pd.DataFrame | None, last: int) -> list[str]:
+    """What the last round's effects support. Every effect of every metric at the last round
+    is one family, and every pairwise interaction at every layer another: an effect counts
+    only when its interval excludes 0 and it survives Benjamini-Hochberg over its family
+    (``interp.experiments.common.surviving``)."""
     lines = []
     at = effects[effects["round"] == last]
+    found = at[surviving(at)]
     for metric in METRICS:
-        rows = at[at["metric"] == metric]
-        reliable = rows[(rows["lo"] > 0) | (rows["hi"] < 0)]
+        reliable = found[found["metric"] == metric]
         mains = [e for e in reliable["effect"] if " x " not in e]
         pairs = [e for e in reliable["effect"] if " x " in e]
         text = f"{metric} at round {last}: "
         if mains:
             text += f"the main effect(s) of {', '.join(mains)} exclude 0; "
         else:
-            text += "no main effect excludes 0; "
+            text += "no main effect can be told apart from 0; "
         text += (
             f"the interaction(s) {', '.join(pairs)} exclude 0 (the factors do not simply add up)."
             if pairs
-            else "no pairwise interaction excludes 0 (consistent with the factors adding up)."
+            else "no pairwise interaction can be told apart from 0 (consistent with the "
+            "factors adding up, not evidence that they do)."
         )
         lines.append(text)
+    lines.append(
+        f"(effects count only where the interval excludes 0 and survives {BH_SHORT} over the "
+        f"{len(at)} effects x metrics at round {last}"
+        + (
+            f", and over the {int(concept_pairs(concept, last).shape[0])} interactions x "
+            "layers of the concept score)"
+            if concept is not None
+            else ")"
+        )
+    )
     if concept is not None:
-        rows = concept[concept["round"] == last]
-        pairs = rows[rows["effect"].str.contains(" x ") & ((rows["lo"] > 0) | (rows["hi"] < 0))]
+        family = concept_pairs(concept, last)
+        pairs = family[surviving(family)]
         if pairs.empty:
             lines.append(
-                f"concept score at round {last}: no pairwise interaction excludes 0 at any layer."
+                f"concept score at round {last}: at no layer can a pairwise interaction be told "
+                "apart from 0."
             )
         else:
-            where = sorted(
-                {
-                    f"{e} (layer {int(la)})"
-                    for e, la in zip(pairs["effect"], pairs["layer"], strict=True)
-                }
-            )
+            where = [
+                f"{e} (layer {la})"
+                for e, la in sorted(
+                    {(e, int(la)) for e, la in zip(pairs["effect"], pairs["layer"], strict=True)}
+                )
+            ]
             lines.append(
                 f"concept score at round {last}: interactions exclude 0 at {', '.join(where[:6])}"
                 + (" ..." if len(where) > 6 else "")
             )
     return lines
+
+
+def concept_pairs(concept: pd.DataFrame, last: int) -> pd.DataFrame:
+    """The concept score's pairwise interactions at ``last``, every layer: one family."""
+    rows = concept[concept["round"] == last]
+    return rows[rows["effect"].str.contains(" x ", regex=False)]
 
 
 def analyse(
@@ -310,6 +342,7 @@ def analyse(
         "concept": concept if found is not None else None,
         "last_round_effects": _records(effect_table[effect_table["round"] == last]),
         "reading": reading(effect_table, concept_effects, last),
+        "multiplicity": MULTIPLICITY,
     }
     return tables, with_position(summary, runs)
 

@@ -13,8 +13,10 @@
     both groups began wrong, so their difference isolates the improvement), and the
     difference improved - stayed wrong, with intervals from the same resamples. The groups
     right -> right and right -> wrong are reported beside them. A hidden-state change that
-    goes with the improvement shows as a difference whose interval excludes 0; equal changes
-    in both groups mean the level moves (or not) whatever the output does.
+    goes with the improvement shows as a difference whose interval excludes 0 and survives
+    Benjamini-Hochberg over the layers (``interp.experiments.common.surviving``); where none
+    survives the groups cannot be told apart, which is not evidence for the superficial
+    reading.
 
 The control (``--control PLAN``, default ``baseline``; ``none`` skips it): a same-seed replay
 of another plan on the same examples. (a) is tabled for both arms (``arm``/``plan`` columns;
@@ -41,6 +43,7 @@ import pandas as pd
 
 from interp.errors import InterpError
 from interp.experiments.common import (
+    MULTIPLICITY,
     ExperimentConfig,
     ExperimentDir,
     ExperimentResult,
@@ -51,13 +54,14 @@ from interp.experiments.common import (
     no_probe_hint,
     refuse_winogender,
     run_grid,
+    surviving,
     validate,
     weights_for,
     with_position,
 )
 from interp.experiments.convergence import _label, _records, check_same_examples, weighted_means
 from interp.lock import run_lock
-from interp.stats import percentile_interval
+from interp.stats import bootstrap_p, percentile_interval
 from interp.store import Run
 
 if TYPE_CHECKING:
@@ -70,6 +74,8 @@ WHY_NOT_WINOGENDER = (
     "have none; use experiment convergence"
 )
 DIFF_MEASURES = ("improved", "worsened", "acc_last")
+# How the readings name their multiplicity correction (interp.experiments.common.surviving).
+BH_SHORT = "Benjamini-Hochberg, FDR 0.05"
 
 
 def outcome_groups(grid: Grid) -> np.ndarray:
@@ -129,16 +135,20 @@ def concept_change_table(
         for group in GROUPS:
             mask = groups == group
             mean, lo, hi = _mean_ci(change[j], mask, weights)
+            masked = np.where(mask, change[j], np.nan)[:, None]
+            pval = bootstrap_p(weighted_means(weights, masked)[:, 0]) if mask.any() else math.nan
             rows.append(
                 {"layer": layer, "group": group, "n_examples": int(mask.sum()), "change": mean}
-                | {"lo": lo, "hi": hi}
+                | {"lo": lo, "hi": hi, "p": float(pval)}
             )
         a, b = groups == "improved", groups == "stayed_wrong"
         diff = _diff(change[j], a, b, np.ones((1, grid.n_examples)))[0]
         if a.any() and b.any() and len(weights):
-            lo, hi = percentile_interval(_diff(change[j], a, b, weights))
+            samples = _diff(change[j], a, b, weights)
+            lo, hi = percentile_interval(samples)
+            pval = bootstrap_p(samples)
         else:
-            lo = hi = math.nan
+            lo = hi = pval = math.nan
         rows.append(
             {
                 "layer": layer,
@@ -147,6 +157,7 @@ def concept_change_table(
                 "change": float(diff),
                 "lo": float(lo),
                 "hi": float(hi),
+                "p": float(pval),
             }
         )
     return pd.DataFrame(rows)
@@ -185,23 +196,26 @@ def reading(ranks: pd.DataFrame, change: pd.DataFrame | None, n_improved: int) -
         lines.append("(b) no probe scores: the hidden-state part was not measured.")
         return lines
     diffs = change[change["group"] == "improved - stayed_wrong"]
-    reliable = diffs[(diffs["lo"] > 0) | (diffs["hi"] < 0)]
-    if diffs["lo"].isna().all():
+    tested = diffs.dropna(subset=["lo", "hi"])
+    reliable = tested[surviving(tested)]
+    if tested.empty:
         lines.append(
             "(b) improved and stayed-wrong examples cannot be compared (one group is empty)."
         )
     elif reliable.empty:
         lines.append(
-            "(b) at no layer does the concept score change differently for examples that "
-            "improved than for those that stayed wrong: the output changed without a "
-            "matching hidden-state change along the concept (the superficial reading)."
+            f"(b) at no layer can the concept-score change of examples that improved be told "
+            f"apart from that of examples that stayed wrong ({len(tested)} layers, "
+            f"{BH_SHORT}): the data neither show a hidden-state change along the concept that "
+            "goes with the improvement nor rule one out."
         )
     else:
         layers = ", ".join(str(int(x)) for x in reliable["layer"])
         lines.append(
             f"(b) at layer(s) {layers} the concept score changes differently for improved "
-            "examples than for those that stayed wrong (interval excludes 0): the improvement "
-            "goes with a hidden-state change along the concept."
+            f"examples than for those that stayed wrong (interval excludes 0 and survives "
+            f"{BH_SHORT} over {len(tested)} layers): the improvement goes with a hidden-state "
+            "change along the concept."
         )
     return lines
 
@@ -230,7 +244,7 @@ def _paired_rank_difference(
             rows.append(
                 {"rank": int(rank), "measure": measure, "n_examples": int(mask.sum())}
                 | {"main": float(m[0]), "control": float(c[0, 0]), "value": float(d[0])}
-                | {"lo": float(lo), "hi": float(hi)}
+                | {"lo": float(lo), "hi": float(hi), "p": float(bootstrap_p(d[1:]))}
             )
     return pd.DataFrame(rows)
 
@@ -269,7 +283,7 @@ def _paired_change_difference(
             rows.append(
                 {"layer": layer, "group": group, "n_examples": size}
                 | {"main": float(m[0]), "control": float(c[0]), "value": float(d[0])}
-                | {"lo": float(lo), "hi": float(hi)}
+                | {"lo": float(lo), "hi": float(hi), "p": float(bootstrap_p(d[1:]))}
             )
     return pd.DataFrame(rows)
 
@@ -290,12 +304,12 @@ def control_reading(
         ]
     lines = []
     imp = rank_diff[rank_diff["measure"] == "improved"]
-    beyond = imp[(imp["lo"] > 0) | (imp["hi"] < 0)]
+    beyond = imp[surviving(imp)]
     if beyond.empty:
         lines.append(
-            f"(a) vs control ({control}): at no round-0 rank does the improved share under "
-            f"{main} differ reliably from the control's: the improvements are not shown to be "
-            "the instruction's doing."
+            f"(a) vs control ({control}): at no round-0 rank can the improved share under "
+            f"{main} be told apart from the control's ({len(imp)} ranks, {BH_SHORT}): the "
+            "improvements are not shown to be the instruction's doing."
         )
     else:
         where = ", ".join(
@@ -306,10 +320,8 @@ def control_reading(
     if change_diff is None or control_change is None:
         lines.append("(b) vs control: no probe scores for both arms, not compared.")
         return lines
-    moved = control_change[
-        (control_change["group"].isin(GROUPS))
-        & ((control_change["lo"] > 0) | (control_change["hi"] < 0))
-    ]
+    own = control_change[control_change["group"].isin(GROUPS)]
+    moved = own[surviving(own)]
     if not moved.empty:
         layers = ", ".join(sorted({str(int(x)) for x in moved["layer"]}, key=int))
         lines.append(
@@ -318,18 +330,23 @@ def control_reading(
             "itself evidence of the instruction."
         )
     groups = change_diff[change_diff["group"].isin(GROUPS)]
-    reliable = groups[(groups["lo"] > 0) | (groups["hi"] < 0)]
+    reliable = groups[surviving(groups)]
     if reliable.empty:
         lines.append(
-            f"(b) main - control: at no layer and group does the concept score move differently "
-            f"under {main} than under the control on the same examples: the main arm's "
-            "hidden-state movement does not exceed the control's."
+            f"(b) main - control: at no layer and group can the concept score's movement under "
+            f"{main} be told apart from the control's on the same examples ({len(groups)} "
+            f"layer x group cells, {BH_SHORT}): the main arm's hidden-state movement is not "
+            "shown to exceed the control's."
         )
     else:
         # The largest differences first: with many examples every layer can be "reliable".
         rows = reliable.assign(size=reliable["value"].abs()).sort_values("size", ascending=False)
         rows = rows.to_dict("records")
-        beyond = [r for r in rows if r["value"] * r["main"] > 0]
+        # beyond: the main arm moves further than the control, in its own direction (a
+        # control moving the other way makes the difference large, not the main arm's move)
+        beyond = [
+            r for r in rows if r["value"] * r["main"] > 0 and abs(r["main"]) > abs(r["control"])
+        ]
         where = ", ".join(
             f"layer {int(r['layer'])} {r['group']} {r['value']:+.3g} [{r['lo']:+.3g}, "
             f"{r['hi']:+.3g}]" + ("" if r in beyond else " (less than the control)")
@@ -338,7 +355,8 @@ def control_reading(
         lines.append(
             f"(b) main - control: the concept change under {main} differs from the control's "
             f"in {len(rows)} of {len(groups.dropna(subset=['value']))} layer x group cells "
-            f"(interval excludes 0), beyond it in the main arm's own direction in {len(beyond)}; "
+            f"(interval excludes 0 and survives {BH_SHORT}), beyond it in the main arm's own "
+            f"direction in {len(beyond)}; "
             f"the largest: {where}."
         )
     return lines
@@ -380,6 +398,7 @@ def analyse_run(
         "n_boot": n_boot,
         "cluster": grid.clusters.to_dict(),
         "by_rank": _records(tables["by_rank"]),
+        "multiplicity": MULTIPLICITY,
     }
     found = all_layers_matrix(run, concept)
     change = None

@@ -14,6 +14,7 @@ import pytest
 from interp.experiments.common import ExperimentConfig, position_caveat
 from interp.experiments.convergence import control_reading, convergence, convergence_of_run
 from interp.experiments.superficial import superficial
+from interp.metrics import model_floor
 from interp.store import Run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -164,7 +165,10 @@ def test_superficial_control_is_grouped_by_the_main_arms_outcome(sup):
         "value",
         "lo",
         "hi",
+        "p",  # bootstrap p-value, for the correction over layers x groups
     ]
+    p = diff["p"].dropna()  # NaN: an empty group, no test
+    assert ((p > 0) & (p <= 1)).all()
     for row in diff.itertuples():
         m, c = (
             main.loc[(row.layer, row.group), "change"],
@@ -237,25 +241,29 @@ def test_control_none_on_the_command_line_is_no_control(tmp_path):
 # --- the position caveat ---------------------------------------------------------------------
 
 
-def test_position_share_by_hand(conv):
-    choices = np.concatenate(
-        [
-            Run.open(conv.path / "runs" / arm).rounds()["choice"].to_numpy()
-            for arm in ("main", "control")
-        ]
-    )
-    choices = choices[choices >= 0]
-    expected = np.bincount(choices).max() / len(choices)
-    assert conv.summary["position_share"] == pytest.approx(expected)
+def test_position_check_is_each_arms_metrics_floor(conv):
+    # One rule (interp.metrics.model_floor), per arm and per round, as `interp metrics` says it.
+    flags = {}
+    for arm in ("main", "control"):
+        run = Run.open(conv.path / "runs" / arm)
+        floor = model_floor(run.read_metrics())
+        assert conv.summary["position"][arm]["flag"] == floor["flag"]
+        flags[arm] = floor["flag"]
+        shares = [max(e["position_share"]) for e in run.read_metrics()["per_round"]]
+        assert conv.summary["position_share"] >= max(shares) - 1e-12
     caveat = [x for x in conv.summary["reading"] if "option position" in x]
-    assert bool(caveat) == (expected >= 0.9)
+    assert bool(caveat) == any(flags.values())
     if caveat:
         assert "--permute cyclic" in caveat[0]
 
 
-def test_position_caveat_threshold():
-    assert position_caveat(None) is None and position_caveat(0.89) is None
-    assert "driven by option position" in position_caveat(0.9)
+def test_position_caveat_names_the_flagged_arms():
+    flagged = {"flag": True, "rounds": [{"round": 2, "option": 2, "share": 0.994}]}
+    assert position_caveat({"main": None}) is None
+    assert position_caveat({"main": {"flag": False, "rounds": []}}) is None
+    line = position_caveat({"main": flagged, "control": {"flag": False, "rounds": []}})
+    assert "follow option position in main (rounds 2; (c) takes up to 99%" in line
+    assert "control" not in line and "more than 80%" in line
 
 
 # --- shared concept encodings ----------------------------------------------------------------
@@ -352,16 +360,20 @@ def test_convergence_on_winogender(tmp_path, tiny_model):
 def test_superficial_reading_names_the_largest_concept_differences_first():
     from interp.experiments.superficial import control_reading
 
-    rank_diff = pd.DataFrame([{"rank": 1, "measure": "improved", "value": 0.0, "lo": 0, "hi": 0}])
+    rank_diff = pd.DataFrame(
+        [{"rank": 1, "measure": "improved", "value": 0.0, "lo": 0, "hi": 0, "p": 1.0}]
+    )
     rows = [  # layer 0: small, main falls less than the control; layer 5: large, beyond it
         {"layer": 0, "group": "stayed_wrong", "main": -0.1, "value": 0.03, "lo": 0.02, "hi": 0.04},
         {"layer": 5, "group": "stayed_wrong", "main": -2.0, "value": -1.9, "lo": -2.0, "hi": -1.8},
         {"layer": 7, "group": "stayed_wrong", "main": -0.2, "value": 0.01, "lo": -0.1, "hi": 0.1},
     ]
+    for row, p in zip(rows, (0.002, 0.002, 0.8), strict=True):  # bootstrap p-values
+        row["p"] = p
     change_diff = pd.DataFrame(rows).assign(n_examples=10, control=0.0)
     lines = control_reading(rank_diff, change_diff, None, "self-correct", "baseline")
     assert lines[-1] == "(b) vs control: no probe scores for both arms, not compared."
-    control_change = change_diff.assign(lo=-0.01, hi=0.01)  # the control does not move
+    control_change = change_diff.assign(lo=-0.01, hi=0.01, p=0.9)  # the control does not move
     (line,) = control_reading(rank_diff, change_diff, control_change, "self-correct", "baseline")[
         1:
     ]

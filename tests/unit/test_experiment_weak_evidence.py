@@ -98,7 +98,8 @@ def test_weak_evidence_end_to_end(weak):
     reading = result.summary["reading"]
     # the position caveat comes last, when the answers follow one option letter
     assert len([x for x in reading if not x.startswith("caveat:")]) == 3
-    assert (result.summary["position_share"] >= 0.9) == reading[-1].startswith("caveat:")
+    flagged = any(f and f["flag"] for f in result.summary["position"].values())
+    assert flagged == reading[-1].startswith("caveat:")
 
 
 def test_weak_evidence_resumes(weak):
