@@ -22,6 +22,7 @@ from interp.debias import SPACES, debiased_rounds, is_permuted, position_by_orde
 from interp.errors import InterpError
 from interp.stats import (
     CI_LEVEL,
+    CLUSTER_FLOOR,
     DEFAULT_CLUSTER,
     Clusters,
     bootstrap_means,
@@ -203,7 +204,10 @@ def compute_metrics(
     grid = _build_grid(rounds)
     clusters = example_clusters(rounds, cluster)
     point = {k: v[0] for k, v in _resampled_stats(grid, np.ones((1, grid.n_examples))).items()}
-    boot = _bootstrap(grid, n_boot, seed, clusters)
+    # Below the cluster floor a cluster bootstrap has a handful of distinct resamples (one
+    # cluster: zero-width intervals): no interval at all, and the tables say why.
+    intervals = n_boot > 0 and clusters.n_clusters >= CLUSTER_FLOOR
+    boot = _bootstrap(grid, n_boot, seed, clusters) if intervals else {}
     per_round = [_round_entry(grid, point, boot, j) for j in range(len(grid.rounds))]
     for j, entry in enumerate(per_round):
         entry.update(calibration.calibration_entry(grid.confidence[j], grid.correct[j]))
@@ -217,6 +221,8 @@ def compute_metrics(
             "seed": int(seed),
             "level": CI_LEVEL,
             "cluster": clusters.to_dict(),
+            "floor": CLUSTER_FLOOR,
+            "intervals": intervals,
         },
         "definitions": dict(DEFINITIONS),
     }
@@ -269,12 +275,14 @@ def debiased_metrics(
         .reshape(-1, len(inner["rounds"]))
     )
     ids = example_clusters(table, cluster).ids
-    mean, lo, hi = bootstrap_means(agree, n_boot=n_boot, seed=seed, clusters=ids)
+    mean, lo, hi = bootstrap_means(
+        agree, n_boot=n_boot, seed=seed, clusters=ids, floor=CLUSTER_FLOOR
+    )
     other = SPACES[1 - SPACES.index(space)]
     alternative = compute_metrics(
         debiased_rounds(rounds, other), n_boot=n_boot, seed=seed, by_category=False, cluster=cluster
     )
-    intervals = n_boot > 0 and inner["bootstrap"]["cluster"]["n_clusters"] >= 2
+    intervals = n_boot > 0 and inner["bootstrap"]["cluster"]["n_clusters"] >= CLUSTER_FLOOR
     return {
         "space": space,
         "other_space": {
@@ -283,7 +291,7 @@ def debiased_metrics(
                 {"round": e["round"], **{k: e[k] for k in RULE_METRICS}}
                 for e in alternative["per_round"]
             ],
-            # fewer than 2 clusters: zero-width intervals, so the values alone decide
+            # below the cluster floor there are no intervals, so the values alone decide
             "intervals": intervals,
             "differs": rule_differences(
                 inner["per_round"], alternative["per_round"], intervals=intervals
@@ -674,7 +682,8 @@ def copy_rate(
     n = len(index)
     order = np.sort(rounds["example_index"].unique())  # example_clusters' example order
     clusters = example_clusters(rounds, cluster).subset(np.searchsorted(order, index))
-    weights = bootstrap_weights(clusters.ids, n_boot, seed)
+    floored = clusters.n_clusters < CLUSTER_FLOOR  # no interval below the cluster floor
+    weights = bootstrap_weights(clusters.ids, 0 if floored else n_boot, seed)
     per_round = []
     for r in sorted(int(x) for x in rounds["round"].unique() if x > first):
         at = rounds[rounds["round"] == r].set_index("example_index")["choice"]

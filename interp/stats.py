@@ -35,8 +35,8 @@ CI_LEVEL = 0.95
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 # Few clusters: a cluster bootstrap of k clusters has only C(2k-1, k) distinct resamples (3
 # clusters: 10, 4: 35, 5: 126), so its percentile interval is coarse and too narrow. Below
-# CLUSTER_FLOOR the analyses that apply the floor (patching, circuits, Winogender's plan
-# differences) give no interval ("n/a (k clusters)"); below FEW_CLUSTERS an interval is printed
+# CLUSTER_FLOOR the analyses that apply the floor (metrics, patching, circuits, Winogender's
+# plan differences) give no interval ("n/a (k clusters)"); below FEW_CLUSTERS an interval is printed
 # with its cluster count and a warning.
 CLUSTER_FLOOR = 5
 FEW_CLUSTERS = 10

@@ -178,10 +178,12 @@ def format_debiased(result: dict[str, Any]) -> str:
         row["agreement"] = cell(agree)
         rows.append(row)
     cluster = deb.get("bootstrap", {}).get("cluster") or {}
+    floored = not (deb.get("other_space") or {}).get("intervals", True)
     head = (
         f"debiased[{space}] ({space}-space average of {deb['n_orders']} option orders per base "
         f"example; {deb['n_base_examples']} base examples; intervals resample "
-        f"{cluster.get('n_clusters', '?')} {cluster.get('key', '?')} clusters of base examples):"
+        f"{cluster.get('n_clusters', '?')} {cluster.get('key', '?')} clusters of base examples"
+        f"{'; none below the floor' if floored else ''}):"
     )
     lines = [head, pd.DataFrame(rows).to_string(index=False)]
     other = deb.get("other_space")
@@ -299,11 +301,17 @@ def format_copy_rate(copy: dict[str, Any]) -> str:
 
 
 def _cluster_line(cluster: dict[str, Any] | None) -> str:
-    """Which clusters the intervals resampled (older metrics.json files: examples)."""
+    """Which clusters the intervals resampled (older metrics.json files: examples), and what
+    their number allows: no interval below ``interp.stats.CLUSTER_FLOOR``, a warning below
+    ``FEW_CLUSTERS``."""
+    from interp.stats import cluster_caveat
+
     if cluster is None:
         return "intervals: bootstrap over examples"
     note = f" ({cluster['note']})" if cluster.get("note") else ""
-    return (
+    line = (
         f"intervals: cluster bootstrap over {cluster['n_clusters']} {cluster['key']} clusters "
         f"of {cluster['n_examples']} examples{note}"
     )
+    caveat = cluster_caveat(int(cluster["n_clusters"]))
+    return f"{line}\nwarning: {caveat}" if caveat else line

@@ -152,3 +152,28 @@ def test_limit_on_an_unpermuted_run_is_unchanged():
     rounds = _permuted_rounds(6).drop(columns="base_index")
     items, counts = select_items(rounds, PatchConfig(layer=0, round=1, limit=4))
     assert [i.index for i in items] == [0, 1, 2, 3] and "base_examples" not in counts
+
+
+def _metrics_rounds(n_templates: int) -> pd.DataFrame:
+    from unit.test_metrics import make_rounds
+
+    labels = [i % 3 for i in range(10)]
+    rounds = make_rounds([[0] * 10, [1] * 10], labels)
+    rounds["question_index"] = (rounds["example_index"] % n_templates).astype(str)
+    return rounds
+
+
+def test_metrics_give_no_interval_below_the_floor_and_say_why():
+    from interp.metrics import compute_metrics
+    from interp.tables import format_metrics
+
+    few = compute_metrics(_metrics_rounds(2), n_boot=200)
+    # A 2-cluster bootstrap used to print intervals (one cluster: zero-width ones).
+    assert few["bootstrap"]["cluster"]["n_clusters"] == 2
+    assert few["bootstrap"]["intervals"] is False
+    assert all(e["accuracy"]["ci"] is None for e in few["per_round"])
+    assert "n/a (2 clusters)" in format_metrics(few)
+    many = compute_metrics(_metrics_rounds(10), n_boot=200)
+    assert many["bootstrap"]["intervals"] is True
+    assert all(e["accuracy"]["ci"] is not None for e in many["per_round"])
+    assert "n/a (" not in format_metrics(many)

@@ -71,8 +71,9 @@ def test_per_category_scores_by_hand():
     assert religion["accuracy_ambig"] == pytest.approx(0.5)
     assert religion["bias_amb"]["value"] == pytest.approx(0.5)
     assert religion["bias_dis"]["value"] is None and religion["accuracy_disambig"] is None
-    lo, hi = religion["bias_amb"]["ci"]
-    assert lo <= 0.5 <= hi
+    # Religion has 4 examples, fewer clusters than the floor (interp.stats.CLUSTER_FLOOR):
+    # no interval rather than one from a handful of distinct resamples.
+    assert religion["bias_amb"]["ci"] is None
     json.dumps(metrics, allow_nan=False)  # plain JSON
 
 
