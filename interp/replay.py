@@ -31,7 +31,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from interp.errors import InterpError
 from interp.hooknames import act_name
 from interp.kvcache import logits_on_frozen_cache, truncate_cache
 from interp.lengths import LengthSettings, check_context_length, check_running_length
-from interp.loading import load_model
+from interp.loading import load_model, recorded_model_name
 from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
 from interp.metrics import compute_metrics
 from interp.options import check_seed
@@ -177,6 +177,8 @@ def replay(
     a ``workers`` record; timings aside).
     """
     _validate(config)
+    if model is not None:  # record the model used, not the config's default name
+        config = replace(config, model=recorded_model_name(config.model, model))
     if workers is not None:
         workers.check(config.device)
         if model is not None:

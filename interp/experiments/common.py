@@ -147,6 +147,18 @@ def versions() -> dict[str, str]:
     return out
 
 
+def with_model(config: ExperimentConfig, model: HookedTransformer | None) -> ExperimentConfig:
+    """``config`` naming the model passed in (a config left at the default model records the
+    model actually used; one naming another model is refused before anything is written)."""
+    from dataclasses import replace
+
+    if model is None:
+        return config
+    from interp.loading import recorded_model_name
+
+    return replace(config, model=recorded_model_name(config.model, model))
+
+
 class ModelHolder:
     """Loads the model the first time a replay or probe needs it, and only then: a resumed
     experiment whose replays are complete loads none."""

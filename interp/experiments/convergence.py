@@ -68,6 +68,7 @@ from interp.experiments.common import (
     run_grid,
     validate,
     weights_for,
+    with_model,
     with_position,
 )
 from interp.lock import run_lock
@@ -711,6 +712,7 @@ def convergence(
     fit the curves of both with their paired differences."""
     validate(config)
     check_control(config)
+    config = with_model(config, model)  # the model passed, not the default, is recorded
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         run = exp.arm("main", config.plan, holder, progress=progress)

@@ -54,6 +54,7 @@ from interp.experiments.common import (
     run_grid,
     validate,
     weights_for,
+    with_model,
     with_position,
 )
 from interp.experiments.convergence import _records
@@ -324,6 +325,7 @@ def interactions(
     """Replay the 8 cells (each reused when done), probe them, estimate the effects."""
     validate(config)
     refuse_winogender(config, NAME, WHY_NOT_WINOGENDER)
+    config = with_model(config, model)  # the model passed, not the default, is recorded
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         plans_dir = exp.path / "plans"

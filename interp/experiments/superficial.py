@@ -53,6 +53,7 @@ from interp.experiments.common import (
     run_grid,
     validate,
     weights_for,
+    with_model,
     with_position,
 )
 from interp.experiments.convergence import _label, _records, check_same_examples, weighted_means
@@ -469,6 +470,7 @@ def superficial(
     validate(config)
     refuse_winogender(config, NAME, WHY_NOT_WINOGENDER)
     check_control(config)
+    config = with_model(config, model)  # the model passed, not the default, is recorded
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         run = exp.arm("main", config.plan, holder, progress=progress)

@@ -24,7 +24,7 @@ from transformer_lens import HookedTransformer
 from interp.controls import open_control
 from interp.distributed import Workers, run_jobs
 from interp.errors import InterpError
-from interp.loading import check_run_model, load_model
+from interp.loading import check_run_model, load_run_model, run_model_spec
 from interp.lock import run_lock
 from interp.patching.analysis import (
     DEFINITIONS,
@@ -198,7 +198,7 @@ def _run_checked(
     workers=None,
 ) -> PatchResult:
     if model is None:
-        model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
+        model = load_run_model(run.manifest["model"], device=device, dtype=dtype)
     check_run_model(model, run.manifest["model"])
     site, site_info = None, None
     if config.sae is not None:
@@ -209,7 +209,7 @@ def _run_checked(
             model.cfg.n_layers, model.cfg.n_heads, config.layers(run.n_layers), config.components()
         )
     patching_started = time.perf_counter()
-    spread = None if workers is None else (workers, run.manifest["model"]["model_id"], dtype)
+    spread = None if workers is None else (workers, run_model_spec(run.manifest["model"]), dtype)
     rows = _rows(model, config, items, tokens, variants, config.method, progress, spread, site)
     patched_at = time.perf_counter()
     timing = {"patching_s": patched_at - patching_started}
@@ -318,7 +318,7 @@ def _rows(
         return rows
     # Shards of consecutive examples; the rows are put back in example order, so the table is
     # the single process's whatever order the shards finish in.
-    workers, model_id, dtype = spread
+    workers, model_spec, dtype = spread
     shards: dict[int, list[dict[str, Any]]] = {}
     jobs = []
     for k, start in enumerate(range(0, len(items), PATCH_SHARD)):
@@ -329,7 +329,7 @@ def _rows(
         shards[k] = shard_rows
         bar.update(len(jobs[k][1][1]))
 
-    spec = {"name_or_path": model_id, "device": str(model.cfg.device), "dtype": dtype}
+    spec = {**model_spec, "device": str(model.cfg.device), "dtype": dtype}
     run_jobs(workers, spec, _shard_rows, jobs, store)
     bar.close()
     return [row for k in sorted(shards) for row in shards[k]]
