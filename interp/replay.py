@@ -312,6 +312,13 @@ def _validate(config: ReplayConfig) -> None:
         if config.mode != "choice":
             raise InterpError("--force-round0 needs --mode choice (it replaces a scored answer)")
     check_permute(config.permute)
+    if config.permute != "none" and config.mode != "choice":
+        # The permuted analyses (debiased accuracy) average the option scores over orders;
+        # generate mode parses a text answer and scores no options, so they would read 0.
+        raise InterpError(
+            f"--permute {config.permute} needs --mode choice (its debiased accuracy averages "
+            "the options' scores over orders; generate mode scores none)"
+        )
     if config.max_orders < 1:
         raise InterpError(f"max_orders must be at least 1 (got {config.max_orders})")
     check_seed(config.seed)
@@ -426,6 +433,8 @@ def _existing_complete(out: Path, key: str) -> bool:
         info = json.loads(manifest.read_text())
     except json.JSONDecodeError:
         raise InterpError(f"{manifest} is corrupt; delete {out} and replay") from None
+    if not isinstance(info, dict):
+        raise InterpError(f"{manifest} is not a run's manifest; delete {out} and replay")
     if info.get("fingerprint") != key:
         raise InterpError(f"{out} already holds a different run; choose another --out or delete it")
     return bool(info.get("complete"))

@@ -36,7 +36,7 @@ import pandas as pd
 from interp.errors import InterpError
 from interp.lock import make_dir, remove_empty, run_lock
 from interp.stats import Clusters, bootstrap_weights, check_cluster_key, example_clusters
-from interp.store import Run, write_json, write_parquet
+from interp.store import EXPERIMENT_STARTED, Run, write_json, write_parquet
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -98,6 +98,9 @@ class ExperimentResult:
     path: Path
     tables: dict[str, pd.DataFrame]
     summary: dict[str, Any]
+    # None: written to ``path``; otherwise why it was only printed (a stored result at
+    # ``path`` is stronger and is kept)
+    not_stored: str | None = None
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -121,7 +124,11 @@ def validate(config: ExperimentConfig) -> None:
 
 
 def check_control(config: ExperimentConfig) -> None:
-    """The control arm must be another plan (experiments with a control arm only)."""
+    """The control arm must be another plan (experiments with a control arm only); both
+    plans load (an unknown name or a bad plan file is refused before any arm is replayed)."""
+    load_any_plan(config.task, config.plan)
+    if config.control is not None:
+        load_any_plan(config.task, config.control)
     if config.control is not None and config.control == config.plan:
         raise InterpError(
             f"control {config.control!r} is the main plan itself; choose another plan as the "
@@ -201,6 +208,10 @@ class ExperimentDir:
         except BaseException:
             remove_empty(self._created)
             raise
+        if not (self.path / "manifest.json").exists():
+            # Until the first arm's manifest: what a killed start was, and how to finish it.
+            started = {"experiment": self.name, "command": self.command}
+            write_json(self.path / EXPERIMENT_STARTED, started)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -210,6 +221,7 @@ class ExperimentDir:
             with contextlib.suppress(OSError):
                 (self.path / "runs").rmdir()
             if not (self.path / "manifest.json").exists():  # no arm finished: these are ours
+                (self.path / EXPERIMENT_STARTED).unlink(missing_ok=True)
                 shutil.rmtree(self.path / "plans", ignore_errors=True)
                 shutil.rmtree(self.path / "data", ignore_errors=True)
                 shutil.rmtree(self.path / "encodings", ignore_errors=True)
@@ -223,7 +235,8 @@ class ExperimentDir:
         manifest = self.path / "manifest.json"
         if not manifest.is_file():
             if self.path.is_dir() and any(
-                p.name not in (".interp.lock", "runs", "plans", "data", "encodings")
+                p.name
+                not in (".interp.lock", EXPERIMENT_STARTED, "runs", "plans", "data", "encodings")
                 for p in self.path.iterdir()
             ):
                 raise InterpError(
@@ -234,6 +247,11 @@ class ExperimentDir:
             info = json.loads(manifest.read_text())
         except ValueError:
             raise InterpError(f"{manifest} is corrupt; delete {self.path} and run again") from None
+        if not isinstance(info, dict):
+            raise InterpError(
+                f"{manifest} holds {type(info).__name__}, not an experiment's manifest (a JSON "
+                f"object); delete {self.path} and run again, or choose another --out"
+            )
         if "experiment" not in info:
             raise InterpError(
                 f"{self.path} is a run directory, not an experiment; analyse it with --run "
@@ -271,6 +289,7 @@ class ExperimentDir:
 
     def write_manifest(self, complete: bool, sizes: dict[str, Any] | None = None) -> None:
         write_json(self.path / "manifest.json", self.manifest(complete, sizes or {}))
+        (self.path / EXPERIMENT_STARTED).unlink(missing_ok=True)  # the manifest says it now
 
     def arm(
         self,
@@ -338,6 +357,53 @@ class ExperimentDir:
         return ExperimentResult(self.name, self.path, tables, summary)
 
 
+def open_run_and_control(
+    run_dir: str | Path, control_run: str | Path | None
+) -> tuple[Run, Run | None]:
+    """An existing run and its control run, checked as ``probe``/``patch --control-run``
+    check one (another directory, same model weights, rounds, data and examples, another
+    plan)."""
+    from interp.controls import open_control
+
+    run = Run.open(run_dir)
+    if control_run is None:
+        return run, None
+    return run, open_control(run, control_run)[0]
+
+
+def weaker_than_stored(
+    stored: dict[str, Any], stored_tables: list[str], new: ExperimentResult
+) -> str | None:
+    """Why ``new`` is weaker than the analysis stored beside it (fewer bootstrap resamples,
+    a table it lacks: the control's differences, the concept's correlation), or None."""
+    stored_boot, new_boot = stored.get("n_boot"), new.summary.get("n_boot")
+    if isinstance(stored_boot, int) and isinstance(new_boot, int) and new_boot < stored_boot:
+        return f"--n-boot {new_boot} is fewer resamples than the stored {stored_boot}"
+    missing = [t for t in stored_tables if t not in new.tables]
+    if missing:
+        return f"it lacks the stored table{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+    return None
+
+
+def store_run_analysis(run: Run, result: ExperimentResult) -> ExperimentResult:
+    """Write an experiment's analysis of a run into ``<run>/experiments/NAME/``, unless a
+    stored one is stronger: then the new one is only printed (``not_stored`` says why), as
+    ``interp metrics`` prints, never stores, other bootstrap settings."""
+    with run_lock(run.path):
+        if result.name in run.analyses("experiments"):
+            stored = run.read_analysis("experiments", result.name, [])
+            why = weaker_than_stored(
+                stored.summary, sorted(p.stem for p in result.path.glob("*.parquet")), result
+            )
+            if why is not None:
+                result.not_stored = (
+                    f"{result.path} keeps its stored analysis: {why}; this one is printed only"
+                )
+                return result
+        run.write_analysis("experiments", result.name, result.tables, result.summary)
+    return result
+
+
 def selected_examples(config: ExperimentConfig) -> list[Any]:
     """The examples the experiment's replays hold (task, data, sample, limit, seed)."""
     from interp.replay import ReplayConfig, select_examples
@@ -359,7 +425,7 @@ def _complete_with(out: Path, key: str) -> bool:
         info = json.loads((out / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return bool(info.get("complete")) and info.get("fingerprint") == key
+    return isinstance(info, dict) and bool(info.get("complete")) and info.get("fingerprint") == key
 
 
 def load_any_plan(task: str, plan: str) -> Any:
