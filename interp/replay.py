@@ -45,7 +45,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from interp import winogender
 from interp.bbq_rules import templates_hash
 from interp.conversation import Conversation, RoundInput, build_conversation
-from interp.distributed import Workers, run_jobs
+from interp.distributed import Workers, connected, run_jobs
 from interp.errors import InterpError
 from interp.hooknames import act_name
 from interp.kvcache import logits_on_frozen_cache, truncate_cache
@@ -187,15 +187,17 @@ def replay(
                 "workers, not both"
             )
     out = Path(config.out)
-    created = make_dir(out)  # the lock lives inside; removed again if nothing gets written
-    try:
-        with run_lock(out):
-            return _replay_locked(
-                config, model=model, progress=progress, command=command, workers=workers
-            )
-    except BaseException:
-        remove_empty(created)
-        raise
+    # The Ray cluster is joined and checked before anything exists (interp.distributed).
+    with connected(workers):
+        created = make_dir(out)  # the lock lives inside; removed again if nothing gets written
+        try:
+            with run_lock(out):
+                return _replay_locked(
+                    config, model=model, progress=progress, command=command, workers=workers
+                )
+        except BaseException:
+            remove_empty(created)
+            raise
 
 
 def _replay_locked(

@@ -28,7 +28,7 @@ from transformer_lens import HookedTransformer
 from interp.circuits.eap import EdgePair
 from interp.circuits.export import write_graph_files
 from interp.circuits.graph import Graph, split_inputs
-from interp.distributed import Workers, run_jobs
+from interp.distributed import Workers, connected, run_jobs
 from interp.errors import InterpError
 from interp.loading import check_run_model, load_run_model, run_model_spec
 from interp.lock import run_lock
@@ -218,7 +218,7 @@ def circuit(
     tokens = run.tokens()
     # As interp patch: the read-out tokens of the two rounds must be the same token.
     alignment = check_alignment(items, tokens, pconfig)
-    with run_lock(run.path) if write else contextlib.nullcontext():
+    with connected(workers), run_lock(run.path) if write else contextlib.nullcontext():
         if model is None:
             model = load_run_model(run.manifest["model"], device=device, dtype=dtype)
         check_run_model(model, run.manifest["model"])

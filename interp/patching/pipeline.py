@@ -22,7 +22,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.controls import open_control
-from interp.distributed import Workers, run_jobs
+from interp.distributed import Workers, connected, run_jobs
 from interp.errors import InterpError
 from interp.loading import check_run_model, load_run_model, run_model_spec
 from interp.lock import run_lock
@@ -174,8 +174,9 @@ def run_patching(
         control_run, control_config, control_items, _ = control
         check_prompt_lengths(control_items, control_config)
         check_alignment(control_items, control_run.tokens(), control_config)
-    # One writer per run directory (interp.lock), refused before the model loads.
-    with run_lock(run.path) if write else contextlib.nullcontext():
+    # One writer per run directory (interp.lock), refused before the model loads; the Ray
+    # cluster joined and checked first (interp.distributed.connected).
+    with connected(workers), run_lock(run.path) if write else contextlib.nullcontext():
         args = (model, progress, device, dtype, write, started, workers)
         return _run_checked(run, config, items, counts, tokens, alignment, clusters, control, *args)
 
