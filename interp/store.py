@@ -20,8 +20,10 @@ leaves a file that looks complete. ``manifest.json`` is written last by a replay
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +133,21 @@ def write_hook(out: Path, hook: str, acts: Float[torch.Tensor, "example round d_
 def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
     """``metrics.json`` (replay's, or ``interp metrics`` rewriting it)."""
     write_json(out / "metrics.json", metrics)
+
+
+SAFE_NAME_LIMIT = 64  # characters of a user-given name (an id, an SAE folder) in a file name
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*")
+
+
+def safe_name(text: str, limit: int = SAFE_NAME_LIMIT) -> str:
+    """``text`` as one part of a file or folder name: unchanged when it is short and made of
+    letters, digits and ``._+=-`` only (not starting with a dot); otherwise a slug of those
+    characters, cut to fit, and 8 hex digits of its sha256 (so two names stay two names)."""
+    if not text or (len(text) <= limit and _SAFE_NAME.fullmatch(text)):
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    slug = re.sub(r"[^A-Za-z0-9._+=-]+", "_", text).strip("._")[: limit - 9].rstrip("._")
+    return f"{slug}-{digest}" if slug else digest
 
 
 EXPERIMENT_STARTED = ".experiment-started.json"  # an experiment's name and command, at its start

@@ -50,7 +50,7 @@ from interp.sae.transcoders import (
     load_transcoders,
     mlp_input,
 )
-from interp.store import Run
+from interp.store import Run, safe_name
 
 KIND = "feature_circuits"
 CIRCUIT_TRACER = "circuit-tracer==0.5.0"
@@ -377,8 +377,9 @@ class FeatureCircuitConfig:
                 raise InterpError(f"--{name.replace('_', '-')} must be in (0, 1]")
 
     def name(self) -> str:
-        ex = str(self.example).replace("/", "_")
-        return f"r{self.round}-t{self.target_round}-{ex}-{Path(self.transcoders).name}"
+        ex = safe_name(str(self.example).replace("/", "_"))
+        tc = safe_name(Path(self.transcoders).name)
+        return f"r{self.round}-t{self.target_round}-{ex}-{tc}"
 
 
 @dataclass
