@@ -303,7 +303,7 @@ def _rows(
     variants: Sequence[Variant],
     method: str,
     progress: bool,
-    spread: tuple[Workers, str, str] | None = None,
+    spread: tuple[Workers, dict[str, Any], str] | None = None,  # workers, model spec, dtype
     site: FeatureSite | None = None,
 ) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
@@ -421,7 +421,7 @@ def _verify(
     tokens: Sequence[Sequence[int]],
     rows: list[dict[str, Any]],
     progress: bool,
-    spread: tuple[Workers, str, str] | None = None,
+    spread: tuple[Workers, dict[str, Any], str] | None = None,  # workers, model spec, dtype
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Exact patching of the ``verify_top`` variants with the largest estimated mean change,
     and Spearman's rank correlation between estimated and exact mean changes."""
