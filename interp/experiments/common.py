@@ -263,6 +263,8 @@ class ExperimentDir:
                 f"{self.name!r}; choose another --out"
             )
         stored = info.get("replay") or {}
+        if not isinstance(stored, dict):
+            raise InterpError(f"{manifest} is corrupt; delete {self.path} and run again")
         # Settings added since the folder was written (control, stats) are not compared: the
         # arms they decide are replayed or reused by their own fingerprints.
         if {k: v for k, v in replay_settings(self.config).items() if k in stored} != stored:

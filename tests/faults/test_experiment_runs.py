@@ -60,6 +60,12 @@ def test_an_experiment_folder_whose_manifest_is_not_an_object(tmp_path, content)
     )
 
 
+def test_an_experiment_manifest_with_a_damaged_replay_record(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "manifest.json").write_text('{"experiment": "convergence", "replay": 3}')
+    assert_refused_without_trace(tmp_path, *_tiny(tmp_path / "x"), contains="is corrupt")
+
+
 # --- item 7: plan names before any work ------------------------------------------------------
 
 
