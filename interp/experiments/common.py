@@ -196,6 +196,7 @@ class ExperimentDir:
         self.started = time.perf_counter()
         self._created: list[Path] = []
         self._lock: Any = None
+        self._marker = False  # this call wrote EXPERIMENT_STARTED
 
     def __enter__(self) -> ExperimentDir:
         if self.path.exists() and not self.path.is_dir():
@@ -208,10 +209,11 @@ class ExperimentDir:
         except BaseException:
             remove_empty(self._created)
             raise
-        if not (self.path / "manifest.json").exists():
+        marker = self.path / EXPERIMENT_STARTED
+        if not (self.path / "manifest.json").exists() and not marker.exists():
             # Until the first arm's manifest: what a killed start was, and how to finish it.
-            started = {"experiment": self.name, "command": self.command}
-            write_json(self.path / EXPERIMENT_STARTED, started)
+            write_json(marker, {"experiment": self.name, "command": self.command})
+            self._marker = True
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -221,7 +223,8 @@ class ExperimentDir:
             with contextlib.suppress(OSError):
                 (self.path / "runs").rmdir()
             if not (self.path / "manifest.json").exists():  # no arm finished: these are ours
-                (self.path / EXPERIMENT_STARTED).unlink(missing_ok=True)
+                if self._marker:  # (one an earlier, killed start left stays)
+                    (self.path / EXPERIMENT_STARTED).unlink(missing_ok=True)
                 shutil.rmtree(self.path / "plans", ignore_errors=True)
                 shutil.rmtree(self.path / "data", ignore_errors=True)
                 shutil.rmtree(self.path / "encodings", ignore_errors=True)
