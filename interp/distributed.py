@@ -17,7 +17,9 @@ killed driver loses only the jobs in flight: what it wrote stays, and the same c
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +127,63 @@ def run_jobs(
             ray.kill(actor)
         if started:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def connected(workers: Workers | None) -> Iterator[None]:
+    """Join (or start) the cluster ``workers`` names and check it has what they ask for,
+    before the caller creates or prints anything: a bad address, an unreachable one or a
+    cluster without the GPUs or CPUs one worker needs is one InterpError, not a hang or a
+    half-made output. ``run_jobs`` inside reuses the connection; a cluster started here is
+    stopped on the way out. ``None``: nothing (no Ray)."""
+    if workers is None:
+        yield
+        return
+    ray = _import_ray()
+    if workers.address is not None and not ray.is_initialized():
+        check_address(workers.address)
+    started = _connect(ray, workers)
+    try:
+        check_resources(workers, ray.cluster_resources())
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that is well formed and accepts a TCP
+    connection; ``auto`` is left to Ray. Ray itself retries an unreachable address for
+    minutes, printing warnings as it goes."""
+    if address == "auto":
+        return
+    bare = address.removeprefix("ray://")
+    host, sep, port = bare.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InterpError(
+            f"--ray-address {address!r} is not HOST:PORT (or auto, or ray://HOST:PORT)"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InterpError(f"cannot connect to Ray at {address}: {reason}") from None
+
+
+def check_resources(workers: Workers, resources: dict[str, float]) -> None:
+    """One worker must fit the cluster (more queue for it): else Ray waits for ever."""
+    gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
+    if workers.gpus > gpus:
+        raise InterpError(
+            f"gpus_per_worker {workers.gpus:g}: the Ray cluster has {gpus:g} GPUs; use "
+            "--gpus-per-worker 0 on a CPU-only cluster, or join one with GPUs (--ray-address)"
+        )
+    if workers.threads > cpus:
+        raise InterpError(
+            f"threads_per_worker {workers.threads}: the Ray cluster has {cpus:g} CPUs; ask "
+            "for fewer threads per worker"
+        )
 
 
 def _pool_results(ray, actors, fn, jobs) -> Iterator[tuple[int, Any]]:

@@ -129,6 +129,51 @@ def load_model(
     return model
 
 
+def tiny_seed(weights_hash: str | None) -> int:
+    """The seed a tiny model's recorded weights hash (``tiny-seed-N``) names; 0 if none."""
+    prefix = "tiny-seed-"
+    if weights_hash and weights_hash.startswith(prefix) and weights_hash[len(prefix) :].isdigit():
+        return int(weights_hash[len(prefix) :])
+    return 0
+
+
+def run_model_spec(recorded: dict[str, Any]) -> dict[str, Any]:
+    """``load_model`` arguments that rebuild a run's model from its manifest's ``model``
+    record: its id and, for ``tiny`` (whose weights are its seed), the seed it was built with."""
+    spec: dict[str, Any] = {"name_or_path": recorded["model_id"]}
+    if recorded.get("model_id") == TINY:
+        spec["seed"] = tiny_seed(recorded.get("weights_hash"))
+    return spec
+
+
+def load_run_model(
+    recorded: dict[str, Any], *, device: str = "cpu", dtype: str | torch.dtype = "float32"
+) -> HookedTransformer:
+    """The model a run was replayed with (its manifest's ``model`` record), seed included."""
+    return load_model(**run_model_spec(recorded), device=device, dtype=dtype)
+
+
+def recorded_model_name(requested: str, model: HookedTransformer, default: str = EMBEDDED) -> str:
+    """The model name a config should record when a loaded ``model`` is passed in: the
+    model's own id when ``requested`` was left at its ``default``; ``requested`` when it names
+    the same model; otherwise an error (the config and the model passed disagree)."""
+    source = getattr(model, "interp_source", None)
+    if source is None or requested == source.model_id:
+        return requested
+    if requested == default:
+        return source.model_id
+    same = (
+        source.path is not None
+        and Path(requested).expanduser().resolve() == Path(source.path).resolve()
+    )
+    if same:
+        return requested
+    raise InterpError(
+        f"the config names the model {requested!r} but the model passed is "
+        f"{source.model_id!r}; leave the config's model at its default or name the model passed"
+    )
+
+
 def check_run_model(model: HookedTransformer, recorded: dict[str, Any]) -> None:
     """Refuse a model that is not the one a run was replayed with.
 

@@ -31,7 +31,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,12 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from interp import winogender
 from interp.bbq_rules import templates_hash
 from interp.conversation import Conversation, RoundInput, build_conversation
-from interp.distributed import Workers, run_jobs
+from interp.distributed import Workers, connected, run_jobs
 from interp.errors import InterpError
 from interp.hooknames import act_name
 from interp.kvcache import logits_on_frozen_cache, truncate_cache
 from interp.lengths import LengthSettings, check_context_length, check_running_length
-from interp.loading import load_model
+from interp.loading import load_model, recorded_model_name
 from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
 from interp.metrics import compute_metrics
 from interp.options import check_seed
@@ -177,6 +177,8 @@ def replay(
     a ``workers`` record; timings aside).
     """
     _validate(config)
+    if model is not None:  # record the model used, not the config's default name
+        config = replace(config, model=recorded_model_name(config.model, model))
     if workers is not None:
         workers.check(config.device)
         if model is not None:
@@ -185,15 +187,17 @@ def replay(
                 "workers, not both"
             )
     out = Path(config.out)
-    created = make_dir(out)  # the lock lives inside; removed again if nothing gets written
-    try:
-        with run_lock(out):
-            return _replay_locked(
-                config, model=model, progress=progress, command=command, workers=workers
-            )
-    except BaseException:
-        remove_empty(created)
-        raise
+    # The Ray cluster is joined and checked before anything exists (interp.distributed).
+    with connected(workers):
+        created = make_dir(out)  # the lock lives inside; removed again if nothing gets written
+        try:
+            with run_lock(out):
+                return _replay_locked(
+                    config, model=model, progress=progress, command=command, workers=workers
+                )
+        except BaseException:
+            remove_empty(created)
+            raise
 
 
 def _replay_locked(
@@ -310,6 +314,13 @@ def _validate(config: ReplayConfig) -> None:
         if config.mode != "choice":
             raise InterpError("--force-round0 needs --mode choice (it replaces a scored answer)")
     check_permute(config.permute)
+    if config.permute != "none" and config.mode != "choice":
+        # The permuted analyses (debiased accuracy) average the option scores over orders;
+        # generate mode parses a text answer and scores no options, so they would read 0.
+        raise InterpError(
+            f"--permute {config.permute} needs --mode choice (its debiased accuracy averages "
+            "the options' scores over orders; generate mode scores none)"
+        )
     if config.max_orders < 1:
         raise InterpError(f"max_orders must be at least 1 (got {config.max_orders})")
     check_seed(config.seed)
@@ -424,6 +435,8 @@ def _existing_complete(out: Path, key: str) -> bool:
         info = json.loads(manifest.read_text())
     except json.JSONDecodeError:
         raise InterpError(f"{manifest} is corrupt; delete {out} and replay") from None
+    if not isinstance(info, dict):
+        raise InterpError(f"{manifest} is not a run's manifest; delete {out} and replay")
     if info.get("fingerprint") != key:
         raise InterpError(f"{out} already holds a different run; choose another --out or delete it")
     return bool(info.get("complete"))

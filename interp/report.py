@@ -784,14 +784,14 @@ def _attention_section(
 
 
 def _load_run_model(run: Run, section: Section) -> HookedTransformer | None:
-    from interp.loading import load_model
+    from interp.loading import load_run_model
 
     model_id = run.manifest.get("model", {}).get("model_id")
     if model_id is None:
         section.notes.append("the manifest names no model, so attention cannot be computed")
         return None
     try:
-        return load_model(model_id)
+        return load_run_model(run.manifest["model"])
     except InterpError as err:
         section.notes.append(f"the run's model ({model_id}) does not load here: {err}")
         return None

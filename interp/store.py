@@ -20,8 +20,10 @@ leaves a file that looks complete. ``manifest.json`` is written last by a replay
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +135,45 @@ def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
     write_json(out / "metrics.json", metrics)
 
 
+SAFE_NAME_LIMIT = 64  # characters of a user-given name (an id, an SAE folder) in a file name
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*")
+
+
+def safe_name(text: str, limit: int = SAFE_NAME_LIMIT) -> str:
+    """``text`` as one part of a file or folder name: unchanged when it is short and made of
+    letters, digits and ``._+=-`` only (not starting with a dot); otherwise a slug of those
+    characters, cut to fit, and 8 hex digits of its sha256 (so two names stay two names)."""
+    if not text or (len(text) <= limit and _SAFE_NAME.fullmatch(text)):
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    slug = re.sub(r"[^A-Za-z0-9._+=-]+", "_", text).strip("._")[: limit - 9].rstrip("._")
+    return f"{slug}-{digest}" if slug else digest
+
+
+EXPERIMENT_STARTED = ".experiment-started.json"  # an experiment's name and command, at its start
+
+
+def unfinished_experiment(path: Path) -> str | None:
+    """The one-line account of an experiment directory stopped before its first arm finished
+    (no manifest.json yet), with the command that finishes it; None for anything else."""
+    try:
+        started = json.loads((path / EXPERIMENT_STARTED).read_text())
+    except (OSError, ValueError):
+        started = None
+    if isinstance(started, dict) and isinstance(started.get("command"), str):
+        return (
+            f"{path} is an unfinished experiment directory ({started.get('experiment')}, stopped "
+            f"before its first replay finished); run `{started['command']}` again to finish it"
+        )
+    if (path / "runs").is_dir():
+        return (
+            f"{path} is an unfinished experiment directory (stopped before its first replay "
+            "finished); run the same `interp experiment NAME --out "
+            f"{path}` command again to finish it"
+        )
+    return None
+
+
 def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     """Written last: with ``"complete": true`` it makes the directory a run."""
     write_json(out / "manifest.json", manifest)
@@ -162,6 +203,9 @@ class Run:
                 f"{path} is an unfinished replay; run the same replay command again to resume it"
             )
         if not manifest_path.is_file():
+            unfinished = unfinished_experiment(path)
+            if unfinished is not None:
+                raise InterpError(unfinished)
             raise InterpError(
                 f"{path} is not a run directory (no manifest.json); run interp replay"
             )
@@ -169,6 +213,11 @@ class Run:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as err:
             raise InterpError(f"{manifest_path}: not valid JSON ({err.msg})") from None
+        if not isinstance(manifest, dict):
+            raise InterpError(
+                f"{manifest_path} holds {type(manifest).__name__}, not a run's manifest (a JSON "
+                "object); replay again into a new directory"
+            )
         if not manifest.get("complete"):
             raise InterpError(
                 f"{path} is an unfinished replay; run the same replay again to finish it"

@@ -309,9 +309,9 @@ def _with_transfer(
 
 
 def _load_run_model(info: dict[str, Any]) -> HookedTransformer:
-    from interp.loading import load_model
+    from interp.loading import load_run_model
 
-    return load_model(info["model_id"])
+    return load_run_model(info)
 
 
 def _hook(layer: int) -> str:

@@ -36,7 +36,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.errors import InterpError
-from interp.loading import check_run_model, load_model
+from interp.loading import check_run_model, load_run_model
 from interp.lock import run_lock
 from interp.options import check_at_least
 from interp.patching.analysis import PatchConfig, check_config, select_items
@@ -50,7 +50,7 @@ from interp.sae.transcoders import (
     load_transcoders,
     mlp_input,
 )
-from interp.store import Run
+from interp.store import Run, safe_name
 
 KIND = "feature_circuits"
 CIRCUIT_TRACER = "circuit-tracer==0.5.0"
@@ -377,8 +377,9 @@ class FeatureCircuitConfig:
                 raise InterpError(f"--{name.replace('_', '-')} must be in (0, 1]")
 
     def name(self) -> str:
-        ex = str(self.example).replace("/", "_")
-        return f"r{self.round}-t{self.target_round}-{ex}-{Path(self.transcoders).name}"
+        ex = safe_name(str(self.example).replace("/", "_"))
+        tc = safe_name(Path(self.transcoders).name)
+        return f"r{self.round}-t{self.target_round}-{ex}-{tc}"
 
 
 @dataclass
@@ -423,7 +424,7 @@ def feature_circuit(
     item = items[0]
     with run_lock(run.path) if write else contextlib.nullcontext():
         if model is None:
-            model = load_model(run.manifest["model"]["model_id"], device=device)
+            model = load_run_model(run.manifest["model"], device=device)
         check_run_model(model, run.manifest["model"])
         transcoders = load_transcoders(config.transcoders, model)
         rm = replacement_model(model, transcoders, scan=Path(config.transcoders).name)

@@ -28,9 +28,9 @@ from transformer_lens import HookedTransformer
 from interp.circuits.eap import EdgePair
 from interp.circuits.export import write_graph_files
 from interp.circuits.graph import Graph, split_inputs
-from interp.distributed import Workers, run_jobs
+from interp.distributed import Workers, connected, run_jobs
 from interp.errors import InterpError
-from interp.loading import check_run_model, load_model
+from interp.loading import check_run_model, load_run_model, run_model_spec
 from interp.lock import run_lock
 from interp.options import check_at_least
 from interp.patching.analysis import (
@@ -229,12 +229,13 @@ def circuit(
     tokens = run.tokens()
     # As interp patch: the read-out tokens of the two rounds must be the same token.
     alignment = check_alignment(items, tokens, pconfig)
-    with run_lock(run.path) if write else contextlib.nullcontext():
+    with connected(workers), run_lock(run.path) if write else contextlib.nullcontext():
         if model is None:
-            model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
+            model = load_run_model(run.manifest["model"], device=device, dtype=dtype)
         check_run_model(model, run.manifest["model"])
         graph = Graph.of(model)
-        spread = None if workers is None else (workers, run.manifest["model"]["model_id"], dtype)
+        spec = run_model_spec(run.manifest["model"])
+        spread = None if workers is None else (workers, spec, dtype)
         with split_inputs(model):
             result = _compute(model, graph, config, items, tokens, ids.ids, progress, spread)
         edges, nodes, faith, summary, scores = result
@@ -367,7 +368,7 @@ def _per_example(model, config, items, tokens, job, extra, desc, progress, sprea
             )
             bar.update(len(chunk))
     else:
-        workers, model_id, dtype = spread
+        workers, model_spec, dtype = spread
         jobs = [
             (key, (config, chunk, [tokens[i.index] for i in chunk], *extra))
             for key, chunk in enumerate(shards)
@@ -377,7 +378,7 @@ def _per_example(model, config, items, tokens, job, extra, desc, progress, sprea
             parts[key] = _decode(value)
             bar.update(len(shards[key]))
 
-        spec = {"name_or_path": model_id, "device": str(model.cfg.device), "dtype": dtype}
+        spec = {**model_spec, "device": str(model.cfg.device), "dtype": dtype}
         run_jobs(workers, spec, job, jobs, store)
     bar.close()
     return np.concatenate([parts[key] for key in sorted(parts)])

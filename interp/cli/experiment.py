@@ -102,14 +102,56 @@ def _preflight(
         preflight.check_model(model, dtype=dtype, device=device)
 
 
+# With --run, the run already holds these: they decide replays, which --run does not make.
+_REPLAY_ONLY = (
+    "out",
+    "model",
+    "task",
+    "data",
+    "bbq_templates",
+    "sample",
+    "limit",
+    "rounds",
+    "plan",
+    "control",
+    "stats",
+    "probe",
+    "batch_size",
+    "device",
+    "dtype",
+)
+
+
+def _refuse_replay_options(command: Callable[..., Any], given: dict[str, Any]) -> None:
+    """``--run RUN`` analyses a stored run: a replay option given with it (one that differs
+    from its default) would be ignored, so it is refused in one line instead."""
+    import inspect
+
+    for name, param in inspect.signature(command).parameters.items():
+        if name in _REPLAY_ONLY and name in given and given[name] != param.default:
+            flag = "--" + name.replace("_", "-")
+            if name == "out":
+                raise InterpError(
+                    "--out and --run: give one (--run writes RUN/experiments/NAME; --out "
+                    "replays into a new experiment directory)"
+                )
+            raise InterpError(
+                f"{flag} does not apply with --run: the run was replayed with its own; leave "
+                f"{flag} out, or replay anew with --out DIR"
+            )
+
+
 def _show(result: Any, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
+        not_stored = getattr(result, "not_stored", None)
+        summary = result.summary if not not_stored else {**result.summary, "not_stored": not_stored}
+        typer.echo(json.dumps(summary, indent=2, allow_nan=False))
         return
     from interp.cli.format import format_experiment
 
     typer.echo(format_experiment(result))
-    typer.echo(f"wrote {result.path}")
+    not_stored = getattr(result, "not_stored", None)
+    typer.echo(f"not stored: {not_stored}" if not_stored else f"wrote {result.path}")
 
 
 def _command() -> str:
@@ -157,6 +199,7 @@ def convergence(
         raise InterpError("--control-run goes with --run (an experiment replays its control)")
     _preflight(run, control_run, layer, model, dtype, device)
     if run is not None:
+        _refuse_replay_options(convergence, fields)
         from interp.experiments.convergence import convergence_of_run
 
         result = convergence_of_run(
@@ -209,6 +252,7 @@ def superficial(
         raise InterpError("--control-run goes with --run (an experiment replays its control)")
     _preflight(run, control_run, None, model, dtype, device)
     if run is not None:
+        _refuse_replay_options(superficial, fields)
         from interp.experiments.superficial import superficial_of_run
 
         result = superficial_of_run(

@@ -44,7 +44,7 @@ from interp.stats import (
     check_cluster_key,
     example_clusters,
 )
-from interp.store import Run, write_json, write_parquet
+from interp.store import EXPERIMENT_STARTED, Run, write_json, write_parquet
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -106,6 +106,9 @@ class ExperimentResult:
     path: Path
     tables: dict[str, pd.DataFrame]
     summary: dict[str, Any]
+    # None: written to ``path``; otherwise why it was only printed (a stored result at
+    # ``path`` is stronger and is kept)
+    not_stored: str | None = None
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -129,7 +132,11 @@ def validate(config: ExperimentConfig) -> None:
 
 
 def check_control(config: ExperimentConfig) -> None:
-    """The control arm must be another plan (experiments with a control arm only)."""
+    """The control arm must be another plan (experiments with a control arm only); both
+    plans load (an unknown name or a bad plan file is refused before any arm is replayed)."""
+    load_any_plan(config.task, config.plan)
+    if config.control is not None:
+        load_any_plan(config.task, config.control)
     if config.control is not None and config.control == config.plan:
         raise InterpError(
             f"control {config.control!r} is the main plan itself; choose another plan as the "
@@ -153,6 +160,18 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def with_model(config: ExperimentConfig, model: HookedTransformer | None) -> ExperimentConfig:
+    """``config`` naming the model passed in (a config left at the default model records the
+    model actually used; one naming another model is refused before anything is written)."""
+    from dataclasses import replace
+
+    if model is None:
+        return config
+    from interp.loading import recorded_model_name
+
+    return replace(config, model=recorded_model_name(config.model, model))
 
 
 class ModelHolder:
@@ -185,6 +204,7 @@ class ExperimentDir:
         self.started = time.perf_counter()
         self._created: list[Path] = []
         self._lock: Any = None
+        self._marker = False  # this call wrote EXPERIMENT_STARTED
 
     def __enter__(self) -> ExperimentDir:
         if self.path.exists() and not self.path.is_dir():
@@ -197,6 +217,11 @@ class ExperimentDir:
         except BaseException:
             remove_empty(self._created)
             raise
+        marker = self.path / EXPERIMENT_STARTED
+        if not (self.path / "manifest.json").exists() and not marker.exists():
+            # Until the first arm's manifest: what a killed start was, and how to finish it.
+            write_json(marker, {"experiment": self.name, "command": self.command})
+            self._marker = True
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -206,6 +231,8 @@ class ExperimentDir:
             with contextlib.suppress(OSError):
                 (self.path / "runs").rmdir()
             if not (self.path / "manifest.json").exists():  # no arm finished: these are ours
+                if self._marker:  # (one an earlier, killed start left stays)
+                    (self.path / EXPERIMENT_STARTED).unlink(missing_ok=True)
                 shutil.rmtree(self.path / "plans", ignore_errors=True)
                 shutil.rmtree(self.path / "data", ignore_errors=True)
                 shutil.rmtree(self.path / "encodings", ignore_errors=True)
@@ -219,7 +246,8 @@ class ExperimentDir:
         manifest = self.path / "manifest.json"
         if not manifest.is_file():
             if self.path.is_dir() and any(
-                p.name not in (".interp.lock", "runs", "plans", "data", "encodings")
+                p.name
+                not in (".interp.lock", EXPERIMENT_STARTED, "runs", "plans", "data", "encodings")
                 for p in self.path.iterdir()
             ):
                 raise InterpError(
@@ -230,6 +258,11 @@ class ExperimentDir:
             info = json.loads(manifest.read_text())
         except ValueError:
             raise InterpError(f"{manifest} is corrupt; delete {self.path} and run again") from None
+        if not isinstance(info, dict):
+            raise InterpError(
+                f"{manifest} holds {type(info).__name__}, not an experiment's manifest (a JSON "
+                f"object); delete {self.path} and run again, or choose another --out"
+            )
         if "experiment" not in info:
             raise InterpError(
                 f"{self.path} is a run directory, not an experiment; analyse it with --run "
@@ -241,6 +274,8 @@ class ExperimentDir:
                 f"{self.name!r}; choose another --out"
             )
         stored = info.get("replay") or {}
+        if not isinstance(stored, dict):
+            raise InterpError(f"{manifest} is corrupt; delete {self.path} and run again")
         # Settings added since the folder was written (control, stats) are not compared: the
         # arms they decide are replayed or reused by their own fingerprints.
         if {k: v for k, v in replay_settings(self.config).items() if k in stored} != stored:
@@ -267,6 +302,7 @@ class ExperimentDir:
 
     def write_manifest(self, complete: bool, sizes: dict[str, Any] | None = None) -> None:
         write_json(self.path / "manifest.json", self.manifest(complete, sizes or {}))
+        (self.path / EXPERIMENT_STARTED).unlink(missing_ok=True)  # the manifest says it now
 
     def arm(
         self,
@@ -334,6 +370,53 @@ class ExperimentDir:
         return ExperimentResult(self.name, self.path, tables, summary)
 
 
+def open_run_and_control(
+    run_dir: str | Path, control_run: str | Path | None
+) -> tuple[Run, Run | None]:
+    """An existing run and its control run, checked as ``probe``/``patch --control-run``
+    check one (another directory, same model weights, rounds, data and examples, another
+    plan)."""
+    from interp.controls import open_control
+
+    run = Run.open(run_dir)
+    if control_run is None:
+        return run, None
+    return run, open_control(run, control_run)[0]
+
+
+def weaker_than_stored(
+    stored: dict[str, Any], stored_tables: list[str], new: ExperimentResult
+) -> str | None:
+    """Why ``new`` is weaker than the analysis stored beside it (fewer bootstrap resamples,
+    a table it lacks: the control's differences, the concept's correlation), or None."""
+    stored_boot, new_boot = stored.get("n_boot"), new.summary.get("n_boot")
+    if isinstance(stored_boot, int) and isinstance(new_boot, int) and new_boot < stored_boot:
+        return f"--n-boot {new_boot} is fewer resamples than the stored {stored_boot}"
+    missing = [t for t in stored_tables if t not in new.tables]
+    if missing:
+        return f"it lacks the stored table{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+    return None
+
+
+def store_run_analysis(run: Run, result: ExperimentResult) -> ExperimentResult:
+    """Write an experiment's analysis of a run into ``<run>/experiments/NAME/``, unless a
+    stored one is stronger: then the new one is only printed (``not_stored`` says why), as
+    ``interp metrics`` prints, never stores, other bootstrap settings."""
+    with run_lock(run.path):
+        if result.name in run.analyses("experiments"):
+            stored = run.read_analysis("experiments", result.name, [])
+            why = weaker_than_stored(
+                stored.summary, sorted(p.stem for p in result.path.glob("*.parquet")), result
+            )
+            if why is not None:
+                result.not_stored = (
+                    f"{result.path} keeps its stored analysis: {why}; this one is printed only"
+                )
+                return result
+        run.write_analysis("experiments", result.name, result.tables, result.summary)
+    return result
+
+
 def selected_examples(config: ExperimentConfig) -> list[Any]:
     """The examples the experiment's replays hold (task, data, sample, limit, seed)."""
     from interp.replay import ReplayConfig, select_examples
@@ -355,7 +438,7 @@ def _complete_with(out: Path, key: str) -> bool:
         info = json.loads((out / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return bool(info.get("complete")) and info.get("fingerprint") == key
+    return isinstance(info, dict) and bool(info.get("complete")) and info.get("fingerprint") == key
 
 
 def load_any_plan(task: str, plan: str) -> Any:

@@ -65,12 +65,14 @@ from interp.experiments.common import (
     check_control,
     concept_matrix,
     no_probe_hint,
+    open_run_and_control,
     run_grid,
+    store_run_analysis,
     validate,
     weights_for,
+    with_model,
     with_position,
 )
-from interp.lock import run_lock
 from interp.stats import percentile_interval
 from interp.store import Run
 
@@ -695,13 +697,21 @@ def convergence_of_run(
 ) -> ExperimentResult:
     """Fit an existing run (beside ``control_run``, a replay of another plan on the same
     examples, when given); write ``<run>/experiments/convergence/`` (tables, summary)."""
-    run = Run.open(run_dir)
-    control = Run.open(control_run) if control_run is not None else None
     validate_analysis(
         ExperimentConfig(layer=layer, eps=eps, n_boot=n_boot, seed=seed, cluster=cluster)
     )
+    run, control = open_run_and_control(run_dir, control_run)
     if control is not None:
         check_same_examples(run, control)
+    if layer is not None:  # refused here, not ignored (it picks a probe layer)
+        if layer >= run.n_layers:
+            raise InterpError(
+                f"layer {layer} is out of range: the run has layers 0..{run.n_layers - 1}"
+            )
+        if concept_matrix(run, concept, layer) is None:
+            raise InterpError(
+                f"layer {layer} picks a concept score, but {no_probe_hint(run, concept)}"
+            )
     tables, summary = analyse_run(
         run,
         concept=concept,
@@ -712,9 +722,8 @@ def convergence_of_run(
         cluster=cluster,
         control=control,
     )
-    with run_lock(run.path):
-        run.write_analysis("experiments", NAME, tables, summary)
-    return ExperimentResult(NAME, run.path / "experiments" / NAME, tables, summary)
+    result = ExperimentResult(NAME, run.path / "experiments" / NAME, tables, summary)
+    return store_run_analysis(run, result)
 
 
 def validate_analysis(config: ExperimentConfig) -> None:
@@ -733,6 +742,7 @@ def convergence(
     fit the curves of both with their paired differences."""
     validate(config)
     check_control(config)
+    config = with_model(config, model)  # the model passed, not the default, is recorded
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         run = exp.arm("main", config.plan, holder, progress=progress)

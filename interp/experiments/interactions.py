@@ -56,6 +56,7 @@ from interp.experiments.common import (
     surviving,
     validate,
     weights_for,
+    with_model,
     with_position,
 )
 from interp.experiments.convergence import _records
@@ -357,6 +358,7 @@ def interactions(
     """Replay the 8 cells (each reused when done), probe them, estimate the effects."""
     validate(config)
     refuse_winogender(config, NAME, WHY_NOT_WINOGENDER)
+    config = with_model(config, model)  # the model passed, not the default, is recorded
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         plans_dir = exp.path / "plans"

@@ -36,6 +36,7 @@ from interp.experiments.common import (
     selected_examples,
     validate,
     weights_for,
+    with_model,
     with_position,
 )
 from interp.experiments.convergence import _records
@@ -392,6 +393,7 @@ def self_distinguish(
             "no selected example has a stereotyped option that differs from its correct "
             "answer; self-distinguish needs BBQ-like items with a bias target"
         )
+    config = with_model(config, model)  # the model passed, not the default, is recorded
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         exp.inputs = {"question": QUESTION, "prefix": PREFIX}

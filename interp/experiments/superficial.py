@@ -52,15 +52,17 @@ from interp.experiments.common import (
     all_layers_matrix,
     check_control,
     no_probe_hint,
+    open_run_and_control,
     refuse_winogender,
     run_grid,
+    store_run_analysis,
     surviving,
     validate,
     weights_for,
+    with_model,
     with_position,
 )
 from interp.experiments.convergence import _label, _records, check_same_examples, weighted_means
-from interp.lock import run_lock
 from interp.stats import bootstrap_p, percentile_interval
 from interp.store import Run
 
@@ -466,14 +468,12 @@ def superficial_of_run(
     from dataclasses import replace
 
     validate(replace(ExperimentConfig(), rounds=2, n_boot=n_boot, cluster=cluster))
-    run = Run.open(run_dir)
-    control = Run.open(control_run) if control_run is not None else None
+    run, control = open_run_and_control(run_dir, control_run)
     tables, summary = analyse_run(
         run, concept=concept, n_boot=n_boot, seed=seed, cluster=cluster, control=control
     )
-    with run_lock(run.path):
-        run.write_analysis("experiments", NAME, tables, summary)
-    return ExperimentResult(NAME, run.path / "experiments" / NAME, tables, summary)
+    result = ExperimentResult(NAME, run.path / "experiments" / NAME, tables, summary)
+    return store_run_analysis(run, result)
 
 
 def superficial(
@@ -488,6 +488,7 @@ def superficial(
     validate(config)
     refuse_winogender(config, NAME, WHY_NOT_WINOGENDER)
     check_control(config)
+    config = with_model(config, model)  # the model passed, not the default, is recorded
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         run = exp.arm("main", config.plan, holder, progress=progress)

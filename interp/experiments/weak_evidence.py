@@ -38,6 +38,7 @@ from interp.experiments.common import (
     selected_examples,
     validate,
     weights_for,
+    with_model,
     with_position,
 )
 from interp.experiments.convergence import _records
@@ -230,6 +231,7 @@ def weak_evidence(
     )
     selected = selected_examples(config)
     items = build_items(selected, config.seed)
+    config = with_model(config, model)  # the model passed, not the default, is recorded
     holder = ModelHolder(config, model)
     with ExperimentDir(NAME, config, command) as exp:
         data = exp.path / "data" / "weak-evidence.jsonl"

@@ -40,7 +40,7 @@ from interp.stats import (
     json_float,
     percentile_interval,
 )
-from interp.store import Run
+from interp.store import Run, safe_name
 
 DIRECTIONS = ("denoise", "noise")
 METHODS = ("exact", "attribution")
@@ -218,7 +218,8 @@ class PatchConfig:
             features = (self.features or "").replace(":", "")
             if not re.fullmatch(r"[0-9,a-z]{1,40}", features):
                 features = "f" + hashlib.sha256(features.encode()).hexdigest()[:8]
-            parts.append(f"{Path(self.sae).resolve().name}-{features.replace(',', '_')}")
+            sae = safe_name(Path(self.sae).resolve().name)
+            parts.append(f"{sae}-{features.replace(',', '_')}")
         selection: tuple[Any, ...] = (
             self.examples,
             self.categories,

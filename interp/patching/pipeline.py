@@ -22,9 +22,9 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.controls import open_control
-from interp.distributed import Workers, run_jobs
+from interp.distributed import Workers, connected, run_jobs
 from interp.errors import InterpError
-from interp.loading import check_run_model, load_model
+from interp.loading import check_run_model, load_run_model, run_model_spec
 from interp.lock import run_lock
 from interp.patching.analysis import (
     DEFINITIONS,
@@ -174,8 +174,9 @@ def run_patching(
         control_run, control_config, control_items, _ = control
         check_prompt_lengths(control_items, control_config)
         check_alignment(control_items, control_run.tokens(), control_config)
-    # One writer per run directory (interp.lock), refused before the model loads.
-    with run_lock(run.path) if write else contextlib.nullcontext():
+    # One writer per run directory (interp.lock), refused before the model loads; the Ray
+    # cluster joined and checked first (interp.distributed.connected).
+    with connected(workers), run_lock(run.path) if write else contextlib.nullcontext():
         args = (model, progress, device, dtype, write, started, workers)
         return _run_checked(run, config, items, counts, tokens, alignment, clusters, control, *args)
 
@@ -198,7 +199,7 @@ def _run_checked(
     workers=None,
 ) -> PatchResult:
     if model is None:
-        model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
+        model = load_run_model(run.manifest["model"], device=device, dtype=dtype)
     check_run_model(model, run.manifest["model"])
     site, site_info = None, None
     if config.sae is not None:
@@ -209,7 +210,7 @@ def _run_checked(
             model.cfg.n_layers, model.cfg.n_heads, config.layers(run.n_layers), config.components()
         )
     patching_started = time.perf_counter()
-    spread = None if workers is None else (workers, run.manifest["model"]["model_id"], dtype)
+    spread = None if workers is None else (workers, run_model_spec(run.manifest["model"]), dtype)
     rows = _rows(model, config, items, tokens, variants, config.method, progress, spread, site)
     patched_at = time.perf_counter()
     timing = {"patching_s": patched_at - patching_started}
@@ -302,7 +303,7 @@ def _rows(
     variants: Sequence[Variant],
     method: str,
     progress: bool,
-    spread: tuple[Workers, str, str] | None = None,
+    spread: tuple[Workers, dict[str, Any], str] | None = None,  # workers, model spec, dtype
     site: FeatureSite | None = None,
 ) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
@@ -318,7 +319,7 @@ def _rows(
         return rows
     # Shards of consecutive examples; the rows are put back in example order, so the table is
     # the single process's whatever order the shards finish in.
-    workers, model_id, dtype = spread
+    workers, model_spec, dtype = spread
     shards: dict[int, list[dict[str, Any]]] = {}
     jobs = []
     for k, start in enumerate(range(0, len(items), PATCH_SHARD)):
@@ -329,7 +330,7 @@ def _rows(
         shards[k] = shard_rows
         bar.update(len(jobs[k][1][1]))
 
-    spec = {"name_or_path": model_id, "device": str(model.cfg.device), "dtype": dtype}
+    spec = {**model_spec, "device": str(model.cfg.device), "dtype": dtype}
     run_jobs(workers, spec, _shard_rows, jobs, store)
     bar.close()
     return [row for k in sorted(shards) for row in shards[k]]
@@ -420,7 +421,7 @@ def _verify(
     tokens: Sequence[Sequence[int]],
     rows: list[dict[str, Any]],
     progress: bool,
-    spread: tuple[Workers, str, str] | None = None,
+    spread: tuple[Workers, dict[str, Any], str] | None = None,  # workers, model spec, dtype
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Exact patching of the ``verify_top`` variants with the largest estimated mean change,
     and Spearman's rank correlation between estimated and exact mean changes."""

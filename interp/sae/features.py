@@ -249,9 +249,9 @@ def sae_features(
     notes = list(concept_notes)
     if corpus is not None:
         if model is None:
-            from interp.loading import load_model
+            from interp.loading import load_run_model
 
-            model = load_model(run.manifest["model"]["model_id"], device=device, dtype=dtype)
+            model = load_run_model(run.manifest["model"], device=device, dtype=dtype)
         from interp.loading import check_run_model
 
         check_run_model(model, run.manifest["model"])

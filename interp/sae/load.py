@@ -25,8 +25,11 @@ SAE_WEIGHTS = "sae_weights.safetensors"
 
 
 def sae_name(path: str | Path) -> str:
-    """The name an SAE's outputs are filed under in a run: its folder's name."""
-    return Path(path).resolve().name
+    """The name an SAE's outputs are filed under in a run: its folder's name (made safe and
+    short by ``interp.store.safe_name`` when it is not)."""
+    from interp.store import safe_name
+
+    return safe_name(Path(path).resolve().name)
 
 
 def read_sae_config(path: str | Path) -> dict:

@@ -113,7 +113,7 @@ def test_probe_and_patch_check_before_any_work(tmp_path, base_run, monkeypatch):
         raise AssertionError("work started on a damaged run")
 
     monkeypatch.setattr(probes.api, "_concept_encodings", too_late)
-    monkeypatch.setattr(interp.patching.pipeline, "load_model", too_late)
+    monkeypatch.setattr(interp.patching.pipeline, "load_run_model", too_late)
     run = copy_run(base_run, tmp_path / "run")
     truncate(run / ACTS)
     for command in ("probe", "patch"):
