@@ -6,7 +6,9 @@ Measures the median (and every run) of REPEATS whole-process runs of
 - ``interp --help``;
 - ``interp metrics --run R`` on a small run of the tiny model (made once, beforehand);
 - the refusals (each must print its one ``error:`` line and exit 2): a mistyped run, a layer
-  and a round out of the run's range, a model that is not installed, an unknown flag;
+  and a round out of the run's range, a model that is not installed, an unknown flag, permuted
+  orders in generate mode, a malformed Ray address, an unknown control plan, a mistyped
+  control run;
 - ``python -c "import torch, transformer_lens"``: the cost the others must not pay.
 Also records which of torch / transformer_lens each command loads (``-X importtime``).
 Writes benchmarks/results/startup.json. Usage: python benchmarks/startup.py [--out FILE]
@@ -78,6 +80,14 @@ def main() -> None:
             "refused: replay --model notinstalled": [*cli, "replay", "--model", "notinstalled"]
             + ["--out", missing],
             "refused: patch --bogus-flag": [*cli, "patch", "--bogus-flag"],
+            "refused: replay --permute cyclic --mode generate": [*cli, "replay", "--model"]
+            + ["tiny", "--permute", "cyclic", "--mode", "generate", "--out", missing],
+            "refused: replay --ray-address 'not a host'": [*cli, "replay", "--model", "tiny"]
+            + ["--ray-address", "not a host", "--out", missing],
+            "refused: experiment convergence --control nonsense": [*cli, "experiment"]
+            + ["convergence", "--model", "tiny", "--control", "nonsense", "--out", missing],
+            "refused: experiment convergence --run R --control-run MISTYPED": [*cli]
+            + ["experiment", "convergence", "--run", run, "--control-run", missing],
             "python -c 'import torch, transformer_lens'": [
                 sys.executable,
                 "-c",

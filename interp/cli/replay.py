@@ -17,6 +17,7 @@ from interp.cli.options import (
     WorkersOption,
     workers_from_flags,
 )
+from interp.errors import InterpError
 
 
 def replay(
@@ -129,6 +130,15 @@ def replay(
     from interp import preflight
 
     preflight.check_model(model, dtype=dtype, device=device)  # before torch is imported
+    if permute != "none" and mode != "choice":  # replay's own check, without torch's import
+        raise InterpError(
+            f"--permute {permute} needs --mode choice (its debiased accuracy averages the "
+            "options' scores over orders; generate mode scores none)"
+        )
+    if ray_address is not None:  # a bad or unreachable address: before anything is written
+        from interp.distributed import check_address
+
+        check_address(ray_address)
 
     from interp.replay import ReplayConfig
     from interp.replay import replay as run_replay

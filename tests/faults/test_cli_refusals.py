@@ -86,6 +86,15 @@ def _refusals(run: Path, missing: Path) -> dict[str, tuple[list[str], str]]:
             ["replay", "--model", str(missing) + ".gguf", "--out", str(missing)],
             "no such GGUF file",
         ),
+        "replay, permuted orders in generate mode": (
+            ["replay", "--model", "tiny", "--permute", "cyclic", "--mode", "generate"]
+            + ["--out", str(missing)],
+            "--permute cyclic needs --mode choice",
+        ),
+        "replay, malformed ray address": (
+            ["replay", "--model", "tiny", "--ray-address", "not a host", "--out", str(missing)],
+            "--ray-address 'not a host' is not HOST:PORT",
+        ),
         "sae train, model not installed": (
             ["sae", "train", "--model", "notinstalled", "--out", str(missing)],
             "unknown model 'notinstalled'",
@@ -110,6 +119,8 @@ PROCESS_CASES = [
     "metrics, mistyped run",
     "experiment, layer out of range",
     "replay, model not installed",
+    "replay, permuted orders in generate mode",
+    "replay, malformed ray address",
 ]
 
 
