@@ -187,7 +187,7 @@ def open_sae(path: str | Path, run: Run, device: str = "cpu") -> SAE:
     check_sae_run(cfg, run, path)
     try:
         sae = SAE.load_from_disk(str(path), device=device)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+    except Exception as err:  # read_sae_config checked it; anything else is one line too
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InterpError(f"--sae {path}: sae-lens cannot load it ({first})") from None
     return sae.to(dtype=torch.float32)
