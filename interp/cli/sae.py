@@ -340,7 +340,8 @@ def features(
         )
     for note in summary["notes"]:
         typer.echo(f"note: {note}")
-    typer.echo(f"wrote {result.paths[-1].parent}" if result.paths else "")
+    if result.paths:  # else a note said why it was printed, not stored
+        typer.echo(f"wrote {result.paths[-1].parent}")
 
 
 sae_app.command("train")(train)
