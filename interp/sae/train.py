@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
+from interp.lock import output_lock, public_modes
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
 from interp.sae.evals import SINK_POSITIONS
 from interp.sae.load import SAE_CONFIG, SAE_WEIGHTS
@@ -136,6 +137,16 @@ def train_sae(
     """Train an SAE as ``config`` says and write its folder; see the module docstring."""
     d_in = check_train_config(config, model)
     out = Path(config.out)
+    # one writer per --out from the start; the lock also clears killed writers' partials
+    with output_lock(out):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):  # made while we checked
+            raise InterpError(f"--out {out} exists and is not an empty folder; choose a new one")
+        return _train_sae(config, model, d_in, out, progress)
+
+
+def _train_sae(
+    config: TrainConfig, model: HookedTransformer, d_in: int, out: Path, progress: bool
+) -> TrainResult:
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     corpus = build_corpus(config.corpus, model)
@@ -147,7 +158,6 @@ def train_sae(
             f"{tokens} training tokens are fewer than one batch (--batch-tokens "
             f"{config.batch_tokens}); add text, raise --tokens or lower --batch-tokens"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         t1 = time.perf_counter()
@@ -177,6 +187,7 @@ def train_sae(
         )
         _write_json(work / TRAINING_FILE, training)
         _write_json(work / EVALS_FILE, evals)
+        public_modes(work)  # mkdtemp made it 0700, safetensors files are 0600
         if out.is_dir():  # an empty folder given as --out (checked above)
             out.rmdir()
         work.rename(out)

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
+from interp.lock import output_lock, public_modes
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
 from interp.sae.evals import MAX_BATCH, SINK_POSITIONS, heldout_sequences, scored_mask
 
@@ -368,6 +369,20 @@ def train_transcoders(
     docstring)."""
     layers = check_transcoder_config(config, model)
     out = Path(config.out)
+    # one writer per --out from the start; the lock also clears killed writers' partials
+    with output_lock(out):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):  # made while we checked
+            raise InterpError(f"--out {out} exists and is not an empty folder; choose a new one")
+        return _train_transcoders(config, model, layers, out, progress)
+
+
+def _train_transcoders(
+    config: TranscoderTrainConfig,
+    model: HookedTransformer,
+    layers: list[int],
+    out: Path,
+    progress: bool,
+) -> TranscoderTrainResult:
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     corpus = build_corpus(config.corpus, model)
@@ -379,7 +394,6 @@ def train_transcoders(
             f"{tokens} training tokens are fewer than one batch (--batch-tokens "
             f"{config.batch_tokens}); add text, raise --tokens or lower --batch-tokens"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         t1 = time.perf_counter()
@@ -408,6 +422,7 @@ def train_transcoders(
         record["files"] = [p.name for p in files] + [RECORD_FILE, EVALS_FILE]
         _write_json(work / RECORD_FILE, record)
         _write_json(work / EVALS_FILE, evals)
+        public_modes(work)  # mkdtemp made it 0700, safetensors files are 0600
         if out.is_dir():
             out.rmdir()
         work.rename(out)
