@@ -49,6 +49,7 @@ from interp.errors import InterpError
 from interp.lock import output_lock, public_modes
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
 from interp.sae.evals import MAX_BATCH, SINK_POSITIONS, heldout_sequences, scored_mask
+from interp.sae.train import check_budget_flags, check_epochs, check_memory
 
 if TYPE_CHECKING:
     import torch
@@ -92,14 +93,11 @@ def check_transcoder_config(
 ) -> list[int]:
     """Refuse settings that cannot train, before anything is computed or written; returns the
     layers (every layer when ``config.layers`` is None and a model is given)."""
-    if config.width < 1:
-        raise InterpError("--width must be at least 1")
+    check_budget_flags(config.width, config.tokens)
     if not (math.isfinite(config.l1) and config.l1 >= 0):
         raise InterpError("--l1 must be a number >= 0")
     if not 0 <= config.l1_warmup <= 1:
         raise InterpError("--l1-warmup must be between 0 and 1")
-    if config.tokens is not None and config.tokens < 1:
-        raise InterpError("--tokens must be at least 1")
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise InterpError("--lr must be a number > 0")
     if config.batch_tokens < 1:
@@ -123,6 +121,8 @@ def check_transcoder_config(
         raise InterpError(f"--layers {bad[0]}: model {model.cfg.model_name} has layers 0..{n - 1}")
     if model.cfg.d_mlp is None or not hasattr(model.blocks[0], "ln2"):
         raise InterpError(f"model {model.cfg.model_name} has no MLP with a norm before it")
+    d_model = int(model.cfg.d_model)
+    check_memory(len(layers), d_model, config.width, config.batch_tokens, str(model.cfg.device))
     return layers
 
 
@@ -389,6 +389,7 @@ def _train_transcoders(
     t_corpus = time.perf_counter() - t0
     train_tokens = int(scored_mask(corpus.train, corpus.exclude_ids).sum())
     tokens = config.tokens if config.tokens is not None else train_tokens
+    check_epochs(tokens, train_tokens)
     if tokens < config.batch_tokens:
         raise InterpError(
             f"{tokens} training tokens are fewer than one batch (--batch-tokens "
