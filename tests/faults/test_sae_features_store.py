@@ -73,3 +73,21 @@ def test_a_second_writer_is_refused_before_it_computes(space, monkeypatch):
     with run_lock(run):
         args = ("sae", "features", "--run", str(run), "--sae", str(space / "sae"))
         assert_refused_without_trace(run, *args, contains="in use")
+
+
+def test_a_rerun_without_contexts_keeps_the_stored_contexts(space):
+    from interp.sae.features import FeaturesConfig, weaker_than_stored
+    from interp.store import Run
+
+    assert _features(space, "--n-shuffles", "10", "--n-boot", "20").exit_code == 0
+    run = Run.open(space / "run")
+    stored = run.read_analysis("sae", "sae")
+    # as if that run had been given --contexts (which needs a model forward)
+    summary = stored.summary | {"config": stored.summary["config"] | {"contexts": "held.txt"}}
+    run.write_analysis("sae", "sae", stored.tables, summary)
+    config = FeaturesConfig(sae=str(space / "sae"), n_shuffles=10, n_boot=20)
+    assert "has --contexts tables" in weaker_than_stored(run, "sae", config)
+    before = tree_digest(space / "run")
+    result = _features(space, "--n-shuffles", "10", "--n-boot", "20")
+    assert "note: not stored: the stored result has --contexts tables" in result.stdout
+    assert tree_digest(space / "run") == before
