@@ -102,7 +102,6 @@ def train(
     them), training.json (corpus hash, tokens, model hash, loss curve) and evals.json
     (explained variance, L0, dead latents, CE loss recovered, KL on held-out tokens).
     """
-    from interp.loading import load_model
     from interp.sae.evals import format_evals
     from interp.sae.train import TrainConfig, check_train_config, train_sae
 
@@ -120,7 +119,9 @@ def train(
         eval_tokens=eval_tokens,
         corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
     )
-    check_train_config(config)  # before the model loads
+    check_train_config(config)  # before the model loads (and before TransformerLens imports)
+    from interp.loading import load_model
+
     result = train_sae(config, load_model(model, device=device), progress=not as_json)
     if as_json:
         typer.echo(json.dumps(result.evals, indent=2, allow_nan=False))
@@ -176,7 +177,6 @@ def train_transcoders(
     held-out tokens.
     """
     from interp.cli.options import parse_layers
-    from interp.loading import load_model
     from interp.sae.transcoders import (
         TranscoderTrainConfig,
         check_transcoder_config,
@@ -197,7 +197,9 @@ def train_transcoders(
         eval_tokens=eval_tokens,
         corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
     )
-    check_transcoder_config(config)  # before the model loads
+    check_transcoder_config(config)  # before the model loads (and before TransformerLens imports)
+    from interp.loading import load_model
+
     result = train_all(config, load_model(model, device=device), progress=not as_json)
     if as_json:
         typer.echo(json.dumps(result.evals, indent=2, allow_nan=False))
@@ -234,7 +236,6 @@ def evaluate(
     settings and seed it was trained with, the held-out tokens are ones it never saw.
     """
     from interp.errors import InterpError
-    from interp.loading import load_model
     from interp.sae.corpus import check_corpus_config
     from interp.sae.evals import evaluate_on_corpus, format_evals
     from interp.sae.load import read_sae_config
@@ -244,6 +245,8 @@ def evaluate(
     read_sae_config(sae)  # a folder that is no SAE is refused before the model loads
     if eval_tokens < 1:
         raise InterpError("--eval-tokens must be at least 1")
+    from interp.loading import load_model
+
     evals = evaluate_on_corpus(
         load_model(model, device=device), str(sae), config, max_tokens=eval_tokens
     )

@@ -180,11 +180,11 @@ def check_config(config: FeaturesConfig) -> None:
 
 def open_sae(path: str | Path, run: Run, device: str = "cpu") -> SAE:
     """The SAE at ``path``, checked against the run's model record first, in float32."""
-    import torch
-    from sae_lens import SAE
-
     cfg = read_sae_config(path)
     check_sae_run(cfg, run, path)
+    import torch  # after the checks: a refusal needs neither torch nor sae-lens
+    from sae_lens import SAE
+
     try:
         sae = SAE.load_from_disk(str(path), device=device)
     except Exception as err:  # read_sae_config checked it; anything else is one line too

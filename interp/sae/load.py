@@ -208,11 +208,11 @@ def check_sae_fits(cfg: dict, model: HookedTransformer, path: str | Path = "") -
 def load_sae(path: str | Path, model: HookedTransformer, device: str | None = None) -> SAE:
     """Open the sae-lens SAE at ``path`` for ``model`` (checked first: hook and width), on the
     model's device unless ``device`` is given, in float32."""
+    cfg = read_sae_config(path)
+    check_sae_fits(cfg, model, path)
     import torch
     from sae_lens import SAE
 
-    cfg = read_sae_config(path)
-    check_sae_fits(cfg, model, path)
     dev = device or str(model.cfg.device)
     try:
         sae = SAE.load_from_disk(str(path), device=dev)

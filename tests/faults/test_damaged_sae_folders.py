@@ -140,3 +140,41 @@ def test_a_sound_transcoder_folder_still_opens(tcs, tiny_model):
     from interp.sae.transcoders import load_transcoders
 
     assert load_transcoders(tcs, tiny_model).layers == [0, 1, 2]
+
+
+# --- refused before the heavy imports -------------------------------------------------------------
+
+_PROBE = """
+import sys
+from interp.cli import main
+sys.argv = ["interp", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print("heavy:", sorted(m for m in ("torch", "transformer_lens", "sae_lens") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sae", "features", "--run", "{run}", "--sae", "{sae}"),
+        ("sae", "eval", "--model", "tiny", "--sae", "{sae}"),
+        ("sae", "train", "--model", "tiny", "--out", "{tmp}/x", "--width", "1000000000"),
+        ("sae", "train-transcoders", "--model", "tiny", "--out", "{tmp}/x", "--tokens", "10" * 8),
+    ],
+)
+def test_refused_before_torch_is_imported(space, args):
+    # these refusals took 6-8 s (sae-lens or TransformerLens imported first); now well under 1 s
+    import subprocess
+    import sys
+
+    (space / "sae" / WEIGHTS).write_bytes(b"junk\n")
+    fields = {"run": space / "runs" / "run", "sae": space / "sae", "tmp": space}
+    argv = [a.format(**fields) for a in args]
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, timeout=300
+    )
+    assert done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stdout.strip().endswith("heavy: []"), done.stdout
