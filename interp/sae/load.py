@@ -93,6 +93,8 @@ def check_sae_weights(cfg: dict, file: Path) -> None:
     if missing:
         raise InterpError(f"--sae {file}: no tensor {missing[0]} (not an sae-lens SAE's weights)")
     for key, shape in expected.items():
+        if key in tensors and tensors[key][0] not in FLOAT_DTYPES:
+            raise InterpError(f"--sae {file}: {key} is {tensors[key][0]}, not a float tensor")
         if key in tensors and tensors[key][1] != shape:
             raise InterpError(
                 f"--sae {file}: {key} has shape {list(tensors[key][1])}, but d_in {d_in} and "
@@ -105,11 +107,15 @@ def check_sae_weights(cfg: dict, file: Path) -> None:
 MAX_SAE_DIM = 1 << 24
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
 FLOAT_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+DTYPE_BYTES = FLOAT_DTYPES | {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2,
+    "I32": 4, "U32": 4, "I64": 8, "U64": 8,
+}  # fmt: skip
 
 
 def safetensors_header(file: Path, flag: str = "") -> dict[str, tuple[str, tuple[int, ...]]]:
     """The tensors of a safetensors file (name -> dtype, shape), after checking that the file
-    is whole: its header parses, every tensor is a float tensor whose bytes match its shape,
+    is whole: its header parses, every tensor's bytes match its dtype and shape,
     and the tensors cover the rest of the file exactly (as safetensors checks when it opens
     one). A file that fails is refused in one line naming it (``flag`` prefixes the line)."""
 
@@ -149,13 +155,13 @@ def safetensors_header(file: Path, flag: str = "") -> dict[str, tuple[str, tuple
             or not all(_is_int(o) for o in offsets)
         ):
             raise damaged(f"tensor {name!r} has no valid shape and offsets")
-        if dtype not in FLOAT_DTYPES:
-            raise damaged(f"tensor {name!r} is {dtype}, not a float tensor")
+        if dtype not in DTYPE_BYTES:
+            raise damaged(f"tensor {name!r} has an unknown dtype {dtype!r}")
         count = 1
         for d in shape:
             count *= d
         begin, end = offsets
-        if not 0 <= begin <= end or end - begin != count * FLOAT_DTYPES[dtype]:
+        if not 0 <= begin <= end or end - begin != count * DTYPE_BYTES[dtype]:
             raise damaged(f"tensor {name!r}: its bytes do not match its shape {shape}")
         spans.append((begin, end))
         out[str(name)] = (dtype, tuple(shape))

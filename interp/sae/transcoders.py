@@ -261,7 +261,7 @@ def _layer_of(file: Path) -> int:
 def _check_layer_file(file: Path) -> tuple[int, int]:
     """A layer file's (width, d_model), its tensors checked: ``W_enc`` [width, d_model],
     ``W_dec`` [width, d_out], ``b_enc`` [width], ``b_dec`` [d_out], d_out = d_model."""
-    from interp.sae.load import MAX_SAE_DIM, safetensors_header
+    from interp.sae.load import FLOAT_DTYPES, MAX_SAE_DIM, safetensors_header
 
     _layer_of(file)
     tensors = safetensors_header(file, "--transcoders ")
@@ -273,6 +273,11 @@ def _check_layer_file(file: Path) -> tuple[int, int]:
             f"--transcoders {file}: a JumpReLU or skip transcoder; only ReLU transcoders are "
             "read here"
         )
+    not_float = [
+        k for k in ("W_enc", "W_dec", "b_enc", "b_dec") if tensors[k][0] not in FLOAT_DTYPES
+    ]
+    if not_float:
+        raise InterpError(f"--transcoders {file}: {not_float[0]} is not a float tensor")
     w_enc = tensors["W_enc"][1]
     if len(w_enc) != 2 or not all(1 <= d <= MAX_SAE_DIM for d in w_enc):
         raise InterpError(f"--transcoders {file}: W_enc has shape {list(w_enc)}")

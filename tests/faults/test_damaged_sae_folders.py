@@ -34,7 +34,23 @@ def _config(key: str, value):
     return damage
 
 
+def _retensor(change):
+    def damage(path: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(str(path))
+        change(state)
+        save_file(state, str(path))
+
+    return damage
+
+
 SAE_DAMAGE = {
+    "integer W_enc": (
+        WEIGHTS,
+        _retensor(lambda s: s.update(W_enc=s["W_enc"].to(torch.int32))),
+        "W_enc is I32, not a float tensor",
+    ),
     "junk weights": (WEIGHTS, lambda p: p.write_bytes(b"junk\n"), "no header"),
     "empty weights": (WEIGHTS, lambda p: p.write_bytes(b""), "(empty)"),
     "truncated weights": (WEIGHTS, _truncate, "truncated"),
@@ -79,6 +95,11 @@ def test_a_damaged_sae_folder_is_one_line_naming_the_file(space, command, damage
 def test_a_sound_sae_folder_still_opens(space):
     from interp.sae.load import read_sae_config
 
+    assert read_sae_config(space / "sae")["d_sae"] == 16
+    # an extra tensor of another dtype (a step counter, say) is no damage
+    _retensor(lambda s: s.update(steps=torch.tensor([3], dtype=torch.int64)))(
+        space / "sae" / WEIGHTS
+    )
     assert read_sae_config(space / "sae")["d_sae"] == 16
 
 
