@@ -199,11 +199,14 @@ def _sae_lens_transcoder(
     return tc
 
 
-def check_transcoder_folder(path: str | Path) -> list[Path]:
+def check_transcoder_folder(
+    path: str | Path, d_model: int | None = None, n_layers: int | None = None
+) -> list[Path]:
     """Refuse what is no transcoder folder (before any model loads): its ``config.yaml`` must
     be a transcoder_set reading and writing our hooks, each ``layer_<L>.safetensors`` a whole
     safetensors file with ReLU transcoder tensors of consistent shapes (header only, no torch).
-    Returns the layer files."""
+    With ``d_model``/``n_layers`` (a run's manifest) the widths and layers are checked against
+    them too. Returns the layer files."""
     folder = Path(path)
     if not folder.is_dir():
         raise InterpError(f"--transcoders {path}: no such folder")
@@ -216,7 +219,15 @@ def check_transcoder_folder(path: str | Path) -> list[Path]:
     _read_config_yaml(folder / CONFIG_YAML)
     shapes: set[tuple[int, int]] = set()
     for f in files:
-        shapes.add(_check_layer_file(f))
+        width, d = _check_layer_file(f)
+        shapes.add((width, d))
+        if d_model is not None and d != d_model:
+            raise InterpError(f"--transcoders {f}: reads width {d}; the run's model has {d_model}")
+        if n_layers is not None and _layer_of(f) >= n_layers:
+            raise InterpError(
+                f"--transcoders {f}: layer {_layer_of(f)}, the run's model has layers "
+                f"0..{n_layers - 1}"
+            )
     if len(shapes) > 1:
         raise InterpError(
             f"--transcoders {path}: its layer files differ in width or d_model "

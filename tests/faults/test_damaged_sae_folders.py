@@ -157,6 +157,19 @@ def test_a_damaged_transcoder_folder_is_one_line_naming_the_file(base_run, tcs, 
     assert str(tcs / name) in line
 
 
+def test_transcoders_of_another_model_are_refused_before_it_loads(base_run, tcs):
+    from safetensors.torch import load_file, save_file
+
+    args = ("feature-circuit", "--run", str(base_run), "--round", "1", "--transcoders", str(tcs))
+    (tcs / "layer_1.safetensors").rename(tcs / "layer_5.safetensors")
+    assert_refused_without_trace(base_run, *args, contains="layer 5, the run's model has layers")
+    for f in tcs.glob("layer_*.safetensors"):
+        state = load_file(str(f))
+        state = {k: v[..., :32] if k != "b_enc" else v for k, v in state.items()}
+        save_file({k: v.contiguous() for k, v in state.items()}, str(f))
+    assert_refused_without_trace(base_run, *args, contains="reads width 32; the run's model has 64")
+
+
 def test_a_sound_transcoder_folder_still_opens(tcs, tiny_model):
     from interp.sae.transcoders import load_transcoders
 
