@@ -12,6 +12,10 @@ leaves no trace; a process that opened the file just before it was removed sees 
 lock is on a file no longer in the folder and tries again (the usual remove-under-lock dance).
 Acquiring the lock also shows early that the directory can be written at all: a read-only
 folder, or ``--out`` below a file, fails here with one clear line.
+
+A folder built beside its destination (``sae train``, ``sae train-transcoders``) is guarded the
+same way by :func:`output_lock`, on ``.<name>.lock`` beside it; its holder also removes the
+``.<name>.partial-*`` folders that killed writers left.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import errno
 import fcntl
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +82,53 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         raise InterpError(f"no directory at {directory}")
-    path = directory / LOCK_NAME
+    with _file_lock(directory / LOCK_NAME, directory) as path:
+        _remove_dead_temp_files(directory)
+        yield path
+
+
+# A folder built beside its destination and renamed into place at the end (``sae train``,
+# ``sae train-transcoders``): ".<name>.partial-<8 random chars>" (tempfile.mkdtemp).
+_PARTIAL_DIR = re.compile(r"\.(.+)\.partial-[A-Za-z0-9_]{8}")
+
+
+@contextlib.contextmanager
+def output_lock(out: str | Path) -> Iterator[Path]:
+    """Hold the write lock of the folder ``out`` that a command builds beside itself (in a
+    ``.<name>.partial-*`` folder, renamed to ``out`` at the end), on ``.<name>.lock`` in its
+    parent (created if missing, and removed again if the block fails leaving it empty).
+
+    A second writer of the same ``out`` is refused at once. With the lock held no one else
+    builds ``out``, so the ``.<name>.partial-*`` folders there are the remains of writers
+    killed mid-way (kill -9, power loss): they are removed."""
+    out = Path(out)
+    created = make_dir(out.parent)
+    try:
+        with _file_lock(out.parent / f".{out.name}.lock", out) as path:
+            for folder in out.parent.iterdir():
+                match = _PARTIAL_DIR.fullmatch(folder.name)
+                if match and match.group(1) == out.name and folder.is_dir():
+                    shutil.rmtree(folder, ignore_errors=True)
+            yield path
+    finally:
+        remove_empty(created)
+
+
+def public_modes(folder: Path) -> None:
+    """Give ``folder`` and the files in it the modes any other tool would give them (0777 and
+    0666 less the umask): tempfile.mkdtemp makes a folder 0700, safetensors files are 0600."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+    folder.chmod(0o777 & ~mask)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, what: Path) -> Iterator[Path]:
+    """Hold ``flock`` on ``path`` for the block (``what``: the folder it guards, for errors);
+    the file is removed at the end while still locked."""
+    directory = path.parent
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -88,7 +139,7 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
         except BlockingIOError:
             os.close(fd)
             raise InterpError(
-                f"{directory} is in use by another interp command (it holds {path}); "
+                f"{what} is in use by another interp command (it holds {path}); "
                 "wait for it to finish, or write elsewhere"
             ) from None
         except OSError as err:
@@ -103,7 +154,6 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
         if same:
             break
         os.close(fd)
-    _remove_dead_temp_files(directory)
     try:
         yield path
     finally:

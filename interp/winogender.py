@@ -66,7 +66,7 @@ import yaml
 
 from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
-from interp.inputs import MAX_DATA_FILE_BYTES, read_text_bounded
+from interp.inputs import MAX_DATA_FILE_BYTES, MAX_LINE_BYTES, read_text_bounded
 from interp.plans import Plan
 from interp.stats import CLUSTER_FLOOR, cluster_caveat
 from interp.tasks import Example
@@ -152,6 +152,12 @@ def _tsv(path: str | Path) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """Header and ("path:line", cells) of a TSV file, read within interp.inputs' bounds."""
     text = read_text_bounded(path, MAX_DATA_FILE_BYTES, "data file")
     lines = text.split("\n")
+    for i, line in enumerate(lines, start=1):  # as the JSONL bound: refused before tokenizing
+        if len(line.encode("utf-8", "surrogatepass")) > MAX_LINE_BYTES:
+            raise InterpError(
+                f"{path}:{i}: line is longer than the limit of {MAX_LINE_BYTES // 1024} KiB; "
+                "a template or sentence this long does not fit a model's context"
+            )
     if not lines[0].strip():
         raise InterpError(f"{path}: empty file (expected a tab-separated header)")
     header = [h.strip() for h in lines[0].rstrip("\r").split("\t")]

@@ -138,7 +138,7 @@ def cached_encodings(
     progress: bool = False,
 ) -> Float[torch.Tensor, "item layer d_model"]:
     """``encode_texts`` through a cache file; ``get_model`` is called only on a miss."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     check_position(position)
     key = encodings_key(texts, weights_hash)
@@ -147,8 +147,30 @@ def cached_encodings(
         return load_file(str(path))[_KEY]
     encodings = encode_texts(get_model(), texts, position=position, progress=progress)
     meta = {"name": name, "position": position, "weights_hash": weights_hash, "key": key}
-    atomic_write(path, lambda tmp: save_file({_KEY: encodings.contiguous()}, str(tmp), meta))
+    write_encodings(path, encodings, meta)
     return encodings
+
+
+def write_encodings(path: Path, encodings: torch.Tensor, meta: dict[str, str]) -> None:
+    """Write a cache file whose bytes depend only on its content: safetensors writes the
+    metadata in a hash map's order (it differs from one process to the next), so the header
+    is rewritten with the metadata keys sorted (readers go by the explicit data offsets)."""
+    from safetensors.torch import save
+
+    raw = save({_KEY: encodings.contiguous()}, meta)
+    data = canonical_safetensors(raw)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def canonical_safetensors(raw: bytes) -> bytes:
+    """``raw`` (a safetensors file's bytes) with its ``__metadata__`` keys in sorted order."""
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | header
+    text = json.dumps(ordered, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data that follows to 8 bytes
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
 
 
 def weights_hash(model: HookedTransformer) -> str:

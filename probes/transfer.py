@@ -37,10 +37,9 @@ from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValue
 from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
 from interp.hooknames import act_layer, is_act
-from interp.store import atomic_write
 from probes.concepts import ConceptData
 from probes.directions import Directions, LayerProbe, probe_layers
-from probes.encode import encode_token_ids, encodings_key, encodings_path
+from probes.encode import encode_token_ids, encodings_key, encodings_path, write_encodings
 
 _KEY = "encodings"
 COLUMNS = ("transfer_acc", "transfer_centred_acc", "wrapped_acc")
@@ -77,7 +76,7 @@ def cached_wrapped_encodings(
     """Every layer's ``hook_resid_post`` at the read-out of each chat-wrapped statement, through
     a cache file keyed by the texts, the prefix, the system prompt and the weights hash; the
     model is loaded only on a miss."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     wrapping = json.dumps({"answer_prefix": answer_prefix, "system": system})
     key = encodings_key([*texts, wrapping], weights_hash)
@@ -90,7 +89,7 @@ def cached_wrapped_encodings(
     ids = wrap_statements(model.tokenizer, texts, answer_prefix=answer_prefix, system=system)
     encodings = encode_last_shared_prefix(model, ids, progress=progress)
     meta = {"name": name, "position": "chat", "weights_hash": weights_hash, "key": key}
-    atomic_write(path, lambda tmp: save_file({_KEY: encodings.contiguous()}, str(tmp), meta))
+    write_encodings(path, encodings, meta)  # sorted metadata: the same bytes on every rerun
     return encodings
 
 

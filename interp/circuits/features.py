@@ -406,7 +406,10 @@ def feature_circuit(
     run = run if isinstance(run, Run) else Run.open(run)
     started = time.perf_counter()
     config.check()
-    check_transcoder_folder(config.transcoders)
+    sizes = [run.manifest.get("model", {}).get(key) for key in ("d_model", "n_layers")]
+    d_model, n_layers = (v if isinstance(v, int) else None for v in sizes)
+    # damaged files, another model's widths or layers: refused before any model loads
+    check_transcoder_folder(config.transcoders, d_model, n_layers)
     circuit_tracer()  # refuse before any model loads when it is missing
     pconfig = PatchConfig(
         layer="all",

@@ -106,8 +106,6 @@ def train(
     from interp.preflight import check_model
 
     check_model(model, device=device)  # before torch is imported
-
-    from interp.loading import load_model
     from interp.sae.evals import format_evals
     from interp.sae.train import TrainConfig, check_train_config, train_sae
 
@@ -125,7 +123,9 @@ def train(
         eval_tokens=eval_tokens,
         corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
     )
-    check_train_config(config)  # before the model loads
+    check_train_config(config)  # before the model loads (and before TransformerLens imports)
+    from interp.loading import load_model
+
     result = train_sae(config, load_model(model, device=device), progress=not as_json)
     if as_json:
         typer.echo(json.dumps(result.evals, indent=2, allow_nan=False))
@@ -184,8 +184,6 @@ def train_transcoders(
     from interp.preflight import check_model
 
     check_model(model, device=device)  # before torch is imported
-
-    from interp.loading import load_model
     from interp.sae.transcoders import (
         TranscoderTrainConfig,
         check_transcoder_config,
@@ -206,7 +204,9 @@ def train_transcoders(
         eval_tokens=eval_tokens,
         corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
     )
-    check_transcoder_config(config)  # before the model loads
+    check_transcoder_config(config)  # before the model loads (and before TransformerLens imports)
+    from interp.loading import load_model
+
     result = train_all(config, load_model(model, device=device), progress=not as_json)
     if as_json:
         typer.echo(json.dumps(result.evals, indent=2, allow_nan=False))
@@ -246,8 +246,6 @@ def evaluate(
     from interp.preflight import check_model
 
     check_model(model, device=device)  # before torch is imported
-
-    from interp.loading import load_model
     from interp.sae.corpus import check_corpus_config
     from interp.sae.evals import evaluate_on_corpus, format_evals
     from interp.sae.load import read_sae_config
@@ -257,6 +255,8 @@ def evaluate(
     read_sae_config(sae)  # a folder that is no SAE is refused before the model loads
     if eval_tokens < 1:
         raise InterpError("--eval-tokens must be at least 1")
+    from interp.loading import load_model
+
     evals = evaluate_on_corpus(
         load_model(model, device=device), str(sae), config, max_tokens=eval_tokens
     )
@@ -359,7 +359,8 @@ def features(
         )
     for note in summary["notes"]:
         typer.echo(f"note: {note}")
-    typer.echo(f"wrote {result.paths[-1].parent}" if result.paths else "")
+    if result.paths:  # else a note said why it was printed, not stored
+        typer.echo(f"wrote {result.paths[-1].parent}")
 
 
 sae_app.command("train")(train)

@@ -60,7 +60,8 @@ def site_hook(hook: str) -> tuple[int, str]:
 
 
 def parse_features(text: str) -> tuple[int, ...] | int:
-    """``"123,456"`` -> (123, 456); ``"top:8"`` -> 8 (the top changed latents); ``""`` -> ()."""
+    """``"123,456"`` -> (123, 456); ``"top:8"`` -> 8 (the top changed latents); an empty
+    text names no latent and is refused (patching none would change nothing)."""
     text = text.strip()
     if text.startswith("top:"):
         count = text[4:]
@@ -68,7 +69,7 @@ def parse_features(text: str) -> tuple[int, ...] | int:
             raise InterpError(f"--features {text!r}: use top:K with K >= 1")
         return int(count)
     if not text:
-        return ()
+        raise InterpError("--features '': names no latent; use latents like 123,456 or top:K")
     try:
         latents = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -183,13 +184,18 @@ def check_feature_request(run: Run, config: PatchConfig) -> None:
         )
     chosen = parse_features(config.features or "")
     if isinstance(chosen, tuple):
-        bad = [i for i in chosen if i >= int(cfg.get("d_sae", 1 << 62))]
+        bad = [i for i in chosen if i >= cfg["d_sae"]]
         if bad:
             raise InterpError(
                 f"--features: latent {bad[0]} is out of range: the SAE has latents "
                 f"0..{cfg['d_sae'] - 1}"
             )
     if isinstance(chosen, int):
+        if chosen > cfg["d_sae"]:
+            raise InterpError(
+                f"--features top:{chosen}: the SAE has {cfg['d_sae']} latents; use top:K with "
+                f"K <= {cfg['d_sae']}"
+            )
         if 0 not in (config.round, config.target_round):
             raise InterpError(
                 "--features top:K ranks latents by their change from round 0; patch to or "

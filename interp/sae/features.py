@@ -180,14 +180,14 @@ def check_config(config: FeaturesConfig) -> None:
 
 def open_sae(path: str | Path, run: Run, device: str = "cpu") -> SAE:
     """The SAE at ``path``, checked against the run's model record first, in float32."""
-    import torch
-    from sae_lens import SAE
-
     cfg = read_sae_config(path)
     check_sae_run(cfg, run, path)
+    import torch  # after the checks: a refusal needs neither torch nor sae-lens
+    from sae_lens import SAE
+
     try:
         sae = SAE.load_from_disk(str(path), device=device)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+    except Exception as err:  # read_sae_config checked it; anything else is one line too
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InterpError(f"--sae {path}: sae-lens cannot load it ({first})") from None
     return sae.to(dtype=torch.float32)
@@ -235,6 +235,24 @@ def sae_features(
     started = time.perf_counter()
     run = run if isinstance(run, Run) else Run.open(run)
     check_config(config)
+    if not write:
+        return _sae_features(run, config, model, device, dtype, started, write=False)
+    # One writer per run, from the start (as replay): a second `sae features` into this run
+    # is refused at once instead of computing everything and failing at the write.
+    with run_lock(run.path):
+        return _sae_features(run, config, model, device, dtype, started, write=True)
+
+
+def _sae_features(
+    run: Run,
+    config: FeaturesConfig,
+    model: HookedTransformer | None,
+    device: str,
+    dtype: str,
+    started: float,
+    *,
+    write: bool,
+) -> FeaturesResult:
     sae = open_sae(config.sae, run)
     hook = sae.cfg.metadata.hook_name
     corpus = read_corpus(config.contexts) if config.contexts else None
@@ -261,10 +279,37 @@ def sae_features(
     summary = _summary(run, config, name, hook, sae, acts, tables, top, clusters, notes)
     summary["timing"] = {"total_s": round(time.perf_counter() - started, 3)}
     paths: list[Path] = []
-    if write:
-        with run_lock(run.path):
-            paths = run.write_analysis(KIND, name, tables, summary)
+    weaker = weaker_than_stored(run, name, config) if write else None
+    if weaker is not None:
+        summary["notes"].append(
+            f"not stored: {weaker}; this result is printed only, {run.path / KIND / name} is "
+            "unchanged (to keep both, copy the SAE folder under another name)"
+        )
+    elif write:
+        paths = run.write_analysis(KIND, name, tables, summary)
     return FeaturesResult(name, hook, tables, summary, paths)
+
+
+def weaker_than_stored(run: Run, name: str, config: FeaturesConfig) -> str | None:
+    """Why a new analysis must not replace the one stored under ``name`` (None: it may): fewer
+    shuffles or bootstrap resamples than the stored result had (its p-values or intervals
+    would be lost or coarser), or no --contexts where the stored one has contexts. As
+    ``interp metrics`` does with --n-boot, a weaker result is printed, not stored."""
+    if name not in run.analyses(KIND):
+        return None
+    try:
+        stored = run.read_analysis(KIND, name, tables=[]).summary.get("config", {})
+        shuffles, boots = int(stored.get("n_shuffles", 0)), int(stored.get("n_boot", 0))
+        contexts = stored.get("contexts")
+    except (InterpError, ValueError, TypeError, AttributeError):
+        return None  # damaged: this result replaces it
+    if config.n_shuffles < shuffles:
+        return f"--n-shuffles {config.n_shuffles} is fewer than the stored result's {shuffles}"
+    if config.n_boot < boots:
+        return f"--n-boot {config.n_boot} is fewer than the stored result's {boots}"
+    if contexts and not config.contexts:
+        return "the stored result has --contexts tables, this one has none"
+    return None
 
 
 def latent_tables(

@@ -47,9 +47,137 @@ def read_sae_config(path: str | Path) -> dict:
         cfg = json.loads((folder / SAE_CONFIG).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InterpError(f"--sae {path}: {SAE_CONFIG} is not readable JSON ({err})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("d_in"), int):
+    if not isinstance(cfg, dict) or not _is_int(cfg.get("d_in")):
         raise InterpError(f"--sae {path}: {SAE_CONFIG} has no integer d_in")
+    check_sae_config(cfg, folder / SAE_CONFIG)
+    check_sae_weights(cfg, folder / SAE_WEIGHTS)
     return cfg
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_sae_config(cfg: dict, file: Path) -> None:
+    """Refuse config values sae-lens would accept and then fail on (or compute nonsense with):
+    widths below 1, a top-k ``k`` outside 1..d_sae."""
+    for key in ("d_in", "d_sae"):
+        if not _is_int(cfg.get(key)) or not 1 <= cfg[key] <= MAX_SAE_DIM:
+            raise InterpError(
+                f"--sae {file}: {key} is {cfg.get(key)!r}; an integer 1..{MAX_SAE_DIM} expected"
+            )
+    arch = cfg.get("architecture")
+    if arch is not None and not isinstance(arch, str):
+        raise InterpError(f"--sae {file}: architecture is {arch!r}, not a name")
+    if "k" in cfg or arch in ("topk", "batchtopk"):
+        k = cfg.get("k")
+        if not _is_int(k) or not 1 <= k <= cfg["d_sae"]:
+            raise InterpError(
+                f"--sae {file}: k is {k!r}; a top-k SAE keeps 1..d_sae ({cfg['d_sae']}) latents"
+            )
+
+
+def check_sae_weights(cfg: dict, file: Path) -> None:
+    """Refuse a weights file that is no complete safetensors file, or whose tensors do not
+    have the shapes the config's ``d_in``/``d_sae`` say (read from its header, no torch)."""
+    d_in, d_sae = cfg["d_in"], cfg["d_sae"]
+    tensors = safetensors_header(file, "--sae ")
+    expected = {
+        "W_enc": (d_in, d_sae),
+        "W_dec": (d_sae, d_in),
+        "b_enc": (d_sae,),
+        "b_dec": (d_in,),
+        "threshold": (d_sae,),
+        "b_gate": (d_sae,),
+        "b_mag": (d_sae,),
+        "r_mag": (d_sae,),
+    }
+    missing = [key for key in ("W_enc", "W_dec", "b_dec") if key not in tensors]
+    if missing:
+        raise InterpError(f"--sae {file}: no tensor {missing[0]} (not an sae-lens SAE's weights)")
+    for key, shape in expected.items():
+        if key in tensors and tensors[key][0] not in FLOAT_DTYPES:
+            raise InterpError(f"--sae {file}: {key} is {tensors[key][0]}, not a float tensor")
+        if key in tensors and tensors[key][1] != shape:
+            raise InterpError(
+                f"--sae {file}: {key} has shape {list(tensors[key][1])}, but d_in {d_in} and "
+                f"d_sae {d_sae} (cfg.json) make it {list(shape)}"
+            )
+
+
+# Bounds of what is read as an SAE or transcoder: no real one is near them, and a file that
+# claims more is damaged (or hostile) rather than large.
+MAX_SAE_DIM = 1 << 24
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
+FLOAT_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+DTYPE_BYTES = FLOAT_DTYPES | {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2,
+    "I32": 4, "U32": 4, "I64": 8, "U64": 8,
+}  # fmt: skip
+
+
+def safetensors_header(file: Path, flag: str = "") -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The tensors of a safetensors file (name -> dtype, shape), after checking that the file
+    is whole: its header parses, every tensor's bytes match its dtype and shape,
+    and the tensors cover the rest of the file exactly (as safetensors checks when it opens
+    one). A file that fails is refused in one line naming it (``flag`` prefixes the line)."""
+
+    def damaged(reason: str) -> InterpError:
+        return InterpError(f"{flag}{file}: damaged, not a safetensors file ({reason})")
+
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise damaged("empty" if not head else f"{size} bytes, no header")
+            n = int.from_bytes(head, "little")
+            if n > min(size - 8, MAX_HEADER_BYTES):
+                raise damaged(f"its header claims {n} bytes; the file has {size} (truncated?)")
+            raw = f.read(n)
+    except OSError as err:
+        raise InterpError(f"{flag}{file}: unreadable ({err.strerror or err})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise damaged("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise damaged("its header is not a JSON object")
+    header.pop("__metadata__", None)
+    spans: list[tuple[int, int]] = []
+    out: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for name, info in header.items():
+        shape = info.get("shape") if isinstance(info, dict) else None
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        if (
+            not isinstance(shape, list)
+            or not all(_is_int(d) and d >= 0 for d in shape)
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_int(o) for o in offsets)
+        ):
+            raise damaged(f"tensor {name!r} has no valid shape and offsets")
+        if dtype not in DTYPE_BYTES:
+            raise damaged(f"tensor {name!r} has an unknown dtype {dtype!r}")
+        count = 1
+        for d in shape:
+            count *= d
+        begin, end = offsets
+        if not 0 <= begin <= end or end - begin != count * DTYPE_BYTES[dtype]:
+            raise damaged(f"tensor {name!r}: its bytes do not match its shape {shape}")
+        spans.append((begin, end))
+        out[str(name)] = (dtype, tuple(shape))
+    data = size - 8 - n
+    at = 0
+    for begin, end in sorted(spans):
+        if begin != at:
+            raise damaged("its tensors overlap or leave gaps")
+        at = end
+    if at != data:
+        what = "truncated" if at > data else "bytes after the last tensor"
+        raise damaged(f"{what}: its tensors take {at} bytes of data, the file holds {data}")
+    return out
 
 
 def sae_hook_name(cfg: dict) -> str | None:
@@ -89,15 +217,15 @@ def check_sae_fits(cfg: dict, model: HookedTransformer, path: str | Path = "") -
 def load_sae(path: str | Path, model: HookedTransformer, device: str | None = None) -> SAE:
     """Open the sae-lens SAE at ``path`` for ``model`` (checked first: hook and width), on the
     model's device unless ``device`` is given, in float32."""
+    cfg = read_sae_config(path)
+    check_sae_fits(cfg, model, path)
     import torch
     from sae_lens import SAE
 
-    cfg = read_sae_config(path)
-    check_sae_fits(cfg, model, path)
     dev = device or str(model.cfg.device)
     try:
         sae = SAE.load_from_disk(str(path), device=dev)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+    except Exception as err:  # checked above; whatever else sae-lens trips on is one line
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InterpError(f"--sae {path}: sae-lens cannot load it ({first})") from None
     return sae.to(dtype=torch.float32)

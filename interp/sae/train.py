@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
+from interp.lock import output_lock, public_modes
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
 from interp.sae.evals import SINK_POSITIONS
 from interp.sae.load import SAE_CONFIG, SAE_WEIGHTS
@@ -87,14 +89,11 @@ def check_train_config(config: TrainConfig, model: HookedTransformer | None = No
         raise InterpError(
             f"--architecture {config.architecture!r}: choose from {', '.join(ARCHITECTURES)}"
         )
-    if config.width < 1:
-        raise InterpError("--width must be at least 1")
+    check_budget_flags(config.width, config.tokens)
     if config.architecture in ("topk", "batchtopk") and not 1 <= config.k <= config.width:
         raise InterpError(f"--k must be between 1 and --width ({config.width})")
     if config.l1 is not None and not (math.isfinite(config.l1) and config.l1 >= 0):
         raise InterpError("--l1 must be a number >= 0")
-    if config.tokens is not None and config.tokens < 1:
-        raise InterpError("--tokens must be at least 1")
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise InterpError("--lr must be a number > 0")
     if config.batch_tokens < 1:
@@ -107,7 +106,84 @@ def check_train_config(config: TrainConfig, model: HookedTransformer | None = No
     check_corpus_config(config.corpus)
     if model is None:
         return 0
-    return hook_width(model, config.hook)
+    d_in = hook_width(model, config.hook)
+    check_memory(1, d_in, config.width, config.batch_tokens, str(model.cfg.device))
+    return d_in
+
+
+# --- budgets ------------------------------------------------------------------------------------
+# Settings that cannot finish are refused before anything runs, each with its reason:
+# - --width at most MAX_WIDTH latents (2^24, the largest d_sae an SAE folder may declare), and
+#   the training state must fit the device's available memory (check_memory);
+# - --tokens at most MAX_TRAIN_TOKENS (10^11: over a day at a million tokens a second), and at
+#   most MAX_EPOCHS passes over the training split (more repeats the same text to no end).
+MAX_WIDTH = 1 << 24
+MAX_TRAIN_TOKENS = 10**11
+MAX_EPOCHS = 1000
+BYTES_PER_PARAM = 16  # float32 weights, gradients and Adam's two moments
+BYTES_PER_ACT = 12  # float32 pre-activation, activation and gradient, per latent per token
+
+
+def check_budget_flags(width: int, tokens: int | None) -> None:
+    """The bounds that need no model: width and tokens in range."""
+    if not 1 <= width <= MAX_WIDTH:
+        raise InterpError(f"--width {width}: use 1..{MAX_WIDTH} latents")
+    if tokens is not None and tokens < 1:
+        raise InterpError("--tokens must be at least 1")
+    if tokens is not None and tokens > MAX_TRAIN_TOKENS:
+        raise InterpError(
+            f"--tokens {tokens}: at most {MAX_TRAIN_TOKENS} (10^11) training tokens; more would "
+            "train for days even at a million tokens a second"
+        )
+
+
+def check_epochs(tokens: int, train_tokens: int) -> None:
+    """Refuse more than MAX_EPOCHS passes over the training split."""
+    if train_tokens and tokens > MAX_EPOCHS * train_tokens:
+        raise InterpError(
+            f"--tokens {tokens} is {tokens / train_tokens:.3g} passes over the training split "
+            f"({train_tokens} tokens); at most {MAX_EPOCHS} are allowed: add text or lower --tokens"
+        )
+
+
+def check_memory(n: int, d_in: int, width: int, batch_tokens: int, device: str) -> None:
+    """Refuse ``n`` SAEs (or transcoders) of ``width`` latents over ``d_in`` whose training
+    state (weights, gradients and Adam moments of 2 x width x d_in parameters each, and one
+    batch's activations) is larger than the memory available on ``device``."""
+    params = 2 * width * d_in + width + d_in
+    need = n * (BYTES_PER_PARAM * params + BYTES_PER_ACT * batch_tokens * width)
+    have = available_memory(device)
+    if have is not None and need > have:
+        raise InterpError(
+            f"--width {width}: training needs about {need / 2**30:.1f} GiB ({n} x 2 x {width} x "
+            f"{d_in} parameters with their gradients and Adam state, and a batch of "
+            f"{batch_tokens} x {width} activations); {device} has {have / 2**30:.1f} GiB available"
+        )
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes free on ``device`` (cuda: the device's free memory; cpu: MemAvailable); None when
+    it cannot be told."""
+    if device.startswith("cuda"):
+        import torch
+
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except (RuntimeError, AssertionError, ValueError):
+            return None
+    if device != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
 
 
 def hook_width(model: HookedTransformer, hook: str) -> int:
@@ -136,18 +212,28 @@ def train_sae(
     """Train an SAE as ``config`` says and write its folder; see the module docstring."""
     d_in = check_train_config(config, model)
     out = Path(config.out)
+    # one writer per --out from the start; the lock also clears killed writers' partials
+    with output_lock(out):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):  # made while we checked
+            raise InterpError(f"--out {out} exists and is not an empty folder; choose a new one")
+        return _train_sae(config, model, d_in, out, progress)
+
+
+def _train_sae(
+    config: TrainConfig, model: HookedTransformer, d_in: int, out: Path, progress: bool
+) -> TrainResult:
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     corpus = build_corpus(config.corpus, model)
     t_corpus = time.perf_counter() - t0
     train_tokens = count_trainable(corpus.train, corpus.exclude_ids)
     tokens = config.tokens if config.tokens is not None else train_tokens
+    check_epochs(tokens, train_tokens)
     if tokens < config.batch_tokens:
         raise InterpError(
             f"{tokens} training tokens are fewer than one batch (--batch-tokens "
             f"{config.batch_tokens}); add text, raise --tokens or lower --batch-tokens"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         t1 = time.perf_counter()
@@ -177,6 +263,7 @@ def train_sae(
         )
         _write_json(work / TRAINING_FILE, training)
         _write_json(work / EVALS_FILE, evals)
+        public_modes(work)  # mkdtemp made it 0700, safetensors files are 0600
         if out.is_dir():  # an empty folder given as --out (checked above)
             out.rmdir()
         work.rename(out)

@@ -46,8 +46,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
+from interp.lock import output_lock, public_modes
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
 from interp.sae.evals import MAX_BATCH, SINK_POSITIONS, heldout_sequences, scored_mask
+from interp.sae.train import check_budget_flags, check_epochs, check_memory
 
 if TYPE_CHECKING:
     import torch
@@ -91,14 +93,11 @@ def check_transcoder_config(
 ) -> list[int]:
     """Refuse settings that cannot train, before anything is computed or written; returns the
     layers (every layer when ``config.layers`` is None and a model is given)."""
-    if config.width < 1:
-        raise InterpError("--width must be at least 1")
+    check_budget_flags(config.width, config.tokens)
     if not (math.isfinite(config.l1) and config.l1 >= 0):
         raise InterpError("--l1 must be a number >= 0")
     if not 0 <= config.l1_warmup <= 1:
         raise InterpError("--l1-warmup must be between 0 and 1")
-    if config.tokens is not None and config.tokens < 1:
-        raise InterpError("--tokens must be at least 1")
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise InterpError("--lr must be a number > 0")
     if config.batch_tokens < 1:
@@ -122,6 +121,8 @@ def check_transcoder_config(
         raise InterpError(f"--layers {bad[0]}: model {model.cfg.model_name} has layers 0..{n - 1}")
     if model.cfg.d_mlp is None or not hasattr(model.blocks[0], "ln2"):
         raise InterpError(f"model {model.cfg.model_name} has no MLP with a norm before it")
+    d_model = int(model.cfg.d_model)
+    check_memory(len(layers), d_model, config.width, config.batch_tokens, str(model.cfg.device))
     return layers
 
 
@@ -198,8 +199,14 @@ def _sae_lens_transcoder(
     return tc
 
 
-def check_transcoder_folder(path: str | Path) -> list[Path]:
-    """Refuse what is no transcoder folder (before any model loads); its layer files."""
+def check_transcoder_folder(
+    path: str | Path, d_model: int | None = None, n_layers: int | None = None
+) -> list[Path]:
+    """Refuse what is no transcoder folder (before any model loads): its ``config.yaml`` must
+    be a transcoder_set reading and writing our hooks, each ``layer_<L>.safetensors`` a whole
+    safetensors file with ReLU transcoder tensors of consistent shapes (header only, no torch).
+    With ``d_model``/``n_layers`` (a run's manifest) the widths and layers are checked against
+    them too. Returns the layer files."""
     folder = Path(path)
     if not folder.is_dir():
         raise InterpError(f"--transcoders {path}: no such folder")
@@ -209,7 +216,91 @@ def check_transcoder_folder(path: str | Path) -> list[Path]:
             f"--transcoders {path}: not a transcoder folder ({CONFIG_YAML} and "
             "layer_<L>.safetensors expected)"
         )
+    _read_config_yaml(folder / CONFIG_YAML)
+    shapes: set[tuple[int, int]] = set()
+    for f in files:
+        width, d = _check_layer_file(f)
+        shapes.add((width, d))
+        if d_model is not None and d != d_model:
+            raise InterpError(f"--transcoders {f}: reads width {d}; the run's model has {d_model}")
+        if n_layers is not None and _layer_of(f) >= n_layers:
+            raise InterpError(
+                f"--transcoders {f}: layer {_layer_of(f)}, the run's model has layers "
+                f"0..{n_layers - 1}"
+            )
+    if len(shapes) > 1:
+        raise InterpError(
+            f"--transcoders {path}: its layer files differ in width or d_model "
+            f"({', '.join(f'{w}x{d}' for w, d in sorted(shapes))})"
+        )
     return files
+
+
+def _read_config_yaml(file: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        config = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InterpError(f"--transcoders {file}: unreadable ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise InterpError(f"--transcoders {file}: not UTF-8 text") from None
+    except yaml.YAMLError as err:  # its message spans lines (a quoted excerpt and a caret)
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = " ".join(str(problem).split())
+        raise InterpError(f"--transcoders {file}{where}: not valid YAML ({problem})") from None
+    if not isinstance(config, dict) or config.get("model_kind") != "transcoder_set":
+        raise InterpError(f"--transcoders {file}: not a transcoder_set (model_kind)")
+    hooks = (config.get("feature_input_hook"), config.get("feature_output_hook"))
+    if hooks != (CT_INPUT_HOOK, OUTPUT_HOOK):
+        raise InterpError(
+            f"--transcoders {file}: reads {hooks[0]} and writes {hooks[1]}; this toolkit's "
+            f"transcoders read {CT_INPUT_HOOK} (the MLP's input) and write {OUTPUT_HOOK}"
+        )
+    return config
+
+
+def _layer_of(file: Path) -> int:
+    number = file.name[len("layer_") : -len(".safetensors")]
+    if not number.isdigit():
+        raise InterpError(f"--transcoders {file}: not a layer_<L>.safetensors name")
+    return int(number)
+
+
+def _check_layer_file(file: Path) -> tuple[int, int]:
+    """A layer file's (width, d_model), its tensors checked: ``W_enc`` [width, d_model],
+    ``W_dec`` [width, d_out], ``b_enc`` [width], ``b_dec`` [d_out], d_out = d_model."""
+    from interp.sae.load import FLOAT_DTYPES, MAX_SAE_DIM, safetensors_header
+
+    _layer_of(file)
+    tensors = safetensors_header(file, "--transcoders ")
+    missing = {"W_enc", "W_dec", "b_enc", "b_dec"} - set(tensors)
+    if missing:
+        raise InterpError(f"--transcoders {file}: lacks {', '.join(sorted(missing))}")
+    if "activation_function.threshold" in tensors or "W_skip" in tensors:
+        raise InterpError(
+            f"--transcoders {file}: a JumpReLU or skip transcoder; only ReLU transcoders are "
+            "read here"
+        )
+    not_float = [
+        k for k in ("W_enc", "W_dec", "b_enc", "b_dec") if tensors[k][0] not in FLOAT_DTYPES
+    ]
+    if not_float:
+        raise InterpError(f"--transcoders {file}: {not_float[0]} is not a float tensor")
+    w_enc = tensors["W_enc"][1]
+    if len(w_enc) != 2 or not all(1 <= d <= MAX_SAE_DIM for d in w_enc):
+        raise InterpError(f"--transcoders {file}: W_enc has shape {list(w_enc)}")
+    width, d_model = w_enc
+    expected = {"W_dec": (width, d_model), "b_enc": (width,), "b_dec": (d_model,)}
+    for key, shape in expected.items():
+        if tensors[key][1] != shape:
+            raise InterpError(
+                f"--transcoders {file}: {key} has shape {list(tensors[key][1])}; W_enc "
+                f"{list(w_enc)} makes it {list(shape)}"
+            )
+    return width, d_model
 
 
 def load_transcoders(
@@ -218,43 +309,28 @@ def load_transcoders(
     """Open a transcoder folder written by `train_transcoders` (or any circuit-tracer
     transcoder-set folder of ReLU transcoders with local ``layer_<L>.safetensors``), checked
     against ``model``'s layers and width when given."""
-    import yaml
     from safetensors.torch import load_file
 
     folder = Path(path)
     files = check_transcoder_folder(folder)
-    try:
-        config = yaml.safe_load((folder / CONFIG_YAML).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise InterpError(f"--transcoders {path}: {CONFIG_YAML} is unreadable ({err})") from None
-    if not isinstance(config, dict) or config.get("model_kind") != "transcoder_set":
-        raise InterpError(f"--transcoders {path}: {CONFIG_YAML} is not a transcoder_set")
-    hooks = (config.get("feature_input_hook"), config.get("feature_output_hook"))
-    if hooks != (CT_INPUT_HOOK, OUTPUT_HOOK):
-        raise InterpError(
-            f"--transcoders {path}: reads {hooks[0]} and writes {hooks[1]}; this toolkit's "
-            f"transcoders read {CT_INPUT_HOOK} (the MLP's input) and write {OUTPUT_HOOK}"
-        )
     record: dict[str, Any] = {}
     if (folder / RECORD_FILE).is_file():
-        record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+        try:
+            record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise InterpError(f"--transcoders {folder / RECORD_FILE}: not readable JSON") from None
+        if not isinstance(record, dict):
+            raise InterpError(f"--transcoders {folder / RECORD_FILE}: not a JSON object")
     dev = device or (str(model.cfg.device) if model is not None else "cpu")
     model_name = str(model.cfg.model_name) if model is not None else str(record.get("model"))
     out: dict[int, Any] = {}
     for f in files:
+        layer = _layer_of(f)
         try:
-            layer = int(f.stem.split("_", 1)[1])
             state = load_file(str(f))
-        except (ValueError, OSError) as err:
-            raise InterpError(f"--transcoders {path}: {f.name} is unreadable ({err})") from None
-        missing = {"W_enc", "W_dec", "b_enc", "b_dec"} - set(state)
-        if missing:
-            raise InterpError(f"--transcoders {path}: {f.name} lacks {', '.join(sorted(missing))}")
-        if "activation_function.threshold" in state or "W_skip" in state:
-            raise InterpError(
-                f"--transcoders {path}: {f.name} is a JumpReLU or skip transcoder; only ReLU "
-                "transcoders are read here"
-            )
+        except Exception as err:  # checked whole above; changed since, or unreadable
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InterpError(f"--transcoders {f}: unreadable ({first})") from None
         if model is not None:
             if layer >= model.cfg.n_layers:
                 raise InterpError(
@@ -309,18 +385,32 @@ def train_transcoders(
     docstring)."""
     layers = check_transcoder_config(config, model)
     out = Path(config.out)
+    # one writer per --out from the start; the lock also clears killed writers' partials
+    with output_lock(out):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):  # made while we checked
+            raise InterpError(f"--out {out} exists and is not an empty folder; choose a new one")
+        return _train_transcoders(config, model, layers, out, progress)
+
+
+def _train_transcoders(
+    config: TranscoderTrainConfig,
+    model: HookedTransformer,
+    layers: list[int],
+    out: Path,
+    progress: bool,
+) -> TranscoderTrainResult:
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     corpus = build_corpus(config.corpus, model)
     t_corpus = time.perf_counter() - t0
     train_tokens = int(scored_mask(corpus.train, corpus.exclude_ids).sum())
     tokens = config.tokens if config.tokens is not None else train_tokens
+    check_epochs(tokens, train_tokens)
     if tokens < config.batch_tokens:
         raise InterpError(
             f"{tokens} training tokens are fewer than one batch (--batch-tokens "
             f"{config.batch_tokens}); add text, raise --tokens or lower --batch-tokens"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         t1 = time.perf_counter()
@@ -349,6 +439,7 @@ def train_transcoders(
         record["files"] = [p.name for p in files] + [RECORD_FILE, EVALS_FILE]
         _write_json(work / RECORD_FILE, record)
         _write_json(work / EVALS_FILE, evals)
+        public_modes(work)  # mkdtemp made it 0700, safetensors files are 0600
         if out.is_dir():
             out.rmdir()
         work.rename(out)

@@ -62,6 +62,11 @@ def test_features_refuse_a_folder_that_is_no_sae(space):
         ({}, "99", "latent 99 is out of range"),
         ({}, "1,x", "--features"),
         (dict(hook="blocks.1.hook_mlp_out"), "top:2", "did not store"),
+        # issue 22 item 10: patched 0 latents, or all 16 under the name top99999
+        ({}, "", "names no latent"),
+        ({}, " ", "names no latent"),
+        ({}, "top:17", "the SAE has 16 latents"),
+        ({}, "top:99999", "the SAE has 16 latents"),
     ],
 )
 def test_patch_refuses_a_bad_feature_request(space, kwargs, features, message):

@@ -57,6 +57,10 @@ def space(tmp_path_factory) -> Path:
         (("--context", "2"), "--context"),
         (("--heldout", "1.5"), "--heldout"),
         (("--tokens", "10"), "fewer than one batch"),
+        # issue 22 item 5: an allocation traceback, and a budget of about 10^9 hours
+        (("--width", "1000000000", "--k", "8"), "--width 1000000000: use 1..16777216 latents"),
+        (("--tokens", "1000000000000000"), "at most 100000000000 (10^11) training tokens"),
+        (("--tokens", "90000000"), "passes over the training split"),
     ],
 )
 def test_train_refuses_bad_input(space, args, contains):
@@ -103,3 +107,12 @@ def test_eval_of_the_training_corpus_repeats_evals_json(space):
     assert evals["trained_on_this_corpus"] is True
     for key in ("explained_variance", "mean_l0", "ce_loss_recovered", "kl_with_sae"):
         assert evals[key] == pytest.approx(stored[key], rel=1e-6), key
+
+
+def test_train_refuses_a_width_whose_training_does_not_fit_in_memory(space, monkeypatch):
+    import interp.sae.train
+
+    monkeypatch.setattr(interp.sae.train, "available_memory", lambda device: 1 << 30)
+    args = _train(space, "--width", "1000000", "--k", "8")
+    line = assert_refused_without_trace(space, *args, contains="GiB available")
+    assert "--width 1000000: training needs about 13.4 GiB" in line

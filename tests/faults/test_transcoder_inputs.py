@@ -28,11 +28,25 @@ def _train(space: Path, *args: str) -> tuple[str, ...]:
         (("--tokens", "0"), "--tokens must be at least 1"),
         (("--tokens", "10"), "fewer than one batch"),
         (("--corpus", "wiki"), "unknown"),
+        # issue 22 item 5: an allocation traceback, and a budget of about 10^9 hours
+        (("--width", "1000000000"), "--width 1000000000: use 1..16777216 latents"),
+        (("--tokens", "1000000000000000"), "at most 100000000000 (10^11) training tokens"),
+        (("--tokens", "90000000"), "passes over the training split"),
     ],
 )
 def test_train_transcoders_refuses_bad_input(tmp_path, args, contains):
     (tmp_path / "tcs").mkdir()
     assert_refused_without_trace(tmp_path, *_train(tmp_path, *args), contains=contains)
+
+
+def test_train_transcoders_refuses_a_width_that_does_not_fit_in_memory(tmp_path, monkeypatch):
+    import interp.sae.train
+
+    monkeypatch.setattr(interp.sae.train, "available_memory", lambda device: 1 << 30)
+    (tmp_path / "tcs").mkdir()
+    args = (*_train(tmp_path, "--layers", "0,1"), "--width", "1000000")
+    line = assert_refused_without_trace(tmp_path, *args, contains="GiB available")
+    assert "(2 x 2 x 1000000 x 64 parameters" in line
 
 
 def test_train_transcoders_refuses_a_used_out_folder(tmp_path):

@@ -54,6 +54,11 @@ def _write(space: Path, name: str, text: str) -> str:
             f"{HEADER}\ntechnician\tcustomer\t1\tThe $OCCUPATION paid.\n",
             "exactly one pronoun placeholder",
         ),
+        (  # issue 22 item 5: tokenized for 126 s before the context check refused it
+            "long_line.tsv",
+            f"{HEADER}\n{ROW}\n{ROW.replace('could pay', 'x' * 5_000_000)}\n",
+            "long_line.tsv:3: line is longer than the limit of 64 KiB",
+        ),
         (
             "unknown_occupation.tsv",
             f"{HEADER}\n{ROW.replace('technician', 'astronaut')}\n",

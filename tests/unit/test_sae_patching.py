@@ -91,8 +91,7 @@ def test_single_latents_batch_like_one_at_a_time(tiny_model):
 def test_parse_features_and_hooks():
     assert parse_features("123,456") == (123, 456)
     assert parse_features("top:8") == 8
-    assert parse_features("") == ()
-    for bad in ("top:0", "1,x", "3,3", "-1"):
+    for bad in ("top:0", "1,x", "3,3", "-1", "", " "):
         with pytest.raises(InterpError):
             parse_features(bad)
     assert site_hook("blocks.12.hook_resid_post") == (12, "resid_post")
@@ -112,18 +111,15 @@ def sae_run(tmp_path_factory, tiny_model):
     return run, str(root / "sae")
 
 
-def test_run_patching_no_latents_keeps_the_target(sae_run, tiny_model):
+def test_run_patching_refuses_no_latents_and_top_k_beyond_the_sae(sae_run, tiny_model):
+    # issue 22 item 10: "" patched 0 latents and wrote a table; top:K > d_sae patched every
+    # latent under the name topK (that no latent changes nothing: test_no_latents_changes_nothing)
     from interp.patching import patch_run
 
     run, sae = sae_run
-    result = patch_run(
-        run, layer=1, round=2, sae=sae, features="", model=tiny_model, n_boot=20, write=False
-    )
-    rows = result.per_example
-    assert set(rows["component"]) == {"sae"} and set(rows["head"]) == {-1}
-    assert (rows["patched"] - rows["clean"]).abs().max() < 1e-5
-    assert result.summary["sae"]["latents"] == []
-    assert result.summary["config"]["sae"] == sae
+    for features, message in (("", "names no latent"), ("top:49", "has 48 latents")):
+        with pytest.raises(InterpError, match=message):
+            patch_run(run, layer=1, round=2, sae=sae, features=features, model=tiny_model)
 
 
 def test_run_patching_top_k_reads_the_features_table(sae_run, tiny_model):
