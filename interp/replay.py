@@ -175,6 +175,23 @@ def replay(
     actors that each load the model; the batches come back here and are written as a single
     process writes them, so the run is byte-identical to one without workers (the manifest adds
     a ``workers`` record; timings aside).
+
+    Args:
+        config: What to replay and where to write it (``config.out``).
+        model: An already loaded model; it is what the manifest records (``config.model``
+            left at its default takes the model's own name; one naming another model is
+            refused). None loads ``config.model``.
+        progress: Show a progress bar.
+        command: The command line to record in the manifest (the CLI passes it).
+        workers: Ray workers to spread the batches over; None runs in this process.
+
+    Returns:
+        The complete run, opened.
+
+    Raises:
+        InterpError: Bad input (a missing or malformed file, an unknown plan, rounds < 1,
+            a transcript that does not fit the model's context, ...), or the directory holds
+            another replay or is in use.
     """
     _validate(config)
     if model is not None:  # record the model used, not the config's default name

@@ -37,7 +37,23 @@ def export(
     model: HookedTransformer | None = None,
 ) -> ExportResult:
     """Export the figures of ``runs`` and an ``index.html`` into the first run directory: the
-    API's verb shape, a thin wrapper over :func:`interp.report.export_report`."""
+    API's verb shape, a thin wrapper over :func:`interp.report.export_report`.
+
+    Args:
+        runs: Runs or their directories; the first gets the report, the others are drawn
+            beside it (e.g. its control run).
+        config: Heads for the attention views, the example they show, static images; None:
+            ``ExportConfig()``.
+        model: The run's model, loaded; None: loaded from the run's manifest for the
+            attention views.
+
+    Returns:
+        The ``index.html`` path, the figures written, and a note per section left out.
+
+    Raises:
+        InterpError: A run that is missing, damaged or unfinished, or in use, or an example
+            index out of range.
+    """
     from interp.report import export_report
     from interp.store import Run
 

@@ -623,7 +623,22 @@ def probe(
     progress: bool = False,
 ) -> ProbeResult:
     """Probe ``run`` as ``config`` says (default: the stereotype concept, every stored layer):
-    the API's verb shape, a thin wrapper over :func:`probe_run`."""
+    the API's verb shape, a thin wrapper over :func:`probe_run`.
+
+    Args:
+        run: A run or its directory.
+        config: The concept, layers, method and controls; None: ``ProbeConfig()``.
+        model: The run's model, already loaded; None loads it when the concept's encodings
+            are not cached in the run yet.
+        progress: Show progress bars.
+
+    Returns:
+        The tables it wrote into ``RUN/probes/<concept>/``, as DataFrames.
+
+    Raises:
+        InterpError: An unknown concept or a bad concept file, a layer the run did not
+            store, or a control run that is not a control of ``run``.
+    """
     config = ProbeConfig() if config is None else config
     return probe_run(
         run.path if isinstance(run, Run) else run,

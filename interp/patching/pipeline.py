@@ -60,7 +60,22 @@ def patch(
 ) -> PatchResult:
     """Patch between two rounds of every chosen example of ``run`` (a :class:`Run` or its
     directory) as ``config`` says; keywords as :func:`run_patching` (``model``, ``progress``,
-    ``device``, ``dtype``, ``write``)."""
+    ``device``, ``dtype``, ``write``).
+
+    Args:
+        run: A run or its directory.
+        config: Rounds, layer(s), components, examples and method.
+        **kw: ``model`` (the run's model, loaded; None loads it), ``progress``, ``device``,
+            ``dtype``, ``write`` (False: compute without writing into the run), ``workers``.
+
+    Returns:
+        The per-example table and the summary with bootstrap intervals (``.control_table``
+        with a control run).
+
+    Raises:
+        InterpError: A round or layer outside the run, no example left after the filters,
+            or a control run that is not a control of ``run``.
+    """
     return run_patching(run if isinstance(run, Run) else Run.open(run), config, **kw)
 
 
