@@ -131,7 +131,7 @@ def test_feature_circuit_loads_a_seeded_tiny_runs_own_model(seed1_run, tmp_path,
     def reached(*_args, **_kwargs):
         raise Reached
 
-    monkeypatch.setattr(features, "check_transcoder_folder", lambda _folder: None)
+    monkeypatch.setattr(features, "check_transcoder_folder", lambda *_args: None)
     monkeypatch.setattr(features, "circuit_tracer", lambda: None)
     monkeypatch.setattr(features, "load_transcoders", reached)
     config = features.FeatureCircuitConfig(round=1, transcoders=str(tmp_path))
