@@ -32,8 +32,8 @@ FILES = ["Age", "Disability_status", "Physical_appearance", "Religion", "Sexual_
 
 def main() -> None:
     from interp.circuits.pipeline import CircuitConfig, circuit
-    from interp.loading import load_model
-    from interp.replay import ReplayConfig, replay
+    from interp.model.loading import load_model
+    from interp.replay.loop import ReplayConfig, replay
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=16)

@@ -39,8 +39,8 @@ FILES = ["Age", "Religion", "Disability_status", "Physical_appearance", "Sexual_
 def main() -> None:
     from interp.circuits.features import FeatureCircuitConfig, feature_circuit
     from interp.circuits.pipeline import CircuitConfig, circuit
-    from interp.loading import load_model
-    from interp.replay import ReplayConfig, replay
+    from interp.model.loading import load_model
+    from interp.replay.loop import ReplayConfig, replay
     from interp.sae.corpus import CorpusConfig
     from interp.sae.transcoders import TranscoderTrainConfig, train_transcoders
 

@@ -3,7 +3,7 @@
 Measures, in one process on the same prompts:
 - first load (GGUF -> TransformerLens conversion into an empty cache) vs cached load;
 - greedy generation with the KV cache (48 new tokens) by ``model.generate``: ours (weights
-  re-laid, interp/layout.py, and the fast block path, interp/fastpath.py), ours with the
+  re-laid, interp/model/layout.py, and the fast block path, interp/model/fastpath.py), ours with the
   re-laid weights only, plain TransformerLens (neither), and HF ``generate`` -> ratios. The
   four run in turn, ROUNDS times (ours, HF, ours, HF, ...), so that a slow spell of the
   machine hits them alike; the JSON has every round's ratio, their median and the ratio of
@@ -64,9 +64,9 @@ def before_eos(tokens: list[int], eos: int) -> list[int]:
 def main() -> None:
     from transformers import AutoModelForCausalLM
 
-    from interp import fastpath
-    from interp.layout import is_relaid
-    from interp.loading import embedded_gguf_path, load_model
+    from interp.model import fastpath
+    from interp.model.layout import is_relaid
+    from interp.model.loading import embedded_gguf_path, load_model
 
     results: dict = {
         "machine": platform.processor() or platform.machine(),

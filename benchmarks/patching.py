@@ -35,11 +35,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformer_lens import patching as tl_patching  # noqa: E402
 
-from interp.hooknames import act_name  # noqa: E402
-from interp.loading import load_model  # noqa: E402
+from interp.model.hooknames import act_name  # noqa: E402
+from interp.model.loading import load_model  # noqa: E402
 from interp.patching import PatchConfig, patch_pair, patch_run, select_items, sweep  # noqa: E402
-from interp.replay import ReplayConfig, replay  # noqa: E402
-from interp.store import Run  # noqa: E402
+from interp.replay.loop import ReplayConfig, replay  # noqa: E402
+from interp.runs.store import Run  # noqa: E402
 
 FOLLOW_UP = "Please make sure your answer is unbiased and does not rely on stereotypes."
 COMPONENTS = ("resid_pre", "attn_out", "mlp_out")

@@ -32,9 +32,9 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from interp.loading import cache_root, load_model  # noqa: E402
-from interp.plans import load_plan  # noqa: E402
-from interp.store import write_json  # noqa: E402
+from interp.inputs.plans import load_plan  # noqa: E402
+from interp.model.loading import cache_root, load_model  # noqa: E402
+from interp.runs.store import write_json  # noqa: E402
 from probes.concepts import CONCEPTS, load_concept  # noqa: E402
 from probes.directions import probe_layers  # noqa: E402
 from probes.encode import cached_encodings, weights_hash  # noqa: E402

@@ -43,8 +43,8 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from interp.loading import cache_root, load_model  # noqa: E402
-from interp.store import write_json  # noqa: E402
+from interp.model.loading import cache_root, load_model  # noqa: E402
+from interp.runs.store import write_json  # noqa: E402
 from probes.concepts import load_concept, split_pairs  # noqa: E402
 from probes.encode import cached_encodings, weights_hash  # noqa: E402
 from probes.logistic import fit_logistic  # noqa: E402

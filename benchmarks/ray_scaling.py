@@ -92,7 +92,7 @@ def _cluster_start_s(env: dict[str, str]) -> float:
 
 def _model_load_s(env: dict[str, str]) -> float:
     code = (
-        "import time; from interp.loading import load_model; t = time.perf_counter(); "
+        "import time; from interp.model.loading import load_model; t = time.perf_counter(); "
         "load_model('smollm2'); print(time.perf_counter() - t)"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -40,8 +40,8 @@ def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def main() -> None:
-    from interp.loading import load_model
-    from interp.replay import ReplayConfig, replay
+    from interp.model.loading import load_model
+    from interp.replay.loop import ReplayConfig, replay
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--examples", type=int, default=32)

@@ -45,9 +45,9 @@ GEN_BATCHES = 1  # batches of 8 x 128 tokens per round and model
 def main() -> None:
     from sae_lens.training.activations_store import ActivationsStore
 
-    from interp import fastpath
-    from interp.layout import is_relaid
-    from interp.loading import load_model
+    from interp.model import fastpath
+    from interp.model.layout import is_relaid
+    from interp.model.loading import load_model
     from interp.sae.corpus import CorpusConfig, build_corpus
     from interp.sae.train import TrainConfig, corpus_dataset, runner_config, train_sae
 

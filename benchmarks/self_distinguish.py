@@ -64,8 +64,8 @@ def main() -> None:
         _full_pass_logprobs,
         score_orders,
     )
-    from interp.loading import load_model
-    from interp.replay import ReplayConfig, replay
+    from interp.model.loading import load_model
+    from interp.replay.loop import ReplayConfig, replay
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--sample", type=int, default=12)

@@ -18,22 +18,22 @@ from typing import TYPE_CHECKING, Any
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
-    from interp.conversation import Conversation, RoundInput, RoundSpans, build_conversation
-    from interp.loading import ModelSource, load_model
+    from interp.inputs.conversation import Conversation, RoundInput, RoundSpans, build_conversation
+    from interp.model.loading import ModelSource, load_model
     from interp.patching import PatchConfig, PatchResult, patch
     from interp.replay import ReplayConfig, replay
-    from interp.report_config import ExportConfig, export
+    from interp.report.export import ExportConfig, export
     from probes.api import ProbeResult, probe
     from probes.config import ProbeConfig
 
 # name -> the module that defines it (imported on first access).
 _LAZY: dict[str, str] = {
-    "Conversation": "interp.conversation",
-    "RoundInput": "interp.conversation",
-    "RoundSpans": "interp.conversation",
-    "build_conversation": "interp.conversation",
-    "ModelSource": "interp.loading",
-    "load_model": "interp.loading",
+    "Conversation": "interp.inputs.conversation",
+    "RoundInput": "interp.inputs.conversation",
+    "RoundSpans": "interp.inputs.conversation",
+    "build_conversation": "interp.inputs.conversation",
+    "ModelSource": "interp.model.loading",
+    "load_model": "interp.model.loading",
     "ReplayConfig": "interp.replay",
     "replay": "interp.replay",
     "PatchConfig": "interp.patching",
@@ -42,8 +42,8 @@ _LAZY: dict[str, str] = {
     "ProbeConfig": "probes.config",
     "ProbeResult": "probes.api",
     "probe": "probes.api",
-    "ExportConfig": "interp.report_config",
-    "export": "interp.report_config",
+    "ExportConfig": "interp.report.export",
+    "export": "interp.report.export",
 }
 
 __all__ = [
@@ -71,7 +71,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'interp' has no attribute {name!r}")
-    if name == module.rpartition(".")[2]:
+    if module == f"interp.{name}":
         # `replay`: the verb's name is its module's, and importing a submodule binds the
         # package attribute to the module; the module is callable and calls the verb.
         return importlib.import_module(module)

@@ -136,7 +136,7 @@ def check_device(device: str) -> None:
 
 
 def check_model(name: str, *, dtype: str | None = None, device: str | None = None) -> None:
-    """Refuse, as ``interp.loading.load_model`` would, a model name that does not resolve to
+    """Refuse, as ``interp.model.loading.load_model`` would, a model name that does not resolve to
     something installed here: the embedded package missing, no such .gguf file, a folder that
     is no Hugging Face model folder, a name TransformerLens does not know or whose weights are
     not in the local Hugging Face cache."""

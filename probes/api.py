@@ -33,11 +33,12 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
-from interp.controls import open_control
 from interp.errors import InterpError
-from interp.hooknames import act_name
-from interp.lock import run_lock
+from interp.model.hooknames import act_name
 from interp.options import check_n_boot, check_seed
+from interp.runs.controls import open_control
+from interp.runs.lock import run_lock
+from interp.runs.store import AnalysisTensors, Run
 from interp.stats import (
     DEFAULT_CLUSTER,
     Clusters,
@@ -47,7 +48,6 @@ from interp.stats import (
     paired_difference,
     wilson_interval,
 )
-from interp.store import AnalysisTensors, Run
 from probes.behaviour import behaviour_probes
 from probes.concepts import ConceptData, load_concept
 from probes.config import ProbeConfig
@@ -158,13 +158,13 @@ def probe_run(
     check_seed(seed)
     check_n_boot(n_boot, "n_boot")
     check_cluster_key(cluster)
-    run = Run.open(run_dir)  # checks every run file (interp.store) before any encoding
+    run = Run.open(run_dir)  # checks every run file (interp.runs.store) before any encoding
     control = open_control(run, control_run) if control_run is not None else None
     data = load_concept(concept)
     chosen = _run_layers(run, layers)
     if control is not None:
         _check_control_hooks(control[0], chosen)
-    # One writer per run directory (interp.lock), refused before the slow encoding.
+    # One writer per run directory (interp.runs.lock), refused before the slow encoding.
     with run_lock(run.path):
         return _probe_locked(
             run,
@@ -309,7 +309,7 @@ def _with_transfer(
 
 
 def _load_run_model(info: dict[str, Any]) -> HookedTransformer:
-    from interp.loading import load_run_model
+    from interp.model.loading import load_run_model
 
     return load_run_model(info)
 
@@ -347,7 +347,7 @@ def _concept_encodings(
 ) -> Float[torch.Tensor, "item layer d_model"]:
     info = run.manifest["model"]
     if model is not None:
-        from interp.loading import check_run_model
+        from interp.model.loading import check_run_model
 
         check_run_model(model, info)
     digest = weights_hash(model) if model is not None else str(info["weights_hash"])

@@ -16,7 +16,7 @@ Built-in concepts (``CONCEPTS``) ship in ``probes/data``; how they were written 
 named ``user-<file stem>`` (see `user_concept_name`), so a user file can never take the place
 of a built-in concept's results, and the name is always a safe folder name.
 
-Files are read within the bounds of `interp.inputs`: at most 256 MiB a file, 64 KiB a line,
+Files are read within the bounds of `interp.inputs.files`: at most 256 MiB a file, 64 KiB a line,
 ids and pairs of at most 200 characters, JSON nested at most 32 deep.
 """
 
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import InterpError
-from interp.inputs import (
+from interp.inputs.files import (
     MAX_DATA_FILE_BYTES,
     check_id_length,
     jsonl_objects,

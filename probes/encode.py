@@ -22,8 +22,8 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from interp.errors import InterpError
-from interp.hooknames import is_act
-from interp.store import atomic_write
+from interp.model.hooknames import is_act
+from interp.runs.store import atomic_write
 
 POSITIONS = ("last", "mean")
 _KEY = "encodings"

@@ -5,7 +5,7 @@ Concept directions are fitted on statements tokenized alone (``probes.encode``),
 concept scores project the *read-out* state: the last token of the forced answer prefix in
 the chat template. Here each statement is wrapped the way a run's round 0 is — the run's
 system prompt (or the template's default), the statement as the user message, then the
-assistant turn opened with the run's answer prefix (``interp.conversation``) — and read at
+assistant turn opened with the run's answer prefix (``interp.inputs.conversation``) — and read at
 the last token of that prefix. On the probe's own split, per layer:
 
 - ``transfer_acc``: the direction and threshold learned on bare statements, applied to the
@@ -34,9 +34,9 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
-from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
-from interp.hooknames import act_layer, is_act
+from interp.inputs.conversation import RoundInput, build_conversation
+from interp.model.hooknames import act_layer, is_act
 from probes.concepts import ConceptData
 from probes.directions import Directions, LayerProbe, probe_layers
 from probes.encode import encode_token_ids, encodings_key, encodings_path, write_encodings

@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 
-from interp.debias import debiased_rounds
+from interp.metrics.debias import debiased_rounds
+from interp.runs.store import Run
 from interp.stats import bootstrap_weights, percentile_interval
-from interp.store import Run
 
 where = sys.argv[1] if len(sys.argv) > 1 else "artifacts/runs"
 runs = {p: Run.open(f"{where}/bbq300c-{p}") for p in ("self-correct", "baseline")}

@@ -67,12 +67,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     from interp.circuits import CircuitConfig, circuit
     from interp.errors import InterpError
-    from interp.loading import load_model
+    from interp.model.loading import load_model
     from interp.replay import ReplayConfig, replay
 
     workers = None
-    if args.workers is not None:  # only then is Ray imported (by interp.distributed)
-        from interp.distributed import Workers
+    if args.workers is not None:  # only then is Ray imported (by interp.runs.distributed)
+        from interp.runs.distributed import Workers
 
         workers = Workers(n=args.workers, threads=args.threads_per_worker)
     data = [args.data / f"{name}.jsonl" for name in FILES]
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[method] = _numbers(run, cfg.name())
     export_note = None
     if not args.no_export:
-        from interp.report_config import export
+        from interp.report.export import export
 
         say("export")
         exported = export([run], model=model)

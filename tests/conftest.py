@@ -18,14 +18,14 @@ SHARED_BBQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbq"
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     return load_model("tiny")
 
 
 @pytest.fixture(scope="session")
 def embedded_model():
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     return load_model("smollm2")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from interp.replay import ReplayConfig, replay
+from interp.replay.loop import ReplayConfig, replay
 
 ROUNDS = 2
 N_EXAMPLES = 6
@@ -21,7 +21,7 @@ N_EXAMPLES = 6
 @functools.cache
 def _built(root: str) -> tuple[Path, Path]:
     """(bare, full) run directories under ``root``, built once per test session."""
-    from interp.loading import load_model
+    from interp.model.loading import load_model
     from interp.patching import patch_run
     from probes.api import probe_run
 

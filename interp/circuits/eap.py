@@ -31,7 +31,7 @@ from transformer_lens.hook_points import HookPoint
 
 from interp.circuits.graph import Graph
 from interp.patching.core import final_logits, logit_gap, record, shared_sequence
-from interp.patching.exact import _expanded_prefix
+from interp.patching.exact import expanded_prefix
 
 Letters = int | tuple[int, ...]
 
@@ -149,7 +149,7 @@ class EdgePair:
         last = f"blocks.{g.n_layers - 1}.hook_resid_post"
         fwd.append((last, bind(g.logits_receiver, 1)))
         resid = self.target_start[None, None].expand(batch, 1, -1).contiguous()
-        cache = _expanded_prefix(self.kv, self.prefix, batch) if self.prefix > 0 else None
+        cache = expanded_prefix(self.kv, self.prefix, batch) if self.prefix > 0 else None
         with model.hooks(fwd_hooks=fwd):
             out = model(resid, start_at_layer=0, past_kv_cache=cache, stop_at_layer=g.n_layers)
             logits = final_logits(model, out[:, -1])

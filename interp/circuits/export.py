@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from interp.store import Run
+from interp.runs.store import Run
 
 # Slider positions (top-N edges); those at or above the graph's edge count are dropped.
 TOP_STEPS = (10, 20, 50, 100, 200, 500)

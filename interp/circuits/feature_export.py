@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from interp.errors import InterpError
-from interp.store import Run
+from interp.runs.store import Run
 
 KIND = "feature_circuits"  # = interp.circuits.features.KIND (that module wants circuit-tracer)
 TOP_STEPS = (10, 20, 50, 100, 200)  # slider: top N nodes per round by |total effect|

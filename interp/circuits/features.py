@@ -36,11 +36,12 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.errors import InterpError
-from interp.loading import check_run_model, load_run_model
-from interp.lock import run_lock
+from interp.model.loading import check_run_model, load_run_model
 from interp.options import check_at_least
 from interp.patching.analysis import PatchConfig, check_config, select_items
 from interp.patching.core import logit_gap
+from interp.runs.lock import run_lock
+from interp.runs.store import Run, safe_name
 from interp.sae.transcoders import (
     CT_INPUT_HOOK,
     INPUT_HOOK,
@@ -50,7 +51,6 @@ from interp.sae.transcoders import (
     load_transcoders,
     mlp_input,
 )
-from interp.store import Run, safe_name
 
 KIND = "feature_circuits"
 CIRCUIT_TRACER = "circuit-tracer==0.5.0"

@@ -146,7 +146,7 @@ class Graph:
 def split_inputs(model: HookedTransformer) -> Iterator[HookedTransformer]:
     """The model with per-head outputs, per-head q/k/v inputs and the MLP-input hook turned
     on, restored afterwards. The flags only add hook points (TransformerLens computes the same
-    numbers; :mod:`interp.fastpath` falls back to TransformerLens' block while they are on),
+    numbers; :mod:`interp.model.fastpath` falls back to TransformerLens' block while they are on),
     so the shared model is borrowed rather than copied."""
     cfg = model.cfg
     saved = (cfg.use_attn_result, cfg.use_split_qkv_input, cfg.use_hook_mlp_in)

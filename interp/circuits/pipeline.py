@@ -28,10 +28,8 @@ from transformer_lens import HookedTransformer
 from interp.circuits.eap import EdgePair
 from interp.circuits.export import write_graph_files
 from interp.circuits.graph import Graph, split_inputs
-from interp.distributed import Workers, connected, run_jobs
 from interp.errors import InterpError
-from interp.loading import check_run_model, load_run_model, run_model_spec
-from interp.lock import run_lock
+from interp.model.loading import check_run_model, load_run_model, run_model_spec
 from interp.options import check_at_least
 from interp.patching.analysis import (
     PatchConfig,
@@ -40,6 +38,9 @@ from interp.patching.analysis import (
     check_config,
     select_items,
 )
+from interp.runs.distributed import Workers, connected, run_jobs
+from interp.runs.lock import run_lock
+from interp.runs.store import Run
 from interp.stats import (
     CI_LEVEL,
     CLUSTER_FLOOR,
@@ -50,7 +51,6 @@ from interp.stats import (
     interval_or_none,
     json_float,
 )
-from interp.store import Run
 
 METHODS = ("eap-ig", "eap")
 KIND = "circuits"
@@ -209,7 +209,7 @@ def circuit(
 ) -> CircuitResult:
     """Score, aggregate, verify and (``write``) store the circuit between two rounds.
 
-    ``workers`` (:class:`interp.distributed.Workers`) spreads both per-example passes (edge
+    ``workers`` (:class:`interp.runs.distributed.Workers`) spreads both per-example passes (edge
     scores; exact patching for the verification and the faithfulness curve) over Ray actors
     in shards of ``CIRCUIT_SHARD`` examples. Each example's numbers are computed from its own
     inputs alone and put back in example order, and the aggregation (means, bootstrap, ranks)

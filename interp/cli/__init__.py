@@ -187,7 +187,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo(f"error: {flag_message(str(err))}", err=True)
             raise typer.Exit(2) from None
         except OSError as err:
-            # Writes are atomic (interp.store), so a refused write leaves no partial file.
+            # Writes are atomic (interp.runs.store), so a refused write leaves no partial file.
             where = f"{err.filename}: " if err.filename else ""
             typer.echo(f"error: {where}{err.strerror or err}", err=True)
             raise typer.Exit(2) from None

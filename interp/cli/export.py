@@ -1,4 +1,4 @@
-"""``interp export``: the command behind :func:`interp.report_config.export`."""
+"""``interp export``: the command behind :func:`interp.report.export.export`."""
 
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def export(
     for path in run:  # a mistyped directory is refused before torch is imported
         preflight.run_manifest(path)
 
-    from interp.report_config import ExportConfig
-    from interp.report_config import export as run_export
+    from interp.report.export import ExportConfig
+    from interp.report.export import export as run_export
 
     config = ExportConfig(
         heads=None if heads is None else tuple(heads), example_index=example_index, png=png

@@ -1,4 +1,4 @@
-"""Everything the CLI prints as text: the metrics tables (from :mod:`interp.tables`, where a
+"""Everything the CLI prints as text: the metrics tables (from :mod:`interp.report.tables`, where a
 notebook imports them), the patching table and the probe report. Pure functions of the
 results' JSON-ready summaries; the command modules only call them and echo.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from interp.tables import (
+from interp.report.tables import (
     fixed,
     format_calibration,
     format_copy_rate,

@@ -71,7 +71,7 @@ def metrics(
     from interp import preflight
 
     preflight.run_manifest(run)  # a mistyped run, before pandas is imported
-    from interp.debias import check_space
+    from interp.metrics.debias import check_space
 
     check_space(debias_space)
     difference = None
@@ -95,13 +95,13 @@ def plan_difference(
 ) -> tuple[dict[str, Any], str]:
     """The paired run - control table of ``--control-run`` (BBQ metrics or Winogender's
     correlations) and its text."""
-    from interp.controls import format_metrics_difference, metrics_difference, open_control
-    from interp.store import Run
-    from interp.winogender import (
+    from interp.inputs.winogender import (
         format_winogender_difference,
         is_winogender,
         winogender_plan_difference,
     )
+    from interp.runs.controls import format_metrics_difference, metrics_difference, open_control
+    from interp.runs.store import Run
 
     run = Run.open(run_path)
     control, checks = open_control(run, control_path)
@@ -127,8 +127,8 @@ def show_metrics(
     debias_space: str = "prob",
     difference: tuple[dict[str, Any], str] | None = None,
 ) -> None:
-    from interp.metrics import compute_metrics
-    from interp.store import Run, write_json
+    from interp.metrics.rounds import compute_metrics
+    from interp.runs.store import Run, write_json
 
     run = Run.open(path)
     if run.manifest.get("task", {}).get("name") == "winogender":
@@ -144,7 +144,7 @@ def show_metrics(
         )
         # replay stores prob-space debiased scores; another space is printed, not stored
         if _stored_bootstrap(run) == (n_boot, seed, cluster) and debias_space == "prob":
-            from interp.lock import run_lock
+            from interp.runs.lock import run_lock
 
             with run_lock(run.path):
                 write_json(run.path / "metrics.json", result)
@@ -179,16 +179,16 @@ def _show_winogender(
     seed: int,
     difference: tuple[dict[str, Any], str] | None = None,
 ) -> None:
-    # Winogender runs: correlation with BLS % female and pronoun shares (interp.winogender).
-    from interp.store import write_json
-    from interp.winogender import format_winogender_metrics, winogender_metrics
+    # Winogender runs: correlation with BLS % female and pronoun shares (interp.inputs.winogender).
+    from interp.inputs.winogender import format_winogender_metrics, winogender_metrics
+    from interp.runs.store import write_json
 
     stored = run.read_metrics()
     if recompute or stored is None:
         result = winogender_metrics(run.rounds(), n_boot=n_boot, seed=seed)
         same = (stored or {}).get("bootstrap", {})
         if recompute and (same.get("n_boot"), same.get("seed")) == (n_boot, seed):
-            from interp.lock import run_lock
+            from interp.runs.lock import run_lock
 
             with run_lock(run.path):
                 write_json(run.path / "metrics.json", result)

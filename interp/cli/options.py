@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from interp.distributed import Workers
 from interp.errors import InterpError
+from interp.runs.distributed import Workers
 
 # Options that take several values after one flag (``--data A.jsonl B.jsonl``).
 MULTI_VALUE_OPTIONS = ("--data", "--hooks", "--heads", "--examples", "--corpus")
@@ -53,7 +53,7 @@ def parse_layers(
     return layers
 
 
-# --- scale-out over Ray (interp.distributed), the same four flags in replay and patch ----------
+# --- scale-out over Ray (interp.runs.distributed), the same four flags in replay and patch ---
 
 _RAY_PANEL = "Scale-out (Ray)"
 WorkersOption = Annotated[
@@ -84,7 +84,7 @@ ThreadsOption = Annotated[
 def workers_from_flags(
     workers: int | None, ray_address: str | None, gpus: float, threads: int
 ) -> Workers | None:
-    """The flags as a :class:`~interp.distributed.Workers`, or None: no Ray at all."""
+    """The flags as a :class:`~interp.runs.distributed.Workers`, or None: no Ray at all."""
     if workers is None and ray_address is None:
         return None
     return Workers(

@@ -1,4 +1,4 @@
-"""``interp replay``: the command behind :func:`interp.replay.replay`."""
+"""``interp replay``: the command behind :func:`interp.replay.loop.replay`."""
 
 from __future__ import annotations
 
@@ -136,12 +136,12 @@ def replay(
             "options' scores over orders; generate mode scores none)"
         )
     if ray_address is not None:  # a bad or unreachable address: before anything is written
-        from interp.distributed import check_address
+        from interp.runs.distributed import check_address
 
         check_address(ray_address)
 
-    from interp.replay import ReplayConfig
-    from interp.replay import replay as run_replay
+    from interp.replay.loop import ReplayConfig
+    from interp.replay.loop import replay as run_replay
 
     config = ReplayConfig(
         out=str(out),
@@ -168,7 +168,7 @@ def replay(
         max_orders=max_orders,
     )
     if permute == "all":  # k! grows fast: say what it costs before any compute
-        from interp.replay import planned_conversations
+        from interp.replay.loop import planned_conversations
 
         n_examples, n_rows = planned_conversations(config)
         typer.echo(

@@ -124,7 +124,7 @@ def train(
         corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
     )
     check_train_config(config)  # before the model loads (and before TransformerLens imports)
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     result = train_sae(config, load_model(model, device=device), progress=not as_json)
     if as_json:
@@ -205,7 +205,7 @@ def train_transcoders(
         corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
     )
     check_transcoder_config(config)  # before the model loads (and before TransformerLens imports)
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     result = train_all(config, load_model(model, device=device), progress=not as_json)
     if as_json:
@@ -255,7 +255,7 @@ def evaluate(
     read_sae_config(sae)  # a folder that is no SAE is refused before the model loads
     if eval_tokens < 1:
         raise InterpError("--eval-tokens must be at least 1")
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     evals = evaluate_on_corpus(
         load_model(model, device=device), str(sae), config, max_tokens=eval_tokens
@@ -324,8 +324,8 @@ def features(
     if contexts is not None:  # the contexts are read with the run's model
         preflight.check_run_model(manifest, dtype=dtype, device=device)
 
+    from interp.report.tables import fixed
     from interp.sae.features import FeaturesConfig, sae_features
-    from interp.tables import fixed
 
     config = FeaturesConfig(
         sae=str(sae),

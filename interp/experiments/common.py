@@ -5,7 +5,7 @@ An experiment directory::
 
     DIR/manifest.json        experiment name, config, arms (plan texts, replay settings),
                              seed, sizes, package versions, command; "complete" at the end
-    DIR/runs/<arm>/          one ordinary run directory per replay (``interp.replay``), so
+    DIR/runs/<arm>/          one ordinary run directory per replay (``interp.replay.loop``), so
                              metrics, probe, patch and export work on it as on any run;
                              ``runs/control`` is the control arm (``--control PLAN``)
     DIR/encodings/           the concept encodings every arm's probe shares (one model)
@@ -34,8 +34,9 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import InterpError
-from interp.lock import make_dir, remove_empty, run_lock
-from interp.metrics import FLOOR_SHARE, POSITION_RULE, compute_metrics, model_floor
+from interp.metrics.rounds import FLOOR_SHARE, POSITION_RULE, compute_metrics, model_floor
+from interp.runs.lock import make_dir, remove_empty, run_lock
+from interp.runs.store import EXPERIMENT_STARTED, Run, write_json, write_parquet
 from interp.stats import (
     MULTIPLICITY_METHOD,
     Clusters,
@@ -44,7 +45,6 @@ from interp.stats import (
     check_cluster_key,
     example_clusters,
 )
-from interp.store import EXPERIMENT_STARTED, Run, write_json, write_parquet
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -146,7 +146,7 @@ def check_control(config: ExperimentConfig) -> None:
 
 def refuse_winogender(config: ExperimentConfig, name: str, why: str) -> None:
     """Experiments that need what Winogender items lack refuse before any compute."""
-    from interp import winogender
+    from interp.inputs import winogender
 
     if config.task == winogender.TASK:
         raise InterpError(f"experiment {name} does not take task winogender: {why}")
@@ -169,7 +169,7 @@ def with_model(config: ExperimentConfig, model: HookedTransformer | None) -> Exp
 
     if model is None:
         return config
-    from interp.loading import recorded_model_name
+    from interp.model.loading import recorded_model_name
 
     return replace(config, model=recorded_model_name(config.model, model))
 
@@ -184,7 +184,7 @@ class ModelHolder:
 
     def get(self) -> HookedTransformer:
         if self.model is None:
-            from interp.loading import load_model
+            from interp.model.loading import load_model
 
             c = self.config
             self.model = load_model(c.model, device=c.device, dtype=c.dtype, seed=c.seed)
@@ -316,7 +316,7 @@ class ExperimentDir:
     ) -> Run:
         """Replay (or reuse) the arm ``arm`` with ``plan`` into ``runs/<arm>``; probe it for
         the concept when the config asks, reusing a probe the run already has."""
-        from interp.replay import ReplayConfig, fingerprint, replay
+        from interp.replay.loop import ReplayConfig, fingerprint, replay
 
         c = self.config
         rc = ReplayConfig(
@@ -376,7 +376,7 @@ def open_run_and_control(
     """An existing run and its control run, checked as ``probe``/``patch --control-run``
     check one (another directory, same model weights, rounds, data and examples, another
     plan)."""
-    from interp.controls import open_control
+    from interp.runs.controls import open_control
 
     run = Run.open(run_dir)
     if control_run is None:
@@ -419,8 +419,8 @@ def store_run_analysis(run: Run, result: ExperimentResult) -> ExperimentResult:
 
 def selected_examples(config: ExperimentConfig) -> list[Any]:
     """The examples the experiment's replays hold (task, data, sample, limit, seed)."""
-    from interp.replay import ReplayConfig, select_examples
-    from interp.tasks import load_task
+    from interp.inputs.tasks import load_task
+    from interp.replay.loop import ReplayConfig, select_examples
 
     loaded = load_task(config.task, config.data or None, bbq_templates=config.bbq_templates)
     return select_examples(
@@ -443,8 +443,8 @@ def _complete_with(out: Path, key: str) -> bool:
 
 def load_any_plan(task: str, plan: str) -> Any:
     """The plan a replay of ``task`` loads (Winogender has its own plans)."""
-    from interp import winogender
-    from interp.plans import load_plan
+    from interp.inputs import winogender
+    from interp.inputs.plans import load_plan
 
     if task == winogender.TASK:
         return winogender.load_winogender_plan(plan)
@@ -612,11 +612,11 @@ def surviving(family: pd.DataFrame) -> np.ndarray:
 
 
 def arm_position(run: Run) -> dict[str, Any] | None:
-    """One arm's position check: ``interp.metrics.model_floor`` (the one position rule, per
+    """One arm's position check: ``interp.metrics.rounds.model_floor`` (the one position rule, per
     round) on the arm's metrics (its ``metrics.json``, as ``interp metrics`` shows it, or
     computed from rounds.parquet); None for Winogender runs (pronouns are scored, not
     lettered options)."""
-    from interp.winogender import is_winogender
+    from interp.inputs.winogender import is_winogender
 
     rounds = run.rounds()
     if is_winogender(rounds):

@@ -73,15 +73,15 @@ from interp.experiments.common import (
     with_model,
     with_position,
 )
+from interp.runs.store import Run
 from interp.stats import percentile_interval
-from interp.store import Run
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NAME = "convergence"
 LAM_MAX = 50.0  # exp(-50) is 2e-22: a curve at the bound has settled after one round
-N_BINS = 10  # ECE bins, equal width, as in interp.metrics
+N_BINS = 10  # ECE bins, equal width, as in interp.metrics.rounds
 LAM_GRID = np.geomspace(1e-3, LAM_MAX, 240)  # rates tried for curve_fit's start
 SATURATION_FACTOR = 10  # settling later than 10x the last round: "not saturating"
 QUANTITIES = ("accuracy", "entropy", "ece", "concept")
@@ -186,7 +186,7 @@ def weighted_means(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
 def weighted_ece(confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """[resample, round] expected calibration error (10 equal-width bins of the chosen
     option's probability): sum over bins of |sum of w * (correct - confidence)| / sum of w,
-    which is interp.metrics' ECE when every weight is 1."""
+    which is interp.metrics.rounds' ECE when every weight is 1."""
     n, n_rounds = confidence.shape
     scored = np.isfinite(confidence)
     conf = np.where(scored, confidence, 1.0)
@@ -216,7 +216,7 @@ def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.nd
 def task_quantities(run: Run) -> dict[str, np.ndarray] | None:
     """A task's own per-example quantities, [example, round], fitted instead of accuracy and
     ECE; None for multiple-choice tasks (they have a correct option: accuracy and ECE)."""
-    from interp.winogender import is_winogender
+    from interp.inputs.winogender import is_winogender
 
     rounds = run.rounds()
     if not is_winogender(rounds):
@@ -402,8 +402,8 @@ def analyse_run(
     main_plan = _plan_name(run)
     fits, observed, params = fit_tables(curves, eps_by, grid.n_examples)
     tables = {
-        "fits": _label(fits, "main", main_plan),
-        "observed": _label(observed, "main", main_plan),
+        "fits": with_arm(fits, "main", main_plan),
+        "observed": with_arm(observed, "main", main_plan),
     }
     summary: dict[str, Any] = {
         "experiment": NAME,
@@ -415,15 +415,15 @@ def analyse_run(
         "eps": eps_by,
         "n_boot": n_boot,
         "cluster": grid.clusters.to_dict(),
-        "fits": _records(tables["fits"]),
+        "fits": json_rows(tables["fits"]),
     }
     corr = None
     if concept_scores is not None:
         corr, per_example = correlation_table(grid, concept_scores, int(chosen), weights)
-        tables["correlation"] = _label(corr, "main", main_plan)
-        tables["example_changes"] = _label(per_example, "main", main_plan)
+        tables["correlation"] = with_arm(corr, "main", main_plan)
+        tables["example_changes"] = with_arm(per_example, "main", main_plan)
         summary["concept"] = {"name": concept, "layer": int(chosen)}
-        summary["correlation"] = _records(tables["correlation"])[0]
+        summary["correlation"] = json_rows(tables["correlation"])[0]
     else:
         summary["concept"] = None
         summary["concept_note"] = no_probe_hint(run, concept)
@@ -454,7 +454,7 @@ def _plan_name(run: Run) -> str | None:
     return run.manifest.get("plan", {}).get("name")
 
 
-def _label(frame: pd.DataFrame, arm: str, plan: str | None) -> pd.DataFrame:
+def with_arm(frame: pd.DataFrame, arm: str, plan: str | None) -> pd.DataFrame:
     """``frame`` with ``arm`` and ``plan`` as its first columns."""
     out = frame.copy()
     out.insert(0, "plan", plan)
@@ -501,13 +501,13 @@ def _control_arm(
     plan = _plan_name(control)
     cfits, cobserved, cparams = fit_tables(ccurves, eps_by, cgrid.n_examples)
     tables = {
-        "fits": _label(cfits, "control", plan),
-        "observed": _label(cobserved, "control", plan),
+        "fits": with_arm(cfits, "control", plan),
+        "observed": with_arm(cobserved, "control", plan),
     }
     if found is not None:
         corr, per_example = correlation_table(cgrid, found[0], int(layer), weights)
-        tables["correlation"] = _label(corr, "control", plan)
-        tables["example_changes"] = _label(per_example, "control", plan)
+        tables["correlation"] = with_arm(corr, "control", plan)
+        tables["example_changes"] = with_arm(per_example, "control", plan)
     main_plan = _plan_name(run)
     rows, fit_rows = [], []
     for name, ccurve in ccurves.items():
@@ -559,11 +559,11 @@ def _control_arm(
         "plan": plan,
         "run": str(control.path),
         "paired": "main - control under the same cluster-bootstrap resamples (same examples)",
-        "fits": _records(tables["fits"]),
-        "difference_last_round": _records(
+        "fits": json_rows(tables["fits"]),
+        "difference_last_round": json_rows(
             tables["difference"][tables["difference"]["round"] == grid.n_rounds - 1]
         ),
-        "fit_difference": _records(tables["fit_difference"]),
+        "fit_difference": json_rows(tables["fit_difference"]),
     }
     return tables, summary
 
@@ -666,7 +666,7 @@ def reading(fits: pd.DataFrame, corr: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     for rec in frame.to_dict("records"):
         out.append({k: _json(v) for k, v in rec.items()})

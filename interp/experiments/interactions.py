@@ -59,9 +59,9 @@ from interp.experiments.common import (
     with_model,
     with_position,
 )
-from interp.experiments.convergence import _records
+from interp.experiments.convergence import json_rows
+from interp.runs.store import Run
 from interp.stats import bootstrap_p, percentile_interval
-from interp.store import Run
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -102,7 +102,7 @@ def signs(cell: dict[str, str]) -> dict[str, int]:
 
 def cell_plan(cell: dict[str, str]) -> dict[str, Any]:
     """The plan file of one cell (a mapping as a plan YAML holds it)."""
-    from interp.plans import load_plan
+    from interp.inputs.plans import load_plan
 
     if cell["instruction"] == "self-correct":
         followups = list(load_plan("self-correct").followups)
@@ -179,7 +179,7 @@ def cell_stats(rounds: pd.DataFrame, n_rounds: int, weights: np.ndarray) -> dict
     }
 
 
-def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sample_interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if samples.shape[0] == 0:
         nan = np.full(samples.shape[1:], np.nan)
         return nan, nan
@@ -202,7 +202,7 @@ def behaviour_tables(runs: list[Run], weights: np.ndarray) -> tuple[pd.DataFrame
     for metric in METRICS:
         stack = np.stack([s[metric] for s in stats])  # [cell, resample, round]
         for c, cell in enumerate(cells()):
-            lo, hi = _interval(stack[c, 1:])
+            lo, hi = sample_interval(stack[c, 1:])
             for r in range(n_rounds):
                 cell_rows.append(
                     {"cell": cell_name(cell), **cell, "round": r, "metric": metric}
@@ -210,7 +210,7 @@ def behaviour_tables(runs: list[Run], weights: np.ndarray) -> tuple[pd.DataFrame
                 )
         effects = np.einsum("ec,cbr->ebr", contrast, stack)
         for e, effect in enumerate(EFFECTS):
-            lo, hi = _interval(effects[e, 1:])
+            lo, hi = sample_interval(effects[e, 1:])
             p = _p(effects[e, 1:])
             for r in range(n_rounds):
                 effect_rows.append(
@@ -235,14 +235,14 @@ def concept_tables(
     cell_rows, effect_rows = [], []
     for li, layer in enumerate(layers):
         for c, cell in enumerate(cells()):
-            lo, hi = _interval(means[c, li, 1:])
+            lo, hi = sample_interval(means[c, li, 1:])
             for r in range(scores.shape[-1]):
                 cell_rows.append(
                     {"layer": layer, "cell": cell_name(cell), **cell, "round": r}
                     | {"value": means[c, li, 0, r], "lo": lo[r], "hi": hi[r]}
                 )
         for e, effect in enumerate(EFFECTS):
-            lo, hi = _interval(effects[e, li, 1:])
+            lo, hi = sample_interval(effects[e, li, 1:])
             p = _p(effects[e, li, 1:])
             for r in range(scores.shape[-1]):
                 effect_rows.append(
@@ -341,7 +341,7 @@ def analyse(
         "n_boot": n_boot,
         "cluster": grid.clusters.to_dict(),
         "concept": concept if found is not None else None,
-        "last_round_effects": _records(effect_table[effect_table["round"] == last]),
+        "last_round_effects": json_rows(effect_table[effect_table["round"] == last]),
         "reading": reading(effect_table, concept_effects, last),
         "multiplicity": MULTIPLICITY,
     }
@@ -368,7 +368,7 @@ def interactions(
             path = plans_dir / f"{cell_name(cell)}.yaml"
             text = yaml.safe_dump(cell_plan(cell), sort_keys=False, width=1000)
             if not path.is_file() or path.read_text() != text:
-                from interp.store import atomic_write
+                from interp.runs.store import atomic_write
 
                 atomic_write(path, lambda tmp, t=text: tmp.write_text(t))
             runs.append(exp.arm(cell_name(cell), str(path), holder, progress=progress))

@@ -39,15 +39,15 @@ from interp.experiments.common import (
     with_model,
     with_position,
 )
-from interp.experiments.convergence import _records
-from interp.experiments.interactions import _interval
-from interp.metrics import FLOOR_SHARE, position_rounds
-from interp.store import Run
+from interp.experiments.convergence import json_rows
+from interp.experiments.interactions import sample_interval
+from interp.metrics.rounds import FLOOR_SHARE, position_rounds
+from interp.runs.store import Run
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-    from interp.tasks import Example
+    from interp.inputs.tasks import Example
 
 NAME = "self-distinguish"
 QUESTION = (
@@ -55,7 +55,7 @@ QUESTION = (
     "Which of the two answers is less biased? Answer with the letter."
 )
 PREFIX = "The less biased answer is ("
-# The two letters' chance: the position rule (interp.metrics.position_rounds) per round.
+# The two letters' chance: the position rule (interp.metrics.rounds.position_rounds) per round.
 CHANCE = 0.5
 
 
@@ -96,7 +96,7 @@ def _spans(run: Run, example: int):
 
 def _history(tok, tokens: list[int], spans, answers: list[str]):
     """Every round of one example as RoundInputs, rebuilt from its stored transcript."""
-    from interp.conversation import RoundInput
+    from interp.inputs.conversation import RoundInput
 
     out = []
     for r, s in enumerate(spans):
@@ -108,7 +108,7 @@ def _history(tok, tokens: list[int], spans, answers: list[str]):
 
 def _asked(tok, run: Run, history, options: tuple[str, str]):
     """The two conversations of one round: the history, then the question in both orders."""
-    from interp.conversation import RoundInput, build_conversation
+    from interp.inputs.conversation import RoundInput, build_conversation
 
     system = run.manifest.get("config", {}).get("system")
     answer_prefix = run.manifest["plan"]["answer_prefix"]
@@ -148,8 +148,8 @@ def _cached_logprobs(
     import torch
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-    from interp.kvcache import expanded_cache, logits_on_frozen_cache, truncate_cache
-    from interp.replay import option_token_ids
+    from interp.model.kvcache import expanded_cache, logits_on_frozen_cache, truncate_cache
+    from interp.replay.loop import option_token_ids
 
     tok = model.tokenizer
     letters = option_token_ids(tok, 2)
@@ -205,7 +205,7 @@ def _full_pass_logprobs(
     benchmark)."""
     import torch
 
-    from interp.replay import option_token_ids
+    from interp.replay.loop import option_token_ids
 
     tok = model.tokenizer
     letters = option_token_ids(tok, 2)
@@ -285,7 +285,7 @@ def analyse(
         "n_examples": len(keep),
         "n_boot": n_boot,
         "cluster": grid.clusters.to_dict(),
-        "per_round": _records(table),
+        "per_round": json_rows(table),
         "reading": reading(table),
     }
     with_position(summary, [run])
@@ -303,7 +303,7 @@ def _stat(name: str, w: np.ndarray, values: np.ndarray, cond: np.ndarray) -> dic
     wc = w * ok
     with np.errstate(invalid="ignore", divide="ignore"):
         v = (wc @ np.where(ok, values, 0.0)) / wc.sum(axis=1)
-    lo, hi = _interval(v[1:, None])
+    lo, hi = sample_interval(v[1:, None])
     return {name: float(v[0]), f"{name}_lo": float(lo[0]), f"{name}_hi": float(hi[0])}
 
 

@@ -62,9 +62,9 @@ from interp.experiments.common import (
     with_model,
     with_position,
 )
-from interp.experiments.convergence import _label, _records, check_same_examples, weighted_means
+from interp.experiments.convergence import check_same_examples, json_rows, weighted_means, with_arm
+from interp.runs.store import Run
 from interp.stats import bootstrap_p, percentile_interval
-from interp.store import Run
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -375,7 +375,7 @@ def analyse_run(
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Both parts of the test on one run, beside its control run when given (same
     examples; the control grouped by the main arm's ranks and outcomes)."""
-    from interp.winogender import is_winogender
+    from interp.inputs.winogender import is_winogender
 
     for r in (run, control):
         if r is not None and is_winogender(r.manifest):
@@ -389,7 +389,7 @@ def analyse_run(
     weights = weights_for(grid, n_boot, seed)
     plan = run.manifest.get("plan", {}).get("name")
     ranks = rank_table(grid, weights)
-    tables = {"by_rank": _label(ranks, "main", plan)}
+    tables = {"by_rank": with_arm(ranks, "main", plan)}
     groups = outcome_groups(grid)
     summary: dict[str, Any] = {
         "experiment": NAME,
@@ -399,7 +399,7 @@ def analyse_run(
         "groups": {g: int((groups == g).sum()) for g in GROUPS},
         "n_boot": n_boot,
         "cluster": grid.clusters.to_dict(),
-        "by_rank": _records(tables["by_rank"]),
+        "by_rank": json_rows(tables["by_rank"]),
         "multiplicity": MULTIPLICITY,
     }
     found = all_layers_matrix(run, concept)
@@ -409,7 +409,7 @@ def analyse_run(
         summary["concept_note"] = no_probe_hint(run, concept)
     else:
         change = concept_change_table(grid, found[0], found[1], weights)
-        tables["concept_change"] = _label(change, "main", plan)
+        tables["concept_change"] = with_arm(change, "main", plan)
         summary["concept"] = concept
     summary["reading"] = reading(ranks, change, summary["groups"]["improved"])
     if control is None:
@@ -424,7 +424,7 @@ def analyse_run(
     cgrid = run_grid(control, cluster)
     cranks = rank_table(cgrid, weights, ranks=grid.label_rank)
     tables["by_rank"] = pd.concat(
-        [tables["by_rank"], _label(cranks, "control", cplan)], ignore_index=True
+        [tables["by_rank"], with_arm(cranks, "control", cplan)], ignore_index=True
     )
     rank_diff = _paired_rank_difference(grid, cgrid, grid.label_rank, weights)
     tables["by_rank_difference"] = rank_diff
@@ -433,7 +433,7 @@ def analyse_run(
     if found is not None and cfound is not None and cfound[0] == found[0]:
         control_change = concept_change_table(cgrid, cfound[0], cfound[1], weights, groups)
         tables["concept_change"] = pd.concat(
-            [tables["concept_change"], _label(control_change, "control", cplan)],
+            [tables["concept_change"], with_arm(control_change, "control", cplan)],
             ignore_index=True,
         )
         change_diff = _paired_change_difference(found[0], found[1], cfound[1], groups, weights)
@@ -444,7 +444,7 @@ def analyse_run(
         "paired": "main - control under the same cluster-bootstrap resamples (same examples)",
         "grouped_by": "the main arm's round-0 rank and outcome (the same examples per group)",
         "groups": {g: int((outcome_groups(cgrid) == g).sum()) for g in GROUPS},
-        "by_rank_difference": _records(rank_diff),
+        "by_rank_difference": json_rows(rank_diff),
     }
     summary["reading"].extend(
         control_reading(

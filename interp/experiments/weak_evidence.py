@@ -41,14 +41,14 @@ from interp.experiments.common import (
     with_model,
     with_position,
 )
-from interp.experiments.convergence import _records
-from interp.experiments.interactions import _interval, cell_stats
-from interp.store import Run, atomic_write
+from interp.experiments.convergence import json_rows
+from interp.experiments.interactions import cell_stats, sample_interval
+from interp.runs.store import Run, atomic_write
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-    from interp.tasks import Example
+    from interp.inputs.tasks import Example
 
 NAME = "weak-evidence"
 ARMS = {"baseline": "baseline", "self-correct": "self-correct"}
@@ -154,7 +154,7 @@ def analyse(
             values[(arm, group, "s_amb")] = cell_stats(rounds, n_rounds, wg)["s_amb"]
     rows, diffs = [], []
     for (arm, group, measure), v in values.items():
-        lo, hi = _interval(v[1:])
+        lo, hi = sample_interval(v[1:])
         for r in range(n_rounds):
             rows.append(
                 {"plan": arm, "group": group, "measure": measure, "round": r}
@@ -162,7 +162,7 @@ def analyse(
             )
         if arm == "self-correct":
             d = v - values[("baseline", group, measure)]
-            lo, hi = _interval(d[1:])
+            lo, hi = sample_interval(d[1:])
             for r in range(n_rounds):
                 diffs.append(
                     {"group": group, "measure": measure, "round": r}
@@ -176,8 +176,8 @@ def analyse(
         "points_at": {g: int((role == g).sum()) for g in ("target", "other")},
         "n_boot": n_boot,
         "cluster": grid.clusters.to_dict(),
-        "last_round": _records(table[table["round"] == last]),
-        "self_correct_minus_baseline": _records(diff[diff["round"] == last]),
+        "last_round": json_rows(table[table["round"] == last]),
+        "self_correct_minus_baseline": json_rows(diff[diff["round"] == last]),
         "reading": reading(table, diff, last),
     }
     with_position(summary, list(runs.values()))

@@ -30,6 +30,7 @@ from jaxtyping import Float, Int
 from interp.errors import InterpError
 from interp.options import check_n_boot, check_seed
 from interp.patching.core import COMPONENTS, SAE_COMPONENT, check_positions
+from interp.runs.store import Run, safe_name
 from interp.stats import (
     CI_LEVEL,
     CLUSTER_FLOOR,
@@ -40,7 +41,6 @@ from interp.stats import (
     json_float,
     percentile_interval,
 )
-from interp.store import Run, safe_name
 
 DIRECTIONS = ("denoise", "noise")
 METHODS = ("exact", "attribution")

@@ -107,7 +107,7 @@ def _patched_tail(
     prefix = len(recipient) - k
     resid = rec.at(get_act_name("resid_pre", start), tail_positions(len(recipient), k))
     resid = resid[None].expand(len(batch), -1, -1).contiguous()
-    cache = _expanded_prefix(rec.kv, prefix, len(batch)) if prefix > 0 else None
+    cache = expanded_prefix(rec.kv, prefix, len(batch)) if prefix > 0 else None
     # No attention mask: nothing is padded, and without one TransformerLens slices the rotary
     # tables and builds a plain causal mask instead of gathering per batch row.
     with torch.no_grad(), model.hooks(fwd_hooks=_patch_hooks(batch, donor_acts, site)):
@@ -131,7 +131,7 @@ def _patched_full(
         return final_logits(model, out[:, -1])
 
 
-def _expanded_prefix(
+def expanded_prefix(
     kv: TransformerLensKeyValueCache, length: int, batch: int
 ) -> TransformerLensKeyValueCache:
     """The first ``length`` cached positions, repeated ``batch`` times (views), frozen so that

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from transformer_lens.hook_points import HookPoint
 
     from interp.patching.analysis import PatchConfig
-    from interp.store import Run
+    from interp.runs.store import Run
 
 # The block hooks a feature site can patch: the batch of a patched forward starts at the
 # block's resid_pre, so the hook must sit inside a block, at the residual width.

@@ -21,11 +21,8 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.controls import open_control
-from interp.distributed import Workers, connected, run_jobs
 from interp.errors import InterpError
-from interp.loading import check_run_model, load_run_model, run_model_spec
-from interp.lock import run_lock
+from interp.model.loading import check_run_model, load_run_model, run_model_spec
 from interp.patching.analysis import (
     DEFINITIONS,
     EFFECT_EPS,
@@ -49,8 +46,11 @@ from interp.patching.features import (
     check_feature_request,
     feature_site,
 )
+from interp.runs.controls import open_control
+from interp.runs.distributed import Workers, connected, run_jobs
+from interp.runs.lock import run_lock
+from interp.runs.store import Run
 from interp.stats import CI_LEVEL, DEFAULT_CLUSTER, example_clusters, json_float
-from interp.store import Run
 
 
 def patch(
@@ -168,7 +168,7 @@ def run_patching(
     """:func:`patch_run` on an opened run with a :class:`PatchConfig`. Every check that does
     not need the model runs before the model is loaded.
 
-    ``workers`` (:class:`interp.distributed.Workers`) spreads the examples over Ray actors in
+    ``workers`` (:class:`interp.runs.distributed.Workers`) spreads the examples over Ray actors in
     shards of ``PATCH_SHARD`` examples; their rows come back and are merged in example order,
     so the per-example table, the summary and its bootstrap are those of a single process."""
     if workers is not None:
@@ -189,8 +189,8 @@ def run_patching(
         control_run, control_config, control_items, _ = control
         check_prompt_lengths(control_items, control_config)
         check_alignment(control_items, control_run.tokens(), control_config)
-    # One writer per run directory (interp.lock), refused before the model loads; the Ray
-    # cluster joined and checked first (interp.distributed.connected).
+    # One writer per run directory (interp.runs.lock), refused before the model loads; the Ray
+    # cluster joined and checked first (interp.runs.distributed.connected).
     with connected(workers), run_lock(run.path) if write else contextlib.nullcontext():
         args = (model, progress, device, dtype, write, started, workers)
         return _run_checked(run, config, items, counts, tokens, alignment, clusters, control, *args)
@@ -357,7 +357,7 @@ PATCH_SHARD = 4
 
 
 def _shard_rows(model, config, items, transcripts, variants, method) -> list[dict[str, Any]]:
-    """One shard of examples on a Ray worker (interp.distributed): their rows."""
+    """One shard of examples on a Ray worker (interp.runs.distributed): their rows."""
     rows: list[dict[str, Any]] = []
     for item, transcript in zip(items, transcripts, strict=True):
         rows += _example_rows(model, config, item, transcript, variants, method)

@@ -15,5 +15,5 @@
   held-out tokens.
 
 The package sits below the analyses (replay, patching, probes) in the layers contract, so
-feature patching can use it; it reads runs only through `interp.store.Run`.
+feature patching can use it; it reads runs only through `interp.runs.store.Run`.
 """

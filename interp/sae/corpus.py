@@ -5,18 +5,18 @@ split):
 
 - ``bbq`` (``data`` files in the official BBQ format) and ``builtin`` (the 48 built-in items):
   each example's round-0 prompt, rendered exactly as the replay renders it
-  (`interp.conversation.build_conversation` with the plan's round-0 user turn and answer
+  (`interp.inputs.conversation.build_conversation` with the plan's round-0 user turn and answer
   prefix, ending at the read-out position). Group: category + BBQ template.
 - ``concepts``: the statements of the built-in concept files (``probes/data/*.jsonl``), bare,
   as probes encode them. Group: the statement's pair.
 - ``run`` (``runs``): the final transcripts of replayed runs (``tokens.parquet`` through
-  `interp.store.Run`), refused when the run's model is not this one. Group: the example's
+  `interp.runs.store.Run`), refused when the run's model is not this one. Group: the example's
   template (or id).
 - ``text`` (``data`` files): plain text, one document per paragraph (blocks separated by a
   blank line), or JSONL (``.jsonl``) with a string ``"text"`` field per line. Group: the
   document.
 
-Files are read within the bounds of `interp.inputs`. The held-out split is drawn per group
+Files are read within the bounds of `interp.inputs.files`. The held-out split is drawn per group
 from a hash of (seed, group), so it is the same for a seed whatever else is in the corpus,
 and no group (BBQ template, concept pair) has documents on both sides. Documents of each split
 are shuffled (seeded), concatenated and cut into sequences of ``context`` tokens, each of which
@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
-from interp.inputs import MAX_DATA_FILE_BYTES, jsonl_objects, read_text_bounded
+from interp.inputs.files import MAX_DATA_FILE_BYTES, jsonl_objects, read_text_bounded
 
 if TYPE_CHECKING:
     import torch
     from transformer_lens import HookedTransformer
 
-    from interp.tasks import Example
+    from interp.inputs.tasks import Example
 
 KINDS = ("bbq", "builtin", "concepts", "run", "text")
 MIN_CONTEXT = 8
@@ -215,7 +215,7 @@ def pack(docs: Sequence[Document], context: int, sink: int, seed: int) -> torch.
 
 def _documents(kind: str, config: CorpusConfig, model: HookedTransformer) -> list[Document]:
     if kind in ("bbq", "builtin"):
-        from interp.tasks import load_task
+        from interp.inputs.tasks import load_task
 
         examples = load_task(kind, config.data if kind == "bbq" else None)
         return [
@@ -238,8 +238,8 @@ def round0_prompts(
 ) -> list[list[int]]:
     """Each example's round-0 prompt tokens (up to and including the read-out), as a choice-mode
     replay with ``plan`` renders them."""
-    from interp.conversation import RoundInput, build_conversation
-    from interp.plans import load_plan
+    from interp.inputs.conversation import RoundInput, build_conversation
+    from interp.inputs.plans import load_plan
 
     chosen = load_plan(plan)
     out = []
@@ -279,8 +279,8 @@ def _concept_documents(tokenizer: Any) -> list[Document]:
 
 
 def _run_documents(runs: Sequence[str], model: HookedTransformer) -> list[Document]:
-    from interp.loading import check_run_model
-    from interp.store import Run
+    from interp.model.loading import check_run_model
+    from interp.runs.store import Run
 
     docs = []
     for path in runs:

@@ -1,7 +1,7 @@
 """``interp sae features``: what an SAE's latents do across the rounds of a run.
 
 The run's stored read-out activations at the SAE's hook are encoded (no model forward), and
-written to ``<run>/sae/<name>/`` through :class:`interp.store.Run`:
+written to ``<run>/sae/<name>/`` through :class:`interp.runs.store.Run`:
 
 - ``latents``     per latent x round: mean activation and firing rate (activation > 0), each
                   with a 95% cluster-bootstrap interval over examples; latents that never fire
@@ -39,8 +39,9 @@ import pandas as pd
 from jaxtyping import Float
 
 from interp.errors import InterpError
-from interp.inputs import MAX_DATA_FILE_BYTES, jsonl_objects, read_text_bounded
+from interp.inputs.files import MAX_DATA_FILE_BYTES, jsonl_objects, read_text_bounded
 from interp.options import check_at_least, check_n_boot, check_seed
+from interp.runs.store import Run
 from interp.sae.load import read_sae_config, sae_hook_name, sae_name
 from interp.stats import (
     CI_LEVEL,
@@ -51,7 +52,6 @@ from interp.stats import (
     json_float,
     percentile_interval,
 )
-from interp.store import Run
 
 if TYPE_CHECKING:
     import torch
@@ -230,7 +230,7 @@ def sae_features(
     """Encode ``run``'s read-out activations with the SAE of ``config`` and write the tables
     (see the module docstring) to ``<run>/sae/<name>/``. A model is loaded (unless given) only
     for ``config.contexts``."""
-    from interp.lock import run_lock
+    from interp.runs.lock import run_lock
 
     started = time.perf_counter()
     run = run if isinstance(run, Run) else Run.open(run)
@@ -267,10 +267,10 @@ def _sae_features(
     notes = list(concept_notes)
     if corpus is not None:
         if model is None:
-            from interp.loading import load_run_model
+            from interp.model.loading import load_run_model
 
             model = load_run_model(run.manifest["model"], device=device, dtype=dtype)
-        from interp.loading import check_run_model
+        from interp.model.loading import check_run_model
 
         check_run_model(model, run.manifest["model"])
         sae = sae.to(device=str(model.cfg.device))
@@ -593,7 +593,7 @@ def concept_cosines(
 
 def read_corpus(path: str | Path) -> list[str]:
     """Documents of a held-out corpus: JSONL (``.jsonl``: a "text" field per line) or plain text
-    (paragraphs separated by blank lines), read within interp.inputs' bounds."""
+    (paragraphs separated by blank lines), read within interp.inputs.files' bounds."""
     text = read_text_bounded(path, MAX_DATA_FILE_BYTES, "--contexts file")
     if str(path).endswith(".jsonl"):
         docs = []

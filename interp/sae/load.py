@@ -26,8 +26,8 @@ SAE_WEIGHTS = "sae_weights.safetensors"
 
 def sae_name(path: str | Path) -> str:
     """The name an SAE's outputs are filed under in a run: its folder's name (made safe and
-    short by ``interp.store.safe_name`` when it is not)."""
-    from interp.store import safe_name
+    short by ``interp.runs.store.safe_name`` when it is not)."""
+    from interp.runs.store import safe_name
 
     return safe_name(Path(path).resolve().name)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
-from interp.lock import output_lock, public_modes
+from interp.runs.lock import output_lock, public_modes
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
 from interp.sae.evals import SINK_POSITIONS
 from interp.sae.load import SAE_CONFIG, SAE_WEIGHTS

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
-from interp.lock import output_lock, public_modes
+from interp.runs.lock import output_lock, public_modes
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
 from interp.sae.evals import MAX_BATCH, SINK_POSITIONS, heldout_sequences, scored_mask
 from interp.sae.train import check_budget_flags, check_epochs, check_memory

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from export_runs import build_runs
 
-from interp.report import export_report
+from interp.report.run_page import export_report
 
 # Chromium contacts these services by itself, whatever the page does (component updates,
 # sign-in, network time); seen through the proxy even with background networking disabled.
@@ -248,7 +248,7 @@ def sae_index(tmp_path_factory, tiny_model) -> Path:
 def circuit_index(tmp_path_factory, tiny_model) -> Path:
     """The same run with a circuit (interp circuit): the export adds its graph."""
     from interp.circuits import CircuitConfig, circuit
-    from interp.store import Run
+    from interp.runs.store import Run
 
     _, full = build_runs(tmp_path_factory)
     run = tmp_path_factory.mktemp("browser-circuit") / "run"

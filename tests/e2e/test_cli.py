@@ -15,7 +15,7 @@ from samples import BBQ_LINE
 from typer.testing import CliRunner
 
 from interp.cli import _expand_multi_value_options, app, main
-from interp.store import Run
+from interp.runs.store import Run
 
 INTERP = Path(sys.executable).parent / "interp"
 

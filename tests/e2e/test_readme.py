@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from interp.store import Run
+from interp.runs.store import Run
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from faultkit import small_config
 
-from interp.replay import replay
+from interp.replay.loop import replay
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def base_run(tmp_path_factory, tiny_model) -> Path:
 def analysed_run(tmp_path_factory, tiny_model, base_run) -> Path:
     """``base_run`` plus a probe, a patch and an export (the concept encodings cached)."""
     from interp.patching import patch_run
-    from interp.report import export_report
+    from interp.report.run_page import export_report
     from probes.api import probe_run
 
     out = tmp_path_factory.mktemp("faults-analysed") / "run"

@@ -60,7 +60,7 @@ def copy_run(source: Path, dest: Path) -> Path:
 
 def small_config(out: Path, **overrides):
     """Three batches of one example, rounds 0..1 on the tiny model: every replay path, fast."""
-    from interp.replay import ReplayConfig
+    from interp.replay.loop import ReplayConfig
 
     fields = {"model": "tiny", "rounds": 1, "limit": 3, "batch_size": 1, **overrides}
     return ReplayConfig(out=str(out), **fields)

@@ -183,9 +183,9 @@ def test_model_names_the_hf_cache_without_torch(tmp_path):
 def test_the_messages_are_the_librarys(base_run, tiny_model, tmp_path):
     """Each early refusal says what the library says when it meets the same input later."""
     from interp import preflight
-    from interp.loading import load_model
+    from interp.model.loading import load_model
     from interp.patching import patch_run
-    from interp.store import Run
+    from interp.runs.store import Run
     from probes.directions import check_layers
 
     def said(fn, *args, **kwargs) -> str:

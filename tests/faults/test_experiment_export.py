@@ -74,7 +74,7 @@ def test_incomplete_experiment_is_refused_and_nothing_is_written(
 
 def test_an_earlier_export_survives_a_refused_one(experiment, tmp_path):
     path = _copy(experiment, tmp_path)
-    from interp.report import export_report
+    from interp.report.run_page import export_report
 
     export_report([path])
     _no_table(path)

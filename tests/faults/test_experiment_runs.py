@@ -17,7 +17,7 @@ from faultkit import (
     tree_digest,
 )
 
-from interp.replay import replay
+from interp.replay.loop import replay
 
 pytestmark = pytest.mark.faults
 

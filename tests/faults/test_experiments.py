@@ -157,5 +157,5 @@ def test_a_control_run_of_other_examples_is_refused(base_run, tmp_path):
         str(run),
         "--control-run",
         str(other),
-        contains="holds other examples than the run",  # (interp.controls, as probe/patch)
+        contains="holds other examples than the run",  # (interp.runs.controls, as probe/patch)
     )

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from faultkit import assert_refused_without_trace, assert_user_error, copy_run, invoke, tree_digest
 
-from interp.lock import LOCK_NAME
-from interp.report import load_patching, load_probes
-from interp.store import Run
+from interp.report.run_page import load_patching, load_probes
+from interp.runs.lock import LOCK_NAME
+from interp.runs.store import Run
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -147,7 +147,8 @@ def test_analysis_on_a_full_disk_shows_no_half_result(tmp_path, base_run, monkey
 
 
 def test_export_removes_only_files_it_wrote(tmp_path, tiny_model, analysed_run):
-    from interp.report import OWN_FILES, export_report
+    from interp.report.html import OWN_FILES
+    from interp.report.run_page import export_report
 
     run = copy_run(analysed_run, tmp_path / "run")
     figures = run / "figures"
@@ -168,7 +169,7 @@ def test_export_removes_only_files_it_wrote(tmp_path, tiny_model, analysed_run):
 def test_run_files_follow_the_umask(tmp_path, tiny_model, umask, mode):
     from faultkit import small_config
 
-    from interp.replay import replay
+    from interp.replay.loop import replay
 
     old = os.umask(umask)
     try:

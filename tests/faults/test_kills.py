@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from faultkit import copy_run, small_config, tree_digest
 
-from interp.lock import LOCK_NAME
-from interp.replay import replay
-from interp.report import export_report, load_patching, load_probes
-from interp.store import Run
+from interp.replay.loop import replay
+from interp.report.run_page import export_report, load_patching, load_probes
+from interp.runs.lock import LOCK_NAME
+from interp.runs.store import Run
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 

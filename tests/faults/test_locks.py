@@ -21,7 +21,7 @@ from faultkit import (
 )
 
 from interp.errors import InterpError
-from interp.lock import LOCK_NAME, run_lock
+from interp.runs.lock import LOCK_NAME, run_lock
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -71,7 +71,7 @@ def test_readers_are_not_blocked(tmp_path, base_run):
 
 # --- real processes ---------------------------------------------------------------------------
 
-# Another process taking the lock as interp.lock does (open, flock), without importing interp
+# Another process taking the lock as interp.runs.lock does (open, flock), without importing interp
 # (which would load torch: seconds per process on a busy machine).
 HOLDER = (
     "import fcntl, os, sys\n"
@@ -122,7 +122,7 @@ def test_second_replay_arriving_mid_replay(tmp_path, tiny_model, base_run, monke
     # The audit's case, two identical replays into one --out at once: the second used to exit 1
     # with FileNotFoundError and leave a stray .partial batch inside the finished run. Here the
     # second arrives (deterministically) while the first is between two batches.
-    import interp.replay as replay_module
+    import interp.replay.loop as replay_module
 
     out = tmp_path / "run"
     real = replay_module._replay_batch

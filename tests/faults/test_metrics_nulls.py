@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from faultkit import assert_refused_without_trace, copy_run, invoke, tree_digest
 
-from interp.tables import format_metrics
+from interp.report.tables import format_metrics
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 

@@ -13,7 +13,7 @@ import torch
 from faultkit import assert_refused_without_trace, copy_run, small_config
 from safetensors.torch import save_file
 
-from interp.replay import replay
+from interp.replay.loop import replay
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -126,7 +126,7 @@ def test_probe_and_patch_check_before_any_work(tmp_path, base_run, monkeypatch):
 @pytest.fixture(scope="module")
 def unfinished(tmp_path_factory, tiny_model) -> Path:
     """A replay killed after its first batch was stored."""
-    import interp.replay as replay_module
+    import interp.replay.loop as replay_module
 
     out = tmp_path_factory.mktemp("unfinished") / "run"
     real = replay_module._replay_batch

@@ -16,7 +16,7 @@ import pytest
 from faultkit import invoke, small_config, tree_digest
 
 from interp.errors import InterpError
-from interp.replay import ReplayConfig, replay
+from interp.replay.loop import ReplayConfig, replay
 
 pytestmark = pytest.mark.faults
 
@@ -88,7 +88,7 @@ def test_analyses_with_the_model_passed_name_it(tmp_path, tiny_model, base_run):
 
 
 def test_analyses_refuse_a_model_of_other_weights(tmp_path, base_run):
-    from interp.loading import load_model
+    from interp.model.loading import load_model
     from interp.patching import patch_run
 
     other = load_model("tiny", seed=3)
@@ -140,7 +140,7 @@ def test_feature_circuit_loads_a_seeded_tiny_runs_own_model(seed1_run, tmp_path,
 
 
 def test_a_seeded_runs_model_spec_names_its_seed():
-    from interp.loading import run_model_spec
+    from interp.model.loading import run_model_spec
 
     assert run_model_spec({"model_id": "tiny", "weights_hash": "tiny-seed-7"}) == {
         "name_or_path": "tiny",

@@ -13,7 +13,7 @@ from faultkit import assert_refused_without_trace, copy_run, invoke, tree_digest
 from sae_lens import TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 
-from interp.lock import run_lock
+from interp.runs.lock import run_lock
 
 pytestmark = pytest.mark.faults
 
@@ -76,8 +76,8 @@ def test_a_second_writer_is_refused_before_it_computes(space, monkeypatch):
 
 
 def test_a_rerun_without_contexts_keeps_the_stored_contexts(space):
+    from interp.runs.store import Run
     from interp.sae.features import FeaturesConfig, weaker_than_stored
-    from interp.store import Run
 
     assert _features(space, "--n-shuffles", "10", "--n-boot", "20").exit_code == 0
     run = Run.open(space / "run")

@@ -66,7 +66,7 @@ def test_next_writer_removes_a_killed_writers_partial_and_writes_public_modes(
 def test_second_writer_of_one_out_is_refused_at_once(tmp_path, kind, monkeypatch):
     import interp.sae.train
     import interp.sae.transcoders
-    from interp.lock import output_lock
+    from interp.runs.lock import output_lock
 
     def computed(*args, **kwargs):
         raise AssertionError("the second writer built its corpus")

@@ -29,11 +29,23 @@ ADDED_BY_DESIGN = {
     "spans.parquet": "each round's token spans, stored by replay so the report reads them "
     "through Run instead of rebuilding conversations with replay",
 }
-VOLATILE_KEYS = {"timing", "versions", "command", "elapsed_s", "created", "wall_s"}
+VOLATILE_KEYS = {
+    "timing",
+    "versions",
+    "command",
+    "elapsed_s",
+    "created",
+    "wall_s",
+    # sae train's training.json and sae features' summary.json: clock readings
+    "started_utc",
+    "seconds",
+    "train_tokens_per_s",
+    "total_s",
+}
 
 
 def script(model: str) -> list[tuple[str, list[str]]]:
-    """(name, argv) of every call; {A}, {B}, {C} stand for run directories."""
+    """(name, argv) of every call; {A}..{D} stand for run directories, {S} for an SAE folder."""
     if model == "tiny":
         base = ["--model", "tiny", "--task", "builtin", "--rounds", "2", "--limit", "8"]
         bbq = [str(SHARED_BBQ / "Age.jsonl"), str(SHARED_BBQ / "Religion.jsonl")]
@@ -107,6 +119,85 @@ def script(model: str) -> list[tuple[str, list[str]]]:
                     "--json",
                 ],
             ),
+            (
+                "circuit",
+                [
+                    "circuit",
+                    "--run",
+                    "{A}",
+                    "--round",
+                    "1",
+                    "--limit",
+                    "4",
+                    "--steps",
+                    "2",
+                    "--top",
+                    "10",
+                    "--verify-top",
+                    "5",
+                    "--n-boot",
+                    "50",
+                    "--json",
+                ],
+            ),
+            (
+                "sae-train",
+                [
+                    "sae",
+                    "train",
+                    "--model",
+                    "tiny",
+                    "--out",
+                    "{S}",
+                    "--corpus",
+                    "builtin",
+                    "--hook",
+                    "blocks.1.hook_resid_post",
+                    "--width",
+                    "32",
+                    "--k",
+                    "4",
+                    "--tokens",
+                    "2048",
+                    "--batch-tokens",
+                    "256",
+                    "--eval-tokens",
+                    "512",
+                    "--json",
+                ],
+            ),
+            (
+                "sae-features",
+                [
+                    "sae",
+                    "features",
+                    "--run",
+                    "{A}",
+                    "--sae",
+                    "{S}",
+                    "--top",
+                    "4",
+                    "--n-shuffles",
+                    "10",
+                    "--n-boot",
+                    "50",
+                    "--json",
+                ],
+            ),
+            (
+                "experiment-convergence",
+                [
+                    "experiment",
+                    "convergence",
+                    "--run",
+                    "{A}",
+                    "--control-run",
+                    "{B}",
+                    "--n-boot",
+                    "50",
+                    "--json",
+                ],
+            ),
             ("export", ["export", "--run", "{A}", "--run", "{B}"]),
         ]
     if model == "smollm2":  # make demo's calls
@@ -173,11 +264,13 @@ def digest_file(path: Path, root: Path) -> str:
 
 def run_script(model: str) -> dict[str, dict[str, str]]:
     interp = [sys.executable, "-m", "interp.cli"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    # PYTHONHASHSEED: sae-lens writes cfg.json's keys in set order, so an SAE's config hash
+    # (in sae features' summary) would differ between two trainings of the same SAE.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0"}
     result: dict[str, dict[str, str]] = {"stdout": {}, "files": {}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        dirs = {k: str(root / k) for k in "ABCD"}
+        dirs = {k: str(root / k) for k in "ABCDS"}
         for name, argv in script(model):
             argv = [a.format(**dirs) for a in argv]
             proc = subprocess.run(interp + argv, capture_output=True, text=True, env=env)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from interp.circuits import CircuitConfig, Graph, circuit
-from interp.replay import ReplayConfig, replay
+from interp.replay.loop import ReplayConfig, replay
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from unit.test_conversation import PREFIX, ROUNDS
 
-from interp.conversation import build_conversation
+from interp.inputs.conversation import build_conversation
 
 
 @pytest.mark.integration

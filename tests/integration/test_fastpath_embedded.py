@@ -8,7 +8,7 @@ import pytest
 import torch
 from unit.test_fastpath import _steps
 
-from interp import fastpath
+from interp.model import fastpath
 
 
 @pytest.mark.integration

@@ -8,8 +8,8 @@ import pytest
 import torch
 from unit.test_loading import PROMPTS, _chat_transcript, _tokens
 
-from interp.layout import is_relaid
-from interp.loading import cache_root, embedded_gguf_path, load_model
+from interp.model.layout import is_relaid
+from interp.model.loading import cache_root, embedded_gguf_path, load_model
 
 
 @pytest.fixture(scope="module")

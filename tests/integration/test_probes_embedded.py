@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from interp.loading import load_model
+from interp.model.loading import load_model
 from probes.concepts import load_concept
 from probes.directions import probe_layers
 from probes.encode import encode_texts

@@ -6,7 +6,7 @@ import pytest
 import torch
 from unit.test_replay import by_example, fresh_forward
 
-from interp.replay import ReplayConfig, option_token_ids, replay
+from interp.replay.loop import ReplayConfig, option_token_ids, replay
 
 
 @pytest.mark.integration

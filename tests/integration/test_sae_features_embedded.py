@@ -9,7 +9,7 @@ from sae_lens.saes.sae import SAEMetadata
 
 from interp.patching import Variant, patch_pair
 from interp.patching.features import FeatureSite
-from interp.replay import ReplayConfig, replay
+from interp.replay.loop import ReplayConfig, replay
 from interp.sae.features import FeaturesConfig, encode, sae_features
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sae_lens import SAE
 
-from interp import fastpath
+from interp.model import fastpath
 from interp.sae.corpus import CorpusConfig
 from interp.sae.train import TrainConfig, train_sae
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp import fastpath
 from interp.errors import InterpError
+from interp.model import fastpath
 from interp.sae.corpus import CorpusConfig
 from interp.sae.transcoders import TranscoderTrainConfig, load_transcoders, train_transcoders
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from unit.test_winogender import STATS, TEMPLATES, _manual_probs, subset
 
-from interp.replay import ReplayConfig, replay
-from interp.winogender import PRONOUNS, pronoun_variant_ids
+from interp.inputs.winogender import PRONOUNS, pronoun_variant_ids
+from interp.replay.loop import ReplayConfig, replay
 
 
 @pytest.mark.integration

@@ -1,4 +1,4 @@
-"""`interp circuit --workers` (interp.distributed): both per-example passes sharded over Ray,
+"""`interp circuit --workers` (interp.runs.distributed): both per-example passes sharded over Ray,
 and the written circuit is the one a single process writes.
 
 One local Ray cluster limited to this machine's cores serves the module; `run_jobs` joins it.
@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from interp.circuits.pipeline import CIRCUIT_SHARD
 from interp.cli import app
-from interp.replay import ReplayConfig, replay
+from interp.replay.loop import ReplayConfig, replay
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install interp[ray])")
 # The workers compute with --threads-per-worker 1 torch thread; the single process must too,

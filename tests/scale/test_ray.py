@@ -1,4 +1,4 @@
-"""Replay and patching sharded over Ray (interp.distributed): the merged result is the run.
+"""Replay and patching sharded over Ray (interp.runs.distributed): the merged result is the run.
 
 One local Ray cluster limited to this machine's cores serves the module (starting one costs
 seconds); `run_jobs` joins it instead of starting its own. The driver-kill test starts its own,
@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from interp.distributed import KILL_ONCE_ENV, Workers
 from interp.patching import PatchConfig, patch
 from interp.patching.pipeline import PATCH_SHARD
-from interp.replay import ReplayConfig, replay
+from interp.replay.loop import ReplayConfig, replay
+from interp.runs.distributed import KILL_ONCE_ENV, Workers
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install interp[ray])")
 pytestmark = pytest.mark.ray

@@ -12,9 +12,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from interp import bbq_rules
 from interp.errors import InterpError
-from interp.tasks import Example, load_bbq, load_task, target_summary
+from interp.inputs import bbq_rules
+from interp.inputs.tasks import Example, load_bbq, load_task, target_summary
 
 BBQ_FILES = ("Age", "Disability_status", "Physical_appearance", "Religion", "Sexual_orientation")
 UNKNOWN = ["Can't be determined", "unknown"]

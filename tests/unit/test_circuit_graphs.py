@@ -12,7 +12,7 @@ import pytest
 
 from interp.circuits import CircuitConfig, circuit
 from interp.circuits.export import graph_data, graph_dot, graph_html
-from interp.store import Run
+from interp.runs.store import Run
 
 NAME = "r1-t0-eap"
 EDGE = re.compile(r'^  "([^"]+)" -> "([^"]+)" \[color="(#[0-9a-f]{6})([0-9a-f]{2})", penwidth=')
@@ -96,7 +96,7 @@ def test_dot_draws_the_top_n_edges_coloured_by_sign_ranked_by_layer():
 def circuit_run(tmp_path_factory, tiny_model) -> Path:
     from faultkit import small_config
 
-    from interp.replay import replay
+    from interp.replay.loop import replay
 
     out = tmp_path_factory.mktemp("circuit-graphs") / "run"
     replay(small_config(out), model=tiny_model)
@@ -154,7 +154,7 @@ def test_without_dot_the_source_is_written_and_a_stale_svg_removed(
 
 def test_export_draws_each_circuits_graph_again(circuit_run, tiny_model, tmp_path):
     """After installing Graphviz, `interp export` gives the SVG without a new circuit."""
-    from interp.report import export_report
+    from interp.report.run_page import export_report
 
     run = tmp_path / "run"
     shutil.copytree(circuit_run, run)

@@ -14,7 +14,7 @@ import torch
 
 from interp.circuits import CircuitConfig, EdgePair, Graph, circuit, split_inputs
 from interp.circuits.export import graph_data, graph_figure
-from interp.store import Run
+from interp.runs.store import Run
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def pair(model64):
 def tiny_run(tmp_path_factory, tiny_model) -> Path:
     from faultkit import small_config
 
-    from interp.replay import replay
+    from interp.replay.loop import replay
 
     out = tmp_path_factory.mktemp("circuits") / "run"
     replay(small_config(out, limit=6, rounds=2), model=tiny_model)
@@ -136,7 +136,7 @@ def test_run_circuit_writes_its_tables_and_eap_ig1_equals_eap(tiny_run, tiny_mod
 
 
 def test_graph_export_is_deterministic(tiny_run, tiny_model):
-    from interp.report import export_report
+    from interp.report.run_page import export_report
 
     circuit(tiny_run, CircuitConfig(round=2, method="eap", n_boot=20), model=tiny_model)
     found = Run.open(tiny_run)
@@ -160,7 +160,7 @@ def test_export_removes_a_removed_circuits_graph_files(tmp_path, tiny_run, tiny_
     """The graph's .json is export's own file: gone when its circuit is, the list kept."""
     import shutil
 
-    from interp.report import export_report
+    from interp.report.run_page import export_report
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

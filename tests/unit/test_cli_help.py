@@ -71,8 +71,8 @@ def test_version():
 
 
 def test_replay_plan_help_names_every_plan():
-    from interp.plans import list_plans
-    from interp.winogender import list_winogender_plans
+    from interp.inputs.plans import list_plans
+    from interp.inputs.winogender import list_winogender_plans
 
     text = _help("replay", width=200)
     block = text[text.index("--plan") : text.index("--bbq-templates")]

@@ -41,8 +41,8 @@ def _modules_after(code: str) -> set[str]:
     [
         "import interp",
         "import interp.cli",
-        "from interp.tables import format_metrics",
-        "import interp.metrics, interp.store",
+        "from interp.report.tables import format_metrics",
+        "import interp.metrics.rounds, interp.runs.store",
         "from interp.cli import metrics",
     ],
 )
@@ -55,15 +55,16 @@ def test_light_imports_load_neither_torch_nor_transformer_lens(code: str) -> Non
 def test_lazy_exports_are_the_library_objects(monkeypatch) -> None:
     import interp
     import interp.replay
-    import interp.report_config
+    import interp.replay.loop
+    import interp.report.export
     import probes.api
     import probes.config
 
-    assert interp.ReplayConfig is interp.replay.ReplayConfig
-    # The verb `replay` and the module `interp.replay` are one object: the module is callable.
+    assert interp.ReplayConfig is interp.replay.loop.ReplayConfig
+    # The verb `replay` and the package `interp.replay` are one object: the package is callable.
     assert interp.replay is sys.modules["interp.replay"] and callable(interp.replay)
-    # Calling the module calls the function `replay` (looked up when called).
-    from interp.store import Run
+    # Calling the package calls the function `replay` (looked up when called).
+    from interp.runs.store import Run
 
     done = Run(Path("replayed"), {})
     calls = []
@@ -72,8 +73,8 @@ def test_lazy_exports_are_the_library_objects(monkeypatch) -> None:
     assert calls == [(("cfg",), {"progress": False})]
     assert interp.ProbeConfig is probes.config.ProbeConfig
     assert interp.probe is probes.api.probe
-    assert interp.ExportConfig is interp.report_config.ExportConfig
-    assert interp.export is interp.report_config.export
+    assert interp.ExportConfig is interp.report.export.ExportConfig
+    assert interp.export is interp.report.export.export
     with pytest.raises(AttributeError):
         interp.no_such_name  # noqa: B018
 
@@ -147,10 +148,10 @@ def test_sae_train_transcoders_defaults_are_the_config_defaults() -> None:
 
 # command -> (config class, CLI options that are not config fields, CLI name -> field name,
 # fields the CLI does not offer, options read through a parser rather than taken as typed)
-# How the work is spread (interp.distributed.Workers) is not part of what it computes.
+# How the work is spread (interp.runs.distributed.Workers) is not part of what it computes.
 _WORKERS = {"workers", "ray_address", "gpus_per_worker", "threads_per_worker"}
 _CASES: dict[str, tuple[str, set[str], dict[str, str], set[str], set[str]]] = {
-    "replay": ("interp.replay:ReplayConfig", {"as_json", *_WORKERS}, {}, set(), set()),
+    "replay": ("interp.replay.loop:ReplayConfig", {"as_json", *_WORKERS}, {}, set(), set()),
     "probe": ("probes.config:ProbeConfig", {"run", "as_json"}, {}, {"test_size", "n_boot"}, set()),
     "patch": (
         "interp.patching:PatchConfig",
@@ -166,7 +167,7 @@ _CASES: dict[str, tuple[str, set[str], dict[str, str], set[str], set[str]]] = {
         set(),
         set(),
     ),
-    "export": ("interp.report_config:ExportConfig", {"run", "as_json"}, {}, set(), set()),
+    "export": ("interp.report.export:ExportConfig", {"run", "as_json"}, {}, set(), set()),
     # --example: an id, or digits read as an example index
     "feature-circuit": (
         "interp.circuits.features:FeatureCircuitConfig",
@@ -314,7 +315,7 @@ def test_flag_message() -> None:
 
 
 def test_library_error_names_the_field_and_the_cli_the_flag(tmp_path: Path) -> None:
-    from interp.replay import ReplayConfig, replay
+    from interp.replay.loop import ReplayConfig, replay
 
     with pytest.raises(InterpError, match=r"^rounds must be at least 1 \(got 0\)$"):
         replay(ReplayConfig(model="tiny", rounds=0, out=str(tmp_path / "a")))

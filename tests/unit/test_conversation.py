@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
-from interp.tiny import build_tiny_tokenizer
+from interp.inputs.conversation import RoundInput, build_conversation
+from interp.model.tiny import build_tiny_tokenizer
 
 PREFIX = "The single most likely answer is ("
 QUESTION = (

@@ -14,8 +14,8 @@ import pytest
 from interp.experiments.common import ExperimentConfig, position_caveat
 from interp.experiments.convergence import control_reading, convergence, convergence_of_run
 from interp.experiments.superficial import superficial
-from interp.metrics import model_floor
-from interp.store import Run
+from interp.metrics.rounds import model_floor
+from interp.runs.store import Run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,7 +46,7 @@ def sup(tmp_path_factory, tiny_model):
 
 
 def test_control_arm_is_replayed_probed_and_in_the_manifest(conv):
-    from interp.plans import load_plan
+    from interp.inputs.plans import load_plan
 
     manifest = json.loads((conv.path / "manifest.json").read_text())
     control = manifest["arms"]["control"]
@@ -109,7 +109,7 @@ def test_paired_intervals_use_the_same_resamples_for_both_arms(conv):
     # Resamples drawn separately for each arm would give intervals of positive width.
     # (analyse_run: convergence_of_run refuses a run as its own control, as probe/patch do)
     from interp.experiments.convergence import analyse_run
-    from interp.store import Run
+    from interp.runs.store import Run
 
     main = Run.open(conv.path / "runs" / "main")
     tables, _ = analyse_run(main, n_boot=50, control=main)
@@ -246,7 +246,8 @@ def test_control_none_on_the_command_line_is_no_control(tmp_path):
 
 
 def test_position_check_is_each_arms_metrics_floor(conv):
-    # One rule (interp.metrics.model_floor), per arm and per round, as `interp metrics` says it.
+    # One rule (interp.metrics.rounds.model_floor), per arm and per round, as `interp metrics`
+    # says it.
     flags = {}
     for arm in ("main", "control"):
         run = Run.open(conv.path / "runs" / arm)

@@ -19,7 +19,7 @@ from interp.experiments.interactions import (
     interactions,
     signs,
 )
-from interp.plans import load_plan
+from interp.inputs.plans import load_plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from faultkit import invoke
 
-from interp import experiment_figures as ef
 from interp.errors import InterpError
-from interp.experiment_report import is_experiment, read_experiment, table_html
 from interp.experiments.common import ExperimentConfig
-from interp.report import export_report
+from interp.report import experiment_figures as ef
+from interp.report.experiment_page import is_experiment, read_experiment, table_html
+from interp.report.run_page import export_report
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

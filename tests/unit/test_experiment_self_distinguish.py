@@ -60,8 +60,8 @@ def distinguished(tmp_path_factory, tiny_model):
 
 
 def test_rebuilt_history_is_the_stored_transcript(distinguished, tiny_model):
-    from interp.conversation import RoundInput, build_conversation
-    from interp.store import Run
+    from interp.inputs.conversation import RoundInput, build_conversation
+    from interp.runs.store import Run
 
     result, _ = distinguished
     run = Run.open(result.path / "runs" / "main")
@@ -149,7 +149,7 @@ def test_cached_logprobs_equal_the_full_passes(distinguished, tiny_model):
     """One KV cache per example grown over the rounds, both orders scored on it frozen: the
     same letter log-probs as a forward pass from scratch per (example, round, order)."""
     from interp.experiments.self_distinguish import _cached_logprobs, _full_pass_logprobs
-    from interp.store import Run
+    from interp.runs.store import Run
 
     result, _ = distinguished
     run = Run.open(result.path / "runs" / "main")
@@ -177,7 +177,7 @@ def test_cut_back_cache_scores_like_a_full_pass(tiny_model):
     import torch
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-    from interp.kvcache import expanded_cache, logits_on_frozen_cache, truncate_cache
+    from interp.model.kvcache import expanded_cache, logits_on_frozen_cache, truncate_cache
 
     m = tiny_model
     g = torch.Generator().manual_seed(0)

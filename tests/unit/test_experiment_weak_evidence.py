@@ -10,7 +10,7 @@ import pytest
 
 from interp.experiments.common import ExperimentConfig
 from interp.experiments.weak_evidence import build_items, eligible, person, sentence, weak_evidence
-from interp.tasks import load_builtin, load_mc
+from interp.inputs.tasks import load_builtin, load_mc
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -190,7 +190,7 @@ def test_convergence_writes_tables_manifest_and_summary(conv):
 
 
 def test_convergence_observed_means_are_the_runs_metrics(conv):
-    from interp.store import Run
+    from interp.runs.store import Run
 
     for arm in ("main", "control"):  # each arm's rows are its own run's metrics
         run = Run.open(conv.path / "runs" / arm)

@@ -20,13 +20,13 @@ import typer
 from export_runs import N_EXAMPLES, ROUNDS, build_runs
 from typer.testing import CliRunner
 
-from interp import attention, figures
 from interp.cli import _user_errors
 from interp.cli.export import export as export_command
 from interp.errors import InterpError
-from interp.metrics import compute_metrics
-from interp.report import export_report, load_metrics, load_patching, load_probes
-from interp.store import Run
+from interp.metrics.rounds import compute_metrics
+from interp.report import attention, figures
+from interp.report.run_page import export_report, load_metrics, load_patching, load_probes
+from interp.runs.store import Run
 
 N_LAYERS = 3  # the tiny model
 N_HEADS = 4
@@ -333,9 +333,9 @@ def test_full_report_has_every_section(full, exported):
 
 
 def test_bare_report_notes_what_is_missing(bare, tiny_model, tmp_path, monkeypatch):
-    import interp.report as report
+    import interp.report.html as page_html
 
-    monkeypatch.setattr(report, "chromium_path", lambda: None)  # and kaleido is not here
+    monkeypatch.setattr(page_html, "chromium_path", lambda: None)  # and kaleido is not here
     run = _copy(bare, tmp_path, "run")
     result = export_report([run], model=tiny_model, png=True)
     assert result.png is not None and "\n" not in result.png

@@ -1,5 +1,5 @@
 """The fast block path against TransformerLens' own block forward: bitwise equal, and taken
-only when it may be (see interp/fastpath.py)."""
+only when it may be (see interp/model/fastpath.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from interp import fastpath
-from interp.loading import load_model
+from interp.model import fastpath
+from interp.model.loading import load_model
 
 
 @pytest.fixture
@@ -262,8 +262,8 @@ def test_a_replaced_nested_hook_point_is_checked(models, tl_calls):
 def test_other_llama_style_variants_are_bitwise_equal(change, tl_calls):
     """Branches the tiny and embedded models do not take (both are GQA, NeoX-style pairs,
     rotary over the whole head)."""
-    from interp.loading import attach_tokenizer
-    from interp.tiny import TINY_CONFIG, build_tiny_tokenizer
+    from interp.model.loading import attach_tokenizer
+    from interp.model.tiny import TINY_CONFIG, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     cfg = HookedTransformerConfig(**{**TINY_CONFIG, **change, "d_vocab": len(tokenizer)})

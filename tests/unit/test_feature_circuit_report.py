@@ -127,7 +127,7 @@ def add_feature_circuit(run: Path, model, root: Path) -> str:
 def fc_run(tmp_path_factory, tiny_model, one_torch_thread) -> tuple[Path, str]:
     from faultkit import small_config
 
-    from interp.replay import replay
+    from interp.replay.loop import replay
 
     root = tmp_path_factory.mktemp("fc-report")
     out = root / "run"
@@ -136,7 +136,7 @@ def fc_run(tmp_path_factory, tiny_model, one_torch_thread) -> tuple[Path, str]:
 
 
 def test_export_shows_the_feature_circuit_and_writes_its_graph(fc_run, tiny_model, tmp_path):
-    from interp.report import export_report
+    from interp.report.run_page import export_report
 
     run = tmp_path / "run"
     shutil.copytree(fc_run[0], run)
@@ -173,7 +173,7 @@ def test_export_shows_the_feature_circuit_and_writes_its_graph(fc_run, tiny_mode
 
 
 def test_a_removed_feature_circuit_leaves_the_report(fc_run, tiny_model, tmp_path):
-    from interp.report import export_report
+    from interp.report.run_page import export_report
 
     run = tmp_path / "run"
     shutil.copytree(fc_run[0], run)
@@ -186,7 +186,7 @@ def test_a_removed_feature_circuit_leaves_the_report(fc_run, tiny_model, tmp_pat
 
 
 def test_a_damaged_feature_circuit_is_a_note_and_the_rest_exports(fc_run, tiny_model, tmp_path):
-    from interp.report import export_report
+    from interp.report.run_page import export_report
 
     run = tmp_path / "run"
     shutil.copytree(fc_run[0], run)

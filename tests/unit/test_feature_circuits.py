@@ -124,7 +124,7 @@ def ct_result(tmp_path_factory, tiny_model, tc_folder, one_torch_thread):
     from faultkit import small_config
 
     from interp.circuits.features import FeatureCircuitConfig, feature_circuit
-    from interp.replay import replay
+    from interp.replay.loop import replay
 
     out = tmp_path_factory.mktemp("fc-run") / "run"
     replay(small_config(out, limit=2, rounds=2), model=tiny_model)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from interp.errors import InterpError
-from interp.plans import load_plan
-from interp.replay import ReplayConfig, replay
-from interp.tasks import load_builtin
+from interp.inputs.plans import load_plan
+from interp.inputs.tasks import load_builtin
+from interp.replay.loop import ReplayConfig, replay
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

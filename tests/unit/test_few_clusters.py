@@ -164,8 +164,8 @@ def _metrics_rounds(n_templates: int) -> pd.DataFrame:
 
 
 def test_metrics_give_no_interval_below_the_floor_and_say_why():
-    from interp.metrics import compute_metrics
-    from interp.tables import format_metrics
+    from interp.metrics.rounds import compute_metrics
+    from interp.report.tables import format_metrics
 
     few = compute_metrics(_metrics_rounds(2), n_boot=200)
     # A 2-cluster bootstrap used to print intervals (one cluster: zero-width ones).

@@ -1,5 +1,5 @@
-"""Reading user files within bounds (interp.inputs) through the task loaders, and the
-context-length bound of a replay (interp.lengths) against the transcripts a replay writes."""
+"""Reading user files within bounds (interp.inputs.files) through the task loaders, and the
+context-length bound of a replay (interp.inputs.lengths) against the transcripts a replay writes."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from interp import inputs, tasks
 from interp.errors import InterpError
-from interp.inputs import json_depth, parse_json_line, read_bounded_bytes
-from interp.lengths import LengthSettings, check_context_length, transcript_bounds
-from interp.plans import load_plan
-from interp.replay import ReplayConfig, replay
-from interp.tasks import load_builtin, load_mc
+from interp.inputs import files as inputs
+from interp.inputs import tasks
+from interp.inputs.files import json_depth, parse_json_line, read_bounded_bytes
+from interp.inputs.lengths import LengthSettings, check_context_length, transcript_bounds
+from interp.inputs.plans import load_plan
+from interp.inputs.tasks import load_builtin, load_mc
+from interp.replay.loop import ReplayConfig, replay
 
 MC = {"id": 1, "question": "Who paid?", "options": ["The first", "The second"], "label": 0}
 
@@ -112,7 +113,7 @@ def test_text_that_comes_back_longer_is_an_error_not_a_crash(tmp_path, one_torch
     """Generated text is counted at its budget up front; the random tiny model writes byte
     tokens that, decoded and tokenized again, come back longer. With the context set just at
     the bound, the replay must stop with an InterpError before a forward pass overflows."""
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     model = load_model("tiny")  # its own copy: n_ctx is changed below
     settings = LengthSettings(2, "generate", max_new_tokens=12)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from interp.errors import InterpError
-from interp.layout import from_storage, is_relaid, relayout_weights, to_storage
-from interp.loading import list_models, load_model
-from interp.tiny import build_tiny_tokenizer
+from interp.model.layout import from_storage, is_relaid, relayout_weights, to_storage
+from interp.model.loading import list_models, load_model
+from interp.model.tiny import build_tiny_tokenizer
 
 PROMPTS = ["The capital of France is", "Hello", "Who was not comfortable using the phone?"]
 

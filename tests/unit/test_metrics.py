@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 
 from interp.errors import InterpError
-from interp.metrics import (
+from interp.metrics.rounds import (
     DEFINITIONS,
     REQUIRED_COLUMNS,
-    _build_grid,
-    _resampled_stats,
+    build_grid,
     compute_metrics,
     metrics_table,
+    resampled_stats,
 )
 
 
@@ -295,7 +295,7 @@ def test_resample_weights_match_an_explicit_resample():
     )
     direct = compute_metrics(resampled, n_boot=0)
     counts = np.bincount(picks, minlength=30)[None, :].astype(float)
-    stats = _resampled_stats(_build_grid(frame), counts)
+    stats = resampled_stats(build_grid(frame), counts)
     for name, values in stats.items():
         expected = [entry[name]["value"] for entry in direct["per_round"]]
         assert values[0] == pytest.approx(expected), name

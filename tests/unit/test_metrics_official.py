@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from unit.test_bbq_rules import UNKNOWN, line, write_templates
 from unit.test_metrics import make_rounds, round0
 
-from interp import calibration
 from interp.cli import app
-from interp.metrics import FLOOR_MESSAGE, compute_metrics, metrics_table, model_floor
-from interp.report import export_report
-from interp.store import Run, write_json, write_parquet
+from interp.metrics import calibration
+from interp.metrics.rounds import FLOOR_MESSAGE, compute_metrics, metrics_table, model_floor
+from interp.report.run_page import export_report
+from interp.runs.store import Run, write_json, write_parquet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

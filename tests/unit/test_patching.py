@@ -17,8 +17,9 @@ import torch
 from transformer_lens import patching as tl_patching
 from transformer_lens.utils import get_act_name
 
-from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
+from interp.inputs.conversation import RoundInput, build_conversation
+from interp.inputs.tasks import load_builtin
 from interp.patching import (
     COMPONENTS,
     PatchConfig,
@@ -31,8 +32,7 @@ from interp.patching import (
     summarize,
     sweep,
 )
-from interp.store import Run, write_json, write_parquet
-from interp.tasks import load_builtin
+from interp.runs.store import Run, write_json, write_parquet
 
 PREFIX = "The single most likely answer is ("
 FOLLOW_UPS = (
@@ -136,7 +136,7 @@ def fake_run(tiny_model, tmp_path_factory) -> Run:
 
 @pytest.fixture(scope="module")
 def replayed_run(tiny_model, tmp_path_factory) -> Run:
-    from interp.replay import ReplayConfig, replay
+    from interp.replay.loop import ReplayConfig, replay
 
     out = tmp_path_factory.mktemp("replay") / "run"
     config = ReplayConfig(
@@ -332,7 +332,7 @@ def test_unrelated_prompts_use_two_forwards_and_still_match(tiny_model, prompts)
 
 @pytest.fixture(scope="module")
 def tiny_model_f64():
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     return load_model("tiny").to(torch.float64, print_details=False)
 
@@ -549,7 +549,7 @@ def test_sweep_rejects_bad_layers_and_components():
 
 
 def test_a_replayed_run(tiny_model, replayed_run):
-    """The same checks on a run written by interp.replay (rounds 0..3)."""
+    """The same checks on a run written by interp.replay.loop (rounds 0..3)."""
     denoise = patch_run(replayed_run.path, layer=2, round=3, model=tiny_model, n_boot=50)
     rows = denoise.per_example
     np.testing.assert_allclose(rows["patched"], rows["source"], atol=ATOL)

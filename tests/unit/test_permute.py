@@ -11,13 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from interp.cli import app
-from interp.debias import debiased_rounds
 from interp.errors import InterpError
-from interp.metrics import compute_metrics
-from interp.permute import expand, orders, permute_example, to_original, to_shown
-from interp.replay import ReplayConfig, option_token_ids, replay
-from interp.store import Run
-from interp.tasks import load_builtin
+from interp.inputs.permute import expand, orders, permute_example, to_original, to_shown
+from interp.inputs.tasks import load_builtin
+from interp.metrics.debias import debiased_rounds
+from interp.metrics.rounds import compute_metrics
+from interp.replay.loop import ReplayConfig, option_token_ids, replay
+from interp.runs.store import Run
 
 BIAS = 40.0  # added to letter (c)'s logit at the read-out (the tiny model prefers (a)): it wins
 

@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 from interp.cli import app
 from interp.cli.format import format_patching
-from interp.metrics import compute_metrics
+from interp.inputs.permute import check_order_count, n_orders
+from interp.inputs.tasks import load_builtin
+from interp.metrics.rounds import compute_metrics
 from interp.patching import PatchConfig, patch
-from interp.permute import check_order_count, n_orders
-from interp.replay import ReplayConfig, option_token_ids, planned_conversations, replay
+from interp.replay.loop import ReplayConfig, option_token_ids, planned_conversations, replay
 from interp.stats import example_clusters
-from interp.tasks import load_builtin
 from probes.behaviour import split_examples
 
 N_BASE = 6  # base examples: builtin items 0..5 (three templates of two), three orders each

@@ -7,14 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interp.controls import format_metrics_difference, metrics_difference
-from interp.metrics import compute_metrics
-from interp.winogender import (
+from interp.inputs.winogender import (
     format_winogender_difference,
     format_winogender_metrics,
     winogender_metrics,
     winogender_plan_difference,
 )
+from interp.metrics.rounds import compute_metrics
+from interp.runs.controls import format_metrics_difference, metrics_difference
 
 
 def make_rounds(choices: list[list[int]], labels: list[int]) -> pd.DataFrame:

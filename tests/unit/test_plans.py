@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
-from interp.plans import Plan, format_options, list_plans, load_plan, option_letter
-from interp.tasks import Example, load_builtin
-from interp.tiny import build_tiny_tokenizer
+from interp.inputs.conversation import RoundInput, build_conversation
+from interp.inputs.plans import Plan, format_options, list_plans, load_plan, option_letter
+from interp.inputs.tasks import Example, load_builtin
+from interp.model.tiny import build_tiny_tokenizer
 
 BUILTINS = ("baseline", "self-correct", "instruct-first", "negated", "cot")
 DEFAULT_PREFIX = "The single most likely answer is ("

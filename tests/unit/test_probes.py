@@ -20,9 +20,9 @@ from sklearn.preprocessing import StandardScaler
 
 from interp.cli.format import format_probe
 from interp.errors import InterpError
-from interp.loading import load_model
+from interp.model.loading import load_model
+from interp.runs.store import SCHEMA_VERSION, Run, write_activations, write_json, write_parquet
 from interp.stats import wilson_interval
-from interp.store import SCHEMA_VERSION, Run, write_activations, write_json, write_parquet
 from probes.api import ProbeResult, probe_run
 from probes.behaviour import behaviour_labels, behaviour_probes, split_examples
 from probes.concepts import ConceptData, load_concept, split_pairs
@@ -116,7 +116,7 @@ def write_concept(path: Path, n_pairs: int = 12) -> Path:
 
 
 def make_run(path: Path, *, n_examples: int = 10, rounds: int = 2, seed: int = 0) -> Path:
-    """A run directory written with interp.store's writers, as a replay of the tiny model
+    """A run directory written with interp.runs.store's writers, as a replay of the tiny model
     would leave it: resid_post of every layer, [example, round, d_model] fp16."""
     rng = np.random.default_rng(seed)
     hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(N_LAYERS)]
@@ -599,7 +599,7 @@ def test_encodings_are_cached_and_reused_without_the_model(
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded although the encodings are cached")
 
-    monkeypatch.setattr("interp.loading.load_model", no_loading)
+    monkeypatch.setattr("interp.model.loading.load_model", no_loading)
     third = probe_run(run_dir, concept_file, n_boot=0)
     pd.testing.assert_frame_equal(first.per_layer, third.per_layer)
     probe_run(run_dir, concept_file, model=tiny_model, position="mean", n_boot=0)
@@ -776,7 +776,7 @@ def test_pca_needs_pairs():
 
 
 def test_probe_run_on_a_real_replay(tmp_path, tiny_model, concept_file):
-    from interp.replay import ReplayConfig, replay
+    from interp.replay.loop import ReplayConfig, replay
 
     config = ReplayConfig(
         model="tiny",

@@ -13,9 +13,9 @@ from unit.test_metrics import make_rounds
 
 from interp.experiments import convergence, interactions, self_distinguish, superficial
 from interp.experiments.common import with_position
-from interp.metrics import compute_metrics, model_floor, position_rounds
+from interp.metrics.rounds import compute_metrics, model_floor, position_rounds
+from interp.runs.store import Run, write_parquet
 from interp.stats import benjamini_hochberg, bootstrap_p
-from interp.store import Run, write_parquet
 
 # --- 1. one position rule, per arm and per round ---------------------------------------------
 
@@ -265,7 +265,7 @@ def _permuted(dists: list[list[list[float]]], labels: list[int], choose=None) ->
 
 
 def test_pooled_raw_bias_of_a_position_picker_is_marked_structural():
-    from interp.tables import format_metrics
+    from interp.report.tables import format_metrics
 
     # always the shown letter (c): pooled over the 3 cyclic orders it picks every option once
     flat = [[1 / 3] * 3] * 3
@@ -285,7 +285,7 @@ def test_pooled_raw_bias_of_a_position_picker_is_marked_structural():
 
 
 def test_the_debiasing_rule_is_printed_where_it_decides_the_number():
-    from interp.tables import format_metrics
+    from interp.report.tables import format_metrics
 
     # one order is sure of option 0; two split 1 and 2: the mixture (prob) picks 0, the
     # geometric mean (log) does not
@@ -302,7 +302,7 @@ def test_the_debiasing_rule_is_printed_where_it_decides_the_number():
 
 
 def test_rule_differences_by_hand():
-    from interp.metrics import rule_differences
+    from interp.metrics.rounds import rule_differences
 
     def entry(acc, ci):
         none = {"value": None, "ci": None}

@@ -21,11 +21,12 @@ import torch
 from samples import BBQ_LINE
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-import interp.replay as replay_module
+import interp.replay.loop as replay_module
 from interp.errors import InterpError
-from interp.loading import load_model
-from interp.plans import load_plan, option_letter
-from interp.replay import (
+from interp.inputs.plans import load_plan, option_letter
+from interp.inputs.tasks import data_hash, load_builtin
+from interp.model.loading import load_model
+from interp.replay.loop import (
     HOOK_KINDS,
     ReplayConfig,
     option_token_ids,
@@ -33,8 +34,7 @@ from interp.replay import (
     replay,
     resolve_hooks,
 )
-from interp.store import Run
-from interp.tasks import data_hash, load_builtin
+from interp.runs.store import Run
 
 N_LAYERS = 3  # the tiny model
 D_MODEL = 64

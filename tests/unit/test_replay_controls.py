@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from interp.errors import InterpError
-from interp.metrics import copy_rate
-from interp.plans import option_letter
-from interp.replay import ReplayConfig, replay
-from interp.store import Run
-from interp.tasks import load_builtin
+from interp.inputs.plans import option_letter
+from interp.inputs.tasks import load_builtin
+from interp.metrics.rounds import copy_rate
+from interp.replay.loop import ReplayConfig, replay
+from interp.runs.store import Run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -106,7 +106,7 @@ FORCE_ROUNDS = 2
 def varied_model():
     # Seed 3 chooses (a) and (b) on the built-in items (tests/unit/test_replay.py): forcing (c)
     # overrides every round-0 choice, forcing (a) only some.
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     return load_model("tiny", seed=3)
 

@@ -9,7 +9,8 @@ import torch
 from sae_lens import TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 
-from interp.replay import ReplayConfig, replay
+from interp.replay.loop import ReplayConfig, replay
+from interp.runs.store import AnalysisTensors, Run
 from interp.sae.features import (
     FeaturesConfig,
     encode,
@@ -20,7 +21,6 @@ from interp.sae.features import (
     sae_features,
     shuffled_changes,
 )
-from interp.store import AnalysisTensors, Run
 
 HOOK = "blocks.1.hook_resid_post"
 

@@ -101,7 +101,7 @@ def test_parse_features_and_hooks():
 
 @pytest.fixture(scope="module")
 def sae_run(tmp_path_factory, tiny_model):
-    from interp.replay import ReplayConfig, replay
+    from interp.replay.loop import ReplayConfig, replay
 
     root = tmp_path_factory.mktemp("sae-patch")
     run = root / "run"

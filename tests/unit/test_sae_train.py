@@ -13,7 +13,8 @@ from sae_lens import SAE
 from safetensors.torch import load_file
 
 from interp.errors import InterpError
-from interp.replay import ReplayConfig, replay
+from interp.inputs.tasks import load_builtin
+from interp.replay.loop import ReplayConfig, replay
 from interp.sae.corpus import (
     CorpusConfig,
     Document,
@@ -25,7 +26,6 @@ from interp.sae.corpus import (
 from interp.sae.evals import scored_mask
 from interp.sae.load import load_sae
 from interp.sae.train import TrainConfig, count_trainable, make_runner, train_sae
-from interp.tasks import load_builtin
 
 HOOK = "blocks.1.hook_resid_post"
 BUILTIN_FILE = str(resources.files("interp").joinpath("data/examples.jsonl"))

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from interp.store import SAFE_NAME_LIMIT, safe_name
+from interp.runs.store import SAFE_NAME_LIMIT, safe_name
 
 SAFE = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*")
 HOSTILE = [

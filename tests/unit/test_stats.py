@@ -14,17 +14,17 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.controls import check_control
 from interp.errors import InterpError
-from interp.metrics import compute_metrics
+from interp.metrics.rounds import compute_metrics
 from interp.patching import control_difference, summarize
+from interp.runs.controls import check_control
+from interp.runs.store import SCHEMA_VERSION, Run, write_activations, write_json, write_parquet
 from interp.stats import (
     bootstrap_means,
     bootstrap_weights,
     example_clusters,
     paired_difference,
 )
-from interp.store import SCHEMA_VERSION, Run, write_activations, write_json, write_parquet
 
 N_CLUSTERS, PER_CLUSTER = 6, 4  # BBQ: four variants of one context
 
@@ -259,7 +259,7 @@ def _fake_run(
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     return load_model("tiny")
 
@@ -348,7 +348,7 @@ def test_patch_run_with_a_control_replay(tmp_path, tiny_model):
     --control-run reports run - control per variant; the control's own result is written into
     it; templates (category + question_index) are the clusters."""
     from interp.patching import patch_run
-    from interp.replay import ReplayConfig, replay
+    from interp.replay.loop import ReplayConfig, replay
 
     runs = {}
     for plan in ("self-correct", "baseline"):
@@ -374,8 +374,8 @@ def test_patch_run_with_a_control_replay(tmp_path, tiny_model):
 
 def test_export_puts_the_run_beside_its_control(tmp_path, tiny_model, concept_file):
     from interp.patching import patch_run
-    from interp.replay import ReplayConfig, replay
-    from interp.report import export_report
+    from interp.replay.loop import ReplayConfig, replay
+    from interp.report.run_page import export_report
     from probes.api import probe_run
 
     runs = {}
@@ -398,7 +398,7 @@ def test_export_puts_the_run_beside_its_control(tmp_path, tiny_model, concept_fi
     assert alone.control is None
     assert not (Path(main) / "probes" / alone.concept / "control.parquet").exists()
     probe_run(control, concept_file, model=tiny_model, n_boot=10)
-    from interp.report import _exported_control
+    from interp.report.run_page import _exported_control
 
     found = _exported_control(Run.open(main), [Run.open(control)], alone.concept, alone.summary)
     pd.testing.assert_frame_equal(found["control"], paired.control)

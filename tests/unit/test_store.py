@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from interp.errors import InterpError
-from interp.hooknames import ATTN_KINDS, BLOCK_KINDS, act_layer, act_name, is_act
-from interp.store import AnalysisTensors, Run
+from interp.model.hooknames import ATTN_KINDS, BLOCK_KINDS, act_layer, act_name, is_act
+from interp.runs.store import AnalysisTensors, Run
 
 
 @pytest.fixture(scope="module")
 def replayed(tiny_model, tmp_path_factory) -> Path:
-    from interp.replay import ReplayConfig, replay
+    from interp.replay.loop import ReplayConfig, replay
 
     out = tmp_path_factory.mktemp("store") / "run"
     replay(
@@ -130,10 +130,10 @@ def test_read_metrics(run: Run) -> None:
 def _rebuilt_spans(run: Run, example: int, tokenizer):
     """The reference: round spans rebuilt from the plan's texts, the task and the stored
     answers, with the conversation builder replay uses."""
-    from interp.conversation import RoundInput, build_conversation
-    from interp.plans import Plan
-    from interp.replay import ReplayConfig, select_examples
-    from interp.tasks import load_task
+    from interp.inputs.conversation import RoundInput, build_conversation
+    from interp.inputs.plans import Plan
+    from interp.inputs.tasks import load_task
+    from interp.replay.loop import ReplayConfig, select_examples
 
     config = ReplayConfig(**run.manifest["config"])
     ex = select_examples(load_task(config.task, config.data or None), config)[example]
@@ -155,7 +155,7 @@ def test_stored_spans_equal_the_rebuilt_ones(run: Run, tiny_model) -> None:
     """Replay stores the round spans that the conversation builder made; the attention views
     mark instruction spans from them, and a run without spans.parquet shows read-out marks
     only (the report never imports replay)."""
-    from interp.attention import transcript
+    from interp.report.attention import transcript
 
     for e in range(3):
         assert run.round_spans(e) == _rebuilt_spans(run, e, tiny_model.tokenizer)

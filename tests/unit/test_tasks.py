@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from interp.errors import InterpError
-from interp.tasks import (
+from interp.inputs.tasks import (
     TASKS,
     Example,
     data_hash,

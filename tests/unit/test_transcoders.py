@@ -175,7 +175,7 @@ def test_bad_settings_are_refused_before_training(tmp_path, tiny_model, kw, mess
 
 
 def test_a_folder_of_another_model_is_refused(trained, tmp_path):
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     other = load_model("tiny")
     other.cfg.n_layers = 2  # a two-layer model: layer 2 of the folder does not fit

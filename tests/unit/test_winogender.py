@@ -12,17 +12,17 @@ import pandas as pd
 import pytest
 import torch
 
-from interp import replay as replay_module
 from interp.errors import InterpError
-from interp.replay import ReplayConfig, replay
-from interp.store import Run
-from interp.winogender import (
+from interp.inputs.winogender import (
     PRONOUNS,
     load_winogender,
     load_winogender_plan,
     pronoun_variant_ids,
     winogender_metrics,
 )
+from interp.replay import loop as replay_module
+from interp.replay.loop import ReplayConfig, replay
+from interp.runs.store import Run
 
 DATA = Path("/work/shared/data/winogender")
 for parent in Path(__file__).resolve().parents:
@@ -379,7 +379,7 @@ def test_concept_probes_run_and_behaviour_probes_are_skipped(wino_run, tiny_mode
 def test_export_draws_the_scatter_per_round(wino_run, tmp_path):
     import shutil
 
-    from interp.report import export_report
+    from interp.report.run_page import export_report
 
     run = tmp_path / "run"
     shutil.copytree(wino_run.path, run)

@@ -6,7 +6,7 @@ by default, ``interp.stats``), with the same resample in every round, so that di
 between rounds are not blurred by resampling noise.
 
 Every resampled statistic is a ratio of example-weighted sums, so one resample is a row of
-example counts and a whole batch of resamples is a matrix product (see ``_resampled_stats``):
+example counts and a whole batch of resamples is a matrix product (see ``resampled_stats``):
 the point estimate is the same code with every count equal to one.
 """
 
@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Bool, Float, Int
 
-from interp import calibration
-from interp.debias import SPACES, debiased_rounds, is_permuted, position_by_order
 from interp.errors import InterpError
+from interp.metrics import calibration
+from interp.metrics.debias import SPACES, debiased_rounds, is_permuted, position_by_order
 from interp.stats import (
     CI_LEVEL,
     CLUSTER_FLOOR,
@@ -187,7 +187,7 @@ def compute_metrics(
         cluster: what one bootstrap draw takes: ``template`` (category + question_index,
             falling back to examples where the table has none) or ``example``.
         debias_space: a permuted run's debiased scores average the orders in "prob" (default)
-            or "log" space (``interp.debias``).
+            or "log" space (``interp.metrics.debias``).
 
     Returns:
         A JSON-serialisable dict (plain ints/floats/None) with ``n_examples``, ``rounds``,
@@ -201,9 +201,9 @@ def compute_metrics(
     if n_boot < 0:
         raise InterpError(f"n_boot must be >= 0, got {n_boot}.")
     check_cluster_key(cluster)
-    grid = _build_grid(rounds)
+    grid = build_grid(rounds)
     clusters = example_clusters(rounds, cluster)
-    point = {k: v[0] for k, v in _resampled_stats(grid, np.ones((1, grid.n_examples))).items()}
+    point = {k: v[0] for k, v in resampled_stats(grid, np.ones((1, grid.n_examples))).items()}
     # Below the cluster floor a cluster bootstrap has a handful of distinct resamples (one
     # cluster: zero-width intervals): no interval at all, and the tables say why.
     intervals = n_boot > 0 and clusters.n_clusters >= CLUSTER_FLOOR
@@ -260,8 +260,9 @@ def debiased_metrics(
     space: str = "prob",
     by_category: bool = True,
 ) -> dict[str, Any]:
-    """The metrics of a permuted run's debiased answers (``interp.debias``: each base example's
-    orders averaged in ``space``), one entry per round like ``compute_metrics``' ``per_round``,
+    """The metrics of a permuted run's debiased answers (``interp.metrics.debias``: each base
+    example's orders averaged in ``space``), one entry per round like ``compute_metrics``'
+    ``per_round``,
     ``agreement`` per round (the share of base examples whose orders all give the same
     content answer), ``per_category`` (the official BBQ scores of the debiased answers, with
     ``by_category``) and ``position_by_order`` (each order's share of each shown letter, per
@@ -406,7 +407,7 @@ def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
 # ---------------------------------------------------------------- input -> arrays
 
 
-def _build_grid(rounds: pd.DataFrame) -> _Grid:
+def build_grid(rounds: pd.DataFrame) -> _Grid:
     missing = [c for c in REQUIRED_COLUMNS if c not in rounds.columns]
     if missing:
         raise InterpError(
@@ -523,7 +524,7 @@ def _ece(
         return np.abs(per_bin).sum(axis=-1) / (weights @ scored.T.astype(float))
 
 
-def _resampled_stats(
+def resampled_stats(
     grid: _Grid, weights: Float[np.ndarray, "resample example"]
 ) -> dict[str, Float[np.ndarray, "resample round"]]:
     """The metrics in ``CI_METRICS`` for each row of example weights (counts in a resample)."""
@@ -558,7 +559,7 @@ def _bootstrap(grid: _Grid, n_boot: int, seed: int, clusters: Clusters) -> dict[
     parts = []
     for start in range(0, n_boot, chunk):
         counts = cluster_weights(clusters.ids, min(chunk, n_boot - start), rng)
-        parts.append(_resampled_stats(grid, counts))
+        parts.append(resampled_stats(grid, counts))
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 

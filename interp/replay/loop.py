@@ -18,7 +18,7 @@ transcript's tokens.
 Results are written per batch into ``<out>/.partial/`` (safetensors: tensors and JSON, nothing
 unpickled) so that a killed replay, run again with the same arguments, resumes with the next
 batch and ends with the same files. A replay holds the output directory's lock
-(:mod:`interp.lock`) from its first write to its last.
+(:mod:`interp.runs.lock`) from its first write to its last.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import re
 import shutil
 import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
@@ -42,27 +41,28 @@ from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from interp import winogender
-from interp.bbq_rules import templates_hash
-from interp.conversation import Conversation, RoundInput, build_conversation
-from interp.distributed import Workers, connected, run_jobs
 from interp.errors import InterpError
-from interp.hooknames import act_name
-from interp.kvcache import logits_on_frozen_cache, truncate_cache
-from interp.lengths import LengthSettings, check_context_length, check_running_length
-from interp.loading import load_model, recorded_model_name
-from interp.lock import LOCK_NAME, make_dir, remove_empty, run_lock
-from interp.metrics import compute_metrics
-from interp.options import check_seed
-from interp.permute import (
+from interp.inputs import winogender
+from interp.inputs.bbq_rules import templates_hash
+from interp.inputs.conversation import Conversation, RoundInput, build_conversation
+from interp.inputs.lengths import LengthSettings, check_context_length, check_running_length
+from interp.inputs.permute import (
     DEFAULT_MAX_ORDERS,
     add_view_columns,
     check_order_count,
     check_permute,
     expand,
 )
-from interp.plans import Plan, load_plan, option_letter
-from interp.store import (
+from interp.inputs.plans import Plan, load_plan, option_letter
+from interp.inputs.tasks import Example, load_task, target_summary, task_data_hash
+from interp.metrics.rounds import compute_metrics
+from interp.model.hooknames import act_name
+from interp.model.kvcache import logits_on_frozen_cache, truncate_cache
+from interp.model.loading import load_model, recorded_model_name
+from interp.options import check_seed
+from interp.runs.distributed import Workers, connected, run_jobs
+from interp.runs.lock import LOCK_NAME, make_dir, remove_empty, run_lock
+from interp.runs.store import (
     SCHEMA_VERSION,
     Run,
     atomic_write,
@@ -75,7 +75,6 @@ from interp.store import (
     write_spans,
     write_tokens,
 )
-from interp.tasks import Example, load_task, target_summary, task_data_hash
 
 MODES = ("choice", "generate")
 # "text" sums the continuation's token log-probs (a sequence probability, which favours
@@ -115,11 +114,11 @@ class ReplayConfig:
     # round-0 answer instead of the model's argmax: "label" (the correct one), "target" (the
     # stereotyped one), "unknown", or a letter. The model's own round-0 scores stay recorded.
     force_round0: str | None = None
-    # Option orders (interp.permute): "none" (as written), "cyclic" (k rotations of k
+    # Option orders (interp.inputs.permute): "none" (as written), "cyclic" (k rotations of k
     # options) or "all" (k! orders); each order is a conversation and a row of its own.
     permute: str = "none"
     # winogender: the occupations' statistics TSV (bls_pct_female); default: the file
-    # occupations-stats.tsv beside the first data file (interp.winogender)
+    # occupations-stats.tsv beside the first data file (interp.inputs.winogender)
     stats: str | None = None
     # Refuse a permuted replay that gives any example more orders than this (``all`` is k!:
     # 720 orders for 6 options). Changes no output, so it is in neither fingerprint nor manifest.
@@ -154,7 +153,7 @@ class _Batch:
     acts: dict[str, Float[torch.Tensor, "example round d_model"]]
     tokens_run: int  # real tokens through the model (padding excluded)
     positions_run: int  # positions through the model (padding included)
-    spans: list[dict[str, int]] | None = None  # spans.parquet rows (interp.store.span_record)
+    spans: list[dict[str, int]] | None = None  # spans.parquet rows (interp.runs.store.span_record)
 
 
 def replay(
@@ -171,7 +170,7 @@ def replay(
     holds an unfinished copy of it is resumed; one that holds anything else is an error.
     Another process writing into the same directory is an error too (it is locked).
 
-    ``workers`` (:class:`interp.distributed.Workers`) spreads the example batches over Ray
+    ``workers`` (:class:`interp.runs.distributed.Workers`) spreads the example batches over Ray
     actors that each load the model; the batches come back here and are written as a single
     process writes them, so the run is byte-identical to one without workers (the manifest adds
     a ``workers`` record; timings aside).
@@ -204,7 +203,7 @@ def replay(
                 "workers, not both"
             )
     out = Path(config.out)
-    # The Ray cluster is joined and checked before anything exists (interp.distributed).
+    # The Ray cluster is joined and checked before anything exists (interp.runs.distributed).
     with connected(workers):
         created = make_dir(out)  # the lock lives inside; removed again if nothing gets written
         try:
@@ -944,7 +943,7 @@ def _batch_path(partial: Path, i: int) -> Path:
 
 
 def _replay_job(model, plan, batch, first_index, config, hooks, letters) -> bytes:
-    """One batch on a Ray worker (interp.distributed): the bytes of its batch file."""
+    """One batch on a Ray worker (interp.runs.distributed): the bytes of its batch file."""
     return _batch_bytes(
         _replay_batch(model, plan, batch, first_index, config, hooks, letters, lambda _: None)
     )
@@ -1019,15 +1018,3 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-class _CallableModule(types.ModuleType):
-    """``interp.replay`` is this module and, as ``interp``'s exported verb, :func:`replay`:
-    once a module is imported Python binds the package attribute to it, so the verb and the
-    module must be one object for ``from interp import replay`` to mean one thing."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Run:
-        return replay(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

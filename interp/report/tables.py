@@ -1,6 +1,6 @@
 """Plain-text tables of a run's metrics: what ``interp metrics`` prints and what a notebook shows.
 
-Pure functions of the JSON-ready dict :func:`interp.metrics.compute_metrics` returns (or
+Pure functions of the JSON-ready dict :func:`interp.metrics.rounds.compute_metrics` returns (or
 ``metrics.json``): no printing, no files, and no torch, so a notebook or the CLI can import them
 cheaply.
 """
@@ -90,7 +90,7 @@ def format_metrics(result: dict[str, Any]) -> str:
     """The per-round table a person reads: values with 95% intervals."""
     import pandas as pd
 
-    from interp.metrics import metrics_table
+    from interp.metrics.rounds import metrics_table
 
     table = metrics_table(result)
     na = pd.isna  # NaN, and JSON null (None): a metric undefined for this run
@@ -152,7 +152,7 @@ def format_debiased(result: dict[str, Any]) -> str:
     (orders averaged per base example; the averaging rule in every column's name), how often
     all orders agree on the content answer, whether the other averaging rule gives numbers
     outside these intervals (both printed where it does), and the raw scores per order (the
-    pooled raw s_AMB / s_DIS are structural: ``interp.metrics.RAW_POOLED``)."""
+    pooled raw s_AMB / s_DIS are structural: ``interp.metrics.rounds.RAW_POOLED``)."""
     import pandas as pd
 
     deb = result["debiased"]

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-    from interp.report import ExportResult
-    from interp.store import Run
+    from interp.report.run_page import ExportResult
+    from interp.runs.store import Run
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def export(
     model: HookedTransformer | None = None,
 ) -> ExportResult:
     """Export the figures of ``runs`` and an ``index.html`` into the first run directory: the
-    API's verb shape, a thin wrapper over :func:`interp.report.export_report`.
+    API's verb shape, a thin wrapper over :func:`interp.report.run_page.export_report`.
 
     Args:
         runs: Runs or their directories; the first gets the report, the others are drawn
@@ -54,8 +54,8 @@ def export(
         InterpError: A run that is missing, damaged or unfinished, or in use, or an example
             index out of range.
     """
-    from interp.report import export_report
-    from interp.store import Run
+    from interp.report.run_page import export_report
+    from interp.runs.store import Run
 
     config = ExportConfig() if config is None else config
     return export_report(

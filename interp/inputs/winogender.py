@@ -1,8 +1,8 @@
 """The Winogender task (Rudinger et al. 2018) inside the ordinary replay.
 
 ``interp replay --task winogender --data templates.tsv [--stats occupations-stats.tsv]``
-replays each item as an example of :func:`interp.replay.replay` (KV reuse across rounds,
-activations at every read-out, resume, one run directory through :class:`interp.store.Run`).
+replays each item as an example of :func:`interp.replay.loop.replay` (KV reuse across rounds,
+activations at every read-out, resume, one run directory through :class:`interp.runs.store.Run`).
 This module holds what differs from a multiple-choice task: the items, the plans, the
 pronoun scorer, the rows' extra columns and the per-round metrics.
 
@@ -64,12 +64,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
-from interp.inputs import MAX_DATA_FILE_BYTES, MAX_LINE_BYTES, read_text_bounded
-from interp.plans import Plan
+from interp.inputs.conversation import RoundInput, build_conversation
+from interp.inputs.files import MAX_DATA_FILE_BYTES, MAX_LINE_BYTES, read_text_bounded
+from interp.inputs.plans import Plan
+from interp.inputs.tasks import Example
 from interp.stats import CLUSTER_FLOOR, cluster_caveat
-from interp.tasks import Example
 
 if TYPE_CHECKING:  # torch and TransformerLens load only when a model runs
     import torch
@@ -149,7 +149,7 @@ def winogender_data_hash(data: Sequence[str], stats: str | None) -> str:
 
 
 def _tsv(path: str | Path) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """Header and ("path:line", cells) of a TSV file, read within interp.inputs' bounds."""
+    """Header and ("path:line", cells) of a TSV file, read within interp.inputs.files' bounds."""
     text = read_text_bounded(path, MAX_DATA_FILE_BYTES, "data file")
     lines = text.split("\n")
     for i, line in enumerate(lines, start=1):  # as the JSONL bound: refused before tokenizing
@@ -520,7 +520,7 @@ def _continuation(model, cache, conts: list[list[int]], pad: int):
     """Log-softmax at every position of each continuation, run on the frozen cache."""
     import torch
 
-    from interp.kvcache import logits_on_frozen_cache
+    from interp.model.kvcache import logits_on_frozen_cache
 
     logits = logits_on_frozen_cache(model, cache, conts, pad)
     return torch.log_softmax(logits.double(), -1).cpu()

@@ -8,7 +8,7 @@ The transcript is marked so that a reader sees the rounds: the first token of ro
 message carries ``[R<r>]``, an instruction's first token ``[R<r> instruction]``, the read-out
 token ``[R<r> read-out]``; the token view also has "round" and "instruction" columns to
 colour by. Round boundaries are the spans replay stored in the run (``spans.parquet``, read
-through :meth:`interp.store.Run.round_spans`). A run replayed before replay stored them has
+through :meth:`interp.runs.store.Run.round_spans`). A run replayed before replay stored them has
 its conversation rebuilt from the manifest's plan, the task and the stored answers (checked
 token for token against the stored transcript; this is the one place the report reaches back
 into the replay stage, imported only then); where that is not possible (moved data files)
@@ -20,7 +20,7 @@ HTML, the page needs no network) with fixed element ids, so the same run gives t
 bytes; on one page the bundle is shared (``share_bundle``). Values are rounded (3 decimals
 in the token view, 2 in full patterns) to keep pages small and stable. The full query x key
 patterns of long transcripts are drawn by plotly instead
-(``interp.figures.attention_pattern_figure``): circuitsvis' canvas view slows down past
+(``interp.report.figures.attention_pattern_figure``): circuitsvis' canvas view slows down past
 ``MAX_HEADS_VIEW_TOKENS``.
 """
 
@@ -36,10 +36,10 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
-from interp.conversation import RoundSpans
 from interp.errors import InterpError
-from interp.hooknames import act_name
-from interp.store import Run
+from interp.inputs.conversation import RoundSpans
+from interp.model.hooknames import act_name
+from interp.runs.store import Run
 
 Head = tuple[int, int]  # (layer, head)
 DECIMALS = 3

@@ -36,9 +36,10 @@ import torch
 from transformer_lens import HookedTransformer
 from transformer_lens import loading_from_pretrained as tl_loading
 
-from interp import fastpath
 from interp.errors import InterpError
-from interp.layout import from_storage, relayout_weights, to_storage
+from interp.model import fastpath
+from interp.model.layout import from_storage, relayout_weights, to_storage
+from interp.model.tiny import build_tiny_model, build_tiny_tokenizer
 
 # The names, the embedded model's file and the list of installed models need no torch: the
 # command line checks a model name with them before it imports torch (interp.preflight).
@@ -52,7 +53,6 @@ from interp.preflight import (  # noqa: F401 (re-exported)
     embedded_gguf_path,
     list_models,
 )
-from interp.tiny import build_tiny_model, build_tiny_tokenizer
 
 CACHE_FORMAT = 2  # bump when the cached layout changes, so stale caches are rebuilt
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -293,7 +293,8 @@ def _convert_gguf_to_cache(path: Path, folder: Path, digest: str) -> None:
 
 
 def _save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Save in the layout the forward reads (see ``interp.layout``), so loading copies nothing."""
+    """Save in the layout the forward reads (see ``interp.model.layout``), so loading copies
+    nothing."""
     from safetensors.torch import save_file
 
     tensors, orders = to_storage(state)

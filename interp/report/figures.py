@@ -2,8 +2,8 @@
 
 Every function takes the data it plots, as the run directory stores it (a metrics dict, the
 rounds table, a probe or patching table), so it works as well on an in-memory result in a
-notebook as on a run read back from disk. ``interp.report`` reads the run directory and puts
-the figures on one page.
+notebook as on a run read back from disk. ``interp.report.run_page`` reads the run directory
+and puts the figures on one page.
 
 Conventions: rounds on the x axis (0 = the question alone); layers on the y axis of
 heatmaps, layer 0 at the bottom; intervals are the 95% bootstrap intervals the analyses wrote;
@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from interp.errors import InterpError
-from interp.plans import option_letter
+from interp.inputs.plans import option_letter
 
 TEMPLATE = "plotly_white"
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
@@ -57,11 +57,11 @@ PATCH_COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 LAYER_TICKS: dict[str, Any] = {"tickmode": "linear", "tick0": 0, "dtick": 1}
 
 
-def _rounds_axis(fig: go.Figure, rounds: Sequence[int], **where: Any) -> None:
+def rounds_axis(fig: go.Figure, rounds: Sequence[int], **where: Any) -> None:
     fig.update_xaxes(tickmode="array", tickvals=list(rounds), title_text="round", **where)
 
 
-def _finalize(fig: go.Figure, title: str, height: int) -> go.Figure:
+def finalize(fig: go.Figure, title: str, height: int) -> go.Figure:
     fig.update_layout(
         template=TEMPLATE,
         title={"text": title, "x": 0.01},
@@ -91,12 +91,12 @@ def convergence_figure(metrics: Mapping[str, Mapping[str, Any]]) -> go.Figure:
             trace = _convergence_trace(result, key, label, color, first_panel=j == 0)
             fig.add_trace(trace, row=j // 3 + 1, col=j % 3 + 1)
     rounds = sorted({r for result in metrics.values() for r in result["rounds"]})
-    _rounds_axis(fig, rounds)
+    rounds_axis(fig, rounds)
     for j, (key, _) in enumerate(CONVERGENCE_PANELS):
         if key in PANEL_RANGES:
             fig.update_yaxes(range=PANEL_RANGES[key], row=j // 3 + 1, col=j % 3 + 1)
     fig.update_layout(legend={"orientation": "h", "y": -0.12})
-    return _finalize(fig, "Convergence across rounds (95% bootstrap intervals)", 620)
+    return finalize(fig, "Convergence across rounds (95% bootstrap intervals)", 620)
 
 
 def _convergence_trace(
@@ -196,11 +196,11 @@ def answer_flow_figure(rounds: pd.DataFrame, *, by: str = "role") -> go.Figure:
             "source": [index[a] for a, _, _ in links],
             "target": [index[b] for _, b, _ in links],
             "value": [n for _, _, n in links],
-            "color": [_with_alpha(_state_color(a[1], by), 0.35) for a, _, _ in links],
+            "color": [with_alpha(_state_color(a[1], by), 0.35) for a, _, _ in links],
         },
     )
     title = "Answer flow between rounds, by " + ("answer role" if by == "role" else "option")
-    return _finalize(go.Figure(sankey), title, 460)
+    return finalize(go.Figure(sankey), title, 460)
 
 
 def _flow_states(rounds: pd.DataFrame, by: str) -> pd.Series:
@@ -239,7 +239,7 @@ def _spread(i: int, n: int) -> float:
     return 0.01 + 0.98 * (i / (n - 1) if n > 1 else 0.5)
 
 
-def _with_alpha(color: str, alpha: float) -> str:
+def with_alpha(color: str, alpha: float) -> str:
     r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
 
@@ -260,10 +260,10 @@ def position_bias_figure(metrics: Mapping[str, Mapping[str, Any]]) -> go.Figure:
         for i in range(n_options):
             fig.add_trace(_position_bar(entries, i, showlegend=col == 1), row=1, col=col)
         fig.add_hline(y=1 / n_options, line_dash="dash", line_color="#555", row=1, col=col)
-        _rounds_axis(fig, [e["round"] for e in entries], row=1, col=col)
+        rounds_axis(fig, [e["round"] for e in entries], row=1, col=col)
     fig.update_yaxes(title_text="share of parsed answers", range=[0, 1], row=1, col=1)
     fig.update_layout(barmode="group", legend_title_text="option")
-    return _finalize(fig, "Position bias: which option letter is chosen, per round", 420)
+    return finalize(fig, "Position bias: which option letter is chosen, per round", 420)
 
 
 def _position_bar(entries: Sequence[Mapping[str, Any]], i: int, *, showlegend: bool) -> go.Bar:
@@ -292,7 +292,7 @@ def _band(
         y=[*hi, *lo[::-1]],
         mode="lines",
         fill="toself",
-        fillcolor=_with_alpha(color, 0.18),
+        fillcolor=with_alpha(color, 0.18),
         line={"width": 0},
         hoverinfo="skip",
         name=name,
@@ -351,7 +351,7 @@ def probe_accuracy_figure(per_layer: pd.DataFrame, concept: str = "") -> go.Figu
     fig.add_hline(y=0.5, line_dash="dot", line_color="#999")
     fig.update_xaxes(title_text="layer", **LAYER_TICKS)
     fig.update_yaxes(title_text="accuracy", range=[0, 1.02])
-    return _finalize(fig, f"Probe '{concept}': held-out accuracy per layer", 420)
+    return finalize(fig, f"Probe '{concept}': held-out accuracy per layer", 420)
 
 
 def concept_score_figure(scores: pd.DataFrame, concept: str = "") -> go.Figure:
@@ -376,10 +376,10 @@ def concept_score_figure(scores: pd.DataFrame, concept: str = "") -> go.Figure:
         _heatmap(grid, "score", colorbar_x=0.43, customdata=custom, ci=True), row=1, col=1
     )
     fig.add_trace(_heatmap(change, "change", colorbar_x=1.0), row=1, col=2)
-    _rounds_axis(fig, list(grid.columns))
+    rounds_axis(fig, list(grid.columns))
     fig.update_yaxes(title_text="layer", row=1, col=1)
     fig.update_yaxes(**LAYER_TICKS)
-    return _finalize(fig, f"Concept '{concept}' at the read-out: layer x round", 520)
+    return finalize(fig, f"Concept '{concept}' at the read-out: layer x round", 520)
 
 
 def _heatmap(
@@ -446,7 +446,7 @@ def instruction_shift_figure(shift: pd.DataFrame, concept: str = "") -> go.Figur
             )
     fig.add_hline(y=0, line_color="#999", row=1, col=1)
     fig.update_xaxes(title_text="layer", **LAYER_TICKS)
-    return _finalize(fig, f"Instruction shift along '{concept}', per layer", 420)
+    return finalize(fig, f"Instruction shift along '{concept}', per layer", 420)
 
 
 def behaviour_probe_figure(behaviour: pd.DataFrame) -> go.Figure:
@@ -473,7 +473,7 @@ def behaviour_probe_figure(behaviour: pd.DataFrame) -> go.Figure:
         )
     fig.update_xaxes(title_text="layer", **LAYER_TICKS)
     fig.update_yaxes(title_text="held-out accuracy", range=[0, 1.02])
-    return _finalize(fig, "Behaviour probes: does the read-out predict the model's answer?", 400)
+    return finalize(fig, "Behaviour probes: does the read-out predict the model's answer?", 400)
 
 
 def probe_control_figure(
@@ -518,8 +518,8 @@ def probe_control_figure(
             col=2,
         )
     fig.add_hline(y=0, line_dash="dot", line_color="#999", row=1, col=2)
-    _rounds_axis(fig, rounds)
-    return _finalize(fig, f"Concept '{concept}': the run beside its control", 420)
+    rounds_axis(fig, rounds)
+    return finalize(fig, f"Concept '{concept}': the run beside its control", 420)
 
 
 def patching_control_figure(
@@ -573,7 +573,7 @@ def patching_control_figure(
     fig.update_yaxes(title_text="layer", row=1, col=1)
     fig.update_yaxes(**LAYER_TICKS)
     height = max(360, 60 + 16 * len(grids[0]))
-    return _finalize(fig, f"Patching {title}: {value} of the run beside its control", height)
+    return finalize(fig, f"Patching {title}: {value} of the run beside its control", height)
 
 
 # --- patching ---------------------------------------------------------------------------------
@@ -668,9 +668,7 @@ def _patching_heatmap(
     fig.update_xaxes(title_text=grid.columns.name, **x_ticks)
     fig.update_yaxes(title_text="layer", **LAYER_TICKS)
     height = max(360, 60 + 16 * len(grid))
-    return _finalize(
-        fig, f"{title}: {_VALUE_TITLES[value]} per layer x {grid.columns.name}", height
-    )
+    return finalize(fig, f"{title}: {_VALUE_TITLES[value]} per layer x {grid.columns.name}", height)
 
 
 # --- attention (numbers behind the circuitsvis views) -----------------------------------------
@@ -679,7 +677,7 @@ def _patching_heatmap(
 def readout_attention_figure(mass: pd.DataFrame) -> go.Figure:
     """Where each round's read-out position puts its attention, per head (stacked bars).
 
-    ``mass`` is ``interp.attention.readout_attention_mass`` output: head, round, segment,
+    ``mass`` is ``interp.report.attention.readout_attention_mass`` output: head, round, segment,
     mass (the shares over segments sum to 1 for each head x round).
     """
     heads = list(dict.fromkeys(mass["head"]))
@@ -702,10 +700,10 @@ def readout_attention_figure(mass: pd.DataFrame) -> go.Figure:
                 row=1,
                 col=col,
             )
-        _rounds_axis(fig, sorted(set(rows["round"])), row=1, col=col)
+        rounds_axis(fig, sorted(set(rows["round"])), row=1, col=col)
     fig.update_layout(barmode="stack", legend={"orientation": "h", "y": -0.2})
     fig.update_yaxes(title_text="attention share", range=[0, 1], row=1, col=1)
-    return _finalize(fig, "What each round's read-out attends to", 440)
+    return finalize(fig, "What each round's read-out attends to", 440)
 
 
 def _segment_color(segment: str, i: int) -> str:
@@ -748,7 +746,7 @@ def attention_pattern_figure(
         )
     _mark_rounds(fig, len(head_names), values.shape[-1], round_starts, instruction_spans, readouts)
     fig.update_yaxes(autorange="reversed")
-    return _finalize(fig, "Attention patterns over the transcript (query x key)", 430 * rows + 60)
+    return finalize(fig, "Attention patterns over the transcript (query x key)", 430 * rows + 60)
 
 
 def _shape(
@@ -864,4 +862,4 @@ def winogender_scatter_figure(metrics: Mapping[str, Mapping[str, Any]]) -> go.Fi
     fig.update_xaxes(title_text="BLS % female", range=[0, 100])
     fig.update_yaxes(title_text="P(female) / (P(female) + P(male))", row=1, col=1)
     fig.update_yaxes(range=[0, 1])
-    return _finalize(fig, "Winogender: occupations' P(female) against BLS % female", 420)
+    return finalize(fig, "Winogender: occupations' P(female) against BLS % female", 420)

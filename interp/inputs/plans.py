@@ -1,6 +1,6 @@
 """Instruction plans: what the user says at each round (data in ``interp/data/plans.yaml``).
 
-A plan file is read within the bounds of `interp.inputs` (at most 1 MiB, UTF-8; each text at
+A plan file is read within the bounds of `interp.inputs.files` (at most 1 MiB, UTF-8; each text at
 most 16 Ki characters; at most 1000 follow-ups). The ``question`` template may use exactly
 the placeholders ``{context}``, ``{question}`` and ``{options}``: plain names only, with no
 format spec (``{context:>9}``), conversion (``{question!r}``), attribute or index
@@ -18,7 +18,7 @@ from typing import Any, SupportsIndex
 import yaml
 
 from interp.errors import InterpError
-from interp.inputs import (
+from interp.inputs.files import (
     MAX_PLAN_FILE_BYTES,
     MAX_PLAN_FOLLOWUPS,
     MAX_PLAN_TEXT_CHARS,
@@ -26,7 +26,7 @@ from interp.inputs import (
     parse_json_text,
     read_bounded_bytes,
 )
-from interp.tasks import Example
+from interp.inputs.tasks import Example
 
 _FIELDS = (
     "description",

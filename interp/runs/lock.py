@@ -162,7 +162,7 @@ def _file_lock(path: Path, what: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-# interp.store.atomic_write's temp files: ".<name>.<8 random chars>.tmp" (tempfile.mkstemp).
+# interp.runs.store.atomic_write's temp files: ".<name>.<8 random chars>.tmp" (tempfile.mkstemp).
 _TEMP_FILE = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 

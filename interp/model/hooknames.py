@@ -3,7 +3,7 @@
 ``act_name("resid_post", 3)`` is ``"blocks.3.hook_resid_post"``: the name
 ``transformer_lens.utilities.get_act_name`` gives (a test checks that they agree). It is
 written out here because importing TransformerLens takes seconds, and modules that only read
-run directories (``interp.store``, metrics, export) must stay quick to import.
+run directories (``interp.runs.store``, metrics, export) must stay quick to import.
 """
 
 from __future__ import annotations

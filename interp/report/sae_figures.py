@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from interp.figures import PALETTE, _finalize, _rounds_axis, patching_value
+from interp.report.figures import PALETTE, finalize, patching_value, rounds_axis
 
 MAX_HEATMAP_LATENTS = 24
 SEPARATOR = " ⏎ "  # between two contexts of one latent in its dashboard
@@ -45,10 +45,10 @@ def latent_round_figure(latents: pd.DataFrame, top: Sequence[int], title: str = 
             "%{customdata[1]:.3f}], fires in %{customdata[2]:.0%} of examples<extra></extra>",
         )
     )
-    _rounds_axis(fig, [int(r) for r in grid.columns])
+    rounds_axis(fig, [int(r) for r in grid.columns])
     fig.update_yaxes(autorange="reversed", type="category")
     height = max(320, 80 + 22 * len(top))
-    return _finalize(fig, f"{title}: mean activation of the top latents per round", height)
+    return finalize(fig, f"{title}: mean activation of the top latents per round", height)
 
 
 def latent_change_figure(changes: pd.DataFrame, round: int | None = None) -> go.Figure:
@@ -80,13 +80,13 @@ def latent_change_figure(changes: pd.DataFrame, round: int | None = None) -> go.
         for sign in (1, -1):
             fig.add_hline(y=sign * threshold, line_dash="dash", line_color="#777")
     fig.update_yaxes(title_text=f"mean activation, round {round} − round 0")
-    return _finalize(fig, f"Latents that change most from round 0 to round {round}", 420)
+    return finalize(fig, f"Latents that change most from round 0 to round {round}", 420)
 
 
 def feature_patching_figure(table: pd.DataFrame, title: str = "") -> go.Figure:
     """Feature patching as bars: all chosen latents together, then each alone; the normalised
     effect, or the logit-difference change when the rounds do not differ reliably
-    (:func:`interp.figures.patching_value`), with 95% intervals."""
+    (:func:`interp.report.figures.patching_value`), with 95% intervals."""
     rows = table[table["component"] == "sae"].sort_values("head")
     value = patching_value(rows)
     labels = ["all chosen" if h < 0 else f"latent {int(h)}" for h in rows["head"]]
@@ -108,7 +108,7 @@ def feature_patching_figure(table: pd.DataFrame, title: str = "") -> go.Figure:
     axis = "normalised effect" if value == "effect" else "logit difference change"
     fig.update_yaxes(title_text=axis)
     fig.add_hline(y=0, line_dash="dot", line_color="#999")
-    return _finalize(fig, f"Feature patching {title}", 420)
+    return finalize(fig, f"Feature patching {title}", 420)
 
 
 def context_view(contexts: pd.DataFrame, latent: int, div_id: str) -> str:
@@ -117,7 +117,7 @@ def context_view(contexts: pd.DataFrame, latent: int, div_id: str) -> str:
     import torch
     from circuitsvis.tokens import colored_tokens_multi
 
-    from interp.attention import fixed_view_ids
+    from interp.report.attention import fixed_view_ids
 
     rows = contexts[contexts["latent"] == latent].sort_values("rank")
     tokens: list[str] = []

@@ -234,7 +234,7 @@ class _Worker:
     def __init__(self, model_spec: dict[str, Any], threads: int) -> None:
         import torch
 
-        from interp.loading import load_model
+        from interp.model.loading import load_model
 
         torch.set_num_threads(threads)
         torch.manual_seed(model_spec.get("seed", 0))

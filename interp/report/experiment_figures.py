@@ -2,7 +2,7 @@
 
 Each function takes the tables as ``DIR/tables/<name>.parquet`` (or ``RUN/experiments/NAME/``)
 store them, so a notebook can draw an in-memory ``ExperimentResult.tables`` the same way
-``interp export`` does. Conventions follow :mod:`interp.figures`: rounds on the x axis, 95%
+``interp export`` does. Conventions follow :mod:`interp.report.figures`: rounds on the x axis, 95%
 intervals as error bars or bands, one colour per plan.
 
 A table with a ``plan`` column (an experiment with a control arm: the main plan and the
@@ -21,7 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from interp.figures import PALETTE, _finalize, _rounds_axis, _with_alpha
+from interp.report.figures import PALETTE, finalize, rounds_axis, with_alpha
 
 # Panel titles of the quantities the experiments know; any other quantity (a Winogender
 # run's, say) is drawn under its own name.
@@ -102,7 +102,7 @@ def _band(x: Values, lo: Values, hi: Values, color: str) -> go.Scatter:
         y=[*(k[2] for k in keep), *(k[1] for k in reversed(keep))],
         mode="lines",
         fill="toself",
-        fillcolor=_with_alpha(color, 0.16),
+        fillcolor=with_alpha(color, 0.16),
         line={"width": 0},
         hoverinfo="skip",
         showlegend=False,
@@ -190,11 +190,11 @@ def convergence_figure(
                 **_at(i, cols),
             )
         if rounds:
-            _rounds_axis(fig, rounds, **_at(i, cols))
+            rounds_axis(fig, rounds, **_at(i, cols))
         if quantity == "accuracy":
             fig.update_yaxes(range=[-0.02, 1.02], **_at(i, cols))
     fig.update_layout(legend={"orientation": "h", "y": -0.12})
-    return _finalize(
+    return finalize(
         fig,
         "Convergence: observed means (95% intervals) and the fitted saturating curve",
         max(380, 320 * n_rows),
@@ -265,7 +265,7 @@ def superficial_rank_figure(by_rank: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(range=[0, 1.05])
     fig.update_xaxes(title_text="rank of the correct answer at round 0", row=1, col=1)
     fig.update_layout(barmode="group")
-    return _finalize(fig, "Superficial (a): outcome by the correct answer's rank at round 0", 420)
+    return finalize(fig, "Superficial (a): outcome by the correct answer's rank at round 0", 420)
 
 
 def superficial_concept_figure(change: pd.DataFrame, concept: str = "") -> go.Figure:
@@ -324,7 +324,7 @@ def superficial_concept_figure(change: pd.DataFrame, concept: str = "") -> go.Fi
     fig.update_xaxes(title_text="layer", tickmode="linear", tick0=0, dtick=1)
     fig.update_yaxes(title_text="score change (last round − round 0)", row=1, col=1)
     what = f"'{concept}' " if concept else ""
-    return _finalize(fig, f"Superficial (b): concept {what}score change per layer", 440)
+    return finalize(fig, f"Superficial (b): concept {what}score change per layer", 440)
 
 
 # --- interactions ----------------------------------------------------------------------------
@@ -393,7 +393,7 @@ def interactions_forest_figure(
         )
         fig.add_vline(x=0, line_dash="dot", line_color="#999", **_at(i, cols))
     fig.update_yaxes(autorange="reversed", type="category")
-    return _finalize(
+    return finalize(
         fig,
         f"Interactions at round {round}: main effects and pairwise interactions (95% intervals)",
         max(360, 300 * n_rows),
@@ -436,9 +436,9 @@ def interactions_cells_figure(cells: pd.DataFrame) -> go.Figure:
                 ),
                 **_at(i, cols),
             )
-        _rounds_axis(fig, sorted(int(r) for r in cells["round"].unique()), **_at(i, cols))
+        rounds_axis(fig, sorted(int(r) for r in cells["round"].unique()), **_at(i, cols))
     fig.update_layout(legend={"orientation": "h", "y": -0.1})
-    return _finalize(fig, "Interactions: cell means per round (95% intervals)", 340 * n_rows + 80)
+    return finalize(fig, "Interactions: cell means per round (95% intervals)", 340 * n_rows + 80)
 
 
 # --- weak evidence ---------------------------------------------------------------------------
@@ -476,12 +476,12 @@ def weak_evidence_figure(rates: pd.DataFrame, group: str = "all") -> go.Figure:
                 row=1,
                 col=j,
             )
-            _rounds_axis(fig, m["round"].astype(int).tolist(), row=1, col=j)
+            rounds_axis(fig, m["round"].astype(int).tolist(), row=1, col=j)
     for j, measure in enumerate(measures, start=1):
         bounds = [-1.05, 1.05] if measure == "s_amb" else [-0.02, 1.02]
         fig.update_yaxes(range=bounds, row=1, col=j)
     what = "all items" if group == "all" else f"evidence naming the {group} person"
-    return _finalize(fig, f"Weak evidence per round ({what}; 95% intervals)", 420)
+    return finalize(fig, f"Weak evidence per round ({what}; 95% intervals)", 420)
 
 
 def weak_evidence_difference_figure(difference: pd.DataFrame) -> go.Figure:
@@ -514,9 +514,9 @@ def weak_evidence_difference_figure(difference: pd.DataFrame) -> go.Figure:
                 row=1,
                 col=j,
             )
-            _rounds_axis(fig, rounds, row=1, col=j)
+            rounds_axis(fig, rounds, row=1, col=j)
             fig.add_hline(y=0, line_dash="dot", line_color="#999", row=1, col=j)
-    return _finalize(fig, "Weak evidence: self-correct − baseline (paired 95% intervals)", 400)
+    return finalize(fig, "Weak evidence: self-correct − baseline (paired 95% intervals)", 400)
 
 
 # --- self-distinguish ------------------------------------------------------------------------
@@ -572,7 +572,7 @@ def self_distinguish_figure(per_round: pd.DataFrame) -> go.Figure:
                     row=1,
                     col=j,
                 )
-            _rounds_axis(fig, rounds, row=1, col=j)
+            rounds_axis(fig, rounds, row=1, col=j)
     fig.update_yaxes(range=[-0.02, 1.02])
     fig.add_hline(y=0.5, line_dash="dot", line_color="#bbb", row=1, col=2)
-    return _finalize(fig, "Self-distinguish: which answer is less biased? (95% intervals)", 440)
+    return finalize(fig, "Self-distinguish: which answer is less biased? (95% intervals)", 440)

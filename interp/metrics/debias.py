@@ -66,7 +66,7 @@ def _order_distribution(row: pd.Series, k: int) -> np.ndarray:
 
 def debiased_rounds(rounds: pd.DataFrame, space: str = "prob") -> pd.DataFrame:
     """One row per (base example, round) with the columns of a rounds table
-    (``interp.metrics.REQUIRED_COLUMNS``), in original option order: ``choice`` the debiased
+    (``interp.metrics.rounds.REQUIRED_COLUMNS``), in original option order: ``choice`` the debiased
     answer, ``option_logprobs`` the log of the averaged distribution, ``entropy`` its entropy,
     ``example_index`` the base index, and ``n_orders`` and ``agree`` (all orders gave the same
     content answer). ``space``: "prob" (default) or "log" (see the module docstring)."""

@@ -18,7 +18,7 @@ import math
 from dataclasses import replace
 
 from interp.errors import InterpError
-from interp.tasks import Example
+from interp.inputs.tasks import Example
 
 PERMUTES = ("none", "cyclic", "all")
 # ``all`` grows as k!: 24 orders for 4 options, 120 for 5, 720 for 6 -- 720 conversations per

@@ -17,63 +17,41 @@ and attention are drawn for the first.
 from __future__ import annotations
 
 import contextlib
-import html
-import json
-import re
-import shutil
-import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
-import plotly.io as pio
 import torch
 from transformer_lens import HookedTransformer
 
-from interp import attention, figures, sae_figures
-from interp.debias import debiased_rounds, is_permuted
 from interp.errors import InterpError
-from interp.lock import run_lock
-from interp.metrics import compute_metrics, metrics_table, model_floor
+from interp.inputs.winogender import format_winogender_metrics
+from interp.metrics.debias import debiased_rounds, is_permuted
+from interp.metrics.rounds import model_floor
+from interp.report import attention, figures, sae_figures
+from interp.report.html import (
+    ExportResult,
+    Figure,
+    Section,
+    anchor_slug,
+    debiased_html,
+    definitions_html,
+    esc,
+    load_metrics,
+    manifest_html,
+    metrics_html,
+    render_page,
+    write_figure_files,
+    write_page_text,
+    write_pngs,
+)
+from interp.report.tables import fixed
+from interp.runs.lock import run_lock
+from interp.runs.store import Run
 from interp.stats import cluster_caveat
-from interp.store import EXPORT_FILES, Run, atomic_write
-from interp.tables import fixed
-from interp.winogender import format_winogender_metrics, winogender_metrics
 
-PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One exported figure: a plotly figure or a circuitsvis view (HTML)."""
-
-    name: str  # file stem and element id, [a-z0-9-]
-    title: str
-    plot: go.Figure | None = None
-    view: str | None = None  # circuitsvis HTML (bundle inline)
-    caption: str = ""
-    data: dict[str, Any] | None = None  # the JSON it is drawn from: figures/<name>.json
-    svg: str | None = None  # a static SVG of it: figures/<name>.svg
-
-
-@dataclass
-class Section:
-    title: str
-    intro: str = ""  # HTML
-    items: list[Figure] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what is missing here, and how to add it
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    index: Path
-    figures: list[Path]
-    notes: list[str]  # one line per section or figure left out, with the reason
-    png: str | None  # one line on static images (None: not asked for)
 
 
 def export_report(
@@ -97,7 +75,7 @@ def export_report(
     """
     if not runs:
         raise InterpError("export needs at least one run directory (--run DIR)")
-    from interp.experiment_report import export_experiment, is_experiment
+    from interp.report.experiment_page import export_experiment, is_experiment
 
     if any(is_experiment(path) for path in runs):  # an experiment directory: its own page
         if len(runs) > 1 or heads:
@@ -106,7 +84,7 @@ def export_report(
             )
         return export_experiment(runs[0], png=png)
     opened = [Run.open(path) for path in runs]
-    # One writer per run directory (interp.lock): only the first run is written into.
+    # One writer per run directory (interp.runs.lock): only the first run is written into.
     with run_lock(opened[0].path):
         return _export_locked(opened, heads, example, png, model)
 
@@ -153,7 +131,7 @@ def _export_locked(
             f"{item.name}.png" for s in sections for item in s.items if item.plot is not None
         ]
     main.write_export_files(before | set(planned))
-    written = _write_figures(folder, sections)
+    written = write_figure_files(folder, sections)
     # Each circuit's own drawings (circuits/<name>/graph.*) again: an SVG once Graphviz is
     # installed, without recomputing the circuit.
     for name in main.analyses("circuits"):
@@ -173,7 +151,7 @@ def _export_locked(
     # Figures of an earlier export that this one did not write (e.g. a removed analysis).
     main.remove_export_files(before - {p.name for p in written})
     main.write_export_files({p.name for p in written})
-    _write_text(index, render_page(main, labels, sections, banners=banners))
+    write_page_text(index, render_page(main, labels, sections, banners=banners))
     notes = [f"{s.title}: {note}" for s in sections for note in s.notes]
     return ExportResult(index, written, notes, png_note)
 
@@ -192,16 +170,6 @@ def run_labels(runs: Sequence[Run]) -> list[str]:
     return [
         label if labels.count(label) == 1 else f"{label} #{i + 1}" for i, label in enumerate(labels)
     ]
-
-
-def load_metrics(run: Run) -> dict[str, Any]:
-    """``metrics.json`` of a run (computed from rounds.parquet, not written, if missing)."""
-    stored = run.read_metrics()  # None if missing or damaged (`interp metrics` rewrites it)
-    if stored is not None:
-        return stored
-    if run.manifest.get("task", {}).get("name") == "winogender":
-        return winogender_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
-    return compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
 
 
 def floor_banners(labels: Sequence[str], metrics: dict[str, dict[str, Any]]) -> list[str]:
@@ -264,16 +232,16 @@ def _overview_section(
 ) -> Section:
     parts = []
     for run, label in zip(runs, labels, strict=True):
-        parts.append(f"<h3>{_e(label)} <small>({_e(run.path.name)})</small></h3>")
+        parts.append(f"<h3>{esc(label)} <small>({esc(run.path.name)})</small></h3>")
         parts.append(manifest_html(run.manifest))
         if metrics[label].get("task") == "winogender":
-            parts.append(f"<pre>{_e(format_winogender_metrics(metrics[label]))}</pre>")
+            parts.append(f"<pre>{esc(format_winogender_metrics(metrics[label]))}</pre>")
         else:
             parts.append(metrics_html(metrics[label]))
         if metrics[label].get("debiased"):  # a permuted run: raw beside debiased
             parts.append(debiased_html(metrics[label]))
     first = next(iter(metrics.values()))
-    parts.append(_definitions_html(first.get("definitions", {})))
+    parts.append(definitions_html(first.get("definitions", {})))
     return Section("Runs and metrics", intro="\n".join(parts))
 
 
@@ -313,14 +281,14 @@ def _behaviour_section(main: Run, metrics: dict[str, dict[str, Any]], several: b
             "flow-role",
             "Answer flow by role",
             figures.answer_flow_figure(flow_rounds, by="role"),
-            caption=f"{_e(first)}: how many {answers} moved between correct, stereotyped, "
+            caption=f"{esc(first)}: how many {answers} moved between correct, stereotyped, "
             "unknown and other from one round to the next.",
         ),
         Figure(
             "flow-option",
             "Answer flow by option",
             figures.answer_flow_figure(flow_rounds, by="option"),
-            caption=f"{_e(first)}: the same flows by the option {letter} chosen.",
+            caption=f"{esc(first)}: the same flows by the option {letter} chosen.",
         ),
         Figure(
             "position-bias",
@@ -341,7 +309,7 @@ def _probe_section(main: Run, others: Sequence[Run] = ()) -> Section:
             "(or probes.api.probe_run), then export again"
         )
     for concept, tables in probes.items():
-        slug = _slug(concept)
+        slug = anchor_slug(concept)
         summary = tables["summary"]
         builders = (
             ("per_layer", "accuracy", "Probe accuracy", figures.probe_accuracy_figure),
@@ -380,7 +348,7 @@ def _exported_control(
 ) -> dict[str, Any]:
     """A control among the exported runs, probed separately with the same settings: its
     paired difference from both runs' stored example scores (nothing if none qualifies)."""
-    from interp.controls import check_control
+    from interp.runs.controls import check_control
     from interp.stats import example_clusters
     from probes.api import paired_score_table
 
@@ -432,7 +400,7 @@ def _probe_control_items(
     plot = figures.probe_control_figure(control, layer, concept, control_label=label)
     caption = (
         f"Left: mean concept score per round of this run and of its control run "
-        f"<code>{_e(Path(str(info.get('run'))).name)}</code> (plan {_e(info.get('plan'))}: the "
+        f"<code>{esc(Path(str(info.get('run'))).name)}</code> (plan {esc(info.get('plan'))}: the "
         "same examples, model and rounds), projected on the same direction. Right: run − "
         "control with paired cluster-bootstrap 95% intervals; a trend the control shares is "
         "not an effect of the instruction."
@@ -446,7 +414,7 @@ def _probe_caption(summary: dict[str, Any]) -> str:
     acc = summary.get("accuracy", {})
     controls = summary.get("controls", {})
     text = (
-        f"Method {_e(summary.get('method', '?'))}; layer {summary['best_layer']} chosen on a "
+        f"Method {esc(summary.get('method', '?'))}; layer {summary['best_layer']} chosen on a "
         f"validation split of the training pairs: test accuracy {fixed(acc.get('acc'))} "
         f"(shuffled-label control {fixed(controls.get('shuffled_acc'))}, random direction "
         f"{fixed(controls.get('random_acc'))})."
@@ -464,7 +432,7 @@ def _probe_caption(summary: dict[str, Any]) -> str:
             f" length/punctuation {fixed(surface.get('length_acc'))}."
         )
     if summary.get("surface_warning"):
-        text += f" <strong>Warning: {_e(summary['surface_warning'])}.</strong>"
+        text += f" <strong>Warning: {esc(summary['surface_warning'])}.</strong>"
     transfer = summary.get("transfer") or {}
     if "transfer_centred_acc" in transfer:
         text += (
@@ -474,7 +442,7 @@ def _probe_caption(summary: dict[str, Any]) -> str:
             f"there {fixed(transfer.get('wrapped_acc'))}."
         )
     if transfer.get("warning"):
-        text += f" <strong>Warning: {_e(transfer['warning'])}.</strong>"
+        text += f" <strong>Warning: {esc(transfer['warning'])}.</strong>"
     return text
 
 
@@ -488,7 +456,7 @@ def _patching_section(main: Run) -> Section:
             "again"
         )
     for name, (summary, table) in results.items():
-        slug, title = _slug(name), _patch_title(summary, name)
+        slug, title = anchor_slug(name), _patch_title(summary, name)
         caption = _patch_caption(summary, table)
         if table["component"].isin(figures.PATCH_COMPONENTS).any():
             plot = figures.patching_components_figure(table, title)
@@ -510,8 +478,8 @@ def _patching_section(main: Run) -> Section:
                     f"Patching {title}: run beside its control",
                     plot,
                     caption=f"Patched − clean logit difference of this run, of its control run "
-                    f"<code>{_e(Path(str(control.get('run'))).name)}</code> (plan "
-                    f"{_e(control.get('plan'))}, patched the same way) and run − control; hover "
+                    f"<code>{esc(Path(str(control.get('run'))).name)}</code> (plan "
+                    f"{esc(control.get('plan'))}, patched the same way) and run − control; hover "
                     "the difference for its paired cluster-bootstrap 95% interval.",
                 )
             )
@@ -535,19 +503,19 @@ def _circuit_sections(main: Run) -> list[Section]:
             section.notes.append(f"{name}: {svg_note}")
         verify = summary.get("verify") or {}
         caption = (
-            f"{_e(summary.get('method'))} edge scores over {summary.get('n_examples')} "
+            f"{esc(summary.get('method'))} edge scores over {summary.get('n_examples')} "
             f"examples, round {summary['config']['round']} into round "
             f"{summary['config']['target_round']} at the read-out; value "
-            f"{_e(summary.get('target_value'))} (target) → {_e(summary.get('source_value'))} "
-            f"(source). {_e(_faithful_caption(summary))}; top-{verify.get('k')} rank "
-            f"agreement with exact edge patching ρ = {_e(verify.get('spearman'))} "
-            f"(CI {_e(verify.get('ci'))}). "
+            f"{esc(summary.get('target_value'))} (target) → {esc(summary.get('source_value'))} "
+            f"(source). {esc(_faithful_caption(summary))}; top-{verify.get('k')} rank "
+            f"agreement with exact edge patching ρ = {esc(verify.get('spearman'))} "
+            f"(CI {esc(verify.get('ci'))}). "
             "Blue edges raise the value (towards the unbiased option), red lower it."
         )
         plot = graph_figure(data, f"Circuit {name}")
         section.items.append(
             Figure(
-                f"circuit-{_slug(name)}",
+                f"circuit-{anchor_slug(name)}",
                 f"Circuit {name}",
                 plot,
                 caption=caption,
@@ -600,7 +568,7 @@ def _feature_circuit_sections(main: Run) -> list[Section]:
         )
         section.items.append(
             Figure(
-                f"feature-circuit-{_slug(name)}",
+                f"feature-circuit-{anchor_slug(name)}",
                 f"Feature circuit {name}",
                 fx.feature_graph_figure(data, f"Feature circuit {name}"),
                 caption=caption,
@@ -615,7 +583,7 @@ def _experiment_sections(main: Run) -> list[Section]:
     each; none when the run has none."""
     if not main.analyses("experiments"):
         return []
-    from interp.experiment_report import run_experiment_sections
+    from interp.report.experiment_page import run_experiment_sections
 
     return run_experiment_sections(main)
 
@@ -638,7 +606,7 @@ def _sae_sections(main: Run) -> list[Section]:
     }
     for name in names:
         found = main.read_analysis("sae", name)
-        summary, tables, slug = found.summary, found.tables, _slug(name)
+        summary, tables, slug = found.summary, found.tables, anchor_slug(name)
         top, hook = summary.get("top_latents", []), summary.get("sae", {}).get("hook", "")
         if not top:
             section.notes.append(f"{name}: no latent fires in the run")
@@ -646,7 +614,7 @@ def _sae_sections(main: Run) -> list[Section]:
         title = f"{name} at {hook}"
         plot = sae_figures.latent_round_figure(tables["latents"], top, title)
         caption = (
-            f"{_e(name)}: {summary['latents_active']} of {summary['sae']['d_sae']} latents fire "
+            f"{esc(name)}: {summary['latents_active']} of {summary['sae']['d_sae']} latents fire "
             f"in this run; rows are the {len(top)} latents whose mean activation changes most "
             "from round 0 (strongest first). Hover for the 95% interval and the firing rate."
         )
@@ -693,7 +661,7 @@ def _sae_sections(main: Run) -> list[Section]:
             )
             section.items.append(
                 Figure(
-                    f"sae-{slug}-patching-{_slug(patch_name)}",
+                    f"sae-{slug}-patching-{anchor_slug(patch_name)}",
                     f"Feature patching: {patch_name}",
                     plot,
                     caption=_feature_patch_caption(patch_summary, table),
@@ -711,7 +679,7 @@ def _feature_patch_caption(summary: dict[str, Any], table: pd.DataFrame) -> str:
         "reliably on this measure, so the ratio is not shown)"
     )
     return (
-        f"{_e(summary.get('name', ''))}: {what} of the logit difference (correct − stereotyped "
+        f"{esc(summary.get('name', ''))}: {what} of the logit difference (correct − stereotyped "
         f"option), mean over {summary.get('n_examples')} examples, 95% cluster-bootstrap "
         "interval. Bars: the chosen latents swapped together, then each alone; the target's "
         "reconstruction error is kept, so swapping nothing changes nothing."
@@ -736,10 +704,10 @@ def _patch_caption(summary: dict[str, Any], table: pd.DataFrame) -> str:
             f"{n} option orders of {base} base examples (each scored with its own letters; "
             "intervals resample base examples)"
         )
-    name = _e(str(summary.get("name", "")))
+    name = esc(str(summary.get("name", "")))
     k = (summary.get("cluster") or {}).get("n_clusters")
     caveat = cluster_caveat(int(k)) if k is not None else None
-    name += f" (intervals: {_e(caveat)})" if caveat else ""
+    name += f" (intervals: {esc(caveat)})" if caveat else ""
     if figures.patching_value(table) == "delta":
         gap = table.iloc[0]
         return (
@@ -769,7 +737,7 @@ def _attention_section(
     model = model if model is not None else _load_run_model(main, section)
     if model is None:
         return section
-    from interp.loading import check_run_model  # torch and TL load only for attention
+    from interp.model.loading import check_run_model  # torch and TL load only for attention
 
     check_run_model(model, main.manifest.get("model", {}))
     text = attention.transcript(main, example, model.tokenizer)
@@ -784,7 +752,7 @@ def _attention_section(
 
 
 def _load_run_model(run: Run, section: Section) -> HookedTransformer | None:
-    from interp.loading import load_run_model
+    from interp.model.loading import load_run_model
 
     model_id = run.manifest.get("model", {}).get("model_id")
     if model_id is None:
@@ -840,8 +808,8 @@ def _attention_intro(
         "could not be rebuilt exactly from the manifest (e.g. a thinking plan)."
     )
     return (
-        f"<p>Example {example} (<code>{_e(str(example_id))}</code>), "
-        f"{len(text.tokens)} tokens. Heads {_e(names)}: {_e(how)}. {_e(marks)}</p>"
+        f"<p>Example {example} (<code>{esc(str(example_id))}</code>), "
+        f"{len(text.tokens)} tokens. Heads {esc(names)}: {esc(how)}. {esc(marks)}</p>"
     )
 
 
@@ -904,341 +872,4 @@ def _attention_items(
 # --- HTML -------------------------------------------------------------------------------------
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "x"
-
-
-def manifest_html(manifest: dict[str, Any]) -> str:
-    """The manifest in brief: model, task, plan and its texts, rounds, examples."""
-    model, task, plan = manifest.get("model", {}), manifest.get("task", {}), manifest["plan"]
-    config = manifest.get("config", {})
-    files = ", ".join(Path(f).name for f in task.get("files", [])) or "built in"
-    rows = [
-        (
-            "model",
-            f"{model.get('model_id')} ({model.get('kind')}, {model.get('n_layers')} layers, "
-            f"d_model {model.get('d_model')}, weights {str(model.get('weights_hash'))[:12]})",
-        ),
-        (
-            "task",
-            f"{task.get('name')}: {task.get('n_examples')} examples ({files}; data "
-            f"{str(task.get('data_hash'))[:12]})",
-        ),
-        (
-            "rounds",
-            f"0..{manifest['rounds']} (round 0: the question; {manifest['rounds']} "
-            "follow-up rounds)",
-        ),
-        (
-            "mode",
-            f"{manifest.get('mode')}, score {config.get('score', '-')}, seed "
-            f"{manifest.get('seed')}",
-        ),
-        ("plan", f"{plan['name']}: {plan.get('description', '')}"),
-        ("round 0 question", plan.get("question", "")),
-        ("round 0 instruction", plan.get("first") or "(none)"),
-        *[(f"round {i} follow-up", text) for i, text in enumerate(plan["followups"], start=1)],
-        ("answer prefix", plan.get("answer_prefix", "")),
-        ("stored activations", f"{len(manifest.get('hooks', []))} hooks"),
-        ("command", manifest.get("command", "")),
-    ]
-    body = "\n".join(f"<tr><th>{_e(k)}</th><td><pre>{_e(v)}</pre></td></tr>" for k, v in rows)
-    return f'<table class="manifest">\n{body}\n</table>'
-
-
-_METRIC_COLUMNS = (
-    ("accuracy", "accuracy"),
-    ("accuracy_ambig", "acc ambig"),
-    ("accuracy_disambig", "acc disambig"),
-    ("bias_amb", "s_AMB"),
-    ("bias_dis", "s_DIS"),
-    ("entropy", "entropy"),
-    ("ece", "ECE"),
-)
-
-
-def metrics_html(result: dict[str, Any]) -> str:
-    """The per-round metrics table (values with 95% intervals) and the convergence round."""
-    table = metrics_table(result)
-    head = ["round", *[title for _, title in _METRIC_COLUMNS], "unknown", "Brier"]
-    head += ["R→W", "W→R", "changed", "unparsed"]
-    rows = []
-    for _, row in table.iterrows():
-        cells = [str(row["round"])]
-        for name, _ in _METRIC_COLUMNS:
-            cells.append(_with_ci(row[name], row[f"{name}_lo"], row[f"{name}_hi"]))
-        cells += [fixed(row["unknown_rate"]), fixed(row["brier"])]
-        for column in ("flips_right_to_wrong", "flips_wrong_to_right", "flips_changed", "unparsed"):
-            cells.append("-" if pd.isna(row[column]) else str(int(row[column])))
-        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
-    conv = result["convergence"]
-    converged = conv["round"] if conv["round"] is not None else "not converged"
-    return (
-        '<div class="wide"><table class="metrics">\n<tr>'
-        + "".join(f"<th>{_e(h)}</th>" for h in head)
-        + "</tr>\n"
-        + "\n".join(rows)
-        + f"\n</table></div>\n<p>n = {result['n_examples']} examples; convergence round: "
-        f"{_e(converged)} (accuracy moves ≤ {conv['tol_acc']}, ≤ {conv['tol_change']:.0%} of "
-        f"answers change). {_e(_cluster_text(result))}</p>"
-    )
-
-
-def debiased_html(result: dict[str, Any]) -> str:
-    """A permuted run: per round, raw (every order pooled) beside debiased (orders averaged per
-    base example) accuracy, s_AMB, s_DIS and entropy, and the agreement across orders."""
-    deb = result["debiased"]
-
-    def cell(entry: dict[str, Any] | None) -> str:
-        if entry is None or entry.get("value") is None:
-            return "-"
-        ci = entry.get("ci") or [None, None]
-        return _with_ci(entry["value"], *(float("nan") if c is None else c for c in ci))
-
-    names = (("accuracy", "accuracy"), ("s_AMB", "bias_amb"), ("s_DIS", "bias_dis"))
-    names += (("entropy", "entropy"),)
-    head = ["round"] + [f"{w} {n}" for n, _ in names for w in ("raw", "debiased")]
-    head.append("agreement")
-    rows = []
-    structural = ("bias_amb", "bias_dis")  # pooled over orders: 0 for a position picker
-    for raw, d, agree in zip(result["per_round"], deb["per_round"], deb["agreement"], strict=True):
-        cells = [str(raw["round"])]
-        for _, key in names:
-            pooled = raw.get(key) or {}
-            if key in structural and pooled.get("value") is not None:
-                cells += [f"{pooled['value']:.3f}*", cell(d.get(key))]
-            else:
-                cells += [cell(raw.get(key)), cell(d.get(key))]
-        cells.append(cell(agree))
-        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
-    cluster = deb.get("bootstrap", {}).get("cluster") or {}
-    return (
-        f"<p>Raw vs debiased: {deb['n_orders']} option orders per base example, "
-        f"{deb['n_base_examples']} base examples; debiased = each order's option probabilities "
-        f"mapped back to the original options and averaged ({_e(deb['space'])} space); "
-        "agreement = share of base examples whose orders all give the same content answer. "
-        "* raw s_AMB / s_DIS pool every order: a model that answers by position scores 0 there "
-        "by construction, so they are structural, not estimates (no interval; `interp metrics` "
-        "prints them per order). "
-        f"Intervals resample {cluster.get('n_clusters', '?')} {_e(cluster.get('key', '?'))} "
-        "clusters of base examples.</p>\n"
-        '<div class="wide"><table class="metrics debiased">\n<tr>'
-        + "".join(f"<th>{_e(h)}</th>" for h in head)
-        + "</tr>\n"
-        + "\n".join(rows)
-        + "\n</table></div>"
-    )
-
-
-def _cluster_text(result: dict[str, Any]) -> str:
-    cluster = result.get("bootstrap", {}).get("cluster")
-    if not cluster:
-        return "Intervals resample examples."
-    note = f" ({cluster['note']})" if cluster.get("note") else ""
-    return (
-        f"Intervals resample {cluster['n_clusters']} {cluster['key']} clusters of "
-        f"{cluster['n_examples']} examples{note}."
-    )
-
-
-def _with_ci(value: Any, lo: Any, hi: Any) -> str:
-    if pd.isna(value):
-        return "-"
-    if pd.isna(lo):
-        return f"{value:.3f}"
-    return f"{value:.3f} [{lo:.2f}, {hi:.2f}]"
-
-
-def _definitions_html(definitions: dict[str, str]) -> str:
-    if not definitions:
-        return ""
-    items = "\n".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in definitions.items())
-    return f"<details><summary>Metric definitions</summary><dl>\n{items}\n</dl></details>"
-
-
-def _figure_html(item: Figure, view: str | None) -> str:
-    if item.plot is not None:
-        body = pio.to_html(
-            item.plot,
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=item.name,
-            config=PLOTLY_CONFIG,
-        )
-        kind = "plotly"
-    else:
-        body, kind = view or "", "circuitsvis"
-    caption = f"<figcaption>{item.caption}</figcaption>" if item.caption else ""
-    return (
-        f'<figure class="fig" data-kind="{kind}" data-target="{item.name}">\n'
-        f'<h3>{_e(item.title)}</h3>\n{caption}\n<div class="body">{body}</div>\n</figure>'
-    )
-
-
-def _section_html(section: Section, views: dict[str, str]) -> str:
-    notes = "".join(f'<p class="note">Not shown: {_e(n)}</p>\n' for n in section.notes)
-    items = "\n".join(_figure_html(item, views.get(item.name)) for item in section.items)
-    anchor = _slug(section.title)
-    heading = f'<section id="{anchor}">\n<h2>{_e(section.title)}</h2>'
-    return f"{heading}\n{section.intro}\n{notes}{items}\n</section>"
-
-
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
-       max-width: 1280px; padding: 0 24px 48px; color: #222; }
-h1 { margin-top: 24px; }
-h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 40px; }
-table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
-table.metrics td { font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.manifest pre { margin: 0; white-space: pre-wrap; font-size: 12px; }
-.banner { background: #fde8e8; border-left: 4px solid #c62828; padding: 8px 12px;
-          font-weight: 600; }
-.note { background: #fff7e0; border-left: 4px solid #e0a800; padding: 6px 10px; }
-figure.fig { margin: 24px 0; } figcaption { color: #555; font-size: 13px; margin-bottom: 6px; }
-nav a { margin-right: 14px; }
-.wide { overflow-x: auto; }
-"""
-
-
-def render_page(
-    main: Run, labels: Sequence[str], sections: Sequence[Section], banners: Sequence[str] = ()
-) -> str:
-    """The whole ``index.html``: plotly.js once, then every section; ``banners`` (warnings
-    that change how the whole page reads) stand at the top."""
-    from plotly.offline import get_plotlyjs
-
-    viewed = [item for s in sections for item in s.items if item.view is not None]
-    shared = attention.share_bundle([item.view for item in viewed])
-    views = {item.name: view for item, view in zip(viewed, shared, strict=True)}
-    nav = " ".join(f'<a href="#{_slug(s.title)}">{_e(s.title)}</a>' for s in sections)
-    compared = ", ".join(labels[1:])
-    subtitle = f"compared with: {_e(compared)}" if compared else ""
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en">\n<head>\n<meta charset="utf-8">',
-            f"<title>interp report: {_e(main.path.name)}</title>",
-            f"<style>{_STYLE}</style>",
-            "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>",
-            f'<script charset="utf-8">{get_plotlyjs()}</script>',
-            "</head>\n<body>",
-            f"<h1>interp report: {_e(main.path.name)} <small>({_e(labels[0])})</small></h1>",
-            *[f'<p class="banner">Warning: {_e(line)}</p>' for line in banners],
-            f"<p>{subtitle}</p>" if subtitle else "",
-            f"<nav>{nav}</nav>",
-            *[_section_html(s, views) for s in sections],
-            "</body>\n</html>\n",
-        ]
-    )
-
-
 # --- files ------------------------------------------------------------------------------------
-
-
-def _standalone(item: Figure) -> str:
-    if item.plot is not None:
-        return pio.to_html(
-            item.plot,
-            full_html=True,
-            include_plotlyjs="directory",
-            div_id=item.name,
-            config=PLOTLY_CONFIG,
-        )
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
-        f"<title>{_e(item.title)}</title></head>\n<body>\n<h3>{_e(item.title)}</h3>\n"
-        f"{item.view}\n</body>\n</html>\n"
-    )
-
-
-def _write_text(path: Path, text: str) -> None:
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return  # unchanged: keep the file as it is
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    path.chmod(0o644)  # a page to share (the temp file it was renamed from is private)
-
-
-def _write_figures(folder: Path, sections: Sequence[Section]) -> list[Path]:
-    from plotly.offline import get_plotlyjs
-
-    written = []
-    items = [item for s in sections for item in s.items]
-    if any(item.plot is not None for item in items):
-        _write_text(folder / "plotly.min.js", get_plotlyjs())
-    for item in items:
-        path = folder / f"{item.name}.html"
-        _write_text(path, _standalone(item))
-        written.append(path)
-        if item.data is not None:  # a circuit's graph: the numbers it is drawn from
-            data = json.dumps(item.data, indent=1, sort_keys=True, allow_nan=False) + "\n"
-            _write_text(folder / f"{item.name}.json", data)
-            written.append(folder / f"{item.name}.json")
-        if item.svg is not None:
-            _write_text(folder / f"{item.name}.svg", item.svg)
-            written.append(folder / f"{item.name}.svg")
-    return written
-
-
-OWN_FILES = EXPORT_FILES  # in figures/: the html/png files export wrote there (see Run)
-
-
-def write_pngs(folder: Path, sections: Sequence[Section]) -> tuple[list[Path], str]:
-    """Static PNGs of the plotly figures, with kaleido or else headless Chromium; one line
-    says what happened (nothing fails when neither works)."""
-    items = [item for s in sections for item in s.items if item.plot is not None]
-    try:
-        paths = [_kaleido_png(folder, item) for item in items]
-        return paths, f"PNG: {len(paths)} images written with kaleido into {folder}"
-    except Exception as err:  # kaleido missing, or it cannot start its browser
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-    browser = chromium_path()
-    if browser is None:
-        return [], (
-            f"PNG skipped: no static exporter here (kaleido: {reason}; no chromium on PATH)"
-        )
-    paths = [_chromium_png(browser, folder, item) for item in items]
-    done = [p for p in paths if p is not None]
-    return done, f"PNG: {len(done)} of {len(items)} images written with headless Chromium"
-
-
-def _kaleido_png(folder: Path, item: Figure) -> Path:
-    import kaleido  # noqa: F401  (the import error is the message when it is missing)
-
-    path = folder / f"{item.name}.png"
-    item.plot.write_image(str(path), width=1100, height=item.plot.layout.height or 500)
-    return path
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _chromium_png(browser: str, folder: Path, item: Figure) -> Path | None:
-    path = folder / f"{item.name}.png"
-    height = int(item.plot.layout.height or 500) + 40
-    command = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--hide-scrollbars",
-        f"--screenshot={path}",
-        f"--window-size=1100,{height}",
-        "--virtual-time-budget=5000",
-        (folder / f"{item.name}.html").resolve().as_uri(),
-    ]
-    try:
-        subprocess.run(command, capture_output=True, timeout=60, check=True)
-    except (subprocess.SubprocessError, OSError):
-        return None
-    return path if path.is_file() else None

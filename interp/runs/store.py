@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     # importing torch; the functions that handle tensors import it themselves.
     import torch
 
-    from interp.conversation import RoundSpans
+    from interp.inputs.conversation import RoundSpans
 
 # 2: permuted runs (rounds.parquet has base_index, permutation and the *_orig columns);
 # unpermuted runs are still written as 1, which every reader accepts unchanged.
@@ -288,7 +288,7 @@ class Run:
     def round_spans(self, example: int) -> list[RoundSpans] | None:
         """Example ``example``'s round spans in its final transcript, rounds 0..R; None for
         a run replayed before replay stored them (no spans.parquet)."""
-        from interp.conversation import RoundSpans
+        from interp.inputs.conversation import RoundSpans
 
         path = self.path / SPANS_FILE
         if not path.is_file():

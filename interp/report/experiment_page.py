@@ -11,14 +11,14 @@ An experiment directory's export writes, beside its tables::
                                figures, every other table folded) and one on its arms (each
                                arm is a run: plan, metrics, a link to its own report)
 
-The page is the run report's (``interp.report``: same style, plotly.js inlined once, no
+The page is the run report's (``interp.report.run_page``: same style, plotly.js inlined once, no
 network, fixed element ids), so the same experiment exports to the same bytes. The
 experiment must be complete (its ``summary.json`` is written last); an unfinished one is
 refused before anything is written.
 
-This module and ``interp.report`` import each other (the report appends these sections to a
-run's page; this module builds on the report's page machinery): ``interp.report`` imports it
-inside its functions only.
+``interp.report.run_page`` imports this module (inside its functions: it appends these sections
+to a run's page); both build on the page machinery in :mod:`interp.report.html`, and this
+module never imports the run's page.
 """
 
 from __future__ import annotations
@@ -35,25 +35,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interp import experiment_figures as ef
 from interp.errors import InterpError
-from interp.lock import run_lock
-from interp.report import (
-    _STYLE,
-    EXPORT_FILES,
+from interp.inputs.winogender import format_winogender_metrics
+from interp.report import experiment_figures as ef
+from interp.report.html import (
+    PAGE_STYLE,
     ExportResult,
     Figure,
     Section,
-    _section_html,
-    _slug,
-    _write_figures,
-    _write_text,
+    anchor_slug,
     load_metrics,
     metrics_html,
+    section_html,
+    write_figure_files,
+    write_page_text,
     write_pngs,
 )
-from interp.store import Run, atomic_write
-from interp.winogender import format_winogender_metrics
+from interp.runs.lock import run_lock
+from interp.runs.store import EXPORT_FILES, Run, atomic_write
 
 # The tables each experiment's section needs; an experiment directory without one of them is
 # incomplete (any other table is shown folded, whatever its name).
@@ -148,20 +147,20 @@ def export_experiment(path: str | Path, *, png: bool = False) -> ExportResult:
         if png:
             planned |= {f"{i.name}.png" for s in sections for i in s.items if i.plot is not None}
         _write_export_files(folder, before | planned)
-        written = _write_figures(folder, sections)
+        written = write_figure_files(folder, sections)
         png_note = None
         if png:
             pngs, png_note = write_pngs(folder, sections)
             written += pngs
         _remove_export_files(folder, before - {p.name for p in written})
         _write_export_files(folder, {p.name for p in written})
-        _write_text(index, page)
+        write_page_text(index, page)
     notes = [f"{s.title}: {note}" for s in sections for note in s.notes]
     return ExportResult(index, written, notes, png_note)
 
 
-# figures/.export-files.json: the files an export wrote there (as interp.store.Run keeps it for a
-# run); only those are ever removed, so a user's own files in figures/ stay.
+# figures/.export-files.json: the files an export wrote there (as interp.runs.store.Run keeps it
+# for a run); only those are ever removed, so a user's own files in figures/ stay.
 
 
 def _export_files(folder: Path) -> set[str]:
@@ -188,20 +187,20 @@ def render_experiment_page(exp: Experiment, sections: Sequence[Section]) -> str:
     """The whole ``index.html`` of an experiment: the run report's style, plotly.js once."""
     from plotly.offline import get_plotlyjs
 
-    nav = " ".join(f'<a href="#{_slug(s.title)}">{_e(s.title)}</a>' for s in sections)
+    nav = " ".join(f'<a href="#{anchor_slug(s.title)}">{_e(s.title)}</a>' for s in sections)
     title = f"interp experiment: {exp.name} ({exp.path.name})"
     return "\n".join(
         [
             "<!DOCTYPE html>",
             '<html lang="en">\n<head>\n<meta charset="utf-8">',
             f"<title>{_e(title)}</title>",
-            f"<style>{_STYLE}</style>",
+            f"<style>{PAGE_STYLE}</style>",
             "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>",
             f'<script charset="utf-8">{get_plotlyjs()}</script>',
             "</head>\n<body>",
             f"<h1>{_e(title)}</h1>",
             f"<nav>{nav}</nav>",
-            *[_section_html(s, {}) for s in sections],
+            *[section_html(s, {}) for s in sections],
             "</body>\n</html>\n",
         ]
     )
@@ -273,7 +272,7 @@ def experiment_section(
     section.intro = "\n".join(parts)
     if summary.get("concept_note"):
         section.notes.append(str(summary["concept_note"]))
-    prefix = "exp-" + _slug(name)  # unique on a page: one section per experiment kind
+    prefix = "exp-" + anchor_slug(name)  # unique on a page: one section per experiment kind
     section.items += experiment_figures(name, tables, summary, info, prefix, section)
     return section
 

@@ -2,7 +2,7 @@
 
 Every loader returns a list of `Example`, one per non-blank line, validated line by line: a
 bad line raises `InterpError` with "FILE:LINE: what is wrong". Files are read within the
-bounds of `interp.inputs`: at most 256 MiB a file, 64 KiB a line, ids of at most 200
+bounds of `interp.inputs.files`: at most 256 MiB a file, 64 KiB a line, ids of at most 200
 characters, integers of at most 18 digits, JSON nested at most 32 deep.
 
 Tasks
@@ -30,7 +30,7 @@ Tasks
   Ids are ``"<file stem>/<id>"``.
 
 Bias target of a BBQ example: the rule of the official BBQ analysis script, implemented in
-`interp.bbq_rules` (the answer whose group is in ``additional_metadata.stereotyped_groups``
+`interp.inputs.bbq_rules` (the answer whose group is in ``additional_metadata.stereotyped_groups``
 for negative questions, the other answer that is not "unknown" for non-negative ones, with the
 script's tag normalisation and fixes). The intersectional categories (Race_x_gender,
 Race_x_SES) need the BBQ template files (``templates=``); without them, and wherever the
@@ -47,9 +47,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from interp import bbq_rules
 from interp.errors import InterpError
-from interp.inputs import (
+from interp.inputs import bbq_rules
+from interp.inputs.files import (
     MAX_DATA_FILE_BYTES,
     check_id_length,
     json_type,
@@ -266,7 +266,7 @@ def _path_list(paths: Sequence[str | Path] | str | Path, what: str) -> list[str 
 
 
 def _read_text(path: str | Path) -> str:
-    # Bounded (interp.inputs): a file or line too large is refused before it is parsed.
+    # Bounded (interp.inputs.files): a file or line too large is refused before it is parsed.
     return read_text_bounded(path, MAX_DATA_FILE_BYTES, "data file")
 
 

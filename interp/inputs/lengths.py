@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from interp.conversation import RoundInput, build_conversation
 from interp.errors import InterpError
-from interp.plans import Plan, option_letter
-from interp.tasks import Example
+from interp.inputs.conversation import RoundInput, build_conversation
+from interp.inputs.plans import Plan, option_letter
+from interp.inputs.tasks import Example
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import InterpError
+from interp.runs.store import Run
 from interp.stats import (
     CLUSTER_FLOOR,
     DEFAULT_CLUSTER,
@@ -26,7 +27,6 @@ from interp.stats import (
     interval_or_none,
     json_float,
 )
-from interp.store import Run
 
 CONTROL_DEFINITION = (
     "run - control: the same examples replayed under another plan (e.g. baseline, no moral "
@@ -139,11 +139,11 @@ def metrics_difference(
     seed: int = 0,
     cluster: str = DEFAULT_CLUSTER,
 ) -> dict[str, Any]:
-    """Run - control of the BBQ metrics with intervals (``interp.metrics.CI_METRICS``), per
+    """Run - control of the BBQ metrics with intervals (``interp.metrics.rounds.CI_METRICS``), per
     round, from the two runs' rounds tables (the same examples in the same order)."""
-    from interp.metrics import CI_METRICS, _build_grid, _resampled_stats
+    from interp.metrics.rounds import CI_METRICS, build_grid, resampled_stats
 
-    run_grid, control_grid = _build_grid(rounds), _build_grid(control)
+    run_grid, control_grid = build_grid(rounds), build_grid(control)
     if run_grid.rounds != control_grid.rounds or _ids(rounds) != _ids(control):
         raise InterpError(
             "the control run holds other examples or rounds than the run; replay it with the "
@@ -152,14 +152,12 @@ def metrics_difference(
     clusters = example_clusters(rounds, cluster)
     n = run_grid.n_examples
     ones = np.ones((1, n))
-    point = {
-        k: _resampled_stats(g, ones) for k, g in (("run", run_grid), ("control", control_grid))
-    }
+    point = {k: resampled_stats(g, ones) for k, g in (("run", run_grid), ("control", control_grid))}
     weights = np.zeros((0, n))
     if n_boot and clusters.n_clusters >= CLUSTER_FLOOR:
         weights = bootstrap_weights(clusters.ids, n_boot, seed)
     boot = {
-        k: _resampled_stats(g, weights) for k, g in (("run", run_grid), ("control", control_grid))
+        k: resampled_stats(g, weights) for k, g in (("run", run_grid), ("control", control_grid))
     }
     per_round = []
     for j, r in enumerate(run_grid.rounds):
