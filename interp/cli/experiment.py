@@ -102,6 +102,18 @@ def _preflight(
         preflight.check_model(model, dtype=dtype, device=device)
 
 
+def _check_plans(task: str, *plans: str) -> None:
+    """BBQ and built-in plan names (or plan files) before the experiment's module, with pandas,
+    is imported; Winogender's plans are left to the experiment (their module needs pandas)."""
+    if task == "winogender":
+        return
+    from interp.inputs.plans import load_plan
+
+    for plan in plans:
+        if plan != "none":
+            load_plan(plan)
+
+
 # With --run, the run already holds these: they decide replays, which --run does not make.
 _REPLAY_ONLY = (
     "out",
@@ -198,6 +210,8 @@ def convergence(
     if control_run is not None and run is None:
         raise InterpError("--control-run goes with --run (an experiment replays its control)")
     _preflight(run, control_run, layer, model, dtype, device)
+    if run is None:
+        _check_plans(task, plan, control)
     if run is not None:
         _refuse_replay_options(convergence, fields)
         from interp.experiments.convergence import convergence_of_run
@@ -251,6 +265,8 @@ def superficial(
     if control_run is not None and run is None:
         raise InterpError("--control-run goes with --run (an experiment replays its control)")
     _preflight(run, control_run, None, model, dtype, device)
+    if run is None:
+        _check_plans(task, plan, control)
     if run is not None:
         _refuse_replay_options(superficial, fields)
         from interp.experiments.superficial import superficial_of_run

@@ -95,6 +95,11 @@ def _refusals(run: Path, missing: Path) -> dict[str, tuple[list[str], str]]:
             ["replay", "--model", "tiny", "--ray-address", "not a host", "--out", str(missing)],
             "--ray-address 'not a host' is not HOST:PORT",
         ),
+        "experiment, unknown control plan": (
+            ["experiment", "convergence", "--model", "tiny", "--control", "nonsense"]
+            + ["--out", str(missing)],
+            "unknown plan 'nonsense'",
+        ),
         "sae train, model not installed": (
             ["sae", "train", "--model", "notinstalled", "--out", str(missing)],
             "unknown model 'notinstalled'",
@@ -121,6 +126,7 @@ PROCESS_CASES = [
     "replay, model not installed",
     "replay, permuted orders in generate mode",
     "replay, malformed ray address",
+    "experiment, unknown control plan",
 ]
 
 
