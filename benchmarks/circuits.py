@@ -16,14 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# `python benchmarks/circuits.py` puts this folder first on sys.path, where benchmarks/probes.py
-# would shadow the probes package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 OUT = Path(__file__).parent / "results" / "circuits.json"
 BBQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbq"

@@ -27,10 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# `python benchmarks/feature_circuits.py` puts this folder first on sys.path, where
-# benchmarks/probes.py would shadow the probes package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
 OUT = Path(__file__).parent / "results" / "feature_circuits.json"
 BBQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbq"
 FILES = ["Age", "Religion", "Disability_status", "Physical_appearance", "Sexual_orientation"]

@@ -23,14 +23,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import warnings
 from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and this file's name would
-# shadow the ``probes`` package.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from interp.inputs.plans import load_plan  # noqa: E402
 from interp.model.loading import cache_root, load_model  # noqa: E402

@@ -32,9 +32,6 @@ from pathlib import Path
 import torch
 
 warnings.filterwarnings("ignore")
-# `python benchmarks/sae.py` puts this folder first on sys.path, where benchmarks/probes.py
-# would shadow the probes package (the concept statements are read from it).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 OUT = Path(__file__).parent / "results" / "sae.json"
 BBQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbq"
 HOOK = "blocks.12.hook_resid_post"

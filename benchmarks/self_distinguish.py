@@ -28,9 +28,6 @@ import numpy as np
 import torch
 
 warnings.filterwarnings("ignore")
-# `python benchmarks/self_distinguish.py` puts this folder first on sys.path, where
-# benchmarks/probes.py would shadow the probes package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 OUT = Path(__file__).parent / "results" / "self_distinguish.json"
 BBQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbq"
 CATEGORIES = [

@@ -2,7 +2,7 @@
 
 The objective per layer is scikit-learn's ``LogisticRegression(C=c)`` on standardised
 features (``StandardScaler`` then the model): sum of log-losses + ||w||^2 / (2c), intercept
-not penalised. Same objective, so the two agree to solver tolerance; ``benchmarks/probes.py``
+not penalised. Same objective, so the two agree to solver tolerance; ``benchmarks/probe_fit.py``
 times one against the other.
 
 Newton's method with a per-layer backtracking line search converges in ~10 iterations. Each

@@ -17,7 +17,7 @@ load the CPU (threads of a parallel region then wait for each other). The load a
 recorded beside the numbers. Encodings are cached under ``$INTERP_CACHE/probe-encodings``
 and are not part of the timing.
 
-    .venv/bin/python benchmarks/probes.py [--repeats 5] [--out benchmarks/results/probes.json]
+    .venv/bin/python benchmarks/probe_fit.py [--repeats 5] [--out benchmarks/results/probe_fit.json]
 """
 
 from __future__ import annotations
@@ -26,15 +26,9 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and this file's name would
-# shadow the ``probes`` package.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -100,7 +94,7 @@ def time_both(split, repeats: int, *, threads: int | None) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/probes.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/probe_fit.json"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
