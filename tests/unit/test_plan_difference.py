@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from unit.test_metrics import make_rounds as metrics_rounds
 
 from interp.inputs.winogender import (
     format_winogender_difference,
@@ -18,28 +19,8 @@ from interp.runs.controls import format_metrics_difference, metrics_difference
 
 
 def make_rounds(choices: list[list[int]], labels: list[int]) -> pd.DataFrame:
-    """A BBQ-like rounds table: ``choices[round][example]``, three equally likely options."""
-    rows = []
-    for r, round_choices in enumerate(choices):
-        for i, choice in enumerate(round_choices):
-            rows.append(
-                {
-                    "example_index": i,
-                    "example_id": f"ex{i}",
-                    "round": r,
-                    "choice": choice,
-                    "correct": choice == labels[i],
-                    "label": labels[i],
-                    "target": 1,
-                    "unknown": 2,
-                    "option_logprobs": list(np.log([1 / 3] * 3)),
-                    "entropy": 0.5,
-                    "context_condition": "disambig",
-                    "question_polarity": "neg",
-                    "category": "Age",
-                }
-            )
-    return pd.DataFrame(rows)
+    """test_metrics' BBQ-like table with option 1 the stereotyped target."""
+    return metrics_rounds(choices, labels, target=1)
 
 
 def _overlap(a: list[float], b: list[float]) -> bool:
