@@ -21,7 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from interp.inputs.winogender import winogender_metrics
+from interp.metrics.winogender import winogender_metrics
 from interp.metrics.rounds import compute_metrics, metrics_table
 from interp.report import attention
 from interp.report.tables import fixed

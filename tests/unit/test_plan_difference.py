@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interp.inputs.winogender import (
+from interp.metrics.winogender import (
     format_winogender_difference,
     format_winogender_metrics,
     winogender_metrics,

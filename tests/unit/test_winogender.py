@@ -18,8 +18,8 @@ from interp.inputs.winogender import (
     load_winogender,
     load_winogender_plan,
     pronoun_variant_ids,
-    winogender_metrics,
 )
+from interp.metrics.winogender import winogender_metrics
 from interp.replay import loop as replay_module
 from interp.replay.loop import ReplayConfig, replay
 from interp.runs.store import Run
