@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 import torch
@@ -44,6 +44,7 @@ from interp.model.kvcache import logits_on_frozen_cache
 Views = list[tuple[int, tuple[int, ...]]] | None
 
 
+@runtime_checkable
 class RoundScorer(Protocol):
     """Scores one round of one batch at the read-out (made per batch by a task's scorer)."""
 
@@ -71,6 +72,7 @@ class RoundScorer(Protocol):
         ...
 
 
+@runtime_checkable
 class TaskScorer(Protocol):
     """What replay needs from a task; each task (or family of tasks) implements it once.
 
