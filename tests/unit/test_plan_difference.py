@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from interp.metrics.rounds import compute_metrics
 from interp.metrics.winogender import (
     format_winogender_difference,
     format_winogender_metrics,
     winogender_metrics,
     winogender_plan_difference,
 )
-from interp.metrics.rounds import compute_metrics
 from interp.runs.controls import format_metrics_difference, metrics_difference
 
 
