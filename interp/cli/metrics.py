@@ -95,11 +95,8 @@ def plan_difference(
 ) -> tuple[dict[str, Any], str]:
     """The paired run - control table of ``--control-run`` (BBQ metrics or Winogender's
     correlations) and its text."""
-    from interp.inputs.winogender import (
-        format_winogender_difference,
-        is_winogender,
-        winogender_plan_difference,
-    )
+    from interp.inputs.winogender import is_winogender
+    from interp.metrics.winogender import format_winogender_difference, winogender_plan_difference
     from interp.runs.controls import format_metrics_difference, metrics_difference, open_control
     from interp.runs.store import Run
 
@@ -179,8 +176,8 @@ def _show_winogender(
     seed: int,
     difference: tuple[dict[str, Any], str] | None = None,
 ) -> None:
-    # Winogender runs: correlation with BLS % female and pronoun shares (interp.inputs.winogender).
-    from interp.inputs.winogender import format_winogender_metrics, winogender_metrics
+    # Winogender runs: correlation with BLS % female and pronoun shares (interp.metrics.winogender).
+    from interp.metrics.winogender import format_winogender_metrics, winogender_metrics
     from interp.runs.store import write_json
 
     stored = run.read_metrics()

@@ -20,13 +20,8 @@ rewrites them without replaying.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import sys
-import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +30,9 @@ import pandas as pd
 
 from interp.errors import InterpError
 from interp.metrics.rounds import FLOOR_SHARE, POSITION_RULE, compute_metrics, model_floor
-from interp.runs.lock import make_dir, remove_empty, run_lock
-from interp.runs.store import EXPERIMENT_STARTED, Run, write_json, write_parquet
+from interp.runs.experiment_dir import ExperimentStore
+from interp.runs.lock import run_lock
+from interp.runs.store import Run
 from interp.stats import (
     MULTIPLICITY_METHOD,
     Clusters,
@@ -49,7 +45,6 @@ from interp.stats import (
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-EXPERIMENT_SCHEMA = 1
 # The config fields that decide the replays; the others only change the analysis.
 REPLAY_FIELDS = (
     "model",
@@ -152,16 +147,6 @@ def refuse_winogender(config: ExperimentConfig, name: str, why: str) -> None:
         raise InterpError(f"experiment {name} does not take task winogender: {why}")
 
 
-def versions() -> dict[str, str]:
-    out = {}
-    for name in ("interp", "torch", "transformer-lens", "numpy", "pandas", "scipy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def with_model(config: ExperimentConfig, model: HookedTransformer | None) -> ExperimentConfig:
     """``config`` naming the model passed in (a config left at the default model records the
     model actually used; one naming another model is refused before anything is written)."""
@@ -191,118 +176,12 @@ class ModelHolder:
         return self.model
 
 
-class ExperimentDir:
-    """An experiment directory being written (hold its lock with ``with``)."""
+class ExperimentDir(ExperimentStore):
+    """An experiment directory being written (hold its lock with ``with``): the run store's
+    :class:`~interp.runs.experiment_dir.ExperimentStore`, plus replaying and probing its arms."""
 
     def __init__(self, name: str, config: ExperimentConfig, command: str | None) -> None:
-        self.name = name
-        self.config = config
-        self.path = Path(config.out)
-        self.command = command or " ".join(sys.argv)
-        self.arms: dict[str, dict[str, Any]] = {}
-        self.inputs: dict[str, Any] = {}  # templates and files an experiment made
-        self.started = time.perf_counter()
-        self._created: list[Path] = []
-        self._lock: Any = None
-        self._marker = False  # this call wrote EXPERIMENT_STARTED
-
-    def __enter__(self) -> ExperimentDir:
-        if self.path.exists() and not self.path.is_dir():
-            raise InterpError(f"--out {self.path} is a file, not a directory")
-        self._check_existing()
-        self._created = make_dir(self.path)
-        self._lock = run_lock(self.path)
-        try:
-            self._lock.__enter__()
-        except BaseException:
-            remove_empty(self._created)
-            raise
-        marker = self.path / EXPERIMENT_STARTED
-        if not (self.path / "manifest.json").exists() and not marker.exists():
-            # Until the first arm's manifest: what a killed start was, and how to finish it.
-            write_json(marker, {"experiment": self.name, "command": self.command})
-            self._marker = True
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if exc[0] is not None:
-            # A replay that fails before writing removes its own folder; an empty runs/
-            # goes too, so a refused first call leaves nothing behind.
-            with contextlib.suppress(OSError):
-                (self.path / "runs").rmdir()
-            if not (self.path / "manifest.json").exists():  # no arm finished: these are ours
-                if self._marker:  # (one an earlier, killed start left stays)
-                    (self.path / EXPERIMENT_STARTED).unlink(missing_ok=True)
-                shutil.rmtree(self.path / "plans", ignore_errors=True)
-                shutil.rmtree(self.path / "data", ignore_errors=True)
-                shutil.rmtree(self.path / "encodings", ignore_errors=True)
-        self._lock.__exit__(*exc)
-        if exc[0] is not None:
-            remove_empty(self._created)
-
-    def _check_existing(self) -> None:
-        """Another experiment, or other replay settings, in the same folder: refuse before
-        anything is written (the replays would refuse too, but with less helpful words)."""
-        manifest = self.path / "manifest.json"
-        if not manifest.is_file():
-            if self.path.is_dir() and any(
-                p.name
-                not in (".interp.lock", EXPERIMENT_STARTED, "runs", "plans", "data", "encodings")
-                for p in self.path.iterdir()
-            ):
-                raise InterpError(
-                    f"{self.path} is not empty and holds no experiment; choose another --out"
-                )
-            return
-        try:
-            info = json.loads(manifest.read_text())
-        except ValueError:
-            raise InterpError(f"{manifest} is corrupt; delete {self.path} and run again") from None
-        if not isinstance(info, dict):
-            raise InterpError(
-                f"{manifest} holds {type(info).__name__}, not an experiment's manifest (a JSON "
-                f"object); delete {self.path} and run again, or choose another --out"
-            )
-        if "experiment" not in info:
-            raise InterpError(
-                f"{self.path} is a run directory, not an experiment; analyse it with --run "
-                f"{self.path}, or choose another --out"
-            )
-        if info.get("experiment") != self.name:
-            raise InterpError(
-                f"{self.path} holds the experiment {info.get('experiment')!r}, not "
-                f"{self.name!r}; choose another --out"
-            )
-        stored = info.get("replay") or {}
-        if not isinstance(stored, dict):
-            raise InterpError(f"{manifest} is corrupt; delete {self.path} and run again")
-        # Settings added since the folder was written (control, stats) are not compared: the
-        # arms they decide are replayed or reused by their own fingerprints.
-        if {k: v for k, v in replay_settings(self.config).items() if k in stored} != stored:
-            raise InterpError(
-                f"{self.path} holds this experiment with other replay settings (model, task, "
-                "data, sample, rounds, seed, plan, ...); choose another --out or delete it"
-            )
-
-    def manifest(self, complete: bool, sizes: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "schema_version": EXPERIMENT_SCHEMA,
-            "experiment": self.name,
-            "complete": complete,
-            "config": asdict(self.config),
-            "replay": replay_settings(self.config),
-            "seed": self.config.seed,
-            "arms": self.arms,
-            "inputs": self.inputs,
-            "sizes": sizes,
-            "versions": versions(),
-            "command": self.command,
-            "seconds": round(time.perf_counter() - self.started, 1),
-        }
-
-    def write_manifest(self, complete: bool, sizes: dict[str, Any] | None = None) -> None:
-        write_json(self.path / "manifest.json", self.manifest(complete, sizes or {}))
-        (self.path / EXPERIMENT_STARTED).unlink(missing_ok=True)  # the manifest says it now
+        super().__init__(name, config, REPLAY_FIELDS, command)
 
     def arm(
         self,
@@ -358,15 +237,7 @@ class ExperimentDir:
         self, tables: dict[str, pd.DataFrame], summary: dict[str, Any], sizes: dict[str, Any]
     ) -> ExperimentResult:
         """Tables, then the manifest, then summary.json last (the completeness marker)."""
-        (self.path / "summary.json").unlink(missing_ok=True)
-        for stale in (self.path / "tables").glob("*.parquet"):
-            if stale.stem not in tables:
-                stale.unlink()
-        for key, frame in tables.items():
-            write_parquet(self.path / "tables" / f"{key}.parquet", frame)
-        self.write_manifest(True, sizes)
-        summary = {"experiment": self.name, **summary}
-        write_json(self.path / "summary.json", summary)
+        summary = self.write_tables(tables, summary, sizes)
         return ExperimentResult(self.name, self.path, tables, summary)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,27 +192,52 @@ def run_patching(
     # One writer per run directory (interp.runs.lock), refused before the model loads; the Ray
     # cluster joined and checked first (interp.runs.distributed.connected).
     with connected(workers), run_lock(run.path) if write else contextlib.nullcontext():
-        args = (model, progress, device, dtype, write, started, workers)
-        return _run_checked(run, config, items, counts, tokens, alignment, clusters, control, *args)
+        checked = _Checked(run, config, items, counts, tokens, alignment, clusters, control)
+        return _run_checked(
+            checked,
+            model=model,
+            progress=progress,
+            device=device,
+            dtype=dtype,
+            write=write,
+            started=started,
+            workers=workers,
+        )
+
+
+@dataclass
+class _Checked:
+    """What :func:`run_patching` checked before loading the model: the selection, the run's
+    tokens and their alignment, the bootstrap clusters and the control run's selection."""
+
+    run: Run
+    config: PatchConfig
+    items: list[PatchItem]
+    counts: dict[str, Any]
+    tokens: Any  # the run's final transcripts (Run.tokens)
+    alignment: dict[str, Any]
+    clusters: Any  # interp.stats.Clusters
+    control: tuple[Run, PatchConfig, list[PatchItem], dict[str, Any]] | None
 
 
 def _run_checked(
-    run,
-    config,
-    items,
-    counts,
-    tokens,
-    alignment,
-    clusters,
-    control,
-    model,
-    progress,
-    device,
-    dtype,
-    write,
-    started,
-    workers=None,
+    checked: _Checked,
+    *,
+    model: HookedTransformer | None,
+    progress: bool,
+    device: str,
+    dtype: str,
+    write: bool,
+    started: float,
+    workers: Workers | None = None,
 ) -> PatchResult:
+    run, config, items, counts = checked.run, checked.config, checked.items, checked.counts
+    tokens, alignment, clusters, control = (
+        checked.tokens,
+        checked.alignment,
+        checked.clusters,
+        checked.control,
+    )
     if model is None:
         model = load_run_model(run.manifest["model"], device=device, dtype=dtype)
     check_run_model(model, run.manifest["model"])

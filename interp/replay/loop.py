@@ -31,7 +31,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -42,39 +41,50 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from interp.errors import InterpError
-from interp.inputs import winogender
 from interp.inputs.bbq_rules import templates_hash
 from interp.inputs.conversation import Conversation, RoundInput, build_conversation
-from interp.inputs.lengths import LengthSettings, check_context_length, check_running_length
+from interp.inputs.lengths import check_running_length
 from interp.inputs.permute import (
     DEFAULT_MAX_ORDERS,
     add_view_columns,
     check_order_count,
     check_permute,
-    expand,
 )
-from interp.inputs.plans import Plan, load_plan, option_letter
-from interp.inputs.tasks import Example, load_task, target_summary, task_data_hash
-from interp.metrics.rounds import compute_metrics
+from interp.inputs.plans import Plan, option_letter
+from interp.inputs.tasks import Example, target_summary
 from interp.model.hooknames import act_name
-from interp.model.kvcache import logits_on_frozen_cache, truncate_cache
+from interp.model.kvcache import truncate_cache
 from interp.model.loading import load_model, recorded_model_name
 from interp.options import check_seed
+from interp.replay.scoring import TaskScorer, Views, parse_choice, scorer_for
 from interp.runs.distributed import Workers, connected, run_jobs
 from interp.runs.lock import LOCK_NAME, make_dir, remove_empty, run_lock
 from interp.runs.store import (
     SCHEMA_VERSION,
+    ReplayManifest,
     Run,
     atomic_write,
     span_record,
     write_hook,
     write_json,
-    write_manifest,
     write_metrics,
+    write_replay_manifest,
     write_rounds,
     write_spans,
     write_tokens,
 )
+
+__all__ = [
+    "ReplayConfig",
+    "fingerprint",
+    "forced_option",
+    "option_token_ids",
+    "parse_choice",
+    "planned_conversations",
+    "replay",
+    "resolve_hooks",
+    "select_examples",
+]
 
 MODES = ("choice", "generate")
 # "text" sums the continuation's token log-probs (a sequence probability, which favours
@@ -133,10 +143,10 @@ def fingerprint(config: ReplayConfig, plan: Plan) -> str:
         del fields["force_round0"]
     if fields["permute"] == "none":  # runs from before the option keep their fingerprint
         del fields["permute"]
-    if fields["stats"] is None:  # only winogender runs may have one
+    if fields["stats"] is None:  # only a task with a statistics file has one
         del fields["stats"]
     fields["plan"] = plan.to_dict()
-    fields["data_hash"] = _data_hash(config)
+    fields["data_hash"] = scorer_for(config.task).data_hash(config)
     # The templates' contents, not their path; absent (not None) keeps older fingerprints.
     templates = fields.pop("bbq_templates")
     if templates is not None:
@@ -225,13 +235,12 @@ def _replay_locked(
     workers: Workers | None = None,
 ) -> Run:
     out = Path(config.out)
-    plan, loaded = _load_inputs(config)
+    scorer = scorer_for(config.task)
+    plan, loaded = scorer.load(config)
     examples = select_examples(loaded, config)
     examples, forced = _forceable(examples, config.force_round0)
     base_examples = examples
-    if config.task != winogender.TASK:  # (pronouns are not options to reorder)
-        check_order_count(examples, config.permute, config.max_orders)  # before building them
-        examples, views = expand(examples, config.permute)
+    examples, views = scorer.expand(examples, config)
     key = fingerprint(config, plan)
     if _existing_complete(out, key):
         # Killed between the manifest and removing .partial: the run is complete, tidy it.
@@ -242,13 +251,7 @@ def _replay_locked(
         model = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
     hooks = resolve_hooks(config.hooks, model.cfg.n_layers)
     letters = option_token_ids(model.tokenizer, max(len(e.options) for e in examples))
-    if config.task == winogender.TASK:
-        winogender.check_lengths(
-            model.tokenizer, model.cfg.n_ctx, plan, examples, config.rounds, config.system
-        )
-    else:
-        lengths = LengthSettings(config.rounds, config.mode, config.max_new_tokens, config.system)
-        check_context_length(model.tokenizer, model.cfg.n_ctx, plan, examples, lengths)
+    scorer.check_lengths(model.tokenizer, model.cfg.n_ctx, plan, examples, config)
     # Only now, with every input checked, does anything get written.
     partial = _prepare_partial(out, config, key)
     batches = [
@@ -280,22 +283,24 @@ def _replay_locked(
         run_jobs(workers, {**spec, "seed": config.seed}, _replay_job, jobs, store)
     bar.close()
     elapsed = time.perf_counter() - started
-    targets = target_summary(base_examples)
     return _finish(
-        out,
-        partial,
-        key,
-        config,
-        plan,
-        model,
-        hooks,
-        len(batches),
-        elapsed,
-        command,
-        forced,
-        targets,
-        views if config.permute != "none" else None,
-        None if workers is None else workers.record(len(todo)),
+        _Finished(
+            out=out,
+            partial=partial,
+            fingerprint=key,
+            config=config,
+            scorer=scorer,
+            plan=plan,
+            model=model,
+            hooks=hooks,
+            n_batches=len(batches),
+            elapsed=elapsed,
+            command=command,
+            forced=forced,
+            targets=target_summary(base_examples),
+            views=views,
+            spread=None if workers is None else workers.record(len(todo)),
+        )
     )
 
 
@@ -340,38 +345,7 @@ def _validate(config: ReplayConfig) -> None:
     if config.max_orders < 1:
         raise InterpError(f"max_orders must be at least 1 (got {config.max_orders})")
     check_seed(config.seed)
-    if config.task == winogender.TASK:
-        _validate_winogender(config)
-    elif config.stats is not None:
-        raise InterpError(f"stats applies to task winogender only, not {config.task!r}")
-
-
-def _validate_winogender(config: ReplayConfig) -> None:
-    # Pronouns are scored at the read-out: no generation, option texts, orders or forcing.
-    for name, value, default in (
-        ("mode", config.mode, "choice"),
-        ("score", config.score, "letter"),
-        ("permute", config.permute, "none"),
-        ("force_round0", config.force_round0, None),
-        ("bbq_templates", config.bbq_templates, None),
-    ):
-        if value != default:
-            raise InterpError(f"task winogender does not take {name} {value!r}")
-
-
-def _load_inputs(config: ReplayConfig) -> tuple[Plan, list[Example]]:
-    """The plan and the examples the config names (Winogender: its own plans and items)."""
-    if config.task == winogender.TASK:
-        plan = winogender.load_winogender_plan(config.plan)
-        return plan, list(winogender.load_winogender(config.data, config.stats))
-    plan = load_plan(config.plan)
-    return plan, load_task(config.task, config.data or None, bbq_templates=config.bbq_templates)
-
-
-def _data_hash(config: ReplayConfig) -> str:
-    if config.task == winogender.TASK:
-        return winogender.winogender_data_hash(config.data, config.stats)
-    return task_data_hash(config.task, config.data or None)
+    scorer_for(config.task).validate(config)  # what the task does not take
 
 
 def planned_conversations(config: ReplayConfig) -> tuple[int, int]:
@@ -380,7 +354,7 @@ def planned_conversations(config: ReplayConfig) -> tuple[int, int]:
     warn about a large ``--permute all`` before any compute; refuses what ``replay`` refuses
     (more orders per example than ``max_orders``)."""
     _validate(config)
-    _, loaded = _load_inputs(config)
+    _, loaded = scorer_for(config.task).load(config)
     examples, _ = _forceable(select_examples(loaded, config), config.force_round0)
     return len(examples), check_order_count(examples, config.permute, config.max_orders)
 
@@ -522,8 +496,8 @@ def _replay_batch(
 ) -> _Batch:
     n = len(batch)
     tok = model.tokenizer
-    # Winogender items: each has its own answer prefix, and pronouns are scored, not letters.
-    wino = winogender.PronounScorer(tok) if config.task == winogender.TASK else None
+    scorer = scorer_for(config.task)
+    rounds_scorer = scorer.round_scorer(tok, config, letters)
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, n)
     state = _BatchState(config.system, cached=[[] for _ in batch], done=[[] for _ in batch])
     acts = {h: torch.zeros(n, config.rounds + 1, model.cfg.d_model) for h in hooks}
@@ -535,7 +509,7 @@ def _replay_batch(
             for b, ex in enumerate(batch)
         ]
         think = config.mode == "generate" or (plan.think_tokens > 0 and r > 0)
-        prefixes = [_answer_prefix(plan, ex) for ex in batch]
+        prefixes = [scorer.answer_prefix(plan, ex) for ex in batch]
         generated = [""] * n
         if think:
             # Run up to the assistant header, let the model write, then roll the cache back:
@@ -561,18 +535,9 @@ def _replay_batch(
             state.commit(convs)
         for h in hooks:
             acts[h][:, r] = captured[h].float().cpu()
-        if wino is not None:
-            option_lp = wino.logprobs(model, cache, logits, batch)
-            wino_entries = wino.entries(batch, option_lp)
-        elif config.mode == "choice":
-            option_lp = _option_logprobs(model, cache, logits, batch, letters, config.score)
-        else:
-            option_lp = torch.full((n, max(len(ex.options) for ex in batch)), float("nan"))
+        entries = rounds_scorer.score(model, cache, logits, batch, generated)
         for b, ex in enumerate(batch):
-            if wino is not None:
-                entry = wino_entries[b]
-            else:
-                entry = _score(ex, option_lp[b], config.mode, generated[b])
+            entry = entries[b]
             entry["forced"] = -1
             if r == 0 and config.force_round0 is not None:
                 # The transcript goes on with the forced answer; choice and scores stay the
@@ -589,13 +554,7 @@ def _replay_batch(
                 )
             )
         tick(1)
-    return _collect(batch, first_index, state, scored, plan, acts, letters, tok)
-
-
-def _answer_prefix(plan: Plan, example: Example) -> str:
-    if isinstance(example, winogender.WinoExample):
-        return example.answer_prefix  # the sentence up to the blank
-    return plan.answer_prefix
+    return _collect(batch, first_index, state, scored, plan, acts, letters, tok, scorer)
 
 
 def _shown(entry: dict[str, Any]) -> int:
@@ -712,98 +671,7 @@ def _cache_length(cache: TransformerLensKeyValueCache) -> int:
     return cache.entries[0].past_keys.shape[1]
 
 
-# A bare letter counts only when nothing word-like follows it: "the answer is a college
-# student" names no letter (the article "a"), "the answer is a." does.
-_LETTER_PATTERNS = (
-    r"\(([a-z])\)",
-    r"(?:^|\s)([a-z])\)",
-    r"answer is:?\s*\(?([a-z])(?=\s*(?:[).,;:!]|$))",
-)
-
-
-def parse_choice(text: str, options: Sequence[str]) -> int:
-    """The option a generated answer names, or -1 when it names none (never a guess)."""
-    lowered = text.lower()
-    for pattern in _LETTER_PATTERNS:
-        match = re.search(pattern, lowered)
-        if match and ord(match.group(1)) - ord("a") < len(options):
-            return ord(match.group(1)) - ord("a")
-    named = [i for i, o in enumerate(options) if o.lower().strip(". ") in lowered]
-    return named[0] if len(named) == 1 else -1
-
-
-def _option_logprobs(
-    model: HookedTransformer,
-    cache: TransformerLensKeyValueCache,
-    logits: Float[torch.Tensor, "batch d_vocab"],
-    batch: list[Example],
-    letters: list[int],
-    score: str,
-) -> Float[torch.Tensor, "batch option"]:
-    """Each option's log-probability at the read-out: of its letter, or (``score="text"``)
-    of its whole text ``letter) option`` as the continuation, or (``"text-mean"``) that
-    log-probability divided by the continuation's token count (NaN where an example has fewer
-    options than the batch's widest)."""
-    first = torch.log_softmax(logits.float(), -1).cpu()
-    width = max(len(ex.options) for ex in batch)
-    if score == "letter":
-        out = first[:, letters[:width]].clone()
-    else:
-        out = torch.stack(
-            [
-                _continuation_logprob(model, cache, first, batch, i, mean=score == "text-mean")
-                for i in range(width)
-            ],
-            dim=1,
-        )
-    for b, ex in enumerate(batch):
-        out[b, len(ex.options) :] = float("nan")
-    return out
-
-
-def _continuation_logprob(model, cache, first, batch, i: int, mean: bool = False) -> torch.Tensor:
-    """log P(option i's text | prompt) for every example, on a frozen cache (the option
-    tokens are scored, not kept); with ``mean``, per token (divided by the token count)."""
-    tok = model.tokenizer
-    conts = [
-        tok.encode(
-            f"{option_letter(i)}) {ex.options[min(i, len(ex.options) - 1)]}",
-            add_special_tokens=False,
-        )
-        for ex in batch
-    ]
-    logits = logits_on_frozen_cache(model, cache, conts, tok.pad_token_id)
-    later = torch.log_softmax(logits.float(), -1).cpu()
-    total = torch.zeros(len(batch))
-    for b, c in enumerate(conts):
-        total[b] = first[b, c[0]] + sum(later[b, j - 1, c[j]] for j in range(1, len(c)))
-        if mean:
-            total[b] /= len(c)
-    return total
-
-
-def _score(ex: Example, logprobs: torch.Tensor, mode: str, generated: str) -> dict[str, Any]:
-    logprobs = logprobs[: len(ex.options)]
-    if mode == "generate":
-        choice = parse_choice(generated, ex.options)
-        answer = generated
-        option_lp = [float("nan")] * len(ex.options)
-        entropy = float("nan")
-    else:
-        choice = int(logprobs.argmax())
-        answer = f"{option_letter(choice)}) {ex.options[choice]}"
-        option_lp = [float(x) for x in logprobs]
-        p = torch.softmax(logprobs, -1)
-        entropy = float(-(p * torch.log(p.clamp_min(1e-30))).sum())
-    return {
-        "choice": choice,
-        "option_logprobs": option_lp,
-        "entropy": entropy,
-        "answer_text": answer,
-    }
-
-
-def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Batch:
+def _collect(batch, first_index, state, scored, plan, acts, letters, tok, scorer) -> _Batch:
     rows, tokens, spans = [], [], []
     for b, ex in enumerate(batch):
         final = build_conversation(
@@ -832,31 +700,39 @@ def _collect(batch, first_index, state, scored, plan, acts, letters, tok) -> _Ba
                     "question_index": ex.question_index,
                 }
             )
-            if isinstance(ex, winogender.WinoExample):
-                rows[-1].update(winogender.row_fields(ex, entry))
+            rows[-1].update(scorer.row_fields(ex, entry))  # the task's own columns
     return _Batch(rows, tokens, acts, state.tokens_run, state.positions_run, spans)
 
 
 # --- assembling the run directory -------------------------------------------------------------
 
 
-def _finish(
-    out,
-    partial,
-    key,
-    config,
-    plan,
-    model,
-    hooks,
-    n_batches,
-    elapsed,
-    command,
-    forced,
-    targets,
-    views,
-    spread=None,
-) -> Run:
-    parts = [_load_batch(_batch_path(partial, i)) for i in range(n_batches)]
+@dataclass
+class _Finished:
+    """Everything :func:`_finish` needs of a replay whose batches are all on disk."""
+
+    out: Path
+    partial: Path
+    fingerprint: str
+    config: ReplayConfig
+    scorer: TaskScorer
+    plan: Plan
+    model: HookedTransformer
+    hooks: list[str]
+    n_batches: int
+    elapsed: float  # seconds of replay (loading excluded)
+    command: str | None
+    forced: dict[str, Any] | None  # the force_round0 record
+    targets: dict[str, Any]  # target_summary of the selected examples
+    views: Views  # permuted: (base example, order) per row
+    spread: dict[str, Any] | None = None  # the workers record
+
+
+def _finish(done: _Finished) -> Run:
+    """Assemble the run directory from the batch files: the tables, activations and metrics,
+    then the manifest (written by the run store), then remove ``.partial``."""
+    out, config, views = done.out, done.config, done.views
+    parts = [_load_batch(_batch_path(done.partial, i)) for i in range(done.n_batches)]
     rounds = pd.DataFrame([row for p in parts for row in p["rows"]])
     if views is not None:  # permuted: which base example and order each row is
         rounds = add_view_columns(rounds, views)
@@ -870,62 +746,55 @@ def _finish(
     write_tokens(out, tokens)
     if all(p["spans"] is not None for p in parts):  # (batches left by an older interp: none)
         write_spans(out, [row for p in parts for row in p["spans"]])
-    for h in hooks:
+    for h in done.hooks:
         stacked = torch.cat([p["acts"][h] for p in parts])
         write_hook(out, h, stacked)
-    if config.task == winogender.TASK:
-        write_metrics(out, winogender.winogender_metrics(rounds, seed=config.seed))
-    else:
-        write_metrics(out, compute_metrics(rounds, seed=config.seed))
-    final_len = sum(len(t) for t in tokens["tokens"])
+    write_metrics(out, done.scorer.metrics(rounds, config.seed))
+    model = done.model
+    write_replay_manifest(
+        out,
+        ReplayManifest(
+            # Schema 2: permuted runs (base_index, permutation) and tasks whose rows have
+            # their own columns (Winogender's pronouns), which an interp that reads only
+            # schema 1 would misread as BBQ rows.
+            schema_version=max(
+                done.scorer.schema_version, SCHEMA_VERSION if views is not None else 1
+            ),
+            fingerprint=done.fingerprint,
+            config=_stored_config(config, permuted=views is not None),
+            model=model.interp_source.to_dict() if hasattr(model, "interp_source") else {},
+            task=done.scorer.task_record(config, len(tokens), done.targets),
+            plan=done.plan.to_dict(),
+            rounds=config.rounds,
+            mode=config.mode,
+            hooks=done.hooks,
+            seed=config.seed,
+            force_round0=done.forced,
+            permute=None if views is None else _permute_record(config.permute, views),
+            workers=done.spread,
+            command=done.command or " ".join(sys.argv),
+            timing={
+                "replay_seconds": round(done.elapsed, 3),
+                "tokens_run": sum(p["tokens_run"] for p in parts),
+                "positions_run": sum(p["positions_run"] for p in parts),
+                "final_transcript_tokens": sum(len(t) for t in tokens["tokens"]),
+            },
+        ),
+    )
+    shutil.rmtree(done.partial)
+    return Run.open(out)
+
+
+def _stored_config(config: ReplayConfig, permuted: bool) -> dict[str, Any]:
+    """The manifest's ``config``: every setting, less those that would change older runs'
+    manifests (``permute`` when unpermuted, ``stats`` when unset) and the ``max_orders`` guard."""
     stored = asdict(config)
     del stored["max_orders"]  # a guard, not a setting of the run
-    if views is None:  # unpermuted runs keep the manifest (and schema) they had before
+    if not permuted:  # unpermuted runs keep the manifest (and schema) they had before
         del stored["permute"]
-    if stored["stats"] is None:  # (winogender only)
+    if stored["stats"] is None:  # (a task with a statistics file only)
         del stored["stats"]
-    manifest = {
-        # Schema 2: permuted runs (base_index, permutation) and Winogender runs (pronoun
-        # columns), which an interp that reads only schema 1 would misread as BBQ rows.
-        "schema_version": SCHEMA_VERSION if views is not None or config.task == "winogender" else 1,
-        "complete": True,
-        "fingerprint": key,
-        "config": stored,
-        "model": model.interp_source.to_dict() if hasattr(model, "interp_source") else {},
-        "task": {
-            "name": config.task,
-            "files": [str(Path(f).resolve()) for f in config.data],
-            "data_hash": _data_hash(config),
-            "n_examples": len(tokens),
-            # bias targets: how many examples have one, why the others have none, warnings
-            "targets": targets,
-            "bbq_templates": None
-            if config.bbq_templates is None
-            else {
-                "path": str(Path(config.bbq_templates).resolve()),
-                "hash": templates_hash(config.bbq_templates),
-            },
-        },
-        "plan": plan.to_dict(),
-        "rounds": config.rounds,
-        "mode": config.mode,
-        "hooks": hooks,
-        "seed": config.seed,
-        "force_round0": forced,
-        **({} if views is None else {"permute": _permute_record(config.permute, views)}),
-        **({} if spread is None else {"workers": spread}),
-        "versions": _versions(),
-        "command": command or " ".join(sys.argv),
-        "timing": {
-            "replay_seconds": round(elapsed, 3),
-            "tokens_run": sum(p["tokens_run"] for p in parts),
-            "positions_run": sum(p["positions_run"] for p in parts),
-            "final_transcript_tokens": final_len,
-        },
-    }
-    write_manifest(out, manifest)
-    shutil.rmtree(partial)
-    return Run.open(out)
+    return stored
 
 
 def _permute_record(permute: str, views: list[tuple[int, tuple[int, ...]]]) -> dict[str, Any]:
@@ -1007,14 +876,3 @@ def _load_batch(
 
 
 _BATCH_FORMAT = "interp-partial-batch-1"
-
-
-def _versions() -> dict[str, str]:
-    names = ("interp", "torch", "transformer-lens", "transformers", "sae-lens")
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import InterpError
-from interp.inputs.winogender import format_winogender_metrics
+from interp.metrics.winogender import format_winogender_metrics
 from interp.report import experiment_figures as ef
 from interp.report.html import (
     PAGE_STYLE,

@@ -21,8 +21,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from interp.inputs.winogender import winogender_metrics
 from interp.metrics.rounds import compute_metrics, metrics_table
+from interp.metrics.winogender import winogender_metrics
 from interp.report import attention
 from interp.report.tables import fixed
 from interp.runs.store import EXPORT_FILES, Run, atomic_write

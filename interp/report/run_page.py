@@ -26,9 +26,9 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interp.errors import InterpError
-from interp.inputs.winogender import format_winogender_metrics
 from interp.metrics.debias import debiased_rounds, is_permuted
 from interp.metrics.rounds import model_floor
+from interp.metrics.winogender import format_winogender_metrics
 from interp.report import attention, figures, sae_figures
 from interp.report.html import (
     ExportResult,

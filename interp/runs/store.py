@@ -27,6 +27,7 @@ import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,6 +178,101 @@ def unfinished_experiment(path: Path) -> str | None:
 def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     """Written last: with ``"complete": true`` it makes the directory a run."""
     write_json(out / "manifest.json", manifest)
+
+
+# The packages whose versions a replay's manifest records.
+REPLAY_PACKAGES = ("interp", "torch", "transformer-lens", "transformers", "sae-lens")
+
+
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    """The installed version of each package, "not installed" for one that is not.
+
+    Args:
+        names: Distribution names (as pip knows them).
+
+    Returns:
+        Name -> version, in the order given.
+    """
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@dataclass
+class ReplayManifest:
+    """What a finished replay's ``manifest.json`` records (:func:`write_replay_manifest`
+    adds ``complete`` and the package versions).
+
+    Attributes:
+        fingerprint: What makes two replays the same (``interp.replay.loop.fingerprint``).
+        config: The replay's settings as stored.
+        model: The model's source record (empty when unknown).
+        task: The task section (name, files, data hash, examples, targets, ...).
+        plan: The plan with its texts.
+        rounds: Follow-up rounds (the run holds rounds 0..rounds).
+        mode: "choice" or "generate".
+        hooks: The full hook names stored under ``activations/``.
+        seed: The replay's seed.
+        force_round0: The forced-history record, or None.
+        command: The command line that made the run.
+        timing: Seconds and token counts of the replay.
+        schema_version: 1, or :data:`SCHEMA_VERSION` for rows a schema-1 reader would misread.
+        permute: The permuted run's record; None (left out) when unpermuted.
+        workers: The Ray workers' record; None (left out) without workers.
+    """
+
+    fingerprint: str
+    config: dict[str, Any]
+    model: dict[str, Any]
+    task: dict[str, Any]
+    plan: dict[str, Any]
+    rounds: int
+    mode: str
+    hooks: list[str]
+    seed: int
+    force_round0: dict[str, Any] | None
+    command: str
+    timing: dict[str, Any]
+    schema_version: int = 1
+    permute: dict[str, Any] | None = None
+    workers: dict[str, Any] | None = None
+
+
+def write_replay_manifest(out: Path, record: ReplayManifest) -> dict[str, Any]:
+    """Write a finished replay's ``manifest.json`` (last: it makes the directory a run).
+
+    Args:
+        out: The run directory.
+        record: What the manifest records.
+
+    Returns:
+        The manifest as written.
+    """
+    manifest = {
+        "schema_version": record.schema_version,
+        "complete": True,
+        "fingerprint": record.fingerprint,
+        "config": record.config,
+        "model": record.model,
+        "task": record.task,
+        "plan": record.plan,
+        "rounds": record.rounds,
+        "mode": record.mode,
+        "hooks": record.hooks,
+        "seed": record.seed,
+        "force_round0": record.force_round0,
+        **({} if record.permute is None else {"permute": record.permute}),
+        **({} if record.workers is None else {"workers": record.workers}),
+        "versions": package_versions(REPLAY_PACKAGES),
+        "command": record.command,
+        "timing": record.timing,
+    }
+    write_manifest(out, manifest)
+    return manifest
 
 
 def hook_file(hook: str) -> str:

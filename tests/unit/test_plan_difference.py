@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 from unit.test_metrics import make_rounds as metrics_rounds
 
-from interp.inputs.winogender import (
+from interp.metrics.rounds import compute_metrics
+from interp.metrics.winogender import (
     format_winogender_difference,
     format_winogender_metrics,
     winogender_metrics,
     winogender_plan_difference,
 )
-from interp.metrics.rounds import compute_metrics
 from interp.runs.controls import format_metrics_difference, metrics_difference
 
 
