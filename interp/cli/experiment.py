@@ -214,18 +214,13 @@ def convergence(
         _check_plans(task, plan, control)
     if run is not None:
         _refuse_replay_options(convergence, fields)
+        from interp.experiments.common import ExperimentConfig
         from interp.experiments.convergence import convergence_of_run
 
-        result = convergence_of_run(
-            run,
-            concept=concept,
-            layer=layer,
-            eps=eps,
-            n_boot=n_boot,
-            seed=seed,
-            cluster=cluster,
-            control_run=control_run,
+        analysis = ExperimentConfig(
+            concept=concept, layer=layer, eps=eps, n_boot=n_boot, seed=seed, cluster=cluster
         )
+        result = convergence_of_run(run, analysis, control_run=control_run)
     else:
         from interp.experiments.convergence import convergence as run_convergence
 
@@ -269,16 +264,11 @@ def superficial(
         _check_plans(task, plan, control)
     if run is not None:
         _refuse_replay_options(superficial, fields)
+        from interp.experiments.common import ExperimentConfig
         from interp.experiments.superficial import superficial_of_run
 
-        result = superficial_of_run(
-            run,
-            concept=concept,
-            n_boot=n_boot,
-            seed=seed,
-            cluster=cluster,
-            control_run=control_run,
-        )
+        analysis = ExperimentConfig(concept=concept, n_boot=n_boot, seed=seed, cluster=cluster)
+        result = superficial_of_run(run, analysis, control_run=control_run)
     else:
         from interp.experiments.superficial import superficial as run_superficial
 

@@ -42,6 +42,7 @@ from interp.experiments.common import (
 from interp.experiments.convergence import json_rows
 from interp.experiments.interactions import sample_interval
 from interp.metrics.rounds import FLOOR_SHARE, position_rounds
+from interp.runs.distributed import Workers, single_process
 from interp.runs.store import Run
 
 if TYPE_CHECKING:
@@ -366,17 +367,40 @@ def _position_entries(table: pd.DataFrame) -> list[dict[str, Any]]:
     return entries
 
 
+def arms(config: ExperimentConfig) -> dict[str, str]:
+    """The arm replayed: ``main`` (``config.plan``)."""
+    return {"main": config.plan}
+
+
 def self_distinguish(
     config: ExperimentConfig,
     *,
     model: HookedTransformer | None = None,
-    progress: bool = False,
+    progress: bool = True,
+    workers: Workers | None = None,
     command: str | None = None,
 ) -> ExperimentResult:
     """Replay ``config.plan`` (reused when done) and ask the distinguishing question after
-    every round, in both orders."""
+    every round, in both orders.
+
+    Args:
+        config: The replay (model, task, examples, rounds, plan) and the analysis.
+        model: The model, loaded (None: loaded when the arm must be replayed; the question
+            itself always needs it).
+        progress: Show progress bars while replaying.
+        workers: Not supported (one process); must be None.
+        command: The command line recorded in the manifest.
+
+    Returns:
+        The tables and summary, and the experiment directory.
+
+    Raises:
+        InterpError: Settings that cannot run (Winogender, no item with an unbiased and a
+            stereotyped answer), or a directory holding another experiment.
+    """
     from dataclasses import replace
 
+    single_process(workers, NAME)
     validate(replace(config, probe=False))
     refuse_winogender(
         config,

@@ -107,6 +107,7 @@ def add_feature_circuit(run: Path, model, root: Path) -> str:
     except InterpError:
         pytest.skip("circuit-tracer is not installed (pip install --no-deps circuit-tracer)")
     tc = train_transcoders(
+        model,
         TranscoderTrainConfig(
             out=str(root / "tc"),
             width=64,
@@ -117,7 +118,6 @@ def add_feature_circuit(run: Path, model, root: Path) -> str:
             lr=3e-3,
             corpus=CorpusConfig(corpus=["builtin", "concepts"], context=32),
         ),
-        model,
         progress=False,
     ).path
     config = CircuitConfig(

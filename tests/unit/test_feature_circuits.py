@@ -35,7 +35,7 @@ def tc_folder(tmp_path_factory, tiny_model, one_torch_thread) -> Path:
         lr=3e-3,
         corpus=CorpusConfig(corpus=["builtin", "concepts"], context=32),
     )
-    return train_transcoders(config, tiny_model, progress=False).path
+    return train_transcoders(tiny_model, config, progress=False).path
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def _config(out: Path, **kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model, one_torch_thread):
-    return train_sae(_config(tmp_path_factory.mktemp("sae") / "a"), tiny_model, progress=False)
+    return train_sae(tiny_model, _config(tmp_path_factory.mktemp("sae") / "a"), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +194,8 @@ def test_training_record_and_evals(trained, tiny_model):
 
 
 def test_same_seed_same_weights(trained, tiny_model, tmp_path, one_torch_thread):
-    again = train_sae(_config(tmp_path / "b"), tiny_model, progress=False)
-    other = train_sae(_config(tmp_path / "c", seed=1), tiny_model, progress=False)
+    again = train_sae(tiny_model, _config(tmp_path / "b"), progress=False)
+    other = train_sae(tiny_model, _config(tmp_path / "c", seed=1), progress=False)
     weights = [
         load_file(str(p / "sae_weights.safetensors"))
         for p in (trained.path, again.path, other.path)
@@ -208,8 +208,8 @@ def test_same_seed_same_weights(trained, tiny_model, tmp_path, one_torch_thread)
 @pytest.mark.parametrize("architecture", ["batchtopk", "jumprelu", "standard"])
 def test_other_architectures_train(architecture, tiny_model, tmp_path, one_torch_thread):
     result = train_sae(
-        _config(tmp_path / architecture, architecture=architecture, tokens=512),
         tiny_model,
+        _config(tmp_path / architecture, architecture=architecture, tokens=512),
         progress=False,
     )
     cfg = json.loads((result.path / "cfg.json").read_text())
@@ -220,5 +220,5 @@ def test_other_architectures_train(architecture, tiny_model, tmp_path, one_torch
 def test_failed_training_leaves_nothing(tiny_model, tmp_path):
     out = tmp_path / "z"
     with pytest.raises(InterpError, match="fewer than one batch"):
-        train_sae(_config(out, tokens=10), tiny_model, progress=False)
+        train_sae(tiny_model, _config(out, tokens=10), progress=False)
     assert list(tmp_path.iterdir()) == []
