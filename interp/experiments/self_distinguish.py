@@ -84,7 +84,9 @@ def score_orders(logp_ab: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _rounds_inputs(run: Run, tok, example: int, upto: int, answers: list[str]):
+def rounds_inputs(run: Run, tok, example: int, upto: int, answers: list[str]):
+    """Rounds 0..``upto`` of one example as RoundInputs (user text, prefix) rebuilt from the
+    run's stored transcript, with ``answers`` as each round's answer."""
     return _history(tok, run.tokens()[example], _spans(run, example), answers)[: upto + 1]
 
 
@@ -134,10 +136,10 @@ def distinguish_logprobs(
     run: Run, model: HookedTransformer, examples: list[int], options: list[tuple[str, str]]
 ) -> np.ndarray:
     """[example, round, order, 2]: log-probs of the letters a and b after the question."""
-    return _cached_logprobs(run, model, examples, options)[0]
+    return cached_logprobs(run, model, examples, options)[0]
 
 
-def _cached_logprobs(
+def cached_logprobs(
     run: Run, model: HookedTransformer, examples: list[int], options: list[tuple[str, str]]
 ) -> tuple[np.ndarray, int]:
     """``distinguish_logprobs`` on one KV cache per example, grown round by round over the
@@ -198,7 +200,7 @@ def _cached_logprobs(
     return out, cut_back
 
 
-def _full_pass_logprobs(
+def full_pass_logprobs(
     run: Run, model: HookedTransformer, examples: list[int], options: list[tuple[str, str]]
 ) -> np.ndarray:
     """The reference for ``distinguish_logprobs``: every (example, round, order) as one
@@ -215,7 +217,7 @@ def _full_pass_logprobs(
     for i, e in enumerate(examples):
         answers = rounds[rounds["example_index"] == e]["answer_text"].tolist()
         for r in range(run.n_rounds):
-            history = _rounds_inputs(run, tok, e, r, answers)
+            history = rounds_inputs(run, tok, e, r, answers)
             for order, conv in enumerate(_asked(tok, run, history, options[i])):
                 with torch.no_grad():
                     logits = model(torch.tensor([conv.tokens], device=model.cfg.device))

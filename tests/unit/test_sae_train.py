@@ -62,35 +62,37 @@ def test_bbq_corpus_is_replays_round0_prompt(small_run, tiny_model):
 
 def test_bbq_file_and_builtin_render_alike(tiny_model):
     # The built-in items are a BBQ-format file: read as --corpus bbq they give the same tokens.
-    from interp.sae.corpus import _documents
+    from interp.sae.corpus import kind_documents
 
     cfg = CorpusConfig(corpus=["bbq"], data=[BUILTIN_FILE])
-    bbq = _documents("bbq", cfg, tiny_model)
-    builtin = _documents("builtin", CorpusConfig(corpus=["builtin"]), tiny_model)
+    bbq = kind_documents("bbq", cfg, tiny_model)
+    builtin = kind_documents("builtin", CorpusConfig(corpus=["builtin"]), tiny_model)
     assert [d.tokens for d in bbq] == [d.tokens for d in builtin]
     assert bbq[0].group == f"{load_builtin()[0].category}/{load_builtin()[0].question_index}"
 
 
 def test_run_corpus_is_the_transcripts(small_run, tiny_model):
-    from interp.sae.corpus import _documents
+    from interp.sae.corpus import kind_documents
 
-    docs = _documents("run", CorpusConfig(corpus=["run"], runs=[str(small_run.path)]), tiny_model)
+    docs = kind_documents(
+        "run", CorpusConfig(corpus=["run"], runs=[str(small_run.path)]), tiny_model
+    )
     assert [d.tokens for d in docs] == small_run.tokens()
 
 
 def test_text_corpus_reads_paragraphs_and_jsonl(tmp_path, tiny_model):
-    from interp.sae.corpus import _documents
+    from interp.sae.corpus import kind_documents
 
     (tmp_path / "a.txt").write_text("Please answer.\nThe old man.\n\n\nUnknown.\n")
     (tmp_path / "b.jsonl").write_text('{"text": "Who was it?"}\n\n{"text": "The grandson."}\n')
     cfg = CorpusConfig(corpus=["text"], data=[str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl")])
-    docs = _documents("text", cfg, tiny_model)
+    docs = kind_documents("text", cfg, tiny_model)
     tok = tiny_model.tokenizer
     want = ["Please answer.\nThe old man.", "Unknown.", "Who was it?", "The grandson."]
     assert [d.tokens for d in docs] == [tok(t, add_special_tokens=False)["input_ids"] for t in want]
     (tmp_path / "c.jsonl").write_text('{"txt": "x"}\n')
     with pytest.raises(InterpError, match="c.jsonl:1"):
-        _documents(
+        kind_documents(
             "text", CorpusConfig(corpus=["text"], data=[str(tmp_path / "c.jsonl")]), tiny_model
         )
 
