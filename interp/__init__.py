@@ -5,7 +5,10 @@ cache the activations that matter, and measure per round and per layer what move
 
 The Python API has one shape, a verb taking a config and returning a result with DataFrames:
 ``replay(ReplayConfig)``, ``patch(run, PatchConfig)``, ``probe(run, ProbeConfig)``,
-``export(runs, ExportConfig)``. The names below load lazily (on first use), so that
+``export(runs, ExportConfig)``, ``circuit(run, CircuitConfig)`` (components or features),
+``train_sae(model, TrainConfig)``, ``evaluate_sae(model, EvalConfig)``,
+``sae_features(run, FeaturesConfig)``, ``train_transcoders(model, TranscoderTrainConfig)``,
+``experiment(name, ExperimentConfig)``. The names below load lazily (on first use), so that
 ``import interp`` loads neither torch nor TransformerLens: the command line and the metrics
 start without them.
 """
@@ -18,11 +21,22 @@ from typing import TYPE_CHECKING, Any
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
+    from interp.circuits import CircuitConfig, CircuitResult, circuit
+    from interp.circuits.features import FeatureCircuitResult
+    from interp.experiments import ExperimentConfig, ExperimentResult, experiment
     from interp.inputs.conversation import Conversation, RoundInput, RoundSpans, build_conversation
     from interp.model.loading import ModelSource, load_model
     from interp.patching import PatchConfig, PatchResult, patch
     from interp.replay import ReplayConfig, replay
     from interp.report.export import ExportConfig, export
+    from interp.sae.evals import EvalConfig, EvalResult, evaluate_sae
+    from interp.sae.features import FeaturesConfig, FeaturesResult, sae_features
+    from interp.sae.train import TrainConfig, TrainingOptions, TrainResult, train_sae
+    from interp.sae.transcoders import (
+        TranscoderTrainConfig,
+        TranscoderTrainResult,
+        train_transcoders,
+    )
     from probes.api import ProbeResult, probe
     from probes.config import ProbeConfig
 
@@ -44,9 +58,50 @@ _LAZY: dict[str, str] = {
     "probe": "probes.api",
     "ExportConfig": "interp.report.export",
     "export": "interp.report.export",
+    # circuits, SAEs and experiments (issue 24 part 2)
+    "CircuitConfig": "interp.circuits.pipeline",
+    "CircuitResult": "interp.circuits.pipeline",
+    "FeatureCircuitResult": "interp.circuits.features",
+    "circuit": "interp.circuits.pipeline",
+    "TrainingOptions": "interp.sae.train",
+    "TrainConfig": "interp.sae.train",
+    "TrainResult": "interp.sae.train",
+    "train_sae": "interp.sae.train",
+    "TranscoderTrainConfig": "interp.sae.transcoders",
+    "TranscoderTrainResult": "interp.sae.transcoders",
+    "train_transcoders": "interp.sae.transcoders",
+    "EvalConfig": "interp.sae.evals",
+    "EvalResult": "interp.sae.evals",
+    "evaluate_sae": "interp.sae.evals",
+    "FeaturesConfig": "interp.sae.features",
+    "FeaturesResult": "interp.sae.features",
+    "sae_features": "interp.sae.features",
+    "ExperimentConfig": "interp.experiments.common",
+    "ExperimentResult": "interp.experiments.common",
+    "experiment": "interp.experiments.registry",
 }
 
 __all__ = [
+    "CircuitConfig",
+    "CircuitResult",
+    "EvalConfig",
+    "EvalResult",
+    "ExperimentConfig",
+    "ExperimentResult",
+    "FeatureCircuitResult",
+    "FeaturesConfig",
+    "FeaturesResult",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingOptions",
+    "TranscoderTrainConfig",
+    "TranscoderTrainResult",
+    "circuit",
+    "evaluate_sae",
+    "experiment",
+    "sae_features",
+    "train_sae",
+    "train_transcoders",
     "Conversation",
     "ExportConfig",
     "InterpError",

@@ -9,14 +9,18 @@ exact edge patching, and the graph drawn from it.
 - :mod:`~interp.circuits.export`: the graph's JSON, plotly figure and optional SVG.
 - :mod:`~interp.circuits.features`: feature circuits: circuit-tracer's attribution graphs on
   transcoders (`interp.sae.transcoders`) for two rounds, compared, checked by interventions
-  (``interp feature-circuit``; imported on its own, it needs circuit-tracer).
+  (``CircuitConfig(level="features")``, ``interp feature-circuit``; it needs circuit-tracer).
+
+One verb for both levels: ``circuit(run, CircuitConfig(round=3))`` (components) and
+``circuit(run, CircuitConfig(round=3, level="features", transcoders=...))``.
 """
 
 from interp.circuits.eap import EdgePair
 from interp.circuits.graph import Graph, split_inputs
-from interp.circuits.pipeline import METHODS, CircuitConfig, CircuitResult, circuit
+from interp.circuits.pipeline import LEVELS, METHODS, CircuitConfig, CircuitResult, circuit
 
 __all__ = [
+    "LEVELS",
     "METHODS",
     "CircuitConfig",
     "CircuitResult",

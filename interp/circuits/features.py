@@ -356,7 +356,11 @@ def intervention_curve(
 
 @dataclass
 class FeatureCircuitConfig:
-    """One feature circuit of a run; shared by the Python API and ``interp feature-circuit``."""
+    """The feature level's settings, as its summary.json records them.
+
+    Built by :meth:`interp.circuits.CircuitConfig.feature_config` from a
+    ``CircuitConfig(level="features")``; :func:`interp.circuits.circuit` is the verb.
+    """
 
     transcoders: str  # a transcoder folder (interp sae train-transcoders), every layer
     round: int  # the source round (e.g. 3)
@@ -369,6 +373,11 @@ class FeatureCircuitConfig:
     edge_threshold: float = 0.98
 
     def check(self) -> None:
+        """Refuse numbers out of range.
+
+        Raises:
+            InterpError: A size below 1 or a threshold outside (0, 1].
+        """
         check_at_least(self.max_feature_nodes, 1, "--max-feature-nodes")
         check_at_least(self.batch_size, 1, "--batch-size")
         check_at_least(self.top, 1, "--top")
@@ -377,6 +386,7 @@ class FeatureCircuitConfig:
                 raise InterpError(f"--{name.replace('_', '-')} must be in (0, 1]")
 
     def name(self) -> str:
+        """Folder name, e.g. ``r3-t0-builtin_3-tc``."""
         ex = safe_name(str(self.example).replace("/", "_"))
         tc = safe_name(Path(self.transcoders).name)
         return f"r{self.round}-t{self.target_round}-{ex}-{tc}"
@@ -384,26 +394,59 @@ class FeatureCircuitConfig:
 
 @dataclass
 class FeatureCircuitResult:
+    """What ``circuit(run, CircuitConfig(level="features", ...))`` computed."""
+
     comparison: pd.DataFrame
     nodes: pd.DataFrame
     interventions: pd.DataFrame
     summary: dict[str, Any]
     name: str
     paths: list[Path]
+    level: str = "features"
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables by the names they are written under."""
+        return {
+            "comparison": self.comparison,
+            "nodes": self.nodes,
+            "interventions": self.interventions,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureCircuitResult({self.name!r}, {len(self.nodes)} nodes, "
+            f"{len(self.interventions)} interventions, {len(self.paths)} files written)"
+        )
 
 
-def feature_circuit(
-    run: Run | str | Path,
+def feature_circuit_of(
+    run: Run,
     config: FeatureCircuitConfig,
     *,
     model: HookedTransformer | None = None,
     device: str = "cpu",
     write: bool = True,
 ) -> FeatureCircuitResult:
-    """Both rounds' attribution graphs, their comparison and the intervention check; written
-    to ``<run>/feature_circuits/<name>/`` (tables, summary.json, circuit-tracer's graph
-    files)."""
-    run = run if isinstance(run, Run) else Run.open(run)
+    """The feature level of :func:`interp.circuits.circuit` (which checks the settings).
+
+    Both rounds' attribution graphs, their comparison and the intervention check; written to
+    ``<run>/feature_circuits/<name>/`` (tables, summary.json, circuit-tracer's graph files).
+
+    Args:
+        run: The run.
+        config: The feature level's settings.
+        model: The run's model, loaded (None: loaded from the run's manifest).
+        device: Where a model loaded here runs.
+        write: False computes without writing into the run.
+
+    Returns:
+        The comparison, the nodes of both graphs, the intervention curve and the summary.
+
+    Raises:
+        InterpError: A transcoder folder that does not fit the run, circuit-tracer missing,
+            or an example without both rounds.
+    """
     started = time.perf_counter()
     config.check()
     sizes = [run.manifest.get("model", {}).get(key) for key in ("d_model", "n_layers")]

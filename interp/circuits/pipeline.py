@@ -16,9 +16,9 @@ import io
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from interp.patching.analysis import (
     check_config,
     select_items,
 )
-from interp.runs.distributed import Workers, connected, run_jobs
+from interp.runs.distributed import Workers, connected, run_jobs, single_process
 from interp.runs.lock import run_lock
 from interp.runs.store import Run
 from interp.stats import (
@@ -51,6 +51,9 @@ from interp.stats import (
     interval_or_none,
     json_float,
 )
+
+if TYPE_CHECKING:
+    from interp.circuits.features import FeatureCircuitResult
 
 METHODS = ("eap-ig", "eap")
 KIND = "circuits"
@@ -100,9 +103,45 @@ DEFINITIONS: dict[str, str] = {
 }
 
 
+LEVELS = ("components", "features")
+
+# The fields of a component circuit, in the order its summary.json records them.
+COMPONENT_FIELDS = (
+    "round",
+    "target_round",
+    "method",
+    "steps",
+    "top",
+    "verify_top",
+    "examples",
+    "categories",
+    "context_condition",
+    "limit",
+    "sample",
+    "batch_size",
+    "n_boot",
+    "seed",
+    "cluster",
+)
+# Fields only the feature level reads, and the component fields it reads too.
+FEATURE_ONLY = ("transcoders", "max_feature_nodes", "node_threshold", "edge_threshold")
+FEATURE_READS = ("round", "target_round", "examples", "top", "batch_size")
+# Defaults that differ by level (None in the config: the level's default).
+LEVEL_DEFAULTS = {
+    "components": {"top": 50, "batch_size": 32},
+    "features": {"top": 10, "batch_size": 64},
+}
+
+
 @dataclass(frozen=True)
 class CircuitConfig:
-    """One circuit analysis of a run; shared by :func:`circuit` and ``interp circuit``."""
+    """One circuit analysis of a run; shared by :func:`circuit` and ``interp circuit``.
+
+    ``level="components"`` (the default): edges between attention heads and MLPs, scored by
+    EAP or EAP-IG and verified by exact edge patching. ``level="features"``: circuit-tracer's
+    attribution graphs of one example on a transcoder set (``transcoders``), compared between
+    the rounds and checked by interventions (what ``interp feature-circuit`` computes).
+    """
 
     round: int
     """The source round, e.g. 3 (after the instructions): TL's clean run."""
@@ -112,12 +151,14 @@ class CircuitConfig:
     """eap-ig (integrated gradients along the edge-patching path) or eap (one gradient)."""
     steps: int = 5
     """EAP-IG: gradient evaluations per example (ignored by eap)."""
-    top: int = 50
-    """The circuit's size N (edges by |mean score|)."""
+    top: int = None  # type: ignore[assignment]
+    """Components: the circuit's size N (edges by |mean score|; default 50). Features: the
+    read-out features set to their target-round values (the largest k; default 10)."""
     verify_top: int = 50
     """Exact edge patching of this many top edges (0: skip) for the rank agreement."""
     examples: tuple[str | int, ...] | None = None
-    """Keep only these examples: example ids (str) or example indices (int)."""
+    """Keep only these examples: example ids (str) or example indices (int). Features: the
+    one example (default: index 0)."""
     categories: tuple[str, ...] | None = None
     """Keep only these categories."""
     context_condition: str | None = None
@@ -128,14 +169,31 @@ class CircuitConfig:
     sample: int | None = None
     """A seeded random sample of N examples, before ``limit`` (a permuted run: N base
     examples with all their option orders)."""
-    batch_size: int = 32
-    """Patched forwards per batch (exact verification and faithfulness)."""
+    batch_size: int = None  # type: ignore[assignment]
+    """Components: patched forwards per batch (exact verification and faithfulness; default
+    32). Features: backward passes per batch in circuit-tracer (default 64)."""
     n_boot: int = 1000
     """Bootstrap resamples for the intervals (0: none)."""
     seed: int = 0
     """Seed of the bootstrap and of ``sample``."""
     cluster: str = DEFAULT_CLUSTER
     """What the bootstrap resamples: "template" or "example"."""
+    level: str = "components"
+    """"components" (heads and MLPs) or "features" (transcoder features, circuit-tracer)."""
+    transcoders: str | None = None
+    """Features: a transcoder folder (``interp sae train-transcoders``), every layer."""
+    max_feature_nodes: int = 256
+    """Features: the features circuit-tracer attributes backwards."""
+    node_threshold: float = 0.8
+    """Features: circuit-tracer's node pruning of the saved graph files, in (0, 1]."""
+    edge_threshold: float = 0.98
+    """Features: circuit-tracer's edge pruning of the saved graph files, in (0, 1]."""
+
+    def __post_init__(self) -> None:
+        defaults = LEVEL_DEFAULTS.get(self.level, LEVEL_DEFAULTS["components"])
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
 
     def patch_config(self) -> PatchConfig:
         """The `interp patch` settings that choose the same examples and value."""
@@ -155,17 +213,64 @@ class CircuitConfig:
         )
 
     def check(self) -> None:
+        """Refuse settings that cannot run, before anything is read or loaded.
+
+        Raises:
+            InterpError: An unknown level or method, a number out of range, or a field the
+                level does not read set away from its default.
+        """
+        if self.level not in LEVELS:
+            raise InterpError(f"unknown level {self.level!r}; use one of {', '.join(LEVELS)}")
+        if self.level == "features":
+            self.feature_config().check()
+            return
+        for name in FEATURE_ONLY:
+            if getattr(self, name) != _FIELD_DEFAULTS[name]:
+                raise InterpError(f"{name} applies to level features only")
         if self.method not in METHODS:
             raise InterpError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
         check_at_least(self.steps, 1, "--steps")
         check_at_least(self.top, 1, "--top")
         check_at_least(self.verify_top, 0, "--verify-top")
 
+    def feature_config(self) -> Any:
+        """The feature level's settings (:class:`interp.circuits.features.FeatureCircuitConfig`,
+        what its summary.json records).
+
+        Raises:
+            InterpError: No transcoder folder, not exactly one example, or a component-only
+                field set away from its default.
+        """
+        from interp.circuits.features import FeatureCircuitConfig
+
+        if self.transcoders is None:
+            raise InterpError("level features needs transcoders (a transcoder folder)")
+        for name in COMPONENT_FIELDS:
+            if name not in FEATURE_READS and getattr(self, name) != _FIELD_DEFAULTS[name]:
+                raise InterpError(f"{name} applies to level components only")
+        examples = self.examples if self.examples is not None else (0,)
+        if len(examples) != 1:
+            raise InterpError("level features reads one example; give exactly one")
+        return FeatureCircuitConfig(
+            transcoders=str(self.transcoders),
+            round=self.round,
+            target_round=self.target_round,
+            example=examples[0],
+            max_feature_nodes=self.max_feature_nodes,
+            batch_size=self.batch_size,
+            top=self.top,
+            node_threshold=self.node_threshold,
+            edge_threshold=self.edge_threshold,
+        )
+
     def n_steps(self) -> int:
+        """Gradient evaluations per example (1 for eap)."""
         return 1 if self.method == "eap" else self.steps
 
     def name(self) -> str:
-        """Folder name, e.g. ``r3-t0-eap-ig5``."""
+        """Folder name, e.g. ``r3-t0-eap-ig5`` (features: ``r3-t0-<example>-<transcoders>``)."""
+        if self.level == "features":
+            return self.feature_config().name()
         method = self.method if self.method == "eap" else f"eap-ig{self.steps}"
         parts = [f"r{self.round}", f"t{self.target_round}", method]
         selection: tuple[Any, ...] = (self.examples, self.categories, self.context_condition)
@@ -176,15 +281,25 @@ class CircuitConfig:
         return "-".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        """The component settings as summary.json records them (the feature level records
+        :meth:`feature_config`)."""
+        out = {name: getattr(self, name) for name in COMPONENT_FIELDS}
         for key in ("examples", "categories"):
             out[key] = list(out[key]) if out[key] is not None else None
         return out
 
 
+_FIELD_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(CircuitConfig) if f.default is not MISSING
+}
+
+
 @dataclass
 class CircuitResult:
-    """What :func:`circuit` computed (and wrote unless ``write=False``)."""
+    """What :func:`circuit` computed at the component level (and wrote unless ``write=False``).
+
+    The feature level returns :class:`interp.circuits.features.FeatureCircuitResult`.
+    """
 
     edges: pd.DataFrame
     nodes: pd.DataFrame
@@ -194,6 +309,20 @@ class CircuitResult:
     name: str
     paths: list[Path]
     graph_note: str | None = None  # whether the graph's SVG was drawn (None: nothing written)
+    level: str = "components"
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables by the names they are written under."""
+        return {"edges": self.edges, "nodes": self.nodes, "faithfulness": self.faithfulness}
+
+    def __repr__(self) -> str:
+        faithful = self.summary.get("faithful_n")
+        return (
+            f"CircuitResult({self.name!r}, {len(self.edges)} edges, "
+            f"{self.summary.get('n_examples')} examples, faithful_n={faithful}, "
+            f"{len(self.paths)} files written)"
+        )
 
 
 def circuit(
@@ -201,21 +330,55 @@ def circuit(
     config: CircuitConfig,
     *,
     model: HookedTransformer | None = None,
+    progress: bool = True,
+    workers: Workers | None = None,
     device: str = "cpu",
     dtype: str = "float32",
     write: bool = True,
-    progress: bool = False,
-    workers: Workers | None = None,
-) -> CircuitResult:
-    """Score, aggregate, verify and (``write``) store the circuit between two rounds.
+) -> CircuitResult | FeatureCircuitResult:
+    """Compute the circuit between two rounds of a run and (``write``) store it in the run.
 
-    ``workers`` (:class:`interp.runs.distributed.Workers`) spreads both per-example passes (edge
-    scores; exact patching for the verification and the faithfulness curve) over Ray actors
-    in shards of ``CIRCUIT_SHARD`` examples. Each example's numbers are computed from its own
-    inputs alone and put back in example order, and the aggregation (means, bootstrap, ranks)
-    stays here, so the tables and the summary are a single process's (``timing`` aside, which
-    also records how the work was spread)."""
+    Components: score every edge per example (EAP or EAP-IG), aggregate with cluster-bootstrap
+    intervals, verify the top edges by exact edge patching, measure faithfulness, and write
+    ``<run>/circuits/<name>/`` with its graph files. Features: circuit-tracer's attribution
+    graphs of one example for both rounds on ``config.transcoders``, their comparison and the
+    intervention check, written to ``<run>/feature_circuits/<name>/``.
+
+    ``workers`` (components only) spreads both per-example passes (edge scores; exact
+    patching for the verification and the faithfulness curve) over Ray actors in shards of
+    ``CIRCUIT_SHARD`` examples. Each example's numbers are computed from its own inputs alone
+    and put back in example order, and the aggregation (means, bootstrap, ranks) stays here,
+    so the tables and the summary are a single process's (``timing`` aside, which also records
+    how the work was spread).
+
+    Args:
+        run: A run or its directory.
+        config: The rounds, the level and its settings.
+        model: The run's model, loaded (None: loaded from the run's manifest).
+        progress: Show progress bars (components).
+        workers: Ray workers (components only; the feature level refuses them).
+        device: Where a model loaded here runs.
+        dtype: The dtype of a model loaded here (components).
+        write: False computes without writing into the run.
+
+    Returns:
+        :class:`CircuitResult` (edges, nodes, faithfulness) for components;
+        :class:`~interp.circuits.features.FeatureCircuitResult` (comparison, nodes,
+        interventions) for features.
+
+    Raises:
+        InterpError: Settings out of range, a round or example the run lacks, a model or a
+            transcoder folder that does not fit the run, or circuit-tracer missing (features).
+    """
     run = run if isinstance(run, Run) else Run.open(run)
+    if config.level == "features":
+        from interp.circuits.features import feature_circuit_of
+
+        single_process(workers, "circuit at level features")
+        config.check()
+        return feature_circuit_of(
+            run, config.feature_config(), model=model, device=device, write=write
+        )
     started = time.perf_counter()
     config.check()
     if workers is not None:

@@ -3,10 +3,15 @@
 Each experiment either replays what it needs into an experiment directory (``--out DIR``,
 resumable: replays already there are reused) or, with ``--run DIR``, analyses an existing run
 and writes into ``DIR/experiments/NAME/``.
+
+The commands are generated from the experiments' registry
+(:data:`interp.experiments.registry.REGISTRY`): one command per entry, its options the
+entry's ``options`` (declared once below, in :data:`OPTIONS`), its help the entry's ``doc``.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import shlex
 import sys
@@ -170,216 +175,122 @@ def _command() -> str:
     return "interp " + shlex.join(sys.argv[1:])
 
 
-def convergence(
-    out: Out = None,
-    run: RunDir = None,
-    model: Model = "smollm2",
-    task: Task = "builtin",
-    data: Data = None,
-    bbq_templates: Templates = None,
-    sample: Sample = None,
-    limit: Limit = None,
-    rounds: Rounds = 3,
-    seed: Seed = 0,
-    plan: PlanOpt = "self-correct",
-    control: ControlOpt = "baseline",
-    control_run: ControlRun = None,
-    stats: Stats = None,
-    concept: Concept = "stereotype",
-    probe: ProbeOpt = True,
-    layer: Annotated[
-        int | None, typer.Option(help="Concept-score layer (default: the probe's headline).")
-    ] = None,
-    eps: Annotated[
-        float,
-        typer.Option(help="Settled = within eps of the limit (concept: eps x round-0 s.d.)."),
-    ] = 0.01,
-    n_boot: NBoot = 1000,
-    cluster: Cluster = "template",
-    batch_size: BatchSize = 8,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
-    as_json: AsJson = False,
-) -> None:
-    """Fit y_r = y_inf + (y_0 - y_inf) exp(-lam r) to accuracy, entropy, ECE and the concept
-    score per round: lam, y_inf and the settling round with bootstrap intervals, and the
-    per-example correlation of entropy drop with concept-score change; beside the control
-    plan (default baseline) with paired main - control differences. --task winogender fits
-    the gender gap log p(female) - log p(male) and p_neutral instead of accuracy and ECE."""
-    fields = {k: v for k, v in locals().items() if k not in ("run", "as_json", "control_run")}
-    if control_run is not None and run is None:
-        raise InterpError("--control-run goes with --run (an experiment replays its control)")
-    _preflight(run, control_run, layer, model, dtype, device)
-    if run is None:
-        _check_plans(task, plan, control)
-    if run is not None:
-        _refuse_replay_options(convergence, fields)
-        from interp.experiments.convergence import convergence_of_run
+Layer = Annotated[
+    int | None, typer.Option(help="Concept-score layer (default: the probe's headline).")
+]
+Eps = Annotated[
+    float,
+    typer.Option(help="Settled = within eps of the limit (concept: eps x round-0 s.d.)."),
+]
 
-        result = convergence_of_run(
+# Every option an experiment command may offer: name -> (annotation, default). The config
+# fields come from the entry's ``options``; ``run`` and ``control_run`` follow ``out`` and
+# ``control`` in experiments that can analyse a stored run; ``as_json`` closes every command.
+OPTIONS: dict[str, tuple[Any, Any]] = {
+    "out": (Out, None),
+    "run": (RunDir, None),
+    "model": (Model, "smollm2"),
+    "task": (Task, "builtin"),
+    "data": (Data, None),
+    "bbq_templates": (Templates, None),
+    "sample": (Sample, None),
+    "limit": (Limit, None),
+    "rounds": (Rounds, 3),
+    "seed": (Seed, 0),
+    "plan": (PlanOpt, "self-correct"),
+    "control": (ControlOpt, "baseline"),
+    "control_run": (ControlRun, None),
+    "stats": (Stats, None),
+    "concept": (Concept, "stereotype"),
+    "probe": (ProbeOpt, True),
+    "layer": (Layer, None),
+    "eps": (Eps, 0.01),
+    "n_boot": (NBoot, 1000),
+    "cluster": (Cluster, "template"),
+    "batch_size": (BatchSize, 8),
+    "device": (Device, "cpu"),
+    "dtype": (Dtype, "float32"),
+    "as_json": (AsJson, False),
+}
+
+
+def parameters(spec: Any) -> list[str]:
+    """The command's parameters in order: the entry's options, with ``run`` after ``out``
+    and ``control_run`` after ``control`` where the entry can analyse a stored run, then
+    ``as_json``."""
+    names: list[str] = []
+    for name in spec.options:
+        names.append(name)
+        if spec.of_run is not None and name == "out":
+            names.append("run")
+        if spec.of_run is not None and name == "control":
+            names.append("control_run")
+    return [*names, "as_json"]
+
+
+def run_command(spec: Any, command: Callable[..., Any], given: dict[str, Any]) -> None:
+    """What every experiment command does with its options (``given``: all of them)."""
+    run = given.pop("run", None)
+    control_run = given.pop("control_run", None)
+    as_json = given.pop("as_json")
+    fields = given  # the config fields
+    if spec.of_run is not None:
+        if control_run is not None and run is None:
+            raise InterpError("--control-run goes with --run (an experiment replays its control)")
+        _preflight(
             run,
-            concept=concept,
-            layer=layer,
-            eps=eps,
-            n_boot=n_boot,
-            seed=seed,
-            cluster=cluster,
-            control_run=control_run,
+            control_run,
+            fields.get("layer"),
+            fields["model"],
+            fields["dtype"],
+            fields["device"],
         )
+        if run is None and "control" in fields:
+            _check_plans(fields["task"], fields["plan"], fields["control"])
     else:
-        from interp.experiments.convergence import convergence as run_convergence
+        _preflight(model=fields["model"], dtype=fields["dtype"], device=fields["device"])
+    from interp.experiments.registry import experiment
 
-        config = _config(**fields)
-        result = run_convergence(config, progress=not as_json, command=_command())
-    _show(result, as_json)
-
-
-def superficial(
-    out: Out = None,
-    run: RunDir = None,
-    model: Model = "smollm2",
-    task: Task = "builtin",
-    data: Data = None,
-    bbq_templates: Templates = None,
-    sample: Sample = None,
-    limit: Limit = None,
-    rounds: Rounds = 3,
-    seed: Seed = 0,
-    plan: PlanOpt = "self-correct",
-    control: ControlOpt = "baseline",
-    control_run: ControlRun = None,
-    concept: Concept = "stereotype",
-    probe: ProbeOpt = True,
-    n_boot: NBoot = 1000,
-    cluster: Cluster = "template",
-    batch_size: BatchSize = 8,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
-    as_json: AsJson = False,
-) -> None:
-    """(a) last-round outcome by the correct answer's rank at round 0; (b) the concept-score
-    change per layer for examples that improved vs those that stayed wrong. Prints the
-    reading the intervals support, beside the control plan (default baseline) on the same
-    example groups, with paired main - control differences."""
-    fields = {k: v for k, v in locals().items() if k not in ("run", "as_json", "control_run")}
-    if control_run is not None and run is None:
-        raise InterpError("--control-run goes with --run (an experiment replays its control)")
-    _preflight(run, control_run, None, model, dtype, device)
-    if run is None:
-        _check_plans(task, plan, control)
     if run is not None:
-        _refuse_replay_options(superficial, fields)
-        from interp.experiments.superficial import superficial_of_run
+        _refuse_replay_options(command, fields)
+        from interp.experiments.common import ExperimentConfig
 
-        result = superficial_of_run(
-            run,
-            concept=concept,
-            n_boot=n_boot,
-            seed=seed,
-            cluster=cluster,
-            control_run=control_run,
-        )
+        analysis = ExperimentConfig(**{k: v for k, v in fields.items() if k not in _REPLAY_ONLY})
+        result = experiment(spec.name, analysis, run=run, control_run=control_run)
     else:
-        from interp.experiments.superficial import superficial as run_superficial
-
-        config = _config(**fields)
-        result = run_superficial(config, progress=not as_json, command=_command())
+        config = _config(**fields, **spec.fixed)
+        result = experiment(spec.name, config, progress=not as_json, command=_command())
     _show(result, as_json)
 
 
-def interactions(
-    out: Out = None,
-    model: Model = "smollm2",
-    task: Task = "builtin",
-    data: Data = None,
-    bbq_templates: Templates = None,
-    sample: Sample = None,
-    limit: Limit = None,
-    rounds: Rounds = 3,
-    seed: Seed = 0,
-    concept: Concept = "stereotype",
-    probe: ProbeOpt = True,
-    n_boot: NBoot = 1000,
-    cluster: Cluster = "template",
-    batch_size: BatchSize = 8,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
-    as_json: AsJson = False,
-) -> None:
-    """The 2x2x2 design instruction (none / self-correct) x CoT (off / on) x feedback (none /
-    oracle) on the same examples: per cell and round accuracy, s_AMB, s_DIS, entropy and the
-    concept score per layer; main effects and pairwise interactions with paired bootstrap
-    intervals. The CoT cells generate up to 48 tokens per round: the slowest cells."""
-    fields = {k: v for k, v in locals().items() if k != "as_json"}
-    _preflight(model=model, dtype=dtype, device=device)
-    from interp.experiments.interactions import interactions as run_interactions
+def make_command(spec: Any) -> Callable[..., None]:
+    """The typer command of one registry entry: its signature from :data:`OPTIONS`, its help
+    the entry's ``doc``."""
 
-    config = _config(**fields)
-    result = run_interactions(config, progress=not as_json, command=_command())
-    _show(result, as_json)
+    def command(**given: Any) -> None:
+        run_command(spec, command, given)
 
-
-def weak_evidence(
-    out: Out = None,
-    model: Model = "smollm2",
-    task: Task = "builtin",
-    data: Data = None,
-    bbq_templates: Templates = None,
-    sample: Sample = None,
-    limit: Limit = None,
-    rounds: Rounds = 3,
-    seed: Seed = 0,
-    n_boot: NBoot = 1000,
-    cluster: Cluster = "template",
-    batch_size: BatchSize = 8,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
-    as_json: AsJson = False,
-) -> None:
-    """Ambiguous items get one weak, non-decisive sentence naming one of the two people (the
-    stereotyped one in half the items, seeded); replayed under baseline and self-correct: per
-    round the share answering unknown (correct), following the evidence, and s_AMB."""
-    fields = {k: v for k, v in locals().items() if k != "as_json"}
-    _preflight(model=model, dtype=dtype, device=device)
-    from interp.experiments.weak_evidence import weak_evidence as run_weak_evidence
-
-    config = _config(**fields, probe=False)
-    result = run_weak_evidence(config, progress=not as_json, command=_command())
-    _show(result, as_json)
-
-
-def self_distinguish(
-    out: Out = None,
-    model: Model = "smollm2",
-    task: Task = "builtin",
-    data: Data = None,
-    bbq_templates: Templates = None,
-    sample: Sample = None,
-    limit: Limit = None,
-    rounds: Rounds = 3,
-    seed: Seed = 0,
-    plan: PlanOpt = "self-correct",
-    n_boot: NBoot = 1000,
-    cluster: Cluster = "template",
-    batch_size: BatchSize = 8,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
-    as_json: AsJson = False,
-) -> None:
-    """After every round of a replay, ask which of two answers (the unbiased and the
-    stereotyped one) is less biased, in both orders: per round the share right in both
-    orders, per-order accuracy (position bias), and its relation to the model's own answer."""
-    fields = {k: v for k, v in locals().items() if k != "as_json"}
-    _preflight(model=model, dtype=dtype, device=device)
-    from interp.experiments.self_distinguish import self_distinguish as run_self_distinguish
-
-    config = _config(**fields, probe=False)
-    result = run_self_distinguish(config, progress=not as_json, command=_command())
-    _show(result, as_json)
+    params = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=OPTIONS[name][0],
+            default=OPTIONS[name][1],
+        )
+        for name in parameters(spec)
+    ]
+    command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    command.__name__ = command.__qualname__ = spec.name.replace("-", "_")
+    command.__doc__ = spec.doc
+    return command
 
 
 def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typer:
-    """The ``experiment`` sub-app, each command wrapped by the CLI's error handler."""
+    """The ``experiment`` sub-app, one command per registered experiment, each wrapped by the
+    CLI's error handler."""
+    from interp.experiments.registry import REGISTRY
+
     app = typer.Typer(
         help="The self-correction papers' experiments, each into one directory of tables.",
         no_args_is_help=True,
@@ -387,9 +298,6 @@ def build(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> typer.Typ
         pretty_exceptions_enable=False,
         rich_markup_mode=None,  # plain help, as the app's (interp.cli)
     )
-    app.command("convergence")(wrap(convergence))
-    app.command("superficial")(wrap(superficial))
-    app.command("interactions")(wrap(interactions))
-    app.command("weak-evidence")(wrap(weak_evidence))
-    app.command("self-distinguish")(wrap(self_distinguish))
+    for name, spec in REGISTRY.items():
+        app.command(name)(wrap(make_command(spec)))
     return app

@@ -53,21 +53,21 @@ def feature_circuit(
     preflight.check_rounds(manifest, round=round, target_round=target_round)
     preflight.check_run_model(manifest, device=device)
 
-    from interp.circuits.features import FeatureCircuitConfig
-    from interp.circuits.features import feature_circuit as run_feature_circuit
+    from interp.circuits import CircuitConfig, circuit
 
-    config = FeatureCircuitConfig(
+    config = CircuitConfig(
+        level="features",
         transcoders=str(transcoders),
         round=round,
         target_round=target_round,
-        example=int(example) if example.isdigit() else example,
+        examples=(int(example) if example.isdigit() else example,),
         max_feature_nodes=max_feature_nodes,
         batch_size=batch_size,
         top=top,
         node_threshold=node_threshold,
         edge_threshold=edge_threshold,
     )
-    result = run_feature_circuit(run, config, device=device)
+    result = circuit(run, config, device=device, progress=not as_json)
     s = result.summary
     if as_json:
         typer.echo(json.dumps(s, indent=2, allow_nan=False))

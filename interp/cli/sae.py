@@ -124,9 +124,7 @@ def train(
         corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
     )
     check_train_config(config)  # before the model loads (and before TransformerLens imports)
-    from interp.model.loading import load_model
-
-    result = train_sae(config, load_model(model, device=device), progress=not as_json)
+    result = train_sae(model, config, progress=not as_json, device=device)
     if as_json:
         typer.echo(json.dumps(result.evals, indent=2, allow_nan=False))
         return
@@ -205,9 +203,7 @@ def train_transcoders(
         corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
     )
     check_transcoder_config(config)  # before the model loads (and before TransformerLens imports)
-    from interp.model.loading import load_model
-
-    result = train_all(config, load_model(model, device=device), progress=not as_json)
+    result = train_all(model, config, progress=not as_json, device=device)
     if as_json:
         typer.echo(json.dumps(result.evals, indent=2, allow_nan=False))
         return
@@ -242,24 +238,18 @@ def evaluate(
     spliced in vs. clean vs. zero-ablated (CE loss recovered), and KL. With the corpus
     settings and seed it was trained with, the held-out tokens are ones it never saw.
     """
-    from interp.errors import InterpError
     from interp.preflight import check_model
 
     check_model(model, device=device)  # before torch is imported
-    from interp.sae.corpus import check_corpus_config
-    from interp.sae.evals import evaluate_on_corpus, format_evals
-    from interp.sae.load import read_sae_config
+    from interp.sae.evals import EvalConfig, evaluate_sae, format_evals
 
-    config = _corpus_config(corpus, data, run, plan, system, context, heldout, seed)
-    check_corpus_config(config)
-    read_sae_config(sae)  # a folder that is no SAE is refused before the model loads
-    if eval_tokens < 1:
-        raise InterpError("--eval-tokens must be at least 1")
-    from interp.model.loading import load_model
-
-    evals = evaluate_on_corpus(
-        load_model(model, device=device), str(sae), config, max_tokens=eval_tokens
+    config = EvalConfig(
+        sae=str(sae),
+        corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
+        eval_tokens=eval_tokens,
     )
+    # the corpus, a folder that is no SAE and --eval-tokens: refused before the model loads
+    evals = evaluate_sae(model, config, device=device).metrics
     if as_json:
         typer.echo(json.dumps(evals, indent=2, allow_nan=False))
         return
@@ -339,7 +329,7 @@ def features(
         seed=seed,
         cluster=cluster,
     )
-    result = sae_features(run, config, device=device, dtype=dtype)
+    result = sae_features(run, config, device=device, dtype=dtype, progress=not as_json)
     summary = result.summary
     if as_json:
         typer.echo(json.dumps(summary, indent=2, allow_nan=False))

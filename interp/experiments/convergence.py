@@ -73,6 +73,7 @@ from interp.experiments.common import (
     with_model,
     with_position,
 )
+from interp.runs.distributed import Workers, single_process
 from interp.runs.store import Run
 from interp.stats import percentile_interval
 
@@ -686,17 +687,32 @@ def _json(value: Any) -> Any:
 
 def convergence_of_run(
     run_dir: str | Path,
+    config: ExperimentConfig | None = None,
     *,
-    concept: str = "stereotype",
-    layer: int | None = None,
-    eps: float = 0.01,
-    n_boot: int = 1000,
-    seed: int = 0,
-    cluster: str = "template",
     control_run: str | Path | None = None,
+    workers: Workers | None = None,
 ) -> ExperimentResult:
     """Fit an existing run (beside ``control_run``, a replay of another plan on the same
-    examples, when given); write ``<run>/experiments/convergence/`` (tables, summary)."""
+    examples, when given); write ``<run>/experiments/convergence/`` (tables, summary).
+
+    Args:
+        run_dir: The run (a directory ``interp replay`` wrote).
+        config: The analysis settings read: concept, layer, eps, n_boot, seed, cluster (the
+            replay settings are the run's own). None: the defaults.
+        control_run: A replay of another plan on the same examples, analysed beside it.
+        workers: Not supported (one process); must be None.
+
+    Returns:
+        The fits, curves and correlations, and where they were written.
+
+    Raises:
+        InterpError: Settings out of range, a layer outside the run or without a probe, or a
+            control run on other examples.
+    """
+    single_process(workers, "convergence_of_run")
+    config = config if config is not None else ExperimentConfig()
+    concept, layer, eps = config.concept, config.layer, config.eps
+    n_boot, seed, cluster = config.n_boot, config.seed, config.cluster
     validate_analysis(
         ExperimentConfig(layer=layer, eps=eps, n_boot=n_boot, seed=seed, cluster=cluster)
     )
@@ -731,15 +747,39 @@ def validate_analysis(config: ExperimentConfig) -> None:
     validate(replace(config, rounds=2))
 
 
+def arms(config: ExperimentConfig) -> dict[str, str]:
+    """The arms replayed: ``main`` (``config.plan``) and ``control`` (unless None)."""
+    out = {"main": config.plan}
+    if config.control is not None:
+        out["control"] = config.control
+    return out
+
+
 def convergence(
     config: ExperimentConfig,
     *,
     model: HookedTransformer | None = None,
-    progress: bool = False,
+    progress: bool = True,
+    workers: Workers | None = None,
     command: str | None = None,
 ) -> ExperimentResult:
     """Replay ``config.plan`` and the control plan (each reused when done), probe them, and
-    fit the curves of both with their paired differences."""
+    fit the curves of both with their paired differences.
+
+    Args:
+        config: The replays (model, task, examples, rounds, plan, control) and the analysis.
+        model: The model, loaded (None: loaded when an arm must be replayed).
+        progress: Show progress bars while replaying.
+        workers: Not supported (one process); must be None.
+        command: The command line recorded in the manifest.
+
+    Returns:
+        The fits, curves and correlations, and the experiment directory.
+
+    Raises:
+        InterpError: Settings that cannot run, or a directory holding another experiment.
+    """
+    single_process(workers, "convergence")
     validate(config)
     check_control(config)
     config = with_model(config, model)  # the model passed, not the default, is recorded

@@ -60,6 +60,7 @@ from interp.experiments.common import (
     with_position,
 )
 from interp.experiments.convergence import json_rows
+from interp.runs.distributed import Workers, single_process
 from interp.runs.store import Run
 from interp.stats import bootstrap_p, percentile_interval
 
@@ -348,14 +349,36 @@ def analyse(
     return tables, with_position(summary, runs)
 
 
+def arms(config: ExperimentConfig) -> dict[str, str]:
+    """The arms replayed: the 8 cells, each with its plan file under ``plans/``."""
+    return {cell_name(cell): f"plans/{cell_name(cell)}.yaml" for cell in cells()}
+
+
 def interactions(
     config: ExperimentConfig,
     *,
     model: HookedTransformer | None = None,
-    progress: bool = False,
+    progress: bool = True,
+    workers: Workers | None = None,
     command: str | None = None,
 ) -> ExperimentResult:
-    """Replay the 8 cells (each reused when done), probe them, estimate the effects."""
+    """Replay the 8 cells (each reused when done), probe them, estimate the effects.
+
+    Args:
+        config: The replays (model, task, examples, rounds) and the analysis.
+        model: The model, loaded (None: loaded when an arm must be replayed).
+        progress: Show progress bars while replaying.
+        workers: Not supported (one process); must be None.
+        command: The command line recorded in the manifest.
+
+    Returns:
+        The tables and summary, and the experiment directory.
+
+    Raises:
+        InterpError: Settings that cannot run (Winogender), or a directory holding
+            another experiment.
+    """
+    single_process(workers, NAME)
     validate(config)
     refuse_winogender(config, NAME, WHY_NOT_WINOGENDER)
     config = with_model(config, model)  # the model passed, not the default, is recorded

@@ -42,6 +42,7 @@ from interp.experiments.common import (
 from interp.experiments.convergence import json_rows
 from interp.experiments.interactions import sample_interval
 from interp.metrics.rounds import FLOOR_SHARE, position_rounds
+from interp.runs.distributed import Workers, single_process
 from interp.runs.store import Run
 
 if TYPE_CHECKING:
@@ -83,7 +84,9 @@ def score_orders(logp_ab: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _rounds_inputs(run: Run, tok, example: int, upto: int, answers: list[str]):
+def rounds_inputs(run: Run, tok, example: int, upto: int, answers: list[str]):
+    """Rounds 0..``upto`` of one example as RoundInputs (user text, prefix) rebuilt from the
+    run's stored transcript, with ``answers`` as each round's answer."""
     return _history(tok, run.tokens()[example], _spans(run, example), answers)[: upto + 1]
 
 
@@ -133,10 +136,10 @@ def distinguish_logprobs(
     run: Run, model: HookedTransformer, examples: list[int], options: list[tuple[str, str]]
 ) -> np.ndarray:
     """[example, round, order, 2]: log-probs of the letters a and b after the question."""
-    return _cached_logprobs(run, model, examples, options)[0]
+    return cached_logprobs(run, model, examples, options)[0]
 
 
-def _cached_logprobs(
+def cached_logprobs(
     run: Run, model: HookedTransformer, examples: list[int], options: list[tuple[str, str]]
 ) -> tuple[np.ndarray, int]:
     """``distinguish_logprobs`` on one KV cache per example, grown round by round over the
@@ -197,7 +200,7 @@ def _cached_logprobs(
     return out, cut_back
 
 
-def _full_pass_logprobs(
+def full_pass_logprobs(
     run: Run, model: HookedTransformer, examples: list[int], options: list[tuple[str, str]]
 ) -> np.ndarray:
     """The reference for ``distinguish_logprobs``: every (example, round, order) as one
@@ -214,7 +217,7 @@ def _full_pass_logprobs(
     for i, e in enumerate(examples):
         answers = rounds[rounds["example_index"] == e]["answer_text"].tolist()
         for r in range(run.n_rounds):
-            history = _rounds_inputs(run, tok, e, r, answers)
+            history = rounds_inputs(run, tok, e, r, answers)
             for order, conv in enumerate(_asked(tok, run, history, options[i])):
                 with torch.no_grad():
                     logits = model(torch.tensor([conv.tokens], device=model.cfg.device))
@@ -366,17 +369,40 @@ def _position_entries(table: pd.DataFrame) -> list[dict[str, Any]]:
     return entries
 
 
+def arms(config: ExperimentConfig) -> dict[str, str]:
+    """The arm replayed: ``main`` (``config.plan``)."""
+    return {"main": config.plan}
+
+
 def self_distinguish(
     config: ExperimentConfig,
     *,
     model: HookedTransformer | None = None,
-    progress: bool = False,
+    progress: bool = True,
+    workers: Workers | None = None,
     command: str | None = None,
 ) -> ExperimentResult:
     """Replay ``config.plan`` (reused when done) and ask the distinguishing question after
-    every round, in both orders."""
+    every round, in both orders.
+
+    Args:
+        config: The replay (model, task, examples, rounds, plan) and the analysis.
+        model: The model, loaded (None: loaded when the arm must be replayed; the question
+            itself always needs it).
+        progress: Show progress bars while replaying.
+        workers: Not supported (one process); must be None.
+        command: The command line recorded in the manifest.
+
+    Returns:
+        The tables and summary, and the experiment directory.
+
+    Raises:
+        InterpError: Settings that cannot run (Winogender, no item with an unbiased and a
+            stereotyped answer), or a directory holding another experiment.
+    """
     from dataclasses import replace
 
+    single_process(workers, NAME)
     validate(replace(config, probe=False))
     refuse_winogender(
         config,

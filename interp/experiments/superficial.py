@@ -63,6 +63,7 @@ from interp.experiments.common import (
     with_position,
 )
 from interp.experiments.convergence import check_same_examples, json_rows, weighted_means, with_arm
+from interp.runs.distributed import Workers, single_process
 from interp.runs.store import Run
 from interp.stats import bootstrap_p, percentile_interval
 
@@ -456,16 +457,32 @@ def analyse_run(
 
 def superficial_of_run(
     run_dir: str | Path,
+    config: ExperimentConfig | None = None,
     *,
-    concept: str = "stereotype",
-    n_boot: int = 1000,
-    seed: int = 0,
-    cluster: str = "template",
     control_run: str | Path | None = None,
+    workers: Workers | None = None,
 ) -> ExperimentResult:
     """The superficial test on an existing run (beside ``control_run``, a replay of another
-    plan on the same examples, when given); writes ``<run>/experiments/superficial/``."""
+    plan on the same examples, when given); writes ``<run>/experiments/superficial/``.
+
+    Args:
+        run_dir: The run (a directory ``interp replay`` wrote).
+        config: The analysis settings read: concept, n_boot, seed, cluster (the replay
+            settings are the run's own). None: the defaults.
+        control_run: A replay of another plan on the same examples, analysed beside it.
+        workers: Not supported (one process); must be None.
+
+    Returns:
+        The rank and concept-change tables, and where they were written.
+
+    Raises:
+        InterpError: Settings out of range, or a control run on other examples.
+    """
     from dataclasses import replace
+
+    single_process(workers, "superficial_of_run")
+    config = config if config is not None else ExperimentConfig()
+    concept, n_boot, seed, cluster = config.concept, config.n_boot, config.seed, config.cluster
 
     validate(replace(ExperimentConfig(), rounds=2, n_boot=n_boot, cluster=cluster))
     run, control = open_run_and_control(run_dir, control_run)
@@ -476,15 +493,40 @@ def superficial_of_run(
     return store_run_analysis(run, result)
 
 
+def arms(config: ExperimentConfig) -> dict[str, str]:
+    """The arms replayed: ``main`` (``config.plan``) and ``control`` (unless None)."""
+    out = {"main": config.plan}
+    if config.control is not None:
+        out["control"] = config.control
+    return out
+
+
 def superficial(
     config: ExperimentConfig,
     *,
     model: HookedTransformer | None = None,
-    progress: bool = False,
+    progress: bool = True,
+    workers: Workers | None = None,
     command: str | None = None,
 ) -> ExperimentResult:
     """Replay ``config.plan`` and the control plan (each reused when done), probe them, and
-    run both parts of the test on both, with their paired differences."""
+    run both parts of the test on both, with their paired differences.
+
+    Args:
+        config: The replays (model, task, examples, rounds, plan, control) and the analysis.
+        model: The model, loaded (None: loaded when an arm must be replayed).
+        progress: Show progress bars while replaying.
+        workers: Not supported (one process); must be None.
+        command: The command line recorded in the manifest.
+
+    Returns:
+        The tables and summary, and the experiment directory.
+
+    Raises:
+        InterpError: Settings that cannot run (Winogender), or a directory holding
+            another experiment.
+    """
+    single_process(workers, NAME)
     validate(config)
     refuse_winogender(config, NAME, WHY_NOT_WINOGENDER)
     check_control(config)

@@ -43,6 +43,7 @@ from interp.experiments.common import (
 )
 from interp.experiments.convergence import json_rows
 from interp.experiments.interactions import cell_stats, sample_interval
+from interp.runs.distributed import Workers, single_process
 from interp.runs.store import Run, atomic_write
 
 if TYPE_CHECKING:
@@ -213,16 +214,38 @@ def reading(table: pd.DataFrame, diff: pd.DataFrame, last: int) -> list[str]:
     return lines
 
 
+def arms(config: ExperimentConfig) -> dict[str, str]:
+    """The arms replayed (the written items under each plan): baseline and self-correct."""
+    return dict(ARMS)
+
+
 def weak_evidence(
     config: ExperimentConfig,
     *,
     model: HookedTransformer | None = None,
-    progress: bool = False,
+    progress: bool = True,
+    workers: Workers | None = None,
     command: str | None = None,
 ) -> ExperimentResult:
-    """Build the items, replay them under baseline and self-correct, and measure."""
+    """Build the items, replay them under baseline and self-correct, and measure.
+
+    Args:
+        config: The replays (model, task, examples, rounds) and the analysis.
+        model: The model, loaded (None: loaded when an arm must be replayed).
+        progress: Show progress bars while replaying.
+        workers: Not supported (one process); must be None.
+        command: The command line recorded in the manifest.
+
+    Returns:
+        The tables and summary, and the experiment directory.
+
+    Raises:
+        InterpError: Settings that cannot run (Winogender), or a directory holding
+            another experiment.
+    """
     from dataclasses import replace
 
+    single_process(workers, NAME)
     validate(replace(config, probe=False))
     refuse_winogender(
         config,

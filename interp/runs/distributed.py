@@ -246,3 +246,20 @@ class _Worker:
             Path(marker).write_text(str(os.getpid()), encoding="utf-8")
             os._exit(1)  # as a crash would: no cleanup, no reply
         return fn(self.model, *args)
+
+
+def single_process(workers: Workers | None, verb: str) -> None:
+    """Refuse ``workers`` for a verb that runs in this process only.
+
+    Every verb takes ``workers`` (one API shape); those that cannot spread their work say so
+    instead of ignoring it.
+
+    Args:
+        workers: The Ray workers asked for, or None.
+        verb: The verb's name, for the message (e.g. ``"train_sae"``).
+
+    Raises:
+        InterpError: ``workers`` is not None.
+    """
+    if workers is not None:
+        raise InterpError(f"{verb} runs in this process only; leave workers out")

@@ -106,7 +106,7 @@ def build_corpus(config: CorpusConfig, model: HookedTransformer) -> Corpus:
     exclude = sorted({*map(int, tokenizer.all_special_ids), sink})
     docs: list[Document] = []
     for kind in dict.fromkeys(config.corpus):
-        docs += _documents(kind, config, model)
+        docs += kind_documents(kind, config, model)
     docs = [d for d in docs if d.tokens]
     if not docs:
         raise InterpError("the corpus holds no tokens; give it some text")
@@ -213,7 +213,8 @@ def pack(docs: Sequence[Document], context: int, sink: int, seed: int) -> torch.
 # --- the kinds ------------------------------------------------------------------------------
 
 
-def _documents(kind: str, config: CorpusConfig, model: HookedTransformer) -> list[Document]:
+def kind_documents(kind: str, config: CorpusConfig, model: HookedTransformer) -> list[Document]:
+    """The documents of one corpus kind (``KINDS``), tokenized, each with its group."""
     if kind in ("bbq", "builtin"):
         from interp.inputs.tasks import load_task
 

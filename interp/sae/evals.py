@@ -1,6 +1,6 @@
 """How good an SAE is on held-out tokens, measured as sae-lens' evals measure it.
 
-`evaluate_sae` runs the model over packed held-out sequences (`interp.sae.corpus`) three
+`sae_metrics` runs the model over packed held-out sequences (`interp.sae.corpus`) three
 times a batch, as ``sae_lens.evals.get_recons_loss`` does: clean, with the SAE spliced in at
 its hook, and with the hook zero-ablated. From these: explained variance (sae-lens'
 ``ExplainedVarianceCalculator``), mean L0, cosine and norm ratio of the reconstructions,
@@ -15,15 +15,23 @@ Here the scored positions are exactly the trained ones (`scored_mask`): not a sp
 and not among the first ``SINK_POSITIONS``. The SAE is spliced in only there (elsewhere the
 activation is kept, as sae-lens keeps it at ignored tokens); the zero-ablation zeroes every
 position, sae-lens' definition. Each held-out sequence is evaluated once.
+
+The verb: ``evaluate_sae(model_source, EvalConfig(sae=FOLDER, corpus=...))`` builds the corpus,
+loads the SAE and returns an :class:`EvalResult` (``interp sae eval``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
+from interp.runs.distributed import Workers, single_process
+from interp.sae.corpus import CorpusConfig
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
@@ -36,7 +44,7 @@ MAX_BATCH = 8
 SINK_POSITIONS = 2
 
 
-def evaluate_sae(
+def sae_metrics(
     model: HookedTransformer,
     sae: SAE,
     sequences: torch.Tensor,
@@ -190,28 +198,114 @@ def format_evals(evals: dict[str, Any]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def evaluate_on_corpus(
-    model: HookedTransformer,
-    sae_path: str,
-    corpus_config: Any,
+@dataclass
+class EvalConfig:
+    """One evaluation of an SAE on held-out tokens; shared by :func:`evaluate_sae` and
+    ``interp sae eval``."""
+
+    sae: str
+    """An sae-lens SAE folder (cfg.json + sae_weights.safetensors)."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    """The corpus whose held-out split is scored (with the SAE's training settings and seed,
+    tokens it never saw)."""
+    eval_tokens: int = 8192
+    """Held-out tokens evaluated (at most; whole sequences)."""
+
+    def check(self) -> None:
+        """Refuse what needs no model: a corpus that cannot be built, a folder that is no SAE,
+        no tokens.
+
+        Raises:
+            InterpError: One of those.
+        """
+        from interp.sae.corpus import check_corpus_config
+        from interp.sae.load import read_sae_config
+
+        check_corpus_config(self.corpus)
+        read_sae_config(self.sae)
+        if self.eval_tokens < 1:
+            raise InterpError("--eval-tokens must be at least 1")
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_sae` measured."""
+
+    sae: str
+    metrics: dict[str, Any]
+    """The metrics as ``evals.json`` holds them (``corpus_hash`` and
+    ``trained_on_this_corpus`` included)."""
+
+    @property
+    def trained_on_this_corpus(self) -> bool | None:
+        """Whether the SAE's training.json records this corpus (None: no training.json)."""
+        return self.metrics["trained_on_this_corpus"]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per metric (``metric``, ``value``)."""
+        import pandas as pd
+
+        return pd.DataFrame({"metric": list(self.metrics), "value": list(self.metrics.values())})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics (what ``interp sae eval --json`` prints)."""
+        return self.metrics
+
+    def __repr__(self) -> str:
+        m = self.metrics
+        return (
+            f"EvalResult({self.sae!r}, explained variance {m.get('explained_variance')}, "
+            f"{m.get('scored_tokens')} tokens, trained on this corpus: "
+            f"{m.get('trained_on_this_corpus')})"
+        )
+
+
+def evaluate_sae(
+    source: str | HookedTransformer,
+    config: EvalConfig,
     *,
-    max_tokens: int | None = None,
-) -> dict[str, Any]:
-    """Load the SAE at ``sae_path`` for ``model`` and evaluate it on the held-out split of the
-    corpus ``corpus_config`` (a `CorpusConfig`) describes. ``trained_on_this_corpus`` says
-    whether the SAE's ``training.json`` records the same corpus hash, i.e. whether the held-out
-    split is the one its training never saw (None when the folder has no training.json)."""
+    model: HookedTransformer | None = None,
+    progress: bool = True,
+    workers: Workers | None = None,
+    device: str = "cpu",
+) -> EvalResult:
+    """Evaluate the SAE of ``config`` on the held-out split of its corpus.
+
+    ``trained_on_this_corpus`` says whether the SAE's ``training.json`` records the same
+    corpus hash, i.e. whether the held-out split is the one its training never saw (None when
+    the folder has no training.json).
+
+    Args:
+        source: The model: a name or path ``load_model`` takes, or a loaded model.
+        config: The SAE folder, the corpus and the token budget.
+        model: ``source`` already loaded (None: loaded here unless ``source`` is a model).
+        progress: Unused (the evaluation shows no bar); part of the verb shape.
+        workers: Not supported (one process); must be None.
+        device: Where a model loaded here runs.
+
+    Returns:
+        The metrics (explained variance, L0, dead/dense latents, CE loss recovered, KL).
+
+    Raises:
+        InterpError: A folder that is no SAE or does not fit the model, a corpus that cannot
+            be built, or no held-out sequence.
+    """
     import json
-    from pathlib import Path
 
     from interp.sae.corpus import build_corpus
-    from interp.sae.load import load_sae
+    from interp.sae.load import load_sae, model_for
 
-    sae = load_sae(sae_path, model)
-    corpus = build_corpus(corpus_config, model)
-    evals = evaluate_sae(model, sae, corpus.heldout, corpus.exclude_ids, max_tokens=max_tokens)
+    single_process(workers, "evaluate_sae")
+    config.check()  # before a model loads
+    model = model_for(source, model, device)
+    sae = load_sae(config.sae, model)
+    corpus = build_corpus(config.corpus, model)
+    evals = sae_metrics(
+        model, sae, corpus.heldout, corpus.exclude_ids, max_tokens=config.eval_tokens
+    )
     evals["corpus_hash"] = corpus.hash
-    record = Path(sae_path) / "training.json"
+    record = Path(config.sae) / "training.json"
     trained_hash = None
     if record.is_file():
         try:
@@ -219,7 +313,7 @@ def evaluate_on_corpus(
         except (OSError, ValueError, KeyError, TypeError):
             trained_hash = None
     evals["trained_on_this_corpus"] = None if trained_hash is None else trained_hash == corpus.hash
-    return evals
+    return EvalResult(str(config.sae), evals)
 
 
 def heldout_sequences(sequences: torch.Tensor, max_tokens: int | None) -> torch.Tensor:

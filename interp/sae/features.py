@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
 
+    from interp.runs.distributed import Workers
+
 KIND = "sae"
 CONTEXT_BATCH = 16  # corpus chunks per forward
 # Hooks whose width is the residual width (the ones a run stores and feature patching patches).
@@ -120,11 +122,21 @@ class FeaturesConfig:
 
 @dataclass
 class FeaturesResult:
+    """What :func:`sae_features` computed (and wrote, when ``paths`` is not empty)."""
+
     name: str
     hook: str
     tables: dict[str, pd.DataFrame]
     summary: dict[str, Any]
     paths: list[Path] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (
+            f"FeaturesResult({self.name!r} at {self.hook}, {s.get('n_examples')} examples x "
+            f"{s.get('n_rounds')} rounds, tables {', '.join(self.tables)}, "
+            f"{len(self.paths)} files written)"
+        )
 
 
 # --- checks (no model) ------------------------------------------------------------------------
@@ -223,14 +235,37 @@ def sae_features(
     config: FeaturesConfig,
     *,
     model: HookedTransformer | None = None,
-    write: bool = True,
+    progress: bool = True,
+    workers: Workers | None = None,
     device: str = "cpu",
     dtype: str = "float32",
+    write: bool = True,
 ) -> FeaturesResult:
     """Encode ``run``'s read-out activations with the SAE of ``config`` and write the tables
-    (see the module docstring) to ``<run>/sae/<name>/``. A model is loaded (unless given) only
-    for ``config.contexts``."""
+    (see the module docstring) to ``<run>/sae/<name>/``.
+
+    Args:
+        run: A run or its directory.
+        config: The SAE folder and the analysis settings.
+        model: The run's model, loaded; needed (and loaded when None) only for
+            ``config.contexts``.
+        progress: Unused (no bar); part of the verb shape.
+        workers: Not supported (one process); must be None.
+        device: Where a model loaded here runs.
+        dtype: The dtype of a model loaded here.
+        write: False computes without writing into the run.
+
+    Returns:
+        The tables (latents per round, changes, separations, example activations, concept
+        cosines, contexts) and the summary.
+
+    Raises:
+        InterpError: Settings out of range, or an SAE folder that does not fit the run.
+    """
+    from interp.runs.distributed import single_process
     from interp.runs.lock import run_lock
+
+    single_process(workers, "sae_features")
 
     started = time.perf_counter()
     run = run if isinstance(run, Run) else Run.open(run)

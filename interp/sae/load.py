@@ -229,3 +229,18 @@ def load_sae(path: str | Path, model: HookedTransformer, device: str | None = No
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InterpError(f"--sae {path}: sae-lens cannot load it ({first})") from None
     return sae.to(dtype=torch.float32)
+
+
+def model_for(
+    source: str | Path | HookedTransformer, model: HookedTransformer | None, device: str = "cpu"
+) -> HookedTransformer:
+    """The model a training or evaluation verb reads: ``model`` when given, else ``source``
+    itself when it is a loaded model, else ``source`` loaded (a name or path `load_model`
+    takes) on ``device``."""
+    if model is not None:
+        return model
+    if isinstance(source, str | Path):
+        from interp.model.loading import load_model
+
+        return load_model(str(source), device=device)
+    return source

@@ -32,17 +32,19 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
+from interp.runs.distributed import Workers, single_process
 from interp.runs.lock import output_lock, public_modes
 from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
 from interp.sae.evals import SINK_POSITIONS
-from interp.sae.load import SAE_CONFIG, SAE_WEIGHTS
+from interp.sae.load import SAE_CONFIG, SAE_WEIGHTS, model_for
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
     from transformer_lens import HookedTransformer
 
@@ -56,30 +58,141 @@ MAX_CURVE_POINTS = 200
 NORM_BATCHES = 4  # batches drawn (and not trained on) to estimate the input scaling
 
 
-@dataclass
-class TrainConfig:
-    """One SAE training run. Shared by the Python API and ``interp sae train``."""
+def option(default: Any = MISSING, help: str = "", **kw: Any) -> Any:
+    """A config field with its command-line help in ``metadata["help"]`` (the CLI generates
+    the option from the field: ``--`` + the name with dashes, the type, the default)."""
+    return field(default=default, metadata={"help": help}, **kw)
 
-    out: str = "artifacts/saes/demo"  # the SAE folder to write (must not exist, or be empty)
-    hook: str = "blocks.12.hook_resid_post"  # the hook whose activations the SAE reads
-    architecture: str = "topk"  # topk, batchtopk, jumprelu or standard (sae-lens' classes)
-    width: int = 2048  # latents (d_sae)
-    k: int = 32  # topk/batchtopk: active latents per token
-    l1: float | None = None  # standard: L1 coefficient; jumprelu: L0 coefficient (None: default)
-    tokens: int | None = None  # training activations (None: one pass over the training split)
-    lr: float = 5e-4
-    batch_tokens: int = 1024  # activations per optimiser step
-    seed: int = 0  # SAE initialisation, buffer shuffling, the corpus split and order
-    eval_tokens: int = 8192  # held-out tokens evaluated after training (at most)
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+
+@dataclass
+class TrainingOptions:
+    """The options SAE and transcoder training share (``interp sae train`` and ``interp sae
+    train-transcoders``), declared once. Each field's ``metadata["help"]`` is its option's
+    help; :class:`TrainConfig` and :class:`TranscoderTrainConfig` add their own fields and
+    defaults (`training_fields` lists them for the command line)."""
+
+    out: str = option("artifacts/saes/demo", "The folder to write (new or empty).")
+    width: int = option(2048, "Latents (d_sae) or features per layer.")
+    tokens: int | None = option(
+        None, "Training tokens (default: one pass over the training split)."
+    )
+    lr: float = option(5e-4, "Adam learning rate.")
+    batch_tokens: int = option(1024, "Activations per optimiser step.")
+    seed: int = option(0, "Initialisation, shuffling, split, order.")
+    eval_tokens: int = option(8192, "Held-out tokens evaluated at the end.")
+    corpus: CorpusConfig = option(
+        help="The texts trained and evaluated on (--corpus, --data, --run, --plan, --system, "
+        "--context, --heldout).",
+        default_factory=CorpusConfig,
+    )
+
+
+SHARED_TRAINING_FIELDS = tuple(f.name for f in fields(TrainingOptions))
+
+
+def training_fields(config_class: type) -> list[tuple[str, Any, Any, str]]:
+    """The options a training config declares, for the command line to generate: one
+    ``(name, type, default, help)`` per field, the shared ones (:class:`TrainingOptions`)
+    first; ``corpus`` is left out (its options come from `CorpusConfig`).
+
+    Args:
+        config_class: :class:`TrainConfig` or :class:`TranscoderTrainConfig`.
+
+    Returns:
+        The fields' names, types (as annotated), defaults and help texts.
+    """
+    out = []
+    for f in fields(config_class):
+        if f.name == "corpus":
+            continue
+        default = f.default if f.default is not MISSING else None
+        out.append((f.name, f.type, default, f.metadata.get("help", "")))
+    return out
+
+
+def check_training_options(config: TrainingOptions) -> None:
+    """Refuse shared training settings that cannot train (no model needed).
+
+    Raises:
+        InterpError: Width or tokens out of range, a learning rate or batch that is not
+            positive, no evaluation tokens, an ``out`` that is not a new or empty folder, or
+            a corpus that cannot be built.
+    """
+    check_budget_flags(config.width, config.tokens)
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise InterpError("--lr must be a number > 0")
+    if config.batch_tokens < 1:
+        raise InterpError("--batch-tokens must be at least 1")
+    if config.eval_tokens < 1:
+        raise InterpError("--eval-tokens must be at least 1")
+    out = Path(config.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InterpError(f"--out {out} exists and is not an empty folder; choose a new one")
+    check_corpus_config(config.corpus)
+
+
+@dataclass
+class TrainConfig(TrainingOptions):
+    """One SAE training run; shared by :func:`train_sae` and ``interp sae train``.
+
+    The shared fields (out, width, tokens, lr, batch_tokens, seed, eval_tokens, corpus) are
+    :class:`TrainingOptions`'s; ``training.json`` records them in :data:`RECORD_ORDER`.
+    """
+
+    out: str = option("artifacts/saes/demo", "The SAE folder to write (new or empty).")
+    width: int = option(2048, "Latents (d_sae).")
+    hook: str = option("blocks.12.hook_resid_post", "The hook the SAE reads.")
+    architecture: str = option("topk", "topk, batchtopk, jumprelu or standard.")
+    k: int = option(32, "topk/batchtopk: active latents per token.")
+    l1: float | None = option(
+        None, "standard: L1 coefficient (default 5); jumprelu: L0 coefficient (1)."
+    )
+
+    def record(self) -> dict[str, Any]:
+        """The settings as ``training.json`` records them (the corpus apart)."""
+        values = asdict(self)
+        return {key: values[key] for key in RECORD_ORDER}
+
+
+# training.json's "config" order (the order of the fields before they were shared).
+RECORD_ORDER = (
+    "out",
+    "hook",
+    "architecture",
+    "width",
+    "k",
+    "l1",
+    "tokens",
+    "lr",
+    "batch_tokens",
+    "seed",
+    "eval_tokens",
+)
 
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What :func:`train_sae` trained and wrote."""
+
     path: Path
     training: dict[str, Any]
     evals: dict[str, Any]
     sae: Any  # the trained sae-lens TrainingSAE, in memory (the folder holds its inference form)
+
+    @property
+    def loss_curve(self) -> pd.DataFrame:
+        """The training loss curve (``training.json``'s ``loss_curve``), one row a point."""
+        import pandas as pd
+
+        return pd.DataFrame(self.training["loss_curve"])
+
+    def __repr__(self) -> str:
+        t = self.training
+        return (
+            f"TrainResult({str(self.path)!r}, {t['architecture']} x {t['width']} at "
+            f"{t['hook']}, {t['tokens']['trained']} tokens, explained variance "
+            f"{self.evals.get('explained_variance')})"
+        )
 
 
 def check_train_config(config: TrainConfig, model: HookedTransformer | None = None) -> int:
@@ -94,16 +207,7 @@ def check_train_config(config: TrainConfig, model: HookedTransformer | None = No
         raise InterpError(f"--k must be between 1 and --width ({config.width})")
     if config.l1 is not None and not (math.isfinite(config.l1) and config.l1 >= 0):
         raise InterpError("--l1 must be a number >= 0")
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        raise InterpError("--lr must be a number > 0")
-    if config.batch_tokens < 1:
-        raise InterpError("--batch-tokens must be at least 1")
-    if config.eval_tokens < 1:
-        raise InterpError("--eval-tokens must be at least 1")
-    out = Path(config.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InterpError(f"--out {out} exists and is not an empty folder; choose a new one")
-    check_corpus_config(config.corpus)
+    check_training_options(config)
     if model is None:
         return 0
     d_in = hook_width(model, config.hook)
@@ -207,9 +311,36 @@ def hook_width(model: HookedTransformer, hook: str) -> int:
 
 
 def train_sae(
-    config: TrainConfig, model: HookedTransformer, *, progress: bool = True
+    source: str | HookedTransformer,
+    config: TrainConfig,
+    *,
+    model: HookedTransformer | None = None,
+    progress: bool = True,
+    workers: Workers | None = None,
+    device: str = "cpu",
 ) -> TrainResult:
-    """Train an SAE as ``config`` says and write its folder; see the module docstring."""
+    """Train an SAE on ``source``'s activations as ``config`` says and write its folder (see
+    the module docstring).
+
+    Args:
+        source: The model: a name or path ``load_model`` takes ("smollm2", "tiny", a .gguf
+            file, a model folder), or a loaded ``HookedTransformer``.
+        config: The hook, architecture, sizes, budget and corpus.
+        model: ``source`` already loaded (None: loaded here unless ``source`` is a model).
+        progress: Show a progress bar per step.
+        workers: Not supported (training runs in this process); must be None.
+        device: Where a model loaded here runs.
+
+    Returns:
+        The folder written, its training record and evals, and the trained SAE.
+
+    Raises:
+        InterpError: Settings that cannot train, an ``out`` that is not new or empty, a hook
+            the model lacks, too little memory or text.
+    """
+    single_process(workers, "train_sae")
+    check_train_config(config)  # before a model loads
+    model = model_for(source, model, device)
     d_in = check_train_config(config, model)
     out = Path(config.out)
     # one writer per --out from the start; the lock also clears killed writers' partials
@@ -241,11 +372,11 @@ def _train_sae(
         t_train = time.perf_counter() - t1
         sae.save_inference_model(str(work))
         t2 = time.perf_counter()
-        from interp.sae.evals import evaluate_sae
+        from interp.sae.evals import sae_metrics
         from interp.sae.load import load_sae
 
         saved = load_sae(work, model)  # evaluate what a user will load
-        evals = evaluate_sae(
+        evals = sae_metrics(
             model, saved, corpus.heldout, corpus.exclude_ids, max_tokens=config.eval_tokens
         )
         evals["corpus_hash"] = corpus.hash
@@ -469,7 +600,7 @@ def _training_record(
         "architecture": config.architecture,
         "d_in": int(sae.cfg.d_in),
         "width": config.width,
-        "config": {k: v for k, v in asdict(config).items() if k != "corpus"},
+        "config": config.record(),
         "model": source.to_dict() if source is not None else {"model_id": model.cfg.model_name},
         "corpus": {**corpus.to_dict(), "config": asdict(config.corpus)},
         "tokens": {

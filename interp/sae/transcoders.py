@@ -41,17 +41,27 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.errors import InterpError
+from interp.runs.distributed import Workers, single_process
 from interp.runs.lock import output_lock, public_modes
-from interp.sae.corpus import Corpus, CorpusConfig, build_corpus, check_corpus_config
+from interp.sae.corpus import Corpus, build_corpus
 from interp.sae.evals import MAX_BATCH, SINK_POSITIONS, heldout_sequences, scored_mask
-from interp.sae.train import check_budget_flags, check_epochs, check_memory
+from interp.sae.load import model_for
+from interp.sae.train import (
+    TrainingOptions,
+    check_budget_flags,
+    check_epochs,
+    check_memory,
+    check_training_options,
+    option,
+)
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
     from transformer_lens import HookedTransformer
 
@@ -71,21 +81,45 @@ def layer_file(layer: int) -> str:
 
 
 @dataclass
-class TranscoderTrainConfig:
-    """Per-layer transcoder training. Shared by the Python API and ``interp sae
-    train-transcoders``."""
+class TranscoderTrainConfig(TrainingOptions):
+    """Per-layer transcoder training; shared by :func:`train_transcoders` and ``interp sae
+    train-transcoders``.
 
-    out: str = "artifacts/transcoders/demo"  # the folder to write (new, or empty)
-    layers: list[int] | None = None  # None: every layer (what circuit-tracer needs)
-    width: int = 1024  # features per layer
-    l1: float = DEFAULT_L1  # L1 coefficient (activations x decoder-row norms)
-    l1_warmup: float = 0.2  # share of the steps over which the L1 coefficient rises from 0
-    tokens: int | None = None  # training activations (None: one pass over the train split)
-    lr: float = 1e-3
-    batch_tokens: int = 1024  # activations per optimiser step
-    seed: int = 0
-    eval_tokens: int = 8192  # held-out tokens evaluated after training (at most)
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    The shared fields (out, width, tokens, lr, batch_tokens, seed, eval_tokens, corpus) are
+    :class:`~interp.sae.train.TrainingOptions`'; ``transcoders.json`` records them in
+    :data:`RECORD_ORDER`.
+    """
+
+    out: str = option(
+        "artifacts/transcoders/demo", "The transcoder folder to write (new or empty)."
+    )
+    width: int = option(1024, "Features per layer.")
+    lr: float = option(1e-3, "Adam learning rate.")
+    layers: list[int] | None = option(
+        None, "Layers to train: all, or e.g. 0-3,7 (circuit-tracer needs all)."
+    )
+    l1: float = option(DEFAULT_L1, "L1 coefficient (activations x decoder-row norms).")
+    l1_warmup: float = option(0.2, "Share of the steps over which the L1 coefficient rises.")
+
+    def record(self) -> dict[str, Any]:
+        """The settings as ``transcoders.json`` records them (the corpus apart)."""
+        values = asdict(self)
+        return {key: values[key] for key in RECORD_ORDER}
+
+
+# transcoders.json's "config" order (the order of the fields before they were shared).
+RECORD_ORDER = (
+    "out",
+    "layers",
+    "width",
+    "l1",
+    "l1_warmup",
+    "tokens",
+    "lr",
+    "batch_tokens",
+    "seed",
+    "eval_tokens",
+)
 
 
 def check_transcoder_config(
@@ -108,10 +142,7 @@ def check_transcoder_config(
         raise InterpError("--layers names no layer")
     if config.layers is not None and len(set(config.layers)) != len(config.layers):
         raise InterpError("--layers names a layer twice")
-    out = Path(config.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InterpError(f"--out {out} exists and is not an empty folder; choose a new one")
-    check_corpus_config(config.corpus)
+    check_training_options(config)
     if model is None:
         return list(config.layers or [])
     n = model.cfg.n_layers
@@ -373,16 +404,57 @@ def save_transcoders(
 
 @dataclass(frozen=True)
 class TranscoderTrainResult:
+    """What :func:`train_transcoders` trained and wrote."""
+
     path: Path
     record: dict[str, Any]
     evals: dict[str, Any]
 
+    @property
+    def loss_curve(self) -> pd.DataFrame:
+        """The training loss curve (``transcoders.json``'s ``loss_curve``), one row a point."""
+        import pandas as pd
+
+        return pd.DataFrame(self.record["loss_curve"])
+
+    def __repr__(self) -> str:
+        r = self.record
+        return (
+            f"TranscoderTrainResult({str(self.path)!r}, {len(r['layers'])} layers x "
+            f"{r['width']} features, {r['tokens']['trained']} tokens)"
+        )
+
 
 def train_transcoders(
-    config: TranscoderTrainConfig, model: HookedTransformer, *, progress: bool = True
+    source: str | HookedTransformer,
+    config: TranscoderTrainConfig,
+    *,
+    model: HookedTransformer | None = None,
+    progress: bool = True,
+    workers: Workers | None = None,
+    device: str = "cpu",
 ) -> TranscoderTrainResult:
-    """Train one transcoder per layer as ``config`` says and write the folder (module
-    docstring)."""
+    """Train one transcoder per layer of ``source`` as ``config`` says and write the folder
+    (module docstring).
+
+    Args:
+        source: The model: a name or path ``load_model`` takes, or a loaded model.
+        config: Layers, sizes, budget and corpus.
+        model: ``source`` already loaded (None: loaded here unless ``source`` is a model).
+        progress: Show a progress bar per step.
+        workers: Not supported (training runs in this process); must be None.
+        device: Where a model loaded here runs.
+
+    Returns:
+        The folder written, its record (transcoders.json) and the replacement model's evals.
+
+    Raises:
+        InterpError: Settings that cannot train, an ``out`` that is not new or empty, layers
+            the model lacks, too little memory or text.
+    """
+    single_process(workers, "train_transcoders")
+    check_transcoder_config(config)  # before a model loads
+    model = model_for(source, model, device)
     layers = check_transcoder_config(config, model)
     out = Path(config.out)
     # one writer per --out from the start; the lock also clears killed writers' partials
@@ -807,7 +879,7 @@ def _record(config, model, corpus, layers, tokens, train_tokens, curve, scales, 
         "width": config.width,
         "input": f"ln2(blocks.<L>.{INPUT_HOOK}) (circuit-tracer: {CT_INPUT_HOOK})",
         "output": f"blocks.<L>.{OUTPUT_HOOK}",
-        "config": {k: v for k, v in asdict(config).items() if k != "corpus"},
+        "config": config.record(),
         "model": source.to_dict() if source is not None else {"model_id": model.cfg.model_name},
         "corpus": {**corpus.to_dict(), "config": asdict(config.corpus)},
         "tokens": {"trained": tokens, "train_split": train_tokens, "epochs": tokens / train_tokens},

@@ -134,9 +134,11 @@ def test_feature_circuit_loads_a_seeded_tiny_runs_own_model(seed1_run, tmp_path,
     monkeypatch.setattr(features, "check_transcoder_folder", lambda *_args, **_kwargs: None)
     monkeypatch.setattr(features, "circuit_tracer", lambda: None)
     monkeypatch.setattr(features, "load_transcoders", reached)
-    config = features.FeatureCircuitConfig(round=1, transcoders=str(tmp_path))
+    from interp.circuits import CircuitConfig, circuit
+
+    config = CircuitConfig(round=1, level="features", transcoders=str(tmp_path))
     with pytest.raises(Reached):
-        features.feature_circuit(seed1_run, config, write=False)
+        circuit(seed1_run, config, write=False)
 
 
 def test_a_seeded_runs_model_spec_names_its_seed():

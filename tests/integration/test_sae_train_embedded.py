@@ -29,7 +29,7 @@ def test_small_sae_on_layer_12(embedded_model, tmp_path):
         eval_tokens=256,
         corpus=CorpusConfig(corpus=["concepts"], context=64),
     )
-    result = train_sae(config, embedded_model, progress=False)
+    result = train_sae(embedded_model, config, progress=False)
     sae = SAE.load_from_disk(str(result.path))
     assert sae.cfg.d_in == 576 and sae.cfg.metadata.hook_name == config.hook
     evals = json.loads((result.path / "evals.json").read_text())

@@ -26,7 +26,7 @@ def trained(embedded_model, tmp_path_factory):
         eval_tokens=256,
         corpus=CorpusConfig(corpus=["concepts"], context=64),
     )
-    return train_transcoders(config, embedded_model, progress=False)
+    return train_transcoders(embedded_model, config, progress=False)
 
 
 def test_two_layers_train_and_the_error_terms_restore_the_model(embedded_model, trained):

@@ -160,11 +160,12 @@ _CASES: dict[str, tuple[str, set[str], dict[str, str], set[str], set[str]]] = {
         set(),
         {"layer"},
     ),
+    # the feature level's fields are `interp feature-circuit`'s options (below)
     "circuit": (
         "interp.circuits:CircuitConfig",
         {"run", "device", "dtype", "as_json", *_WORKERS},
         {"category": "categories"},
-        set(),
+        {"level", "transcoders", "max_feature_nodes", "node_threshold", "edge_threshold"},
         set(),
     ),
     "export": ("interp.report.export:ExportConfig", {"run", "as_json"}, {}, set(), set()),
@@ -230,6 +231,10 @@ def test_every_option_matches_its_config_field(command: str) -> None:
         assert kind in annotation, (name, kind, annotation)
         assert several == param.multiple == annotation.startswith(("list", "tuple")), name
         default = _field_default(field)
+        if default is None and command == "circuit":  # None: the level's default
+            from interp.circuits.pipeline import LEVEL_DEFAULTS
+
+            default = LEVEL_DEFAULTS["components"].get(name, default)
         if param.required:  # a run directory to write is always named on the command line
             continue
         if param.multiple:  # not given: the config's own default

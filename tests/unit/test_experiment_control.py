@@ -195,7 +195,7 @@ def test_superficial_control_is_grouped_by_the_main_arms_outcome(sup):
 
 
 def test_no_control_says_so(conv, tmp_path, tiny_model):
-    result = convergence_of_run(conv.path / "runs" / "main", n_boot=10)
+    result = convergence_of_run(conv.path / "runs" / "main", ExperimentConfig(n_boot=10))
     assert result.summary["control"] is None and "no control" in result.summary["control_note"]
     assert any("no control arm" in x for x in result.summary["reading"])
     assert "difference" not in result.tables
@@ -347,7 +347,7 @@ def test_convergence_on_winogender(tmp_path, tiny_model):
     from interp.experiments.superficial import superficial_of_run
 
     main = result.path / "runs" / "main"
-    alone = convergence_of_run(main, n_boot=10)
+    alone = convergence_of_run(main, ExperimentConfig(n_boot=10))
     assert set(alone.tables["fits"]["quantity"]) == {
         "gender_gap",
         "p_neutral",
@@ -355,7 +355,7 @@ def test_convergence_on_winogender(tmp_path, tiny_model):
         "concept",
     }
     with pytest.raises(InterpError, match="is a Winogender run, which superficial does not take"):
-        superficial_of_run(main, n_boot=10)
+        superficial_of_run(main, ExperimentConfig(n_boot=10))
     # resumable like any experiment: a second call replays nothing
     again = convergence(config, model=None)
     assert json.loads((result.path / "manifest.json").read_text())["arms"]["control"]["reused"]

@@ -199,8 +199,8 @@ def test_a_run_with_experiments_gets_their_sections(experiments, tmp_path, tiny_
     run = _copy(experiments["convergence"] / "runs" / "main", tmp_path)
     plain = export_report([run], model=tiny_model).index.read_text()
     assert "Experiment:" not in plain  # nothing added to a run without experiments
-    convergence_of_run(run, n_boot=10)
-    superficial_of_run(run, n_boot=10)
+    convergence_of_run(run, ExperimentConfig(n_boot=10))
+    superficial_of_run(run, ExperimentConfig(n_boot=10))
     result = export_report([run], model=tiny_model)
     page = result.index.read_text()
     for kind in ("convergence", "superficial"):
@@ -216,7 +216,7 @@ def test_a_damaged_experiment_of_a_run_is_a_note(experiments, tmp_path, tiny_mod
     from interp.experiments.convergence import convergence_of_run
 
     run = _copy(experiments["convergence"] / "runs" / "main", tmp_path)
-    convergence_of_run(run, n_boot=10)
+    convergence_of_run(run, ExperimentConfig(n_boot=10))
     (run / "experiments" / "convergence" / "observed.parquet").unlink()
     result = export_report([run], model=tiny_model)
     assert any(

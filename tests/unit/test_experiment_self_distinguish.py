@@ -13,7 +13,7 @@ from interp.experiments.common import ExperimentConfig
 from interp.experiments.self_distinguish import (
     PREFIX,
     QUESTION,
-    _rounds_inputs,
+    rounds_inputs,
     score_orders,
     self_distinguish,
     unbiased_option,
@@ -69,7 +69,7 @@ def test_rebuilt_history_is_the_stored_transcript(distinguished, tiny_model):
     rounds = run.rounds().sort_values(["example_index", "round"])
     answers = rounds[rounds["example_index"] == 0]["answer_text"].tolist()
     last = run.n_rounds - 1
-    history = _rounds_inputs(run, tok, 0, last, answers)
+    history = rounds_inputs(run, tok, 0, last, answers)
     ask = RoundInput(user=QUESTION.format(first="x", second="y"), prefix=PREFIX)
     conv = build_conversation(
         tok, [*history, ask], answer_prefix=run.manifest["plan"]["answer_prefix"]
@@ -148,15 +148,15 @@ def _kept(run, result):
 def test_cached_logprobs_equal_the_full_passes(distinguished, tiny_model):
     """One KV cache per example grown over the rounds, both orders scored on it frozen: the
     same letter log-probs as a forward pass from scratch per (example, round, order)."""
-    from interp.experiments.self_distinguish import _cached_logprobs, _full_pass_logprobs
+    from interp.experiments.self_distinguish import cached_logprobs, full_pass_logprobs
     from interp.runs.store import Run
 
     result, _ = distinguished
     run = Run.open(result.path / "runs" / "main")
     keep, options = _kept(run, distinguished)
     assert run.n_rounds == 3 and len(keep) >= 2
-    cached, cut_back = _cached_logprobs(run, tiny_model, keep, options)
-    full = _full_pass_logprobs(run, tiny_model, keep, options)
+    cached, cut_back = cached_logprobs(run, tiny_model, keep, options)
+    full = full_pass_logprobs(run, tiny_model, keep, options)
     assert cut_back == 0  # the chat template's rounds extend each other: nothing re-run
     assert cached.shape == full.shape == (len(keep), 3, 2, 2)
     np.testing.assert_allclose(cached, full, atol=1e-4, rtol=0)

@@ -227,7 +227,7 @@ def test_experiment_refuses_other_replay_settings(conv):
 
 
 def test_convergence_of_an_existing_run(conv):
-    result = convergence_of_run(conv.path / "runs" / "main", n_boot=20)
+    result = convergence_of_run(conv.path / "runs" / "main", ExperimentConfig(n_boot=20))
     assert (result.path / "summary.json").is_file()
     assert (result.path / "fits.parquet").is_file()
     assert set(result.tables["fits"]["quantity"]) == {"accuracy", "entropy", "ece", "concept"}
@@ -259,7 +259,7 @@ def test_superficial_without_probe_says_how_to_make_scores(tmp_path, tiny_model)
     assert "concept_change" not in result.tables
     assert "interp probe --run" in result.summary["concept_note"]
     # and the --run form on the same run says the same
-    again = superficial_of_run(tmp_path / "np" / "runs" / "main", n_boot=10)
+    again = superficial_of_run(tmp_path / "np" / "runs" / "main", ExperimentConfig(n_boot=10))
     assert "interp probe --run" in again.summary["concept_note"]
 
 

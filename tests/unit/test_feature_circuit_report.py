@@ -97,7 +97,8 @@ def test_the_figure_shows_both_rounds_with_a_top_n_slider():
 def add_feature_circuit(run: Path, model, root: Path) -> str:
     """Tiny transcoders trained for a few steps into ``root``, then `interp feature-circuit`
     of example 0, round 1 vs 0, on ``run``; its name. Skips without circuit-tracer."""
-    from interp.circuits.features import FeatureCircuitConfig, circuit_tracer, feature_circuit
+    from interp.circuits import CircuitConfig, circuit
+    from interp.circuits.features import circuit_tracer
     from interp.sae.corpus import CorpusConfig
     from interp.sae.transcoders import TranscoderTrainConfig, train_transcoders
 
@@ -106,6 +107,7 @@ def add_feature_circuit(run: Path, model, root: Path) -> str:
     except InterpError:
         pytest.skip("circuit-tracer is not installed (pip install --no-deps circuit-tracer)")
     tc = train_transcoders(
+        model,
         TranscoderTrainConfig(
             out=str(root / "tc"),
             width=64,
@@ -116,11 +118,12 @@ def add_feature_circuit(run: Path, model, root: Path) -> str:
             lr=3e-3,
             corpus=CorpusConfig(corpus=["builtin", "concepts"], context=32),
         ),
-        model,
         progress=False,
     ).path
-    config = FeatureCircuitConfig(transcoders=str(tc), round=1, max_feature_nodes=32, top=5)
-    return feature_circuit(run, config, model=model).name
+    config = CircuitConfig(
+        level="features", transcoders=str(tc), round=1, max_feature_nodes=32, top=5
+    )
+    return circuit(run, config, model=model).name
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def tc_folder(tmp_path_factory, tiny_model, one_torch_thread) -> Path:
         lr=3e-3,
         corpus=CorpusConfig(corpus=["builtin", "concepts"], context=32),
     )
-    return train_transcoders(config, tiny_model, progress=False).path
+    return train_transcoders(tiny_model, config, progress=False).path
 
 
 @pytest.fixture(scope="module")
@@ -123,15 +123,20 @@ def ct_result(tmp_path_factory, tiny_model, tc_folder, one_torch_thread):
         pytest.skip("circuit-tracer is not installed (pip install --no-deps circuit-tracer)")
     from faultkit import small_config
 
-    from interp.circuits.features import FeatureCircuitConfig, feature_circuit
+    from interp.circuits import CircuitConfig, circuit
     from interp.replay.loop import replay
 
     out = tmp_path_factory.mktemp("fc-run") / "run"
     replay(small_config(out, limit=2, rounds=2), model=tiny_model)
-    config = FeatureCircuitConfig(
-        transcoders=str(tc_folder), round=1, example=0, max_feature_nodes=32, top=5
+    config = CircuitConfig(
+        level="features",
+        transcoders=str(tc_folder),
+        round=1,
+        examples=(0,),
+        max_feature_nodes=32,
+        top=5,
     )
-    return out, feature_circuit(out, config, model=tiny_model)
+    return out, circuit(out, config, model=tiny_model)
 
 
 def test_circuit_tracers_replacement_model_is_our_model(tiny_model, tcs):

@@ -39,7 +39,7 @@ def _config(out: Path, **kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model, one_torch_thread):
-    return train_sae(_config(tmp_path_factory.mktemp("sae") / "a"), tiny_model, progress=False)
+    return train_sae(tiny_model, _config(tmp_path_factory.mktemp("sae") / "a"), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -62,35 +62,37 @@ def test_bbq_corpus_is_replays_round0_prompt(small_run, tiny_model):
 
 def test_bbq_file_and_builtin_render_alike(tiny_model):
     # The built-in items are a BBQ-format file: read as --corpus bbq they give the same tokens.
-    from interp.sae.corpus import _documents
+    from interp.sae.corpus import kind_documents
 
     cfg = CorpusConfig(corpus=["bbq"], data=[BUILTIN_FILE])
-    bbq = _documents("bbq", cfg, tiny_model)
-    builtin = _documents("builtin", CorpusConfig(corpus=["builtin"]), tiny_model)
+    bbq = kind_documents("bbq", cfg, tiny_model)
+    builtin = kind_documents("builtin", CorpusConfig(corpus=["builtin"]), tiny_model)
     assert [d.tokens for d in bbq] == [d.tokens for d in builtin]
     assert bbq[0].group == f"{load_builtin()[0].category}/{load_builtin()[0].question_index}"
 
 
 def test_run_corpus_is_the_transcripts(small_run, tiny_model):
-    from interp.sae.corpus import _documents
+    from interp.sae.corpus import kind_documents
 
-    docs = _documents("run", CorpusConfig(corpus=["run"], runs=[str(small_run.path)]), tiny_model)
+    docs = kind_documents(
+        "run", CorpusConfig(corpus=["run"], runs=[str(small_run.path)]), tiny_model
+    )
     assert [d.tokens for d in docs] == small_run.tokens()
 
 
 def test_text_corpus_reads_paragraphs_and_jsonl(tmp_path, tiny_model):
-    from interp.sae.corpus import _documents
+    from interp.sae.corpus import kind_documents
 
     (tmp_path / "a.txt").write_text("Please answer.\nThe old man.\n\n\nUnknown.\n")
     (tmp_path / "b.jsonl").write_text('{"text": "Who was it?"}\n\n{"text": "The grandson."}\n')
     cfg = CorpusConfig(corpus=["text"], data=[str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl")])
-    docs = _documents("text", cfg, tiny_model)
+    docs = kind_documents("text", cfg, tiny_model)
     tok = tiny_model.tokenizer
     want = ["Please answer.\nThe old man.", "Unknown.", "Who was it?", "The grandson."]
     assert [d.tokens for d in docs] == [tok(t, add_special_tokens=False)["input_ids"] for t in want]
     (tmp_path / "c.jsonl").write_text('{"txt": "x"}\n')
     with pytest.raises(InterpError, match="c.jsonl:1"):
-        _documents(
+        kind_documents(
             "text", CorpusConfig(corpus=["text"], data=[str(tmp_path / "c.jsonl")]), tiny_model
         )
 
@@ -194,8 +196,8 @@ def test_training_record_and_evals(trained, tiny_model):
 
 
 def test_same_seed_same_weights(trained, tiny_model, tmp_path, one_torch_thread):
-    again = train_sae(_config(tmp_path / "b"), tiny_model, progress=False)
-    other = train_sae(_config(tmp_path / "c", seed=1), tiny_model, progress=False)
+    again = train_sae(tiny_model, _config(tmp_path / "b"), progress=False)
+    other = train_sae(tiny_model, _config(tmp_path / "c", seed=1), progress=False)
     weights = [
         load_file(str(p / "sae_weights.safetensors"))
         for p in (trained.path, again.path, other.path)
@@ -208,8 +210,8 @@ def test_same_seed_same_weights(trained, tiny_model, tmp_path, one_torch_thread)
 @pytest.mark.parametrize("architecture", ["batchtopk", "jumprelu", "standard"])
 def test_other_architectures_train(architecture, tiny_model, tmp_path, one_torch_thread):
     result = train_sae(
-        _config(tmp_path / architecture, architecture=architecture, tokens=512),
         tiny_model,
+        _config(tmp_path / architecture, architecture=architecture, tokens=512),
         progress=False,
     )
     cfg = json.loads((result.path / "cfg.json").read_text())
@@ -220,5 +222,5 @@ def test_other_architectures_train(architecture, tiny_model, tmp_path, one_torch
 def test_failed_training_leaves_nothing(tiny_model, tmp_path):
     out = tmp_path / "z"
     with pytest.raises(InterpError, match="fewer than one batch"):
-        train_sae(_config(out, tokens=10), tiny_model, progress=False)
+        train_sae(tiny_model, _config(out, tokens=10), progress=False)
     assert list(tmp_path.iterdir()) == []

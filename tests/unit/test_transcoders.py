@@ -37,7 +37,7 @@ def _config(out: Path, **kw) -> TranscoderTrainConfig:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model, one_torch_thread):
     out = tmp_path_factory.mktemp("tc") / "a"
-    return train_transcoders(_config(out), tiny_model, progress=False)
+    return train_transcoders(tiny_model, _config(out), progress=False)
 
 
 def test_training_lowers_the_error_of_every_layer(trained):
@@ -151,7 +151,7 @@ def test_replacement_hooks_replace_only_the_masked_positions(trained, tiny_model
 
 def test_a_subset_of_layers_trains_and_loads(tmp_path, tiny_model, one_torch_thread):
     result = train_transcoders(
-        _config(tmp_path / "b", layers=[1], tokens=1024), tiny_model, progress=False
+        tiny_model, _config(tmp_path / "b", layers=[1], tokens=1024), progress=False
     )
     tcs = load_transcoders(result.path, tiny_model)
     assert tcs.layers == [1]
