@@ -51,10 +51,6 @@ def check_n_boot(n_boot: int, flag: str = "--n-boot") -> int:
 
     Raises:
         InterpError: ``n_boot`` is not an integer from 0 to ``MAX_N_BOOT`` (100,000).
-
-    Examples:
-        >>> check_n_boot(0)
-        0
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 0 <= n_boot <= MAX_N_BOOT:
         raise InterpError(

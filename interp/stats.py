@@ -127,11 +127,6 @@ def n_distinct(ids: Int[np.ndarray, " example"]) -> int:
 
     Returns:
         The number of distinct values in ``ids``.
-
-    Examples:
-        >>> import numpy as np
-        >>> n_distinct(np.array([0, 0, 1, 2, 2]))
-        3
     """
     return int(np.unique(np.asarray(ids)).size)
 
@@ -539,11 +534,6 @@ def bootstrap_p(samples: Float[np.ndarray, "resample ..."]) -> np.ndarray | floa
 
     Returns:
         The p-value(s): a float for 1-D ``samples``, else an array of the trailing shape.
-
-    Examples:
-        >>> import numpy as np
-        >>> round(bootstrap_p(np.array([1.0, 2.0, 3.0, -1.0])), 3)
-        0.8
     """
     samples = np.asarray(samples, dtype=float)
     ok = np.isfinite(samples)

@@ -53,10 +53,6 @@ def is_act(name: str, kind: str) -> bool:
 
     Returns:
         True when ``name`` is ``act_name(kind, L)`` for some block L.
-
-    Examples:
-        >>> is_act("blocks.2.hook_mlp_out", "mlp_out"), is_act("blocks.2.hook_mlp_out", "attn_out")
-        (True, False)
     """
     match = _NAME.fullmatch(name)
     return match is not None and act_name(kind, int(match.group(1))) == name
@@ -73,10 +69,6 @@ def act_layer(name: str) -> int:
 
     Raises:
         ValueError: ``name`` is not a block hook name.
-
-    Examples:
-        >>> act_layer("blocks.11.attn.hook_z")
-        11
     """
     match = _NAME.fullmatch(name)
     if match is None:
