@@ -403,7 +403,7 @@ class Run:
 
         Raises:
             InterpError: No directory there, an unfinished replay or experiment, no or invalid
-                manifest, an unknown schema version, or a damaged file (see :meth:`check`).
+                manifest, an unknown schema version, or a damaged file (see `Run.check`).
         """
         path = Path(path)
         manifest_path = path / "manifest.json"
@@ -542,7 +542,7 @@ class Run:
         """One stored hook's activations, as stored (float16, on the CPU).
 
         Args:
-            hook: A hook name listed in :attr:`hooks`.
+            hook: A hook name listed in `Run.hooks`.
 
         Returns:
             One vector per example and round.
@@ -758,7 +758,7 @@ class Run:
         file, whatever the list says).
 
         Args:
-            names: File names in ``figures/``, as :meth:`export_files` returned them.
+            names: File names in ``figures/``, as `Run.export_files` returned them.
         """
         for name in sorted(names):
             path = self.path / "figures" / name
