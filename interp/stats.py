@@ -69,21 +69,37 @@ class Clusters:
 
     @property
     def n_clusters(self) -> int:
+        """Number of clusters (0 when there are no examples)."""
         return int(self.ids.max()) + 1 if self.ids.size else 0
 
     @property
     def n_examples(self) -> int:
+        """Number of examples (rows of ``ids``)."""
         return int(self.ids.size)
 
     def subset(self, examples: Int[np.ndarray, " kept"]) -> Clusters:
-        """The clusters of some examples (e.g. those patching keeps), renumbered 0..k-1."""
+        """The clusters of some examples (e.g. those patching keeps), renumbered 0..k-1.
+
+        Args:
+            examples: Row positions (into ``ids``) of the examples to keep, any order; repeats
+                allowed.
+
+        Returns:
+            A ``Clusters`` with the same ``requested``, ``used`` and ``note``, one id per kept
+            example, renumbered 0..k-1 in order of first appearance.
+        """
         examples = np.asarray(examples, dtype=np.int64)
         _, ids = np.unique(self.ids[examples], return_inverse=True)
         base = None if self.base is None else self.base[examples]
         return Clusters(self.requested, self.used, _first_seen_order(ids), self.note, base)
 
     def to_dict(self) -> dict[str, Any]:
-        """What goes into an output JSON as ``"cluster"``."""
+        """What goes into an output JSON as ``"cluster"``.
+
+        Returns:
+            A JSON-ready dict with ``key``, ``requested``, ``definition``, ``n_clusters``,
+            ``n_examples`` and ``note``; permuted runs add ``n_base_examples`` and ``orders``.
+        """
         return {
             "key": self.used,
             "requested": self.requested,
@@ -104,12 +120,33 @@ class Clusters:
 
 
 def n_distinct(ids: Int[np.ndarray, " example"]) -> int:
-    """How many clusters ``ids`` holds."""
+    """How many clusters ``ids`` holds.
+
+    Args:
+        ids: Cluster number of each example (any integers).
+
+    Returns:
+        The number of distinct values in ``ids``.
+    """
     return int(np.unique(np.asarray(ids)).size)
 
 
 def cluster_caveat(n_clusters: int) -> str | None:
-    """What to say beside intervals from ``n_clusters`` clusters: None from FEW_CLUSTERS on."""
+    """What to say beside intervals from ``n_clusters`` clusters: None from FEW_CLUSTERS on.
+
+    Args:
+        n_clusters: Number of clusters the intervals were resampled from (0 or more).
+
+    Returns:
+        The "n/a" text below ``CLUSTER_FLOOR`` (5), a coarseness warning below ``FEW_CLUSTERS``
+        (10), None from 10 clusters on.
+
+    Examples:
+        >>> cluster_caveat(12) is None
+        True
+        >>> cluster_caveat(3)[:16]
+        'n/a (3 clusters)'
+    """
     if n_clusters < CLUSTER_FLOOR:
         return (
             f"n/a ({n_clusters} clusters): below the floor of {CLUSTER_FLOOR} clusters no "
@@ -125,6 +162,14 @@ def cluster_caveat(n_clusters: int) -> str | None:
 
 
 def check_cluster_key(key: str) -> None:
+    """Refuse a cluster key other than those in ``CLUSTER_KEYS``.
+
+    Args:
+        key: The cluster key asked for (``--cluster``): ``"template"`` or ``"example"``.
+
+    Raises:
+        InterpError: ``key`` is not one of ``CLUSTER_KEYS``.
+    """
     if key not in CLUSTER_KEYS:
         raise InterpError(f"unknown cluster {key!r}; use one of {', '.join(CLUSTER_KEYS)}")
 
@@ -136,6 +181,18 @@ def example_clusters(rounds: pd.DataFrame, key: str = DEFAULT_CLUSTER) -> Cluste
     ``template`` needs ``category`` and ``question_index`` (written by replay for BBQ and the
     built-in items; optional in ``--task mc`` files). Examples without a question_index stand
     alone, and a run where none has one falls back to ``example``; the note says so.
+
+    Args:
+        rounds: A run's rounds table; needs ``example_index`` (and ``example_id``), and for
+            ``template`` the ``category`` and ``question_index`` columns; a ``base_index``
+            column marks a permuted run.
+        key: ``"template"`` (default) or ``"example"``.
+
+    Returns:
+        The ``Clusters`` of the run's examples, ``used`` and ``note`` saying what was applied.
+
+    Raises:
+        InterpError: ``key`` is not a known cluster key.
     """
     check_cluster_key(key)
     firsts = rounds.sort_values("example_index", kind="stable").drop_duplicates("example_index")
@@ -204,6 +261,15 @@ def cluster_weights(
 
     With one example per cluster (``ids`` = 0..n-1) these are exactly the draws of a plain
     example bootstrap from the same generator.
+
+    Args:
+        ids: Cluster number 0..k-1 of each example.
+        n_boot: Number of resamples (0 or less: an empty array).
+        rng: The generator the cluster draws come from (advanced by the call).
+
+    Returns:
+        Weights of shape (n_boot, n_examples): each example's count in each resample (all
+        zeros rows when there are no examples).
     """
     ids = np.asarray(ids, dtype=np.int64)
     k = int(ids.max()) + 1 if ids.size else 0
@@ -219,7 +285,16 @@ def cluster_weights(
 def bootstrap_weights(
     ids: Int[np.ndarray, " example"], n_boot: int, seed: int
 ) -> Float[np.ndarray, "resample example"]:
-    """``cluster_weights`` from a fresh generator seeded with ``seed``."""
+    """``cluster_weights`` from a fresh generator seeded with ``seed``.
+
+    Args:
+        ids: Cluster number 0..k-1 of each example.
+        n_boot: Number of resamples.
+        seed: Seed of the numpy generator (``np.random.default_rng``).
+
+    Returns:
+        Weights of shape (n_boot, n_examples), as ``cluster_weights`` gives them.
+    """
     return cluster_weights(ids, n_boot, np.random.default_rng(seed))
 
 
@@ -227,7 +302,16 @@ def percentile_interval(
     samples: Float[np.ndarray, "resample ..."], level: float = CI_LEVEL
 ) -> tuple[np.ndarray | float, np.ndarray | float]:
     """Percentile interval over the first axis, ignoring non-finite resamples (NaN bounds
-    where none is finite); floats for one-dimensional samples."""
+    where none is finite); floats for one-dimensional samples.
+
+    Args:
+        samples: Bootstrap statistics, resamples along the first axis.
+        level: Coverage of the two-sided interval, in (0, 1); default 0.95.
+
+    Returns:
+        ``(lo, hi)``: arrays of the trailing shape (floats for 1-D ``samples``); NaN where no
+        resample is finite or there are no resamples.
+    """
     if samples.shape[0] == 0:
         nan = np.full(samples.shape[1:], np.nan)
         return nan, nan.copy()
@@ -247,7 +331,14 @@ def _percentiles(
 
 def interval_or_none(samples: Float[np.ndarray, " resample"]) -> list[float] | None:
     """A one-number statistic's percentile interval as ``[lo, hi]`` for JSON; None when no
-    resample is finite."""
+    resample is finite.
+
+    Args:
+        samples: The statistic's value in each resample.
+
+    Returns:
+        ``[lo, hi]`` of the 95% percentile interval, or None when either bound is not finite.
+    """
     lo, hi = percentile_interval(np.asarray(samples, dtype=float))
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return None
@@ -268,6 +359,16 @@ def bootstrap_means(
     example alone), the same resample for every column, so differences between rounds or
     layers are not blurred by resampling noise. NaN bounds with fewer than ``floor`` clusters
     (at least 2; ``CLUSTER_FLOOR`` where an analysis applies the floor) or ``n_boot`` 0.
+
+    Args:
+        values: One row per example, one column per cell (round, layer, ...).
+        n_boot: Number of bootstrap resamples; 0 gives NaN bounds.
+        seed: Seed of the resampling generator.
+        clusters: Cluster number per row; None resamples examples one by one.
+        floor: Fewest distinct clusters that give an interval (at least 2 is enforced).
+
+    Returns:
+        ``(mean, lo, hi)``, each with one value per column.
     """
     n = values.shape[0]
     mean = values.mean(axis=0)
@@ -285,7 +386,16 @@ def bootstrap_means(
 
 def wilson_bounds(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval of a proportion ``p`` observed in ``n`` > 0 trials, as the
-    formula gives it (not clipped to [0, 1])."""
+    formula gives it (not clipped to [0, 1]).
+
+    Args:
+        p: The observed proportion, in [0, 1].
+        n: Number of trials, greater than 0.
+        z: Normal quantile of the two-sided level (default ``Z95``, 95%).
+
+    Returns:
+        ``(lo, hi)``, unclipped.
+    """
     denom = 1 + z**2 / n
     centre = (p + z**2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n * n)) / denom
@@ -298,6 +408,20 @@ def wilson_interval(correct: int, n: int) -> tuple[float, float]:
 
     Wilson rather than the normal approximation because held-out sets are small (~100 items)
     and accuracies sit near 1, where the normal interval leaves [0, 1].
+
+    Args:
+        correct: Number of successes, 0..n.
+        n: Number of trials (0 or more).
+
+    Returns:
+        ``(lo, hi)`` within [0, 1], or ``(nan, nan)`` when ``n`` is 0.
+
+    Examples:
+        >>> lo, hi = wilson_interval(8, 10)
+        >>> round(lo, 3), round(hi, 3)
+        (0.49, 0.943)
+        >>> round(wilson_interval(10, 10)[1], 6)
+        1.0
     """
     if n == 0:
         return math.nan, math.nan
@@ -306,7 +430,18 @@ def wilson_interval(correct: int, n: int) -> tuple[float, float]:
 
 
 def json_float(value: float) -> float | None:
-    """A float for JSON: NaN and infinities become None (JSON has no NaN)."""
+    """A float for JSON: NaN and infinities become None (JSON has no NaN).
+
+    Args:
+        value: Anything ``float()`` accepts.
+
+    Returns:
+        ``float(value)``, or None when it is NaN or infinite.
+
+    Examples:
+        >>> json_float(0.25), json_float(float("nan")), json_float(float("inf"))
+        (0.25, None, None)
+    """
     value = float(value)
     return value if math.isfinite(value) else None
 
@@ -314,7 +449,17 @@ def json_float(value: float) -> float | None:
 def weighted_means(
     weights: Float[np.ndarray, "resample example"], values: Float[np.ndarray, "example cell"]
 ) -> Float[np.ndarray, "resample cell"]:
-    """Mean of every column under each weight row, NaN values left out of both sums."""
+    """Mean of every column under each weight row, NaN values left out of both sums.
+
+    Args:
+        weights: One row of example weights per resample (counts from ``cluster_weights``, or a
+            row of ones for the plain mean).
+        values: One row per example, one column per cell; NaN where a value is missing.
+
+    Returns:
+        Weighted column means, one row per resample (NaN where a column has no finite value
+        with weight).
+    """
     ok = np.isfinite(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (weights @ np.where(ok, values, 0.0)) / (weights @ ok.astype(float))
@@ -332,7 +477,24 @@ def paired_difference(
     """Mean of run - control per column with a paired cluster-bootstrap interval: both runs
     are resampled with the same clusters, so the interval is that of the per-example
     difference. Returns run, control, diff, lo, hi (NaN bounds with fewer than ``floor``
-    clusters, at least 2, or ``n_boot`` 0)."""
+    clusters, at least 2, or ``n_boot`` 0).
+
+    Args:
+        run: Per-example values of the run, one column per cell.
+        control: The control's values for the same examples and cells (same shape as ``run``).
+        ids: Cluster number of each example (rows of ``run``).
+        n_boot: Number of bootstrap resamples; 0 gives NaN bounds.
+        seed: Seed of the resampling generator.
+        floor: Fewest distinct clusters that give an interval (at least 2 is enforced).
+
+    Returns:
+        A dict of per-cell arrays: ``run``, ``control``, ``diff`` (NaN-aware means) and ``lo``,
+        ``hi`` (the 95% interval of the difference).
+
+    Raises:
+        ValueError: ``run`` and ``control`` have different shapes (a programming error, not
+            user input).
+    """
     run, control = np.asarray(run, dtype=float), np.asarray(control, dtype=float)
     if run.shape != control.shape:
         raise ValueError(f"paired_difference: shapes {run.shape} and {control.shape} differ")
@@ -365,7 +527,14 @@ def bootstrap_p(samples: Float[np.ndarray, "resample ..."]) -> np.ndarray | floa
     """Two-sided bootstrap p-value of "the statistic is 0", over the first axis: 2 x the
     smaller of the shares of finite resamples <= 0 and >= 0, each as (1 + k) / (1 + B), capped
     at 1 (so never 0: B resamples cannot show p below 2 / (1 + B)); NaN where none is finite.
-    A 95% percentile interval that excludes 0 has p <= about 0.05."""
+    A 95% percentile interval that excludes 0 has p <= about 0.05.
+
+    Args:
+        samples: Bootstrap statistics, resamples along the first axis.
+
+    Returns:
+        The p-value(s): a float for 1-D ``samples``, else an array of the trailing shape.
+    """
     samples = np.asarray(samples, dtype=float)
     ok = np.isfinite(samples)
     n = ok.sum(axis=0)
@@ -382,7 +551,21 @@ def benjamini_hochberg(
 ) -> np.ndarray:
     """Which of a family of tests are discoveries at false-discovery rate ``q`` (the
     Benjamini-Hochberg step-up rule: the k smallest p-values, k the largest with
-    p_(k) <= k q / m). NaN p-values are not tests: never discoveries, not counted in m."""
+    p_(k) <= k q / m). NaN p-values are not tests: never discoveries, not counted in m.
+
+    Args:
+        p_values: One p-value per test; NaN marks "not tested".
+        q: The false-discovery rate, in (0, 1); default 0.05.
+
+    Returns:
+        A boolean array shaped like ``p_values``: True for the discoveries.
+
+    Examples:
+        >>> benjamini_hochberg([0.01, 0.04, 0.03, 0.5]).tolist()
+        [True, False, False, False]
+        >>> benjamini_hochberg([0.01, 0.02, float("nan")]).tolist()
+        [True, True, False]
+    """
     p = np.asarray(p_values, dtype=float)
     found = np.zeros(p.shape, dtype=bool)
     tested = np.flatnonzero(np.isfinite(p))

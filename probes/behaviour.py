@@ -42,7 +42,17 @@ def split_examples(
 ) -> tuple[Int[np.ndarray, " train"], Int[np.ndarray, " test"]]:
     """Sorted train and test example indices: round(k * test_size) of the k clusters (None:
     every example alone) go to test, at least one on each side when there are two or more;
-    an example goes where its cluster goes."""
+    an example goes where its cluster goes.
+
+    Args:
+        n_examples: Number of examples (indices 0..n_examples-1).
+        test_size: Share of clusters that go to test, in [0, 1].
+        seed: Seed of the cluster permutation.
+        clusters: Cluster number 0..k-1 of each example; None: every example alone.
+
+    Returns:
+        ``(train, test)`` example indices.
+    """
     ids = np.arange(n_examples) if clusters is None else np.asarray(clusters, dtype=np.int64)
     k = int(ids.max()) + 1 if ids.size else 0
     n_test = min(max(round(k * test_size), 1), k - 1) if k > 1 else 0
@@ -52,7 +62,17 @@ def split_examples(
 
 
 def behaviour_labels(rounds: pd.DataFrame, behaviour: str) -> pd.DataFrame:
-    """The rows a behaviour is defined on: columns example_index, round, y (0/1)."""
+    """The rows a behaviour is defined on: columns example_index, round, y (0/1).
+
+    Args:
+        rounds: A rounds table (``choice``, ``target``, ``correct``, ``example_index``,
+            ``round``).
+        behaviour: ``"stereotyped"`` (answered rows with a target: y = chose the target) or
+            ``"correct"`` (answered rows: y = correct).
+
+    Returns:
+        One row per item the behaviour is defined on.
+    """
     answered = rounds[rounds["choice"].to_numpy() >= 0]
     if behaviour == "stereotyped":
         rows = answered[answered["target"].to_numpy() >= 0]
@@ -87,6 +107,19 @@ def behaviour_probes(
     shuffled_acc, majority_acc, base_rate (share of label 1 among test items), n_train,
     n_test. Accuracies are NaN when the training items hold a single class or the test side
     is empty.
+
+    Args:
+        acts: Activations per layer, example and round.
+        rounds: The run's rounds table.
+        layers: The layer number of each row block of ``acts``.
+        seed: Seed of the split, the shuffled-label control and the bootstrap.
+        test_size: Share of clusters held out, in [0, 1].
+        c: Inverse L2 regularisation strength of the logistic fit (> 0).
+        clusters: Cluster number of each example; None: every example alone.
+        n_boot: Number of bootstrap resamples of the test clusters; 0 gives NaN bounds.
+
+    Returns:
+        One row per behaviour (``BEHAVIOURS``) and layer.
     """
     ids = np.arange(acts.shape[1]) if clusters is None else np.asarray(clusters, dtype=np.int64)
     train_ex, test_ex = split_examples(acts.shape[1], test_size=test_size, seed=seed, clusters=ids)

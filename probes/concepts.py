@@ -62,9 +62,19 @@ class ConceptData:
     """Where the data was read from (a path, or the package resource for built-ins)."""
 
     def texts(self) -> list[str]:
+        """The statements' texts, in file order.
+
+        Returns:
+            One string per item.
+        """
         return self.items["text"].tolist()
 
     def labels(self) -> np.ndarray:
+        """The items' 0/1 labels, in file order.
+
+        Returns:
+            An int64 array, one label per item.
+        """
         return self.items["label"].to_numpy(dtype=np.int64)
 
     @property
@@ -79,7 +89,19 @@ def list_concepts() -> list[str]:
 
 
 def load_concept(name_or_path: str | Path) -> ConceptData:
-    """Load a built-in concept by name, or a user JSONL file in the same format by path."""
+    """Load a built-in concept by name, or a user JSONL file in the same format by path.
+
+    Args:
+        name_or_path: A built-in concept's name (``CONCEPTS``) or the path to a ``.jsonl``
+            concept file.
+
+    Returns:
+        The concept's items.
+
+    Raises:
+        InterpError: An unknown name, a file that cannot be read or is malformed, or a file
+            name that cannot name a results folder.
+    """
     if isinstance(name_or_path, str) and name_or_path in CONCEPTS:
         resource = resources.files("probes") / "data" / f"{name_or_path}.jsonl"
         source = f"probes/data/{name_or_path}.jsonl"
@@ -103,6 +125,20 @@ def user_concept_name(path: str | Path) -> str:
     The name becomes a folder (``<run>/probes/<name>/``): the prefix keeps a user file named
     ``morality.jsonl`` from replacing the built-in concept's results (and from the encodings
     cache folder), and the replacement keeps names like ``..`` or ``a/b`` from leaving it.
+
+    Args:
+        path: The concept file's path.
+
+    Returns:
+        ``user-`` and the sanitised stem.
+
+    Raises:
+        InterpError: The stem has no letter or digit, or more than 64 characters once
+            sanitised.
+
+    Examples:
+        >>> user_concept_name("data/my concept.v2.jsonl")
+        'user-my_concept_v2'
     """
     stem = Path(path).stem
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", stem).strip("_")
@@ -128,6 +164,18 @@ def split_pairs(
     topic; pairs are stratified by category, so each side covers the categories in proportion
     and, holding whole pairs, is exactly balanced. Files without pairs are split by item,
     stratified by label. The same seed gives the same split.
+
+    Args:
+        data: The concept's items.
+        test_size: Share of pairs (or items) held out, strictly between 0 and 1.
+        seed: Seed of the split.
+
+    Returns:
+        ``(train, test)`` row indices into ``data.items``.
+
+    Raises:
+        InterpError: ``test_size`` is not in (0, 1), or there are fewer than two pairs (or
+            items) to split.
     """
     if not 0.0 < test_size < 1.0:
         raise InterpError(f"test_size must be between 0 and 1 (exclusive), got {test_size}")

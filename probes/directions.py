@@ -58,17 +58,41 @@ class Directions:
     def project(
         self, x: Float[torch.Tensor, "layer item d_model"]
     ) -> Float[torch.Tensor, "layer item"]:
+        """Projection of every item on its layer's direction, in activation units.
+
+        Args:
+            x: Items' activations, one block per layer of the directions.
+
+        Returns:
+            One projection per layer and item.
+        """
         return (x.to(self.vectors.dtype) @ self.vectors[..., None])[..., 0]
 
     def predict(
         self, x: Float[torch.Tensor, "layer item d_model"]
     ) -> Int[np.ndarray, "layer item"]:
-        """0/1 label of every item at every layer."""
+        """0/1 label of every item at every layer.
+
+        Args:
+            x: Items' activations, one block per layer of the directions.
+
+        Returns:
+            1 where the projection exceeds the layer's threshold, else 0.
+        """
         return (self.project(x) > self.thresholds[:, None]).numpy().astype(np.int64)
 
     def n_correct(
         self, x: Float[torch.Tensor, "layer item d_model"], y: Int[np.ndarray, " item"]
     ) -> Int[np.ndarray, " layer"]:
+        """How many items each layer's direction classifies correctly.
+
+        Args:
+            x: Items' activations, one block per layer of the directions.
+            y: The items' true 0/1 labels.
+
+        Returns:
+            One count per layer.
+        """
         return (self.predict(x) == np.asarray(y)[None]).sum(axis=1)
 
 
@@ -94,12 +118,35 @@ class LayerProbe:
 
 
 def check_method(method: str) -> None:
+    """Refuse a direction method other than those in ``METHODS``.
+
+    Args:
+        method: ``"probe"``, ``"mean-diff"`` or ``"pca"``.
+
+    Raises:
+        InterpError: ``method`` is not one of ``METHODS``.
+    """
     if method not in METHODS:
         raise InterpError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
 
 
 def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
-    """Sorted distinct layers, every one in 0..n_layers-1; None means all of them."""
+    """Sorted distinct layers, every one in 0..n_layers-1; None means all of them.
+
+    Args:
+        layers: Layer numbers (repeats and any order allowed), or None for all.
+        n_layers: The model's number of layers.
+
+    Returns:
+        The layers, sorted and distinct.
+
+    Raises:
+        InterpError: ``layers`` is empty, or a layer is out of range.
+
+    Examples:
+        >>> check_layers([3, 1, 3], 4)
+        [1, 3]
+    """
     if layers is None:
         return list(range(n_layers))
     chosen = sorted({int(layer) for layer in layers})
@@ -114,7 +161,15 @@ def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
 
 
 def choose_layer(table: pd.DataFrame, column: str = "val_acc") -> int:
-    """The layer with the highest ``column`` (the earliest on ties; NaN never wins)."""
+    """The layer with the highest ``column`` (the earliest on ties; NaN never wins).
+
+    Args:
+        table: A per-layer table with ``layer`` and ``column``.
+        column: The column to maximise.
+
+    Returns:
+        The layer number (the first row's layer when no value is finite).
+    """
     values = table[column].to_numpy(dtype=np.float64)
     if not np.isfinite(values).any():
         return int(table["layer"].iloc[0])
@@ -125,7 +180,20 @@ def validation_split(
     data: ConceptData, train: np.ndarray, *, test_size: float = 0.3, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split the training items (indices into ``data``) into a fitting and a validation part,
-    by pair and stratified as ``split_pairs`` does, holding out ``test_size`` of them."""
+    by pair and stratified as ``split_pairs`` does, holding out ``test_size`` of them.
+
+    Args:
+        data: The concept's items.
+        train: Indices of the training items into ``data``.
+        test_size: Share of the training pairs (or items) held out for validation.
+        seed: Seed of the split.
+
+    Returns:
+        ``(fit, val)``: indices into ``data``.
+
+    Raises:
+        InterpError: Fewer than two training pairs (or items), or as :func:`split_pairs`.
+    """
     sub = ConceptData(data.name, data.items.iloc[train].reset_index(drop=True), data.source)
     units = sub.items["pair"].nunique() if sub.paired else len(sub.items)
     if units < 2:
@@ -156,6 +224,25 @@ def probe_layers(
     (default all). The split is ``split_pairs(data, test_size, seed)``, the validation part
     ``validation_split(data, train, test_size, seed)``; the controls use ``seed`` too, so the
     same seed gives the same table.
+
+    Args:
+        encodings: Every layer's encoding of every item of ``data``.
+        data: The concept's items.
+        layers: Layers to probe; None: all.
+        method: ``"probe"`` (logistic regression), ``"mean-diff"`` or ``"pca"`` (paired items
+            only).
+        seed: Seed of the split and the controls.
+        test_size: Share of pairs (or items) held out, in (0, 1).
+        c: Inverse L2 regularisation strength of the logistic fit (> 0).
+
+    Returns:
+        The per-layer table (held-out accuracy with Wilson interval, train and validation
+        accuracy, controls, surface baselines, counts), the fitted directions, the split, the
+        validation-chosen and best layers, and the surface check.
+
+    Raises:
+        InterpError: Unknown method, encodings and items disagree in number, bad layers,
+            ``"pca"`` without pairs, or too few items to split.
     """
     check_method(method)
     if encodings.shape[0] != len(data.items):
@@ -220,7 +307,21 @@ def fit_directions(
     pairs: np.ndarray | None = None,
     c: float = 1.0,
 ) -> Directions:
-    """Directions from training items only. ``pairs`` (a pair id per item) is needed by pca."""
+    """Directions from training items only. ``pairs`` (a pair id per item) is needed by pca.
+
+    Args:
+        x: Training items' activations, one block per layer.
+        y: The items' 0/1 labels.
+        method: ``"probe"``, ``"mean-diff"`` or ``"pca"``.
+        pairs: A pair id per item (``"pca"`` only).
+        c: Inverse L2 regularisation strength (``"probe"`` only, > 0).
+
+    Returns:
+        A unit direction and threshold per layer.
+
+    Raises:
+        InterpError: Unknown method, or ``"pca"`` without pairs.
+    """
     check_method(method)
     x = x.to(torch.float64)
     if method == "probe":
@@ -241,7 +342,16 @@ def random_directions(
     y: Int[np.ndarray, " item"],
     rng: np.random.Generator,
 ) -> Directions:
-    """A random Gaussian direction per layer, oriented and thresholded on the labels."""
+    """A random Gaussian direction per layer, oriented and thresholded on the labels.
+
+    Args:
+        x: Training items' activations, one block per layer.
+        y: The items' 0/1 labels.
+        rng: The generator the directions are drawn from (advanced by the call).
+
+    Returns:
+        A random unit direction and threshold per layer.
+    """
     draws = rng.standard_normal((x.shape[0], x.shape[2]))
     return _oriented(torch.from_numpy(draws), x.to(torch.float64), y)
 
@@ -251,7 +361,16 @@ def shuffle_labels(
 ) -> tuple[Int[np.ndarray, " item"], np.ndarray | None]:
     """Labels permuted at random, balanced so they carry no information about the true ones
     (`balanced_permutation`); with pairs, the shuffled label-1 and label-0 items are re-paired
-    at random (a pair must hold one of each)."""
+    at random (a pair must hold one of each).
+
+    Args:
+        y: The true 0/1 labels.
+        pairs: A pair id per item, or None.
+        rng: The generator used (advanced by the call).
+
+    Returns:
+        ``(labels, pairs)``: the shuffled labels and the new pair ids (None without pairs).
+    """
     shuffled = balanced_permutation(y, rng)
     if pairs is None:
         return shuffled, None

@@ -30,6 +30,14 @@ _KEY = "encodings"
 
 
 def check_position(position: str) -> None:
+    """Refuse an encoding position other than those in ``POSITIONS``.
+
+    Args:
+        position: ``"last"`` or ``"mean"``.
+
+    Raises:
+        InterpError: ``position`` is not one of ``POSITIONS``.
+    """
     if position not in POSITIONS:
         raise InterpError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
 
@@ -43,7 +51,21 @@ def encode_texts(
     progress: bool = False,
 ) -> Float[torch.Tensor, "item layer d_model"]:
     """Every layer's ``hook_resid_post`` for each text, at its last token or averaged over its
-    tokens, as float32 on the CPU, in the order of ``texts``."""
+    tokens, as float32 on the CPU, in the order of ``texts``.
+
+    Args:
+        model: The model, with its tokenizer.
+        texts: The statements (each must tokenize to at least one token).
+        position: ``"last"`` (the last token) or ``"mean"`` (mean over the tokens).
+        batch_size: Texts per forward pass.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        The encodings per text and layer.
+
+    Raises:
+        InterpError: Unknown position, no tokenizer, or a text with no tokens.
+    """
     check_position(position)
     if model.tokenizer is None:
         raise InterpError("the model has no tokenizer; load it with interp.load_model")
@@ -64,7 +86,22 @@ def encode_token_ids(
     desc: str | None = None,
 ) -> Float[torch.Tensor, "item layer d_model"]:
     """``encode_texts`` for sequences already tokenized (e.g. rendered with a chat template):
-    every layer's ``hook_resid_post`` at each sequence's last token, or averaged over it."""
+    every layer's ``hook_resid_post`` at each sequence's last token, or averaged over it.
+
+    Args:
+        model: The model.
+        ids: Token ids of each sequence (non-empty).
+        position: ``"last"`` or ``"mean"``.
+        batch_size: Sequences per forward pass.
+        progress: Whether to show a progress bar.
+        desc: The progress bar's label; None: ``encoding (<position>)``.
+
+    Returns:
+        The encodings per sequence and layer, float32 on the CPU.
+
+    Raises:
+        InterpError: Unknown position.
+    """
     check_position(position)
     ids = [list(seq) for seq in ids]
     out = torch.empty(len(ids), model.cfg.n_layers, model.cfg.d_model)
@@ -115,7 +152,15 @@ def _is_resid_post(name: str) -> bool:
 
 
 def encodings_key(texts: Sequence[str], weights_hash: str) -> str:
-    """sha256 of the texts (in order) and the model's weights hash."""
+    """sha256 of the texts (in order) and the model's weights hash.
+
+    Args:
+        texts: The texts, in order.
+        weights_hash: The model's weights hash.
+
+    Returns:
+        The 64-character hex digest.
+    """
     digest = hashlib.sha256()
     digest.update(json.dumps(list(texts), ensure_ascii=False).encode())
     digest.update(b"\0")
@@ -124,6 +169,17 @@ def encodings_key(texts: Sequence[str], weights_hash: str) -> str:
 
 
 def encodings_path(cache_dir: Path, name: str, position: str, key: str) -> Path:
+    """The cache file of one concept's encodings.
+
+    Args:
+        cache_dir: The encodings cache folder.
+        name: The concept's name.
+        position: ``"last"``, ``"mean"`` or ``"chat"``.
+        key: The cache key (:func:`encodings_key`); its first 16 characters name the file.
+
+    Returns:
+        ``<cache_dir>/<name>-<position>-<key[:16]>.safetensors``.
+    """
     return cache_dir / f"{name}-{position}-{key[:16]}.safetensors"
 
 
@@ -137,7 +193,23 @@ def cached_encodings(
     get_model: Callable[[], HookedTransformer],
     progress: bool = False,
 ) -> Float[torch.Tensor, "item layer d_model"]:
-    """``encode_texts`` through a cache file; ``get_model`` is called only on a miss."""
+    """``encode_texts`` through a cache file; ``get_model`` is called only on a miss.
+
+    Args:
+        texts: The statements.
+        name: The concept's name (part of the file name).
+        position: ``"last"`` or ``"mean"``.
+        weights_hash: The model's weights hash (part of the cache key).
+        cache_dir: The encodings cache folder.
+        get_model: Loads the model; called only on a cache miss.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        The encodings per text and layer.
+
+    Raises:
+        InterpError: As :func:`encode_texts`.
+    """
     from safetensors.torch import load_file
 
     check_position(position)
@@ -154,7 +226,13 @@ def cached_encodings(
 def write_encodings(path: Path, encodings: torch.Tensor, meta: dict[str, str]) -> None:
     """Write a cache file whose bytes depend only on its content: safetensors writes the
     metadata in a hash map's order (it differs from one process to the next), so the header
-    is rewritten with the metadata keys sorted (readers go by the explicit data offsets)."""
+    is rewritten with the metadata keys sorted (readers go by the explicit data offsets).
+
+    Args:
+        path: The cache file to write (atomically).
+        encodings: The encodings.
+        meta: String metadata stored in the header.
+    """
     from safetensors.torch import save
 
     raw = save({_KEY: encodings.contiguous()}, meta)
@@ -163,7 +241,14 @@ def write_encodings(path: Path, encodings: torch.Tensor, meta: dict[str, str]) -
 
 
 def canonical_safetensors(raw: bytes) -> bytes:
-    """``raw`` (a safetensors file's bytes) with its ``__metadata__`` keys in sorted order."""
+    """``raw`` (a safetensors file's bytes) with its ``__metadata__`` keys in sorted order.
+
+    Args:
+        raw: The bytes of a safetensors file.
+
+    Returns:
+        The same file with the metadata keys sorted (and the header re-padded to 8 bytes).
+    """
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + n])
     meta = header.pop("__metadata__", None)
@@ -175,7 +260,14 @@ def canonical_safetensors(raw: bytes) -> bytes:
 
 def weights_hash(model: HookedTransformer) -> str:
     """The hash ``interp.load_model`` recorded, else a sha256 of the parameters themselves
-    (slower, but a model built some other way still gets an honest cache key)."""
+    (slower, but a model built some other way still gets an honest cache key).
+
+    Args:
+        model: The model.
+
+    Returns:
+        The recorded hash, or ``params-`` and the sha256 of the state dict.
+    """
     source = getattr(model, "interp_source", None)
     if source is not None:
         return source.weights_hash

@@ -41,7 +41,14 @@ class LogisticFit:
     def logits(
         self, x: Float[torch.Tensor, "layer item d_model"]
     ) -> Float[torch.Tensor, "layer item"]:
-        """Logits of every item at its own layer (``x`` has one row block per layer)."""
+        """Logits of every item at its own layer (``x`` has one row block per layer).
+
+        Args:
+            x: Items' activations, one block per fitted layer.
+
+        Returns:
+            One logit per layer and item.
+        """
         return (x.to(self.weight.dtype) @ self.weight[..., None])[..., 0] + self.bias[:, None]
 
 
@@ -61,6 +68,18 @@ def fit_logistic(
     activations. ``tol`` bounds half the Newton decrement (an estimate of the distance to the
     optimal loss). Layers are processed in chunks of at most ``max_cells`` item x feature
     values, which bounds memory on big runs.
+
+    Args:
+        x: Training items' activations, one block per layer.
+        y: The items' 0/1 labels.
+        c: Inverse L2 regularisation strength (> 0).
+        tol: Convergence threshold on half the Newton decrement.
+        max_iter: Most Newton iterations.
+        max_cells: Most item x feature values fitted at once (memory bound).
+
+    Returns:
+        Weights and bias per layer (on raw activations), which layers converged, and the most
+        iterations any chunk took.
     """
     n_layers, n_items, d = x.shape
     per_chunk = max(1, max_cells // max(1, n_items * d))

@@ -30,6 +30,14 @@ CELLS_P_NOTE = (
 
 
 def check_score_kind(kind: str) -> None:
+    """Refuse a score kind other than those in ``SCORE_KINDS``.
+
+    Args:
+        kind: ``"projection"`` or ``"cosine"``.
+
+    Raises:
+        InterpError: ``kind`` is not one of ``SCORE_KINDS``.
+    """
     if kind not in SCORE_KINDS:
         raise InterpError(f"unknown score {kind!r}; use one of {', '.join(SCORE_KINDS)}")
 
@@ -40,7 +48,19 @@ def concept_scores(
     *,
     kind: str = "projection",
 ) -> Float[torch.Tensor, "example round"]:
-    """``projection``: x . d / |d|, in activation units; ``cosine``: that divided by |x|."""
+    """``projection``: x . d / |d|, in activation units; ``cosine``: that divided by |x|.
+
+    Args:
+        acts: The run's activations at one layer.
+        direction: The concept direction (any non-zero norm).
+        kind: ``"projection"`` or ``"cosine"``.
+
+    Returns:
+        One float64 score per example and round.
+
+    Raises:
+        InterpError: ``kind`` is unknown.
+    """
     check_score_kind(kind)
     acts = acts.to(torch.float64)
     unit = direction.to(torch.float64) / direction.norm()
@@ -59,7 +79,18 @@ def score_table(
     clusters: Int[np.ndarray, " example"] | None = None,
 ) -> pd.DataFrame:
     """Mean score per round with a 95% percentile bootstrap interval over clusters of examples
-    (the same resample in every round): columns layer, round, mean, lo, hi, n."""
+    (the same resample in every round): columns layer, round, mean, lo, hi, n.
+
+    Args:
+        scores: One score per example and round.
+        layer: The layer, written in the ``layer`` column.
+        n_boot: Number of bootstrap resamples; 0 gives NaN bounds.
+        seed: Seed of the resampling generator.
+        clusters: Cluster number of each example; None: every example alone.
+
+    Returns:
+        One row per round.
+    """
     mean, lo, hi = bootstrap_means(scores, n_boot=n_boot, seed=seed, clusters=clusters)
     n_rounds = scores.shape[1]
     return pd.DataFrame(
@@ -81,7 +112,16 @@ def instruction_shift(
 ) -> pd.DataFrame:
     """The mean read-out state at round r minus round 0, for r >= 1: its norm, its cosine
     with the concept direction, and its projection on it (= the change in mean projection
-    score). Columns layer, round, norm, cosine, projection."""
+    score). Columns layer, round, norm, cosine, projection.
+
+    Args:
+        acts: The run's activations at one layer.
+        direction: The concept direction (any non-zero norm).
+        layer: The layer, written in the ``layer`` column.
+
+    Returns:
+        One row per round from 1 (``cosine`` NaN where the shift is 0).
+    """
     acts = acts.to(torch.float64)
     means = acts.mean(dim=0)
     shift = means[1:] - means[0]
@@ -101,7 +141,16 @@ def instruction_shift(
 
 
 def entropy_grid(rounds: pd.DataFrame, n_examples: int, n_rounds: int) -> np.ndarray:
-    """rounds.parquet's ``entropy`` as an [example, round] array (NaN where missing)."""
+    """rounds.parquet's ``entropy`` as an [example, round] array (NaN where missing).
+
+    Args:
+        rounds: A rounds table (``example_index``, ``round``, and ``entropy`` if recorded).
+        n_examples: Number of examples (rows of the grid).
+        n_rounds: Number of rounds (columns of the grid).
+
+    Returns:
+        The grid; all NaN when there is no ``entropy`` column.
+    """
     grid = np.full((n_examples, n_rounds), np.nan)
     if "entropy" not in rounds.columns:
         return grid  # no uncertainty recorded: every correlation comes out undefined
@@ -134,6 +183,18 @@ def score_entropy_correlation(
     number per example; None: every example alone), all rounds of an example together. The
     round means have as many points as rounds: their two-sided p-values are reported only
     from 5 points on. ``p_note`` says why a p-value is missing.
+
+    Args:
+        scores: One concept score per example and round.
+        entropy: The answer entropy per example and round (NaN where missing).
+        layer: The layer, written in the ``layer`` column.
+        clusters: Cluster number of each example; None: every example alone.
+        n_boot: Number of bootstrap resamples; 0 gives no intervals.
+        seed: Seed of the resampling generator.
+
+    Returns:
+        One row per level with the correlations, their counts, intervals, p-values and
+        ``p_note``.
     """
     ok = np.isfinite(entropy) & np.isfinite(scores)
     with np.errstate(invalid="ignore"):

@@ -21,6 +21,13 @@ def balanced_permutation(
     direction near the concept's, scoring far from 0.5 when the concept is strong. Balanced
     permutations (Southworth et al. 2009) remove that agreement, so the control measures what
     the method finds without label information.
+
+    Args:
+        y: The true 0/1 labels.
+        rng: The generator the permutation is drawn from (advanced by the call).
+
+    Returns:
+        Shuffled 0/1 labels with as many ones as ``y``.
     """
     y = np.asarray(y)
     n_ones = int(y.sum())

@@ -55,7 +55,17 @@ class SurfaceCheck:
 def surface_predictions(
     texts: list[str], y: Int[np.ndarray, " item"], train: np.ndarray, test: np.ndarray
 ) -> dict[str, Int[np.ndarray, " test"]]:
-    """Each baseline's 0/1 predictions on the test items, fitted on the training items."""
+    """Each baseline's 0/1 predictions on the test items, fitted on the training items.
+
+    Args:
+        texts: Every item's text.
+        y: Every item's 0/1 label.
+        train: Indices of the training items.
+        test: Indices of the test items.
+
+    Returns:
+        ``{"bow": ..., "length": ...}``: each baseline's prediction per test item.
+    """
     texts_arr = np.asarray(texts, dtype=object)
     y = np.asarray(y)
     return {
@@ -65,7 +75,15 @@ def surface_predictions(
 
 
 def length_features(texts: np.ndarray | list[str]) -> Float[np.ndarray, "item feature"]:
-    """Characters, words, mean word length, and one count per punctuation mark."""
+    """Characters, words, mean word length, and one count per punctuation mark.
+
+    Args:
+        texts: The texts.
+
+    Returns:
+        One row per text: characters, words, mean word length, then one count per character
+        of ``PUNCTUATION``.
+    """
     rows = []
     for text in texts:
         words = text.split()
@@ -111,6 +129,15 @@ def compare_to_surface(
     the two classify differently favour the probe more than a fair coin would. Items are
     treated as independent, though the two statements of a pair are not quite, so p is a
     little optimistic for the probe.
+
+    Args:
+        probe_correct: Whether the probe classified each test item correctly.
+        surface_correct: The same per baseline (``"bow"``, ``"length"``).
+        layer: The probe's layer, named in the warning.
+
+    Returns:
+        The better baseline, both accuracies, the discordant counts, the p-value, whether the
+        probe beats it, and a warning when it does not.
     """
     probe_correct = np.asarray(probe_correct, dtype=bool)
     accs = {name: float(np.mean(c)) for name, c in surface_correct.items()}

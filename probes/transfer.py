@@ -49,7 +49,21 @@ def wrap_statements(
     tokenizer, texts: Sequence[str], *, answer_prefix: str, system: str | None = None
 ) -> list[list[int]]:
     """Each statement as a one-round chat prompt ending at its read-out position: tokens up to
-    and including the answer prefix's last token (``Conversation.prompt(0)``)."""
+    and including the answer prefix's last token (``Conversation.prompt(0)``).
+
+    Args:
+        tokenizer: The model's tokenizer (with chat template).
+        texts: The statements.
+        answer_prefix: The answer prefix the prompt ends with.
+        system: A system message, or None.
+
+    Returns:
+        One token id list per statement.
+
+    Raises:
+        InterpError: A wrapped statement does not end at its read-out token, or the chat
+            template cannot render it.
+    """
     out = []
     for text in texts:
         conv = build_conversation(
@@ -75,7 +89,24 @@ def cached_wrapped_encodings(
 ) -> Float[torch.Tensor, "item layer d_model"]:
     """Every layer's ``hook_resid_post`` at the read-out of each chat-wrapped statement, through
     a cache file keyed by the texts, the prefix, the system prompt and the weights hash; the
-    model is loaded only on a miss."""
+    model is loaded only on a miss.
+
+    Args:
+        texts: The statements.
+        name: The concept's name (the cache's subfolder).
+        answer_prefix: The answer prefix the prompts end with.
+        system: A system message, or None.
+        weights_hash: The model's weights hash (part of the cache key).
+        cache_dir: The encodings cache folder.
+        get_model: Loads the model; called only on a cache miss.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        The encodings per statement and layer.
+
+    Raises:
+        InterpError: The model has no tokenizer, or a statement cannot be wrapped.
+    """
     from safetensors.torch import load_file
 
     wrapping = json.dumps({"answer_prefix": answer_prefix, "system": system})
@@ -106,6 +137,15 @@ def encode_last_shared_prefix(
 
     The rest is left-padded, so every sequence's last token sits at the last position; the
     attention mask keeps padding out, and positions follow the mask, as in a replay.
+
+    Args:
+        model: The model.
+        ids: Token ids of each sequence.
+        batch_size: Sequences per forward pass.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        Every layer's ``hook_resid_post`` at each sequence's last token.
     """
     ids = [list(seq) for seq in ids]
     shared = min(len(os.path.commonprefix(ids)), min(map(len, ids)) - 1)
@@ -180,7 +220,19 @@ def transfer_table(
 ) -> tuple[pd.DataFrame, LayerProbe]:
     """layer, transfer_acc, transfer_centred_acc, wrapped_acc for the layers of ``bare`` (a
     ``probe_layers`` result on bare encodings, same data, seed and test_size), and the probe
-    fitted on the wrapped encodings."""
+    fitted on the wrapped encodings.
+
+    Args:
+        bare: The probe result on bare encodings.
+        wrapped: The same items' chat-wrapped encodings.
+        data: The concept's items (as ``bare`` used).
+        method: The direction method (as ``probe_layers`` takes it).
+        seed: Seed of the split (as ``bare`` used).
+        test_size: Share held out (as ``bare`` used).
+
+    Returns:
+        ``(table, on_wrapped)``: the table, and the probe fitted on the wrapped encodings.
+    """
     layers = bare.table["layer"].tolist()
     on_wrapped = probe_layers(
         wrapped, data, layers=layers, method=method, seed=seed, test_size=test_size

@@ -91,6 +91,8 @@ class Template:
 
 @dataclass(frozen=True)
 class OfficialTarget:
+    """The official bias target of one BBQ line, or why there is none."""
+
     target: int | None
     """Index of the bias-target answer; None when the official rule gives NA."""
     reason: str | None
@@ -111,6 +113,16 @@ def load_templates(folder: str | Path) -> dict[tuple[str, str], list[Template]]:
 
     Reads every ``*.csv`` whose name contains ``_x_`` (as the official script does), e.g.
     ``new_templates - Race_x_gender.csv`` and ``new_templates - Race_x_SES.csv``.
+
+    Args:
+        folder: The BBQ repository's ``templates/`` folder.
+
+    Returns:
+        The template rows by ``(category, question_index)``, duplicates dropped.
+
+    Raises:
+        InterpError: ``folder`` is not a directory, holds no ``*_x_*.csv`` files, or a file
+            cannot be read or parsed.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -131,7 +143,14 @@ def load_templates(folder: str | Path) -> dict[tuple[str, str], list[Template]]:
 
 
 def templates_hash(folder: str | Path) -> str:
-    """SHA-256 over the intersectional template files (names and bytes), for fingerprints."""
+    """SHA-256 over the intersectional template files (names and bytes), for fingerprints.
+
+    Args:
+        folder: The BBQ ``templates/`` folder.
+
+    Returns:
+        The 64-character hex digest.
+    """
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(folder).glob("*.csv") if "_x_" in p.name):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -185,6 +204,20 @@ def official_target(
 
     ``infos`` are ``answer_info``'s (text, tag) pairs, ``groups`` the line's
     ``additional_metadata.stereotyped_groups``, ``unknown`` the loader's unknown option.
+
+    Args:
+        category: The line's ``category``.
+        question_index: The line's ``question_index``.
+        polarity: The line's ``question_polarity`` (``"neg"`` or ``"nonneg"``).
+        options: The answer options' texts.
+        infos: ``answer_info``'s (text, tag) pair of each option.
+        groups: ``additional_metadata.stereotyped_groups``.
+        unknown: Index of the "unknown" option, or None.
+        templates: The intersectional templates (:func:`load_templates`), or None.
+
+    Returns:
+        The target (None with a reason from ``REASONS`` when the rule gives none) and the
+        label type.
     """
     if category in INTERSECTIONAL:
         return _intersectional(category, question_index, polarity, options, infos, templates)

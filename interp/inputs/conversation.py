@@ -49,16 +49,40 @@ class RoundSpans:
 
 @dataclass(frozen=True)
 class Conversation:
+    """A rendered, tokenized transcript and the token spans of each round.
+
+    Attributes:
+        text: The rendered transcript.
+        tokens: Its token ids.
+        rounds: The spans of each round, in order.
+        offsets: Per token, its ``[start, end)`` characters in ``text``.
+    """
+
     text: str  # the rendered transcript
     tokens: list[int]
     rounds: list[RoundSpans]
     offsets: list[Span] = field(repr=False)  # per token: [start, end) characters in text
 
     def prompt(self, r: int) -> list[int]:
-        """Round ``r``'s prompt: the tokens up to and including its read-out position."""
+        """Round ``r``'s prompt: the tokens up to and including its read-out position.
+
+        Args:
+            r: The round, 0..len(rounds) - 1.
+
+        Returns:
+            The token ids of the prompt.
+        """
         return self.tokens[: self.rounds[r].readout + 1]
 
     def span_text(self, span: Span) -> str:
+        """The text a token span covers.
+
+        Args:
+            span: ``[start, end)`` token indices into ``tokens`` (non-empty).
+
+        Returns:
+            The characters of ``text`` from the first token's start to the last token's end.
+        """
         start, end = span
         return self.text[self.offsets[start][0] : self.offsets[end - 1][1]]
 
@@ -75,6 +99,20 @@ def build_conversation(
     Every round but the last must be answered; if the last is not, the transcript ends at
     its read-out position (a prompt). ``system`` adds a system message (otherwise the
     template's default, if it has one, applies).
+
+    Args:
+        tokenizer: A Hugging Face tokenizer with a chat template and offset mapping.
+        rounds: The rounds, in order (at least one).
+        answer_prefix: The text each assistant turn starts with, unless the round sets its own.
+        system: A system message, or None.
+
+    Returns:
+        The transcript with its tokens and per-round spans.
+
+    Raises:
+        InterpError: No rounds, an unanswered round before the last, an instruction not found
+            in its user message, or a chat template that does not render turns as prefixes of
+            one another.
     """
     if not rounds:
         raise InterpError("a conversation needs at least one round")

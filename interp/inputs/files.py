@@ -47,6 +47,18 @@ def read_bounded_bytes(path: str | Path, max_bytes: int, what: str = "file") -> 
 
     The size is checked before reading where the file has one, and the read itself stops one
     byte past the limit, so a FIFO or ``/dev/zero`` is refused too instead of read forever.
+
+    Args:
+        path: The file to read.
+        max_bytes: The largest size accepted, in bytes.
+        what: What the file is, in the error message.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        InterpError: The file is missing, a directory, unreadable, or larger than
+            ``max_bytes``.
     """
     path = Path(path)
     try:
@@ -69,7 +81,18 @@ def read_bounded_bytes(path: str | Path, max_bytes: int, what: str = "file") -> 
 
 
 def decode_utf8(data: bytes, label: str) -> str:
-    """UTF-8 text (a leading BOM dropped), or an error naming the byte that is not UTF-8."""
+    """UTF-8 text (a leading BOM dropped), or an error naming the byte that is not UTF-8.
+
+    Args:
+        data: The bytes to decode.
+        label: What the bytes are (a path), in the error message.
+
+    Returns:
+        The text.
+
+    Raises:
+        InterpError: ``data`` is not UTF-8.
+    """
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -77,7 +100,19 @@ def decode_utf8(data: bytes, label: str) -> str:
 
 
 def read_text_bounded(path: str | Path, max_bytes: int, what: str = "file") -> str:
-    """`read_bounded_bytes` decoded as UTF-8."""
+    """`read_bounded_bytes` decoded as UTF-8.
+
+    Args:
+        path: The file to read.
+        max_bytes: The largest size accepted, in bytes.
+        what: What the file is, in the error message.
+
+    Returns:
+        The file's text.
+
+    Raises:
+        InterpError: As :func:`read_bounded_bytes`, or the file is not UTF-8.
+    """
     return decode_utf8(read_bounded_bytes(path, max_bytes, what), str(path))
 
 
@@ -94,7 +129,18 @@ def _parse_int(text: str) -> int:
 
 
 def parse_json_line(line: str, where: str) -> Any:
-    """One JSON value from one line of a JSONL file, within the line, depth and number bounds."""
+    """One JSON value from one line of a JSONL file, within the line, depth and number bounds.
+
+    Args:
+        line: One line of text.
+        where: ``"file:line"``, in error messages.
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        InterpError: The line exceeds ``MAX_LINE_BYTES``, or :func:`parse_json_text` refuses it.
+    """
     if len(line) > MAX_LINE_BYTES or len(line.encode("utf-8", "surrogatepass")) > MAX_LINE_BYTES:
         raise InterpError(
             f"{where}: line is longer than the limit of {_size(MAX_LINE_BYTES)}; "
@@ -104,7 +150,19 @@ def parse_json_line(line: str, where: str) -> Any:
 
 
 def parse_json_text(text: str, where: str) -> Any:
-    """``json.loads`` whose failures are all ``InterpError`` naming ``where``."""
+    """``json.loads`` whose failures are all ``InterpError`` naming ``where``.
+
+    Args:
+        text: JSON text.
+        where: The location named in error messages.
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        InterpError: Invalid JSON, an integer of more than ``MAX_INT_DIGITS`` digits, or
+            nesting deeper than ``MAX_JSON_DEPTH``.
+    """
     try:
         value = json.loads(text, parse_int=_parse_int)
     except _NumberTooLong as exc:
@@ -125,7 +183,15 @@ def parse_json_text(text: str, where: str) -> Any:
 
 
 def json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type ("object", "array", "integer" ...), for errors."""
+    """The JSON name of a parsed value's type ("object", "array", "integer" ...), for errors.
+
+    Args:
+        value: A value ``json.loads`` returned.
+
+    Returns:
+        ``"null"``, ``"object"``, ``"array"``, ``"string"``, ``"boolean"``, ``"number"`` or
+        ``"integer"`` (else the Python type's name).
+    """
     names = {dict: "object", list: "array", str: "string", bool: "boolean", float: "number"}
     if value is None:
         return "null"
@@ -137,6 +203,16 @@ def jsonl_objects(lines: Iterable[str], label: str) -> Iterator[tuple[int, str, 
 
     Each line is parsed within the bounds of ``parse_json_line`` and must hold a JSON object.
     The caller splits the text, so each file format keeps its own notion of a line.
+
+    Args:
+        lines: The file's lines.
+        label: The file's name, in locations.
+
+    Yields:
+        ``(number, where, object)`` per non-blank line, numbered from 1.
+
+    Raises:
+        InterpError: A line is not valid, bounded JSON or not an object.
     """
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -149,7 +225,14 @@ def jsonl_objects(lines: Iterable[str], label: str) -> Iterator[tuple[int, str, 
 
 
 def json_depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` and ``{}`` are 1)."""
+    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` and ``{}`` are 1).
+
+    Args:
+        value: A value ``json.loads`` returned.
+
+    Returns:
+        The depth, 0 or more.
+    """
     depth, level = 0, [value]
     while level:  # breadth-first, so a deep value cannot overflow this function's stack
         nested = [v for v in level if isinstance(v, dict | list)]
@@ -161,7 +244,19 @@ def json_depth(value: Any) -> int:
 
 
 def check_id_length(value: str, field: str, where: str) -> str:
-    """Refuse an id longer than ``MAX_ID_CHARS``: ids are shown in tables and reports."""
+    """Refuse an id longer than ``MAX_ID_CHARS``: ids are shown in tables and reports.
+
+    Args:
+        value: The id.
+        field: The field's name, in the error message.
+        where: ``"file:line"``, in the error message.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        InterpError: ``value`` is longer than ``MAX_ID_CHARS``.
+    """
     if len(value) > MAX_ID_CHARS:
         raise InterpError(
             f"{where}: {field} is {len(value)} characters long; the limit is {MAX_ID_CHARS}"

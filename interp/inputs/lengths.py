@@ -41,7 +41,17 @@ class LengthSettings:
 def transcript_bounds(
     tokenizer, plan: Plan, examples: Sequence[Example], settings: LengthSettings
 ) -> list[int]:
-    """An upper bound of each example's final transcript length, in tokens."""
+    """An upper bound of each example's final transcript length, in tokens.
+
+    Args:
+        tokenizer: The model's tokenizer (with chat template).
+        plan: The prompting plan.
+        examples: The examples to replay.
+        settings: Rounds, mode, generation budget and system message of the replay.
+
+    Returns:
+        One bound per example, in tokens (empty for no examples).
+    """
     if not examples:
         return []
     ref = examples[0]
@@ -54,7 +64,18 @@ def check_context_length(
     tokenizer, n_ctx: int, plan: Plan, examples: Sequence[Example], settings: LengthSettings
 ) -> None:
     """Refuse, naming the first example that does not fit, when a final transcript could
-    exceed ``n_ctx`` tokens."""
+    exceed ``n_ctx`` tokens.
+
+    Args:
+        tokenizer: The model's tokenizer (with chat template).
+        n_ctx: The model's context length, in tokens.
+        plan: The prompting plan.
+        examples: The examples to replay.
+        settings: Rounds, mode, generation budget and system message of the replay.
+
+    Raises:
+        InterpError: The rounds alone cannot fit, or some example's bound exceeds ``n_ctx``.
+    """
     if settings.rounds + 1 > n_ctx:  # every round adds at least its read-out token
         raise InterpError(
             f"--rounds {settings.rounds} cannot fit the model's context of {n_ctx} tokens "
@@ -156,7 +177,17 @@ def check_running_length(
     (``lengths``) plus the tokens still to be generated in this step (``budget``) exceed
     ``n_ctx``. The check up front counts generated text at its budget; decoded and tokenized
     again, text from a model can come back longer (e.g. bytes that are not UTF-8 return as
-    U+FFFD), and this catches that as an error instead of a failing forward pass."""
+    U+FFFD), and this catches that as an error instead of a failing forward pass.
+
+    Args:
+        examples: The examples of the batch.
+        lengths: Each example's transcript length so far, in tokens.
+        budget: Tokens still to be generated in this step (0 for a read-out only).
+        n_ctx: The model's context length, in tokens.
+
+    Raises:
+        InterpError: Some example would exceed ``n_ctx``.
+    """
     for ex, n in zip(examples, lengths, strict=True):
         if n + budget > n_ctx:
             raise InterpError(

@@ -45,6 +45,19 @@ FEEDBACK_PLACEHOLDERS = ("answer", "groups")
 
 @dataclass(frozen=True)
 class Plan:
+    """A prompting plan: what the user says in each round and how answers start.
+
+    Attributes:
+        name: The plan's name (built-in name, or the file's ``name`` / stem).
+        description: One line for a person.
+        question: Round 0's question block, with ``{context}``, ``{question}``, ``{options}``.
+        first: Instruction appended to round 0, or None.
+        followups: User text of rounds 1, 2, ...; the last repeats for later rounds.
+        answer_prefix: Start of each assistant turn; ends at the read-out position.
+        think_tokens: Greedy "thinking" tokens generated before the answer prefix (0: none).
+        feedback: Oracle feedback texts by ``FEEDBACK_KEYS`` for rounds >= 1, or None.
+    """
+
     name: str
     description: str
     question: str  # round 0's question block, with {context}, {question}, {options}
@@ -64,7 +77,18 @@ class Plan:
 
         ``previous``: the option index the transcript holds as round ``r - 1``'s answer (-1:
         none parsed); only feedback plans read it. A feedback plan given no ``previous``
-        returns its longest variant for the example (what a length bound must count)."""
+        returns its longest variant for the example (what a length bound must count).
+
+        Args:
+            example: The example the conversation is about.
+            r: The round, 0 or more.
+            previous: The option index answered in round ``r - 1`` (-1: none parsed), for
+                feedback plans.
+
+        Returns:
+            ``(message, instruction)``: the user message, and the part of it a span is located for
+            (None for a round 0 without ``first``).
+        """
         if r >= 1 and self.feedback is not None:
             text = self.followups[min(r, len(self.followups)) - 1]
             if previous is None:
@@ -89,7 +113,15 @@ class Plan:
     def feedback_text(self, example: Example, previous: int) -> str:
         """The oracle's words on the answer ``previous``: ``correct`` when it is the correct
         option, else ``stereotyped`` when it is the bias target, else ``other``; {answer} is
-        the option's text, {groups} the item's stereotyped groups."""
+        the option's text, {groups} the item's stereotyped groups.
+
+        Args:
+            example: The example (its ``label``, ``target``, options and stereotyped groups).
+            previous: The option index answered (-1 or out of range: "no answer").
+
+        Returns:
+            The feedback text with its placeholders filled.
+        """
         assert self.feedback is not None
         if previous == example.label:
             key = "correct"
@@ -103,6 +135,7 @@ class Plan:
         return self.feedback[key].format(answer=answer, groups=groups)
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan as a JSON-ready dict (the manifest's ``plan``); ``feedback`` only when set."""
         out = asdict(self)
         out["followups"] = list(self.followups)
         if self.feedback is None:
@@ -111,10 +144,35 @@ class Plan:
 
 
 def option_letter(i: SupportsIndex) -> str:
+    """The letter of option ``i``: 0 is ``a``, 1 is ``b``, ...
+
+    Args:
+        i: The option index, 0..25.
+
+    Returns:
+        One lowercase letter.
+
+    Raises:
+        IndexError: ``i`` is 26 or more.
+    """
     return "abcdefghijklmnopqrstuvwxyz"[i]
 
 
 def format_options(options: tuple[str, ...]) -> str:
+    """The options as lines ``(a) text``, ``(b) text``, ... (the ``{options}`` placeholder).
+
+    Args:
+        options: The options' texts.
+
+    Returns:
+        The lines joined by newlines.
+
+    Examples:
+        >>> print(format_options(("yes", "no", "unknown")))
+        (a) yes
+        (b) no
+        (c) unknown
+    """
     return "\n".join(f"({option_letter(i)}) {text}" for i, text in enumerate(options))
 
 
@@ -124,11 +182,28 @@ def _builtin() -> dict[str, Any]:
 
 
 def list_plans() -> list[str]:
+    """Names of the built-in plans, in the order the package lists them.
+
+    Returns:
+        The plan names.
+    """
     return list(_builtin()["plans"])
 
 
 def load_plan(name_or_path: str | Path) -> Plan:
-    """A built-in plan by name, or a user plan from a YAML or JSON file."""
+    """A built-in plan by name, or a user plan from a YAML or JSON file.
+
+    Args:
+        name_or_path: A built-in plan's name, or a path to a ``.yaml``/``.yml``/``.json`` plan
+            file (missing fields come from the built-in defaults).
+
+    Returns:
+        The plan.
+
+    Raises:
+        InterpError: Unknown name, no such file, or a plan file that does not parse or has bad
+            fields or placeholders.
+    """
     data = _builtin()
     defaults, builtin = data["defaults"], data["plans"]
     name = str(name_or_path)

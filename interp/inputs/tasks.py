@@ -140,6 +140,17 @@ def load_bbq(
     ``templates``: the BBQ repository's ``templates/`` folder; the official target rule of the
     intersectional categories (Race_x_gender, Race_x_SES) needs it. Without it their examples
     load with ``target`` None and ``target_reason`` "needs_templates".
+
+    Args:
+        paths: One BBQ ``.jsonl`` file or several, read in this order.
+        templates: The BBQ repository's ``templates/`` folder, or None.
+
+    Returns:
+        The examples, in file and line order.
+
+    Raises:
+        InterpError: No file given, a file cannot be read, a line is malformed, example ids
+            repeat, or ``templates`` is not a folder of intersectional templates.
     """
     table = bbq_rules.load_templates(templates) if templates is not None else None
     examples = []
@@ -156,7 +167,18 @@ def load_builtin() -> list[Example]:
 
 
 def load_mc(paths: Sequence[str | Path] | str | Path) -> list[Example]:
-    """Load custom multiple-choice JSONL files (format in the module docstring)."""
+    """Load custom multiple-choice JSONL files (format in the module docstring).
+
+    Args:
+        paths: One multiple-choice ``.jsonl`` file or several, read in this order.
+
+    Returns:
+        The examples, in file and line order.
+
+    Raises:
+        InterpError: No file given, a file cannot be read, a line is malformed, or example ids
+            repeat.
+    """
     examples = []
     for path in _path_list(paths, "mc"):
         rows = _rows(_read_text(path), str(path))
@@ -173,6 +195,18 @@ def load_task(
     """Load a task by name: "bbq" and "mc" need data files, "builtin" takes none.
 
     ``bbq_templates`` (task "bbq" only): see `load_bbq`.
+
+    Args:
+        task: ``"bbq"``, ``"mc"`` or ``"builtin"`` (``TASKS``).
+        paths: The data files (none for ``"builtin"``).
+        bbq_templates: The BBQ ``templates/`` folder (task ``"bbq"`` only).
+
+    Returns:
+        The examples.
+
+    Raises:
+        InterpError: Unknown task, files missing or given where none are taken,
+            ``bbq_templates`` with another task, or any error of the loader.
     """
     if task not in TASKS:
         raise InterpError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
@@ -188,7 +222,17 @@ def load_task(
 
 
 def data_hash(paths: Sequence[str | Path] | str | Path) -> str:
-    """SHA-256 (hex) over the bytes of the files, in the order given, for the run manifest."""
+    """SHA-256 (hex) over the bytes of the files, in the order given, for the run manifest.
+
+    Args:
+        paths: One data file or several.
+
+    Returns:
+        The 64-character hex digest.
+
+    Raises:
+        InterpError: No file given, or a file cannot be read.
+    """
     digest = hashlib.sha256()
     for path in _path_list(paths, "data_hash"):
         try:
@@ -201,7 +245,18 @@ def data_hash(paths: Sequence[str | Path] | str | Path) -> str:
 
 
 def task_data_hash(task: str, paths: Sequence[str | Path] | None = None) -> str:
-    """`data_hash` of what `load_task` reads, the built-in set included."""
+    """`data_hash` of what `load_task` reads, the built-in set included.
+
+    Args:
+        task: ``"bbq"``, ``"mc"`` or ``"builtin"``.
+        paths: The data files (none for ``"builtin"``).
+
+    Returns:
+        The 64-character hex digest (of the packaged items for ``"builtin"``).
+
+    Raises:
+        InterpError: As :func:`load_task` for a bad task or paths, or a file cannot be read.
+    """
     wants_paths = task != "builtin"
     if task not in TASKS or wants_paths != bool(paths):
         load_task(task, paths)  # raises the same error as loading would
@@ -230,6 +285,9 @@ def target_summary(examples: Sequence[Example]) -> dict[str, Any]:
     and ``warnings`` (one line per reason, for a person; empty when every example of a task
     that has targets got one). Examples of tasks without targets (mc files that give none)
     have no reason and are not warned about.
+
+    Args:
+        examples: The loaded examples.
     """
     without: dict[str, dict[str, int]] = {}
     for ex in examples:
@@ -423,12 +481,28 @@ def _stereotyped_groups(obj: dict[str, Any], where: str) -> list[str]:
 
 
 def is_unknown_answer(text: str) -> bool:
-    """Whether an answer text is one the official BBQ analysis counts as "unknown"."""
+    """Whether an answer text is one the official BBQ analysis counts as "unknown".
+
+    Args:
+        text: An option or ``answer_info`` text.
+
+    Returns:
+        True when, trimmed of spaces and a final full stop and case-folded, it is in
+        ``UNKNOWN_ANSWERS``.
+    """
     return text.strip().rstrip(".").replace("\u2019", "'").casefold() in UNKNOWN_ANSWERS
 
 
 def unknown_option(options: Sequence[str], infos: Sequence[tuple[str, str]]) -> int | None:
-    """Index of the "unknown" option: by answer_info tag, else by the official answer strings."""
+    """Index of the "unknown" option: by answer_info tag, else by the official answer strings.
+
+    Args:
+        options: The answer options' texts.
+        infos: ``answer_info``'s (text, tag) pair of each option, same length as ``options``.
+
+    Returns:
+        The option index, or None when no option or more than one qualifies.
+    """
     tagged = [i for i, (_, tag) in enumerate(infos) if tag.casefold() == "unknown"]
     if tagged:
         return tagged[0] if len(tagged) == 1 else None

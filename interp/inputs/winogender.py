@@ -111,7 +111,19 @@ class WinoExample(Example):
 
 
 def resolve_stats(data: Sequence[str], stats: str | None) -> Path:
-    """``stats``, or ``occupations-stats.tsv`` beside the first data file."""
+    """``stats``, or ``occupations-stats.tsv`` beside the first data file.
+
+    Args:
+        data: The data files given (``--data``).
+        stats: The statistics file given (``--stats``), or None.
+
+    Returns:
+        The statistics file's path.
+
+    Raises:
+        InterpError: No data file, a data file that does not exist, or no statistics file
+            beside it when ``stats`` is None.
+    """
     if stats is not None:
         return Path(stats)
     if not data:
@@ -128,7 +140,18 @@ def resolve_stats(data: Sequence[str], stats: str | None) -> Path:
 
 
 def winogender_data_hash(data: Sequence[str], stats: str | None) -> str:
-    """SHA-256 over the data files' bytes and then the stats file's."""
+    """SHA-256 over the data files' bytes and then the stats file's.
+
+    Args:
+        data: The data files.
+        stats: The statistics file, or None (then as :func:`resolve_stats` finds it).
+
+    Returns:
+        The 64-character hex digest.
+
+    Raises:
+        InterpError: As :func:`resolve_stats`, or a file cannot be read.
+    """
     digest = hashlib.sha256()
     for path in [*data, resolve_stats(data, stats)]:
         try:
@@ -175,7 +198,18 @@ def _column(header: list[str], names: Sequence[str], path: str | Path) -> int:
 
 
 def load_stats(path: str | Path) -> dict[str, float]:
-    """Occupation -> ``bls_pct_female`` from ``occupations-stats.tsv``."""
+    """Occupation -> ``bls_pct_female`` from ``occupations-stats.tsv``.
+
+    Args:
+        path: The ``occupations-stats.tsv`` file.
+
+    Returns:
+        The percentage of women (0..100) by occupation.
+
+    Raises:
+        InterpError: The file cannot be read, lacks a column, or has a value that is not a
+            percentage or an occupation twice.
+    """
     header, rows = _tsv(path)
     occ = _column(header, ("occupation",), path)
     bls = _column(header, ("bls_pct_female",), path)
@@ -197,7 +231,19 @@ def load_stats(path: str | Path) -> dict[str, float]:
 def load_winogender(
     data: Sequence[str | Path] | str | Path, stats: str | None
 ) -> list[WinoExample]:
-    """Items from ``templates.tsv`` or the upstream ``all_sentences.tsv``, with BLS statistics."""
+    """Items from ``templates.tsv`` or the upstream ``all_sentences.tsv``, with BLS statistics.
+
+    Args:
+        data: One ``.tsv`` file or several, in either format.
+        stats: The statistics file, or None (beside the first data file).
+
+    Returns:
+        The items, in file and line order.
+
+    Raises:
+        InterpError: As :func:`resolve_stats` and :func:`load_stats`, a malformed file, an
+            occupation without statistics, or an item id that repeats.
+    """
     paths = [str(data)] if isinstance(data, str | Path) else [str(p) for p in data]
     bls = load_stats(resolve_stats(paths, stats))
     items: list[WinoExample] = []
@@ -340,6 +386,7 @@ class WinoPlan(Plan):
     shared prefix (the probes' chat transfer) uses a stand-in."""
 
     def to_dict(self) -> dict[str, Any]:
+        """As :meth:`Plan.to_dict`, the answer prefix recorded as per item."""
         out = super().to_dict()
         out["answer_prefix"] = None
         out["answer_prefix_per_item"] = (
@@ -349,13 +396,28 @@ class WinoPlan(Plan):
 
 
 def list_winogender_plans() -> list[str]:
+    """Names of the built-in Winogender plans.
+
+    Returns:
+        The plan names, in the order the package lists them.
+    """
     return list(_plans_data()["plans"])
 
 
 def load_winogender_plan(name: str) -> WinoPlan:
     """A built-in Winogender plan as a :class:`Plan`: round 0 asks to fill in the blank (the
     item's blanked sentence is its ``question``), follow-ups as BBQ's plans. The answer prefix
-    is per item (:data:`PER_ITEM_PREFIX` stands in for it in the manifest)."""
+    is per item (:data:`PER_ITEM_PREFIX` stands in for it in the manifest).
+
+    Args:
+        name: A built-in Winogender plan's name.
+
+    Returns:
+        The plan.
+
+    Raises:
+        InterpError: ``name`` is not a built-in Winogender plan.
+    """
     data = _plans_data()
     if name not in data["plans"]:
         raise InterpError(
@@ -377,14 +439,35 @@ def _plans_data() -> dict[str, Any]:
 
 
 def answer_text(example: WinoExample, choice: int) -> str:
-    """What follows the answer prefix when ``choice`` is the answer: the pronoun and the rest."""
+    """What follows the answer prefix when ``choice`` is the answer: the pronoun and the rest.
+
+    Args:
+        example: The item.
+        choice: The pronoun, 0 male, 1 female, 2 neutral.
+
+    Returns:
+        A space, the pronoun, and the rest of the sentence.
+    """
     return " " + example.options[choice] + example.rest
 
 
 def check_lengths(
     tokenizer, n_ctx: int, plan: Plan, examples: Sequence[WinoExample], rounds: int, system
 ) -> None:
-    """Every item's final transcript (the longest pronoun every round) fits ``n_ctx``."""
+    """Every item's final transcript (the longest pronoun every round) fits ``n_ctx``.
+
+    Args:
+        tokenizer: The model's tokenizer (with chat template).
+        n_ctx: The model's context length, in tokens.
+        plan: The Winogender plan.
+        examples: The items to replay.
+        rounds: The last round (rounds 0..``rounds`` are replayed).
+        system: A system message, or None.
+
+    Raises:
+        InterpError: Some item's transcript would exceed ``n_ctx``, or a conversation cannot
+            be built.
+    """
     for ex in examples:
         longest = max(range(3), key=lambda c: len(tokenizer.encode(answer_text(ex, c))))
         turns = [
@@ -412,6 +495,13 @@ def pronoun_variant_ids(tokenizer, case: str) -> list[list[list[int]]]:
 
     Variants: the word with and without a leading space, lower-case and capitalised (distinct
     token sequences only).
+
+    Args:
+        tokenizer: The model's tokenizer.
+        case: ``"nom"``, ``"poss"`` or ``"acc"`` (a key of ``PRONOUNS``).
+
+    Returns:
+        Three lists (male, female, neutral), each of its variants' token id sequences.
     """
     out = []
     for word in PRONOUNS[case]:
@@ -428,7 +518,14 @@ def pronoun_variant_ids(tokenizer, case: str) -> list[list[list[int]]]:
 def readout_token_ids(variants: list[list[list[int]]]) -> list[list[int]]:
     """Per pronoun, the tokens whose logits patching compares at the read-out: its
     single-token variants (on SmolLM2 all but "Him" and "Them"), else the first tokens of
-    its variants; a token two pronouns share is dropped from both (it would cancel)."""
+    its variants; a token two pronouns share is dropped from both (it would cancel).
+
+    Args:
+        variants: What :func:`pronoun_variant_ids` returned for one case.
+
+    Returns:
+        Three sorted lists of token ids (male, female, neutral); a list may be empty.
+    """
     ids = []
     for seqs in variants:
         single = [s[0] for s in seqs if len(s) == 1]
@@ -438,7 +535,11 @@ def readout_token_ids(variants: list[list[list[int]]]) -> list[list[int]]:
 
 
 class PronounScorer:
-    """Scores the pronouns of a batch at the read-out, reusing the replay's KV cache."""
+    """Scores the pronouns of a batch at the read-out, reusing the replay's KV cache.
+
+    Args:
+        tokenizer: The model's tokenizer (its pronoun variants are tokenized once, here).
+    """
 
     def __init__(self, tokenizer) -> None:
         self.variants = {case: pronoun_variant_ids(tokenizer, case) for case in PRONOUNS}
@@ -455,7 +556,14 @@ class PronounScorer:
         """``[batch, 3]`` float64: log of the summed probabilities of each pronoun's variants.
 
         Single-token variants come from ``logits`` (the read-out's); split variants by the chain
-        rule, their tokens run on the frozen cache (scored, not kept), right-padded."""
+        rule, their tokens run on the frozen cache (scored, not kept), right-padded.
+
+        Args:
+            model: The model replayed.
+            cache: The key-value cache of the batch's prompts (up to the read-out).
+            logits: The read-out's logits, one row per example.
+            batch: The items, one per row.
+        """
         import torch
 
         first = torch.log_softmax(logits.double(), -1).cpu()
@@ -506,7 +614,17 @@ class PronounScorer:
         return self.entries(batch, self.logprobs(model, cache, logits, batch))
 
     def entries(self, batch: Sequence[WinoExample], logp: torch.Tensor) -> list[dict[str, Any]]:
-        """One row entry per example (the replay adds the common columns)."""
+        """One row entry per example (the replay adds the common columns).
+
+        Args:
+            batch: The items.
+            logp: What :meth:`logprobs` returned for them.
+
+        Returns:
+            Per item: ``choice`` (most likely pronoun), the option log-probabilities, entropy,
+            answer text, ``p_male``/``p_female``/``p_neutral`` (renormalised over the three),
+            ``pronoun_mass`` (their total probability) and the read-out token ids.
+        """
         import torch
 
         out = []
@@ -540,7 +658,15 @@ def _continuation(model, cache, conts: list[list[int]], pad: int):
 
 
 def row_fields(ex: WinoExample, entry: dict[str, Any]) -> dict[str, Any]:
-    """The columns a Winogender row has beside (or instead of) a multiple-choice row's."""
+    """The columns a Winogender row has beside (or instead of) a multiple-choice row's.
+
+    Args:
+        ex: The item.
+        entry: Its entry from :meth:`PronounScorer.entries`.
+
+    Returns:
+        The Winogender columns (multiple-choice columns set to "none": -1 or False).
+    """
     return {
         # one token per pronoun, as a multiple-choice row's letters (its first read-out id)
         "option_token_ids": [ids[0] if ids else -1 for ids in entry["pronoun_token_ids"]],
@@ -715,7 +841,14 @@ class WinogenderScorer:
 
 
 def is_winogender(rounds_or_manifest: pd.DataFrame | dict[str, Any]) -> bool:
-    """Whether a run (its rounds table, or its manifest) is a Winogender run."""
+    """Whether a run (its rounds table, or its manifest) is a Winogender run.
+
+    Args:
+        rounds_or_manifest: A rounds table, or a run manifest.
+
+    Returns:
+        True for a Winogender run (a ``p_female`` column, or task ``winogender``).
+    """
     if isinstance(rounds_or_manifest, pd.DataFrame):
         return "p_female" in rounds_or_manifest.columns
     return (rounds_or_manifest.get("task") or {}).get("name") == TASK

@@ -36,7 +36,14 @@ DEFINITIONS = {
 
 
 def equal_width_counts(confidence: Float[np.ndarray, " item"]) -> list[int]:
-    """Items per equal-width bin (lo, hi] on [0, 1], as the ECE bins them (NaN skipped)."""
+    """Items per equal-width bin (lo, hi] on [0, 1], as the ECE bins them (NaN skipped).
+
+    Args:
+        confidence: Each item's confidence, in [0, 1]; NaN where unscored.
+
+    Returns:
+        ``N_BINS`` counts (a confidence of 0 falls in the first bin).
+    """
     conf = confidence[np.isfinite(confidence)]
     bins = np.clip(np.ceil(conf * N_BINS).astype(np.int64) - 1, 0, N_BINS - 1)
     return [int(c) for c in np.bincount(bins, minlength=N_BINS)]
@@ -45,7 +52,16 @@ def equal_width_counts(confidence: Float[np.ndarray, " item"]) -> list[int]:
 def equal_mass_ece(
     confidence: Float[np.ndarray, " item"], correct: Float[np.ndarray, " item"]
 ) -> tuple[float | None, list[int]]:
-    """(ECE over equal-mass bins, items per bin); (None, []) when no item has a confidence."""
+    """(ECE over equal-mass bins, items per bin); (None, []) when no item has a confidence.
+
+    Args:
+        confidence: Each item's confidence, in [0, 1]; NaN where unscored.
+        correct: 1.0 where the item was answered correctly, else 0.0.
+
+    Returns:
+        ``(ece, counts)``: the mean absolute gap between correct answers and confidence over
+        up to ``N_BINS`` bins of (nearly) equal size, and the items in each bin.
+    """
     scored = np.isfinite(confidence)
     conf, right = confidence[scored], correct[scored]
     if conf.size == 0:
@@ -59,7 +75,15 @@ def equal_mass_ece(
 def calibration_entry(
     confidence: Float[np.ndarray, " item"], correct: Float[np.ndarray, " item"]
 ) -> dict:
-    """The per-round calibration fields beside the equal-width ECE."""
+    """The per-round calibration fields beside the equal-width ECE.
+
+    Args:
+        confidence: Each item's confidence in one round, in [0, 1]; NaN where unscored.
+        correct: 1.0 where the item was answered correctly, else 0.0.
+
+    Returns:
+        ``ece_equal_mass`` and ``ece_bins`` (equal-width and equal-mass counts).
+    """
     value, mass_counts = equal_mass_ece(confidence, correct)
     return {
         "ece_equal_mass": value,
@@ -68,7 +92,15 @@ def calibration_entry(
 
 
 def calibration_summary(confidence: Float[np.ndarray, "round item"]) -> dict:
-    """How many items the ECE rests on, and a warning line when that is few."""
+    """How many items the ECE rests on, and a warning line when that is few.
+
+    Args:
+        confidence: Each item's confidence per round; NaN where unscored.
+
+    Returns:
+        ``n_scored`` (fewest scored items over rounds), ``small_sample``, ``threshold`` and
+        ``warning`` (None unless below ``SMALL_SAMPLE``).
+    """
     n_scored = int(np.isfinite(confidence).sum(axis=1).min()) if confidence.size else 0
     small = 0 < n_scored < SMALL_SAMPLE
     warning = (

@@ -42,11 +42,27 @@ _KEEP = (
 
 
 def check_space(space: str) -> None:
+    """Refuse a debias space other than those in ``SPACES``.
+
+    Args:
+        space: ``"prob"`` or ``"log"``.
+
+    Raises:
+        InterpError: ``space`` is not one of ``SPACES``.
+    """
     if space not in SPACES:
         raise InterpError(f"unknown debias space {space!r}; use one of {', '.join(SPACES)}")
 
 
 def is_permuted(rounds: pd.DataFrame) -> bool:
+    """Whether a rounds table comes from a permuted replay (it has ``base_index``).
+
+    Args:
+        rounds: A rounds table.
+
+    Returns:
+        True for a permuted run.
+    """
     return "base_index" in rounds.columns
 
 
@@ -69,7 +85,18 @@ def debiased_rounds(rounds: pd.DataFrame, space: str = "prob") -> pd.DataFrame:
     (``interp.metrics.rounds.REQUIRED_COLUMNS``), in original option order: ``choice`` the debiased
     answer, ``option_logprobs`` the log of the averaged distribution, ``entropy`` its entropy,
     ``example_index`` the base index, and ``n_orders`` and ``agree`` (all orders gave the same
-    content answer). ``space``: "prob" (default) or "log" (see the module docstring)."""
+    content answer). ``space``: "prob" (default) or "log" (see the module docstring).
+
+    Args:
+        rounds: The rounds table of a permuted replay.
+        space: ``"prob"`` or ``"log"``.
+
+    Returns:
+        The debiased rounds table.
+
+    Raises:
+        InterpError: ``space`` is unknown, or ``rounds`` lacks the permuted columns.
+    """
     check_space(space)
     missing = [c for c in PERMUTED_COLUMNS if c not in rounds.columns]
     if missing:
@@ -120,7 +147,15 @@ def debiased_rounds(rounds: pd.DataFrame, space: str = "prob") -> pd.DataFrame:
 def position_by_order(rounds: pd.DataFrame) -> list[dict]:
     """Per round and order: the share of the order's parsed answers at each shown position.
     A model without position bias spreads each order's answers as the content dictates; one
-    that answers by position gives every order the same shares."""
+    that answers by position gives every order the same shares.
+
+    Args:
+        rounds: The rounds table of a permuted replay.
+
+    Returns:
+        Per round: ``round`` and ``orders`` (each ``permutation``, ``n`` and ``shares``, a
+        share None when no answer of the order parsed).
+    """
     out = []
     frame = rounds.assign(_order=[tuple(int(i) for i in p) for p in rounds["permutation"]])
     for rnd, by_round in frame.groupby("round", sort=True):

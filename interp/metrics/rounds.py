@@ -267,7 +267,26 @@ def debiased_metrics(
     content answer), ``per_category`` (the official BBQ scores of the debiased answers, with
     ``by_category``) and ``position_by_order`` (each order's share of each shown letter, per
     round: the position bias the averaging removes). Intervals resample base examples'
-    clusters (all orders of an example together)."""
+    clusters (all orders of an example together).
+
+    Args:
+        rounds: The rounds table of a permuted replay (``base_index``, ``permutation`` and the
+            ``*_orig`` columns).
+        n_boot: Number of bootstrap resamples; 0 gives no intervals.
+        seed: Seed of the resampling generator.
+        cluster: The cluster key resampled: ``"template"`` or ``"example"``.
+        space: Where the orders are averaged: ``"prob"`` (default) or ``"log"``.
+        by_category: Whether to add the per-category scores.
+
+    Returns:
+        A JSON-ready dict: ``space``, ``other_space`` (the other rule's scores), ``per_round``,
+        ``agreement``, ``bootstrap``, ``position_by_order`` and, with ``by_category``,
+        ``per_category``, among others.
+
+    Raises:
+        InterpError: ``rounds`` is not a permuted rounds table, ``space`` or ``cluster`` is
+            unknown, or the table is incomplete.
+    """
     table = debiased_rounds(rounds, space)
     inner = compute_metrics(table, n_boot=n_boot, seed=seed, by_category=False, cluster=cluster)
     agree = (
@@ -350,7 +369,16 @@ def rule_differences(
 ) -> list[dict[str, Any]]:
     """The round x metric cells (``RULE_METRICS``) where two debiasing rules give numbers
     whose intervals do not overlap (without intervals, or with ``intervals`` False: different
-    values)."""
+    values).
+
+    Args:
+        main: ``per_round`` entries of one rule (each metric as ``{"value", "ci"}``).
+        other: ``per_round`` entries of the other rule, same rounds in the same order.
+        intervals: Whether to compare intervals (False: compare values only).
+
+    Returns:
+        One ``{"round", "metric", "value", "other"}`` per cell that differs.
+    """
     out = []
     for a, b in zip(main, other, strict=True):
         for name in RULE_METRICS:
@@ -369,7 +397,18 @@ def raw_by_order(
 ) -> list[dict[str, Any]]:
     """A permuted run's raw scores per option order (each order alone is an ordinary run):
     per order its permutation, its number of examples and per round accuracy, s_AMB and s_DIS
-    with intervals (``RAW_POOLED`` says why the pooled ones are no estimates)."""
+    with intervals (``RAW_POOLED`` says why the pooled ones are no estimates).
+
+    Args:
+        rounds: The rounds table of a permuted replay.
+        n_boot: Number of bootstrap resamples; 0 gives no intervals.
+        seed: Seed of the resampling generator.
+        cluster: The cluster key resampled: ``"template"`` or ``"example"``.
+
+    Returns:
+        One entry per order (shortest, then lexicographic): ``permutation``, ``n`` and
+        ``per_round``.
+    """
     frame = rounds.assign(_order=[tuple(int(i) for i in p) for p in rounds["permutation"]])
     out = []
     for perm, group in sorted(frame.groupby("_order"), key=lambda kv: (len(kv[0]), kv[0])):
@@ -393,6 +432,15 @@ def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
     Undefined values are NaN; count columns are nullable integers (``<NA>`` at the first
     round's flips).
+
+    Args:
+        metrics: A metrics dict as :func:`compute_metrics` returns it.
+
+    Returns:
+        The flat table.
+
+    Raises:
+        InterpError: ``metrics`` has no ``per_round`` key.
     """
     if "per_round" not in metrics:
         raise InterpError("Not a metrics dict: no 'per_round' key. Pass compute_metrics(...).")
@@ -408,6 +456,18 @@ def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def build_grid(rounds: pd.DataFrame) -> _Grid:
+    """The rounds table as (round x example) arrays, checked complete and consistent.
+
+    Args:
+        rounds: A rounds table with ``REQUIRED_COLUMNS``, one row per example and round.
+
+    Returns:
+        The grid the metrics are computed from.
+
+    Raises:
+        InterpError: Columns are missing, the table is empty, rows repeat or are missing, or
+            option indices or log-probabilities are out of range.
+    """
     missing = [c for c in REQUIRED_COLUMNS if c not in rounds.columns]
     if missing:
         raise InterpError(
@@ -527,7 +587,15 @@ def _ece(
 def resampled_stats(
     grid: _Grid, weights: Float[np.ndarray, "resample example"]
 ) -> dict[str, Float[np.ndarray, "resample round"]]:
-    """The metrics in ``CI_METRICS`` for each row of example weights (counts in a resample)."""
+    """The metrics in ``CI_METRICS`` for each row of example weights (counts in a resample).
+
+    Args:
+        grid: The rounds as :func:`build_grid` returns them.
+        weights: One row of example weights per resample (a row of ones: the point estimate).
+
+    Returns:
+        For each name in ``CI_METRICS``, its value per resample and round.
+    """
     every = np.ones_like(grid.choice, dtype=bool)
     ambig = np.broadcast_to(grid.ambig, every.shape)
     disambig = np.broadcast_to(grid.disambig, every.shape)
@@ -725,7 +793,14 @@ def _share_with_ci(
 
 def category_keys(rounds: pd.DataFrame) -> pd.Series:
     """Per row: the category, "Category (names)" for items that name people (the official
-    split; needs a ``label_type`` column, absent in runs made before it existed)."""
+    split; needs a ``label_type`` column, absent in runs made before it existed).
+
+    Args:
+        rounds: A rounds table with ``category`` (and, in newer runs, ``label_type``).
+
+    Returns:
+        The key of each row, aligned with ``rounds``.
+    """
     category = rounds["category"].astype(str)
     if "label_type" not in rounds:
         return category
@@ -735,7 +810,19 @@ def category_keys(rounds: pd.DataFrame) -> pd.Series:
 def per_category(
     rounds: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, cluster: str = DEFAULT_CLUSTER
 ) -> list[dict]:
-    """The official BBQ scores of each category (see ``DEFINITIONS["per_category"]``)."""
+    """The official BBQ scores of each category (see ``DEFINITIONS["per_category"]``).
+
+    Args:
+        rounds: A rounds table.
+        n_boot: Number of bootstrap resamples; 0 gives no intervals.
+        seed: Seed of the resampling generator.
+        cluster: The cluster key resampled: ``"template"`` or ``"example"``.
+
+    Returns:
+        One entry per category key (sorted): ``category``, ``n_examples``, ``n_with_target``
+        and ``per_round`` (accuracies and counts per context condition, ``bias_amb``,
+        ``bias_dis``).
+    """
     keys = category_keys(rounds)
     out = []
     for key in sorted(keys.unique()):
@@ -789,7 +876,16 @@ def position_rounds(
     ``position_share`` (one share per letter), as ``compute_metrics`` writes them; without an
     interval the Wilson 95% interval over ``n_examples`` stands in. The one implementation:
     ``model_floor``, the experiments' caveat (``interp.experiments.common``) and
-    self-distinguish's letter check call it."""
+    self-distinguish's letter check call it.
+
+    Args:
+        per_round: ``compute_metrics``' per-round entries.
+        chance: Accuracy by chance, in (0, 1].
+        n_examples: Number of examples (for the Wilson interval).
+
+    Returns:
+        One ``{"round", "accuracy", "ci", "option", "share"}`` per flagged round.
+    """
     flagged = []
     for entry in per_round:
         value = entry["accuracy"]["value"]
@@ -819,6 +915,14 @@ def model_floor(metrics: dict[str, Any], chance: float | None = None) -> dict[st
     Works on a metrics dict (also one read from an older ``metrics.json``). ``chance``: mean of
     1 / number of options; default 1 / the number of position shares. Without bootstrap
     intervals the accuracy's Wilson 95% interval is used.
+
+    Args:
+        metrics: A metrics dict (``per_round`` and ``n_examples``).
+        chance: Accuracy by chance; None: 1 / the number of options.
+
+    Returns:
+        ``flag``, ``chance``, ``share_threshold``, ``rounds`` (what :func:`position_rounds`
+        flagged), ``message`` and ``line`` (None when not at the floor).
     """
     per_round = metrics["per_round"]
     if chance is None:

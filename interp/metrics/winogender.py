@@ -88,7 +88,21 @@ DEFINITIONS = {
 def winogender_metrics(
     rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> dict[str, Any]:
-    """Per-round metrics of a Winogender rounds table (see the module docstring)."""
+    """Per-round metrics of a Winogender rounds table (see the module docstring).
+
+    Args:
+        rows: A Winogender rounds table (``occupation``, ``p_female``, ``p_male``,
+            ``p_neutral``, ``bls_pct_female``, ``choice``, ``entropy``; ``pronoun_mass`` where
+            stored).
+        n_boot: Number of occupation-bootstrap resamples; no intervals below
+            ``CLUSTER_FLOOR`` occupations.
+        seed: Seed of the resampling generator.
+        level: Coverage of the intervals, in (0, 1).
+
+    Returns:
+        ``task``, ``headline``, ``per_round`` (correlations with intervals, shares, entropy,
+        flips), ``per_occupation``, ``bootstrap`` and ``definitions``.
+    """
     rows = rows.sort_values(["round", "example_index"])
     occupations = sorted(rows["occupation"].unique())
     draws = _occupation_draws(len(occupations), n_boot, seed)
@@ -175,7 +189,22 @@ def winogender_plan_difference(
     another plan), with paired intervals: each resample draws occupations once (all their
     items and templates with them) and computes both runs' statistics on that draw, so what
     the two share cancels. Two marginal intervals that overlap say nothing about this
-    difference; its own interval does."""
+    difference; its own interval does.
+
+    Args:
+        rows: The run's Winogender rounds table.
+        control: The control's rounds table (same items and rounds, another plan).
+        n_boot: Number of paired occupation-bootstrap resamples.
+        seed: Seed of the resampling generator.
+        level: Coverage of the intervals, in (0, 1).
+
+    Returns:
+        ``n_occupations``, ``per_round`` (per statistic: ``run``, ``control``, ``diff``,
+        ``ci``), ``definition`` and ``bootstrap``.
+
+    Raises:
+        InterpError: The two tables hold other items, occupations or rounds.
+    """
     keys = ["round", "example_index"]
     a, b = rows.sort_values(keys), control.sort_values(keys)
     ids = "example_id" if "example_id" in a and "example_id" in b else "example_index"
@@ -226,7 +255,16 @@ def winogender_plan_difference(
 
 
 def format_winogender_difference(result: dict[str, Any], run: str, control: str) -> str:
-    """The paired run - control table (``interp metrics --control-run``)."""
+    """The paired run - control table (``interp metrics --control-run``).
+
+    Args:
+        result: What :func:`winogender_plan_difference` returned.
+        run: The run's name, in the heading.
+        control: The control's name, in the heading.
+
+    Returns:
+        The table as text.
+    """
     k = result["n_occupations"]
     lines = [
         f"run ({run}) - control ({control}), paired over {k} occupations "
@@ -255,7 +293,14 @@ def format_winogender_difference(result: dict[str, Any], run: str, control: str)
 
 
 def format_winogender_metrics(result: dict[str, Any]) -> str:
-    """The per-round table ``interp metrics`` prints for a Winogender run."""
+    """The per-round table ``interp metrics`` prints for a Winogender run.
+
+    Args:
+        result: What :func:`winogender_metrics` returned.
+
+    Returns:
+        The table and its explanation, as text.
+    """
 
     def f(x: float | None, spec: str = "+.2f") -> str:
         return "  nan" if x is None else format(x, spec)

@@ -56,7 +56,16 @@ _SUPPORTED_MINOR = (3, 9)
 
 def unsupported_transformer_lens(version: str | None = None) -> str | None:
     """Why TransformerLens ``version`` (default: the installed one) cannot take the fast path,
-    or None when it is in the supported range."""
+    or None when it is in the supported range.
+
+    Args:
+        version: A TransformerLens version string such as ``"3.9.1"``; None reads the installed
+            package's version.
+
+    Returns:
+        None for a 3.9.x version (``SUPPORTED_TRANSFORMER_LENS``), else the reason blocks keep
+        TransformerLens' own forward.
+    """
     if version is None:
         version = metadata.version("transformer-lens")
     parts = version.split(".")
@@ -208,7 +217,17 @@ class FastBlock(TransformerBlock):
     def fast_path_ready(
         self, resid_pre: Float[torch.Tensor, "batch pos d_model"] | None = None
     ) -> bool:
-        """True when a forward (of ``resid_pre``, if given) takes the fast path."""
+        """True when a forward (of ``resid_pre``, if given) takes the fast path.
+
+        Args:
+            resid_pre: The residual stream about to enter the block; None checks only the block
+                (its options, submodules and hooks).
+
+        Returns:
+            False when autograd would record the forward, when the config asks for split or
+            per-head inputs or results, when a submodule was replaced by an unsupported kind, or
+            when any hook is attached; True otherwise.
+        """
         cfg = self.cfg
         if torch.is_grad_enabled() and (
             (resid_pre is not None and resid_pre.requires_grad)
@@ -235,6 +254,20 @@ class FastBlock(TransformerBlock):
         past_kv_cache_entry=None,
         attention_mask: Shaped[torch.Tensor, "batch key_pos"] | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
+        """The block's forward: the fast path when ready, else TransformerLens' own.
+
+        Args:
+            resid_pre: The residual stream entering the block.
+            shortformer_pos_embed: Shortformer positional embedding; when given, TransformerLens'
+                forward runs.
+            past_kv_cache_entry: This layer's key-value cache entry, or None.
+            attention_mask: 1 for real tokens, 0 for padding, over all key positions (cached
+                ones included); None when nothing is padded.
+
+        Returns:
+            The residual stream after the block (``resid_post``), equal to what
+            ``TransformerBlock.forward`` returns.
+        """
         if shortformer_pos_embed is not None or not self.fast_path_ready(resid_pre):
             return super().forward(
                 resid_pre,
@@ -387,7 +420,15 @@ def enable(model: HookedTransformer) -> dict[int, str]:
     """Switch every supported block to :class:`FastBlock`; returns {layer: reason} for the
     blocks left as they were (empty when all switched). Outside the supported TransformerLens
     range no block is switched, with a warning naming the range (the results stay right, only
-    slower)."""
+    slower).
+
+    Args:
+        model: A loaded model; its blocks are switched in place.
+
+    Returns:
+        ``{layer: reason}`` for every block left unswitched (every block, with the version
+        reason, outside the supported TransformerLens range); empty when all switched.
+    """
     version_reason = unsupported_transformer_lens()
     if version_reason is not None:
         warnings.warn(version_reason, RuntimeWarning, stacklevel=2)
@@ -406,7 +447,11 @@ def enable(model: HookedTransformer) -> dict[int, str]:
 
 
 def disable(model: HookedTransformer) -> None:
-    """Switch every :class:`FastBlock` back to TransformerLens' ``TransformerBlock``."""
+    """Switch every :class:`FastBlock` back to TransformerLens' ``TransformerBlock``.
+
+    Args:
+        model: A model whose blocks may have been switched by :func:`enable`; changed in place.
+    """
     for block in model.blocks:
         if type(block) is FastBlock:
             block.__class__ = TransformerBlock
@@ -415,5 +460,12 @@ def disable(model: HookedTransformer) -> None:
 
 
 def is_enabled(model: HookedTransformer) -> bool:
-    """True when every block of ``model`` is a :class:`FastBlock`."""
+    """True when every block of ``model`` is a :class:`FastBlock`.
+
+    Args:
+        model: A loaded model.
+
+    Returns:
+        True when every block is a :class:`FastBlock` (False if any block was skipped).
+    """
     return all(type(block) is FastBlock for block in model.blocks)

@@ -25,7 +25,20 @@ def logits_on_frozen_cache(
     """Logits at every position of each continuation (one per cached sequence, right-padded
     with ``pad`` to the longest and masked), with ``cache`` frozen for the call. With ``at``
     (one position per continuation), only the logits there: the vocabulary matmul at every
-    other position is skipped."""
+    other position is skipped.
+
+    Args:
+        model: The model the cache was filled by.
+        cache: A key-value cache holding one prefix per continuation (batch size
+            ``len(conts)``); frozen during the call and unfrozen after, so it is not extended.
+        conts: Token ids of each continuation (at least one token each).
+        pad: The token id the shorter continuations are padded with (masked out).
+        at: One position (0-based, within its continuation) per continuation; None returns
+            the logits at every position.
+
+    Returns:
+        Logits ``(batch, pos, vocab)`` without ``at``; ``(batch, vocab)`` with it.
+    """
     width = max(len(c) for c in conts)
     tokens = torch.full((len(conts), width), pad, dtype=torch.long)
     mask = torch.zeros_like(tokens)
@@ -54,7 +67,12 @@ def logits_on_frozen_cache(
 
 
 def truncate_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
-    """Keep only the first ``length`` positions (the rest is dropped, to be re-run)."""
+    """Keep only the first ``length`` positions (the rest is dropped, to be re-run).
+
+    Args:
+        cache: The key-value cache, shortened in place (keys, values and attention mask).
+        length: Number of positions to keep, from the start.
+    """
     for entry in cache.entries:
         entry.past_keys = entry.past_keys[:, :length]
         entry.past_values = entry.past_values[:, :length]
@@ -64,7 +82,15 @@ def truncate_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
 def expanded_cache(cache: TransformerLensKeyValueCache, batch: int) -> TransformerLensKeyValueCache:
     """A batch-1 ``cache`` repeated ``batch`` times along the batch (views, no copy), for
     scoring several continuations of the same prefix in one call; frozen, so nothing is
-    appended to it."""
+    appended to it.
+
+    Args:
+        cache: A cache of batch size 1.
+        batch: How many times to repeat it along the batch axis.
+
+    Returns:
+        A new frozen cache sharing ``cache``'s storage.
+    """
     from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
     entries = [

@@ -42,7 +42,15 @@ def _with_storage_order(t: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor
 
 
 def relayout_weights(model: HookedTransformer) -> int:
-    """Re-lay the model's weights in place; returns the number of parameters changed."""
+    """Re-lay the model's weights in place; returns the number of parameters changed.
+
+    Args:
+        model: A loaded model; its parameters' storage is replaced in place (values and
+            shapes unchanged).
+
+    Returns:
+        How many parameters were re-laid (0 when all already had the wanted layout).
+    """
     changed = 0
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -54,7 +62,14 @@ def relayout_weights(model: HookedTransformer) -> int:
 
 
 def is_relaid(model: HookedTransformer) -> bool:
-    """True when every weight the forward re-lays already has the wanted layout."""
+    """True when every weight the forward re-lays already has the wanted layout.
+
+    Args:
+        model: A loaded model.
+
+    Returns:
+        True when :func:`relayout_weights` would change nothing.
+    """
     return all(
         param.data.permute(order).is_contiguous()
         for name, param in model.named_parameters()
@@ -64,7 +79,16 @@ def is_relaid(model: HookedTransformer) -> bool:
 
 def to_storage(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Contiguous tensors in the forward's layout for saving (safetensors stores only
-    contiguous tensors), plus metadata naming each permuted key's order."""
+    contiguous tensors), plus metadata naming each permuted key's order.
+
+    Args:
+        state: A state dict (parameter name to tensor), as ``model.state_dict()`` gives it.
+
+    Returns:
+        ``(tensors, orders)``: contiguous detached tensors (permuted keys stored in the
+        forward's order) and ``{key: "i,j,..."}`` for each permuted key, for the safetensors
+        metadata.
+    """
     tensors, orders = {}, {}
     for key, t in state.items():
         order = _order_for(key, t)
@@ -79,7 +103,15 @@ def to_storage(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
 def from_storage(
     tensors: dict[str, torch.Tensor], orders: dict[str, str]
 ) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`to_storage`: views with the original shapes, no copies."""
+    """Inverse of :func:`to_storage`: views with the original shapes, no copies.
+
+    Args:
+        tensors: Tensors as :func:`to_storage` wrote them (read back from safetensors).
+        orders: The ``{key: "i,j,..."}`` metadata :func:`to_storage` returned.
+
+    Returns:
+        The state dict with every tensor in its original shape (permuted views).
+    """
     state = {}
     for key, t in tensors.items():
         if key in orders:

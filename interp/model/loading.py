@@ -70,10 +70,20 @@ class ModelSource:
     d_model: int
 
     def to_dict(self) -> dict:
+        """The record as a plain dict (the manifest's ``model`` entry)."""
         return asdict(self)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """The sha256 hex digest of a file's bytes, read in chunks.
+
+    Args:
+        path: The file to hash.
+        chunk: Bytes read at a time (default 4 MiB).
+
+    Returns:
+        The 64-character lowercase hex digest.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -145,7 +155,14 @@ def load_model(
 
 
 def tiny_seed(weights_hash: str | None) -> int:
-    """The seed a tiny model's recorded weights hash (``tiny-seed-N``) names; 0 if none."""
+    """The seed a tiny model's recorded weights hash (``tiny-seed-N``) names; 0 if none.
+
+    Args:
+        weights_hash: A run manifest's recorded ``weights_hash``, or None.
+
+    Returns:
+        N from ``tiny-seed-N``; 0 for None or any other hash.
+    """
     prefix = "tiny-seed-"
     if weights_hash and weights_hash.startswith(prefix) and weights_hash[len(prefix) :].isdigit():
         return int(weights_hash[len(prefix) :])
@@ -154,7 +171,15 @@ def tiny_seed(weights_hash: str | None) -> int:
 
 def run_model_spec(recorded: dict[str, Any]) -> dict[str, Any]:
     """``load_model`` arguments that rebuild a run's model from its manifest's ``model``
-    record: its id and, for ``tiny`` (whose weights are its seed), the seed it was built with."""
+    record: its id and, for ``tiny`` (whose weights are its seed), the seed it was built with.
+
+    Args:
+        recorded: The run manifest's ``model`` record (``model_id`` required;
+            ``weights_hash`` read for ``tiny``).
+
+    Returns:
+        ``{"name_or_path": ...}`` plus ``"seed"`` for ``tiny``.
+    """
     spec: dict[str, Any] = {"name_or_path": recorded["model_id"]}
     if recorded.get("model_id") == TINY:
         spec["seed"] = tiny_seed(recorded.get("weights_hash"))
@@ -164,14 +189,38 @@ def run_model_spec(recorded: dict[str, Any]) -> dict[str, Any]:
 def load_run_model(
     recorded: dict[str, Any], *, device: str = "cpu", dtype: str | torch.dtype = "float32"
 ) -> HookedTransformer:
-    """The model a run was replayed with (its manifest's ``model`` record), seed included."""
+    """The model a run was replayed with (its manifest's ``model`` record), seed included.
+
+    Args:
+        recorded: The run manifest's ``model`` record.
+        device: Torch device to load onto, e.g. ``"cpu"`` or ``"cuda"``.
+        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` or a torch dtype.
+
+    Returns:
+        The loaded model, as :func:`load_model` returns it.
+
+    Raises:
+        InterpError: The model is not available here, or the device or dtype is not.
+    """
     return load_model(**run_model_spec(recorded), device=device, dtype=dtype)
 
 
 def recorded_model_name(requested: str, model: HookedTransformer, default: str = EMBEDDED) -> str:
     """The model name a config should record when a loaded ``model`` is passed in: the
     model's own id when ``requested`` was left at its ``default``; ``requested`` when it names
-    the same model; otherwise an error (the config and the model passed disagree)."""
+    the same model; otherwise an error (the config and the model passed disagree).
+
+    Args:
+        requested: The model name the config holds.
+        model: The loaded model passed alongside the config.
+        default: The config's default model name.
+
+    Returns:
+        The name to record in the run manifest.
+
+    Raises:
+        InterpError: ``requested`` names another model than the one passed.
+    """
     source = getattr(model, "interp_source", None)
     if source is None or requested == source.model_id:
         return requested
@@ -195,6 +244,15 @@ def check_run_model(model: HookedTransformer, recorded: dict[str, Any]) -> None:
     ``recorded`` is the run manifest's ``model`` record. Stored activations, spans and concept
     directions only mean something in the space of the model that made them, so a model of
     another shape, or one whose weights hash differs from the recorded one, is an error.
+
+    Args:
+        model: The model passed in.
+        recorded: The run manifest's ``model`` record (``n_layers``, ``d_model``,
+            ``weights_hash`` are compared when present).
+
+    Raises:
+        InterpError: The layer count or width differs from the recorded one, or the weights
+            hash differs.
     """
     shape = (model.cfg.n_layers, model.cfg.d_model)
     want = (recorded.get("n_layers"), recorded.get("d_model"))
@@ -409,7 +467,14 @@ def _empty_model(cfg) -> HookedTransformer:
 
 def attach_tokenizer(model: HookedTransformer, tokenizer) -> None:
     """Attach ``tokenizer`` unchanged (``set_tokenizer`` would reload it with
-    ``add_bos_token=True`` from its name, which for a GGUF or temp folder may not exist)."""
+    ``add_bos_token=True`` from its name, which for a GGUF or temp folder may not exist).
+
+    Args:
+        model: The model; its ``tokenizer`` and ``cfg.tokenizer_prepends_bos`` are set in
+            place.
+        tokenizer: A Hugging Face tokenizer; set to right padding, and given the eos token as
+            pad token if it has none.
+    """
     model.tokenizer = tokenizer
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:

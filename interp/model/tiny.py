@@ -59,7 +59,15 @@ TINY_CONFIG = dict(
 
 
 def build_tiny_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on a fixed corpus (deterministic), with ChatML."""
+    """A byte-level BPE tokenizer trained on a fixed corpus (deterministic), with ChatML.
+
+    Args:
+        vocab_size: Size of the BPE vocabulary to train, special tokens included.
+
+    Returns:
+        A fast tokenizer with ChatML special tokens (``<|im_end|>`` as eos and pad) and chat
+        template.
+    """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -83,7 +91,16 @@ def build_tiny_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
 
 def build_tiny_model(d_vocab: int, seed: int = 0, device: str = "cpu") -> HookedTransformer:
     """A seeded, randomly initialised HookedTransformer, without a tokenizer (the loader
-    attaches ``build_tiny_tokenizer()``)."""
+    attaches ``build_tiny_tokenizer()``).
+
+    Args:
+        d_vocab: Vocabulary size (the tokenizer's length).
+        seed: Seed of the weight initialisation and of the norm/bias perturbation.
+        device: Torch device the model is built on, e.g. ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        The model in eval mode, with ``TINY_CONFIG``'s shape.
+    """
     cfg = HookedTransformerConfig(
         **TINY_CONFIG, d_vocab=d_vocab, seed=seed, device=device, init_weights=True
     )

@@ -38,14 +38,38 @@ CONTROL_DEFINITION = (
 
 def open_control(run: Run, control: str | Path | Run) -> tuple[Run, dict[str, Any]]:
     """Open the control run and check it pairs with ``run``; returns it and the JSON record
-    of what was checked. Raises InterpError naming the first mismatch."""
+    of what was checked. Raises InterpError naming the first mismatch.
+
+    Args:
+        run: The run analysed.
+        control: The control run: an opened ``Run`` or its directory.
+
+    Returns:
+        ``(control_run, record)``: the opened control and what :func:`check_control` checked.
+
+    Raises:
+        InterpError: The control cannot be opened, or does not pair with ``run``.
+    """
     other = control if isinstance(control, Run) else Run.open(control)
     return other, check_control(run, other)
 
 
 def check_control(run: Run, control: Run) -> dict[str, Any]:
     """Same model weights, rounds count, task data hash and example ids in the same order;
-    a different run directory and another plan."""
+    a different run directory and another plan.
+
+    Args:
+        run: The run analysed.
+        control: The opened control run.
+
+    Returns:
+        The JSON record of the pairing: the control's path and plan, the checks made, the
+        number of examples and ``CONTROL_DEFINITION``.
+
+    Raises:
+        InterpError: The control is the run itself, or differs in model (id or weights hash),
+            rounds, task data hash, example ids or their order, or mode, or used the same plan.
+    """
     where = f"control run {control.path}"
     if run.path.resolve() == control.path.resolve():
         raise InterpError(f"{where} is the run itself; pass a replay of another plan")
@@ -102,7 +126,14 @@ def check_control(run: Run, control: Run) -> dict[str, Any]:
 
 
 def example_ids(run: Run) -> list[str]:
-    """The run's example ids in example_index order."""
+    """The run's example ids in example_index order.
+
+    Args:
+        run: An opened run (its rounds table is read).
+
+    Returns:
+        One id (as text) per example.
+    """
     rounds = run.rounds()
     firsts = rounds.sort_values("example_index", kind="stable").drop_duplicates("example_index")
     return [str(x) for x in firsts["example_id"]]
@@ -140,7 +171,23 @@ def metrics_difference(
     cluster: str = DEFAULT_CLUSTER,
 ) -> dict[str, Any]:
     """Run - control of the BBQ metrics with intervals (``interp.metrics.rounds.CI_METRICS``), per
-    round, from the two runs' rounds tables (the same examples in the same order)."""
+    round, from the two runs' rounds tables (the same examples in the same order).
+
+    Args:
+        rounds: The run's rounds table.
+        control: The control run's rounds table (same examples, same order, same rounds).
+        n_boot: Number of paired bootstrap resamples; 0 gives no intervals.
+        seed: Seed of the resampling generator.
+        cluster: The cluster key (``"template"`` or ``"example"``) resampled.
+
+    Returns:
+        A JSON-ready dict with ``per_round`` (per round, for each metric: ``run``, ``control``,
+        ``diff`` and ``ci``, None below ``CLUSTER_FLOOR`` clusters or with ``n_boot`` 0),
+        ``n_examples``, ``n_clusters``, ``cluster``, ``bootstrap`` and ``definition``.
+
+    Raises:
+        InterpError: The two tables hold other examples or rounds, or ``cluster`` is unknown.
+    """
     from interp.metrics.rounds import CI_METRICS, build_grid, resampled_stats
 
     run_grid, control_grid = build_grid(rounds), build_grid(control)
@@ -191,7 +238,16 @@ DIFFERENCE_COLUMNS = ("accuracy", "bias_amb", "bias_dis", "entropy")
 
 
 def format_metrics_difference(result: dict[str, Any], run: str, control: str) -> str:
-    """The paired run - control table ``interp metrics --control-run`` prints."""
+    """The paired run - control table ``interp metrics --control-run`` prints.
+
+    Args:
+        result: What :func:`metrics_difference` returned.
+        run: The run's name, as printed in the heading.
+        control: The control's name, as printed in the heading.
+
+    Returns:
+        The table as text (no trailing newline), with a warning line when the clusters are few.
+    """
     k = result["n_clusters"]
     lines = [
         f"run ({run}) - control ({control}), paired over {k} "

@@ -49,6 +49,15 @@ class Workers:
 
     def check(self, device: str) -> None:
         # Messages name the fields; the CLI shows them with their flags.
+        """Refuse worker settings Ray cannot honour.
+
+        Args:
+            device: The torch device the work runs on (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+
+        Raises:
+            InterpError: ``n`` or ``threads`` below 1, ``gpus`` negative, or no GPU per worker with
+                a cuda device.
+        """
         if self.n < 1:
             raise InterpError(f"workers must be at least 1 (got {self.n})")
         if self.threads < 1:
@@ -62,7 +71,15 @@ class Workers:
             )
 
     def record(self, n_jobs: int) -> dict[str, Any]:
-        """The manifest's account of how the work was spread (not part of the result)."""
+        """The manifest's account of how the work was spread (not part of the result).
+
+        Args:
+            n_jobs: Number of jobs the work was cut into.
+
+        Returns:
+            ``n``, ``address`` (``"local"`` when None), ``gpus_per_worker``,
+            ``threads_per_worker`` and ``jobs``.
+        """
         return {
             "n": self.n,
             "address": self.address or "local",
@@ -95,7 +112,20 @@ def run_jobs(
 
     ``fn`` must be a module-level function (Ray sends it by reference) whose result is plain
     data or bytes. Jobs go to whichever actor is free, so the result of a job must not depend
-    on the actor: each job is computed from its own inputs alone."""
+    on the actor: each job is computed from its own inputs alone.
+
+    Args:
+        workers: How many actors, where, and with what resources.
+        model_spec: Keyword arguments of :func:`interp.model.loading.load_model` for each
+            actor's model.
+        fn: Module-level function called as ``fn(model, *args)`` in an actor.
+        jobs: ``(key, args)`` pairs; ``key`` identifies the job's result.
+        on_result: Called as ``on_result(key, value)`` in this process, per finished job.
+
+    Raises:
+        InterpError: Ray is not installed, the cluster cannot be joined, or a worker failed
+            after ``RETRIES`` retries.
+    """
     if not jobs:
         return
     ray = _import_ray()
@@ -135,7 +165,18 @@ def connected(workers: Workers | None) -> Iterator[None]:
     before the caller creates or prints anything: a bad address, an unreachable one or a
     cluster without the GPUs or CPUs one worker needs is one InterpError, not a hang or a
     half-made output. ``run_jobs`` inside reuses the connection; a cluster started here is
-    stopped on the way out. ``None``: nothing (no Ray)."""
+    stopped on the way out. ``None``: nothing (no Ray).
+
+    Args:
+        workers: The worker settings; None does nothing.
+
+    Yields:
+        None, with the Ray connection open (for ``workers`` not None).
+
+    Raises:
+        InterpError: Ray is not installed, the address is malformed or unreachable, or the
+            cluster lacks the GPUs or CPUs of one worker.
+    """
     if workers is None:
         yield
         return
@@ -154,7 +195,16 @@ def connected(workers: Workers | None) -> Iterator[None]:
 def check_address(address: str, timeout: float = 5.0) -> None:
     """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that is well formed and accepts a TCP
     connection; ``auto`` is left to Ray. Ray itself retries an unreachable address for
-    minutes, printing warnings as it goes."""
+    minutes, printing warnings as it goes.
+
+    Args:
+        address: ``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"`` (port 1..65535; an
+            IPv6 host may be bracketed).
+        timeout: Seconds to wait for the TCP connection.
+
+    Raises:
+        InterpError: The address is malformed, or nothing accepts a connection there.
+    """
     if address == "auto":
         return
     bare = address.removeprefix("ray://")
@@ -172,7 +222,16 @@ def check_address(address: str, timeout: float = 5.0) -> None:
 
 
 def check_resources(workers: Workers, resources: dict[str, float]) -> None:
-    """One worker must fit the cluster (more queue for it): else Ray waits for ever."""
+    """One worker must fit the cluster (more queue for it): else Ray waits for ever.
+
+    Args:
+        workers: The worker settings (``gpus`` and ``threads`` per worker are compared).
+        resources: The cluster's resources as ``ray.cluster_resources()`` gives them
+            (``"GPU"``, ``"CPU"`` counts).
+
+    Raises:
+        InterpError: One worker needs more GPUs or CPUs than the whole cluster has.
+    """
     gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
     if workers.gpus > gpus:
         raise InterpError(

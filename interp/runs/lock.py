@@ -35,7 +35,16 @@ LOCK_NAME = ".interp.lock"
 
 
 def fs_error(path: Path | str, err: OSError, doing: str = "cannot write into") -> InterpError:
-    """An OS error on ``path`` as one line a user can act on."""
+    """An OS error on ``path`` as one line a user can act on.
+
+    Args:
+        path: The file or folder the operation was on.
+        err: The OS error raised.
+        doing: What was being done, as the message's opening words.
+
+    Returns:
+        The error (not raised): ``"{doing} {path}: {reason}"``.
+    """
     reason = err.strerror or type(err).__name__
     if err.errno == errno.ENOTDIR or isinstance(err, FileExistsError):
         reason = "a file is in the way (a path component is not a directory)"
@@ -44,7 +53,18 @@ def fs_error(path: Path | str, err: OSError, doing: str = "cannot write into") -
 
 def make_dir(path: Path) -> list[Path]:
     """``mkdir -p path``; return the folders it created (outermost first), so that a command
-    that fails before writing anything can remove exactly those again."""
+    that fails before writing anything can remove exactly those again.
+
+    Args:
+        path: The folder to create, with any missing parents.
+
+    Returns:
+        The folders created, outermost first (empty when ``path`` existed).
+
+    Raises:
+        InterpError: A file is in the way, or the OS refuses (the folders made so far are
+            removed again).
+    """
     missing: list[Path] = []
     probe = path
     while not probe.exists():
@@ -70,7 +90,11 @@ def make_dir(path: Path) -> list[Path]:
 
 
 def remove_empty(folders: list[Path]) -> None:
-    """Remove the folders (created by :func:`make_dir`) that are still empty, innermost first."""
+    """Remove the folders (created by :func:`make_dir`) that are still empty, innermost first.
+
+    Args:
+        folders: Folders as :func:`make_dir` returned them; those not empty are kept.
+    """
     for folder in reversed(folders):
         with contextlib.suppress(OSError):
             folder.rmdir()
@@ -78,7 +102,18 @@ def remove_empty(folders: list[Path]) -> None:
 
 @contextlib.contextmanager
 def run_lock(directory: str | Path) -> Iterator[Path]:
-    """Hold the exclusive write lock of ``directory`` (which must exist) for the block."""
+    """Hold the exclusive write lock of ``directory`` (which must exist) for the block.
+
+    Args:
+        directory: The run directory (or other folder) to lock.
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        InterpError: ``directory`` does not exist, the lock file cannot be made, or another
+            command holds the lock.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise InterpError(f"no directory at {directory}")
@@ -100,7 +135,18 @@ def output_lock(out: str | Path) -> Iterator[Path]:
 
     A second writer of the same ``out`` is refused at once. With the lock held no one else
     builds ``out``, so the ``.<name>.partial-*`` folders there are the remains of writers
-    killed mid-way (kill -9, power loss): they are removed."""
+    killed mid-way (kill -9, power loss): they are removed.
+
+    Args:
+        out: The output folder the command will build.
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        InterpError: ``out``'s parent cannot be created or locked, or another command holds
+            the lock.
+    """
     out = Path(out)
     created = make_dir(out.parent)
     try:
@@ -116,7 +162,11 @@ def output_lock(out: str | Path) -> Iterator[Path]:
 
 def public_modes(folder: Path) -> None:
     """Give ``folder`` and the files in it the modes any other tool would give them (0777 and
-    0666 less the umask): tempfile.mkdtemp makes a folder 0700, safetensors files are 0600."""
+    0666 less the umask): tempfile.mkdtemp makes a folder 0700, safetensors files are 0600.
+
+    Args:
+        folder: The folder whose modes (and those of everything under it) are set.
+    """
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)
     for path in folder.rglob("*"):

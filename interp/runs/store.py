@@ -51,7 +51,15 @@ ACTIVATION_KEY = "activations"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temp path beside ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a temp path beside ``path``, then rename it into place.
+
+    Args:
+        path: The file to write; its folder is created if missing.
+        write: Writes the content to the path it is given (a temp file in ``path``'s folder).
+
+    Raises:
+        OSError: The folder cannot be made or the rename fails; the temp file is removed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -72,15 +80,36 @@ def _umask() -> int:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (no NaN allowed), atomically.
+
+    Args:
+        path: The JSON file to write.
+        obj: Any JSON-serialisable value without NaN or infinities.
+
+    Raises:
+        ValueError: ``obj`` holds NaN or an infinity (use :func:`interp.stats.json_float`).
+    """
     text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    """Write a table as parquet without its index, atomically.
+
+    Args:
+        path: The parquet file to write.
+        frame: The table.
+    """
     atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def write_activations(path: Path, acts: Float[torch.Tensor, "example round d_model"]) -> None:
+    """Write one hook's activations as float16 safetensors (key ``ACTIVATION_KEY``), atomically.
+
+    Args:
+        path: The ``.safetensors`` file to write.
+        acts: One vector per example and round, on any device and dtype.
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -101,7 +130,16 @@ SPAN_COLUMNS = [
 
 
 def span_record(example_index: int, spans: RoundSpans) -> dict[str, int]:
-    """One spans.parquet row (plain ints, so that replay's partial batches can hold it as JSON)."""
+    """One spans.parquet row (plain ints, so that replay's partial batches can hold it as JSON).
+
+    Args:
+        example_index: The example's row number in the run.
+        spans: That example's spans in one round.
+
+    Returns:
+        ``example_index``, ``round``, ``<field>_start``/``<field>_end`` per span field (-1, -1
+        where absent) and ``readout``.
+    """
     row = {"example_index": int(example_index), "round": int(spans.round)}
     for name in SPAN_FIELDS:
         span = getattr(spans, name)
@@ -115,24 +153,54 @@ def span_record(example_index: int, spans: RoundSpans) -> dict[str, int]:
 
 
 def write_rounds(out: Path, rounds: pd.DataFrame) -> None:
+    """Write ``rounds.parquet`` into a run directory.
+
+    Args:
+        out: The run directory (or its ``.partial`` folder).
+        rounds: The rounds table, one row per example and round.
+    """
     write_parquet(out / "rounds.parquet", rounds)
 
 
 def write_tokens(out: Path, tokens: pd.DataFrame) -> None:
+    """Write ``tokens.parquet`` into a run directory.
+
+    Args:
+        out: The run directory (or its ``.partial`` folder).
+        tokens: The tokens table.
+    """
     write_parquet(out / "tokens.parquet", tokens)
 
 
 def write_spans(out: Path, records: list[dict[str, int]]) -> None:
+    """Write ``spans.parquet`` from :func:`span_record` rows, as int64 columns.
+
+    Args:
+        out: The run directory (or its ``.partial`` folder).
+        records: One :func:`span_record` per example and round.
+    """
     frame = pd.DataFrame(records, columns=SPAN_COLUMNS).astype("int64")
     write_parquet(out / SPANS_FILE, frame)
 
 
 def write_hook(out: Path, hook: str, acts: Float[torch.Tensor, "example round d_model"]) -> None:
+    """Write one hook's activations to ``activations/<hook>.safetensors``.
+
+    Args:
+        out: The run directory (or its ``.partial`` folder).
+        hook: The hook name, e.g. ``blocks.3.hook_resid_post``.
+        acts: One vector per example and round.
+    """
     write_activations(out / "activations" / hook_file(hook), acts)
 
 
 def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
-    """``metrics.json`` (replay's, or ``interp metrics`` rewriting it)."""
+    """``metrics.json`` (replay's, or ``interp metrics`` rewriting it).
+
+    Args:
+        out: The run directory.
+        metrics: The metrics record (JSON-ready, no NaN).
+    """
     write_json(out / "metrics.json", metrics)
 
 
@@ -143,7 +211,21 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*")
 def safe_name(text: str, limit: int = SAFE_NAME_LIMIT) -> str:
     """``text`` as one part of a file or folder name: unchanged when it is short and made of
     letters, digits and ``._+=-`` only (not starting with a dot); otherwise a slug of those
-    characters, cut to fit, and 8 hex digits of its sha256 (so two names stay two names)."""
+    characters, cut to fit, and 8 hex digits of its sha256 (so two names stay two names).
+
+    Args:
+        text: A user-given name (an id, a folder name).
+        limit: Most characters of the result (default ``SAFE_NAME_LIMIT``, 64).
+
+    Returns:
+        The name to use in a path; ``text`` itself when already safe (or empty).
+
+    Examples:
+        >>> safe_name("resid_post")
+        'resid_post'
+        >>> safe_name("my probe/v2")
+        'my_probe_v2-83ea6708'
+    """
     if not text or (len(text) <= limit and _SAFE_NAME.fullmatch(text)):
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
@@ -156,7 +238,15 @@ EXPERIMENT_STARTED = ".experiment-started.json"  # an experiment's name and comm
 
 def unfinished_experiment(path: Path) -> str | None:
     """The one-line account of an experiment directory stopped before its first arm finished
-    (no manifest.json yet), with the command that finishes it; None for anything else."""
+    (no manifest.json yet), with the command that finishes it; None for anything else.
+
+    Args:
+        path: A directory that is not a complete run.
+
+    Returns:
+        The message naming the command to run again, or None when ``path`` is no unfinished
+        experiment directory.
+    """
     try:
         started = json.loads((path / EXPERIMENT_STARTED).read_text())
     except (OSError, ValueError):
@@ -176,7 +266,12 @@ def unfinished_experiment(path: Path) -> str | None:
 
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    """Written last: with ``"complete": true`` it makes the directory a run."""
+    """Written last: with ``"complete": true`` it makes the directory a run.
+
+    Args:
+        out: The run directory (or its ``.partial`` folder).
+        manifest: The manifest record.
+    """
     write_json(out / "manifest.json", manifest)
 
 
@@ -276,6 +371,14 @@ def write_replay_manifest(out: Path, record: ReplayManifest) -> dict[str, Any]:
 
 
 def hook_file(hook: str) -> str:
+    """The file name of a hook's activations: ``<hook>.safetensors``.
+
+    Args:
+        hook: The hook name.
+
+    Returns:
+        The file name (no folder).
+    """
     return f"{hook}.safetensors"
 
 
@@ -290,6 +393,18 @@ class Run:
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
+        """Open a complete run directory and check its files fit together.
+
+        Args:
+            path: The run directory.
+
+        Returns:
+            The opened run.
+
+        Raises:
+            InterpError: No directory there, an unfinished replay or experiment, no or invalid
+                manifest, an unknown schema version, or a damaged file (see `Run.check`).
+        """
         path = Path(path)
         manifest_path = path / "manifest.json"
         if not path.is_dir():
@@ -364,13 +479,20 @@ class Run:
 
     @property
     def hooks(self) -> list[str]:
+        """The hook names whose activations the run stores."""
         return list(self.manifest["hooks"])
 
     @property
     def n_layers(self) -> int:
+        """The replayed model's number of layers."""
         return int(self.manifest["model"]["n_layers"])
 
     def rounds(self) -> pd.DataFrame:
+        """A copy of the rounds table (one row per example and round), read once.
+
+        Raises:
+            InterpError: ``rounds.parquet`` is damaged or lacks columns.
+        """
         if self._rounds is None:
             self._rounds = _read_parquet(self.path / "rounds.parquet", ROUNDS_COLUMNS)
         return self._rounds.copy()
@@ -383,7 +505,15 @@ class Run:
 
     def round_spans(self, example: int) -> list[RoundSpans] | None:
         """Example ``example``'s round spans in its final transcript, rounds 0..R; None for
-        a run replayed before replay stored them (no spans.parquet)."""
+        a run replayed before replay stored them (no spans.parquet).
+
+        Args:
+            example: The example's ``example_index``.
+
+        Raises:
+            InterpError: ``spans.parquet`` is damaged or does not hold one row per round for the
+                example.
+        """
         from interp.inputs.conversation import RoundSpans
 
         path = self.path / SPANS_FILE
@@ -409,6 +539,17 @@ class Run:
         ]
 
     def activations(self, hook: str) -> Float[torch.Tensor, "example round d_model"]:
+        """One stored hook's activations, as stored (float16, on the CPU).
+
+        Args:
+            hook: A hook name listed in `Run.hooks`.
+
+        Returns:
+            One vector per example and round.
+
+        Raises:
+            InterpError: The run does not store ``hook``, or its file is damaged.
+        """
         from safetensors.torch import load_file
 
         if hook not in self.hooks:
@@ -423,6 +564,14 @@ class Run:
             raise _damaged(path, _reason(err)) from None
 
     def analysis_dir(self, name: str) -> Path:
+        """The folder ``<run>/<name>``, created if missing.
+
+        Args:
+            name: A folder name inside the run directory.
+
+        Returns:
+            The folder's path.
+        """
         out = self.path / name
         out.mkdir(exist_ok=True)
         return out
@@ -448,7 +597,22 @@ class Run:
 
         Flat kinds take exactly one table, keyed ``""``. In a folder, a ``.parquet`` file
         that this call does not write (an earlier call's optional table) is removed before
-        the summary is written, so the summary never describes a table it did not make."""
+        the summary is written, so the summary never describes a table it did not make.
+
+        Args:
+            kind: The analysis kind (the folder in the run directory, e.g. ``probes``).
+            name: The analysis' name within its kind.
+            tables: Tables to write, by file stem (flat kinds: one, keyed ``""``).
+            summary: The summary record, written last (JSON-ready, no NaN).
+            tensors: Safetensors files to write beside the tables, by file stem (not for flat
+                kinds).
+
+        Returns:
+            The files written: tables, tensors, then the summary.
+
+        Raises:
+            ValueError: A flat kind is given other tables than one keyed ``""``, or tensors.
+        """
         marker = self._marker(kind, name)
         if kind in FLAT_KINDS:
             if set(tables) != {""} or tensors:
@@ -475,7 +639,20 @@ class Run:
 
     def write_analysis_text(self, kind: str, name: str, file: str, text: str | None) -> Path:
         """A file drawn from a folder analysis' tables, beside them (a circuit's graph.svg);
-        ``text`` None removes it (one an earlier call wrote that this one cannot make)."""
+        ``text`` None removes it (one an earlier call wrote that this one cannot make).
+
+        Args:
+            kind: The analysis kind (not a flat kind).
+            name: The analysis' name.
+            file: A bare file name (no folder; not the summary's name).
+            text: The file's content, or None to remove it.
+
+        Returns:
+            The file's path.
+
+        Raises:
+            ValueError: ``kind`` is flat or ``file`` is not a bare file name.
+        """
         if kind in FLAT_KINDS or Path(file).name != file or file == SUMMARY_NAME:
             raise ValueError(f"{file!r} is not a file name a {kind} analysis can hold")
         path = self._marker(kind, name).parent / file
@@ -486,7 +663,14 @@ class Run:
         return path
 
     def analyses(self, kind: str) -> list[str]:
-        """Names of the complete analyses of ``kind`` (those whose summary exists), sorted."""
+        """Names of the complete analyses of ``kind`` (those whose summary exists), sorted.
+
+        Args:
+            kind: The analysis kind.
+
+        Returns:
+            The names, sorted (by file name for flat kinds); empty when there are none.
+        """
         root = self.path / kind
         if not root.is_dir():
             return []
@@ -497,7 +681,19 @@ class Run:
 
     def read_analysis(self, kind: str, name: str, tables: Sequence[str] | None = None) -> Analysis:
         """One complete analysis: its summary and tables (``tables``: only those names, the
-        ones present; None: all). Raises InterpError if it is missing or unfinished."""
+        ones present; None: all). Raises InterpError if it is missing or unfinished.
+
+        Args:
+            kind: The analysis kind.
+            name: The analysis' name.
+            tables: Table names to read; None reads all.
+
+        Returns:
+            The analysis, with the tables found.
+
+        Raises:
+            InterpError: No complete analysis ``name`` of ``kind``.
+        """
         marker = self._marker(kind, name)
         if not marker.is_file():
             raise InterpError(
@@ -514,7 +710,16 @@ class Run:
         return Analysis(kind, name, marker.parent, summary, frames)
 
     def analysis_tensors(self, kind: str, name: str, file: str) -> AnalysisTensors:
-        """Tensors and string metadata of ``<kind>/<name>/<file>.safetensors``."""
+        """Tensors and string metadata of ``<kind>/<name>/<file>.safetensors``.
+
+        Args:
+            kind: The analysis kind.
+            name: The analysis' name.
+            file: The file's stem, without ``.safetensors``.
+
+        Returns:
+            The tensors by key and the file's metadata.
+        """
         from safetensors import safe_open
 
         path = self._marker(kind, name).parent / f"{file}.safetensors"
@@ -539,13 +744,22 @@ class Run:
         }
 
     def write_export_files(self, names: set[str]) -> None:
+        """List ``names`` as export's own files in ``figures/.export-files.json``.
+
+        Args:
+            names: File names in ``figures/`` that an export is about to write.
+        """
         text = json.dumps(sorted(names), indent=1) + "\n"
         path = self.path / "figures" / EXPORT_FILES
         atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def remove_export_files(self, names: set[str]) -> None:
         """Remove listed html/png figures and circuit graphs' json/svg (never another kind of
-        file, whatever the list says)."""
+        file, whatever the list says).
+
+        Args:
+            names: File names in ``figures/``, as `Run.export_files` returned them.
+        """
         for name in sorted(names):
             path = self.path / "figures" / name
             own = path.suffix in (".html", ".png", ".svg", ".json") and name != EXPORT_FILES
