@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from interp.cli import params
 from interp.errors import InterpError
 
 Out = Annotated[
@@ -31,10 +32,11 @@ Task = Annotated[
 ]
 Data = Annotated[list[str] | None, typer.Option(help="Data file(s) for bbq/mc.")]
 Templates = Annotated[Path | None, typer.Option(help="bbq: the BBQ templates/ folder.")]
-Sample = Annotated[int | None, typer.Option(help="A seeded random sample of N examples.")]
-Limit = Annotated[int | None, typer.Option(help="Only the first N examples.")]
+Sample = params.Sample
+Limit = params.Limit
+Examples = params.Examples
 Rounds = Annotated[int, typer.Option(help="Follow-up rounds R (at least 2); runs hold 0..R.")]
-Seed = Annotated[int, typer.Option(help="Seeds the sample, the replays and the bootstrap.")]
+Seed = params.Seed
 PlanOpt = Annotated[str, typer.Option(help="The plan replayed (a name or a plan file).")]
 Concept = Annotated[str, typer.Option(help="Probe concept: stereotype, morality or a file.")]
 ProbeOpt = Annotated[
@@ -43,9 +45,9 @@ ProbeOpt = Annotated[
 NBoot = Annotated[int, typer.Option(help="Bootstrap resamples of every interval.")]
 Cluster = Annotated[str, typer.Option(help="Bootstrap unit: template or example.")]
 BatchSize = Annotated[int, typer.Option(help="Examples per forward pass.")]
-Device = Annotated[str, typer.Option(help="cpu, cuda or mps.")]
-Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+Device = params.Device
+Dtype = params.Dtype
+AsJson = params.Json
 ControlOpt = Annotated[
     str,
     typer.Option(
@@ -153,6 +155,16 @@ def _refuse_replay_options(command: Callable[..., Any], given: dict[str, Any]) -
             )
 
 
+def _refuse_examples(name: str, examples: list[str] | None) -> None:
+    """An experiment reads every example of its replays (--sample and --limit choose them when
+    it replays): --examples is accepted, as by every command that reads a run, and refused."""
+    if examples:
+        raise InterpError(
+            f"--examples: experiment {name} reads every example of its runs; choose them when "
+            "it replays (--out with --sample or --limit)"
+        )
+
+
 def _show(result: Any, as_json: bool) -> None:
     if as_json:
         not_stored = getattr(result, "not_stored", None)
@@ -163,7 +175,7 @@ def _show(result: Any, as_json: bool) -> None:
 
     typer.echo(format_experiment(result))
     not_stored = getattr(result, "not_stored", None)
-    typer.echo(f"not stored: {not_stored}" if not_stored else f"wrote {result.path}")
+    typer.echo(f"not stored: {not_stored}" if not_stored else params.wrote(result.path))
 
 
 def _command() -> str:
@@ -184,11 +196,15 @@ def convergence(
     plan: PlanOpt = "self-correct",
     control: ControlOpt = "baseline",
     control_run: ControlRun = None,
+    examples: Examples = None,
     stats: Stats = None,
     concept: Concept = "stereotype",
     probe: ProbeOpt = True,
     layer: Annotated[
-        int | None, typer.Option(help="Concept-score layer (default: the probe's headline).")
+        str | None,
+        typer.Option(
+            "--layers", help="The concept score's one layer (default: the probe's headline)."
+        ),
     ] = None,
     eps: Annotated[
         float,
@@ -206,7 +222,11 @@ def convergence(
     per-example correlation of entropy drop with concept-score change; beside the control
     plan (default baseline) with paired main - control differences. --task winogender fits
     the gender gap log p(female) - log p(male) and p_neutral instead of accuracy and ECE."""
-    fields = {k: v for k, v in locals().items() if k not in ("run", "as_json", "control_run")}
+    layer = params.parse_one_layer(layer, command="experiment convergence")
+    fields = {
+        k: v for k, v in locals().items() if k not in ("run", "as_json", "control_run", "examples")
+    }
+    _refuse_examples("convergence", examples)
     if control_run is not None and run is None:
         raise InterpError("--control-run goes with --run (an experiment replays its control)")
     _preflight(run, control_run, layer, model, dtype, device)
@@ -248,6 +268,7 @@ def superficial(
     plan: PlanOpt = "self-correct",
     control: ControlOpt = "baseline",
     control_run: ControlRun = None,
+    examples: Examples = None,
     concept: Concept = "stereotype",
     probe: ProbeOpt = True,
     n_boot: NBoot = 1000,
@@ -261,7 +282,10 @@ def superficial(
     change per layer for examples that improved vs those that stayed wrong. Prints the
     reading the intervals support, beside the control plan (default baseline) on the same
     example groups, with paired main - control differences."""
-    fields = {k: v for k, v in locals().items() if k not in ("run", "as_json", "control_run")}
+    fields = {
+        k: v for k, v in locals().items() if k not in ("run", "as_json", "control_run", "examples")
+    }
+    _refuse_examples("superficial", examples)
     if control_run is not None and run is None:
         raise InterpError("--control-run goes with --run (an experiment replays its control)")
     _preflight(run, control_run, None, model, dtype, device)
