@@ -144,8 +144,8 @@ def parse_layers(text: str | None, flag: str = "--layers") -> list[int] | None:
     layers: list[int] = []
     try:
         for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            first, last = int(lo), int(hi or lo)
+            lo, dash, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi if dash else lo)  # "3-" is no range: int("") fails
             if not 0 <= first <= last <= MAX_LAYER_INDEX:
                 raise InterpError(
                     f"{flag} {text!r}: {part.strip()!r} is not a layer or an ascending range "
