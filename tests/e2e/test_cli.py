@@ -248,10 +248,10 @@ def test_patch_last_layer_readout_carries_the_whole_change(cli_run):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--layer", "3", "--round", "1"], "out of range"),
-        (["--layer", "x", "--round", "1"], "--layer"),
-        (["--layer", "1", "--round", "3"], "round"),
-        (["--layer", "1", "--round", "1", "--component", "mlp"], "component"),
+        (["--layers", "3", "--round", "1"], "out of range"),
+        (["--layers", "x", "--round", "1"], "--layers"),
+        (["--layers", "1", "--round", "3"], "round"),
+        (["--layers", "1", "--round", "1", "--component", "mlp"], "component"),
     ],
 )
 def test_patch_bad_input(cli_run, args, message):
@@ -288,7 +288,7 @@ def test_export_prints_the_index_path_last(cli_run):
     out, _, _ = cli_run
     result = invoke("export", "--run", str(out))
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip().splitlines()[-1] == str(out / "index.html")
+    assert result.stdout.strip().splitlines()[-1] == f"wrote {out / 'index.html'}"
     assert (out / "index.html").read_text().count("<html") == 1
 
 
