@@ -69,8 +69,13 @@ class Command(TyperCommand):
         return _plain_flags(super().get_params(ctx))
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        path = " ".join(ctx.command_path.split()[1:])  # after `interp` (or the test's name)
-        return super().parse_args(ctx, rewrite_deprecated(path, args))
+        # The command's path after the program's name (`sae features`), whatever that name is
+        # (`interp`, `python -m interp.cli`, a test runner's).
+        names, at = [], ctx
+        while at.parent is not None:
+            names.append(at.info_name)
+            at = at.parent
+        return super().parse_args(ctx, rewrite_deprecated(" ".join(reversed(names)), args))
 
 
 class Group(TyperGroup):

@@ -228,3 +228,21 @@ def test_old_spellings_work_with_one_deprecation_line(tmp_path, argv, old, new):
     assert len(lines) == 2 and lines[1].startswith(f"error: {new}"), lines
     assert list(run.iterdir()) == []
     assert "No such option" not in result.stderr
+
+
+def test_old_spellings_work_from_the_program_itself(tmp_path):
+    """As `python -m interp.cli` (the program's name is not one word): the path of the command
+    is found all the same."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    argv = ["patch", "--run", str(tmp_path / "none"), "--round", "1", "--layer", "x"]
+    out = subprocess.run(
+        [sys.executable, "-m", "interp.cli", *argv], capture_output=True, text=True, cwd=root
+    )
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        deprecation_line("--layer", "--layers"),
+        "error: --layers 'x': expected 'all' or numbers and ranges like 3,5-7",
+    ]
