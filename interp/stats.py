@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -101,6 +101,28 @@ class Clusters:
                 }
             ),
         }
+
+
+T = TypeVar("T")
+
+
+def sample_then_limit(
+    items: list[T], sample: int | None, limit: int | None, seed: int, *, what: str = "examples"
+) -> list[T]:
+    """The one rule of ``--sample`` and ``--limit`` (replay's, and the CLI's over a run's base
+    examples): ``sample`` a uniform random subset seeded by ``seed`` (``torch.randperm``, kept
+    in the items' order), then the first ``limit``."""
+    if sample is not None:
+        if sample > len(items):
+            raise InterpError(f"--sample {sample} exceeds the {len(items)} {what}")
+        import torch  # only for a sample: `interp metrics` runs without torch otherwise
+
+        gen = torch.Generator().manual_seed(seed)
+        keep = sorted(torch.randperm(len(items), generator=gen)[:sample].tolist())
+        items = [items[i] for i in keep]
+    if limit is not None:
+        items = items[:limit]
+    return items
 
 
 def n_distinct(ids: Int[np.ndarray, " example"]) -> int:

@@ -23,7 +23,8 @@ from interp.cli.params import (
     Run,
     Sample,
     Seed,
-    refuse_selection,
+    parse_examples,
+    select_rows,
 )
 
 
@@ -69,9 +70,12 @@ def metrics(
     printed, never stored over it. With --control-run the same cluster resamples serve both
     runs.
 
-    --examples, --limit and --sample are refused for now: metrics.json describes every example
-    of the run (the library's shared selection, issue 24 part 2, brings them).
+    --examples, --limit and --sample print the metrics of those examples only (--sample drawn
+    as replay draws it, seeded by --seed; on a permuted run over base examples, every order
+    kept), never stored over metrics.json; not with --control-run (its pairs are every example
+    of both runs).
     """
+    from interp.errors import InterpError
     from interp.options import check_n_boot, check_seed
 
     if n_boot < 1:  # 0 would store metrics without intervals
@@ -79,19 +83,28 @@ def metrics(
         raise typer.Exit(2)
     check_n_boot(n_boot)
     check_seed(seed)
-    refuse_selection(
-        "metrics",
-        "reads every example of the run (metrics.json describes them all); no selection yet",
-        examples=examples,
-        limit=limit,
-        sample=sample,
-    )
+    chosen = parse_examples(examples)
     from interp import preflight
 
     preflight.run_manifest(run)  # a mistyped run, before pandas is imported
     from interp.metrics.debias import check_space
 
     check_space(debias_space)
+    keep = None
+    if chosen is not None or limit is not None or sample is not None:
+        if control_run is not None:
+            raise InterpError(
+                "--control-run pairs every example of both runs; leave out --examples, "
+                "--limit and --sample"
+            )
+        from interp.runs.store import Run
+
+        keep = select_rows(Run.open(run).rounds(), chosen, limit, sample, seed)
+        typer.echo(
+            f"note: the metrics of {len(keep)} selected rows; metrics.json (every example) is "
+            "left as it is",
+            err=True,
+        )
     difference = None
     if control_run is not None:  # checked and computed before anything is printed
         difference = plan_difference(run, control_run, n_boot=n_boot, seed=seed, cluster=cluster)
@@ -105,6 +118,7 @@ def metrics(
         cluster=cluster,
         debias_space=debias_space,
         difference=difference,
+        keep=keep,
     )
 
 
@@ -144,6 +158,7 @@ def show_metrics(
     cluster: str = "template",
     debias_space: str = "prob",
     difference: tuple[dict[str, Any], str] | None = None,
+    keep: set[int] | None = None,
 ) -> None:
     from interp.runs.metrics_file import recompute as recompute_metrics
     from interp.runs.metrics_file import stored_or_computed
@@ -152,7 +167,13 @@ def show_metrics(
     run = Run.open(path)
     if run.manifest.get("task", {}).get("name") == "winogender":
         _show_winogender(
-            run, as_json, recompute=recompute, n_boot=n_boot, seed=seed, difference=difference
+            run,
+            as_json,
+            recompute=recompute,
+            n_boot=n_boot,
+            seed=seed,
+            difference=difference,
+            keep=keep,
         )
         return
     for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
@@ -160,7 +181,7 @@ def show_metrics(
     # Whether metrics.json is stored over is the library's decision (interp.runs.metrics_file).
     if recompute:
         result = recompute_metrics(
-            run, n_boot=n_boot, seed=seed, cluster=cluster, debias_space=debias_space
+            run, n_boot=n_boot, seed=seed, cluster=cluster, debias_space=debias_space, keep=keep
         )
     else:
         result = stored_or_computed(run)
@@ -189,6 +210,7 @@ def _show_winogender(
     n_boot: int,
     seed: int,
     difference: tuple[dict[str, Any], str] | None = None,
+    keep: set[int] | None = None,
 ) -> None:
     # Winogender runs: correlation with BLS % female and pronoun shares (interp.inputs.winogender).
     from interp.inputs.winogender import format_winogender_metrics
@@ -196,7 +218,7 @@ def _show_winogender(
     from interp.runs.metrics_file import stored_or_computed
 
     if recompute:
-        result = recompute_metrics(run, n_boot=n_boot, seed=seed)
+        result = recompute_metrics(run, n_boot=n_boot, seed=seed, keep=keep)
     else:
         result = stored_or_computed(run)
     if as_json:

@@ -38,26 +38,33 @@ def recompute(
     seed: int = 0,
     cluster: str = "template",
     debias_space: str = "prob",
+    keep: set[int] | None = None,
 ) -> dict[str, Any]:
     """The run's metrics computed from rounds.parquet with these settings, stored over
     metrics.json only when the settings are those it was made with (BBQ: n_boot, seed and
-    cluster, debiased in prob space as replay stores them; Winogender: n_boot and seed)."""
+    cluster, debiased in prob space as replay stores them; Winogender: n_boot and seed) and
+    every example is read. ``keep``: only these ``example_index`` values (a selection: the
+    result is returned, never stored)."""
     from interp.runs.lock import run_lock
     from interp.runs.store import write_json
 
+    rounds = run.rounds()
+    if keep is not None:
+        rounds = rounds[rounds["example_index"].isin(keep)]
     if _is_winogender(run):
         from interp.inputs.winogender import winogender_metrics
 
         stored = (run.read_metrics() or {}).get("bootstrap", {})
-        result = winogender_metrics(run.rounds(), n_boot=n_boot, seed=seed)
+        result = winogender_metrics(rounds, n_boot=n_boot, seed=seed)
         same = (stored.get("n_boot"), stored.get("seed")) == (n_boot, seed)
     else:
         from interp.metrics.rounds import compute_metrics
 
         result = compute_metrics(
-            run.rounds(), n_boot=n_boot, seed=seed, cluster=cluster, debias_space=debias_space
+            rounds, n_boot=n_boot, seed=seed, cluster=cluster, debias_space=debias_space
         )
         same = stored_bootstrap(run) == (n_boot, seed, cluster) and debias_space == "prob"
+    same = same and keep is None
     if same:
         with run_lock(run.path):
             write_json(run.path / "metrics.json", result)

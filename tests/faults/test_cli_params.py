@@ -27,7 +27,12 @@ def _cases(run: str, out: str) -> list[tuple[list[str], str]]:
         (["probe", "--run", run, "--layers", "7"], "--layers 7 out of range"),
         (["probe", "--run", run, "--limit", "0"], "--limit must be at least 1"),
         (["probe", "--run", run, "--sample", "2"], "--sample: probe reads every example"),
-        (["metrics", "--run", run, "--examples", "0"], "--examples: metrics reads every"),
+        (["metrics", "--run", run, "--sample", "99"], "--sample 99 exceeds the 3 examples"),
+        (["metrics", "--run", run, "--examples", "no/1"], "no such examples in the run: no/1"),
+        (
+            ["metrics", "--run", run, "--limit", "1", "--control-run", run],
+            "--control-run pairs every example",
+        ),
         (["sae", "features", "--run", run, "--sae", out, "--limit", "2"], "--limit: sae features"),
         (
             ["experiment", "convergence", "--run", run, "--layers", "all"],
@@ -56,10 +61,10 @@ def _cases(run: str, out: str) -> list[tuple[list[str], str]]:
     ]
 
 
-@pytest.mark.parametrize("case", range(19))
+@pytest.mark.parametrize("case", range(21))
 def test_bad_shared_option_values_are_refused_without_trace(base_run, tmp_path, case):
     cases = _cases(str(base_run), str(tmp_path / "out"))
-    assert len(cases) == 19
+    assert len(cases) == 21
     argv, words = cases[case]
     before = tree_digest(tmp_path)
     assert_refused_without_trace(base_run, *argv, contains=words)
@@ -75,4 +80,17 @@ def test_an_old_spelling_adds_one_deprecation_line_and_nothing_else(base_run):
         "error: --layers '0,2': patch analyses one layer or all of them; run it once per "
         "layer, or use all",
     ]
+    assert tree_digest(base_run) == before
+
+
+def test_metrics_of_a_selection_are_printed_not_stored(base_run):
+    """--limit/--sample/--examples on metrics: the selected examples' metrics, metrics.json
+    untouched (it describes every example)."""
+    import json
+
+    before = tree_digest(base_run)
+    for args, n in ((["--limit", "2"], 2), (["--examples", "0", "--examples", "2"], 2)):
+        result = invoke("metrics", "--run", str(base_run), *args, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["n_examples"] == n
     assert tree_digest(base_run) == before

@@ -246,3 +246,34 @@ def test_old_spellings_work_from_the_program_itself(tmp_path):
         deprecation_line("--layer", "--layers"),
         "error: --layers 'x': expected 'all' or numbers and ranges like 3,5-7",
     ]
+
+
+def test_select_rows_samples_base_examples_by_replays_rule():
+    """--sample/--limit over base examples (every order kept), drawn by replay's own
+    select_examples, after --examples."""
+    import pandas as pd
+
+    from interp.cli.params import select_rows
+    from interp.inputs.tasks import load_builtin
+    from interp.replay.loop import ReplayConfig, select_examples
+
+    # 6 base examples x 2 orders: example_index 0..11, base_index 0..5
+    rounds = pd.DataFrame(
+        {
+            "example_index": range(12),
+            "base_index": [i // 2 for i in range(12)],
+            "example_id": [f"b/{i // 2}" for i in range(12)],
+            "round": 0,
+        }
+    )
+    assert select_rows(rounds, None, None, None, 0) is None
+    assert select_rows(rounds, None, 2, None, 0) == {0, 1, 2, 3}
+    # replay's selection of 3 of 6 examples with seed 5, by position
+    six = load_builtin()[:6]
+    want = {six.index(e) for e in select_examples(six, ReplayConfig(sample=3, seed=5))}
+    got = select_rows(rounds, None, None, 3, 5)
+    assert got == {i for i in range(12) if i // 2 in want} and len(got) == 6
+    # an id: every order of that example; an index: that one order (as patch)
+    assert select_rows(rounds, ["b/4", 1], None, None, 0) == {1, 8, 9}
+    with pytest.raises(InterpError, match="--limit must be at least 1"):
+        select_rows(rounds, None, 0, None, 0)
