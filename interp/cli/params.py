@@ -31,7 +31,6 @@ import typer
 
 from interp.errors import InterpError
 from interp.runs.distributed import Workers
-from interp.stats import sample_then_limit
 
 # Options that take several values after one flag (``--data A.jsonl B.jsonl``).
 MULTI_VALUE_OPTIONS = ("--data", "--hooks", "--heads", "--examples", "--corpus")
@@ -250,6 +249,8 @@ def select_rows(
         firsts = firsts[hit]
     base = firsts["base_index"] if "base_index" in firsts.columns else firsts["example_index"]
     bases = list(dict.fromkeys(int(b) for b in base))  # in run order
+    from interp.stats import sample_then_limit  # numpy and pandas: not at `interp --help`
+
     what = "base examples" if "base_index" in firsts.columns else "examples"
     bases = sample_then_limit(bases, sample, limit, seed, what=f"{what} selected")
     kept = set(bases)
