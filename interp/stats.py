@@ -110,8 +110,22 @@ def sample_then_limit(
     items: list[T], sample: int | None, limit: int | None, seed: int, *, what: str = "examples"
 ) -> list[T]:
     """The one rule of ``--sample`` and ``--limit`` (replay's, and the CLI's over a run's base
-    examples): ``sample`` a uniform random subset seeded by ``seed`` (``torch.randperm``, kept
-    in the items' order), then the first ``limit``."""
+    examples): a uniform random subset seeded by ``seed`` (``torch.randperm``, kept in the
+    items' order), then the first ``limit``.
+
+    Args:
+        items: What is selected from (examples, or a run's base example indices), in order.
+        sample: How many to draw at random (None: all).
+        limit: How many of the drawn to keep from the start (None: all).
+        seed: The seed of the draw.
+        what: The items' name in the refusal of a too large ``sample``.
+
+    Returns:
+        The selected items, in their original order.
+
+    Raises:
+        InterpError: ``sample`` exceeds the number of items.
+    """
     if sample is not None:
         if sample > len(items):
             raise InterpError(f"--sample {sample} exceeds the {len(items)} {what}")

@@ -22,7 +22,14 @@ def _is_winogender(run: Run) -> bool:
 
 def stored_bootstrap(run: Run) -> tuple[int, int, str]:
     """(n_boot, seed, cluster) of the run's metrics.json; replay's own when it is missing or
-    unreadable (a file from before clusters resampled examples: cluster ``example``)."""
+    unreadable (a file from before clusters resampled examples: cluster ``example``).
+
+    Args:
+        run: The run whose metrics.json is read.
+
+    Returns:
+        The bootstrap settings the stored metrics were computed with.
+    """
     try:
         stored = (run.read_metrics() or {})["bootstrap"]
         cluster = (stored.get("cluster") or {}).get("requested", "example")
@@ -43,8 +50,20 @@ def recompute(
     """The run's metrics computed from rounds.parquet with these settings, stored over
     metrics.json only when the settings are those it was made with (BBQ: n_boot, seed and
     cluster, debiased in prob space as replay stores them; Winogender: n_boot and seed) and
-    every example is read. ``keep``: only these ``example_index`` values (a selection: the
-    result is returned, never stored)."""
+    every example is read.
+
+    Args:
+        run: The run.
+        n_boot: Bootstrap resamples of the intervals.
+        seed: Seed of the bootstrap.
+        cluster: What the bootstrap resamples (BBQ runs): template or example.
+        debias_space: Permuted runs: average the orders in prob or log space (BBQ runs).
+        keep: Only these ``example_index`` values (a selection: the result is returned,
+            never stored); None: every example.
+
+    Returns:
+        The metrics record (what metrics.json holds).
+    """
     from interp.runs.lock import run_lock
     from interp.runs.store import write_json
 
@@ -73,7 +92,14 @@ def recompute(
 
 def stored_or_computed(run: Run) -> dict[str, Any]:
     """metrics.json as stored; when it is missing or damaged, the metrics computed with
-    replay's settings (shown, not stored: ``interp metrics`` rewrites the file)."""
+    replay's settings (shown, not stored: ``interp metrics`` rewrites the file).
+
+    Args:
+        run: The run.
+
+    Returns:
+        The metrics record.
+    """
     stored = run.read_metrics()
     if stored is not None:
         return stored
