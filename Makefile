@@ -46,9 +46,9 @@ demo: setup
 	$(VENV)/bin/interp replay --model smollm2 --task builtin --plan baseline --rounds 3 \
 		--sample 16 --permute cyclic --out $(DEMO_CONTROL)
 	$(VENV)/bin/interp probe --run $(DEMO_RUN) --concept stereotype --control-run $(DEMO_CONTROL)
-	$(VENV)/bin/interp patch --run $(DEMO_RUN) --layer all --round 3 --limit 16 \
+	$(VENV)/bin/interp patch --run $(DEMO_RUN) --layers all --round 3 --limit 16 \
 		--component resid_post,attn_out,mlp_out,heads
-	$(VENV)/bin/interp patch --run $(DEMO_RUN) --layer all --round 3 --limit 16 \
+	$(VENV)/bin/interp patch --run $(DEMO_RUN) --layers all --round 3 --limit 16 \
 		--component resid_post --control-run $(DEMO_CONTROL)
 	test -f $(DEMO_SAE)/cfg.json || $(VENV)/bin/interp sae train --model smollm2 \
 		--corpus concepts,builtin --tokens 8192 --width 512 --k 32 --batch-tokens 128 \

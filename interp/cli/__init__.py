@@ -2,8 +2,9 @@
 
 One module per command (``models``, ``replay``, ``metrics``, ``probe``, ``patch``, ``circuit``,
 ``export``, ``sae`` with its subcommands),
-the text they print in :mod:`interp.cli.format`, the options several commands share in
-:mod:`interp.cli.options`. Commands are registered here, explicitly; a command module imports
+the text they print in :mod:`interp.cli.format`, the option vocabulary every command shares
+(declared once, with the old spellings it still takes) in :mod:`interp.cli.params`. Commands
+are registered here, explicitly; a command module imports
 its library (and with it torch and TransformerLens) only inside the command function, so
 ``interp --help`` and ``interp metrics`` start without them.
 
@@ -38,7 +39,7 @@ from interp.cli import (
     sae,
 )
 from interp.cli.format import format_metrics
-from interp.cli.options import MULTI_VALUE_OPTIONS
+from interp.cli.params import MULTI_VALUE_OPTIONS, rewrite_deprecated
 from interp.errors import InterpError
 
 __all__ = ["app", "flag_message", "format_metrics", "main"]
@@ -61,10 +62,20 @@ def _plain_flags(params: list[Any]) -> list[Any]:
 
 
 class Command(TyperCommand):
-    """Every command: flags shown without a value."""
+    """Every command: flags shown without a value, and the old spellings of its flags
+    (:data:`interp.cli.params.DEPRECATED`) taken with one line on stderr."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _plain_flags(super().get_params(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # The command's path after the program's name (`sae features`), whatever that name is
+        # (`interp`, `python -m interp.cli`, a test runner's).
+        names, at = [], ctx
+        while at.parent is not None:
+            names.append(at.info_name)
+            at = at.parent
+        return super().parse_args(ctx, rewrite_deprecated(" ".join(reversed(names)), args))
 
 
 class Group(TyperGroup):
@@ -141,7 +152,7 @@ def _app(
 
 # Config fields whose name starts a library error message -> the flag a user types. A field's
 # flag is its name with '-' for '_'; only the exceptions need an entry.
-FIELD_FLAGS: dict[str, str] = {}
+FIELD_FLAGS: dict[str, str] = {"layer": "--layers"}
 _FIELD_AT_START = re.compile(r"^([a-z][a-z0-9]*(?:_[a-z0-9]+)*) ")
 # The config fields whose library messages start with their name (only these are rewritten:
 # a message may start with an ordinary word that is also a field's name, such as "out").

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from interp.cli.options import (
+from interp.cli.params import (
+    Device,
+    Dtype,
+    Examples,
     GpusOption,
+    Json,
+    Limit,
     RayAddressOption,
+    Run,
+    Sample,
+    Seed,
     ThreadsOption,
     WorkersOption,
+    parse_examples,
     workers_from_flags,
+    wrote,
 )
 
 
 def circuit(
-    run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
+    run: Run,
     round: Annotated[
         int, typer.Option(help="Source round (e.g. 3, after the instructions): TL's clean run.")
     ],
@@ -29,46 +38,35 @@ def circuit(
         typer.Option(help="eap-ig (integrated gradients, the default) or eap (one gradient)."),
     ] = "eap-ig",
     steps: Annotated[int, typer.Option(help="EAP-IG: gradient evaluations per example.")] = 5,
-    top: Annotated[int, typer.Option(help="The circuit: the top N edges by |mean score|.")] = 50,
+    top: Annotated[
+        int,
+        typer.Option("--top-edges", help="The circuit: the top N edges by |mean score|."),
+    ] = 50,
     verify_top: Annotated[
         int, typer.Option(help="Exact edge patching of the top K edges (0: skip).")
     ] = 50,
-    examples: Annotated[
-        list[str] | None,
-        typer.Option(help="Only these examples (id like builtin/3, or index): --examples A B."),
-    ] = None,
+    examples: Examples = None,
     category: Annotated[
         list[str] | None, typer.Option(help="Only these categories (e.g. Age); repeatable.")
     ] = None,
     context_condition: Annotated[
         str | None, typer.Option(help="Only 'ambig' or 'disambig' examples.")
     ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            help="Use only the first N examples (permuted run: N base examples, all orders)."
-        ),
-    ] = None,
-    sample: Annotated[
-        int | None,
-        typer.Option(
-            help="A random sample of N examples (seeded by --seed), before --limit; "
-            "permuted run: N base examples, all orders."
-        ),
-    ] = None,
+    limit: Limit = None,
+    sample: Sample = None,
     batch_size: Annotated[int, typer.Option(help="Patched forwards per batch.")] = 32,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and of --sample.")] = 0,
+    seed: Seed = 0,
     cluster: Annotated[
         str, typer.Option(help="What the bootstrap resamples: template or example.")
     ] = "template",
-    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
     workers: WorkersOption = None,
     ray_address: RayAddressOption = None,
     gpus_per_worker: GpusOption = 0.0,
     threads_per_worker: ThreadsOption = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Find the circuit between two rounds: edge attribution patching (EAP / EAP-IG) of every
     edge between components (embeddings, heads, MLPs, logits) at the read-out, for interp
@@ -76,15 +74,21 @@ def circuit(
     cluster-bootstrap intervals, verified by exact edge patching (top-K rank agreement and a
     faithfulness curve). Writes circuits/NAME/ (edges, nodes, faithfulness, summary.json) and
     its graph there: graph.html (interactive, offline), graph.dot and graph.svg (Graphviz,
-    the top N edges), graph.json; `interp export` adds it to the report."""
+    the top N edges), graph.json; `interp export` adds it to the report.
+
+    No --control-run: a circuit compares two rounds of one run; compare two plans by running
+    circuit on each run."""
     import json
 
     from interp import preflight
+    from interp.options import check_at_least
 
+    check_at_least(top, 1, "--top-edges")  # the library's check, with the flag's name
     # What the run's manifest and the file system can refuse, before torch is imported.
     manifest = preflight.run_manifest(run)
     preflight.check_rounds(manifest, round=round, target_round=target_round)
     preflight.check_run_model(manifest, dtype=dtype, device=device)
+    chosen = parse_examples(examples)
 
     from interp.circuits import CircuitConfig
     from interp.circuits import circuit as run_circuit
@@ -96,7 +100,7 @@ def circuit(
         steps=steps,
         top=top,
         verify_top=verify_top,
-        examples=tuple(int(e) if e.isdigit() else e for e in examples) if examples else None,
+        examples=None if chosen is None else tuple(chosen),
         categories=tuple(category) if category else None,
         context_condition=context_condition,
         limit=limit,
@@ -117,7 +121,7 @@ def circuit(
     typer.echo(format_circuit(s, config.top))
     if result.graph_note and not result.graph_note.startswith("SVG written"):
         typer.echo(f"graph: {result.graph_note}")
-    typer.echo(f"written: {', '.join(str(p) for p in result.paths)}")
+    typer.echo(wrote(result.paths))
 
 
 def _num(value: float | None) -> str:

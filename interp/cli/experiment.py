@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
+from interp.cli import params
 from interp.errors import InterpError
 
 Out = Annotated[
@@ -36,10 +37,11 @@ Task = Annotated[
 ]
 Data = Annotated[list[str] | None, typer.Option(help="Data file(s) for bbq/mc.")]
 Templates = Annotated[Path | None, typer.Option(help="bbq: the BBQ templates/ folder.")]
-Sample = Annotated[int | None, typer.Option(help="A seeded random sample of N examples.")]
-Limit = Annotated[int | None, typer.Option(help="Only the first N examples.")]
+Sample = params.Sample
+Limit = params.Limit
+Examples = params.Examples
 Rounds = Annotated[int, typer.Option(help="Follow-up rounds R (at least 2); runs hold 0..R.")]
-Seed = Annotated[int, typer.Option(help="Seeds the sample, the replays and the bootstrap.")]
+Seed = params.Seed
 PlanOpt = Annotated[str, typer.Option(help="The plan replayed (a name or a plan file).")]
 Concept = Annotated[str, typer.Option(help="Probe concept: stereotype, morality or a file.")]
 ProbeOpt = Annotated[
@@ -48,9 +50,9 @@ ProbeOpt = Annotated[
 NBoot = Annotated[int, typer.Option(help="Bootstrap resamples of every interval.")]
 Cluster = Annotated[str, typer.Option(help="Bootstrap unit: template or example.")]
 BatchSize = Annotated[int, typer.Option(help="Examples per forward pass.")]
-Device = Annotated[str, typer.Option(help="cpu, cuda or mps.")]
-Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+Device = params.Device
+Dtype = params.Dtype
+AsJson = params.Json
 ControlOpt = Annotated[
     str,
     typer.Option(
@@ -158,6 +160,16 @@ def _refuse_replay_options(command: Callable[..., Any], given: dict[str, Any]) -
             )
 
 
+def _refuse_examples(name: str, examples: list[str] | None) -> None:
+    """An experiment reads every example of its replays (--sample and --limit choose them when
+    it replays): --examples is accepted, as by every command that reads a run, and refused."""
+    if examples:
+        raise InterpError(
+            f"--examples: experiment {name} reads every example of its runs; choose them when "
+            "it replays (--out with --sample or --limit)"
+        )
+
+
 def _show(result: Any, as_json: bool) -> None:
     if as_json:
         not_stored = getattr(result, "not_stored", None)
@@ -168,7 +180,7 @@ def _show(result: Any, as_json: bool) -> None:
 
     typer.echo(format_experiment(result))
     not_stored = getattr(result, "not_stored", None)
-    typer.echo(f"not stored: {not_stored}" if not_stored else f"wrote {result.path}")
+    typer.echo(f"not stored: {not_stored}" if not_stored else params.wrote(result.path))
 
 
 def _command() -> str:
@@ -176,7 +188,8 @@ def _command() -> str:
 
 
 Layer = Annotated[
-    int | None, typer.Option(help="Concept-score layer (default: the probe's headline).")
+    str | None,
+    typer.Option("--layers", help="The concept score's one layer (default: the probe's headline)."),
 ]
 Eps = Annotated[
     float,
@@ -200,6 +213,7 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "plan": (PlanOpt, "self-correct"),
     "control": (ControlOpt, "baseline"),
     "control_run": (ControlRun, None),
+    "examples": (Examples, None),
     "stats": (Stats, None),
     "concept": (Concept, "stereotype"),
     "probe": (ProbeOpt, True),
@@ -224,7 +238,7 @@ def parameters(spec: Any) -> list[str]:
         if spec.of_run is not None and name == "out":
             names.append("run")
         if spec.of_run is not None and name == "control":
-            names.append("control_run")
+            names.extend(["control_run", "examples"])
     return [*names, "as_json"]
 
 
@@ -232,8 +246,12 @@ def run_command(spec: Any, command: Callable[..., Any], given: dict[str, Any]) -
     """What every experiment command does with its options (``given``: all of them)."""
     run = given.pop("run", None)
     control_run = given.pop("control_run", None)
+    # Accepted, as by every command that reads a run, and refused: an experiment reads all.
+    _refuse_examples(spec.name, given.pop("examples", None))
     as_json = given.pop("as_json")
     fields = given  # the config fields
+    if "layer" in fields:  # --layers: one layer here (the one grammar, interp.cli.params)
+        fields["layer"] = params.parse_one_layer(fields["layer"], command=f"experiment {spec.name}")
     if spec.of_run is not None:
         if control_run is not None and run is None:
             raise InterpError("--control-run goes with --run (an experiment replays its control)")

@@ -8,6 +8,17 @@ from typing import Annotated
 
 import typer
 
+from interp.cli.params import (
+    Examples,
+    Json,
+    Limit,
+    Sample,
+    Seed,
+    parse_one_example,
+    refuse_selection,
+    wrote,
+)
+
 
 def export(
     run: Annotated[
@@ -32,29 +43,31 @@ def export(
             "those head patching ranks highest."
         ),
     ] = None,
-    example_index: Annotated[
-        int,
-        typer.Option(
-            "--example-index",
-            "--example",
-            help="Example index whose transcript the attention views show (--example: the "
-            "old spelling).",
-        ),
-    ] = 0,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print what was written as JSON.")
-    ] = False,
+    examples: Examples = None,
+    limit: Limit = None,
+    sample: Sample = None,
+    seed: Seed = 0,
+    as_json: Json = False,
 ) -> None:
     """Write figures/*.html and an offline index.html (every figure the run has data for).
 
-    The page needs no network; the same run gives the same bytes. The path of index.html is
-    the last line printed.
+    The page needs no network; the same run gives the same bytes. The last line printed is
+    `wrote` and the path of index.html.
+
+    --examples: the example (index or id; default 0) whose transcript the attention views
+    show. The report shows every example of the runs: --limit and --sample are refused and
+    --seed changes nothing. No --control-run: compare runs with --run A --run B.
     """
     from interp import preflight
+
+    chosen = parse_one_example(examples, 0, command="export's attention view")
+    refuse_selection("export", "reports every example of the runs", limit=limit, sample=sample)
+    del seed  # nothing random: accepted as every command that reads a run accepts it
 
     for path in run:  # a mistyped directory is refused before torch is imported
         preflight.run_manifest(path)
 
+    example_index = chosen if isinstance(chosen, int) else _example_index(run[0], chosen)
     from interp.report.export import ExportConfig
     from interp.report.export import export as run_export
 
@@ -76,4 +89,16 @@ def export(
         typer.echo(f"not shown: {note}")
     if result.png is not None:
         typer.echo(result.png)
-    typer.echo(str(result.index))
+    typer.echo(wrote(result.index))
+
+
+def _example_index(run: Path, example_id: str) -> int:
+    """The first row's ``example_index`` of ``example_id`` in the run (an unknown id refused)."""
+    from interp.errors import InterpError
+    from interp.runs.store import Run
+
+    rounds = Run.open(run).rounds()
+    found = rounds.loc[rounds["example_id"] == example_id, "example_index"]
+    if found.empty:
+        raise InterpError(f"--examples {example_id}: no such example in {run}")
+    return int(found.min())

@@ -15,15 +15,26 @@ from interp.cli.format import (
     format_metrics,
     format_per_category,
 )
+from interp.cli.params import (
+    ControlRun,
+    Examples,
+    Json,
+    Limit,
+    Run,
+    Sample,
+    Seed,
+    parse_examples,
+    select_rows,
+)
 
 
 def metrics(
-    run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    run: Run,
+    as_json: Json = False,
     n_boot: Annotated[
         int, typer.Option(help="Bootstrap resamples for the intervals (at least 1).")
     ] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    seed: Seed = 0,
     by_category: Annotated[
         bool,
         typer.Option(
@@ -46,21 +57,25 @@ def metrics(
             "(cancels an additive letter bias exactly, but one confident order dominates)."
         ),
     ] = "prob",
-    control_run: Annotated[
-        Path | None,
-        typer.Option(
-            help="A replay of the same examples under another plan: also print run - control "
-            "per round with paired intervals (the same cluster resamples for both runs).",
-        ),
-    ] = None,
+    control_run: ControlRun = None,
+    examples: Examples = None,
+    limit: Limit = None,
+    sample: Sample = None,
 ) -> None:
     """Per-round accuracy, BBQ bias scores, uncertainty, calibration, flips and convergence.
 
     Recomputes the metrics from rounds.parquet and prints one row per round, then the official
     BBQ scores per category. metrics.json is rewritten only with the bootstrap settings it was
     made with (--n-boot and --seed as stored, by default those of replay); other settings are
-    printed, never stored over it.
+    printed, never stored over it. With --control-run the same cluster resamples serve both
+    runs.
+
+    --examples, --limit and --sample print the metrics of those examples only (--sample drawn
+    as replay draws it, seeded by --seed; on a permuted run over base examples, every order
+    kept), never stored over metrics.json; not with --control-run (its pairs are every example
+    of both runs).
     """
+    from interp.errors import InterpError
     from interp.options import check_n_boot, check_seed
 
     if n_boot < 1:  # 0 would store metrics without intervals
@@ -68,12 +83,28 @@ def metrics(
         raise typer.Exit(2)
     check_n_boot(n_boot)
     check_seed(seed)
+    chosen = parse_examples(examples)
     from interp import preflight
 
     preflight.run_manifest(run)  # a mistyped run, before pandas is imported
     from interp.metrics.debias import check_space
 
     check_space(debias_space)
+    keep = None
+    if chosen is not None or limit is not None or sample is not None:
+        if control_run is not None:
+            raise InterpError(
+                "--control-run pairs every example of both runs; leave out --examples, "
+                "--limit and --sample"
+            )
+        from interp.runs.store import Run
+
+        keep = select_rows(Run.open(run).rounds(), chosen, limit, sample, seed)
+        typer.echo(
+            f"note: the metrics of {len(keep)} selected rows; metrics.json (every example) is "
+            "left as it is",
+            err=True,
+        )
     difference = None
     if control_run is not None:  # checked and computed before anything is printed
         difference = plan_difference(run, control_run, n_boot=n_boot, seed=seed, cluster=cluster)
@@ -87,6 +118,7 @@ def metrics(
         cluster=cluster,
         debias_space=debias_space,
         difference=difference,
+        keep=keep,
     )
 
 
@@ -123,33 +155,33 @@ def show_metrics(
     cluster: str = "template",
     debias_space: str = "prob",
     difference: tuple[dict[str, Any], str] | None = None,
+    keep: set[int] | None = None,
 ) -> None:
-    from interp.metrics.rounds import compute_metrics
-    from interp.runs.store import Run, write_json
+    from interp.runs.metrics_file import recompute as recompute_metrics
+    from interp.runs.metrics_file import stored_or_computed
+    from interp.runs.store import Run
 
     run = Run.open(path)
     if run.manifest.get("task", {}).get("name") == "winogender":
         _show_winogender(
-            run, as_json, recompute=recompute, n_boot=n_boot, seed=seed, difference=difference
+            run,
+            as_json,
+            recompute=recompute,
+            n_boot=n_boot,
+            seed=seed,
+            difference=difference,
+            keep=keep,
         )
         return
     for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
         typer.echo(f"warning: {line}", err=True)
+    # Whether metrics.json is stored over is the library's decision (interp.runs.metrics_file).
     if recompute:
-        result = compute_metrics(
-            run.rounds(), n_boot=n_boot, seed=seed, cluster=cluster, debias_space=debias_space
+        result = recompute_metrics(
+            run, n_boot=n_boot, seed=seed, cluster=cluster, debias_space=debias_space, keep=keep
         )
-        # replay stores prob-space debiased scores; another space is printed, not stored
-        if _stored_bootstrap(run) == (n_boot, seed, cluster) and debias_space == "prob":
-            from interp.runs.lock import run_lock
-
-            with run_lock(run.path):
-                write_json(run.path / "metrics.json", result)
     else:
-        try:
-            result = json.loads((run.path / "metrics.json").read_text())
-        except ValueError:  # damaged: show the metrics anyway; `interp metrics` rewrites it
-            result = compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
+        result = stored_or_computed(run)
     if as_json:
         extra = {} if difference is None else {"plan_difference": difference[0]}
         typer.echo(json.dumps({**result, **extra}, indent=2, allow_nan=False))
@@ -175,22 +207,17 @@ def _show_winogender(
     n_boot: int,
     seed: int,
     difference: tuple[dict[str, Any], str] | None = None,
+    keep: set[int] | None = None,
 ) -> None:
     # Winogender runs: correlation with BLS % female and pronoun shares (interp.metrics.winogender).
-    from interp.metrics.winogender import format_winogender_metrics, winogender_metrics
-    from interp.runs.store import write_json
+    from interp.metrics.winogender import format_winogender_metrics
+    from interp.runs.metrics_file import recompute as recompute_metrics
+    from interp.runs.metrics_file import stored_or_computed
 
-    stored = run.read_metrics()
-    if recompute or stored is None:
-        result = winogender_metrics(run.rounds(), n_boot=n_boot, seed=seed)
-        same = (stored or {}).get("bootstrap", {})
-        if recompute and (same.get("n_boot"), same.get("seed")) == (n_boot, seed):
-            from interp.runs.lock import run_lock
-
-            with run_lock(run.path):
-                write_json(run.path / "metrics.json", result)
+    if recompute:
+        result = recompute_metrics(run, n_boot=n_boot, seed=seed, keep=keep)
     else:
-        result = stored
+        result = stored_or_computed(run)
     if as_json:
         extra = {} if difference is None else {"plan_difference": difference[0]}
         typer.echo(json.dumps({**result, **extra}, indent=2, allow_nan=False))
@@ -198,14 +225,3 @@ def _show_winogender(
     typer.echo(format_winogender_metrics(result))
     if difference is not None:
         typer.echo(difference[1])
-
-
-def _stored_bootstrap(run: Any) -> tuple[int, int, str]:
-    """(n_boot, seed, cluster) of the run's metrics.json; replay's own when it is missing or
-    unreadable (a file from before clusters resampled examples)."""
-    try:
-        stored = json.loads((run.path / "metrics.json").read_text())["bootstrap"]
-        cluster = (stored.get("cluster") or {}).get("requested", "example")
-        return int(stored["n_boot"]), int(stored["seed"]), str(cluster)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return 1000, int(run.manifest.get("seed", 0)), "template"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
 import typer
 
+from interp.cli.params import Json
+
 
 def models(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Json = False,
 ) -> None:
     """List the models that load here without a network: embedded, cached, tiny."""
     from interp.preflight import list_models  # no torch: only files are looked at

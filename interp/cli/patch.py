@@ -7,34 +7,39 @@ from typing import Annotated
 
 import typer
 
-from interp.cli.options import (
+from interp.cli.params import (
+    ControlRun,
+    Device,
+    Dtype,
+    Examples,
     GpusOption,
+    Json,
+    Layers,
+    Limit,
     RayAddressOption,
+    Run,
+    Sample,
+    Seed,
     ThreadsOption,
     WorkersOption,
-    parse_layers,
+    parse_examples,
+    parse_layer_or_all,
     workers_from_flags,
+    wrote,
 )
 from interp.errors import InterpError
 
 
 def patch(
-    run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
+    run: Run,
     round: Annotated[
         int,
         typer.Option(
             help="Source round (e.g. 3, after the instructions): TransformerLens' clean run."
         ),
     ],
-    layer: Annotated[
-        str | None,
-        typer.Option(
-            "--layers",
-            "--layer",
-            help="A layer index, or 'all' to sweep every layer (--layer: the old spelling). "
-            "Required, except with --sae (the SAE's layer).",
-        ),
-    ] = None,
+    # One layer or all (several layers: run it once per layer); required except with --sae.
+    layer: Layers = None,
     target_round: Annotated[
         int,
         typer.Option(help="Target round (e.g. 0, the question): TransformerLens' corrupted run."),
@@ -67,51 +72,25 @@ def patch(
     verify_top: Annotated[
         int, typer.Option(help="attribution: re-run the K strongest exactly (Spearman's rho).")
     ] = 0,
-    examples: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--examples",
-            "--example",
-            help="Only these examples (id like builtin/3, or index): --examples A B, or "
-            "repeated (--example: the old spelling). On a permuted run an id selects all "
-            "orders of that example, an index (example_index in rounds.parquet) one order.",
-        ),
-    ] = None,
+    examples: Examples = None,
     category: Annotated[
         list[str] | None, typer.Option(help="Only these categories (e.g. Age); repeatable.")
     ] = None,
     context_condition: Annotated[
         str | None, typer.Option(help="Only 'ambig' or 'disambig' examples.")
     ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            help="Use only the first N examples (permuted run: N base examples, all orders)."
-        ),
-    ] = None,
-    sample: Annotated[
-        int | None,
-        typer.Option(
-            help="A random sample of N examples (seeded by --seed), before --limit; "
-            "permuted run: N base examples, all orders."
-        ),
-    ] = None,
+    limit: Limit = None,
+    sample: Sample = None,
     batch_size: Annotated[int, typer.Option(help="Patch variants per forward pass.")] = 32,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and of --sample.")] = 0,
+    seed: Seed = 0,
     cluster: Annotated[
         str,
         typer.Option(
             help="What the bootstrap resamples: template (category + question_index) or example."
         ),
     ] = "template",
-    control_run: Annotated[
-        Path | None,
-        typer.Option(
-            help="A replay of the same examples under another plan (e.g. baseline): patch it "
-            "the same way and report run - control with paired intervals."
-        ),
-    ] = None,
+    control_run: ControlRun = None,
     sae: Annotated[
         Path | None,
         typer.Option(
@@ -128,14 +107,16 @@ def patch(
             "together, and each alone."
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
-    top: Annotated[int, typer.Option(help="Rows to print (strongest |effect| first).")] = 15,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    top: Annotated[
+        int, typer.Option("--rows", help="Table rows to print (strongest |effect| first).")
+    ] = 15,
     workers: WorkersOption = None,
     ray_address: RayAddressOption = None,
     gpus_per_worker: GpusOption = 0.0,
     threads_per_worker: ThreadsOption = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Patch an activation from one round into another at the read-out position.
 
@@ -149,6 +130,9 @@ def patch(
     round (--target-round) the corrupted run: denoise patches clean activations into the
     corrupted run, as TL's patching functions do. The files' column 'clean' holds the target
     round's unpatched value, which is TL's corrupted baseline.
+
+    --layers: one layer or all (required, except with --sae: the SAE's layer); a list of
+    several layers is refused, run patch once per layer.
     """
     import json
 
@@ -156,8 +140,9 @@ def patch(
     from interp.cli.format import format_patching
     from interp.options import check_at_least
 
-    check_at_least(top, 0, "--top")
+    check_at_least(top, 0, "--rows")
     parsed = None if layer is None else _one_layer(layer)
+    chosen_examples = parse_examples(examples)
     # What the run's manifest and the file system can refuse, before torch is imported.
     manifest = preflight.run_manifest(run)
     preflight.check_rounds(manifest, round=round, target_round=target_round)
@@ -190,7 +175,7 @@ def patch(
         positions=positions,
         method=method,
         verify_top=verify_top,
-        examples=[int(e) if e.isdigit() else e for e in examples] if examples else None,
+        examples=chosen_examples,
         categories=category or None,
         context_condition=context_condition,
         limit=limit,
@@ -211,7 +196,7 @@ def patch(
         typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
         return
     typer.echo(format_patching(result.summary, top))
-    typer.echo(f"written: {', '.join(str(p) for p in result.paths)}")
+    typer.echo(wrote(result.paths))
 
 
 def _sae_layer(path: Path) -> int:
@@ -226,6 +211,6 @@ def _sae_layer(path: Path) -> int:
 
 
 def _one_layer(text: str) -> int | str:
-    """``all`` stays the word the library takes; anything else is one layer index."""
-    layers = parse_layers(text, "--layer", single=True)
-    return "all" if layers is None else layers[0]
+    """``all`` stays the word the library takes; else one layer index (patch refuses a list of
+    several layers: the library patches one layer or every layer)."""
+    return parse_layer_or_all(text, command="patch")

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from interp.cli.params import (
+    ControlRun,
+    Examples,
+    Json,
+    Layers,
+    Limit,
+    Run,
+    Sample,
+    Seed,
+    parse_layers,
+    refuse_selection,
+    wrote,
+)
+
 
 def probe(
-    run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
+    run: Run,
     concept: Annotated[
         str, typer.Option(help="stereotype, morality, or a concept .jsonl file.")
     ] = "stereotype",
-    layers: Annotated[
-        str, typer.Option("--layers", "--layer", help="'all' (every stored layer) or e.g. 3,5-7.")
-    ] = "all",
+    layers: Layers = "all",
     method: Annotated[
         str, typer.Option(help="probe (logistic regression), mean-diff or pca.")
     ] = "probe",
@@ -26,7 +37,7 @@ def probe(
     score: Annotated[
         str, typer.Option(help="projection on the unit direction, or cosine.")
     ] = "projection",
-    seed: Annotated[int, typer.Option(help="Seed of the split, controls and bootstrap.")] = 0,
+    seed: Seed = 0,
     transfer: Annotated[
         bool,
         typer.Option(
@@ -41,25 +52,32 @@ def probe(
             "(category + question_index) or example."
         ),
     ] = "template",
-    control_run: Annotated[
-        Path | None,
-        typer.Option(
-            help="A replay of the same examples under another plan (e.g. baseline): report "
-            "run - control per round with paired intervals."
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    control_run: ControlRun = None,
+    examples: Examples = None,
+    limit: Limit = None,
+    sample: Sample = None,
+    as_json: Json = False,
 ) -> None:
     """Concept directions per layer, and the concept score of every round of a run.
 
     Writes RUN/probes/CONCEPT/: per-layer accuracy with controls, scores per layer and
     round, the instruction shift, score-entropy correlations, behaviour probes, summary.json.
+
+    --examples, --limit and --sample are refused for now: the probe's split, controls and
+    behaviour probes read every example of the run (the library's shared selection, issue 24
+    part 2, brings them).
     """
     from interp import preflight
     from interp.cli.format import format_probe
-    from interp.cli.options import parse_layers
 
     chosen = parse_layers(layers)
+    refuse_selection(
+        "probe",
+        "reads every example of the run (its split and controls); no selection yet",
+        examples=examples,
+        limit=limit,
+        sample=sample,
+    )
     # What the run's manifest and the file system can refuse, before torch is imported.
     manifest = preflight.run_manifest(run)
     preflight.check_layers(manifest, chosen)
@@ -85,4 +103,4 @@ def probe(
         typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
         return
     typer.echo(format_probe(result))
-    typer.echo(f"wrote {result.out_dir}")
+    typer.echo(wrote(result.out_dir))

@@ -10,18 +10,26 @@ from typing import Annotated
 import typer
 
 from interp.cli.metrics import show_metrics
-from interp.cli.options import (
+from interp.cli.params import (
+    Device,
+    Dtype,
     GpusOption,
+    Json,
+    Limit,
+    Out,
     RayAddressOption,
+    Sample,
+    Seed,
     ThreadsOption,
     WorkersOption,
     workers_from_flags,
+    wrote,
 )
 from interp.errors import InterpError
 
 
 def replay(
-    out: Annotated[Path, typer.Option(help="Run directory to write (e.g. artifacts/runs/NAME).")],
+    out: Out,
     model: Annotated[
         str, typer.Option(help="smollm2 (embedded), tiny, a .gguf file, a model folder.")
     ] = "smollm2",
@@ -52,11 +60,8 @@ def replay(
         ),
     ] = None,
     rounds: Annotated[int, typer.Option(help="Follow-up rounds R; the run holds 0..R.")] = 3,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
-    sample: Annotated[
-        int | None,
-        typer.Option(help="A random sample of N examples across all files (seeded by --seed)."),
-    ] = None,
+    limit: Limit = None,
+    sample: Sample = None,
     hooks: Annotated[
         list[str] | None,
         typer.Option(
@@ -78,12 +83,12 @@ def replay(
     ] = "letter",
     max_new_tokens: Annotated[int, typer.Option(help="generate mode: tokens per answer.")] = 48,
     batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed (bootstrap intervals, tiny model).")] = 0,
+    seed: Seed = 0,
     system: Annotated[
         str | None, typer.Option(help="System prompt (default: the template's own).")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
     force_round0: Annotated[
         str | None,
         typer.Option(
@@ -120,12 +125,13 @@ def replay(
             "such a replay anyway.",
         ),
     ] = 24,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Replay self-correction rounds and store answers, scores and read-out activations.
 
     A killed replay, run again with the same arguments, resumes where it stopped (with or
-    without --workers: finished batches are kept).
+    without --workers: finished batches are kept). --sample and --limit pick examples across
+    all data files; --seed also seeds the bootstrap intervals (and the tiny model).
     """
     from interp import preflight
 
@@ -190,4 +196,4 @@ def replay(
         )
     show_metrics(run.path, as_json, recompute=False)
     if not as_json:
-        typer.echo(f"run directory: {run.path}")
+        typer.echo(wrote(run.path))

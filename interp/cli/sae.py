@@ -13,6 +13,22 @@ from typing import Annotated
 
 import typer
 
+from interp.cli.params import (
+    Device,
+    Dtype,
+    Examples,
+    Json,
+    Layers,
+    Limit,
+    Out,
+    Run,
+    Sample,
+    Seed,
+    parse_layers,
+    refuse_selection,
+    wrote,
+)
+
 sae_app = typer.Typer(
     help="Sparse autoencoders (sae-lens): train one on offline corpora, evaluate it, read a "
     "run with it (which latents the rounds switch on or off).",
@@ -34,8 +50,10 @@ CorpusOpt = Annotated[
 DataOpt = Annotated[
     list[Path] | None, typer.Option("--data", help="Files of the bbq or text corpus.")
 ]
+# Here --run names run directories as a corpus source (corpus run), several at once.
 RunOpt = Annotated[
-    list[Path] | None, typer.Option("--run", help="Run directories (corpus run); repeat.")
+    list[Path] | None,
+    typer.Option("--run", help="Run directories written by `interp replay` (corpus run); repeat."),
 ]
 ModelOpt = Annotated[
     str, typer.Option(help="smollm2, tiny, a .gguf file, a model folder or a TL name.")
@@ -65,7 +83,7 @@ def _corpus_config(corpus, data, runs, plan, system, context, heldout, seed):
 
 
 def train(
-    out: Annotated[Path, typer.Option(help="The SAE folder to write (new or empty).")],
+    out: Out,
     corpus: CorpusOpt = ["concepts"],  # noqa: B006 (typer reads the default)
     data: DataOpt = None,
     run: RunOpt = None,
@@ -93,9 +111,9 @@ def train(
     eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at the end.")] = 8192,
     plan: PlanOpt = "self-correct",
     system: SystemOpt = None,
-    seed: Annotated[int, typer.Option(help="Initialisation, shuffling, split, order.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Print evals.json.")] = False,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    as_json: Json = False,
 ) -> None:
     """Train an SAE on a hook of the model with sae-lens, on offline corpora.
 
@@ -135,19 +153,16 @@ def train(
         f"{t['seconds']['train']:.0f} s"
     )
     typer.echo(format_evals(result.evals))
-    typer.echo(f"wrote {result.path}")
+    typer.echo(wrote(result.path))
 
 
 def train_transcoders(
-    out: Annotated[Path, typer.Option(help="The transcoder folder to write (new or empty).")],
+    out: Out,
     corpus: CorpusOpt = ["concepts"],  # noqa: B006 (typer reads the default)
     data: DataOpt = None,
     run: RunOpt = None,
     model: ModelOpt = "smollm2",
-    layers: Annotated[
-        str,
-        typer.Option(help="Layers to train: all, or e.g. 0-3,7 (circuit-tracer needs all)."),
-    ] = "all",
+    layers: Layers = "all",
     width: Annotated[int, typer.Option(help="Features per layer.")] = 1024,
     l1: Annotated[
         float, typer.Option(help="L1 coefficient (activations x decoder-row norms).")
@@ -166,9 +181,9 @@ def train_transcoders(
     eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at the end.")] = 8192,
     plan: PlanOpt = "self-correct",
     system: SystemOpt = None,
-    seed: Annotated[int, typer.Option(help="Initialisation, shuffling, split, order.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Print evals.json.")] = False,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    as_json: Json = False,
 ) -> None:
     """Train a transcoder per layer (MLP input -> MLP output, ReLU features) on offline
     corpora, from one activation stream (sae-lens' multi-hook store).
@@ -176,9 +191,8 @@ def train_transcoders(
     Writes OUT/ in circuit-tracer's transcoder-set layout (config.yaml, layer_<L>.safetensors),
     transcoders.json (corpus, tokens, loss curves) and evals.json: the replacement model's
     next-token loss (every MLP replaced; with and without error terms) vs. the original on
-    held-out tokens.
+    held-out tokens. --layers: the layers to train (circuit-tracer needs all).
     """
-    from interp.cli.options import parse_layers
     from interp.preflight import check_model
 
     check_model(model, device=device)  # before torch is imported
@@ -214,7 +228,7 @@ def train_transcoders(
         f"({t['train_tokens_per_s']} tokens/s)"
     )
     typer.echo(format_replacement(result.evals))
-    typer.echo(f"wrote {result.path}")
+    typer.echo(wrote(result.path))
 
 
 def evaluate(
@@ -228,9 +242,9 @@ def evaluate(
     eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated (at most).")] = 8192,
     plan: PlanOpt = "self-correct",
     system: SystemOpt = None,
-    seed: Annotated[int, typer.Option(help="The corpus split and order.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    as_json: Json = False,
 ) -> None:
     """Evaluate an SAE on the held-out split of a corpus.
 
@@ -262,7 +276,7 @@ def evaluate(
 
 
 def features(
-    run: Annotated[Path, typer.Option(help="A run directory written by `interp replay`.")],
+    run: Run,
     sae: Annotated[
         Path,
         typer.Option(
@@ -270,7 +284,10 @@ def features(
             "stored (e.g. blocks.12.hook_resid_post)."
         ),
     ],
-    top: Annotated[int, typer.Option(help="Latents kept per round (changes, contrasts).")] = 16,
+    top: Annotated[
+        int,
+        typer.Option("--top-latents", help="Latents kept per round (changes, contrasts)."),
+    ] = 16,
     contexts: Annotated[
         Path | None,
         typer.Option(
@@ -288,16 +305,19 @@ def features(
         int, typer.Option(help="Shuffles of the round labels for the control.")
     ] = 100,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and the shuffles.")] = 0,
+    seed: Seed = 0,
     cluster: Annotated[
         str,
         typer.Option(
             help="What the bootstrap resamples: template (category + question_index) or example."
         ),
     ] = "template",
-    device: Annotated[str, typer.Option(help="cpu, cuda or mps (for --contexts).")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    examples: Examples = None,
+    limit: Limit = None,
+    sample: Sample = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    as_json: Json = False,
 ) -> None:
     """Which SAE latents the rounds of a run switch on or off at the read-out.
 
@@ -307,8 +327,23 @@ def features(
     to each round, with a shuffled-round control; latents that separate stereotyped vs other
     answers and correct vs wrong at each round; cosines with the concept directions `interp
     probe` stored; with --contexts, each top latent's max-activating corpus contexts.
+
+    --device and --dtype matter with --contexts only. --examples, --limit and --sample are
+    refused for now: the shuffled-round control and the intervals read every example (the
+    library's shared selection, issue 24 part 2, brings them). No --control-run: compare two
+    plans by reading each run with the same SAE.
     """
     from interp import preflight
+    from interp.options import check_at_least
+
+    refuse_selection(
+        "sae features",
+        "reads every example of the run (its control and intervals); no selection yet",
+        examples=examples,
+        limit=limit,
+        sample=sample,
+    )
+    check_at_least(top, 1, "--top-latents")  # the library's check, with the flag's name
 
     manifest = preflight.run_manifest(run)  # before torch is imported
     if contexts is not None:  # the contexts are read with the run's model
@@ -350,7 +385,7 @@ def features(
     for note in summary["notes"]:
         typer.echo(f"note: {note}")
     if result.paths:  # else a note said why it was printed, not stored
-        typer.echo(f"wrote {result.paths[-1].parent}")
+        typer.echo(wrote(result.paths[-1].parent))
 
 
 sae_app.command("train")(train)

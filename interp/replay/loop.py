@@ -360,17 +360,13 @@ def planned_conversations(config: ReplayConfig) -> tuple[int, int]:
 
 
 def select_examples(examples: list[Example], config: ReplayConfig) -> list[Example]:
-    """``sample``: a uniform random subset (seeded, kept in file order); then ``limit``."""
-    if config.sample is not None:
-        if config.sample > len(examples):
-            n = len(examples)
-            raise InterpError(f"--sample {config.sample} exceeds the {n} examples loaded")
-        gen = torch.Generator().manual_seed(config.seed)
-        keep = sorted(torch.randperm(len(examples), generator=gen)[: config.sample].tolist())
-        examples = [examples[i] for i in keep]
-    if config.limit is not None:
-        examples = examples[: config.limit]
-    return examples
+    """``sample``: a uniform random subset (seeded, kept in file order); then ``limit``
+    (:func:`interp.stats.sample_then_limit`, the rule the CLI applies to a run's examples)."""
+    from interp.stats import sample_then_limit
+
+    return sample_then_limit(
+        examples, config.sample, config.limit, config.seed, what="examples loaded"
+    )
 
 
 def forced_option(example: Example, force: str) -> int | None:

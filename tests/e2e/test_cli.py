@@ -151,7 +151,7 @@ def test_replay_prints_a_table_per_round(cli_run):
         accuracy = frame[frame["round"] == r]["correct"].mean()
         assert cells[1] == f"{accuracy:.3f}"  # the accuracy column, before its interval
     assert "n = 4 examples" in result.stdout
-    assert result.stdout.rstrip().endswith(f"run directory: {out}")
+    assert result.stdout.rstrip().endswith(f"wrote {out}")
     assert run.manifest["config"]["rounds"] == 2 and run.manifest["config"]["limit"] == 4
     assert run.manifest["command"].startswith("interp ")
 
@@ -233,7 +233,7 @@ def test_metrics_on_a_directory_that_is_no_run(tmp_path):
 
 def test_patch_last_layer_readout_carries_the_whole_change(cli_run):
     out, _, _ = cli_run
-    args = ("--run", str(out), "--layer", "2", "--round", "2", "--n-boot", "20")
+    args = ("--run", str(out), "--layers", "2", "--round", "2", "--n-boot", "20")
     result = invoke("patch", *args, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -242,16 +242,16 @@ def test_patch_last_layer_readout_carries_the_whole_change(cli_run):
     assert row["effect"] == pytest.approx(1.0, abs=1e-4)  # the last layer's residual is all
     assert (out / "patching" / f"{summary['name']}.parquet").exists()
     table = invoke("patch", *args)
-    assert table.exit_code == 0 and "effect" in table.stdout and "written:" in table.stdout
+    assert table.exit_code == 0 and "effect" in table.stdout and "\nwrote " in table.stdout
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--layer", "3", "--round", "1"], "out of range"),
-        (["--layer", "x", "--round", "1"], "--layer"),
-        (["--layer", "1", "--round", "3"], "round"),
-        (["--layer", "1", "--round", "1", "--component", "mlp"], "component"),
+        (["--layers", "3", "--round", "1"], "out of range"),
+        (["--layers", "x", "--round", "1"], "--layers"),
+        (["--layers", "1", "--round", "3"], "round"),
+        (["--layers", "1", "--round", "1", "--component", "mlp"], "component"),
     ],
 )
 def test_patch_bad_input(cli_run, args, message):
@@ -288,7 +288,7 @@ def test_export_prints_the_index_path_last(cli_run):
     out, _, _ = cli_run
     result = invoke("export", "--run", str(out))
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip().splitlines()[-1] == str(out / "index.html")
+    assert result.stdout.strip().splitlines()[-1] == f"wrote {out / 'index.html'}"
     assert (out / "index.html").read_text().count("<html") == 1
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.faults
         (("--round", "1", "--target-round", "-1"), "rounds start at 0"),
         (("--round", "1", "--method", "acdc"), "unknown method 'acdc'"),
         (("--round", "1", "--steps", "0"), "--steps must be at least 1"),
-        (("--round", "1", "--top", "0"), "--top must be at least 1"),
+        (("--round", "1", "--top-edges", "0"), "--top-edges must be at least 1"),
         (("--round", "1", "--cluster", "page"), "cluster"),
         (("--round", "1", "--workers", "0"), "--workers must be at least 1"),
         (("--round", "1", "--workers", "1", "--device", "cuda"), "--gpus-per-worker must be"),

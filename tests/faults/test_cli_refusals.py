@@ -27,34 +27,34 @@ def _refusals(run: Path, missing: Path) -> dict[str, tuple[list[str], str]]:
     """case -> (argv, words of its one error line); the tiny run has layers 0..2, rounds 0..1."""
     return {
         "patch, mistyped run": (
-            ["patch", "--run", str(missing), "--layer", "1", "--round", "1"],
+            ["patch", "--run", str(missing), "--layers", "1", "--round", "1"],
             f"no run directory at {missing}",
         ),
         "patch, layer out of range": (
-            ["patch", "--run", str(run), "--layer", "40", "--round", "1"],
+            ["patch", "--run", str(run), "--layers", "40", "--round", "1"],
             "--layer 40 is out of range: the model has 3 layers (0..2)",
         ),
         "patch, round out of range": (
-            ["patch", "--run", str(run), "--layer", "1", "--round", "9"],
+            ["patch", "--run", str(run), "--layers", "1", "--round", "9"],
             "run has rounds 0..1; --round 9 needs a replay with --rounds 9 or more",
         ),
         "patch, target round below 0": (
-            ["patch", "--run", str(run), "--layer", "1", "--round", "1", "--target-round", "-1"],
+            ["patch", "--run", str(run), "--layers", "1", "--round", "1", "--target-round", "-1"],
             "--target-round -1: rounds start at 0",
         ),
         "patch, unknown dtype": (
-            ["patch", "--run", str(run), "--layer", "1", "--round", "1", "--dtype", "fp8"],
+            ["patch", "--run", str(run), "--layers", "1", "--round", "1", "--dtype", "fp8"],
             "unknown dtype 'fp8'",
         ),
         "patch, mistyped control run": (
-            ["patch", "--run", str(run), "--layer", "1", "--round", "1"]
+            ["patch", "--run", str(run), "--layers", "1", "--round", "1"]
             + ["--control-run", str(missing)],
             f"no run directory at {missing}",
         ),
         "probe, mistyped run": (["probe", "--run", str(missing)], "no run directory at"),
         "probe, layer out of range": (
             ["probe", "--run", str(run), "--layers", "0,7"],
-            "--layer 7 out of range: the model has 3 layers (0..2)",
+            "--layers 7 out of range: the model has 3 layers (0..2)",
         ),
         "circuit, round out of range": (
             ["circuit", "--run", str(run), "--round", "9"],
@@ -75,8 +75,8 @@ def _refusals(run: Path, missing: Path) -> dict[str, tuple[list[str], str]]:
             "no run directory at",
         ),
         "experiment, layer out of range": (
-            ["experiment", "convergence", "--run", str(run), "--layer", "9"],
-            "--layer 9 out of range: the model has 3 layers (0..2)",
+            ["experiment", "convergence", "--run", str(run), "--layers", "9"],
+            "--layers 9 out of range: the model has 3 layers (0..2)",
         ),
         "replay, model not installed": (
             ["replay", "--model", "notinstalled", "--out", str(missing)],
@@ -220,7 +220,7 @@ def test_unusual_run_folders_are_left_to_the_library(base_run, tmp_path):
     """No manifest, an unfinished replay, a damaged manifest: the library's fuller message."""
     (tmp_path / "empty").mkdir()
     assert_refused_without_trace(
-        tmp_path, "patch", "--run", str(tmp_path / "empty"), "--layer", "1", "--round", "1",
+        tmp_path, "patch", "--run", str(tmp_path / "empty"), "--layers", "1", "--round", "1",
         contains="is not a run directory (no manifest.json)",
     )  # fmt: skip
 
@@ -233,7 +233,7 @@ def test_unusual_run_folders_are_left_to_the_library(base_run, tmp_path):
     [
         (["patch", "--bogus-flag"], "No such option: --bogus-flag"),
         (["patch", "--run", "x", "--roud", "3"], "(Possible options: --round"),
-        (["patch", "--layer", "1", "--round", "1"], "Missing option '--run'"),
+        (["patch", "--layers", "1", "--round", "1"], "Missing option '--run'"),
         (["patch", "--run", "x", "--round", "three"], "Invalid value for '--round'"),
         (["experiment", "superficial", "--stats", "s.tsv"], "No such option: --stats"),
         (["experiment", "weak-evidence", "--stats", "s.tsv"], "No such option: --stats"),

@@ -114,8 +114,8 @@ def test_a_control_run_that_is_no_control_is_refused(runs, tmp_path, name, contr
         (("--rounds", "0"), "--rounds does not apply with --run"),
         (("--model", "tiny"), "--model does not apply with --run"),
         (("--plan", "baseline"), "--plan does not apply with --run"),
-        (("--layer", "99"), "--layer 99 out of range"),
-        (("--layer", "1"), "--layer 1 picks a concept score, but"),
+        (("--layers", "99"), "--layers 99 out of range"),
+        (("--layers", "1"), "--layers 1 picks a concept score, but"),
     ],
 )
 def test_options_a_stored_run_cannot_take_are_refused(runs, tmp_path, args, words):

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 REPLAY_ARGS = ("--model", "tiny", "--rounds", "1", "--limit", "3", "--batch-size", "1")
 ANALYSES = {
     "probe": lambda run: ("probe", "--run", str(run), "--concept", "stereotype"),
-    "patch": lambda run: ("patch", "--run", str(run), "--layer", "1", "--round", "1"),
+    "patch": lambda run: ("patch", "--run", str(run), "--layers", "1", "--round", "1"),
     "export": lambda run: ("export", "--run", str(run)),
 }
 

@@ -29,7 +29,7 @@ REPLAY_ARGS = ("--model", "tiny", "--rounds", "1", "--limit", "3", "--batch-size
 WRITERS = {
     "replay": lambda run: ("replay", "--out", str(run), *REPLAY_ARGS),
     "probe": lambda run: ("probe", "--run", str(run), "--concept", "stereotype"),
-    "patch": lambda run: ("patch", "--run", str(run), "--layer", "1", "--round", "1"),
+    "patch": lambda run: ("patch", "--run", str(run), "--layers", "1", "--round", "1"),
     "export": lambda run: ("export", "--run", str(run)),
     "metrics": lambda run: ("metrics", "--run", str(run)),
 }

@@ -30,7 +30,7 @@ def test_smallest_case_one_ambiguous_example(tmp_path):
     table = [line for line in stdout.splitlines() if not line.startswith("WARNING:")]
     assert table[0].split()[:3] == ["round", "accuracy", "acc"]
     assert " - " in table[1]  # acc disambig and s_DIS undefined
-    assert table[-1] == f"run directory: {tmp_path / 'x'}"
+    assert table[-1] == f"wrote {tmp_path / 'x'}"
     metrics = json.loads((tmp_path / "x" / "metrics.json").read_text())
     assert metrics["per_round"][0]["accuracy_disambig"]["value"] is None
     # ... and `interp metrics` prints the same run.

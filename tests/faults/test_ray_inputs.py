@@ -64,7 +64,7 @@ def test_workers_the_cluster_cannot_hold_are_refused(cpu_cluster, tmp_path, args
 
 
 def test_patch_workers_the_cluster_cannot_hold_are_refused(cpu_cluster, base_run):
-    args = ("patch", "--run", str(base_run), "--layer", "1", "--round", "1", "--workers", "1")
+    args = ("patch", "--run", str(base_run), "--layers", "1", "--round", "1", "--workers", "1")
     assert_refused_without_trace(
         base_run, *args, "--gpus-per-worker", "1", contains="the Ray cluster has 0 GPUs"
     )

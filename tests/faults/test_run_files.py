@@ -70,7 +70,7 @@ DAMAGE = {
 COMMANDS = {
     "metrics": lambda run: ("metrics", "--run", str(run)),
     "probe": lambda run: ("probe", "--run", str(run), "--concept", "stereotype"),
-    "patch": lambda run: ("patch", "--run", str(run), "--layer", "1", "--round", "1"),
+    "patch": lambda run: ("patch", "--run", str(run), "--layers", "1", "--round", "1"),
     "export": lambda run: ("export", "--run", str(run)),
 }
 

@@ -108,7 +108,7 @@ def seed1_run(tmp_path_factory) -> Path:
 
 def test_patch_loads_a_seeded_tiny_runs_own_model(seed1_run, tmp_path):
     run = shutil.copytree(seed1_run, tmp_path / "run")
-    result = invoke("patch", "--run", str(run), "--layer", "1", "--round", "1", "--n-boot", "5")
+    result = invoke("patch", "--run", str(run), "--layers", "1", "--round", "1", "--n-boot", "5")
     assert result.exit_code == 0, result.output
 
 

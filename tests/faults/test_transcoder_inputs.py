@@ -72,7 +72,7 @@ def test_feature_circuit_refuses_what_is_no_transcoder_folder(base_run, tmp_path
 
 def test_feature_circuit_refuses_bad_settings(base_run, tmp_path):
     args = ("feature-circuit", "--run", str(base_run), "--round", "1", "--transcoders", ".")
-    assert_refused_without_trace(base_run, *args, "--top", "0", contains="--top")
+    assert_refused_without_trace(base_run, *args, "--top-features", "0", contains="--top-features")
 
 
 def test_feature_circuit_without_circuit_tracer_says_how_to_install_it(base_run, tmp_path):

@@ -142,7 +142,7 @@ def test_without_dot_the_source_is_written_and_a_stale_svg_removed(
         export.shutil, "which", lambda cmd, *a, **k: None if cmd == "dot" else real_which(cmd)
     )
     args = ["circuit", "--run", str(run), "--round", "1", "--method", "eap", "--n-boot", "20"]
-    result = CliRunner().invoke(app, [*args, "--top", "7"])
+    result = CliRunner().invoke(app, [*args, "--top-edges", "7"])
     assert result.exit_code == 0, result.output
     said = [line for line in result.output.splitlines() if line.startswith("graph: ")]
     assert len(said) == 1 and "Graphviz `dot` is not installed" in said[0]

@@ -57,9 +57,20 @@ def test_h_is_help(argv):
     assert short.stdout == _help(*argv)
 
 
-def test_export_lists_both_spellings_of_its_example_option():
+def test_help_shows_only_the_new_spellings():
+    """Old spellings still work (interp.cli.params.DEPRECATED) but --help names only --examples,
+    --layers and the four distinct --top names."""
     text = _help("export", width=60)
-    assert "--example-index, --example" in text
+    assert "--examples" in text and "--example-index" not in text
+    assert "--layers" in _help("patch") and "--layer " not in _help("patch")
+    for argv, flag in [
+        (["patch"], "--rows"),
+        (["circuit"], "--top-edges"),
+        (["feature-circuit"], "--top-features"),
+        (["sae", "features"], "--top-latents"),
+    ]:
+        text = _help(*argv, width=200)
+        assert flag in text and not re.search(r"--top\b(?!-)", text), argv
 
 
 def test_version():

@@ -21,7 +21,7 @@ from interp.experiments.common import ExperimentConfig, ExperimentResult
 COMMAND = typer.main.get_command(app)
 # Options of `interp experiment NAME` that are no config field: --run and --control-run pick a
 # stored run to analyse, --json the output.
-CLI_ONLY = {"run", "control_run", "as_json"}
+CLI_ONLY = {"run", "control_run", "examples", "as_json"}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -62,7 +62,7 @@ def test_the_cli_lists_exactly_the_registry_with_its_options() -> None:
         params = {p.name for p in commands[name].params if p.name != "help"}
         expected = set(spec.options) | {"as_json"}
         if spec.of_run is not None:
-            expected |= {"run", "control_run"}
+            expected |= {"run", "control_run", "examples"}  # --examples: accepted, refused
         assert params == expected, name
         assert commands[name].help.split() == spec.doc.split(), name
         assert params - CLI_ONLY == set(spec.options), name

@@ -128,7 +128,7 @@ def test_sample_larger_than_the_examples_is_refused(tiny_model, fake_run):
 def test_library_error_names_the_field_and_the_cli_the_flag(fake_run, field, flag):
     with pytest.raises(InterpError, match=rf"^{field} must be at least 1 \(got 0\)$"):
         patch_run(fake_run.path, layer=0, round=2, **{field: 0})
-    args = ["patch", "--run", str(fake_run.path), "--layer", "0", "--round", "2", flag, "0"]
+    args = ["patch", "--run", str(fake_run.path), "--layers", "0", "--round", "2", flag, "0"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {flag} must be at least 1 (got 0)"
@@ -138,7 +138,7 @@ def test_library_error_names_the_field_and_the_cli_the_flag(fake_run, field, fla
 
 
 def test_cli_names_the_roles_and_samples(fake_run):
-    args = ["patch", "--run", str(fake_run.path), "--layer", "2", "--round", "2"]
+    args = ["patch", "--run", str(fake_run.path), "--layers", "2", "--round", "2"]
     result = CliRunner().invoke(app, [*args, "--sample", "3", "--seed", "4", "--n-boot", "0"])
     assert result.exit_code == 0, result.output
     out = result.stdout

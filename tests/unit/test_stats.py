@@ -122,7 +122,7 @@ def test_unknown_cluster_is_a_user_error(tmp_path):
     for args in (
         ("metrics", "--run", run),
         ("probe", "--run", run),
-        ("patch", "--run", run, "--layer", "0", "--round", "1"),
+        ("patch", "--run", run, "--layers", "0", "--round", "1"),
     ):
         assert_refused_without_trace(tmp_path, *args, "--cluster", "context", contains="cluster")
 
@@ -336,7 +336,7 @@ def test_mismatched_control_run_cli_exit_2_one_line(tmp_path, command):
 
     run = _fake_run(tmp_path / "run")
     control = _fake_run(tmp_path / "control", plan="baseline", rounds=3)
-    extra = ["--layer", "0", "--round", "1"] if command == "patch" else []
+    extra = ["--layers", "0", "--round", "1"] if command == "patch" else []
     line = assert_refused_without_trace(
         tmp_path, command, "--run", str(run), "--control-run", str(control), *extra
     )
