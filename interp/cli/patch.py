@@ -1,4 +1,4 @@
-"""``interp patch``: the command behind :func:`interp.patching.patch_run`."""
+"""``interp patch``: the command behind :func:`interp.patching.patch`."""
 
 from __future__ import annotations
 
@@ -167,7 +167,8 @@ def patch(
         preflight.run_manifest(control_run)
     preflight.check_run_model(manifest, dtype=dtype, device=device)
 
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig
+    from interp.patching import patch as run_patch
 
     if sae is not None:
         chosen_layer = _sae_layer(sae) if layer is None else _one_layer(layer)
@@ -180,8 +181,7 @@ def patch(
     else:
         chosen_layer = _one_layer(layer)
 
-    result = patch_run(
-        run,
+    config = PatchConfig(
         layer=chosen_layer,
         round=round,
         target_round=target_round,
@@ -190,8 +190,8 @@ def patch(
         positions=positions,
         method=method,
         verify_top=verify_top,
-        examples=[int(e) if e.isdigit() else e for e in examples] if examples else None,
-        categories=category or None,
+        examples=tuple(int(e) if e.isdigit() else e for e in examples) if examples else None,
+        categories=tuple(category) if category else None,
         context_condition=context_condition,
         limit=limit,
         sample=sample,
@@ -199,9 +199,13 @@ def patch(
         n_boot=n_boot,
         seed=seed,
         cluster=cluster,
-        control_run=control_run,
+        control_run=None if control_run is None else str(control_run),
         sae=None if sae is None else str(sae),
         features=features,
+    )
+    result = run_patch(
+        run,
+        config,
         device=device,
         dtype=dtype,
         progress=not as_json,
