@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
     from interp.report.run_page import ExportResult
+    from interp.runs.distributed import Workers
     from interp.runs.store import Run
 
 
@@ -35,28 +36,37 @@ def export(
     config: ExportConfig | None = None,
     *,
     model: HookedTransformer | None = None,
+    progress: bool = True,
+    workers: Workers | None = None,
 ) -> ExportResult:
-    """Export the figures of ``runs`` and an ``index.html`` into the first run directory: the
-    API's verb shape, a thin wrapper over :func:`interp.report.run_page.export_report`.
+    """Export the figures of ``runs`` and an ``index.html`` into the first run directory.
 
     Args:
         runs: Runs or their directories; the first gets the report, the others are drawn
-            beside it (e.g. its control run).
+            beside it (e.g. its control run). An experiment directory exports on its own.
         config: Heads for the attention views, the example they show, static images; None:
             ``ExportConfig()``.
         model: The run's model, loaded; None: loaded from the run's manifest for the
             attention views.
+        progress: Accepted for the verb shape; an export shows no progress bar.
+        workers: Accepted for the verb shape; an export runs in one process, so anything
+            but None is refused.
 
     Returns:
         The ``index.html`` path, the figures written, and a note per section left out.
 
     Raises:
-        InterpError: A run that is missing, damaged or unfinished, or in use, or an example
-            index out of range.
+        InterpError: Workers given, no run, a run that is missing, damaged or unfinished, or
+            in use, or an example index out of range.
     """
+    from interp.errors import InterpError
     from interp.report.run_page import export_report
     from interp.runs.store import Run
 
+    if workers is not None:
+        raise InterpError("export runs in one process: workers must be None")
+    if isinstance(runs, Run | str | Path):  # one run: export(run) as the other verbs
+        runs = [runs]
     config = ExportConfig() if config is None else config
     return export_report(
         [run.path if isinstance(run, Run) else run for run in runs],
