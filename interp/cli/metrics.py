@@ -1,5 +1,6 @@
-"""``interp metrics``: recompute a run's metrics and print them (``interp replay`` prints them
-through :func:`show_metrics` too). Needs pandas and numpy, never torch."""
+"""``interp metrics``: recompute a run's metrics (:func:`interp.runs.metrics.metrics`) and
+print them (``interp replay`` prints them through :func:`show_metrics` too). Needs pandas and
+numpy, never torch."""
 
 from __future__ import annotations
 
@@ -71,87 +72,63 @@ def metrics(
     from interp import preflight
 
     preflight.run_manifest(run)  # a mistyped run, before pandas is imported
-    from interp.metrics.debias import check_space
+    from interp.runs.metrics import MetricsConfig
+    from interp.runs.metrics import metrics as run_metrics
 
-    check_space(debias_space)
-    difference = None
-    if control_run is not None:  # checked and computed before anything is printed
-        difference = plan_difference(run, control_run, n_boot=n_boot, seed=seed, cluster=cluster)
-    show_metrics(
-        run,
-        as_json,
-        recompute=True,
+    config = MetricsConfig(
         n_boot=n_boot,
         seed=seed,
-        by_category=by_category,
         cluster=cluster,
         debias_space=debias_space,
-        difference=difference,
+        control_run=None if control_run is None else str(control_run),
+    )
+    result = run_metrics(run, config)
+    difference = None
+    if result.difference is not None:
+        difference = (result.difference, _difference_text(result, run))
+    show_metrics(
+        run, as_json, computed=result.metrics, by_category=by_category, difference=difference
     )
 
 
-def plan_difference(
-    run_path: Path, control_path: Path, *, n_boot: int, seed: int, cluster: str
-) -> tuple[dict[str, Any], str]:
-    """The paired run - control table of ``--control-run`` (BBQ metrics or Winogender's
-    correlations) and its text."""
-    from interp.inputs.winogender import (
-        format_winogender_difference,
-        is_winogender,
-        winogender_plan_difference,
-    )
-    from interp.runs.controls import format_metrics_difference, metrics_difference, open_control
+def _difference_text(result: Any, run: Path) -> str:
+    """The text of ``--control-run``'s paired table (BBQ metrics or Winogender's)."""
+    from interp.inputs.winogender import format_winogender_difference, is_winogender
+    from interp.runs.controls import format_metrics_difference
     from interp.runs.store import Run
 
-    run = Run.open(run_path)
-    control, checks = open_control(run, control_path)
-    names = (run.path.name, f"{control.path.name}, plan {checks['plan']}")
-    if is_winogender(run.manifest):
-        result = winogender_plan_difference(run.rounds(), control.rounds(), n_boot, seed)
-        return result, format_winogender_difference(result, *names)
-    result = metrics_difference(
-        run.rounds(), control.rounds(), n_boot=n_boot, seed=seed, cluster=cluster
-    )
-    return result, format_metrics_difference(result, *names)
+    names = (result.run.name, f"{result.control_run.name}, plan {result.control_plan}")
+    if is_winogender(Run.open(run).manifest):
+        return format_winogender_difference(result.difference, *names)
+    return format_metrics_difference(result.difference, *names)
 
 
 def show_metrics(
     path: Path,
     as_json: bool,
     *,
-    recompute: bool,
-    n_boot: int = 1000,
-    seed: int = 0,
+    computed: dict[str, Any] | None = None,
     by_category: bool = False,
-    cluster: str = "template",
-    debias_space: str = "prob",
     difference: tuple[dict[str, Any], str] | None = None,
 ) -> None:
-    from interp.metrics.rounds import compute_metrics
-    from interp.runs.store import Run, write_json
+    """Print a run's metrics: ``computed`` (by :func:`interp.runs.metrics.metrics`), else
+    those stored in its metrics.json (recomputed when that file is damaged)."""
+    from interp.runs.store import Run
 
     run = Run.open(path)
     if run.manifest.get("task", {}).get("name") == "winogender":
-        _show_winogender(
-            run, as_json, recompute=recompute, n_boot=n_boot, seed=seed, difference=difference
-        )
+        _show_winogender(run, as_json, computed=computed, difference=difference)
         return
     for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
         typer.echo(f"warning: {line}", err=True)
-    if recompute:
-        result = compute_metrics(
-            run.rounds(), n_boot=n_boot, seed=seed, cluster=cluster, debias_space=debias_space
-        )
-        # replay stores prob-space debiased scores; another space is printed, not stored
-        if _stored_bootstrap(run) == (n_boot, seed, cluster) and debias_space == "prob":
-            from interp.runs.lock import run_lock
-
-            with run_lock(run.path):
-                write_json(run.path / "metrics.json", result)
+    if computed is not None:
+        result = computed
     else:
         try:
             result = json.loads((run.path / "metrics.json").read_text())
         except ValueError:  # damaged: show the metrics anyway; `interp metrics` rewrites it
+            from interp.metrics.rounds import compute_metrics
+
             result = compute_metrics(run.rounds(), seed=int(run.manifest.get("seed", 0)))
     if as_json:
         extra = {} if difference is None else {"plan_difference": difference[0]}
@@ -174,26 +151,15 @@ def _show_winogender(
     run: Any,
     as_json: bool,
     *,
-    recompute: bool,
-    n_boot: int,
-    seed: int,
+    computed: dict[str, Any] | None,
     difference: tuple[dict[str, Any], str] | None = None,
 ) -> None:
     # Winogender runs: correlation with BLS % female and pronoun shares (interp.inputs.winogender).
     from interp.inputs.winogender import format_winogender_metrics, winogender_metrics
-    from interp.runs.store import write_json
 
-    stored = run.read_metrics()
-    if recompute or stored is None:
-        result = winogender_metrics(run.rounds(), n_boot=n_boot, seed=seed)
-        same = (stored or {}).get("bootstrap", {})
-        if recompute and (same.get("n_boot"), same.get("seed")) == (n_boot, seed):
-            from interp.runs.lock import run_lock
-
-            with run_lock(run.path):
-                write_json(run.path / "metrics.json", result)
-    else:
-        result = stored
+    result = computed if computed is not None else run.read_metrics()
+    if result is None:
+        result = winogender_metrics(run.rounds())
     if as_json:
         extra = {} if difference is None else {"plan_difference": difference[0]}
         typer.echo(json.dumps({**result, **extra}, indent=2, allow_nan=False))
@@ -201,14 +167,3 @@ def _show_winogender(
     typer.echo(format_winogender_metrics(result))
     if difference is not None:
         typer.echo(difference[1])
-
-
-def _stored_bootstrap(run: Any) -> tuple[int, int, str]:
-    """(n_boot, seed, cluster) of the run's metrics.json; replay's own when it is missing or
-    unreadable (a file from before clusters resampled examples)."""
-    try:
-        stored = json.loads((run.path / "metrics.json").read_text())["bootstrap"]
-        cluster = (stored.get("cluster") or {}).get("requested", "example")
-        return int(stored["n_boot"]), int(stored["seed"]), str(cluster)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return 1000, int(run.manifest.get("seed", 0)), "template"
