@@ -3,9 +3,14 @@
 Replay multi-round self-correction conversations on a TransformerLens ``HookedTransformer``,
 cache the activations that matter, and measure per round and per layer what moved.
 
-The Python API has one shape, a verb taking a config and returning a result with DataFrames:
-``replay(ReplayConfig)``, ``patch(run, PatchConfig)``, ``probe(run, ProbeConfig)``,
-``export(runs, ExportConfig)``. The names below load lazily (on first use), so that
+The Python API has one shape: ``verb(run_or_source, config=None, *, model=None,
+progress=True, workers=None) -> Result``, a result with DataFrames:
+``replay(out, ReplayConfig)``, ``metrics(run, MetricsConfig)``, ``patch(run, PatchConfig)``,
+``probe(run, ProbeConfig)``, ``export(runs, ExportConfig)``. A keyword that means nothing to a
+verb (``model`` for metrics, ``workers`` for probe, metrics and export) is accepted and refused
+with :class:`InterpError` unless left at its default; ``progress`` is a display setting that a
+verb without a progress bar ignores. Every config that selects examples spells the choice as
+one :class:`Selection` (``config.selection``). The names below load lazily (on first use), so that
 ``import interp`` loads neither torch nor TransformerLens: the command line and the metrics
 start without them.
 """
@@ -18,11 +23,16 @@ from typing import TYPE_CHECKING, Any
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
+    from interp import metrics, replay
     from interp.inputs.conversation import Conversation, RoundInput, RoundSpans, build_conversation
+    from interp.inputs.selection import Selection
     from interp.model.loading import ModelSource, load_model
     from interp.patching import PatchConfig, PatchResult, patch
-    from interp.replay import ReplayConfig, replay
+    from interp.replay import ReplayConfig
     from interp.report.export import ExportConfig, export
+    from interp.report.html import ExportResult
+    from interp.runs.metrics import MetricsConfig, MetricsResult
+    from interp.runs.store import Run
     from probes.api import ProbeResult, probe
     from probes.config import ProbeConfig
 
@@ -34,8 +44,14 @@ _LAZY: dict[str, str] = {
     "build_conversation": "interp.inputs.conversation",
     "ModelSource": "interp.model.loading",
     "load_model": "interp.model.loading",
+    "Selection": "interp.inputs.selection",
+    "Run": "interp.runs.store",
+    # The verbs, their configs and results.
     "ReplayConfig": "interp.replay",
     "replay": "interp.replay",
+    "MetricsConfig": "interp.runs.metrics",
+    "MetricsResult": "interp.runs.metrics",
+    "metrics": "interp.metrics",  # the package, callable as interp.runs.metrics.metrics
     "PatchConfig": "interp.patching",
     "PatchResult": "interp.patching",
     "patch": "interp.patching",
@@ -44,12 +60,18 @@ _LAZY: dict[str, str] = {
     "probe": "probes.api",
     "ExportConfig": "interp.report.export",
     "export": "interp.report.export",
+    "ExportResult": "interp.report.html",
+    # Circuits, SAEs and the experiments (issue 24, part 2, api-b): their verbs, configs and
+    # results go here, and in __all__ below.
 }
 
 __all__ = [
     "Conversation",
     "ExportConfig",
+    "ExportResult",
     "InterpError",
+    "MetricsConfig",
+    "MetricsResult",
     "ModelSource",
     "PatchConfig",
     "PatchResult",
@@ -58,13 +80,19 @@ __all__ = [
     "ReplayConfig",
     "RoundInput",
     "RoundSpans",
+    "Run",
+    "Selection",
     "build_conversation",
     "export",
     "load_model",
+    "metrics",
     "patch",
     "probe",
     "replay",
 ]
+
+# The verbs: one shape (the unit test tests/unit/test_verbs.py checks every one listed here).
+VERBS = ("replay", "metrics", "patch", "probe", "export")
 
 
 def __getattr__(name: str) -> Any:

@@ -105,6 +105,13 @@ class ProbeResult:
     summary: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
 
+    def __repr__(self) -> str:
+        best = self.summary.get("best_layer")
+        return (
+            f"ProbeResult({self.concept}: {len(self.per_layer)} layers, best layer {best}, "
+            f"{'with' if self.control is not None else 'no'} control)"
+        )
+
 
 def _probe(
     run: Run | str | Path,

@@ -292,6 +292,13 @@ class PatchResult:
     """With a control run: per variant, run and control value and run - control with a paired
     cluster-bootstrap interval, for effect, delta and gap (see :func:`control_difference`)."""
 
+    def __repr__(self) -> str:
+        control = "" if self.control_table is None else ", with control"
+        return (
+            f"PatchResult({self.name}: {self.summary.get('n_examples')} examples, "
+            f"{len(self.summary_table)} summary rows, {len(self.paths)} files{control})"
+        )
+
 
 @dataclass(frozen=True)
 class PatchItem:
