@@ -142,9 +142,9 @@ class PatchConfig:
     """exact activation patching, or "attribution" (gradient estimate, one pass per example)."""
     verify_top: int = 0
     """With attribution: re-run the K strongest variants exactly, report Spearman's rho."""
-    examples: tuple[str | int, ...] | None = None
+    examples: tuple[str | int, ...] | list[str | int] | None = None
     """Keep only these examples: example ids (str) or example indices (int)."""
-    categories: tuple[str, ...] | None = None
+    categories: tuple[str, ...] | list[str] | None = None
     """Keep only these categories (e.g. "Age")."""
     context_condition: str | None = None
     """Keep only "ambig" or "disambig" examples."""
@@ -163,10 +163,10 @@ class PatchConfig:
     """Seed of the bootstrap and of ``sample``."""
     cluster: str = DEFAULT_CLUSTER
     """What the bootstrap resamples: "template" (category + question_index) or "example"."""
-    control_run: str | None = None
+    control_run: str | Path | None = None
     """A replay of the same examples under another plan: patch it the same way and report
     run - control with paired intervals (its own result is written into it too)."""
-    sae: str | None = None
+    sae: str | Path | None = None
     """Feature patching: an sae-lens SAE folder; its latents are patched at its hook (the
     component is then "sae" and the layer the SAE's)."""
     features: str | None = None

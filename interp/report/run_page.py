@@ -306,7 +306,7 @@ def _probe_section(main: Run, others: Sequence[Run] = ()) -> Section:
     if not probes:
         section.notes.append(
             "not run for this run; add them with `interp probe --run RUN --concept stereotype` "
-            "(or probes.api.probe_run), then export again"
+            "(or interp.probe), then export again"
         )
     for concept, tables in probes.items():
         slug = anchor_slug(concept)
@@ -452,7 +452,7 @@ def _patching_section(main: Run) -> Section:
     if not results:
         section.notes.append(
             "not run for this run; add it with `interp patch --run RUN --layer all --round "
-            f"{main.n_rounds - 1} --component all` (or interp.patching.patch_run), then export "
+            f"{main.n_rounds - 1} --component all` (or interp.patch), then export "
             "again"
         )
     for name, (summary, table) in results.items():

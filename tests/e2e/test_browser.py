@@ -219,7 +219,7 @@ def sae_index(tmp_path_factory, tiny_model) -> Path:
     from sae_lens import TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig, patch
     from interp.sae.features import FeaturesConfig, sae_features
 
     _, full = build_runs(tmp_path_factory)
@@ -238,8 +238,10 @@ def sae_index(tmp_path_factory, tiny_model) -> Path:
         sae=str(root / "sae"), top=4, n_boot=50, n_shuffles=20, contexts=str(corpus)
     )
     sae_features(run, config, model=tiny_model)
-    patch_run(
-        run, layer=1, round=2, sae=str(root / "sae"), features="top:3", model=tiny_model, n_boot=50
+    patch(
+        run,
+        PatchConfig(layer=1, round=2, sae=str(root / "sae"), features="top:3", n_boot=50),
+        model=tiny_model,
     )
     return export_report([run], model=tiny_model).index
 
