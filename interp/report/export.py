@@ -60,7 +60,7 @@ def export(
             in use, or an example index out of range.
     """
     from interp.errors import InterpError
-    from interp.report.run_page import export_report
+    from interp.report.run_page import _export_report
     from interp.runs.store import Run
 
     if workers is not None:
@@ -68,7 +68,7 @@ def export(
     if isinstance(runs, Run | str | Path):  # one run: export(run) as the other verbs
         runs = [runs]
     config = ExportConfig() if config is None else config
-    return export_report(
+    return _export_report(
         [run.path if isinstance(run, Run) else run for run in runs],
         heads=None if config.heads is None else list(config.heads),
         example=config.example_index,

@@ -54,7 +54,7 @@ from interp.stats import cluster_caveat
 MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
 
 
-def export_report(
+def _export_report(
     runs: Sequence[str | Path],
     *,
     heads: Sequence[str] | None = None,
@@ -62,7 +62,8 @@ def export_report(
     png: bool = False,
     model: HookedTransformer | None = None,
 ) -> ExportResult:
-    """Export the figures of ``runs`` and an ``index.html`` into the first run directory.
+    """:func:`interp.report.export.export` (the verb, the one public entry), its config
+    unpacked: the figures of ``runs`` and an ``index.html`` into the first run directory.
 
     Args:
         runs: run directories; the first is the one reported in depth, the others are

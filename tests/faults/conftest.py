@@ -24,7 +24,7 @@ def base_run(tmp_path_factory, tiny_model) -> Path:
 def analysed_run(tmp_path_factory, tiny_model, base_run) -> Path:
     """``base_run`` plus a probe, a patch and an export (the concept encodings cached)."""
     from interp.patching import PatchConfig, patch
-    from interp.report.run_page import export_report
+    from interp.report.export import export
     from probes.api import probe
     from probes.config import ProbeConfig
 
@@ -32,5 +32,5 @@ def analysed_run(tmp_path_factory, tiny_model, base_run) -> Path:
     shutil.copytree(base_run, out)
     probe(out, ProbeConfig(concept="stereotype", n_boot=50), model=tiny_model)
     patch(out, PatchConfig(layer=1, round=1, n_boot=50), model=tiny_model)
-    export_report([out], model=tiny_model)
+    export([out], model=tiny_model)
     return out

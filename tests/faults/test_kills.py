@@ -12,7 +12,8 @@ import pytest
 from faultkit import copy_run, small_config, tree_digest
 
 from interp.replay.loop import replay
-from interp.report.run_page import export_report, load_patching, load_probes
+from interp.report.export import export
+from interp.report.run_page import load_patching, load_probes
 from interp.runs.lock import LOCK_NAME
 from interp.runs.store import Run
 
@@ -201,12 +202,12 @@ def test_killed_export_reruns_to_the_same_bytes(tmp_path, tiny_model, analysed_r
     shutil.rmtree(run / "figures")  # so that the killed export writes every figure anew
     calls = kill_after(monkeypatch, k, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        export_report([run], model=tiny_model)
+        export([run], model=tiny_model)
     monkeypatch.undo()
     assert len(calls) == k
     # index.html is removed first and written last: no page over half the figures.
     assert not (run / "index.html").exists()
-    export_report([run], model=tiny_model)
+    export([run], model=tiny_model)
     assert tree_digest(run) == reference
 
 

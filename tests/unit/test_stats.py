@@ -379,7 +379,7 @@ def test_patch_with_a_control_replay(tmp_path, tiny_model):
 def test_export_puts_the_run_beside_its_control(tmp_path, tiny_model, concept_file):
     from interp.patching import PatchConfig, patch
     from interp.replay.loop import ReplayConfig, replay
-    from interp.report.run_page import export_report
+    from interp.report.export import export
     from probes.api import probe
     from probes.config import ProbeConfig
 
@@ -394,7 +394,7 @@ def test_export_puts_the_run_beside_its_control(tmp_path, tiny_model, concept_fi
         main, ProbeConfig(concept=concept_file, n_boot=1000, control_run=control), model=tiny_model
     )
     patch(main, PatchConfig(layer="all", round=1, n_boot=50, control_run=control), model=tiny_model)
-    result = export_report([main, control], model=tiny_model)
+    result = export([main, control], model=tiny_model)
     names = {p.name for p in result.figures}
     assert "probe-user-tinyconcept-control.html" in names
     assert "patching-r1-t0-resid-post-denoise-control.html" in names
@@ -409,7 +409,7 @@ def test_export_puts_the_run_beside_its_control(tmp_path, tiny_model, concept_fi
 
     found = _exported_control(Run.open(main), [Run.open(control)], alone.concept, alone.summary)
     pd.testing.assert_frame_equal(found["control"], paired.control)
-    again = export_report([main, control], model=tiny_model)
+    again = export([main, control], model=tiny_model)
     assert "probe-user-tinyconcept-control.html" in {p.name for p in again.figures}
     other_settings = probe(
         control, ProbeConfig(concept=concept_file, method="mean-diff"), model=tiny_model
