@@ -87,7 +87,13 @@ FORCE_ROLES = ("label", "target", "unknown")  # or an option letter a, b, c, ...
 
 @dataclass
 class ReplayConfig:
-    """One replay: a task x plan x model. Shared by the Python API and ``interp replay``."""
+    """One replay: a task x plan x model. Shared by the Python API and ``interp replay``.
+
+    The examples are chosen by ``sample`` (seeded by ``seed``) then ``limit``;
+    :attr:`selection` is that choice as the :class:`~interp.inputs.selection.Selection` every
+    verb shares. Settings are checked by :func:`replay`, which raises
+    :class:`~interp.errors.InterpError` for a bad one.
+    """
 
     out: str = "artifacts/runs/demo"  # the run directory to write
     model: str = "smollm2"  # "smollm2", "tiny", a .gguf file, a model folder, or a TL name

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Which figures an export writes beside the ones every run has data for."""
+    """Which figures an export writes beside the ones every run has data for. It selects no
+    examples (``example_index`` only picks the transcript the attention views show), so it has
+    no :class:`~interp.inputs.selection.Selection`; :func:`export` checks it and raises
+    :class:`~interp.errors.InterpError` for an example or head the run lacks."""
 
     heads: tuple[str, ...] | None = None
     """Heads for the attention views as LAYER.HEAD ("12.3"); None: those head patching ranks

@@ -129,3 +129,18 @@ def test_metrics_verb_on_a_run(tiny_model, tmp_path):
     same = interp.metrics(run.path, interp.MetricsConfig(n_boot=1000, seed=0))
     assert same.written and same.metrics["per_round"] == json.loads(stored)["per_round"]
     assert repr(same) == "MetricsResult(run: 2 rounds, written)"
+
+
+def test_metrics_options_are_the_config_fields():
+    """``interp metrics`` offers every MetricsConfig field, with its default, and nothing else
+    it computes with (``--json`` and ``--by-category`` only choose what is printed)."""
+    import dataclasses
+
+    from interp.cli import metrics as command
+    from interp.runs.metrics import MetricsConfig
+
+    params = inspect.signature(command.metrics).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(MetricsConfig)}
+    assert set(params) - {"run", "as_json", "by_category"} == set(fields)
+    for name, default in fields.items():
+        assert params[name].default == default, name
