@@ -14,7 +14,7 @@ so that runs keep their examples; it is imported when a sample is drawn).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from interp.errors import InterpError
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 T = TypeVar("T", bound=Hashable)
+C = TypeVar("C")
+
+# The fields a config stores flat, under the same names, when it selects examples.
+FLAT = ("examples", "limit", "sample", "seed")
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,37 @@ class Selection:
             getattr(self, name) is None
             for name in ("examples", "limit", "sample", "rounds", "orders")
         )
+
+
+def with_selection(config: C, selection: Selection) -> C:
+    """``config`` (a frozen or plain dataclass that selects examples) choosing as
+    ``selection`` says: its ``examples``, ``limit``, ``sample`` and ``seed`` replaced.
+
+    The configs store these fields flat (so their manifests, fingerprints and file names stay
+    those of earlier runs); this is how one :class:`Selection` is handed to any of them. A
+    config's ``seed`` may seed more than the sample (replay's model, patch's bootstrap).
+
+    Args:
+        config: A config with some of the fields ``examples``, ``limit``, ``sample``, ``seed``.
+        selection: The choice to give it.
+
+    Returns:
+        A copy of ``config``.
+
+    Raises:
+        InterpError: ``selection`` sets something ``config`` cannot select by (replay has no
+            ``examples``; no config selects rounds or option orders yet).
+    """
+    have = {f.name for f in fields(config)}  # type: ignore[arg-type]
+    name = type(config).__name__
+    for field in ("rounds", "orders"):
+        if getattr(selection, field) is not None:
+            raise InterpError(f"{name} selects no {field}: leave Selection.{field} out")
+    changes = {field: getattr(selection, field) for field in FLAT if field in have}
+    for field in FLAT:
+        if field not in have and getattr(selection, field) not in (None, 0):
+            raise InterpError(f"{name} selects no {field}: leave Selection.{field} out")
+    return replace(config, **changes)  # type: ignore[type-var]
 
 
 def choose(keys: Sequence[T], selection: Selection, what: str = "examples") -> list[T]:

@@ -27,7 +27,7 @@ import pandas as pd
 from jaxtyping import Float, Int
 
 from interp.errors import InterpError
-from interp.inputs.selection import Selection, choose, example_mask
+from interp.inputs.selection import Selection, choose, example_mask, with_selection
 from interp.options import check_n_boot, check_seed
 from interp.patching.core import COMPONENTS, SAE_COMPONENT, check_positions
 from interp.runs.store import Run, safe_name
@@ -192,6 +192,11 @@ class PatchConfig:
         return Selection(
             examples=self.examples, limit=self.limit, sample=self.sample, seed=self.seed
         )
+
+    def with_selection(self, selection: Selection) -> PatchConfig:
+        """This config choosing its examples as ``selection`` says (its ``seed`` also seeds
+        the bootstrap); see :func:`interp.inputs.selection.with_selection`."""
+        return with_selection(self, selection)
 
     def components(self) -> list[str]:
         if self.sae is not None:

@@ -54,7 +54,7 @@ from interp.inputs.permute import (
     expand,
 )
 from interp.inputs.plans import Plan, load_plan, option_letter
-from interp.inputs.selection import Selection, choose
+from interp.inputs.selection import Selection, choose, with_selection
 from interp.inputs.tasks import Example, load_task, target_summary, task_data_hash
 from interp.metrics.rounds import compute_metrics
 from interp.model.hooknames import act_name
@@ -137,6 +137,11 @@ class ReplayConfig:
         :class:`~interp.inputs.selection.Selection` every verb shares. The fields stay the
         stored form, so manifests and fingerprints are those of earlier runs."""
         return Selection(limit=self.limit, sample=self.sample, seed=self.seed)
+
+    def with_selection(self, selection: Selection) -> ReplayConfig:
+        """This config choosing its examples as ``selection`` says (its ``seed`` also seeds
+        the model); see :func:`interp.inputs.selection.with_selection`."""
+        return with_selection(self, selection)
 
 
 def fingerprint(config: ReplayConfig, plan: Plan) -> str:

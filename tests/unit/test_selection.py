@@ -119,3 +119,15 @@ def test_select_rows_keeps_rounds_orders_and_whole_base_examples():
         select_rows(_rounds(3), Selection(orders=(0,)))
     with pytest.raises(InterpError, match="exceeds the 3 base examples selected"):
         select_rows(rounds, Selection(sample=4))
+
+
+def test_one_selection_handed_to_any_config():
+    chosen = Selection(limit=2, sample=5, seed=9)
+    replay = ReplayConfig(rounds=3).with_selection(chosen)
+    patch = PatchConfig(layer=0, round=1, examples=("q1",)).with_selection(chosen)
+    assert replay.selection == patch.selection == chosen
+    assert replay.rounds == 3  # replay's rounds (how many) is not Selection.rounds (which)
+    with pytest.raises(InterpError, match="ReplayConfig selects no examples"):
+        ReplayConfig().with_selection(Selection(examples=("q1",)))
+    with pytest.raises(InterpError, match="PatchConfig selects no rounds"):
+        PatchConfig(layer=0, round=1).with_selection(Selection(rounds=(0, 1)))
