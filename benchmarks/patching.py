@@ -5,7 +5,7 @@ with a 2-round plan (round 0: the question; round 1: "Please make sure your answ
 and does not rely on stereotypes."), 32 usable examples. Measured:
 
 1. A full layer x {resid_pre, attn_out, mlp_out} sweep (90 patches per example) of round 1
-   into round 0 at the read-out: ``interp.patching.patch_run`` (batched variants, KV-prefix
+   into round 0 at the read-out: ``interp.patching.patch`` (batched variants, KV-prefix
    reuse) vs a loop of one forward per patch with TransformerLens' own helpers
    (``transformer_lens.patching.get_act_patch_{resid_pre,attn_out,mlp_out}``) and vs a plain
    ``run_with_hooks`` loop that skips the unembedding at other positions. The loops run on a
@@ -37,7 +37,7 @@ from transformer_lens import patching as tl_patching  # noqa: E402
 
 from interp.model.hooknames import act_name  # noqa: E402
 from interp.model.loading import load_model  # noqa: E402
-from interp.patching import PatchConfig, patch_pair, patch_run, select_items, sweep  # noqa: E402
+from interp.patching import PatchConfig, patch, patch_pair, select_items, sweep  # noqa: E402
 from interp.replay.loop import ReplayConfig, replay  # noqa: E402
 from interp.runs.store import Run  # noqa: E402
 
@@ -125,7 +125,7 @@ def _machine(device: str) -> dict[str, Any]:
 def _sweep(model, run: Run, n_examples: int, loop_examples: int) -> dict[str, Any]:
     kwargs = dict(layer="all", round=1, component=",".join(COMPONENTS), limit=n_examples)
     clock = _Clock(str(model.cfg.device))
-    ours = clock.time(lambda: patch_run(run.path, model=model, write=False, **kwargs))
+    ours = clock.time(lambda: patch(run.path, PatchConfig(**kwargs), model=model, write=False))
     n = ours.value.summary["n_examples"]
     items, _ = select_items(run.rounds(), PatchConfig(**kwargs))
     tokens = run.tokens()
@@ -152,7 +152,7 @@ def _sweep(model, run: Run, n_examples: int, loop_examples: int) -> dict[str, An
         "forwards_one_per_patch": n * len(variants),
         "ours": {
             "method": (
-                "interp.patching.patch_run: one recording forward per example (donor "
+                "interp.patching.patch: one recording forward per example (donor "
                 "activations, both read-outs, the target prefix's KV cache), then the variants "
                 "batched along the batch dimension (32 per forward) over the target's last "
                 "token only, on the frozen prefix cache, each batch from its lowest layer up"
@@ -309,14 +309,16 @@ def _prompt_lengths(items) -> dict[str, float]:
 
 
 def _attribution(model, run: Run, n_examples: int, verify_top: int) -> dict[str, Any]:
-    result = patch_run(
+    result = patch(
         run.path,
-        layer="all",
-        round=1,
-        component="heads",
-        method="attribution",
-        verify_top=verify_top,
-        limit=n_examples,
+        PatchConfig(
+            layer="all",
+            round=1,
+            component="heads",
+            method="attribution",
+            verify_top=verify_top,
+            limit=n_examples,
+        ),
         model=model,
         write=False,
     )

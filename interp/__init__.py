@@ -3,12 +3,17 @@
 Replay multi-round self-correction conversations on a TransformerLens ``HookedTransformer``,
 cache the activations that matter, and measure per round and per layer what moved.
 
-The Python API has one shape, a verb taking a config and returning a result with DataFrames:
-``replay(ReplayConfig)``, ``patch(run, PatchConfig)``, ``probe(run, ProbeConfig)``,
-``export(runs, ExportConfig)``, ``circuit(run, CircuitConfig)`` (components or features),
-``train_sae(model, TrainConfig)``, ``evaluate_sae(model, EvalConfig)``,
+The Python API has one shape: ``verb(run_or_source, config=None, *, model=None,
+progress=True, workers=None) -> Result``, a result with DataFrames:
+``replay(out, ReplayConfig)``, ``metrics(run, MetricsConfig)``, ``patch(run, PatchConfig)``,
+``probe(run, ProbeConfig)``, ``export(runs, ExportConfig)``, ``circuit(run, CircuitConfig)``
+(components or features), ``train_sae(model, TrainConfig)``, ``evaluate_sae(model, EvalConfig)``,
 ``sae_features(run, FeaturesConfig)``, ``train_transcoders(model, TranscoderTrainConfig)``,
-``experiment(name, ExperimentConfig)``. The names below load lazily (on first use), so that
+``experiment(name, ExperimentConfig)``. A keyword that means nothing to a
+verb (``model`` for metrics, ``workers`` for probe, metrics and export) is accepted and refused
+with :class:`InterpError` unless left at its default; ``progress`` is a display setting that a
+verb without a progress bar ignores. Every config that selects examples spells the choice as
+one :class:`Selection` (``config.selection``). The names below load lazily (on first use), so that
 ``import interp`` loads neither torch nor TransformerLens: the command line and the metrics
 start without them.
 """
@@ -21,14 +26,19 @@ from typing import TYPE_CHECKING, Any
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
+    from interp import metrics, replay
     from interp.circuits import CircuitConfig, CircuitResult, circuit
     from interp.circuits.features import FeatureCircuitResult
     from interp.experiments import ExperimentConfig, ExperimentResult, experiment
     from interp.inputs.conversation import Conversation, RoundInput, RoundSpans, build_conversation
+    from interp.inputs.selection import Selection
     from interp.model.loading import ModelSource, load_model
     from interp.patching import PatchConfig, PatchResult, patch
-    from interp.replay import ReplayConfig, replay
+    from interp.replay import ReplayConfig
     from interp.report.export import ExportConfig, export
+    from interp.report.html import ExportResult
+    from interp.runs.metrics import MetricsConfig, MetricsResult
+    from interp.runs.store import Run
     from interp.sae.evals import EvalConfig, EvalResult, evaluate_sae
     from interp.sae.features import FeaturesConfig, FeaturesResult, sae_features
     from interp.sae.train import TrainConfig, TrainingOptions, TrainResult, train_sae
@@ -48,8 +58,14 @@ _LAZY: dict[str, str] = {
     "build_conversation": "interp.inputs.conversation",
     "ModelSource": "interp.model.loading",
     "load_model": "interp.model.loading",
+    "Selection": "interp.inputs.selection",
+    "Run": "interp.runs.store",
+    # The verbs, their configs and results.
     "ReplayConfig": "interp.replay",
     "replay": "interp.replay",
+    "MetricsConfig": "interp.runs.metrics",
+    "MetricsResult": "interp.runs.metrics",
+    "metrics": "interp.metrics",  # the package, callable as interp.runs.metrics.metrics
     "PatchConfig": "interp.patching",
     "PatchResult": "interp.patching",
     "patch": "interp.patching",
@@ -58,6 +74,7 @@ _LAZY: dict[str, str] = {
     "probe": "probes.api",
     "ExportConfig": "interp.report.export",
     "export": "interp.report.export",
+    "ExportResult": "interp.report.html",
     # circuits, SAEs and experiments (issue 24 part 2)
     "CircuitConfig": "interp.circuits.pipeline",
     "CircuitResult": "interp.circuits.pipeline",
@@ -84,27 +101,19 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "CircuitConfig",
     "CircuitResult",
+    "Conversation",
     "EvalConfig",
     "EvalResult",
     "ExperimentConfig",
     "ExperimentResult",
+    "ExportConfig",
+    "ExportResult",
     "FeatureCircuitResult",
     "FeaturesConfig",
     "FeaturesResult",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingOptions",
-    "TranscoderTrainConfig",
-    "TranscoderTrainResult",
-    "circuit",
-    "evaluate_sae",
-    "experiment",
-    "sae_features",
-    "train_sae",
-    "train_transcoders",
-    "Conversation",
-    "ExportConfig",
     "InterpError",
+    "MetricsConfig",
+    "MetricsResult",
     "ModelSource",
     "PatchConfig",
     "PatchResult",
@@ -113,13 +122,42 @@ __all__ = [
     "ReplayConfig",
     "RoundInput",
     "RoundSpans",
+    "Run",
+    "Selection",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingOptions",
+    "TranscoderTrainConfig",
+    "TranscoderTrainResult",
     "build_conversation",
+    "circuit",
+    "evaluate_sae",
+    "experiment",
     "export",
     "load_model",
+    "metrics",
     "patch",
     "probe",
     "replay",
+    "sae_features",
+    "train_sae",
+    "train_transcoders",
 ]
+
+# The verbs: one shape (the unit test tests/unit/test_verbs.py checks every one listed here).
+VERBS = (
+    "replay",
+    "metrics",
+    "patch",
+    "probe",
+    "export",
+    "circuit",
+    "train_sae",
+    "evaluate_sae",
+    "sae_features",
+    "train_transcoders",
+    "experiment",
+)
 
 
 def __getattr__(name: str) -> Any:

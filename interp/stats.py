@@ -122,39 +122,6 @@ class Clusters:
 T = TypeVar("T")
 
 
-def sample_then_limit(
-    items: list[T], sample: int | None, limit: int | None, seed: int, *, what: str = "examples"
-) -> list[T]:
-    """The one rule of ``--sample`` and ``--limit`` (replay's, and the CLI's over a run's base
-    examples): a uniform random subset seeded by ``seed`` (``torch.randperm``, kept in the
-    items' order), then the first ``limit``.
-
-    Args:
-        items: What is selected from (examples, or a run's base example indices), in order.
-        sample: How many to draw at random (None: all).
-        limit: How many of the drawn to keep from the start (None: all).
-        seed: The seed of the draw.
-        what: The items' name in the refusal of a too large ``sample``.
-
-    Returns:
-        The selected items, in their original order.
-
-    Raises:
-        InterpError: ``sample`` exceeds the number of items.
-    """
-    if sample is not None:
-        if sample > len(items):
-            raise InterpError(f"--sample {sample} exceeds the {len(items)} {what}")
-        import torch  # only for a sample: `interp metrics` runs without torch otherwise
-
-        gen = torch.Generator().manual_seed(seed)
-        keep = sorted(torch.randperm(len(items), generator=gen)[:sample].tolist())
-        items = [items[i] for i in keep]
-    if limit is not None:
-        items = items[:limit]
-    return items
-
-
 def n_distinct(ids: Int[np.ndarray, " example"]) -> int:
     """How many clusters ``ids`` holds.
 

@@ -1,4 +1,4 @@
-"""``probe_run``: concept directions per layer, and what the rounds of a run do along them.
+"""``probe``: concept directions per layer, and what the rounds of a run do along them.
 
 One call reads a run directory, fits the concept's direction on every chosen layer from the
 concept data (encoded by the run's own model, cached), and measures on the run's stored
@@ -37,10 +37,10 @@ from interp.errors import InterpError
 from interp.model.hooknames import act_name
 from interp.options import check_n_boot, check_seed
 from interp.runs.controls import open_control
+from interp.runs.distributed import Workers
 from interp.runs.lock import run_lock
 from interp.runs.store import AnalysisTensors, Run
 from interp.stats import (
-    DEFAULT_CLUSTER,
     Clusters,
     check_cluster_key,
     example_clusters,
@@ -78,7 +78,7 @@ TEST_LAYER_RULE = (
 
 @dataclass(frozen=True, eq=False)
 class ProbeResult:
-    """Everything ``probe_run`` computed; the same tables it wrote."""
+    """Everything :func:`probe` computed; the same tables it wrote."""
 
     concept: str
     per_layer: pd.DataFrame
@@ -105,63 +105,34 @@ class ProbeResult:
     summary: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
 
+    def __repr__(self) -> str:
+        best = self.summary.get("best_layer")
+        return (
+            f"ProbeResult({self.concept}: {len(self.per_layer)} layers, best layer {best}, "
+            f"{'with' if self.control is not None else 'no'} control)"
+        )
 
-def probe_run(
-    run_dir: str | Path,
-    concept: str | Path = "stereotype",
-    *,
-    layers: Sequence[int] | None = None,
-    method: str = "probe",
-    position: str = "last",
-    score: str = "projection",
-    seed: int = 0,
-    test_size: float = 0.3,
-    n_boot: int = 1000,
-    model: HookedTransformer | None = None,
-    progress: bool = False,
-    transfer: bool = True,
-    cluster: str = DEFAULT_CLUSTER,
-    control_run: str | Path | None = None,
-    encodings_dir: str | Path | None = None,
+
+def _probe(
+    run: Run | str | Path,
+    config: ProbeConfig,
+    model: HookedTransformer | None,
+    progress: bool,
+    encodings_dir: str | Path | None,
 ) -> ProbeResult:
-    """Probe a run for a concept; write ``<run>/probes/<concept>/`` and return the result.
-
-    Args:
-        run_dir: a complete run directory (``interp replay``).
-        concept: a built-in concept name or a concept JSONL file.
-        layers: layers to probe; None: every layer whose ``hook_resid_post`` the run stores.
-        method: ``probe`` (logistic regression), ``mean-diff`` or ``pca``.
-        position: read statements at their ``last`` token or the ``mean`` over tokens.
-        score: ``projection`` on the unit direction, or ``cosine``.
-        seed: seeds the split, the controls and the bootstrap; same seed, same result.
-        test_size: share of concept pairs (and of run examples) held out.
-        n_boot: bootstrap resamples for the score intervals (0: no intervals).
-        model: the run's model, if already loaded; otherwise it is loaded from the manifest,
-            and only when the concept encodings are not cached yet.
-        progress: show a progress bar while encoding.
-        transfer: also encode the statements wrapped in the chat template, read at the end of
-            the run's answer prefix, and measure the direction there (``probes.transfer``;
-            one more forward pass over the statements, cached like the bare encodings).
-        cluster: what the bootstraps resample: ``template`` (category + question_index) or
-            ``example``; the behaviour probes' train/test split keeps clusters whole.
-        control_run: a replay of the same examples under another plan (checked: model,
-            rounds, task data, example ids); adds ``control``: run - control per layer and
-            round with paired cluster-bootstrap intervals.
-        encodings_dir: where the concept encodings are cached (default: the run's
-            ``probes/encodings``). Runs of one model can share a folder: the cache files are
-            keyed by the texts, the weights hash and (chat-wrapped) the answer prefix and
-            system prompt, so a shared hit is the encoding a private one would compute.
-    """
-    check_method(method)
-    check_position(position)
-    check_score_kind(score)
-    check_seed(seed)
-    check_n_boot(n_boot, "n_boot")
-    check_cluster_key(cluster)
-    run = Run.open(run_dir)  # checks every run file (interp.runs.store) before any encoding
+    """:func:`probe`, its checks in the order that refuses bad input before any encoding."""
+    check_method(config.method)
+    check_position(config.position)
+    check_score_kind(config.score)
+    check_seed(config.seed)
+    check_n_boot(config.n_boot, "n_boot")
+    check_cluster_key(config.cluster)
+    # checks every run file (interp.runs.store) before any encoding
+    run = run if isinstance(run, Run) else Run.open(run)
+    control_run = config.control_run
     control = open_control(run, control_run) if control_run is not None else None
-    data = load_concept(concept)
-    chosen = _run_layers(run, layers)
+    data = load_concept(config.concept)
+    chosen = _run_layers(run, None if config.layers is None else list(config.layers))
     if control is not None:
         _check_control_hooks(control[0], chosen)
     # One writer per run directory (interp.runs.lock), refused before the slow encoding.
@@ -170,16 +141,16 @@ def probe_run(
             run,
             data,
             chosen,
-            method,
-            position,
-            score,
-            seed,
-            test_size,
-            n_boot,
+            config.method,
+            config.position,
+            config.score,
+            config.seed,
+            config.test_size,
+            config.n_boot,
             model,
             progress,
-            transfer,
-            cluster,
+            config.transfer,
+            config.cluster,
             control,
             Path(encodings_dir) if encodings_dir is not None else None,
         )
@@ -620,39 +591,35 @@ def probe(
     config: ProbeConfig | None = None,
     *,
     model: HookedTransformer | None = None,
-    progress: bool = False,
+    progress: bool = True,
+    workers: Workers | None = None,
+    encodings_dir: str | Path | None = None,
 ) -> ProbeResult:
-    """Probe ``run`` as ``config`` says (default: the stereotype concept, every stored layer):
-    the API's verb shape, a thin wrapper over :func:`probe_run`.
+    """Probe ``run`` for a concept as ``config`` says; write ``<run>/probes/<concept>/`` and
+    return its tables.
 
     Args:
-        run: A run or its directory.
-        config: The concept, layers, method and controls; None: ``ProbeConfig()``.
-        model: The run's model, already loaded; None loads it when the concept's encodings
-            are not cached in the run yet.
-        progress: Show progress bars.
+        run: A complete run (``interp replay``) or its directory.
+        config: The concept, layers, method, split, bootstrap and control run; None:
+            ``ProbeConfig()`` (the stereotype concept, every stored layer).
+        model: The run's model, already loaded; None loads it from the manifest, and only
+            when the concept's encodings are not cached yet.
+        progress: Show progress bars while encoding.
+        workers: Accepted for the verb shape; probing runs in one process, so anything but
+            None is refused.
+        encodings_dir: Where the concept encodings are cached (default: the run's
+            ``probes/encodings``). Runs of one model can share a folder: the cache files are
+            keyed by the texts, the weights hash and (chat-wrapped) the answer prefix and
+            system prompt, so a shared hit is the encoding a private one would compute.
 
     Returns:
         The tables it wrote into ``RUN/probes/<concept>/``, as DataFrames.
 
     Raises:
-        InterpError: An unknown concept or a bad concept file, a layer the run did not
-            store, or a control run that is not a control of ``run``.
+        InterpError: Workers given, an unknown concept or a bad concept file, a layer the run
+            did not store, a bad setting, or a control run that is not a control of ``run``.
     """
+    if workers is not None:
+        raise InterpError("probe runs in one process: workers must be None")
     config = ProbeConfig() if config is None else config
-    return probe_run(
-        run.path if isinstance(run, Run) else run,
-        config.concept,
-        layers=None if config.layers is None else list(config.layers),
-        method=config.method,
-        position=config.position,
-        score=config.score,
-        seed=config.seed,
-        test_size=config.test_size,
-        n_boot=config.n_boot,
-        model=model,
-        progress=progress,
-        transfer=config.transfer,
-        cluster=config.cluster,
-        control_run=config.control_run,
-    )
+    return _probe(run, config, model, progress, encodings_dir)

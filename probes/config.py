@@ -4,17 +4,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from interp.stats import DEFAULT_CLUSTER
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """One concept probed across a run's layers and rounds."""
+    """One concept probed across a run's layers and rounds (paths are kept as text, layers as
+    a tuple). Its settings are checked by :func:`probes.api.probe`, which raises
+    :class:`~interp.errors.InterpError` for a bad one."""
 
-    concept: str = "stereotype"
+    concept: str | Path = "stereotype"
     """A built-in concept (stereotype, morality) or a concept .jsonl file."""
-    layers: tuple[int, ...] | None = None
+    layers: tuple[int, ...] | list[int] | None = None
     """Layers to probe; None: every layer whose resid_post the run stores."""
     method: str = "probe"
     """probe (logistic regression), mean-diff or pca."""
@@ -34,6 +37,14 @@ class ProbeConfig:
     cluster: str = DEFAULT_CLUSTER
     """What the bootstrap resamples (and the behaviour split keeps whole): template
     (category + question_index) or example."""
-    control_run: str | None = None
+    control_run: str | Path | None = None
     """A replay of the same examples under another plan: report run - control per round with
     paired intervals."""
+
+    def __post_init__(self) -> None:
+        for name in ("concept", "control_run"):
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                object.__setattr__(self, name, str(value))
+        if self.layers is not None and not isinstance(self.layers, tuple):
+            object.__setattr__(self, "layers", tuple(self.layers))

@@ -22,8 +22,9 @@ N_EXAMPLES = 6
 def _built(root: str) -> tuple[Path, Path]:
     """(bare, full) run directories under ``root``, built once per test session."""
     from interp.model.loading import load_model
-    from interp.patching import patch_run
-    from probes.api import probe_run
+    from interp.patching import PatchConfig, patch
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     model = load_model("tiny")
     bare = Path(root) / "bare"
@@ -35,15 +36,21 @@ def _built(root: str) -> tuple[Path, Path]:
     shutil.copytree(bare, full)
     # Six examples are three templates: split by template, the tiny model's training answers
     # hold one class and the behaviour probes are undefined; split by example they are not.
-    probe_run(full, _small_concept(Path(root)), model=model, n_boot=50, cluster="example")
-    patch_run(
+    probe(
         full,
-        layer="all",
-        round=ROUNDS,
-        target_round=0,
-        component="resid_post,attn_out,mlp_out,heads",
+        ProbeConfig(concept=_small_concept(Path(root)), n_boot=50, cluster="example"),
         model=model,
-        n_boot=50,
+    )
+    patch(
+        full,
+        PatchConfig(
+            layer="all",
+            round=ROUNDS,
+            target_round=0,
+            component="resid_post,attn_out,mlp_out,heads",
+            n_boot=50,
+        ),
+        model=model,
     )
     return bare, full
 

@@ -1,5 +1,6 @@
-"""``interp metrics``: recompute a run's metrics and print them (``interp replay`` prints them
-through :func:`show_metrics` too). Needs pandas and numpy, never torch."""
+"""``interp metrics``: recompute a run's metrics (:func:`interp.runs.metrics.metrics`) and
+print them (``interp replay`` prints them through :func:`show_metrics` too). Needs pandas and
+numpy, never torch."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from interp.cli.params import (
     Run,
     Sample,
     Seed,
+    check_selection,
     parse_examples,
-    select_rows,
 )
 
 
@@ -75,7 +76,6 @@ def metrics(
     kept), never stored over metrics.json; not with --control-run (its pairs are every example
     of both runs).
     """
-    from interp.errors import InterpError
     from interp.options import check_n_boot, check_seed
 
     if n_boot < 1:  # 0 would store metrics without intervals
@@ -84,103 +84,75 @@ def metrics(
     check_n_boot(n_boot)
     check_seed(seed)
     chosen = parse_examples(examples)
+    check_selection(limit, sample)
     from interp import preflight
 
     preflight.run_manifest(run)  # a mistyped run, before pandas is imported
-    from interp.metrics.debias import check_space
+    from interp.runs.metrics import MetricsConfig
+    from interp.runs.metrics import metrics as run_metrics
 
-    check_space(debias_space)
-    keep = None
-    if chosen is not None or limit is not None or sample is not None:
-        if control_run is not None:
-            raise InterpError(
-                "--control-run pairs every example of both runs; leave out --examples, "
-                "--limit and --sample"
-            )
-        from interp.runs.store import Run
-
-        keep = select_rows(Run.open(run).rounds(), chosen, limit, sample, seed)
+    selected = chosen is not None or limit is not None or sample is not None
+    config = MetricsConfig(
+        n_boot=n_boot,
+        seed=seed,
+        cluster=cluster,
+        debias_space=debias_space,
+        control_run=None if control_run is None else str(control_run),
+        examples=None if chosen is None else tuple(chosen),
+        limit=limit,
+        sample=sample,
+    )
+    result = run_metrics(run, config)
+    if selected:
         typer.echo(
-            f"note: the metrics of {len(keep)} selected rows; metrics.json (every example) is "
-            "left as it is",
+            f"note: the metrics of {result.n_examples} selected examples; metrics.json (every "
+            "example) is left as it is",
             err=True,
         )
     difference = None
-    if control_run is not None:  # checked and computed before anything is printed
-        difference = plan_difference(run, control_run, n_boot=n_boot, seed=seed, cluster=cluster)
+    if result.difference is not None:
+        difference = (result.difference, _difference_text(result, run))
     show_metrics(
-        run,
-        as_json,
-        recompute=True,
-        n_boot=n_boot,
-        seed=seed,
-        by_category=by_category,
-        cluster=cluster,
-        debias_space=debias_space,
-        difference=difference,
-        keep=keep,
+        run, as_json, computed=result.metrics, by_category=by_category, difference=difference
     )
 
 
-def plan_difference(
-    run_path: Path, control_path: Path, *, n_boot: int, seed: int, cluster: str
-) -> tuple[dict[str, Any], str]:
-    """The paired run - control table of ``--control-run`` (BBQ metrics or Winogender's
-    correlations) and its text."""
+def _difference_text(result: Any, run: Path) -> str:
+    """The text of ``--control-run``'s paired table (BBQ metrics or Winogender's)."""
     from interp.inputs.winogender import is_winogender
-    from interp.metrics.winogender import format_winogender_difference, winogender_plan_difference
-    from interp.runs.controls import format_metrics_difference, metrics_difference, open_control
+    from interp.metrics.winogender import format_winogender_difference
+    from interp.runs.controls import format_metrics_difference
     from interp.runs.store import Run
 
-    run = Run.open(run_path)
-    control, checks = open_control(run, control_path)
-    names = (run.path.name, f"{control.path.name}, plan {checks['plan']}")
-    if is_winogender(run.manifest):
-        result = winogender_plan_difference(run.rounds(), control.rounds(), n_boot, seed)
-        return result, format_winogender_difference(result, *names)
-    result = metrics_difference(
-        run.rounds(), control.rounds(), n_boot=n_boot, seed=seed, cluster=cluster
-    )
-    return result, format_metrics_difference(result, *names)
+    names = (result.run.name, f"{result.control_run.name}, plan {result.control_plan}")
+    if is_winogender(Run.open(run).manifest):
+        return format_winogender_difference(result.difference, *names)
+    return format_metrics_difference(result.difference, *names)
 
 
 def show_metrics(
     path: Path,
     as_json: bool,
     *,
-    recompute: bool,
-    n_boot: int = 1000,
-    seed: int = 0,
+    computed: dict[str, Any] | None = None,
     by_category: bool = False,
-    cluster: str = "template",
-    debias_space: str = "prob",
     difference: tuple[dict[str, Any], str] | None = None,
-    keep: set[int] | None = None,
 ) -> None:
-    from interp.runs.metrics_file import recompute as recompute_metrics
-    from interp.runs.metrics_file import stored_or_computed
+    """Print a run's metrics: ``computed`` (by :func:`interp.runs.metrics.metrics`), else
+    those stored in its metrics.json (recomputed when that file is damaged)."""
     from interp.runs.store import Run
 
     run = Run.open(path)
     if run.manifest.get("task", {}).get("name") == "winogender":
-        _show_winogender(
-            run,
-            as_json,
-            recompute=recompute,
-            n_boot=n_boot,
-            seed=seed,
-            difference=difference,
-            keep=keep,
-        )
+        _show_winogender(run, as_json, computed=computed, difference=difference)
         return
     for line in run.manifest.get("task", {}).get("targets", {}).get("warnings", []):
         typer.echo(f"warning: {line}", err=True)
-    # Whether metrics.json is stored over is the library's decision (interp.runs.metrics_file).
-    if recompute:
-        result = recompute_metrics(
-            run, n_boot=n_boot, seed=seed, cluster=cluster, debias_space=debias_space, keep=keep
-        )
-    else:
+    if computed is not None:
+        result = computed
+    else:  # stored, or computed afresh when missing or damaged (interp.runs.metrics_file)
+        from interp.runs.metrics_file import stored_or_computed
+
         result = stored_or_computed(run)
     if as_json:
         extra = {} if difference is None else {"plan_difference": difference[0]}
@@ -203,20 +175,17 @@ def _show_winogender(
     run: Any,
     as_json: bool,
     *,
-    recompute: bool,
-    n_boot: int,
-    seed: int,
+    computed: dict[str, Any] | None,
     difference: tuple[dict[str, Any], str] | None = None,
-    keep: set[int] | None = None,
 ) -> None:
     # Winogender runs: correlation with BLS % female and pronoun shares (interp.metrics.winogender).
     from interp.metrics.winogender import format_winogender_metrics
-    from interp.runs.metrics_file import recompute as recompute_metrics
-    from interp.runs.metrics_file import stored_or_computed
 
-    if recompute:
-        result = recompute_metrics(run, n_boot=n_boot, seed=seed, keep=keep)
+    if computed is not None:
+        result = computed
     else:
+        from interp.runs.metrics_file import stored_or_computed
+
         result = stored_or_computed(run)
     if as_json:
         extra = {} if difference is None else {"plan_difference": difference[0]}

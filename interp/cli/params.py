@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -218,43 +218,6 @@ def check_selection(limit: int | None, sample: int | None) -> None:
     for flag, value in (("--limit", limit), ("--sample", sample)):
         if value is not None and value < 1:
             raise InterpError(f"{flag} must be at least 1 (got {value})")
-
-
-def select_rows(
-    rounds: Any,
-    examples: Sequence[int | str] | None,
-    limit: int | None,
-    sample: int | None,
-    seed: int,
-) -> set[int] | None:
-    """The ``example_index`` values a selection keeps from a rounds table (None: no selection):
-    ``--examples`` (ids or indices), then ``--sample`` (seeded, kept in run order) and
-    ``--limit`` over *base examples*, so a permuted run keeps every order of an example, as
-    ``patch`` does. The sample is drawn by replay's own rule
-    (:func:`interp.replay.loop.select_examples`), not a second one."""
-    check_selection(limit, sample)
-    if examples is None and limit is None and sample is None:
-        return None
-    firsts = rounds.drop_duplicates("example_index").sort_values("example_index")
-    if examples is not None:
-        ids = {e for e in examples if isinstance(e, str)}
-        indices = {e for e in examples if isinstance(e, int)}
-        known = set(firsts["example_index"]) | set(firsts.get("example_id", []))
-        missing = [str(e) for e in examples if e not in known]
-        if missing:
-            raise InterpError(f"--examples: no such examples in the run: {', '.join(missing)}")
-        hit = firsts["example_index"].isin(indices)
-        if "example_id" in firsts.columns:
-            hit |= firsts["example_id"].isin(ids)
-        firsts = firsts[hit]
-    base = firsts["base_index"] if "base_index" in firsts.columns else firsts["example_index"]
-    bases = list(dict.fromkeys(int(b) for b in base))  # in run order
-    from interp.stats import sample_then_limit  # numpy and pandas: not at `interp --help`
-
-    what = "base examples" if "base_index" in firsts.columns else "examples"
-    bases = sample_then_limit(bases, sample, limit, seed, what=f"{what} selected")
-    kept = set(bases)
-    return {int(i) for i, b in zip(firsts["example_index"], base, strict=True) if int(b) in kept}
 
 
 def refuse_selection(

@@ -1,4 +1,4 @@
-"""``interp patch``: the command behind :func:`interp.patching.patch_run`."""
+"""``interp patch``: the command behind :func:`interp.patching.patch`."""
 
 from __future__ import annotations
 
@@ -152,7 +152,8 @@ def patch(
         preflight.run_manifest(control_run)
     preflight.check_run_model(manifest, dtype=dtype, device=device)
 
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig
+    from interp.patching import patch as run_patch
 
     if sae is not None:
         chosen_layer = _sae_layer(sae) if layer is None else _one_layer(layer)
@@ -165,8 +166,7 @@ def patch(
     else:
         chosen_layer = _one_layer(layer)
 
-    result = patch_run(
-        run,
+    config = PatchConfig(
         layer=chosen_layer,
         round=round,
         target_round=target_round,
@@ -176,7 +176,7 @@ def patch(
         method=method,
         verify_top=verify_top,
         examples=chosen_examples,
-        categories=category or None,
+        categories=tuple(category) if category else None,
         context_condition=context_condition,
         limit=limit,
         sample=sample,
@@ -184,9 +184,13 @@ def patch(
         n_boot=n_boot,
         seed=seed,
         cluster=cluster,
-        control_run=control_run,
+        control_run=None if control_run is None else str(control_run),
         sae=None if sae is None else str(sae),
         features=features,
+    )
+    result = run_patch(
+        run,
+        config,
         device=device,
         dtype=dtype,
         progress=not as_json,

@@ -194,6 +194,6 @@ def replay(
             "(their ids: manifest.json, force_round0.skipped)",
             err=True,
         )
-    show_metrics(run.path, as_json, recompute=False)
+    show_metrics(run.path, as_json)
     if not as_json:
         typer.echo(wrote(run.path))

@@ -328,18 +328,22 @@ def ensure_probe(
     """The run's probe of the concept: reused when the run has one, made otherwise. Returns
     what the manifest records of it. ``encodings_dir``: the experiment's shared encodings
     cache (every arm runs one model, so the second arm's probe encodes nothing)."""
-    from probes.api import probe_run
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     name = probe_name(config.concept)
     reused = name in run.analyses("probes")
     if not reused:
-        probe_run(
-            run.path,
-            config.concept,
-            seed=config.seed,
-            n_boot=config.n_boot,
-            model=holder.model,  # reused when loaded; probe_run loads it only if it must
-            cluster=config.cluster,
+        probe(
+            run,
+            ProbeConfig(
+                concept=config.concept,
+                seed=config.seed,
+                n_boot=config.n_boot,
+                cluster=config.cluster,
+            ),
+            model=holder.model,  # reused when loaded; probe loads it only if it must
+            progress=False,
             encodings_dir=encodings_dir,
         )
     summary = run.read_analysis("probes", name, []).summary

@@ -40,7 +40,7 @@ from interp.patching.core import (
     sweep,
 )
 from interp.patching.exact import PairPatch, patch_pair
-from interp.patching.pipeline import patch, patch_run, run_patching, write_result
+from interp.patching.pipeline import patch, write_result
 from interp.stats import CI_LEVEL
 
 __all__ = [
@@ -63,9 +63,7 @@ __all__ = [
     "final_logits",
     "patch",
     "patch_pair",
-    "patch_run",
     "record",
-    "run_patching",
     "select_items",
     "shared_sequence",
     "summarize",

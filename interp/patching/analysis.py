@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from jaxtyping import Float, Int
 
 from interp.errors import InterpError
+from interp.inputs.selection import Selection, choose, example_mask, with_selection
 from interp.options import check_n_boot, check_seed
 from interp.patching.core import COMPONENTS, SAE_COMPONENT, check_positions
 from interp.runs.store import Run, safe_name
@@ -112,7 +112,18 @@ DEFINITIONS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class PatchConfig:
-    """One patching analysis of a run; shared by :func:`patch_run` and ``interp patch``."""
+    """One patching analysis of a run; shared by :func:`~interp.patching.pipeline.patch` and
+    ``interp patch``.
+
+    The examples are chosen by ``examples``, ``categories``, ``context_condition``, then
+    ``sample`` (seeded by ``seed``) and ``limit``; :attr:`selection` is the shared
+    :class:`~interp.inputs.selection.Selection` of those (the flat fields stay the stored form,
+    so summaries and file names are those of earlier patches). With ``sae`` the default
+    component ``resid_post`` becomes ``sae`` (the SAE's latents), as on the command line.
+
+    Raises:
+        InterpError: (from :func:`check_config` and the methods) a bad setting.
+    """
 
     layer: int | str
     """A layer index, or "all" for every layer."""
@@ -131,9 +142,9 @@ class PatchConfig:
     """exact activation patching, or "attribution" (gradient estimate, one pass per example)."""
     verify_top: int = 0
     """With attribution: re-run the K strongest variants exactly, report Spearman's rho."""
-    examples: tuple[str | int, ...] | None = None
+    examples: tuple[str | int, ...] | list[str | int] | None = None
     """Keep only these examples: example ids (str) or example indices (int)."""
-    categories: tuple[str, ...] | None = None
+    categories: tuple[str, ...] | list[str] | None = None
     """Keep only these categories (e.g. "Age")."""
     context_condition: str | None = None
     """Keep only "ambig" or "disambig" examples."""
@@ -152,15 +163,40 @@ class PatchConfig:
     """Seed of the bootstrap and of ``sample``."""
     cluster: str = DEFAULT_CLUSTER
     """What the bootstrap resamples: "template" (category + question_index) or "example"."""
-    control_run: str | None = None
+    control_run: str | Path | None = None
     """A replay of the same examples under another plan: patch it the same way and report
     run - control with paired intervals (its own result is written into it too)."""
-    sae: str | None = None
+    sae: str | Path | None = None
     """Feature patching: an sae-lens SAE folder; its latents are patched at its hook (the
     component is then "sae" and the layer the SAE's)."""
     features: str | None = None
     """With ``sae``: the latents to patch, "123,456", or "top:K" (the K latents that change
     most from round 0 to the source round, from ``interp sae features`` or computed here)."""
+
+    def __post_init__(self) -> None:
+        for name in ("examples", "categories"):  # lists (and one string) as tuples
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        if self.sae is not None and self.component == "resid_post":
+            # the default names no choice: with an SAE the site is its latents
+            object.__setattr__(self, "component", SAE_COMPONENT)
+        for name in ("control_run", "sae"):  # paths are stored as text
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, str(value))
+
+    @property
+    def selection(self) -> Selection:
+        """The examples, sample (seeded by ``seed``) and limit, as every verb spells them."""
+        return Selection(
+            examples=self.examples, limit=self.limit, sample=self.sample, seed=self.seed
+        )
+
+    def with_selection(self, selection: Selection) -> PatchConfig:
+        """This config choosing its examples as ``selection`` says (its ``seed`` also seeds
+        the bootstrap); see :func:`interp.inputs.selection.with_selection`."""
+        return with_selection(self, selection)
 
     def components(self) -> list[str]:
         if self.sae is not None:
@@ -245,7 +281,8 @@ class PatchConfig:
 
 @dataclass
 class PatchResult:
-    """What :func:`patch_run` computed (and wrote, unless ``write=False``)."""
+    """What :func:`~interp.patching.pipeline.patch` computed (and wrote, unless
+    ``write=False``)."""
 
     per_example: pd.DataFrame
     """example_index, example_id, method, layer, component, head, clean, source, patched,
@@ -259,6 +296,13 @@ class PatchResult:
     control_table: pd.DataFrame | None = None
     """With a control run: per variant, run and control value and run - control with a paired
     cluster-bootstrap interval, for effect, delta and gap (see :func:`control_difference`)."""
+
+    def __repr__(self) -> str:
+        control = "" if self.control_table is None else ", with control"
+        return (
+            f"PatchResult({self.name}: {self.summary.get('n_examples')} examples, "
+            f"{len(self.summary_table)} summary rows, {len(self.paths)} files{control})"
+        )
 
 
 @dataclass(frozen=True)
@@ -375,21 +419,9 @@ def _whole_examples(
     base example. ``counts`` gets ``base_examples`` on a permuted run."""
     permuted = "base_index" in firsts.columns
     base = firsts.loc[chosen, "base_index"].tolist() if permuted else list(chosen)
-    bases = list(dict.fromkeys(base))  # in run order
-    kept = bases
-    if config.sample is not None and bases:
-        if config.sample > len(bases):
-            what = "base examples" if permuted else "examples"
-            raise InterpError(
-                f"--sample {config.sample} exceeds the {len(bases)} {what} left after "
-                "filters and exclusions"
-            )
-        # Seeded as replay's --sample: a uniform subset, kept in run order.
-        gen = torch.Generator().manual_seed(config.seed)
-        keep_at = sorted(torch.randperm(len(bases), generator=gen)[: config.sample].tolist())
-        kept = [bases[i] for i in keep_at]
-    if config.limit is not None:
-        kept = kept[: config.limit]
+    what = "base examples" if permuted else "examples"
+    selection = config.selection
+    kept = choose(list(dict.fromkeys(base)), selection, f"{what} left after filters and exclusions")
     if permuted:
         counts["base_examples"] = len(kept)
     wanted = set(kept)
@@ -399,13 +431,8 @@ def _whole_examples(
 def _filters(firsts: pd.DataFrame, config: PatchConfig) -> pd.Series:
     keep = pd.Series(True, index=firsts.index)
     if config.examples is not None:
-        ids = {str(e) for e in config.examples if isinstance(e, str)}
-        indices = {int(e) for e in config.examples if not isinstance(e, str)}
-        known = set(firsts["example_id"]) | set(firsts.index)
-        missing = [e for e in config.examples if e not in known]
-        if missing:
-            raise InterpError(f"no such examples in the run: {', '.join(map(str, missing))}")
-        keep &= firsts["example_id"].isin(ids) | firsts.index.isin(indices)
+        named = example_mask(firsts["example_id"].tolist(), firsts.index.tolist(), config.selection)
+        keep &= pd.Series(named, index=firsts.index)
     if config.categories is not None:
         keep &= firsts["category"].isin(config.categories)
     if config.context_condition is not None:

@@ -10,7 +10,7 @@ aligned positions as exact patching, :mod:`interp.patching.exact`), the change o
 backward give ``dm/da`` for every layer, component and head at once; the donor activations come
 from the same forward when the donor prompt is a prefix of the recipient's (or the reverse).
 The estimate is exact for a metric linear in the activation and degrades where attention
-patterns or norms change a lot; ``patch_run(..., verify_top=K)`` checks it against exact
+patterns or norms change a lot; ``PatchConfig(verify_top=K)`` checks it against exact
 patching.
 """
 

@@ -1,10 +1,9 @@
 """Patching a run directory: rounds -> per-example rows -> summary tables and files.
 
-:func:`patch` (or :func:`run_patching`) takes an opened run and a :class:`PatchConfig`;
-:func:`patch_run` is the same with the settings as keywords. Every check that needs no model
-(settings, example selection, prompt lengths, token alignment, the control run's own checks)
-runs before the model is loaded, so a bad request fails in seconds and writes nothing. The
-outputs go to the run directory only through :func:`write_result`.
+:func:`patch` takes a run (or its directory) and a :class:`PatchConfig`. Every check that
+needs no model (settings, example selection, prompt lengths, token alignment, the control
+run's own checks) runs before the model is loaded, so a bad request fails in seconds and writes
+nothing. The outputs go to the run directory only through :func:`write_result`.
 """
 
 from __future__ import annotations
@@ -50,127 +49,68 @@ from interp.runs.controls import open_control
 from interp.runs.distributed import Workers, connected, run_jobs
 from interp.runs.lock import run_lock
 from interp.runs.store import Run
-from interp.stats import CI_LEVEL, DEFAULT_CLUSTER, example_clusters, json_float
+from interp.stats import CI_LEVEL, example_clusters, json_float
 
 
 def patch(
     run: Run | str | Path,
-    config: PatchConfig,
-    **kw: Any,
+    config: PatchConfig | None = None,
+    *,
+    model: HookedTransformer | None = None,
+    progress: bool = True,
+    workers: Workers | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    write: bool = True,
 ) -> PatchResult:
-    """Patch between two rounds of every chosen example of ``run`` (a :class:`Run` or its
-    directory) as ``config`` says; keywords as :func:`run_patching` (``model``, ``progress``,
-    ``device``, ``dtype``, ``write``).
+    """Patch between two rounds of every chosen example of ``run`` as ``config`` says.
+
+    Every check that needs no model (settings, example selection, prompt lengths, token
+    alignment, the control run's own checks) runs before the model is loaded. ``workers``
+    spreads the examples over Ray actors in shards of ``PATCH_SHARD`` examples; their rows come
+    back and are merged in example order, so the tables and their bootstrap are those of a
+    single process.
 
     Args:
         run: A run or its directory.
-        config: Rounds, layer(s), components, examples and method.
-        **kw: ``model`` (the run's model, loaded; None loads it), ``progress``, ``device``,
-            ``dtype``, ``write`` (False: compute without writing into the run), ``workers``.
+        config: Rounds, layer(s), components, examples (``config.selection``) and method.
+            Required: a patch has no default layer or round.
+        model: The run's model, loaded; None loads it from the run's manifest.
+        progress: Show a progress bar.
+        workers: Ray workers (:class:`interp.runs.distributed.Workers`) to spread the
+            examples over; None runs in this process.
+        device: Where the model is loaded when ``model`` is None.
+        dtype: The dtype it is loaded in.
+        write: False computes without writing into the run.
 
     Returns:
         The per-example table and the summary with bootstrap intervals (``.control_table``
-        with a control run).
+        with a control run), and the files written.
 
     Raises:
-        InterpError: A round or layer outside the run, no example left after the filters,
-            or a control run that is not a control of ``run``.
+        InterpError: No config, a round or layer outside the run, no example left after the
+            filters, or a control run that is not a control of ``run``.
     """
-    return run_patching(run if isinstance(run, Run) else Run.open(run), config, **kw)
+    if not isinstance(config, PatchConfig):
+        raise InterpError(
+            "patch needs a PatchConfig (at least its layer and round), e.g. "
+            "patch(run, PatchConfig(layer='all', round=1))"
+        )
+    opened = run if isinstance(run, Run) else Run.open(run)
+    return _patch(opened, config, model, progress, device, dtype, write, workers)
 
 
-def patch_run(
-    run_dir: str | Path,
-    layer: int | str,
-    round: int,
-    target_round: int = 0,
-    component: str = "resid_post",
-    direction: str = "denoise",
-    positions: str = "readout",
-    method: str = "exact",
-    verify_top: int = 0,
-    examples: Sequence[str | int] | None = None,
-    limit: int | None = None,
-    model: HookedTransformer | None = None,
-    batch_size: int = 32,
-    progress: bool = False,
-    *,
-    sample: int | None = None,
-    categories: Sequence[str] | None = None,
-    context_condition: str | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    device: str = "cpu",
-    dtype: str = "float32",
-    write: bool = True,
-    cluster: str = DEFAULT_CLUSTER,
-    control_run: str | Path | None = None,
-    workers: Workers | None = None,
-    sae: str | Path | None = None,
-    features: str | None = None,
-) -> PatchResult:
-    """Patch between two rounds of every example of a run; see :class:`PatchConfig` for the
-    settings and :mod:`interp.patching.analysis` for which round plays TransformerLens' clean
-    and corrupted run. Loads the run's model unless ``model`` is given."""
-    if sae is not None and component == "resid_post":
-        component = "sae"  # the default names no choice: with an SAE the site is its latents
-    config = PatchConfig(
-        layer=layer,
-        round=round,
-        target_round=target_round,
-        component=component,
-        direction=direction,
-        positions=positions,
-        method=method,
-        verify_top=verify_top,
-        examples=_tuple(examples),
-        categories=_tuple(categories),
-        context_condition=context_condition,
-        limit=limit,
-        sample=sample,
-        batch_size=batch_size,
-        n_boot=n_boot,
-        seed=seed,
-        cluster=cluster,
-        control_run=str(control_run) if control_run is not None else None,
-        sae=str(sae) if sae is not None else None,
-        features=features,
-    )
-    return run_patching(
-        Run.open(run_dir),
-        config,
-        model=model,
-        progress=progress,
-        device=device,
-        dtype=dtype,
-        write=write,
-        workers=workers,
-    )
-
-
-def _tuple(values: Sequence[Any] | str | None) -> tuple[Any, ...] | None:
-    if values is None:
-        return None
-    return (values,) if isinstance(values, str) else tuple(values)
-
-
-def run_patching(
+def _patch(
     run: Run,
     config: PatchConfig,
-    *,
-    model: HookedTransformer | None = None,
-    progress: bool = False,
-    device: str = "cpu",
-    dtype: str = "float32",
-    write: bool = True,
-    workers: Workers | None = None,
+    model: HookedTransformer | None,
+    progress: bool,
+    device: str,
+    dtype: str,
+    write: bool,
+    workers: Workers | None,
 ) -> PatchResult:
-    """:func:`patch_run` on an opened run with a :class:`PatchConfig`. Every check that does
-    not need the model runs before the model is loaded.
-
-    ``workers`` (:class:`interp.runs.distributed.Workers`) spreads the examples over Ray actors in
-    shards of ``PATCH_SHARD`` examples; their rows come back and are merged in example order,
-    so the per-example table, the summary and its bootstrap are those of a single process."""
+    """:func:`patch` on an opened run; also patches the control run of ``config``."""
     if workers is not None:
         workers.check(device)
         if config.sae is not None:  # the SAE would have to travel to every worker
@@ -266,15 +206,8 @@ def _run_checked(
     if control is not None:
         control_run, control_config, control_items, checks = control
         control_started = time.perf_counter()
-        control_result = run_patching(
-            control_run,
-            control_config,
-            model=model,
-            progress=progress,
-            write=write,
-            device=device,
-            dtype=dtype,
-            workers=workers,
+        control_result = _patch(
+            control_run, control_config, model, progress, device, dtype, write, workers
         )
         control_paths = control_result.paths
         control_table = control_difference(

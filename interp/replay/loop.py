@@ -51,6 +51,7 @@ from interp.inputs.permute import (
     check_permute,
 )
 from interp.inputs.plans import Plan, option_letter
+from interp.inputs.selection import Selection, choose, with_selection
 from interp.inputs.tasks import Example, target_summary
 from interp.model.hooknames import act_name
 from interp.model.kvcache import truncate_cache
@@ -96,7 +97,13 @@ FORCE_ROLES = ("label", "target", "unknown")  # or an option letter a, b, c, ...
 
 @dataclass
 class ReplayConfig:
-    """One replay: a task x plan x model. Shared by the Python API and ``interp replay``."""
+    """One replay: a task x plan x model. Shared by the Python API and ``interp replay``.
+
+    The examples are chosen by ``sample`` (seeded by ``seed``) then ``limit``;
+    :attr:`selection` is that choice as the :class:`~interp.inputs.selection.Selection` every
+    verb shares. Settings are checked by :func:`replay`, which raises
+    :class:`~interp.errors.InterpError` for a bad one.
+    """
 
     out: str = "artifacts/runs/demo"  # the run directory to write
     model: str = "smollm2"  # "smollm2", "tiny", a .gguf file, a model folder, or a TL name
@@ -134,6 +141,18 @@ class ReplayConfig:
     # 720 orders for 6 options). Changes no output, so it is in neither fingerprint nor manifest.
     max_orders: int = DEFAULT_MAX_ORDERS
 
+    @property
+    def selection(self) -> Selection:
+        """The examples this replay keeps (``limit``, ``sample``, ``seed``), as the
+        :class:`~interp.inputs.selection.Selection` every verb shares. The fields stay the
+        stored form, so manifests and fingerprints are those of earlier runs."""
+        return Selection(limit=self.limit, sample=self.sample, seed=self.seed)
+
+    def with_selection(self, selection: Selection) -> ReplayConfig:
+        """This config choosing its examples as ``selection`` says (its ``seed`` also seeds
+        the model); see :func:`interp.inputs.selection.with_selection`."""
+        return with_selection(self, selection)
+
 
 def fingerprint(config: ReplayConfig, plan: Plan) -> str:
     """What makes two replays the same: every setting but ``out``, the plan's texts and the
@@ -167,14 +186,15 @@ class _Batch:
 
 
 def replay(
-    config: ReplayConfig,
+    source: ReplayConfig | str | Path,
+    config: ReplayConfig | None = None,
     *,
     model: HookedTransformer | None = None,
-    progress: bool = False,
-    command: str | None = None,
+    progress: bool = True,
     workers: Workers | None = None,
+    command: str | None = None,
 ) -> Run:
-    """Replay ``config`` into its run directory and return the opened run.
+    """Replay a task into a run directory and return the opened run.
 
     A run directory that already holds this replay, complete, is returned as it is; one that
     holds an unfinished copy of it is resumed; one that holds anything else is an error.
@@ -186,22 +206,36 @@ def replay(
     a ``workers`` record; timings aside).
 
     Args:
-        config: What to replay and where to write it (``config.out``).
+        source: The run directory to write (``config.out`` is set to it), or a
+            :class:`ReplayConfig` alone (``replay(config)``: its ``out``).
+        config: What to replay (task, plan, model, rounds, examples); None: ``ReplayConfig()``.
+            Only with a directory as ``source``.
         model: An already loaded model; it is what the manifest records (``config.model``
             left at its default takes the model's own name; one naming another model is
             refused). None loads ``config.model``.
         progress: Show a progress bar.
-        command: The command line to record in the manifest (the CLI passes it).
         workers: Ray workers to spread the batches over; None runs in this process.
+        command: The command line to record in the manifest (the CLI passes it).
 
     Returns:
         The complete run, opened.
 
     Raises:
         InterpError: Bad input (a missing or malformed file, an unknown plan, rounds < 1,
-            a transcript that does not fit the model's context, ...), or the directory holds
-            another replay or is in use.
+            a transcript that does not fit the model's context, ...), a config given twice,
+            or the directory holds another replay or is in use.
     """
+    if isinstance(source, ReplayConfig):
+        if config is not None:
+            raise InterpError("replay(config) or replay(out, config), not two configs")
+        config = source
+    elif isinstance(source, str | Path):
+        config = replace(ReplayConfig() if config is None else config, out=str(source))
+    else:
+        raise InterpError(
+            f"replay: the first argument is the run directory to write or a ReplayConfig, "
+            f"not {type(source).__name__}"
+        )
     _validate(config)
     if model is not None:  # record the model used, not the config's default name
         config = replace(config, model=recorded_model_name(config.model, model))
@@ -361,12 +395,9 @@ def planned_conversations(config: ReplayConfig) -> tuple[int, int]:
 
 def select_examples(examples: list[Example], config: ReplayConfig) -> list[Example]:
     """``sample``: a uniform random subset (seeded, kept in file order); then ``limit``
-    (:func:`interp.stats.sample_then_limit`, the rule the CLI applies to a run's examples)."""
-    from interp.stats import sample_then_limit
-
-    return sample_then_limit(
-        examples, config.sample, config.limit, config.seed, what="examples loaded"
-    )
+    (:func:`interp.inputs.selection.choose`, shared by every verb that selects)."""
+    kept = choose(range(len(examples)), config.selection, "examples loaded")
+    return [examples[i] for i in kept]
 
 
 def forced_option(example: Example, force: str) -> int | None:

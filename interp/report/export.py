@@ -13,12 +13,16 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
     from interp.report.run_page import ExportResult
+    from interp.runs.distributed import Workers
     from interp.runs.store import Run
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Which figures an export writes beside the ones every run has data for."""
+    """Which figures an export writes beside the ones every run has data for. It selects no
+    examples (``example_index`` only picks the transcript the attention views show), so it has
+    no :class:`~interp.inputs.selection.Selection`; :func:`export` checks it and raises
+    :class:`~interp.errors.InterpError` for an example or head the run lacks."""
 
     heads: tuple[str, ...] | None = None
     """Heads for the attention views as LAYER.HEAD ("12.3"); None: those head patching ranks
@@ -35,30 +39,39 @@ def export(
     config: ExportConfig | None = None,
     *,
     model: HookedTransformer | None = None,
+    progress: bool = True,
+    workers: Workers | None = None,
 ) -> ExportResult:
-    """Export the figures of ``runs`` and an ``index.html`` into the first run directory: the
-    API's verb shape, a thin wrapper over :func:`interp.report.run_page.export_report`.
+    """Export the figures of ``runs`` and an ``index.html`` into the first run directory.
 
     Args:
         runs: Runs or their directories; the first gets the report, the others are drawn
-            beside it (e.g. its control run).
+            beside it (e.g. its control run). An experiment directory exports on its own.
         config: Heads for the attention views, the example they show, static images; None:
             ``ExportConfig()``.
         model: The run's model, loaded; None: loaded from the run's manifest for the
             attention views.
+        progress: Accepted for the verb shape; an export shows no progress bar.
+        workers: Accepted for the verb shape; an export runs in one process, so anything
+            but None is refused.
 
     Returns:
         The ``index.html`` path, the figures written, and a note per section left out.
 
     Raises:
-        InterpError: A run that is missing, damaged or unfinished, or in use, or an example
-            index out of range.
+        InterpError: Workers given, no run, a run that is missing, damaged or unfinished, or
+            in use, or an example index out of range.
     """
-    from interp.report.run_page import export_report
+    from interp.errors import InterpError
+    from interp.report.run_page import _export_report
     from interp.runs.store import Run
 
+    if workers is not None:
+        raise InterpError("export runs in one process: workers must be None")
+    if isinstance(runs, Run | str | Path):  # one run: export(run) as the other verbs
+        runs = [runs]
     config = ExportConfig() if config is None else config
-    return export_report(
+    return _export_report(
         [run.path if isinstance(run, Run) else run for run in runs],
         heads=None if config.heads is None else list(config.heads),
         example=config.example_index,

@@ -58,6 +58,12 @@ class ExportResult:
     notes: list[str]  # one line per section or figure left out, with the reason
     png: str | None  # one line on static images (None: not asked for)
 
+    def __repr__(self) -> str:
+        return (
+            f"ExportResult({self.index}: {len(self.figures)} figures, "
+            f"{len(self.notes)} sections left out)"
+        )
+
 
 def load_metrics(run: Run) -> dict[str, Any]:
     """``metrics.json`` of a run (computed from rounds.parquet, not written, if missing)."""

@@ -54,7 +54,7 @@ from interp.stats import cluster_caveat
 MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
 
 
-def export_report(
+def _export_report(
     runs: Sequence[str | Path],
     *,
     heads: Sequence[str] | None = None,
@@ -62,7 +62,8 @@ def export_report(
     png: bool = False,
     model: HookedTransformer | None = None,
 ) -> ExportResult:
-    """Export the figures of ``runs`` and an ``index.html`` into the first run directory.
+    """:func:`interp.report.export.export` (the verb, the one public entry), its config
+    unpacked: the figures of ``runs`` and an ``index.html`` into the first run directory.
 
     Args:
         runs: run directories; the first is the one reported in depth, the others are
@@ -306,7 +307,7 @@ def _probe_section(main: Run, others: Sequence[Run] = ()) -> Section:
     if not probes:
         section.notes.append(
             "not run for this run; add them with `interp probe --run RUN --concept stereotype` "
-            "(or probes.api.probe_run), then export again"
+            "(or interp.probe), then export again"
         )
     for concept, tables in probes.items():
         slug = anchor_slug(concept)
@@ -452,7 +453,7 @@ def _patching_section(main: Run) -> Section:
     if not results:
         section.notes.append(
             "not run for this run; add it with `interp patch --run RUN --layer all --round "
-            f"{main.n_rounds - 1} --component all` (or interp.patching.patch_run), then export "
+            f"{main.n_rounds - 1} --component all` (or interp.patch), then export "
             "again"
         )
     for name, (summary, table) in results.items():

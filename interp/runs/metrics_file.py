@@ -46,7 +46,7 @@ def recompute(
     cluster: str = "template",
     debias_space: str = "prob",
     keep: set[int] | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
     """The run's metrics computed from rounds.parquet with these settings, stored over
     metrics.json only when the settings are those it was made with (BBQ: n_boot, seed and
     cluster, debiased in prob space as replay stores them; Winogender: n_boot and seed) and
@@ -62,7 +62,7 @@ def recompute(
             never stored); None: every example.
 
     Returns:
-        The metrics record (what metrics.json holds).
+        The metrics record (what metrics.json holds) and whether it was stored.
     """
     from interp.runs.lock import run_lock
     from interp.runs.store import write_json
@@ -87,7 +87,7 @@ def recompute(
     if same:
         with run_lock(run.path):
             write_json(run.path / "metrics.json", result)
-    return result
+    return result, same
 
 
 def stored_or_computed(run: Run) -> dict[str, Any]:

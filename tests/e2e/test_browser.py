@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from export_runs import build_runs
 
-from interp.report.run_page import export_report
+from interp.report.export import export
 
 # Chromium contacts these services by itself, whatever the page does (component updates,
 # sign-in, network time); seen through the proxy even with background networking disabled.
@@ -208,7 +208,7 @@ def index(tmp_path_factory, tiny_model) -> Path:
     _, full = build_runs(tmp_path_factory)
     run = tmp_path_factory.mktemp("browser") / "run"
     shutil.copytree(full, run)
-    return export_report([run], model=tiny_model).index
+    return export([run], model=tiny_model).index
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +219,7 @@ def sae_index(tmp_path_factory, tiny_model) -> Path:
     from sae_lens import TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig, patch
     from interp.sae.features import FeaturesConfig, sae_features
 
     _, full = build_runs(tmp_path_factory)
@@ -238,10 +238,12 @@ def sae_index(tmp_path_factory, tiny_model) -> Path:
         sae=str(root / "sae"), top=4, n_boot=50, n_shuffles=20, contexts=str(corpus)
     )
     sae_features(run, config, model=tiny_model)
-    patch_run(
-        run, layer=1, round=2, sae=str(root / "sae"), features="top:3", model=tiny_model, n_boot=50
+    patch(
+        run,
+        PatchConfig(layer=1, round=2, sae=str(root / "sae"), features="top:3", n_boot=50),
+        model=tiny_model,
     )
-    return export_report([run], model=tiny_model).index
+    return export([run], model=tiny_model).index
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +257,7 @@ def circuit_index(tmp_path_factory, tiny_model) -> Path:
     shutil.copytree(full, run)
     last = Run.open(run).n_rounds - 1
     circuit(run, CircuitConfig(round=last, method="eap", n_boot=20), model=tiny_model)
-    return export_report([run], model=tiny_model).index
+    return export([run], model=tiny_model).index
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +269,7 @@ def feature_circuit_index(tmp_path_factory, tiny_model) -> Path:
     root = tmp_path_factory.mktemp("browser-feature-circuit")
     shutil.copytree(full, root / "run")
     add_feature_circuit(root / "run", tiny_model, root)
-    return export_report([root / "run"], model=tiny_model).index
+    return export([root / "run"], model=tiny_model).index
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +283,7 @@ def experiment_index(tmp_path_factory, tiny_model) -> Path:
         out=str(out), model="tiny", rounds=2, limit=4, n_boot=20, batch_size=4
     )
     interactions(config, model=tiny_model)
-    return export_report([out]).index
+    return export([out]).index
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,14 @@ def base_run(tmp_path_factory, tiny_model) -> Path:
 @pytest.fixture(scope="session")
 def analysed_run(tmp_path_factory, tiny_model, base_run) -> Path:
     """``base_run`` plus a probe, a patch and an export (the concept encodings cached)."""
-    from interp.patching import patch_run
-    from interp.report.run_page import export_report
-    from probes.api import probe_run
+    from interp.patching import PatchConfig, patch
+    from interp.report.export import export
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     out = tmp_path_factory.mktemp("faults-analysed") / "run"
     shutil.copytree(base_run, out)
-    probe_run(out, "stereotype", model=tiny_model, n_boot=50)
-    patch_run(out, layer=1, round=1, model=tiny_model, n_boot=50)
-    export_report([out], model=tiny_model)
+    probe(out, ProbeConfig(concept="stereotype", n_boot=50), model=tiny_model)
+    patch(out, PatchConfig(layer=1, round=1, n_boot=50), model=tiny_model)
+    export([out], model=tiny_model)
     return out

@@ -190,7 +190,7 @@ def test_the_messages_are_the_librarys(base_run, tiny_model, tmp_path):
     """Each early refusal says what the library says when it meets the same input later."""
     from interp import preflight
     from interp.model.loading import load_model
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig, patch
     from interp.runs.store import Run
     from probes.directions import check_layers
 
@@ -203,11 +203,11 @@ def test_the_messages_are_the_librarys(base_run, tiny_model, tmp_path):
     missing = tmp_path / "dmeo"
     assert said(preflight.run_manifest, missing) == said(Run.open, missing)
     assert said(preflight.check_patch_layer, manifest, 40) == said(
-        patch_run, base_run, layer=40, round=1, model=tiny_model, write=False
+        patch, base_run, PatchConfig(layer=40, round=1), model=tiny_model, write=False
     )
     for rounds in ({"round": 9}, {"round": -1}, {"round": 1, "target_round": 5}):
         assert said(preflight.check_rounds, manifest, **rounds) == said(
-            patch_run, base_run, layer=1, **rounds, model=tiny_model, write=False
+            patch, base_run, PatchConfig(layer=1, **rounds), model=tiny_model, write=False
         )
     assert said(preflight.check_layers, manifest, [0, 7]) == said(check_layers, [0, 7], 3)
     for name in ("notinstalled", str(tmp_path / "no.gguf"), str(tmp_path)):

@@ -74,9 +74,9 @@ def test_incomplete_experiment_is_refused_and_nothing_is_written(
 
 def test_an_earlier_export_survives_a_refused_one(experiment, tmp_path):
     path = _copy(experiment, tmp_path)
-    from interp.report.run_page import export_report
+    from interp.report.export import export
 
-    export_report([path])
+    export([path])
     _no_table(path)
     assert_refused_without_trace(tmp_path, "export", "--run", str(path), contains="missing")
     assert (path / "index.html").is_file()

@@ -147,8 +147,8 @@ def test_analysis_on_a_full_disk_shows_no_half_result(tmp_path, base_run, monkey
 
 
 def test_export_removes_only_files_it_wrote(tmp_path, tiny_model, analysed_run):
+    from interp.report.export import export
     from interp.report.html import OWN_FILES
-    from interp.report.run_page import export_report
 
     run = copy_run(analysed_run, tmp_path / "run")
     figures = run / "figures"
@@ -158,7 +158,7 @@ def test_export_removes_only_files_it_wrote(tmp_path, tiny_model, analysed_run):
     (figures / "probe-gone-accuracy.html").write_text("old")
     own = json.loads((figures / OWN_FILES).read_text())
     (figures / OWN_FILES).write_text(json.dumps([*own, "probe-gone-accuracy.html"]))
-    export_report([run], model=tiny_model)
+    export([run], model=tiny_model)
     assert (figures / "my-notes.html").read_text() == "<p>mine</p>"
     assert (figures / "photo.png").read_bytes() == b"\x89PNG mine"
     assert not (figures / "probe-gone-accuracy.html").exists()

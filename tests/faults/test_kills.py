@@ -12,7 +12,8 @@ import pytest
 from faultkit import copy_run, small_config, tree_digest
 
 from interp.replay.loop import replay
-from interp.report.run_page import export_report, load_patching, load_probes
+from interp.report.export import export
+from interp.report.run_page import load_patching, load_probes
 from interp.runs.lock import LOCK_NAME
 from interp.runs.store import Run
 
@@ -81,10 +82,11 @@ def test_replay_writes_as_many_files_as_counted(tmp_path, tiny_model, monkeypatc
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory, tiny_model, base_run) -> tuple[Path, dict[str, str]]:
     """An uninterrupted probe of a copy of base_run: the bytes every rerun must end with."""
-    from probes.api import probe_run
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     run = copy_run(base_run, tmp_path_factory.mktemp("probed") / "run")
-    probe_run(run, "stereotype", model=tiny_model, n_boot=50)
+    probe(run, ProbeConfig(concept="stereotype", n_boot=50), model=tiny_model)
     return run, probe_digest(run)
 
 
@@ -109,37 +111,42 @@ PROBE_WRITES = 10
 def test_killed_probe_reruns_to_the_same_bytes(
     tmp_path, tiny_model, base_run, probed, monkeypatch, k
 ):
-    from probes.api import probe_run
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     run = copy_run(base_run, tmp_path / "run")
     kill_after(monkeypatch, k, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        probe_run(run, "stereotype", model=tiny_model, n_boot=50)
+        probe(run, ProbeConfig(concept="stereotype", n_boot=50), model=tiny_model)
     monkeypatch.undo()
     shown = load_probes(Run.open(run))
     assert shown == {} if k < PROBE_WRITES else set(shown) == {"stereotype"}  # the marker
-    probe_run(run, "stereotype", model=tiny_model, n_boot=50)
+    probe(run, ProbeConfig(concept="stereotype", n_boot=50), model=tiny_model)
     assert probe_digest(run) == probed[1]
 
 
 def test_probe_writes_as_many_files_as_counted(tmp_path, tiny_model, base_run, monkeypatch):
-    from probes.api import probe_run
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     run = copy_run(base_run, tmp_path / "run")
     calls = kill_after(monkeypatch, 10**6, KeyboardInterrupt)
-    probe_run(run, "stereotype", model=tiny_model, n_boot=50)
+    probe(run, ProbeConfig(concept="stereotype", n_boot=50), model=tiny_model)
     assert len(calls) == PROBE_WRITES  # keeps the parametrisation above honest
 
 
 def test_probe_killed_over_an_earlier_result_hides_it(tmp_path, tiny_model, probed, monkeypatch):
     # A second probe (other method) killed after its first table: the folder now mixes two
     # results, so it must not be shown as either.
-    from probes.api import probe_run
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     run = copy_run(probed[0], tmp_path / "run")
     kill_after(monkeypatch, 1, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        probe_run(run, "stereotype", model=tiny_model, method="mean-diff", n_boot=50)
+        probe(
+            run, ProbeConfig(concept="stereotype", method="mean-diff", n_boot=50), model=tiny_model
+        )
     monkeypatch.undo()
     assert load_probes(Run.open(run)) == {}
 
@@ -156,15 +163,15 @@ def patch_core(run: Path) -> tuple[bytes, dict]:
 def test_killed_patch_reruns_to_the_same_bytes(
     tmp_path, tiny_model, base_run, analysed_run, monkeypatch, k
 ):
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig, patch
 
     run = copy_run(base_run, tmp_path / "run")
     kill_after(monkeypatch, k, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        patch_run(run, layer=1, round=1, model=tiny_model, n_boot=50)
+        patch(run, PatchConfig(layer=1, round=1, n_boot=50), model=tiny_model)
     monkeypatch.undo()
     assert len(load_patching(Run.open(run))) == (k == 2)  # NAME.json: the marker
-    patch_run(run, layer=1, round=1, model=tiny_model, n_boot=50)
+    patch(run, PatchConfig(layer=1, round=1, n_boot=50), model=tiny_model)
     assert patch_core(run) == patch_core(analysed_run)
 
 
@@ -173,15 +180,15 @@ def test_patch_killed_over_an_earlier_result_hides_it(
 ):
     # The same patch again with other bootstrap settings, killed after its table: the old
     # summary beside the new table would be shown as one result.
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig, patch
 
     run = copy_run(analysed_run, tmp_path / "run")
     kill_after(monkeypatch, 1, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        patch_run(run, layer=1, round=1, model=tiny_model, n_boot=20)
+        patch(run, PatchConfig(layer=1, round=1, n_boot=20), model=tiny_model)
     monkeypatch.undo()
     assert load_patching(Run.open(run)) == {}
-    patch_run(run, layer=1, round=1, model=tiny_model, n_boot=20)
+    patch(run, PatchConfig(layer=1, round=1, n_boot=20), model=tiny_model)
     table, summary = patch_core(run)
     assert table == patch_core(analysed_run)[0] and summary["bootstrap"]["n_boot"] == 20
 
@@ -195,12 +202,12 @@ def test_killed_export_reruns_to_the_same_bytes(tmp_path, tiny_model, analysed_r
     shutil.rmtree(run / "figures")  # so that the killed export writes every figure anew
     calls = kill_after(monkeypatch, k, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        export_report([run], model=tiny_model)
+        export([run], model=tiny_model)
     monkeypatch.undo()
     assert len(calls) == k
     # index.html is removed first and written last: no page over half the figures.
     assert not (run / "index.html").exists()
-    export_report([run], model=tiny_model)
+    export([run], model=tiny_model)
     assert tree_digest(run) == reference
 
 

@@ -74,13 +74,14 @@ def test_analyses_with_the_model_passed_name_it(tmp_path, tiny_model, base_run):
     """probe, patch and circuit take ``model=``: what they write names tiny, never the
     default model."""
     from interp.circuits.pipeline import CircuitConfig, circuit
-    from interp.patching import patch_run
-    from probes.api import probe_run
+    from interp.patching import PatchConfig, patch
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     run = tmp_path / "run"
     shutil.copytree(base_run, run)
-    probe_run(run, "stereotype", model=tiny_model, n_boot=5)
-    patch_run(run, layer=1, round=1, model=tiny_model, n_boot=5)
+    probe(run, ProbeConfig(concept="stereotype", n_boot=5), model=tiny_model)
+    patch(run, PatchConfig(layer=1, round=1, n_boot=5), model=tiny_model)
     circuit(run, CircuitConfig(round=1, steps=1, top=5, verify_top=0, n_boot=5), model=tiny_model)
     text = _jsons(run)
     assert "smollm2" not in text
@@ -89,12 +90,12 @@ def test_analyses_with_the_model_passed_name_it(tmp_path, tiny_model, base_run):
 
 def test_analyses_refuse_a_model_of_other_weights(tmp_path, base_run):
     from interp.model.loading import load_model
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig, patch
 
     other = load_model("tiny", seed=3)
     before = tree_digest(base_run)
     with pytest.raises(InterpError, match="weights hashes differ"):
-        patch_run(base_run, layer=1, round=1, model=other, n_boot=5)
+        patch(base_run, PatchConfig(layer=1, round=1, n_boot=5), model=other)
     assert tree_digest(base_run) == before
 
 

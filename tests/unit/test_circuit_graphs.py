@@ -154,14 +154,14 @@ def test_without_dot_the_source_is_written_and_a_stale_svg_removed(
 
 def test_export_draws_each_circuits_graph_again(circuit_run, tiny_model, tmp_path):
     """After installing Graphviz, `interp export` gives the SVG without a new circuit."""
-    from interp.report.run_page import export_report
+    from interp.report.export import export
 
     run = tmp_path / "run"
     shutil.copytree(circuit_run, run)
     folder = run / "circuits" / NAME
     for name in ("graph.html", "graph.dot", "graph.svg", "graph.json"):
         (folder / name).unlink(missing_ok=True)
-    export_report([run], model=tiny_model)
+    export([run], model=tiny_model)
     assert (folder / "graph.dot").read_bytes() == (
         circuit_run / "circuits" / NAME / "graph.dot"
     ).read_bytes()

@@ -136,7 +136,7 @@ def test_run_circuit_writes_its_tables_and_eap_ig1_equals_eap(tiny_run, tiny_mod
 
 
 def test_graph_export_is_deterministic(tiny_run, tiny_model):
-    from interp.report.run_page import export_report
+    from interp.report.export import export
 
     circuit(tiny_run, CircuitConfig(round=2, method="eap", n_boot=20), model=tiny_model)
     found = Run.open(tiny_run)
@@ -148,7 +148,7 @@ def test_graph_export_is_deterministic(tiny_run, tiny_model):
     assert html[0] == html[1]
     pages = []
     for _ in range(2):
-        export_report([tiny_run], model=tiny_model)
+        export([tiny_run], model=tiny_model)
         figures = tiny_run / "figures"
         pages.append({p.name: p.read_bytes() for p in sorted(figures.glob("circuit-r2-t0-eap.*"))})
     assert set(pages[0]) >= {"circuit-r2-t0-eap.html", "circuit-r2-t0-eap.json"}
@@ -160,15 +160,15 @@ def test_export_removes_a_removed_circuits_graph_files(tmp_path, tiny_run, tiny_
     """The graph's .json is export's own file: gone when its circuit is, the list kept."""
     import shutil
 
-    from interp.report.run_page import export_report
+    from interp.report.export import export
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     circuit(run, CircuitConfig(round=2, method="eap", n_boot=0, verify_top=0), model=tiny_model)
-    export_report([run], model=tiny_model)
+    export([run], model=tiny_model)
     assert (run / "figures" / "circuit-r2-t0-eap.json").is_file()
     shutil.rmtree(run / "circuits")
-    export_report([run], model=tiny_model)
+    export([run], model=tiny_model)
     assert not list((run / "figures").glob("circuit-*"))
     assert (run / "figures" / ".export-files.json").is_file()
     assert "Circuits between rounds" not in (run / "index.html").read_text()

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from interp.cli import app
 from interp.cli.params import (
     DEPRECATED,
+    check_selection,
     deprecation_line,
     parse_examples,
     parse_layer_or_all,
@@ -248,12 +249,12 @@ def test_old_spellings_work_from_the_program_itself(tmp_path):
     ]
 
 
-def test_select_rows_samples_base_examples_by_replays_rule():
+def test_a_run_selection_samples_base_examples_by_replays_rule():
     """--sample/--limit over base examples (every order kept), drawn by replay's own
-    select_examples, after --examples."""
+    select_examples, after --examples (interp.inputs.selection, which the CLI hands them to)."""
     import pandas as pd
 
-    from interp.cli.params import select_rows
+    from interp.inputs.selection import Selection, select_rows
     from interp.inputs.tasks import load_builtin
     from interp.replay.loop import ReplayConfig, select_examples
 
@@ -266,14 +267,19 @@ def test_select_rows_samples_base_examples_by_replays_rule():
             "round": 0,
         }
     )
-    assert select_rows(rounds, None, None, None, 0) is None
-    assert select_rows(rounds, None, 2, None, 0) == {0, 1, 2, 3}
+
+    def kept(examples=None, limit=None, sample=None, seed=0):
+        chosen = Selection(examples=examples, limit=limit, sample=sample, seed=seed)
+        return set(select_rows(rounds, chosen)["example_index"].tolist())
+
+    assert kept() == set(range(12))
+    assert kept(limit=2) == {0, 1, 2, 3}
     # replay's selection of 3 of 6 examples with seed 5, by position
     six = load_builtin()[:6]
     want = {six.index(e) for e in select_examples(six, ReplayConfig(sample=3, seed=5))}
-    got = select_rows(rounds, None, None, 3, 5)
+    got = kept(sample=3, seed=5)
     assert got == {i for i in range(12) if i // 2 in want} and len(got) == 6
     # an id: every order of that example; an index: that one order (as patch)
-    assert select_rows(rounds, ["b/4", 1], None, None, 0) == {1, 8, 9}
+    assert kept(examples=("b/4", 1)) == {1, 8, 9}
     with pytest.raises(InterpError, match="--limit must be at least 1"):
-        select_rows(rounds, None, 0, None, 0)
+        check_selection(0, None)

@@ -283,7 +283,8 @@ def test_an_experiments_arms_share_one_encodings_folder(conv):
 def test_the_second_probe_encodes_nothing_and_scores_as_unshared(
     conv, tmp_path, tiny_model, monkeypatch
 ):
-    from probes.api import probe_run
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     forwards = []  # every forward pass of the model (encodings are its only use in a probe)
     original = type(tiny_model).forward
@@ -300,13 +301,23 @@ def test_the_second_probe_encodes_nothing_and_scores_as_unshared(
         shutil.copytree(conv.path / "runs" / arm, copies[name])
         shutil.rmtree(copies[name] / "probes")
     shared = tmp_path / "encodings"
-    alone = probe_run(copies["b_alone"], "stereotype", n_boot=10, model=tiny_model)
+    alone = probe(copies["b_alone"], ProbeConfig(concept="stereotype", n_boot=10), model=tiny_model)
     assert forwards  # the counter sees encoding
     before = len(forwards)
-    probe_run(copies["a"], "stereotype", n_boot=10, model=tiny_model, encodings_dir=shared)
+    probe(
+        copies["a"],
+        ProbeConfig(concept="stereotype", n_boot=10),
+        model=tiny_model,
+        encodings_dir=shared,
+    )
     assert len(forwards) > before  # the first arm encodes into the shared folder
     before = len(forwards)
-    second = probe_run(copies["b"], "stereotype", n_boot=10, model=tiny_model, encodings_dir=shared)
+    second = probe(
+        copies["b"],
+        ProbeConfig(concept="stereotype", n_boot=10),
+        model=tiny_model,
+        encodings_dir=shared,
+    )
     assert len(forwards) == before  # no forward pass: every encoding came from the shared folder
     assert not (copies["b"] / "probes" / "encodings").exists()
     pd.testing.assert_frame_equal(second.example_scores, alone.example_scores)

@@ -21,7 +21,7 @@ from interp.errors import InterpError
 from interp.experiments.common import ExperimentConfig
 from interp.report import experiment_figures as ef
 from interp.report.experiment_page import is_experiment, read_experiment, table_html
-from interp.report.run_page import export_report
+from interp.report.export import export
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -126,26 +126,26 @@ def test_export_of_each_experiment_kind(experiments, kind, tmp_path):
 
 def test_export_twice_gives_identical_bytes(experiments, tmp_path):
     path = _copy(experiments["interactions"], tmp_path)
-    first = export_report([path])
+    first = export([path])
     before = {p.name: p.read_bytes() for p in [first.index, *first.figures]}
-    second = export_report([path])
+    second = export([path])
     after = {p.name: p.read_bytes() for p in [second.index, *second.figures]}
     assert before == after
     # and a second copy of the same experiment elsewhere gives the same page
     other = _copy(experiments["interactions"], tmp_path / "b")
-    assert export_report([other]).index.read_bytes() == before["index.html"]
+    assert export([other]).index.read_bytes() == before["index.html"]
 
 
 def test_export_keeps_a_users_files_and_removes_its_own_stale_ones(experiments, tmp_path):
     path = _copy(experiments["convergence"], tmp_path)
-    export_report([path])
+    export([path])
     mine = path / "figures" / "notes.html"
     mine.write_text("mine")
     stale = path / "figures" / "exp-convergence-old.html"
     stale.write_text("an earlier export's figure")
     listed = json.loads((path / "figures" / ".export-files.json").read_text())
     (path / "figures" / ".export-files.json").write_text(json.dumps([*listed, stale.name]))
-    export_report([path])
+    export([path])
     assert mine.read_text() == "mine" and not stale.exists()
 
 
@@ -158,7 +158,7 @@ def test_tables_with_a_control_plan_export(experiments, tmp_path):
         _with_plans(tables[key]).to_parquet(path / "tables" / f"{key}.parquet")
     diff = tables["observed"].assign(plan="self-correct - baseline")
     diff.to_parquet(path / "tables" / "observed_difference.parquet")
-    result = export_report([path])
+    result = export([path])
     page = result.index.read_text()
     assert "<summary>Table observed_difference: " in page
     assert "<th>plan</th><th>quantity</th>" in page  # the plan first in the headline table
@@ -178,15 +178,15 @@ def test_an_experiment_exports_alone(experiments, tmp_path):
     run = path / "runs" / "main"
     for runs in ([path, run], [run, path]):
         with pytest.raises(InterpError, match="exports on its own"):
-            export_report(runs)
+            export(runs)
     assert not (path / "index.html").exists() and not (run / "index.html").exists()
 
 
 def test_arm_links_its_report_once_exported(experiments, tmp_path, tiny_model):
     path = _copy(experiments["convergence"], tmp_path)
-    assert "runs/main/index.html" not in export_report([path]).index.read_text()
-    export_report([path / "runs" / "main"], model=tiny_model)
-    assert '<a href="runs/main/index.html">' in export_report([path]).index.read_text()
+    assert "runs/main/index.html" not in export([path]).index.read_text()
+    export([path / "runs" / "main"], model=tiny_model)
+    assert '<a href="runs/main/index.html">' in export([path]).index.read_text()
 
 
 # --- the sections of a run analysed with --run -----------------------------------------------
@@ -197,11 +197,11 @@ def test_a_run_with_experiments_gets_their_sections(experiments, tmp_path, tiny_
     from interp.experiments.superficial import superficial_of_run
 
     run = _copy(experiments["convergence"] / "runs" / "main", tmp_path)
-    plain = export_report([run], model=tiny_model).index.read_text()
+    plain = export([run], model=tiny_model).index.read_text()
     assert "Experiment:" not in plain  # nothing added to a run without experiments
     convergence_of_run(run, ExperimentConfig(n_boot=10))
     superficial_of_run(run, ExperimentConfig(n_boot=10))
-    result = export_report([run], model=tiny_model)
+    result = export([run], model=tiny_model)
     page = result.index.read_text()
     for kind in ("convergence", "superficial"):
         assert f"<h2>Experiment: {kind} (experiments/{kind})</h2>" in page
@@ -218,7 +218,7 @@ def test_a_damaged_experiment_of_a_run_is_a_note(experiments, tmp_path, tiny_mod
     run = _copy(experiments["convergence"] / "runs" / "main", tmp_path)
     convergence_of_run(run, ExperimentConfig(n_boot=10))
     (run / "experiments" / "convergence" / "observed.parquet").unlink()
-    result = export_report([run], model=tiny_model)
+    result = export([run], model=tiny_model)
     assert any(
         "experiments/convergence is damaged (observed.parquet is missing)" in n
         for n in result.notes

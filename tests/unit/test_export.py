@@ -25,7 +25,8 @@ from interp.cli.export import export as export_command
 from interp.errors import InterpError
 from interp.metrics.rounds import compute_metrics
 from interp.report import attention, figures
-from interp.report.run_page import export_report, load_metrics, load_patching, load_probes
+from interp.report.export import ExportConfig, export
+from interp.report.run_page import load_metrics, load_patching, load_probes
 from interp.runs.store import Run
 
 N_LAYERS = 3  # the tiny model
@@ -51,7 +52,7 @@ def full(runs) -> Run:
 def exported(full, tiny_model, tmp_path_factory):
     """A copy of the full run, exported once: (result, bytes of every file written)."""
     run = _copy(full, tmp_path_factory.mktemp("exported"), "run")
-    result = export_report([run], model=tiny_model)
+    result = export([run], model=tiny_model)
     return result, {p.name: p.read_bytes() for p in [result.index, *result.figures]}
 
 
@@ -337,7 +338,7 @@ def test_bare_report_notes_what_is_missing(bare, tiny_model, tmp_path, monkeypat
 
     monkeypatch.setattr(page_html, "chromium_path", lambda: None)  # and kaleido is not here
     run = _copy(bare, tmp_path, "run")
-    result = export_report([run], model=tiny_model, png=True)
+    result = export([run], ExportConfig(png=True), model=tiny_model)
     assert result.png is not None and "\n" not in result.png
     pngs = list((run / "figures").glob("*.png"))
     assert result.png.startswith("PNG skipped") == (pngs == [])
@@ -353,13 +354,13 @@ def test_bare_report_notes_what_is_missing(bare, tiny_model, tmp_path, monkeypat
 
 def test_export_twice_gives_identical_bytes(full, exported, tiny_model, tmp_path):
     first, before = exported
-    second = export_report([first.index.parent], model=tiny_model)
+    second = export([first.index.parent], model=tiny_model)
     after = {p.name: p.read_bytes() for p in [second.index, *second.figures]}
     assert before == after
     # The same run in another folder gives the same page: nothing depends on where it is.
     (tmp_path / "elsewhere").mkdir()
     moved = _copy(full, tmp_path / "elsewhere", "run")
-    assert export_report([moved], model=tiny_model).index.read_bytes() == before["index.html"]
+    assert export([moved], model=tiny_model).index.read_bytes() == before["index.html"]
 
 
 def test_standalone_figure_pages_work_offline(exported):
@@ -374,7 +375,7 @@ def test_standalone_figure_pages_work_offline(exported):
 
 def test_several_runs_are_compared(full, bare, tiny_model, tmp_path):
     first, second = _copy(full, tmp_path, "a"), _copy(bare, tmp_path, "b")
-    result = export_report([first, second], model=tiny_model)
+    result = export([first, second], model=tiny_model)
     page = result.index.read_text()
     assert "self-correct (a)" in page and "self-correct (b)" in page
     assert result.index.parent == first
@@ -383,7 +384,7 @@ def test_several_runs_are_compared(full, bare, tiny_model, tmp_path):
 
 def test_named_heads_and_example(full, tiny_model, tmp_path):
     run = _copy(full, tmp_path, "run")
-    result = export_report([run], heads=["2.3", "0.0"], example=3, model=tiny_model)
+    result = export([run], ExportConfig(heads=("2.3", "0.0"), example_index=3), model=tiny_model)
     page = result.index.read_text()
     assert "Heads L2.H3, L0.H0: heads named on the command line" in page
     assert "Example 3 (" in page
@@ -392,21 +393,21 @@ def test_named_heads_and_example(full, tiny_model, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"example": 99}, "out of range"),
-        ({"heads": ["7.0"]}, "layers 0..2"),
+        ({"example_index": 99}, "out of range"),
+        ({"heads": ("7.0",)}, "layers 0..2"),
     ],
 )
 def test_bad_options_are_user_errors(full, tiny_model, tmp_path, kwargs, message):
     run = _copy(full, tmp_path, "run")
     with pytest.raises(InterpError, match=message):
-        export_report([run], model=tiny_model, **kwargs)
+        export([run], ExportConfig(**kwargs), model=tiny_model)
 
 
 def test_missing_run_dir_is_a_user_error(tmp_path):
     with pytest.raises(InterpError, match="no run directory"):
-        export_report([tmp_path / "nowhere"])
+        export([tmp_path / "nowhere"])
     with pytest.raises(InterpError):
-        export_report([])
+        export([])
 
 
 # --- the command ------------------------------------------------------------------------------

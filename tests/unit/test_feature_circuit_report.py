@@ -139,14 +139,14 @@ def fc_run(tmp_path_factory, tiny_model, one_torch_thread) -> tuple[Path, str]:
 
 
 def test_export_shows_the_feature_circuit_and_writes_its_graph(fc_run, tiny_model, tmp_path):
-    from interp.report.run_page import export_report
+    from interp.report.export import export
 
     run = tmp_path / "run"
     shutil.copytree(fc_run[0], run)
     name = fc_run[1]
     pages = []
     for _ in range(2):
-        export_report([run], model=tiny_model)
+        export([run], model=tiny_model)
         files = sorted((run / "figures").glob("feature-circuit-*")) + [
             run / "feature_circuits" / name / f for f in ("graph.json", "graph.html")
         ]
@@ -176,25 +176,25 @@ def test_export_shows_the_feature_circuit_and_writes_its_graph(fc_run, tiny_mode
 
 
 def test_a_removed_feature_circuit_leaves_the_report(fc_run, tiny_model, tmp_path):
-    from interp.report.run_page import export_report
+    from interp.report.export import export
 
     run = tmp_path / "run"
     shutil.copytree(fc_run[0], run)
-    export_report([run], model=tiny_model)
+    export([run], model=tiny_model)
     assert list((run / "figures").glob("feature-circuit-*"))
     shutil.rmtree(run / "feature_circuits")
-    export_report([run], model=tiny_model)
+    export([run], model=tiny_model)
     assert not list((run / "figures").glob("feature-circuit-*"))
     assert "Feature circuits between rounds" not in (run / "index.html").read_text()
 
 
 def test_a_damaged_feature_circuit_is_a_note_and_the_rest_exports(fc_run, tiny_model, tmp_path):
-    from interp.report.run_page import export_report
+    from interp.report.export import export
 
     run = tmp_path / "run"
     shutil.copytree(fc_run[0], run)
     (run / "feature_circuits" / fc_run[1] / "nodes.parquet").unlink()
-    result = export_report([run], model=tiny_model)
+    result = export([run], model=tiny_model)
     assert any("lacks nodes.parquet" in note for note in result.notes)
     index = (run / "index.html").read_text()
     assert "lacks nodes.parquet" in index and "interp feature-circuit" in index

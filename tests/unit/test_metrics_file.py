@@ -19,15 +19,17 @@ def test_recompute_stores_only_with_the_stored_settings(tmp_path, tiny_model):
     first = path.read_bytes()
     assert stored_bootstrap(run) == (1000, 0, "template")
 
-    other = recompute(run, n_boot=7, seed=0)
-    assert other["bootstrap"]["n_boot"] == 7
+    other, stored = recompute(run, n_boot=7, seed=0)
+    assert other["bootstrap"]["n_boot"] == 7 and not stored
     assert path.read_bytes() == first  # another reading is returned, not stored
-    recompute(run, n_boot=1000, seed=0, debias_space="log")
+    assert recompute(run, n_boot=1000, seed=0, debias_space="log")[1] is False
     assert path.read_bytes() == first
+    assert recompute(run, n_boot=1000, seed=0, keep={0, 1})[1] is False  # a selection
 
     path.write_text("{")  # damaged: shown from rounds.parquet, left for `interp metrics`
     shown = stored_or_computed(run)
     assert shown["bootstrap"]["n_boot"] == 1000 and path.read_text() == "{"
-    recompute(run, n_boot=1000, seed=0)  # the stored settings (replay's, the file unreadable)
+    # the stored settings (replay's, the file unreadable)
+    assert recompute(run, n_boot=1000, seed=0)[1] is True
     assert json.loads(path.read_bytes()) == json.loads(first)
     assert stored_or_computed(run) == json.loads(first)

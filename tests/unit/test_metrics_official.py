@@ -17,7 +17,7 @@ from unit.test_metrics import make_rounds, round0
 from interp.cli import app
 from interp.metrics import calibration
 from interp.metrics.rounds import FLOOR_MESSAGE, compute_metrics, metrics_table, model_floor
-from interp.report.run_page import export_report
+from interp.report.export import export
 from interp.runs.store import Run, write_json, write_parquet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -283,9 +283,9 @@ def test_metrics_prints_banner_calibration_and_categories(bbq_runs, tmp_path):
 def test_report_banner_at_the_top(bbq_runs, tiny_model, tmp_path):
     root, _, _ = bbq_runs
     stuck = forced(root / "with", tmp_path / "stuck", stuck_on_b)
-    page = export_report([stuck], model=tiny_model).index.read_text()
+    page = export([stuck], model=tiny_model).index.read_text()
     banner = page.index('class="banner"')
     assert page.index("<h1>") < banner < page.index("<nav>")
     assert page.count('class="banner"') == 1 and FLOOR_MESSAGE in page[banner:]
     right = forced(root / "with", tmp_path / "right", lambda f: f["label"])
-    assert 'class="banner"' not in export_report([right], model=tiny_model).index.read_text()
+    assert 'class="banner"' not in export([right], model=tiny_model).index.read_text()

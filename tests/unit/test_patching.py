@@ -27,7 +27,6 @@ from interp.patching import (
     attribute_pair,
     patch,
     patch_pair,
-    patch_run,
     record,
     summarize,
     sweep,
@@ -197,7 +196,7 @@ def test_last_layer_resid_post_reproduces_the_source_logits(tiny_model, prompts)
 
 
 def test_last_layer_patch_gives_effect_one_on_a_run(tiny_model, fake_run):
-    result = patch_run(fake_run.path, layer=2, round=2, model=tiny_model, n_boot=50)
+    result = patch(fake_run.path, PatchConfig(layer=2, round=2, n_boot=50), model=tiny_model)
     rows = result.per_example
     np.testing.assert_allclose(rows["patched"], rows["source"], atol=ATOL)
     np.testing.assert_allclose(rows["effect"], 1.0, atol=1e-3)
@@ -205,7 +204,9 @@ def test_last_layer_patch_gives_effect_one_on_a_run(tiny_model, fake_run):
 
 
 def test_noise_direction_last_layer_reproduces_the_target(tiny_model, fake_run):
-    result = patch_run(fake_run.path, layer=2, round=2, direction="noise", model=tiny_model)
+    result = patch(
+        fake_run.path, PatchConfig(layer=2, round=2, direction="noise"), model=tiny_model
+    )
     rows = result.per_example
     np.testing.assert_allclose(rows["patched"], rows["clean"], atol=ATOL)
     np.testing.assert_allclose(rows["effect"], 1.0, atol=1e-3)
@@ -363,15 +364,12 @@ def test_attribution_is_the_derivative_of_exact_patching(tiny_model_f64, prompts
 
 
 def test_attribution_run_with_verification(tiny_model, fake_run):
-    result = patch_run(
+    result = patch(
         fake_run.path,
-        layer="all",
-        round=2,
-        component="all",
-        method="attribution",
-        verify_top=6,
+        PatchConfig(
+            layer="all", round=2, component="all", method="attribution", verify_top=6, n_boot=50
+        ),
         model=tiny_model,
-        n_boot=50,
     )
     rows = result.per_example
     n_variants = len(_all_variants(tiny_model))
@@ -382,11 +380,9 @@ def test_attribution_run_with_verification(tiny_model, fake_run):
     assert verify["k"] == 6 and -1 <= verify["spearman"] <= 1
     # The verification rows are ordinary exact patching.
     first = verify["variants"][0]
-    exact = patch_run(
+    exact = patch(
         fake_run.path,
-        layer=first["layer"],
-        round=2,
-        component=first["component"],
+        PatchConfig(layer=first["layer"], round=2, component=first["component"]),
         model=tiny_model,
         write=False,
     ).per_example
@@ -406,14 +402,12 @@ def test_attribution_run_with_verification(tiny_model, fake_run):
 
 
 def test_sweep_tables_files_and_round_trip(tiny_model, fake_run):
-    result = patch_run(
+    result = patch(
         fake_run.path,
-        layer="all",
-        round=2,
-        component="resid_pre,attn_out,mlp_out",
+        PatchConfig(
+            layer="all", round=2, component="resid_pre,attn_out,mlp_out", batch_size=4, n_boot=100
+        ),
         model=tiny_model,
-        batch_size=4,
-        n_boot=100,
     )
     rows, table = result.per_example, result.summary_table
     n = result.summary["n_examples"]
@@ -434,13 +428,17 @@ def test_sweep_tables_files_and_round_trip(tiny_model, fake_run):
     assert saved["config"]["component"] == "resid_pre,attn_out,mlp_out"
     assert len(saved["table"]) == 9 and saved["headline"] == "effect"
     # Batched sweep == one single-layer, single-component run per variant.
-    single = patch_run(fake_run.path, layer=1, round=2, component="mlp_out", model=tiny_model)
+    single = patch(
+        fake_run.path, PatchConfig(layer=1, round=2, component="mlp_out"), model=tiny_model
+    )
     mine = rows[(rows["layer"] == 1) & (rows["component"] == "mlp_out")]
     np.testing.assert_allclose(mine["patched"], single.per_example["patched"], atol=ATOL)
 
 
 def test_summary_statistics_match_a_hand_computation(tiny_model, fake_run):
-    result = patch_run(fake_run.path, layer=0, round=2, component="attn_out", model=tiny_model)
+    result = patch(
+        fake_run.path, PatchConfig(layer=0, round=2, component="attn_out"), model=tiny_model
+    )
     rows = result.per_example
     row = result.summary_table.iloc[0]
     ratio = (rows["patched"] - rows["clean"]).mean() / (rows["source"] - rows["clean"]).mean()
@@ -460,55 +458,56 @@ def test_summary_statistics_match_a_hand_computation(tiny_model, fake_run):
 
 
 def test_patch_verb_takes_a_run_or_its_directory(tiny_model, fake_run):
-    """``patch(run, PatchConfig)`` is ``patch_run`` with the settings in one object, on an
-    opened Run or a path alike."""
+    """``patch(run, PatchConfig)`` on an opened Run or a path alike, the same tables."""
     config = PatchConfig(layer=1, round=2, component="attn_out", n_boot=20)
-    by_keywords = patch_run(
-        fake_run.path,
-        layer=1,
-        round=2,
-        component="attn_out",
-        n_boot=20,
-        model=tiny_model,
-        write=False,
-    )
-    for run in (fake_run, fake_run.path, str(fake_run.path)):
+    first = patch(fake_run.path, config, model=tiny_model, write=False)
+    for run in (fake_run, str(fake_run.path)):
         result = patch(run, config, model=tiny_model, write=False)
-        assert result.name == by_keywords.name and result.paths == []
-        pd.testing.assert_frame_equal(result.per_example, by_keywords.per_example)
-        pd.testing.assert_frame_equal(result.summary_table, by_keywords.summary_table)
+        assert result.name == first.name and result.paths == []
+        pd.testing.assert_frame_equal(result.per_example, first.per_example)
+        pd.testing.assert_frame_equal(result.summary_table, first.summary_table)
+    assert repr(first).startswith(f"PatchResult({first.name}: ")  # a line, not the frames
+    assert len(repr(first)) < 200
 
 
 def test_exclusions_filters_and_limit(tiny_model, fake_run):
     rounds = fake_run.rounds()
     first = rounds[rounds["round"] == 0]
     excluded = int(((first["target"] < 0) | (first["target"] == first["label"])).sum())
-    result = patch_run(fake_run.path, layer=0, round=1, model=tiny_model, write=False)
+    result = patch(fake_run.path, PatchConfig(layer=0, round=1), model=tiny_model, write=False)
     counts = result.summary["examples"]
     assert counts["used"] == len(first) - excluded
     assert counts["excluded_target_is_label"] + counts["excluded_no_target"] == excluded
 
     usable = first[(first["target"] >= 0) & (first["target"] != first["label"])]
     some = usable["example_id"].iloc[:2].tolist()
-    picked = patch_run(fake_run.path, layer=0, round=1, examples=some, model=tiny_model)
+    picked = patch(fake_run.path, PatchConfig(layer=0, round=1, examples=some), model=tiny_model)
     assert sorted(picked.per_example["example_id"]) == sorted(some)
     assert "-sel" in picked.name
 
     category = usable["category"].iloc[0]
-    by_category = patch_run(
-        fake_run.path, layer=0, round=1, categories=[category], model=tiny_model, write=False
+    by_category = patch(
+        fake_run.path,
+        PatchConfig(layer=0, round=1, categories=[category]),
+        model=tiny_model,
+        write=False,
     )
     assert set(by_category.per_example["example_id"]) == set(
         usable[usable["category"] == category]["example_id"]
     )
     condition = usable["context_condition"].iloc[0]
-    by_condition = patch_run(
-        fake_run.path, layer=0, round=1, context_condition=condition, model=tiny_model, write=False
+    by_condition = patch(
+        fake_run.path,
+        PatchConfig(layer=0, round=1, context_condition=condition),
+        model=tiny_model,
+        write=False,
     )
     assert set(by_condition.per_example["example_id"]) == set(
         usable[usable["context_condition"] == condition]["example_id"]
     )
-    limited = patch_run(fake_run.path, layer=0, round=1, limit=1, model=tiny_model, write=False)
+    limited = patch(
+        fake_run.path, PatchConfig(layer=0, round=1, limit=1), model=tiny_model, write=False
+    )
     assert limited.summary["n_examples"] == 1
 
 
@@ -534,9 +533,9 @@ def test_exclusions_filters_and_limit(tiny_model, fake_run):
     ],
 )
 def test_user_errors(tiny_model, fake_run, kwargs, message):
-    args = {"layer": 0, "round": 2, "model": tiny_model, "write": False, **kwargs}
+    args = {"layer": 0, "round": 2, **kwargs}
     with pytest.raises(InterpError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        patch_run(fake_run.path, **args)
+        patch(fake_run.path, PatchConfig(**args), model=tiny_model, write=False)
 
 
 def test_sweep_rejects_bad_layers_and_components():
@@ -550,16 +549,20 @@ def test_sweep_rejects_bad_layers_and_components():
 
 def test_a_replayed_run(tiny_model, replayed_run):
     """The same checks on a run written by interp.replay.loop (rounds 0..3)."""
-    denoise = patch_run(replayed_run.path, layer=2, round=3, model=tiny_model, n_boot=50)
+    denoise = patch(replayed_run.path, PatchConfig(layer=2, round=3, n_boot=50), model=tiny_model)
     rows = denoise.per_example
     np.testing.assert_allclose(rows["patched"], rows["source"], atol=ATOL)
     assert denoise.name == "r3-t0-resid_post-denoise-L2"
     assert (replayed_run.path / "patching" / f"{denoise.name}.json").is_file()
-    noise = patch_run(
-        replayed_run.path, layer=2, round=3, target_round=1, direction="noise", model=tiny_model
+    noise = patch(
+        replayed_run.path,
+        PatchConfig(layer=2, round=3, target_round=1, direction="noise"),
+        model=tiny_model,
     )
     np.testing.assert_allclose(noise.per_example["patched"], noise.per_example["clean"], atol=ATOL)
-    heads = patch_run(
-        replayed_run.path, layer="all", round=3, component="heads", model=tiny_model, n_boot=50
+    heads = patch(
+        replayed_run.path,
+        PatchConfig(layer="all", round=3, component="heads", n_boot=50),
+        model=tiny_model,
     )
     assert len(heads.summary_table) == tiny_model.cfg.n_layers * tiny_model.cfg.n_heads

@@ -13,7 +13,7 @@ from unit.test_patching import _write_fake_run
 
 from interp.cli import app
 from interp.errors import InterpError
-from interp.patching import PatchConfig, check_alignment, patch_run, select_items
+from interp.patching import PatchConfig, check_alignment, patch, select_items
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,7 +58,7 @@ def test_positions_beyond_the_shared_tail_are_refused(tiny_model, fake_run):
     assert shortest > 1  # premise: the rounds share a tail (header, answer prefix)
     k = shortest + 1
     with pytest.raises(InterpError) as err:
-        patch_run(fake_run.path, layer=0, round=2, positions=f"last:{k}", model=tiny_model)
+        patch(fake_run.path, PatchConfig(layer=0, round=2, positions=f"last:{k}"), model=tiny_model)
     message = str(err.value)
     n_bad = sum(t < k for t in tails.values())
     assert f"differ in their last {k} tokens in {n_bad} of {len(tails)} examples" in message
@@ -71,8 +71,10 @@ def test_positions_beyond_the_shared_tail_are_refused(tiny_model, fake_run):
 def test_positions_within_the_shared_tail_run_and_are_reported(tiny_model, fake_run):
     tails = {k: v for k, v in shared_tails(fake_run, 2, 0).items() if k in used_ids(fake_run)}
     shortest = min(tails.values())
-    result = patch_run(
-        fake_run.path, layer=2, round=2, positions=f"last:{shortest}", model=tiny_model, n_boot=0
+    result = patch(
+        fake_run.path,
+        PatchConfig(layer=2, round=2, positions=f"last:{shortest}", n_boot=0),
+        model=tiny_model,
     )
     assert result.summary["alignment"] == {
         "positions": shortest,
@@ -119,15 +121,15 @@ def test_sample_is_seeded_and_kept_in_run_order(fake_run):
 def test_sample_larger_than_the_examples_is_refused(tiny_model, fake_run):
     n = len(used_ids(fake_run))
     with pytest.raises(InterpError, match=f"--sample {n + 1} exceeds the {n} examples left"):
-        patch_run(fake_run.path, layer=0, round=2, sample=n + 1, model=tiny_model)
+        patch(fake_run.path, PatchConfig(layer=0, round=2, sample=n + 1), model=tiny_model)
     with pytest.raises(InterpError, match="--sample must be at least 1"):
-        patch_run(fake_run.path, layer=0, round=2, sample=0, model=tiny_model)
+        patch(fake_run.path, PatchConfig(layer=0, round=2, sample=0), model=tiny_model)
 
 
 @pytest.mark.parametrize(("field", "flag"), [("limit", "--limit"), ("batch_size", "--batch-size")])
 def test_library_error_names_the_field_and_the_cli_the_flag(fake_run, field, flag):
     with pytest.raises(InterpError, match=rf"^{field} must be at least 1 \(got 0\)$"):
-        patch_run(fake_run.path, layer=0, round=2, **{field: 0})
+        patch(fake_run.path, PatchConfig(layer=0, round=2, **{field: 0}))
     args = ["patch", "--run", str(fake_run.path), "--layers", "0", "--round", "2", flag, "0"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2

@@ -23,9 +23,10 @@ from interp.errors import InterpError
 from interp.model.loading import load_model
 from interp.runs.store import SCHEMA_VERSION, Run, write_activations, write_json, write_parquet
 from interp.stats import wilson_interval
-from probes.api import ProbeResult, probe_run
+from probes.api import ProbeResult, probe
 from probes.behaviour import behaviour_labels, behaviour_probes, split_examples
 from probes.concepts import ConceptData, load_concept, split_pairs
+from probes.config import ProbeConfig
 from probes.directions import (
     METHODS,
     choose_layer,
@@ -167,7 +168,7 @@ def concept_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory, tiny_model, concept_file) -> tuple[Path, ProbeResult]:
     run_dir = make_run(tmp_path_factory.mktemp("runs") / "run")
-    return run_dir, probe_run(run_dir, concept_file, model=tiny_model, n_boot=200)
+    return run_dir, probe(run_dir, ProbeConfig(concept=concept_file, n_boot=200), model=tiny_model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,7 +468,9 @@ def test_transfer_columns_follow_their_definitions(probed, tiny_model, concept_f
 
 def test_transfer_can_be_skipped(tmp_path, tiny_model, concept_file):
     run_dir = make_run(tmp_path / "run")
-    result = probe_run(run_dir, concept_file, model=tiny_model, n_boot=0, transfer=False)
+    result = probe(
+        run_dir, ProbeConfig(concept=concept_file, n_boot=0, transfer=False), model=tiny_model
+    )
     assert "transfer_acc" not in result.per_layer
     assert result.summary["transfer"] == {"skipped": "not requested"}
     assert "transfer to the chat read-out: not measured" in format_probe(result)
@@ -583,9 +586,9 @@ def test_encodings_are_cached_and_reused_without_the_model(
     calls: list[int] = []
     tiny_model.add_hook("hook_embed", lambda tensor, hook: calls.append(tensor.shape[0]))
     try:
-        first = probe_run(run_dir, concept_file, model=tiny_model, n_boot=0)
+        first = probe(run_dir, ProbeConfig(concept=concept_file, n_boot=0), model=tiny_model)
         n_first = len(calls)
-        second = probe_run(run_dir, concept_file, model=tiny_model, n_boot=0)
+        second = probe(run_dir, ProbeConfig(concept=concept_file, n_boot=0), model=tiny_model)
     finally:
         tiny_model.reset_hooks()
     assert n_first > 0 and len(calls) == n_first
@@ -600,9 +603,9 @@ def test_encodings_are_cached_and_reused_without_the_model(
         raise AssertionError("the model was loaded although the encodings are cached")
 
     monkeypatch.setattr("interp.model.loading.load_model", no_loading)
-    third = probe_run(run_dir, concept_file, n_boot=0)
+    third = probe(run_dir, ProbeConfig(concept=concept_file, n_boot=0))
     pd.testing.assert_frame_equal(first.per_layer, third.per_layer)
-    probe_run(run_dir, concept_file, model=tiny_model, position="mean", n_boot=0)
+    probe(run_dir, ProbeConfig(concept=concept_file, position="mean", n_boot=0), model=tiny_model)
     # last, mean, and the chat-wrapped read-out (one file whatever the position)
     assert len(list(cache_dir.glob("*.safetensors"))) == 3
 
@@ -699,10 +702,10 @@ def test_within_round_correlation_removes_the_round_trend():
 
 
 # ---------------------------------------------------------------------------------------------
-# probe_run
+# probe
 
 
-def test_probe_run_writes_its_tables(probed):
+def test_probe_writes_its_tables(probed):
     run_dir, result = probed
     out = Path(run_dir) / "probes" / result.concept
     assert result.out_dir == out
@@ -726,16 +729,18 @@ def test_probe_run_writes_its_tables(probed):
     }
 
 
-def test_probe_run_is_deterministic(probed, tiny_model, concept_file):
+def test_probe_is_deterministic(probed, tiny_model, concept_file):
     run_dir, result = probed
-    again = probe_run(run_dir, concept_file, model=tiny_model, n_boot=200)
+    again = probe(run_dir, ProbeConfig(concept=concept_file, n_boot=200), model=tiny_model)
     assert again.summary == result.summary
     pd.testing.assert_frame_equal(again.scores, result.scores)
 
 
-def test_probe_run_layer_subset(probed, concept_file):
+def test_probe_layer_subset(probed, concept_file):
     run_dir, _ = probed
-    result = probe_run(run_dir, concept_file, layers=[2, 0], method="mean-diff", n_boot=0)
+    result = probe(
+        run_dir, ProbeConfig(concept=concept_file, layers=[2, 0], method="mean-diff", n_boot=0)
+    )
     assert result.per_layer["layer"].tolist() == [0, 2]
     assert sorted(result.scores["layer"].unique()) == [0, 2]
 
@@ -744,7 +749,7 @@ def test_probe_run_layer_subset(probed, concept_file):
 def test_bad_layers_are_user_errors(probed, concept_file, layers):
     run_dir, _ = probed
     with pytest.raises(InterpError, match="layer"):
-        probe_run(run_dir, concept_file, layers=layers)
+        probe(run_dir, ProbeConfig(concept=concept_file, layers=layers))
     data, x, _ = planted(20, 4)
     with pytest.raises(InterpError, match="layer"):
         probe_layers(x, data, layers=layers)
@@ -753,17 +758,17 @@ def test_bad_layers_are_user_errors(probed, concept_file, layers):
 def test_other_user_errors(probed, concept_file, tmp_path):
     run_dir, _ = probed
     with pytest.raises(InterpError, match="unknown concept"):
-        probe_run(run_dir, "no-such-concept")
+        probe(run_dir, ProbeConfig(concept="no-such-concept"))
     with pytest.raises(InterpError, match="file not found"):
-        probe_run(run_dir, tmp_path / "missing.jsonl")
+        probe(run_dir, ProbeConfig(concept=tmp_path / "missing.jsonl"))
     with pytest.raises(InterpError, match="unknown method"):
-        probe_run(run_dir, concept_file, method="svm")
+        probe(run_dir, ProbeConfig(concept=concept_file, method="svm"))
     with pytest.raises(InterpError, match="unknown position"):
-        probe_run(run_dir, concept_file, position="first")
+        probe(run_dir, ProbeConfig(concept=concept_file, position="first"))
     with pytest.raises(InterpError, match="not the run's model"):
-        probe_run(run_dir, concept_file, model=load_model("tiny", seed=1))
+        probe(run_dir, ProbeConfig(concept=concept_file), model=load_model("tiny", seed=1))
     with pytest.raises(InterpError, match="no run directory"):
-        probe_run(tmp_path / "nowhere", concept_file)
+        probe(tmp_path / "nowhere", ProbeConfig(concept=concept_file))
 
 
 def test_pca_needs_pairs():
@@ -775,7 +780,7 @@ def test_pca_needs_pairs():
     assert direction.vectors.shape == (1, 4)
 
 
-def test_probe_run_on_a_real_replay(tmp_path, tiny_model, concept_file):
+def test_probe_on_a_real_replay(tmp_path, tiny_model, concept_file):
     from interp.replay.loop import ReplayConfig, replay
 
     config = ReplayConfig(
@@ -787,7 +792,7 @@ def test_probe_run_on_a_real_replay(tmp_path, tiny_model, concept_file):
         out=str(tmp_path / "run"),
     )
     run = replay(config, model=tiny_model)
-    result = probe_run(run.path, concept_file, model=tiny_model, n_boot=100)
+    result = probe(run.path, ProbeConfig(concept=concept_file, n_boot=100), model=tiny_model)
     assert result.per_layer["layer"].tolist() == list(range(N_LAYERS))
     assert len(result.example_scores) == N_LAYERS * 8 * 3
     assert (run.path / "probes" / result.concept / "summary.json").is_file()

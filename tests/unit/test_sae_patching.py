@@ -111,31 +111,34 @@ def sae_run(tmp_path_factory, tiny_model):
     return run, str(root / "sae")
 
 
-def test_run_patching_refuses_no_latents_and_top_k_beyond_the_sae(sae_run, tiny_model):
+def test_patch_refuses_no_latents_and_top_k_beyond_the_sae(sae_run, tiny_model):
     # issue 22 item 10: "" patched 0 latents and wrote a table; top:K > d_sae patched every
     # latent under the name topK (that no latent changes nothing: test_no_latents_changes_nothing)
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig, patch
 
     run, sae = sae_run
     for features, message in (("", "names no latent"), ("top:49", "has 48 latents")):
         with pytest.raises(InterpError, match=message):
-            patch_run(run, layer=1, round=2, sae=sae, features=features, model=tiny_model)
+            patch(run, PatchConfig(layer=1, round=2, sae=sae, features=features), model=tiny_model)
 
 
-def test_run_patching_top_k_reads_the_features_table(sae_run, tiny_model):
-    from interp.patching import patch_run
+def test_patch_top_k_reads_the_features_table(sae_run, tiny_model):
+    from interp.patching import PatchConfig, patch
     from interp.sae.features import FeaturesConfig, sae_features
 
     run, sae = sae_run
-    computed = patch_run(
-        run, layer=1, round=2, sae=sae, features="top:3", model=tiny_model, n_boot=20, write=False
+    computed = patch(
+        run,
+        PatchConfig(layer=1, round=2, sae=sae, features="top:3", n_boot=20),
+        model=tiny_model,
+        write=False,
     )
     assert computed.summary["sae"]["latents_from"] == "computed from the stored activations"
     features = sae_features(run, FeaturesConfig(sae=sae, n_boot=20, n_shuffles=5))
     changes = features.tables["changes"]
     top3 = changes[changes["round"] == 2].sort_values("rank")["latent"][:3].tolist()
-    result = patch_run(
-        run, layer=1, round=2, sae=sae, features="top:3", model=tiny_model, n_boot=20
+    result = patch(
+        run, PatchConfig(layer=1, round=2, sae=sae, features="top:3", n_boot=20), model=tiny_model
     )
     assert result.summary["sae"]["latents"] == top3 == computed.summary["sae"]["latents"]
     assert result.summary["sae"]["latents_from"] == "sae/sae/changes.parquet"

@@ -280,11 +280,14 @@ def concept_file(tmp_path_factory) -> Path:
 
 
 def test_probe_control_difference_equals_the_manual_difference(tmp_path, tiny_model, concept_file):
-    from probes.api import probe_run
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     run = _fake_run(tmp_path / "run", seed=0)
     control = _fake_run(tmp_path / "control", plan="baseline", seed=1)
-    result = probe_run(run, concept_file, model=tiny_model, n_boot=200, control_run=control)
+    result = probe(
+        run, ProbeConfig(concept=concept_file, n_boot=200, control_run=control), model=tiny_model
+    )
     table = result.control
     assert table is not None and len(table) == N_LAYERS * 3
     ids = example_clusters(Run.open(run).rounds()).ids
@@ -343,11 +346,11 @@ def test_mismatched_control_run_cli_exit_2_one_line(tmp_path, command):
     assert "control run" in line and "rounds" in line
 
 
-def test_patch_run_with_a_control_replay(tmp_path, tiny_model):
+def test_patch_with_a_control_replay(tmp_path, tiny_model):
     """Two tiny replays of the same built-in items (self-correct, baseline): patching with
     --control-run reports run - control per variant; the control's own result is written into
     it; templates (category + question_index) are the clusters."""
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig, patch
     from interp.replay.loop import ReplayConfig, replay
 
     runs = {}
@@ -358,9 +361,10 @@ def test_patch_run_with_a_control_replay(tmp_path, tiny_model):
         runs[plan] = replay(config, model=tiny_model).path
     # 5 templates: the smallest count that still gets intervals (interp.stats.CLUSTER_FLOOR)
     assert example_clusters(Run.open(runs["baseline"]).rounds()).n_clusters == 5
-    kwargs = {"layer": 2, "round": 1, "component": "resid_pre,mlp_out", "model": tiny_model}
-    result = patch_run(runs["self-correct"], n_boot=100, control_run=runs["baseline"], **kwargs)
-    alone = patch_run(runs["baseline"], n_boot=0, write=False, **kwargs)
+    kwargs = {"layer": 2, "round": 1, "component": "resid_pre,mlp_out"}
+    paired = PatchConfig(n_boot=100, control_run=runs["baseline"], **kwargs)
+    result = patch(runs["self-correct"], paired, model=tiny_model)
+    alone = patch(runs["baseline"], PatchConfig(n_boot=0, **kwargs), model=tiny_model, write=False)
     run_delta = result.summary_table.set_index("component")["delta"]
     control_delta = alone.summary_table.set_index("component")["delta"]
     table = result.control_table.set_index("component")
@@ -373,10 +377,11 @@ def test_patch_run_with_a_control_replay(tmp_path, tiny_model):
 
 
 def test_export_puts_the_run_beside_its_control(tmp_path, tiny_model, concept_file):
-    from interp.patching import patch_run
+    from interp.patching import PatchConfig, patch
     from interp.replay.loop import ReplayConfig, replay
-    from interp.report.run_page import export_report
-    from probes.api import probe_run
+    from interp.report.export import export
+    from probes.api import probe
+    from probes.config import ProbeConfig
 
     runs = {}
     for plan in ("self-correct", "baseline"):
@@ -385,26 +390,30 @@ def test_export_puts_the_run_beside_its_control(tmp_path, tiny_model, concept_fi
         )
         runs[plan] = replay(config, model=tiny_model).path
     main, control = runs["self-correct"], runs["baseline"]
-    paired = probe_run(main, concept_file, model=tiny_model, n_boot=1000, control_run=control)
-    patch_run(main, layer="all", round=1, model=tiny_model, n_boot=50, control_run=control)
-    result = export_report([main, control], model=tiny_model)
+    paired = probe(
+        main, ProbeConfig(concept=concept_file, n_boot=1000, control_run=control), model=tiny_model
+    )
+    patch(main, PatchConfig(layer="all", round=1, n_boot=50, control_run=control), model=tiny_model)
+    result = export([main, control], model=tiny_model)
     names = {p.name for p in result.figures}
     assert "probe-user-tinyconcept-control.html" in names
     assert "patching-r1-t0-resid-post-denoise-control.html" in names
     page = result.index.read_text()
     assert "Run beside its control" in page and "run − control" in page
     # Probed separately with the same settings, the exported control gives the same table.
-    alone = probe_run(main, concept_file, model=tiny_model, n_boot=1000)
+    alone = probe(main, ProbeConfig(concept=concept_file, n_boot=1000), model=tiny_model)
     assert alone.control is None
     assert not (Path(main) / "probes" / alone.concept / "control.parquet").exists()
-    probe_run(control, concept_file, model=tiny_model, n_boot=10)
+    probe(control, ProbeConfig(concept=concept_file, n_boot=10), model=tiny_model)
     from interp.report.run_page import _exported_control
 
     found = _exported_control(Run.open(main), [Run.open(control)], alone.concept, alone.summary)
     pd.testing.assert_frame_equal(found["control"], paired.control)
-    again = export_report([main, control], model=tiny_model)
+    again = export([main, control], model=tiny_model)
     assert "probe-user-tinyconcept-control.html" in {p.name for p in again.figures}
-    other_settings = probe_run(control, concept_file, model=tiny_model, method="mean-diff")
+    other_settings = probe(
+        control, ProbeConfig(concept=concept_file, method="mean-diff"), model=tiny_model
+    )
     assert other_settings.summary["method"] != alone.summary["method"]
     assert (
         _exported_control(Run.open(main), [Run.open(control)], alone.concept, alone.summary) == {}

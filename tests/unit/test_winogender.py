@@ -727,11 +727,11 @@ def test_concept_probes_run_and_behaviour_probes_are_skipped(wino_run, tiny_mode
 def test_export_draws_the_scatter_per_round(wino_run, tmp_path):
     import shutil
 
-    from interp.report.run_page import export_report
+    from interp.report.export import export
 
     run = tmp_path / "run"
     shutil.copytree(wino_run.path, run)
-    result = export_report([run])
+    result = export([run])
     scatter = run / "figures" / "winogender-scatter.html"
     assert scatter in result.figures
     html = scatter.read_text()
