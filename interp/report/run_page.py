@@ -49,7 +49,7 @@ from interp.report.html import (
 from interp.report.tables import fixed
 from interp.runs.lock import run_lock
 from interp.runs.store import Run
-from interp.stats import cluster_caveat
+from interp.stats import cluster_caveat, interval_text, sig3
 
 MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
 
@@ -488,35 +488,45 @@ def _patching_section(main: Run) -> Section:
 
 def _circuit_sections(main: Run) -> list[Section]:
     """The circuits of ``interp circuit`` as graphs; no section when the run has none."""
-    from interp.circuits.export import graph_data, graph_figure, graphviz_svg
+    from interp.circuits.export import graph_data, graph_figure, graph_title, graphviz_svg
 
     names = main.analyses("circuits")
     if not names:
         return []
     section = Section("Circuits between rounds")
     for name in names:
-        found = main.read_analysis("circuits", name, ["edges", "nodes"])
+        found = main.read_analysis("circuits", name, ["edges", "nodes", "faithfulness"])
         summary = found.summary
-        data = graph_data(found.tables["edges"], found.tables["nodes"], summary)
+        data = graph_data(
+            found.tables["edges"], found.tables["nodes"], summary, found.tables.get("faithfulness")
+        )
         svg, svg_note = graphviz_svg(data, int(summary.get("top", 50)))
         if svg is None:
             section.notes.append(f"{name}: {svg_note}")
         verify = summary.get("verify") or {}
-        caption = (
-            f"{esc(summary.get('method'))} edge scores over {summary.get('n_examples')} "
-            f"examples, round {summary['config']['round']} into round "
-            f"{summary['config']['target_round']} at the read-out; value "
-            f"{esc(summary.get('target_value'))} (target) → {esc(summary.get('source_value'))} "
-            f"(source). {esc(_faithful_caption(summary))}; top-{verify.get('k')} rank "
-            f"agreement with exact edge patching ρ = {esc(verify.get('spearman'))} "
-            f"(CI {esc(verify.get('ci'))}). "
-            "Blue edges raise the value (towards the unbiased option), red lower it."
+        why = data["interval_note"]
+        files = " · ".join(
+            f'<a href="circuits/{esc(name)}/{f}">{f}</a>'
+            for f in ("graph.html", "graph.svg", "graph.dot", "graph.json")
+            if (found.path / f).is_file() or f != "graph.svg"
         )
-        plot = graph_figure(data, f"Circuit {name}")
+        caption = (
+            f"<code>{esc(name)}</code>: {esc(summary.get('method'))} edge scores over "
+            f"{summary.get('n_examples')} examples, round {summary['config']['round']} into round "
+            f"{summary['config']['target_round']} at the read-out; value "
+            f"{sig3(summary.get('target_value'))} (target) → "
+            f"{sig3(summary.get('source_value'))} (source). {esc(_faithful_caption(summary))}; "
+            f"top-{verify.get('k')} rank agreement with exact edge patching ρ = "
+            f"{sig3(verify.get('spearman'), 'fewer than 3 edges verified')} (95% CI "
+            f"{esc(interval_text(verify.get('ci'), why))}). "
+            "Blue edges raise the value (towards the unbiased option), red lower it. "
+            f"Files: {files}."
+        )
+        plot = graph_figure(data)
         section.items.append(
             Figure(
                 f"circuit-{anchor_slug(name)}",
-                f"Circuit {name}",
+                graph_title(data),
                 plot,
                 caption=caption,
                 data=data,
