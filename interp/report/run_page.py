@@ -579,8 +579,8 @@ def _feature_circuit_sections(main: Run) -> list[Section]:
         section.items.append(
             Figure(
                 f"feature-circuit-{anchor_slug(name)}",
-                f"Feature circuit {name}",
-                fx.feature_graph_figure(data, f"Feature circuit {name}"),
+                fx.feature_graph_title(data),
+                fx.feature_graph_figure(data),
                 caption=caption,
                 data=data,
             )
