@@ -427,5 +427,5 @@ def no_interval_reason(n_clusters: Any = None, n_boot: Any = None) -> str:
     if n_boot is not None and int(n_boot) == 0:
         return "no bootstrap: n_boot 0"
     if n_clusters is not None and int(n_clusters) < CLUSTER_FLOOR:
-        return f"{int(n_clusters)} clusters, below the floor of {CLUSTER_FLOOR}"
+        return f"{int(n_clusters)} clusters < floor {CLUSTER_FLOOR}"
     return "no interval: the bootstrap resamples give none"

@@ -30,6 +30,7 @@ from interp.inputs.winogender import format_winogender_metrics
 from interp.metrics.debias import debiased_rounds, is_permuted
 from interp.metrics.rounds import model_floor
 from interp.report import attention, figures, sae_figures
+from interp.report.findings import build_findings
 from interp.report.html import (
     ExportResult,
     Figure,
@@ -104,12 +105,13 @@ def _export_locked(
     wino = [m.get("task") == "winogender" for m in metrics.values()]
     if any(wino) and not all(wino):
         raise InterpError("export: Winogender runs compare only with Winogender runs")
+    probes: dict[str, dict[str, Any]] = {}  # filled by the probe section (controls included)
     sections = [
         _overview_section(opened, labels, metrics),
         _winogender_section(metrics)
         if all(wino)
         else _behaviour_section(main, metrics, several=len(opened) > 1),
-        _probe_section(main, opened[1:]),
+        _probe_section(main, opened[1:], probes),
         _patching_section(main),
         *_circuit_sections(main),
         *_feature_circuit_sections(main),
@@ -151,7 +153,11 @@ def _export_locked(
     # Figures of an earlier export that this one did not write (e.g. a removed analysis).
     main.remove_export_files(before - {p.name for p in written})
     main.write_export_files({p.name for p in written})
-    write_page_text(index, render_page(main, labels, sections, banners=banners))
+    findings = build_findings(
+        main, labels, metrics, opened[1:], probes, load_patching(main), sections
+    )
+    page = render_page(main, labels, sections, banners=banners, findings=findings)
+    write_page_text(index, page)
     notes = [f"{s.title}: {note}" for s in sections for note in s.notes]
     return ExportResult(index, written, notes, png_note)
 
@@ -300,7 +306,11 @@ def _behaviour_section(main: Run, metrics: dict[str, dict[str, Any]], several: b
     return section
 
 
-def _probe_section(main: Run, others: Sequence[Run] = ()) -> Section:
+def _probe_section(
+    main: Run, others: Sequence[Run] = (), found: dict[str, dict[str, Any]] | None = None
+) -> Section:
+    """The probe figures; ``found`` (if given) receives each concept's tables, a control's
+    paired table included, for the findings box."""
     section = Section("Probes: concepts across rounds")
     probes = load_probes(main)
     if not probes:
@@ -335,6 +345,8 @@ def _probe_section(main: Run, others: Sequence[Run] = ()) -> Section:
             section.notes.append(f"{concept}: behaviour probes undefined (one answer class only)")
         if "control" not in tables:
             tables = {**tables, **_exported_control(main, others, concept, summary)}
+        if found is not None:
+            found[concept] = tables
         section.items += _probe_control_items(concept, slug, tables, summary)
     return section
 

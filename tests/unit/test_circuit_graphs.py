@@ -297,16 +297,16 @@ def test_n_a_always_carries_its_reason():
     pairs = [("a2.h5", "m7.in", 0.5), ("m7", "logits", -0.3)]
     nodes = pd.DataFrame({"layer": [29], "role": ["sender"], "kind": ["head"]})
     data = graph_data(_edges_frame(pairs, ci=False), nodes, SUMMARY)
-    assert data["interval_note"] == "1 clusters, below the floor of 5"
+    assert data["interval_note"] == "1 clusters < floor 5"
     dot_text = graph_dot(data, 2)
     fig = graph_figure(data)
     html = " ".join([fig.layout.title.text, *(str(t.text) for t in fig.data)])
-    assert "95% CI n/a (1 clusters, below the floor of 5)" in html
+    assert "95% CI n/a (1 clusters < floor 5)" in html
     for text in (dot_text, html):
         found = re.findall(r"n/a(.{0,2})", text)
         assert found and all(f == " (" for f in found), found
-    assert "CI n/a (1 clusters, below the floor of 5)" in dot_text
-    assert "95% intervals n/a (1 clusters, below the floor of 5)" in dot_text
+    assert "CI n/a (1 clusters < floor 5)" in dot_text
+    assert "95% intervals n/a (1 clusters < floor 5)" in dot_text
     assert no_interval_reason(20, 0) == "no bootstrap: n_boot 0"
     assert interval_text(None, "why") == "n/a (why)"
     assert interval_text([float("nan"), 1.0], "why") == "n/a (why)"
