@@ -284,6 +284,8 @@ table.manifest pre { margin: 0; white-space: pre-wrap; font-size: 12px; }
 figure.fig { margin: 24px 0; } figcaption { color: #555; font-size: 13px; margin-bottom: 6px; }
 nav a { margin-right: 14px; }
 .wide { overflow-x: auto; }
+/* circuitsvis' token view keeps 280px below its tokens for its hover box: a blank gap */
+.body [style*="padding-bottom: 280px"] { padding-bottom: 24px !important; }
 """
 
 
