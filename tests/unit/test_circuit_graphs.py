@@ -143,8 +143,8 @@ def test_export_caption_prints_numbers_to_three_digits_and_n_a_with_its_reason(
     shutil.copytree(circuit_run, run)
     export_report([run], model=tiny_model)
     page = (run / "index.html").read_text()
-    caption = page[page.index(f"<code>{NAME}</code>") :]
-    caption = caption[: caption.index("</figcaption>") if "</figcaption>" in caption else 3000]
+    caption = page[page.index(f"<figcaption><code>{NAME}</code>") :]
+    caption = caption[: caption.index("</figcaption>")]
     assert not re.search(r"\d\.\d{6,}", caption), caption  # e.g. 0.34374427795410156
     assert "None" not in caption
     assert all(m.group(1) == " (" for m in re.finditer(r"n/a(.{0,2})", caption)), caption
