@@ -580,3 +580,38 @@ def benjamini_hochberg(
     if passing.size:
         found[order[: passing[-1] + 1]] = True
     return found
+
+
+# --- numbers as people read them (captions, graph labels, the report's findings) -------------
+
+
+def sig3(value: Any, why: str | None = None, *, sign: bool = False) -> str:
+    """``value`` to 3 significant digits ("0.344", "-1.04", "1.00"); a missing one (None or
+    not finite) is "n/a" followed by ``why`` in brackets when a reason is given."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not np.isfinite(v):
+        return f"n/a ({why})" if why else "n/a"
+    text = f"{v:#.3g}"
+    if "e" not in text:
+        text = text.rstrip(".")
+    return f"+{text}" if sign and v >= 0 else text
+
+
+def interval_text(ci: Any, why: str | None = None) -> str:
+    """A 95% interval as "[lo, hi]" (3 significant digits), or "n/a (why)"."""
+    if ci is None or len(ci) != 2 or any(sig3(x) == "n/a" for x in ci):
+        return f"n/a ({why})" if why else "n/a"
+    return f"[{sig3(ci[0])}, {sig3(ci[1])}]"
+
+
+def no_interval_reason(n_clusters: Any = None, n_boot: Any = None) -> str:
+    """Why an analysis gave no interval: the cluster floor (:data:`CLUSTER_FLOOR`), no
+    bootstrap, or (neither known) the interval is undefined for these data."""
+    if n_boot is not None and int(n_boot) == 0:
+        return "no bootstrap: n_boot 0"
+    if n_clusters is not None and int(n_clusters) < CLUSTER_FLOOR:
+        return f"{int(n_clusters)} clusters < floor {CLUSTER_FLOOR}"
+    return "no interval: the bootstrap resamples give none"

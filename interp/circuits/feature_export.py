@@ -25,6 +25,7 @@ from plotly.subplots import make_subplots
 
 from interp.errors import InterpError
 from interp.runs.store import Run
+from interp.stats import sig3
 
 KIND = "feature_circuits"  # = interp.circuits.features.KIND (that module wants circuit-tracer)
 TOP_STEPS = (10, 20, 50, 100, 200)  # slider: top N nodes per round by |total effect|
@@ -121,10 +122,20 @@ def _node_text(node: dict[str, Any]) -> str:
 
 
 def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
+    return sig3(value, "not finite in the graph")
 
 
-def feature_graph_figure(data: dict[str, Any], title: str) -> go.Figure:
+def feature_graph_title(data: dict[str, Any]) -> str:
+    """The human title: the rounds, the example and the value at both rounds."""
+    panels, value = data["panels"], data["value"]
+    example = (data.get("example") or {}).get("id")
+    return (
+        f"round {panels['source']['round']} → round {panels['target']['round']}, attribution "
+        f"graphs of example {example}: value {_num(value['source'])} → {_num(value['target'])}"
+    )
+
+
+def feature_graph_figure(data: dict[str, Any], title: str | None = None) -> go.Figure:
     """Both rounds' graphs side by side (:func:`feature_graph_data`), top-N slider."""
     panels = [data["panels"][label] for label in LABELS]
     longest = max(len(p["nodes"]) for p in panels)
@@ -137,7 +148,7 @@ def feature_graph_figure(data: dict[str, Any], title: str) -> go.Figure:
         shared_yaxes=True,
         horizontal_spacing=0.04,
         subplot_titles=[
-            f"round {p['round']} ({label}): value {_fmt(data['value'][label])}"
+            f"round {p['round']} ({label}): value {_num(data['value'][label])}"
             for label, p in zip(LABELS, panels, strict=True)
         ],
     )
@@ -176,10 +187,12 @@ def feature_graph_figure(data: dict[str, Any], title: str) -> go.Figure:
                 col=col,
             )
         groups.append(traces)
+    legend = len(fig.data)
+    _legend_traces(fig, biggest)
     n_traces = len(fig.data)
     slider = []
     for n, traces in zip(steps, groups, strict=True):
-        visible = [i in traces for i in range(n_traces)]
+        visible = [i in traces or i >= legend for i in range(n_traces)]
         slider.append({"label": str(n), "method": "restyle", "args": ["visible", visible]})
     # The read-out of each round and, in the source round, where its own tokens begin.
     for col, panel in enumerate(panels, start=1):
@@ -196,8 +209,14 @@ def feature_graph_figure(data: dict[str, Any], title: str) -> go.Figure:
         title_text="token position (yellow: the rounds' shared prefix ends)", row=1, col=2
     )
     fig.update_yaxes(title_text="layer (-1: token embeddings)", row=1, col=1)
+    name = data.get("name")
     fig.update_layout(
-        title=title,
+        title={
+            "text": f"{title or feature_graph_title(data)}<br><sup>{name}</sup>",
+            "x": 0.01,
+        },
+        legend={"x": 1.01, "y": 1, "font": {"size": 11}},
+        margin={"t": 110},
         sliders=[
             {
                 "active": first,
@@ -212,11 +231,50 @@ def feature_graph_figure(data: dict[str, Any], title: str) -> go.Figure:
     return fig
 
 
+def _legend_traces(fig: go.Figure, biggest: float) -> None:
+    """Legend entries only (no data): colour by sign, symbol by kind, size by |total effect|."""
+    entries = [
+        ("colour", COLOURS[1], "circle", 10, "blue: raises the value (towards the unbiased)"),
+        ("colour", COLOURS[-1], "circle", 10, "red: lowers the value"),
+        *[
+            ("symbol", "#777777", SYMBOLS[kind], 10, words)
+            for kind, words in (
+                ("feature", "transcoder feature"),
+                ("error", "error node"),
+                ("token", "token"),
+            )
+        ],
+        *[
+            (
+                "size",
+                "#777777",
+                "circle",
+                round(4 + 26 * share**0.5, 2),
+                f"|total effect| {_num(biggest * share)}",
+            )
+            for share in (0.1, 1.0)
+        ],
+    ]
+    for group, colour, symbol, size, words in entries:
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                marker={"color": colour, "symbol": symbol, "size": size},
+                name=words,
+                legendgroup=group,
+                legendgrouptitle_text=group,
+            )
+        )
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{float(value):+.{digits}f}"
+    """A signed number to 3 significant digits (``digits`` is kept for older callers)."""
+    return sig3(value, "not computed", sign=True)
 
 
-def feature_graph_html(data: dict[str, Any], title: str) -> str:
+def feature_graph_html(data: dict[str, Any], title: str | None = None) -> str:
     """The figure as one HTML file that opens offline (plotly.js inline)."""
     import plotly.io as pio
 
@@ -249,7 +307,7 @@ def write_feature_graph_files(run: Run, name: str) -> list[Path]:
     data, _ = load_feature_graph(run, name)
     texts = {
         "graph.json": json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n",
-        "graph.html": feature_graph_html(data, f"Feature circuit {name}"),
+        "graph.html": feature_graph_html(data),
     }
     return [run.write_analysis_text(KIND, name, file, text) for file, text in texts.items()]
 
@@ -325,7 +383,7 @@ def interventions_html(interventions: pd.DataFrame) -> str:
     body = "".join(
         f"<tr><td>{int(r.k)}</td><td>{_fmt(r.source_value)}</td><td>{_fmt(r.value)}</td>"
         f"<td>{_fmt(r.change)}</td><td>{_fmt(r.target_value)}</td>"
-        f"<td>{_fmt(r.share_of_gap, 2) if np.isfinite(r.share_of_gap) else 'n/a'}</td></tr>"
+        f"<td>{sig3(r.share_of_gap, 'the rounds give the same value: no gap')}</td></tr>"
         for r in interventions.itertuples(index=False)
     )
     return (
@@ -337,4 +395,4 @@ def interventions_html(interventions: pd.DataFrame) -> str:
 
 
 def _plain(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.3f}"
+    return sig3(value, "not given by circuit-tracer")

@@ -808,13 +808,33 @@ def _mark_rounds(
         for pos in readouts:
             shapes.append(_shape("line", edge, (pos, pos), ref, "#d62728", dash="dot"))
     fig.update_layout(shapes=shapes)
-    ticks = sorted({*round_starts, *readouts})
+    ticks, labels = pattern_ticks(n_tokens, round_starts, readouts)
+    fig.update_xaxes(tickmode="array", tickvals=ticks, ticktext=labels, tickangle=-45)
+    fig.update_yaxes(tickmode="array", tickvals=ticks, ticktext=labels)
+
+
+TICK_GAP = 1 / 25  # of the transcript's length: closer ticks share one label
+
+
+def pattern_ticks(
+    n_tokens: int, round_starts: Sequence[int], readouts: Sequence[int]
+) -> tuple[list[int], list[str]]:
+    """Tick positions and labels of the attention heatmaps: each round's start (R1) and
+    read-out (R0 read-out); a tick closer than ``TICK_GAP`` of the transcript to the one
+    before joins that one's label ("R0 read-out / R1") so that labels never overlap."""
     text = {s: f"R{r}" for r, s in enumerate(round_starts)}
-    text.update({p: f"R{r} read-out" for r, p in enumerate(readouts)})
-    fig.update_xaxes(
-        tickmode="array", tickvals=ticks, ticktext=[text[t] for t in ticks], tickangle=-45
-    )
-    fig.update_yaxes(tickmode="array", tickvals=ticks, ticktext=[text[t] for t in ticks])
+    for r, p in enumerate(readouts):
+        text[p] = f"{text[p]} / R{r} read-out" if p in text else f"R{r} read-out"
+    gap = max(1.0, n_tokens * TICK_GAP)
+    ticks: list[int] = []
+    labels: list[str] = []
+    for t in sorted(text):
+        if ticks and t - ticks[-1] < gap:
+            labels[-1] += f" / {text[t]}"
+            continue
+        ticks.append(t)
+        labels.append(text[t])
+    return ticks, labels
 
 
 # --- Winogender -------------------------------------------------------------------------------

@@ -139,13 +139,13 @@ def metrics_html(result: dict[str, Any]) -> str:
     head += ["R→W", "W→R", "changed", "unparsed"]
     rows = []
     for _, row in table.iterrows():
-        cells = [str(row["round"])]
+        cells = [esc(row["round"])]
         for name, _ in _METRIC_COLUMNS:
-            cells.append(_with_ci(row[name], row[f"{name}_lo"], row[f"{name}_hi"]))
-        cells += [fixed(row["unknown_rate"]), fixed(row["brier"])]
+            cells.append(_ci_cell(row[name], row[f"{name}_lo"], row[f"{name}_hi"]))
+        cells += [esc(fixed(row["unknown_rate"])), esc(fixed(row["brier"]))]
         for column in ("flips_right_to_wrong", "flips_wrong_to_right", "flips_changed", "unparsed"):
             cells.append("-" if pd.isna(row[column]) else str(int(row[column])))
-        rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     conv = result["convergence"]
     converged = conv["round"] if conv["round"] is not None else "not converged"
     return (
@@ -168,7 +168,7 @@ def debiased_html(result: dict[str, Any]) -> str:
         if entry is None or entry.get("value") is None:
             return "-"
         ci = entry.get("ci") or [None, None]
-        return _with_ci(entry["value"], *(float("nan") if c is None else c for c in ci))
+        return _ci_cell(entry["value"], *(float("nan") if c is None else c for c in ci))
 
     names = (("accuracy", "accuracy"), ("s_AMB", "bias_amb"), ("s_DIS", "bias_dis"))
     names += (("entropy", "entropy"),)
@@ -185,7 +185,7 @@ def debiased_html(result: dict[str, Any]) -> str:
             else:
                 cells += [cell(raw.get(key)), cell(d.get(key))]
         cells.append(cell(agree))
-        rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     cluster = deb.get("bootstrap", {}).get("cluster") or {}
     return (
         f"<p>Raw vs debiased: {deb['n_orders']} option orders per base example, "
@@ -214,6 +214,13 @@ def _cluster_text(result: dict[str, Any]) -> str:
         f"Intervals resample {cluster['n_clusters']} {cluster['key']} clusters of "
         f"{cluster['n_examples']} examples{note}."
     )
+
+
+def _ci_cell(value: Any, lo: Any, hi: Any) -> str:
+    """A table cell's HTML: the value, its interval on a line of its own (narrow columns)."""
+    text = _with_ci(value, lo, hi)
+    head, _, ci = text.partition(" [")
+    return esc(head) + (f'<span class="ci">[{esc(ci)}</span>' if ci else "")
 
 
 def _with_ci(value: Any, lo: Any, hi: Any) -> str:
@@ -245,7 +252,7 @@ def _figure_html(item: Figure, view: str | None) -> str:
         body, kind = view or "", "circuitsvis"
     caption = f"<figcaption>{item.caption}</figcaption>" if item.caption else ""
     return (
-        f'<figure class="fig" data-kind="{kind}" data-target="{item.name}">\n'
+        f'<figure class="fig" data-kind="{kind}" data-target="{item.name}" id="fig-{item.name}">\n'
         f'<h3>{esc(item.title)}</h3>\n{caption}\n<div class="body">{body}</div>\n</figure>'
     )
 
@@ -266,6 +273,16 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 40px; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
 table.metrics td { font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.metrics .ci { display: block; color: #666; font-size: 11px; }
+.findings { background: #f5f9fd; border: 1px solid #c9dcef; padding: 2px 14px 6px;
+            margin: 8px 0 16px; }
+.findings h2 { margin: 8px 0 4px; border: 0; padding: 0; font-size: 20px; }
+.findings p { margin: 4px 0; font-size: 13px; }
+table.findings { width: 100%; table-layout: fixed; font-size: 12px; background: #fff; }
+table.findings th, table.findings td { overflow-wrap: anywhere; padding: 2px 6px; }
+table.findings th.q { width: 17%; } table.findings th.cv { width: 30%; }
+table.findings td.caveat { color: #8a4b00; }
+p.links { line-height: 1.5; } p.links a.file { text-decoration: none; font-size: 11px; }
 table.manifest pre { margin: 0; white-space: pre-wrap; font-size: 12px; }
 .banner { background: #fde8e8; border-left: 4px solid #c62828; padding: 8px 12px;
           font-weight: 600; }
@@ -273,14 +290,21 @@ table.manifest pre { margin: 0; white-space: pre-wrap; font-size: 12px; }
 figure.fig { margin: 24px 0; } figcaption { color: #555; font-size: 13px; margin-bottom: 6px; }
 nav a { margin-right: 14px; }
 .wide { overflow-x: auto; }
+/* circuitsvis' token view keeps 280px below its tokens for its hover box: a blank gap */
+.body [style*="padding-bottom: 280px"] { padding-bottom: 24px !important; }
 """
 
 
 def render_page(
-    main: Run, labels: Sequence[str], sections: Sequence[Section], banners: Sequence[str] = ()
+    main: Run,
+    labels: Sequence[str],
+    sections: Sequence[Section],
+    banners: Sequence[str] = (),
+    findings: str = "",
 ) -> str:
-    """The whole ``index.html``: plotly.js once, then every section; ``banners`` (warnings
-    that change how the whole page reads) stand at the top."""
+    """The whole ``index.html``: plotly.js once, the findings box (``findings``, HTML: see
+    :mod:`interp.report.findings`) first, then ``banners`` (warnings that change how the
+    whole page reads), then every section."""
     from plotly.offline import get_plotlyjs
 
     viewed = [item for s in sections for item in s.items if item.view is not None]
@@ -299,6 +323,7 @@ def render_page(
             f'<script charset="utf-8">{get_plotlyjs()}</script>',
             "</head>\n<body>",
             f"<h1>interp report: {esc(main.path.name)} <small>({esc(labels[0])})</small></h1>",
+            findings,
             *[f'<p class="banner">Warning: {esc(line)}</p>' for line in banners],
             f"<p>{subtitle}</p>" if subtitle else "",
             f"<nav>{nav}</nav>",

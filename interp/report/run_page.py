@@ -30,6 +30,7 @@ from interp.metrics.debias import debiased_rounds, is_permuted
 from interp.metrics.rounds import model_floor
 from interp.metrics.winogender import format_winogender_metrics
 from interp.report import attention, figures, sae_figures
+from interp.report.findings import build_findings
 from interp.report.html import (
     ExportResult,
     Figure,
@@ -49,7 +50,7 @@ from interp.report.html import (
 from interp.report.tables import fixed
 from interp.runs.lock import run_lock
 from interp.runs.store import Run
-from interp.stats import cluster_caveat
+from interp.stats import cluster_caveat, interval_text, sig3
 
 MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
 
@@ -105,12 +106,13 @@ def _export_locked(
     wino = [m.get("task") == "winogender" for m in metrics.values()]
     if any(wino) and not all(wino):
         raise InterpError("export: Winogender runs compare only with Winogender runs")
+    probes: dict[str, dict[str, Any]] = {}  # filled by the probe section (controls included)
     sections = [
         _overview_section(opened, labels, metrics),
         _winogender_section(metrics)
         if all(wino)
         else _behaviour_section(main, metrics, several=len(opened) > 1),
-        _probe_section(main, opened[1:]),
+        _probe_section(main, opened[1:], probes),
         _patching_section(main),
         *_circuit_sections(main),
         *_feature_circuit_sections(main),
@@ -152,7 +154,11 @@ def _export_locked(
     # Figures of an earlier export that this one did not write (e.g. a removed analysis).
     main.remove_export_files(before - {p.name for p in written})
     main.write_export_files({p.name for p in written})
-    write_page_text(index, render_page(main, labels, sections, banners=banners))
+    findings = build_findings(
+        main, labels, metrics, opened[1:], probes, load_patching(main), sections
+    )
+    page = render_page(main, labels, sections, banners=banners, findings=findings)
+    write_page_text(index, page)
     notes = [f"{s.title}: {note}" for s in sections for note in s.notes]
     return ExportResult(index, written, notes, png_note)
 
@@ -301,7 +307,11 @@ def _behaviour_section(main: Run, metrics: dict[str, dict[str, Any]], several: b
     return section
 
 
-def _probe_section(main: Run, others: Sequence[Run] = ()) -> Section:
+def _probe_section(
+    main: Run, others: Sequence[Run] = (), found: dict[str, dict[str, Any]] | None = None
+) -> Section:
+    """The probe figures; ``found`` (if given) receives each concept's tables, a control's
+    paired table included, for the findings box."""
     section = Section("Probes: concepts across rounds")
     probes = load_probes(main)
     if not probes:
@@ -336,6 +346,8 @@ def _probe_section(main: Run, others: Sequence[Run] = ()) -> Section:
             section.notes.append(f"{concept}: behaviour probes undefined (one answer class only)")
         if "control" not in tables:
             tables = {**tables, **_exported_control(main, others, concept, summary)}
+        if found is not None:
+            found[concept] = tables
         section.items += _probe_control_items(concept, slug, tables, summary)
     return section
 
@@ -489,35 +501,45 @@ def _patching_section(main: Run) -> Section:
 
 def _circuit_sections(main: Run) -> list[Section]:
     """The circuits of ``interp circuit`` as graphs; no section when the run has none."""
-    from interp.circuits.export import graph_data, graph_figure, graphviz_svg
+    from interp.circuits.export import graph_data, graph_figure, graph_title, graphviz_svg
 
     names = main.analyses("circuits")
     if not names:
         return []
     section = Section("Circuits between rounds")
     for name in names:
-        found = main.read_analysis("circuits", name, ["edges", "nodes"])
+        found = main.read_analysis("circuits", name, ["edges", "nodes", "faithfulness"])
         summary = found.summary
-        data = graph_data(found.tables["edges"], found.tables["nodes"], summary)
+        data = graph_data(
+            found.tables["edges"], found.tables["nodes"], summary, found.tables.get("faithfulness")
+        )
         svg, svg_note = graphviz_svg(data, int(summary.get("top", 50)))
         if svg is None:
             section.notes.append(f"{name}: {svg_note}")
         verify = summary.get("verify") or {}
-        caption = (
-            f"{esc(summary.get('method'))} edge scores over {summary.get('n_examples')} "
-            f"examples, round {summary['config']['round']} into round "
-            f"{summary['config']['target_round']} at the read-out; value "
-            f"{esc(summary.get('target_value'))} (target) → {esc(summary.get('source_value'))} "
-            f"(source). {esc(_faithful_caption(summary))}; top-{verify.get('k')} rank "
-            f"agreement with exact edge patching ρ = {esc(verify.get('spearman'))} "
-            f"(CI {esc(verify.get('ci'))}). "
-            "Blue edges raise the value (towards the unbiased option), red lower it."
+        why = data["interval_note"]
+        files = " · ".join(
+            f'<a href="circuits/{esc(name)}/{f}">{f}</a>'
+            for f in ("graph.html", "graph.svg", "graph.dot", "graph.json")
+            if (found.path / f).is_file() or f != "graph.svg"
         )
-        plot = graph_figure(data, f"Circuit {name}")
+        caption = (
+            f"<code>{esc(name)}</code>: {esc(summary.get('method'))} edge scores over "
+            f"{summary.get('n_examples')} examples, round {summary['config']['round']} into round "
+            f"{summary['config']['target_round']} at the read-out; value "
+            f"{sig3(summary.get('target_value'))} (target) → "
+            f"{sig3(summary.get('source_value'))} (source). {esc(_faithful_caption(summary))}; "
+            f"top-{verify.get('k')} rank agreement with exact edge patching ρ = "
+            f"{sig3(verify.get('spearman'), 'fewer than 3 edges verified')} (95% CI "
+            f"{esc(interval_text(verify.get('ci'), why))}). "
+            "Blue edges raise the value (towards the unbiased option), red lower it. "
+            f"Files: {files}."
+        )
+        plot = graph_figure(data)
         section.items.append(
             Figure(
                 f"circuit-{anchor_slug(name)}",
-                f"Circuit {name}",
+                graph_title(data),
                 plot,
                 caption=caption,
                 data=data,
@@ -570,8 +592,8 @@ def _feature_circuit_sections(main: Run) -> list[Section]:
         section.items.append(
             Figure(
                 f"feature-circuit-{anchor_slug(name)}",
-                f"Feature circuit {name}",
-                fx.feature_graph_figure(data, f"Feature circuit {name}"),
+                fx.feature_graph_title(data),
+                fx.feature_graph_figure(data),
                 caption=caption,
                 data=data,
             )

@@ -168,7 +168,9 @@ def _host(request_line: str) -> str:
     return target.split("/")[0].rsplit(":", 1)[0].lower()
 
 
-def _open(chromium: str, page: Path, screenshot: Path, proxy: int) -> tuple[str, str]:
+def _open(
+    chromium: str, page: Path, screenshot: Path, proxy: int, window: str = "1280,4000"
+) -> tuple[str, str]:
     command = [
         chromium,
         "--headless",
@@ -185,7 +187,7 @@ def _open(chromium: str, page: Path, screenshot: Path, proxy: int) -> tuple[str,
         "--enable-logging=stderr",
         "--v=0",
         "--virtual-time-budget=20000",
-        "--window-size=1280,4000",
+        f"--window-size={window}",
         f"--screenshot={screenshot}",
         "--dump-dom",
         page.as_uri(),
@@ -396,3 +398,92 @@ def test_the_proxy_check_tells_page_requests_from_the_browsers_own():
         "CONNECT fonts.googleapis.com:443 HTTP/1.1",
         "CONNECT example.org:443 HTTP/1.1",
     ]
+
+
+# --- issue 25: the answer at a glance, measured at 1400 x 900 -------------------------------
+
+MEASURE = """<script>
+addEventListener("load", () => setTimeout(() => {
+  const rect = (el) => { const r = el.getBoundingClientRect();
+    return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, height: r.height}; };
+  const box = document.getElementById("findings");
+  const out = {innerWidth, innerHeight, scrollWidth: document.documentElement.scrollWidth,
+    findings: box && rect(box), heading: box && rect(box.querySelector("h2")),
+    table: box && rect(box.querySelector("table")), links: [], overflow: [], gaps: [],
+    overlaps: []};
+  if (box) box.querySelectorAll("a[href]").forEach((a) => {
+    const href = a.getAttribute("href");
+    out.links.push({href, target: href.startsWith("#") ? !!document.getElementById(href.slice(1))
+                                                      : null});
+  });
+  // tables wider than their box (a scroll bar at 1400 px), or than the page
+  document.querySelectorAll("table").forEach((t, i) => {
+    const parent = t.parentElement;
+    const wide = parent.scrollWidth > parent.clientWidth + 1;
+    if (t.getBoundingClientRect().right > innerWidth + 1 || wide)
+      out.overflow.push(i + ": " + t.className);
+  });
+  // blank space in a figure: the body's bottom far below its last drawn leaf
+  document.querySelectorAll("figure[data-kind=circuitsvis] .body").forEach((b) => {
+    let last = b.getBoundingClientRect().top;
+    b.querySelectorAll("*").forEach((k) => { const r = k.getBoundingClientRect();
+      if (!k.children.length && r.height > 0 && k.tagName !== "SCRIPT")
+        last = Math.max(last, r.bottom); });
+    out.gaps.push(b.getBoundingClientRect().bottom - last);
+  });
+  // tick labels of each heatmap axis: none overlapping its neighbour
+  for (const fig of document.querySelectorAll("figure[data-kind=plotly]")) {
+    for (const axis of fig.querySelectorAll(".xaxislayer-above, .yaxislayer-above")) {
+      const boxes = Array.from(axis.querySelectorAll("text")).map((t) => t.getBoundingClientRect())
+        .filter((r) => r.width > 0);
+      for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+        const a = boxes[i], b = boxes[j];
+        const apart = a.right - 1 <= b.left || b.right - 1 <= a.left;
+        if (!apart && a.top < b.bottom - 1 && b.top < a.bottom - 1)
+          out.overlaps.push(fig.dataset.target);
+      }
+    }
+  }
+  const pre = document.createElement("pre");
+  pre.id = "REPORT_ID";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+}, 3000));
+</script>""".replace("REPORT_ID", REPORT_ID)
+
+
+@pytest.mark.parametrize("which", ["index", "circuit_index"])
+def test_findings_box_is_the_first_thing_seen_and_the_page_fits_1400px(
+    chromium, which, request, tmp_path
+):
+    """At 1400 x 900: the findings box starts in the first screen and its table is seen
+    whole there; every link in it resolves (an anchor on the page, a file beside it); no
+    table needs horizontal scrolling, no circuitsvis view leaves a blank gap below it, no
+    two tick labels of an axis overlap."""
+    index = request.getfixturevalue(which)
+    page = index.parent / "measure.html"  # beside index.html: its relative links resolve
+    original = index.read_text(encoding="utf-8")
+    page.write_text(original.replace("<head>", "<head>\n" + MEASURE, 1), encoding="utf-8")
+    recorder = ConnectionRecorder()
+    try:
+        dom, log = _open(chromium, page, tmp_path / "top.png", recorder.port, window="1400,900")
+    finally:
+        recorder.close()
+        page.unlink()
+    match = re.search(rf'<pre id="{REPORT_ID}">(.*?)</pre>', dom, re.S)
+    assert match, f"the page never reported back; log tail: {log[-2000:]}"
+    out = json.loads(html.unescape(match.group(1)))
+    assert out["findings"] is not None, "no findings box"
+    assert 0 <= out["findings"]["top"] < 200
+    assert out["table"]["bottom"] <= out["innerHeight"], out["table"]  # the table in screen one
+    links = out["links"]
+    assert links
+    assert [x["href"] for x in links if x["target"] is False] == []  # anchors on the page
+    files = [x["href"] for x in links if x["target"] is None]
+    assert [f for f in files if not (index.parent / html.unescape(f)).is_file()] == []
+    if which == "circuit_index":
+        assert any(f.endswith("/graph.svg") or f.endswith("/graph.html") for f in files)
+    assert out["scrollWidth"] <= out["innerWidth"]
+    assert out["overflow"] == []
+    assert all(gap < 80 for gap in out["gaps"]), out["gaps"]
+    assert out["overlaps"] == []

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from interp.circuits import CircuitConfig, circuit
-from interp.circuits.export import graph_data, graph_dot, graph_html
+from interp.circuits.export import graph_data, graph_dot, graph_figure, graph_html, graph_title
 from interp.runs.store import Run
+from interp.stats import interval_text, no_interval_reason, sig3
 
 NAME = "r1-t0-eap"
 EDGE = re.compile(r'^  "([^"]+)" -> "([^"]+)" \[color="(#[0-9a-f]{6})([0-9a-f]{2})", penwidth=')
@@ -89,7 +90,9 @@ def test_dot_draws_the_top_n_edges_coloured_by_sign_ranked_by_layer():
     assert headers == ["embed", "L0 attn", "L0 MLP", "logits"]
     assert '"_col0" -> "_col1" -> "_col2" -> "_col3" [style=invis];' in text
     assert "a0.h1" not in text
-    assert 'label="q"' in text and 'label="mlp_in"' not in text  # only head inputs named
+    # labels: the score and its interval (3 significant digits), a head's input named first
+    assert 'label="q 0.800 [0.700, 0.900]"' in text
+    assert 'label="-0.400 [-0.500, -0.300]"' in text and "mlp_in " not in text
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +110,17 @@ def circuit_run(tmp_path_factory, tiny_model) -> Path:
 def test_circuit_writes_its_graph_beside_its_tables(circuit_run, tiny_model):
     folder = circuit_run / "circuits" / NAME
     found = Run.open(circuit_run).read_analysis("circuits", NAME)
-    data = graph_data(found.tables["edges"], found.tables["nodes"], found.summary)
+    tables = found.tables
+    data = graph_data(tables["edges"], tables["nodes"], found.summary, tables["faithfulness"])
     dot_text = (folder / "graph.dot").read_text()
     assert dot_text == graph_dot(data, 7)
     assert len(edge_lines(dot_text)) == 7  # the circuit's top N
+    # the human title, not the hash name: rounds, method, examples, faithfulness at the top N
+    assert graph_title(data).startswith("round 1 → round 0, EAP, ")
+    assert graph_title(data) in dot_text and "faithfulness " in graph_title(data)
     html = (folder / "graph.html").read_text()
-    assert html == graph_html(data, f"Circuit {NAME}")  # deterministic
+    assert html == graph_html(data)  # deterministic
+    assert graph_title(data).replace("→", "\\u2192") in html  # plotly's JSON escapes it
     # offline: plotly.js inline, no script fetched from anywhere; the top-N slider is there
     fetched = r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//"
     assert not re.search(fetched, html) and "<script src=" not in html
@@ -123,6 +131,28 @@ def test_circuit_writes_its_graph_beside_its_tables(circuit_run, tiny_model):
     svg = (folder / "graph.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     assert svg.count('class="edge"') == 7
+
+
+def test_export_caption_prints_numbers_to_three_digits_and_n_a_with_its_reason(
+    circuit_run, tiny_model, tmp_path
+):
+    """The report's circuit caption: no 17-digit floats, no bare n/a, links to the files."""
+    from interp.report.run_page import export_report
+
+    run = tmp_path / "run"
+    shutil.copytree(circuit_run, run)
+    export_report([run], model=tiny_model)
+    page = (run / "index.html").read_text()
+    caption = page[page.index(f"<figcaption><code>{NAME}</code>") :]
+    caption = caption[: caption.index("</figcaption>")]
+    assert not re.search(r"\d\.\d{6,}", caption), caption  # e.g. 0.34374427795410156
+    assert "None" not in caption
+    assert all(m.group(1) == " (" for m in re.finditer(r"n/a(.{0,2})", caption)), caption
+    assert re.search(r"ρ = -?\d\.\d\d\d? \(95% CI ", caption), caption
+    for file in ("graph.html", "graph.svg", "graph.dot", "graph.json"):
+        if file != "graph.svg" or shutil.which("dot"):
+            assert f'href="circuits/{NAME}/{file}"' in caption
+            assert (run / "circuits" / NAME / file).is_file()
 
 
 def test_without_dot_the_source_is_written_and_a_stale_svg_removed(
@@ -167,3 +197,128 @@ def test_export_draws_each_circuits_graph_again(circuit_run, tiny_model, tmp_pat
     ).read_bytes()
     assert (folder / "graph.html").is_file() and (folder / "graph.json").is_file()
     assert (folder / "graph.svg").is_file() == (shutil.which("dot") is not None)
+
+
+# --- issue 25: graphs for papers -----------------------------------------------------------
+
+
+def _edges_frame(pairs: list[tuple[str, str, float]], ci: bool = True):
+    import pandas as pd
+
+    rows = []
+    for rank, (sender, receiver, score) in enumerate(pairs, start=1):
+        rows.append(
+            {
+                "rank": rank,
+                "sender": sender,
+                "receiver": receiver,
+                "score": score,
+                "ci_lo": score - 0.01 if ci else float("nan"),
+                "ci_hi": score + 0.01 if ci else float("nan"),
+                "exact_delta": float("nan"),
+                "significant": ci,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+SUMMARY = {
+    "name": "r3-t0-eap-ig5-sel0123abcd",
+    "method": "eap-ig",
+    "n_edges": 9000,
+    "n_examples": 72,
+    "top": 3,
+    "config": {"round": 3, "target_round": 0, "top": 3, "n_boot": 200},
+    "bootstrap": {"n_boot": 200},
+    "cluster": {"n_clusters": 1},
+    "faithful_band": [0.8, 1.2],
+    "faithful_n": 2,
+}
+
+
+def test_only_nodes_on_kept_edges_are_drawn_and_empty_layers_fold():
+    """A model of 30 layers x 9 heads: the three kept edges join five components; only those
+    are drawn (not 270 heads and 30 MLPs), and the layers between them take no room."""
+    import pandas as pd
+
+    pairs = [("a2.h5", "m7.in", 0.5), ("m7", "logits", -0.3), ("embed", "a2.h5.q", 0.1)]
+    nodes = pd.DataFrame({"layer": [29], "role": ["sender"], "kind": ["head"]})
+    data = graph_data(_edges_frame(pairs), nodes, SUMMARY)
+    names = sorted(n["name"] for n in data["nodes"])
+    assert names == ["a2.h5", "embed", "logits", "m7"]
+    # columns in forward order, numbered without gaps: layers 0-1, 3-6 and 8-29 folded
+    xs = {n["name"]: n["x"] for n in data["nodes"]}
+    assert [xs[n] for n in ("embed", "a2.h5", "m7", "logits")] == [0.0, 1.0, 2.0, 3.0]
+    assert {n["column"] for n in data["nodes"]} == {"embed", "L2 attn", "L7 MLP", "logits"}
+    # the Graphviz drawing of the top 2 edges: only their three nodes
+    dot_text = graph_dot(data, 2)
+    drawn = set(re.findall(r'"([\w.]+)" \[shape=(?!plaintext)', dot_text))
+    assert drawn == {"a2.h5", "m7", "logits"}
+    # the interactive figure draws the same nodes at each slider step (the last trace of a
+    # step is its nodes)
+    fig = graph_figure(data)
+    node_traces = [t for t in fig.data if t.mode == "markers+text"]
+    assert [sorted(t.text) for t in node_traces] == [names]  # one step: the 3 edges
+
+
+def test_the_title_is_for_people_and_names_the_faithfulness_at_the_top_n():
+    import pandas as pd
+
+    curve = pd.DataFrame(
+        {
+            "n_edges": [0, 1, 2, 5, 9000],
+            "value": [0.0] * 5,
+            "faithfulness": [0.0, 0.5, 0.8123456, 0.9, 1.0],
+            "ci_lo": [float("nan")] * 5,
+            "ci_hi": [float("nan")] * 5,
+        }
+    )
+    pairs = [("a2.h5", "m7.in", 0.5), ("m7", "logits", -0.3), ("embed", "a2.h5.q", 0.1)]
+    nodes = pd.DataFrame({"layer": [29], "role": ["sender"], "kind": ["head"]})
+    data = graph_data(_edges_frame(pairs), nodes, SUMMARY, curve)
+    # top 3: the largest grid N not above it is 2
+    assert (
+        graph_title(data) == "round 3 → round 0, EAP-IG, 72 examples, faithfulness 0.812 at 2 edges"
+    )
+    dot_text = graph_dot(data, 3)
+    assert graph_title(data) in dot_text and "r3-t0-eap-ig5" not in dot_text.split("\\n")[0]
+    assert "faithfulness within [0.800, 1.20] from N = 2 edges on" in dot_text
+    # a legend of colour and width in both drawings
+    assert "raises the value" in dot_text and "lowers the value" in dot_text
+    assert "|mean score| 0.500 (the largest drawn)" in dot_text
+    legend = [t.name for t in graph_figure(data).data if t.showlegend is not False]
+    assert any("raises the value" in n for n in legend) and any("lowers" in n for n in legend)
+    assert sum(n.startswith("|mean score| ≤ ") for n in legend) == 4
+
+
+def test_n_a_always_carries_its_reason():
+    import pandas as pd
+
+    pairs = [("a2.h5", "m7.in", 0.5), ("m7", "logits", -0.3)]
+    nodes = pd.DataFrame({"layer": [29], "role": ["sender"], "kind": ["head"]})
+    data = graph_data(_edges_frame(pairs, ci=False), nodes, SUMMARY)
+    assert data["interval_note"] == "1 clusters < floor 5"
+    dot_text = graph_dot(data, 2)
+    fig = graph_figure(data)
+    html = " ".join([fig.layout.title.text, *(str(t.text) for t in fig.data)])
+    assert "95% CI n/a (1 clusters < floor 5)" in html
+    for text in (dot_text, html):
+        found = re.findall(r"n/a(.{0,2})", text)
+        assert found and all(f == " (" for f in found), found
+    assert "CI n/a (1 clusters < floor 5)" in dot_text
+    assert "95% intervals n/a (1 clusters < floor 5)" in dot_text
+    assert no_interval_reason(20, 0) == "no bootstrap: n_boot 0"
+    assert interval_text(None, "why") == "n/a (why)"
+    assert interval_text([float("nan"), 1.0], "why") == "n/a (why)"
+
+
+def test_numbers_are_printed_to_three_significant_digits():
+    assert sig3(0.34374427795410156) == "0.344"
+    assert sig3(0.9999999999999999) == "1.00"
+    assert sig3(-1.0439049825072289) == "-1.04"
+    assert sig3(72.0) == "72.0"
+    assert sig3(1234.5) == "1.23e+03"
+    assert sig3(0.000123456) == "0.000123"
+    assert sig3(0.5, sign=True) == "+0.500" and sig3(-0.5, sign=True) == "-0.500"
+    assert sig3(None) == "n/a" and sig3(float("nan"), "2 clusters") == "n/a (2 clusters)"
+    assert interval_text([0.1234, 0.56789]) == "[0.123, 0.568]"

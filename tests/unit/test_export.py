@@ -437,3 +437,127 @@ def test_command_user_errors_exit_2(tmp_path):
     result = CliRunner().invoke(_app(), ["export", "--run", str(tmp_path / "missing")])
     assert result.exit_code == 2
     assert "error: no run directory" in result.output
+
+
+# --- issue 25: the answer at a glance --------------------------------------------------------
+
+
+def test_attention_pattern_ticks_never_overlap():
+    """Each read-out sits just before the next round's start: their labels share one tick."""
+    ticks, labels = figures.pattern_ticks(300, [0, 100, 200], [96, 196, 299])
+    assert ticks == [0, 96, 196, 299]
+    assert labels == ["R0", "R0 read-out / R1", "R1 read-out / R2", "R2 read-out"]
+    assert all(b - a >= 300 / 25 for a, b in zip(ticks, ticks[1:], strict=False))
+    # far apart, every tick keeps its own label
+    assert figures.pattern_ticks(300, [0, 150], [100, 299])[1] == [
+        "R0",
+        "R0 read-out",
+        "R1",
+        "R1 read-out",
+    ]
+
+
+def _metrics(acc: list[float], ci: list | None, flag: bool) -> dict:
+    per_round = [
+        {"round": r, "accuracy": {"value": a, "ci": ci}, "position_share": [1.0, 0.0, 0.0]}
+        for r, a in enumerate(acc)
+    ]
+    floor = {
+        "flag": flag,
+        "chance": 1 / 3,
+        "share_threshold": 0.8,
+        "rounds": [{"round": r} for r in range(len(acc))] if flag else [],
+        "line": "answers are driven by position",
+    }
+    return {
+        "rounds": list(range(len(acc))),
+        "n_examples": 8,
+        "per_round": per_round,
+        "model_floor": floor,
+        "bootstrap": {"n_boot": 1000, "cluster": {"n_clusters": 3}},
+    }
+
+
+def test_findings_rows_put_the_run_beside_its_control_with_caveats():
+    import pandas as pd
+
+    from interp.report.findings import behaviour_rows, concept_rows, findings_html
+
+    main = _metrics([0.25, 0.5], None, flag=True)
+    control = _metrics([0.3, 0.31], [0.1, 0.5], flag=False)
+    raw, debiased = behaviour_rows(main, ("baseline", control))
+    assert raw.cells[1] == (
+        "run 0.500 <small>n/a (3 clusters &lt; floor 5)</small><br>"
+        "control 0.310 <small>[0.100, 0.500]</small>"
+    )
+    assert raw.caveats == [
+        "position floor (run, rounds 0, 1): one option letter takes over 80% of the answers "
+        "and accuracy's interval includes chance 0.333: behaviour says little about content"
+    ]
+    assert debiased.span.startswith("n/a (not a permuted run")
+    scores = pd.DataFrame(
+        {
+            "layer": [2, 2],
+            "round": [0, 1],
+            "mean": [-0.5, -0.7],
+            "lo": [-0.6, -0.8],
+            "hi": [-0.4, -0.6],
+            "n": [8, 8],
+        }
+    )
+    paired = pd.DataFrame(
+        {
+            "layer": [2, 2],
+            "round": [0, 1],
+            "run": [-0.5, -0.7],
+            "control": [-0.5, -0.65],
+            "diff": [0.0, -0.05],
+            "lo": [0.0, -0.1],
+            "hi": [0.0, 0.02],
+        }
+    )
+    summary = {
+        "best_layer": 2,
+        "n_boot": 1000,
+        "cluster": {"n_clusters": 12},
+        "transfer": {"transfer_centred_acc": 0.49, "warning": "does not separate them"},
+    }
+    (row,) = concept_rows({"stereotype": {"summary": summary, "scores": scores, "control": paired}})
+    assert "run − control -0.0500 <small>[-0.100, 0.0200]</small>" in row.cells[1]
+    assert row.caveats[0].startswith(
+        "read-out transfer: the direction does not transfer to the "
+        "chat read-out (0.490 vs chance 0.5)"
+    )
+    assert "covers 0 in round 1" in row.caveats[1]
+    box = findings_html([0, 1], [raw, debiased, row], "<p>links</p>", "baseline (B)")
+    assert box.startswith('<section id="findings"')
+    assert box.count("<tr>") == 4 and "<p>links</p>" in box
+
+
+def test_findings_box_opens_the_page_and_its_links_resolve(exported):
+    result, _ = exported
+    page = result.index.read_text()
+    box = page[page.index('<section id="findings"') : page.index("</section>")]
+    # first on the page: before the warnings, the manifest and every section
+    assert page.index('<section id="findings"') < min(
+        page.index(s)
+        for s in ('class="banner"', "<nav>", '<section id="runs-and-metrics"')
+        if s in page
+    )
+    for row in (
+        "behaviour: accuracy (raw)",
+        "concept score: user-stereotype",
+        "patching: strongest",
+    ):
+        assert row in box
+    anchors = re.findall(r'href="#([^"]+)"', box)
+    files = re.findall(r'href="([^"#][^"]*)"', box)
+    assert anchors and files
+    for anchor in anchors:
+        assert f'id="{anchor}"' in page
+    for file in files:
+        assert (result.index.parent / html.unescape(file)).is_file(), file
+    figures_on_page = re.findall(
+        r'<figure class="fig" data-kind="\w+" data-target="([\w-]+)"', page
+    )
+    assert sorted(anchors) == sorted(f"fig-{n}" for n in figures_on_page)  # every figure

@@ -80,8 +80,12 @@ def test_the_figure_shows_both_rounds_with_a_top_n_slider():
     fig = feature_graph_figure(data, "t")
     steps = fig.layout.sliders[0].steps
     assert [s.label for s in steps] == [str(n) for n in TOP_STEPS if n < 32] + ["32"]
-    assert len(fig.data) == 2 * len(steps)  # one trace per round and step
-    shown = [t for t in fig.data if t.visible]
+    # one trace per round and step, then the legend's entries (no data)
+    legend = [t for t in fig.data if t.x == (None,)]
+    assert len(fig.data) == 2 * len(steps) + len(legend)
+    assert {t.legendgroup for t in legend} == {"colour", "symbol", "size"}
+    assert "round 2 → round 0" in feature_graph_figure(data).layout.title.text  # human title
+    shown = [t for t in fig.data if t.visible and t.x != (None,)]
     assert [len(t.x) for t in shown] == [32, 32]  # the largest step <= 50 first
     # sizes on one scale for both rounds: the largest node of either is the largest marker
     assert max(shown[0].marker.size) == max(shown[1].marker.size) == 30.0
