@@ -33,7 +33,7 @@ FILES = ["Age", "Religion", "Disability_status", "Physical_appearance", "Sexual_
 
 
 def main() -> None:
-    from interp.circuits.features import FeatureCircuitConfig, feature_circuit
+    from interp.circuits.feature_level import FeatureCircuitConfig, feature_circuit
     from interp.circuits.pipeline import CircuitConfig, circuit
     from interp.model.loading import load_model
     from interp.replay.loop import ReplayConfig, replay

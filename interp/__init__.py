@@ -28,7 +28,7 @@ from interp.errors import InterpError
 if TYPE_CHECKING:
     from interp import metrics, replay
     from interp.circuits import CircuitConfig, CircuitResult, circuit
-    from interp.circuits.features import FeatureCircuitResult
+    from interp.circuits.feature_level import FeatureCircuitResult
     from interp.experiments import ExperimentConfig, ExperimentResult, experiment
     from interp.inputs.conversation import Conversation, RoundInput, RoundSpans, build_conversation
     from interp.inputs.selection import Selection
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from interp.runs.metrics import MetricsConfig, MetricsResult
     from interp.runs.store import Run
     from interp.sae.evals import EvalConfig, EvalResult, evaluate_sae
-    from interp.sae.features import FeaturesConfig, FeaturesResult, sae_features
+    from interp.sae.latent_changes import FeaturesConfig, FeaturesResult, sae_features
     from interp.sae.train import TrainConfig, TrainingOptions, TrainResult, train_sae
     from interp.sae.transcoders import (
         TranscoderTrainConfig,
@@ -78,7 +78,7 @@ _LAZY: dict[str, str] = {
     # circuits, SAEs and experiments (issue 24 part 2)
     "CircuitConfig": "interp.circuits.pipeline",
     "CircuitResult": "interp.circuits.pipeline",
-    "FeatureCircuitResult": "interp.circuits.features",
+    "FeatureCircuitResult": "interp.circuits.feature_level",
     "circuit": "interp.circuits.pipeline",
     "TrainingOptions": "interp.sae.train",
     "TrainConfig": "interp.sae.train",
@@ -90,9 +90,9 @@ _LAZY: dict[str, str] = {
     "EvalConfig": "interp.sae.evals",
     "EvalResult": "interp.sae.evals",
     "evaluate_sae": "interp.sae.evals",
-    "FeaturesConfig": "interp.sae.features",
-    "FeaturesResult": "interp.sae.features",
-    "sae_features": "interp.sae.features",
+    "FeaturesConfig": "interp.sae.latent_changes",
+    "FeaturesResult": "interp.sae.latent_changes",
+    "sae_features": "interp.sae.latent_changes",
     "ExperimentConfig": "interp.experiments.common",
     "ExperimentResult": "interp.experiments.common",
     "experiment": "interp.experiments.registry",

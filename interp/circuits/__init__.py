@@ -7,7 +7,7 @@ exact edge patching, and the graph drawn from it.
 - :mod:`~interp.circuits.pipeline`: a run -> per-example scores -> aggregated edges with
   intervals, verification, faithfulness -> ``circuits/<name>/`` (:class:`CircuitConfig`).
 - :mod:`~interp.circuits.export`: the graph's JSON, plotly figure and optional SVG.
-- :mod:`~interp.circuits.features`: feature circuits: circuit-tracer's attribution graphs on
+- :mod:`~interp.circuits.feature_level`: feature circuits: circuit-tracer's attribution graphs on
   transcoders (`interp.sae.transcoders`) for two rounds, compared, checked by interventions
   (``CircuitConfig(level="features")``, ``interp feature-circuit``; it needs circuit-tracer).
 

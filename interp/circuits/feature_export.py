@@ -27,7 +27,7 @@ from interp.errors import InterpError
 from interp.runs.store import Run
 from interp.stats import sig3
 
-KIND = "feature_circuits"  # = interp.circuits.features.KIND (that module wants circuit-tracer)
+KIND = "feature_circuits"  # = interp.circuits.feature_level.KIND (that module wants circuit-tracer)
 TOP_STEPS = (10, 20, 50, 100, 200)  # slider: top N nodes per round by |total effect|
 DEFAULT_TOP = 50
 COLOURS = {1: "#2166ac", -1: "#b2182b"}

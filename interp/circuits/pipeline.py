@@ -53,7 +53,7 @@ from interp.stats import (
 )
 
 if TYPE_CHECKING:
-    from interp.circuits.features import FeatureCircuitResult
+    from interp.circuits.feature_level import FeatureCircuitResult
 
 METHODS = ("eap-ig", "eap")
 KIND = "circuits"
@@ -234,14 +234,14 @@ class CircuitConfig:
         check_at_least(self.verify_top, 0, "--verify-top")
 
     def feature_config(self) -> Any:
-        """The feature level's settings (:class:`interp.circuits.features.FeatureCircuitConfig`,
+        """The feature level's settings (:class:`interp.circuits.feature_level.FeatureCircuitConfig`,
         what its summary.json records).
 
         Raises:
             InterpError: No transcoder folder, not exactly one example, or a component-only
                 field set away from its default.
         """
-        from interp.circuits.features import FeatureCircuitConfig
+        from interp.circuits.feature_level import FeatureCircuitConfig
 
         if self.transcoders is None:
             raise InterpError("level features needs transcoders (a transcoder folder)")
@@ -298,7 +298,7 @@ _FIELD_DEFAULTS: dict[str, Any] = {
 class CircuitResult:
     """What :func:`circuit` computed at the component level (and wrote unless ``write=False``).
 
-    The feature level returns :class:`interp.circuits.features.FeatureCircuitResult`.
+    The feature level returns :class:`interp.circuits.feature_level.FeatureCircuitResult`.
     """
 
     edges: pd.DataFrame
@@ -363,7 +363,7 @@ def circuit(
 
     Returns:
         :class:`CircuitResult` (edges, nodes, faithfulness) for components;
-        :class:`~interp.circuits.features.FeatureCircuitResult` (comparison, nodes,
+        :class:`~interp.circuits.feature_level.FeatureCircuitResult` (comparison, nodes,
         interventions) for features.
 
     Raises:
@@ -372,7 +372,7 @@ def circuit(
     """
     run = run if isinstance(run, Run) else Run.open(run)
     if config.level == "features":
-        from interp.circuits.features import feature_circuit_of
+        from interp.circuits.feature_level import feature_circuit_of
 
         single_process(workers, "circuit at level features")
         config.check()

@@ -205,7 +205,7 @@ def patch(
 
 def _sae_layer(path: Path) -> int:
     """The layer of the hook an SAE folder reads (checked in full by the library)."""
-    from interp.patching.features import site_hook
+    from interp.patching.sae_latents import site_hook
     from interp.sae.load import read_sae_config, sae_hook_name
 
     hook = sae_hook_name(read_sae_config(path))

@@ -350,7 +350,7 @@ def features(
         preflight.check_run_model(manifest, dtype=dtype, device=device)
 
     from interp.report.tables import fixed
-    from interp.sae.features import FeaturesConfig, sae_features
+    from interp.sae.latent_changes import FeaturesConfig, sae_features
 
     config = FeaturesConfig(
         sae=str(sae),

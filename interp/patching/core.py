@@ -27,7 +27,7 @@ from transformer_lens.utils import get_act_name
 from interp.errors import InterpError
 
 COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "heads")
-# Feature patching's site kind (interp.patching.features): SAE latents at the SAE's hook.
+# Feature patching's site kind (interp.patching.sae_latents): SAE latents at the SAE's hook.
 SAE_COMPONENT = "sae"
 # The TransformerLens activation each component patches (``heads``: one head's slice of z).
 _ACT = {

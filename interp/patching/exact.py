@@ -39,7 +39,7 @@ from interp.patching.core import (
 )
 
 if TYPE_CHECKING:
-    from interp.patching.features import FeatureSite
+    from interp.patching.sae_latents import FeatureSite
 
 Hook = tuple[str, Callable[..., torch.Tensor | None]]
 
@@ -68,7 +68,7 @@ def patch_pair(
 
     ``reuse_prefix=False`` runs every variant over the whole recipient prompt (the reference
     the KV-prefix path is tested against). ``site``: the SAE and latents of ``sae`` variants
-    (feature patching, :mod:`interp.patching.features`).
+    (feature patching, :mod:`interp.patching.sae_latents`).
     """
     k = check_positions(n_positions, len(recipient), len(donor))
     rec, don = record_pair(model, recipient, donor, variants, k)

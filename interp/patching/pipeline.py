@@ -40,7 +40,7 @@ from interp.patching.analysis import (
 from interp.patching.attribution import attribute_pair
 from interp.patching.core import Variant, logit_gap, sweep
 from interp.patching.exact import patch_pair
-from interp.patching.features import (
+from interp.patching.sae_latents import (
     FeatureSite,
     check_feature_request,
     feature_site,

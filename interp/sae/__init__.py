@@ -2,7 +2,7 @@
 
 - `interp.sae.load`: open any sae-lens SAE folder (``cfg.json`` + ``sae_weights.safetensors``,
   what ``SAE.save_model`` writes and ``SAE.load_from_disk`` reads) and check it against a model.
-- `interp.sae.features`: read a run with an SAE (``interp sae features``): the stored read-out
+- `interp.sae.latent_changes`: read a run with an SAE (``interp sae features``): the stored read-out
   activations encoded, latents across rounds with a shuffled-round control, answer contrasts,
   concept cosines, max-activating contexts; written to ``<run>/sae/<name>/``.
 - `interp.sae.corpus`: offline corpora (BBQ round-0 prompts, concept statements, run

@@ -222,7 +222,7 @@ def sae_index(tmp_path_factory, tiny_model) -> Path:
     from sae_lens.saes.sae import SAEMetadata
 
     from interp.patching import PatchConfig, patch
-    from interp.sae.features import FeaturesConfig, sae_features
+    from interp.sae.latent_changes import FeaturesConfig, sae_features
 
     _, full = build_runs(tmp_path_factory)
     root = tmp_path_factory.mktemp("browser-sae")

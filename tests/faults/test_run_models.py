@@ -124,7 +124,7 @@ def test_circuit_loads_a_seeded_tiny_runs_own_model(seed1_run, tmp_path):
 
 def test_feature_circuit_loads_a_seeded_tiny_runs_own_model(seed1_run, tmp_path, monkeypatch):
     """The model check passes (the transcoders are stubbed: reaching them is the point)."""
-    from interp.circuits import features
+    from interp.circuits import feature_level as features
 
     class Reached(Exception):
         pass

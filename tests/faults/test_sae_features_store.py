@@ -63,7 +63,7 @@ def test_an_equal_or_stronger_rerun_replaces_it(space):
 
 
 def test_a_second_writer_is_refused_before_it_computes(space, monkeypatch):
-    import interp.sae.features as features
+    import interp.sae.latent_changes as features
 
     def computed(*args, **kwargs):
         raise AssertionError("sae features computed while another writer held the run")
@@ -77,7 +77,7 @@ def test_a_second_writer_is_refused_before_it_computes(space, monkeypatch):
 
 def test_a_rerun_without_contexts_keeps_the_stored_contexts(space):
     from interp.runs.store import Run
-    from interp.sae.features import FeaturesConfig, weaker_than_stored
+    from interp.sae.latent_changes import FeaturesConfig, weaker_than_stored
 
     assert _features(space, "--n-shuffles", "10", "--n-boot", "20").exit_code == 0
     run = Run.open(space / "run")

@@ -8,9 +8,9 @@ from sae_lens import TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 
 from interp.patching import Variant, patch_pair
-from interp.patching.features import FeatureSite
+from interp.patching.sae_latents import FeatureSite
 from interp.replay.loop import ReplayConfig, replay
-from interp.sae.features import FeaturesConfig, encode, sae_features
+from interp.sae.latent_changes import FeaturesConfig, encode, sae_features
 
 pytestmark = pytest.mark.integration
 

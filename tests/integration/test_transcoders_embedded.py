@@ -40,7 +40,7 @@ def test_two_layers_train_and_the_error_terms_restore_the_model(embedded_model, 
 
 
 def test_circuit_tracers_replacement_model_has_smollm2s_logits(embedded_model, trained):
-    from interp.circuits.features import circuit_tracer, replacement_model
+    from interp.circuits.feature_level import circuit_tracer, replacement_model
     from interp.sae.transcoders import save_transcoders
 
     try:

@@ -185,7 +185,7 @@ _CASES: dict[str, tuple[str, set[str], dict[str, str], set[str], set[str]]] = {
         {"examples"},
     ),
     "feature-circuit": (
-        "interp.circuits.features:FeatureCircuitConfig",
+        "interp.circuits.feature_level:FeatureCircuitConfig",
         {"run", "device", "as_json", "limit", "sample", "seed"},
         {"examples": "example", "top": "top"},  # --top-features
         set(),

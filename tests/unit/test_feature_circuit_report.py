@@ -102,7 +102,7 @@ def add_feature_circuit(run: Path, model, root: Path) -> str:
     """Tiny transcoders trained for a few steps into ``root``, then `interp feature-circuit`
     of example 0, round 1 vs 0, on ``run``; its name. Skips without circuit-tracer."""
     from interp.circuits import CircuitConfig, circuit
-    from interp.circuits.features import circuit_tracer
+    from interp.circuits.feature_level import circuit_tracer
     from interp.sae.corpus import CorpusConfig
     from interp.sae.transcoders import TranscoderTrainConfig, train_transcoders
 

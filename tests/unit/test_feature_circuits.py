@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp.circuits.features import (
+from interp.circuits.feature_level import (
     intervene_features,
     total_effects,
 )
@@ -54,7 +54,7 @@ def test_no_intervention_is_the_plain_value(tiny_model, tcs):
 
 
 def test_setting_features_to_their_own_values_changes_nothing(tiny_model, tcs):
-    from interp.circuits.features import feature_values
+    from interp.circuits.feature_level import feature_values
 
     acts = feature_values(tiny_model, tcs, TOKENS, 9)
     same = {(layer, f): float(acts[layer][f]) for layer in (0, 1, 2) for f in range(0, 64, 7)}
@@ -115,7 +115,7 @@ def test_total_effects_follow_every_path_through_feature_activations():
 
 @pytest.fixture(scope="module")
 def ct_result(tmp_path_factory, tiny_model, tc_folder, one_torch_thread):
-    from interp.circuits.features import circuit_tracer
+    from interp.circuits.feature_level import circuit_tracer
 
     try:
         circuit_tracer()
@@ -140,7 +140,7 @@ def ct_result(tmp_path_factory, tiny_model, tc_folder, one_torch_thread):
 
 
 def test_circuit_tracers_replacement_model_is_our_model(tiny_model, tcs):
-    from interp.circuits.features import circuit_tracer, replacement_model
+    from interp.circuits.feature_level import circuit_tracer, replacement_model
 
     try:
         circuit_tracer()
@@ -174,7 +174,7 @@ def test_feature_circuit_writes_both_graphs_and_agrees_with_circuit_tracer(ct_re
 def test_a_transcoder_set_without_every_layer_is_refused(tiny_model, tmp_path, tc_folder):
     import shutil
 
-    from interp.circuits.features import circuit_tracer, replacement_model
+    from interp.circuits.feature_level import circuit_tracer, replacement_model
 
     try:
         circuit_tracer()
@@ -190,7 +190,7 @@ def test_a_transcoder_set_without_every_layer_is_refused(tiny_model, tmp_path, t
 def test_graphs_are_compared_by_layer_feature_and_place():
     import pandas as pd
 
-    from interp.circuits.features import compare_graphs
+    from interp.circuits.feature_level import compare_graphs
 
     def frame(rows, readout):
         f = pd.DataFrame(rows, columns=["layer", "position", "feature", "total_effect"])
@@ -211,7 +211,7 @@ def test_graphs_are_compared_by_layer_feature_and_place():
 
 
 def test_circuit_tracers_own_loader_opens_the_folder(tc_folder, tcs):
-    from interp.circuits.features import circuit_tracer
+    from interp.circuits.feature_level import circuit_tracer
 
     try:
         circuit_tracer()

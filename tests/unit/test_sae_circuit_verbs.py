@@ -14,7 +14,7 @@ from interp.circuits import CircuitConfig, circuit
 from interp.errors import InterpError
 from interp.runs.distributed import Workers
 from interp.sae.evals import EvalConfig, EvalResult, evaluate_sae
-from interp.sae.features import sae_features
+from interp.sae.latent_changes import sae_features
 from interp.sae.train import (
     SHARED_TRAINING_FIELDS,
     TrainConfig,
@@ -47,7 +47,7 @@ def test_every_verb_has_the_one_shape(name: str) -> None:
 
 
 def test_the_old_names_are_gone() -> None:
-    import interp.circuits.features as features
+    import interp.circuits.feature_level as features
     import interp.sae.evals as evals
 
     assert not hasattr(features, "feature_circuit")
@@ -91,7 +91,7 @@ def test_component_config_records_the_fields_it_always_recorded() -> None:
 
 
 def test_feature_level_is_the_former_feature_circuit_config() -> None:
-    from interp.circuits.features import FeatureCircuitConfig
+    from interp.circuits.feature_level import FeatureCircuitConfig
 
     config = CircuitConfig(round=3, level="features", transcoders="x/tc", examples=("b/3",))
     assert (config.top, config.batch_size) == (10, 64)

@@ -11,7 +11,7 @@ from sae_lens.saes.sae import SAEMetadata
 
 from interp.replay.loop import ReplayConfig, replay
 from interp.runs.store import AnalysisTensors, Run
-from interp.sae.features import (
+from interp.sae.latent_changes import (
     FeaturesConfig,
     encode,
     encode_run,
@@ -181,7 +181,7 @@ def test_contexts_from_a_held_out_corpus(run_dir, tmp_path, tiny_model):
         assert row.values[row.focus] == pytest.approx(row.activation)
         assert row.position > 0  # the sink position is never searched
     # chunks run batched and right-padded: the same activations as each chunk alone
-    from interp.sae.features import corpus_chunks, read_corpus
+    from interp.sae.latent_changes import corpus_chunks, read_corpus
 
     chunks, _ = corpus_chunks(tiny_model, read_corpus(corpus), config.context_len, 10_000)
     sae = open_sae(path, Run.open(run_dir))

@@ -1,4 +1,4 @@
-"""Feature patching (interp.patching.features): SAE latents swapped between rounds at the hook.
+"""Feature patching (interp.patching.sae_latents): SAE latents swapped between rounds at the hook.
 
 Checked against the two references that must hold: no latent chosen changes nothing, and every
 latent plus the reconstruction error is residual-stream patching at the SAE's hook.
@@ -13,7 +13,7 @@ from sae_lens.saes.sae import SAEMetadata
 
 from interp.errors import InterpError
 from interp.patching import Variant, patch_pair
-from interp.patching.features import FeatureSite, parse_features, site_hook, swap_latents
+from interp.patching.sae_latents import FeatureSite, parse_features, site_hook, swap_latents
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -124,7 +124,7 @@ def test_patch_refuses_no_latents_and_top_k_beyond_the_sae(sae_run, tiny_model):
 
 def test_patch_top_k_reads_the_features_table(sae_run, tiny_model):
     from interp.patching import PatchConfig, patch
-    from interp.sae.features import FeaturesConfig, sae_features
+    from interp.sae.latent_changes import FeaturesConfig, sae_features
 
     run, sae = sae_run
     computed = patch(

@@ -43,7 +43,7 @@ def test_names_that_slug_alike_stay_apart():
 
 
 def test_a_feature_circuit_of_a_hostile_example_id_has_a_safe_name():
-    from interp.circuits.features import FeatureCircuitConfig
+    from interp.circuits.feature_level import FeatureCircuitConfig
 
     name = FeatureCircuitConfig(transcoders="/x/" + "t" * 300, round=1, example=HOSTILE[0]).name()
     assert SAFE.fullmatch(name) and len(name) < 255, name

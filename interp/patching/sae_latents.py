@@ -213,7 +213,7 @@ def feature_site(
 ) -> tuple[FeatureSite, dict[str, Any]]:
     """The SAE (checked against the model) and the latents ``--features`` names, and what the
     summary says about them."""
-    from interp.sae.features import top_changed
+    from interp.sae.latent_changes import top_changed
     from interp.sae.load import load_sae, sae_name
 
     sae = load_sae(config.sae, model)
