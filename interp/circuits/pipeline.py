@@ -234,8 +234,9 @@ class CircuitConfig:
         check_at_least(self.verify_top, 0, "--verify-top")
 
     def feature_config(self) -> Any:
-        """The feature level's settings (:class:`interp.circuits.feature_level.FeatureCircuitConfig`,
-        what its summary.json records).
+        """The feature level's settings
+        (:class:`interp.circuits.feature_level.FeatureCircuitConfig`, what its summary.json
+        records).
 
         Raises:
             InterpError: No transcoder folder, not exactly one example, or a component-only
