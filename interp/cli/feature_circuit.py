@@ -1,5 +1,6 @@
 """``interp feature-circuit``: the command behind
-:func:`interp.circuits.feature_level.feature_circuit` (needs circuit-tracer: ``pip install --no-deps circuit-tracer==0.5.0``)."""
+:func:`interp.circuits.feature_level.feature_circuit` (needs circuit-tracer:
+``pip install --no-deps circuit-tracer==0.5.0``)."""
 
 from __future__ import annotations
 
