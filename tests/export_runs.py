@@ -1,4 +1,4 @@
-"""The runs the export tests share (tests/unit/test_export.py, tests/e2e/test_browser.py).
+"""The runs the export tests share (tests/unit/report/test_export.py, tests/e2e/test_browser.py).
 
 A module of its own, not a test module: imported by both under one name, so the session
 builds the runs once (``functools.cache``) whichever test file runs first.

@@ -265,7 +265,7 @@ def circuit_index(tmp_path_factory, tiny_model) -> Path:
 @pytest.fixture(scope="module")
 def feature_circuit_index(tmp_path_factory, tiny_model) -> Path:
     """The same run with a feature circuit (interp feature-circuit, tiny transcoders)."""
-    from unit.test_feature_circuit_report import add_feature_circuit
+    from unit.circuits.test_feature_export import add_feature_circuit
 
     _, full = build_runs(tmp_path_factory)
     root = tmp_path_factory.mktemp("browser-feature-circuit")

@@ -1,9 +1,10 @@
-"""The embedded SmolLM2 model: the integration tests split from tests/unit/test_conversation.py."""
+"""The embedded SmolLM2 model: the integration tests split from
+tests/unit/inputs/test_conversation.py."""
 
 from __future__ import annotations
 
 import pytest
-from unit.test_conversation import PREFIX, ROUNDS
+from unit.inputs.test_conversation import PREFIX, ROUNDS
 
 from interp.inputs.conversation import build_conversation
 

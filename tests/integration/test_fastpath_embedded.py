@@ -1,4 +1,5 @@
-"""The embedded SmolLM2 model: the integration tests split from tests/unit/test_fastpath.py."""
+"""The embedded SmolLM2 model: the integration tests split from
+tests/unit/model/test_fastpath.py."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from unit.test_fastpath import _steps
+from unit.model.test_fastpath import _steps
 
 from interp.model import fastpath
 

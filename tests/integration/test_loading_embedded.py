@@ -1,4 +1,4 @@
-"""The embedded SmolLM2 model: the integration tests split from tests/unit/test_loading.py."""
+"""The embedded SmolLM2 model: the integration tests split from tests/unit/model/test_loading.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from unit.test_loading import PROMPTS, _chat_transcript, _tokens
+from unit.model.test_loading import PROMPTS, _chat_transcript, _tokens
 
 from interp.model.layout import is_relaid
 from interp.model.loading import cache_root, embedded_gguf_path, load_model

@@ -1,4 +1,4 @@
-"""The embedded SmolLM2 model: the integration tests split from tests/unit/test_probes.py."""
+"""The embedded SmolLM2 model: the integration tests split from tests/unit/probes/test_api.py."""
 
 from __future__ import annotations
 

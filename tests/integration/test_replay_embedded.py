@@ -1,10 +1,10 @@
-"""The embedded SmolLM2 model: the integration tests split from tests/unit/test_replay.py."""
+"""The embedded SmolLM2 model: the integration tests split from tests/unit/replay/test_loop.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from unit.test_replay import by_example, fresh_forward
+from unit.replay.test_loop import by_example, fresh_forward
 
 from interp.replay.loop import ReplayConfig, option_token_ids, replay
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from unit.test_winogender import STATS, TEMPLATES, _manual_probs, subset
+from unit.inputs.test_winogender import STATS, TEMPLATES, _manual_probs, subset
 
 from interp.inputs.winogender import PRONOUNS, pronoun_variant_ids
 from interp.replay.loop import ReplayConfig, replay

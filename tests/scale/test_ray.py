@@ -150,7 +150,7 @@ def test_bad_worker_flags_are_one_line_and_write_nothing(tmp_path, flags, messag
 
 
 def test_winogender_replay_on_two_workers_is_byte_identical(cluster, tmp_path):
-    from unit.test_winogender import STATS, TEMPLATES
+    from unit.inputs.test_winogender import STATS, TEMPLATES
 
     if not TEMPLATES.exists():
         pytest.skip("shared Winogender data absent")

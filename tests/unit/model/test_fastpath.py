@@ -314,6 +314,6 @@ def test_the_supported_range_is_the_pyproject_pin():
     import tomllib
     from pathlib import Path
 
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
     deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     assert f"transformer-lens{fastpath.SUPPORTED_TRANSFORMER_LENS}" in deps

@@ -23,7 +23,7 @@ from interp.cli import app, flag_message
 from interp.cli.params import parse_layers
 from interp.errors import InterpError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMAND = typer.main.get_command(app)
 
 

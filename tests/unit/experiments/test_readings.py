@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from unit.test_metrics import make_rounds
+from unit.metrics.test_rounds import make_rounds
 
 from interp.experiments import convergence, interactions, self_distinguish, superficial
 from interp.experiments.common import with_position

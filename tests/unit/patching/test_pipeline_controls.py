@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 from typer.testing import CliRunner
-from unit.test_patching import _write_fake_run
+from unit.patching.test_pipeline import _write_fake_run
 
 from interp.cli import app
 from interp.errors import InterpError

@@ -155,7 +155,7 @@ def test_limit_on_an_unpermuted_run_is_unchanged():
 
 
 def _metrics_rounds(n_templates: int) -> pd.DataFrame:
-    from unit.test_metrics import make_rounds
+    from unit.metrics.test_rounds import make_rounds
 
     labels = [i % 3 for i in range(10)]
     rounds = make_rounds([[0] * 10, [1] * 10], labels)

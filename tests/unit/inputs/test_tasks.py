@@ -39,7 +39,7 @@ BUILTIN_CATEGORIES = {
 @pytest.fixture(scope="session")
 def bbq_dir() -> Path:
     # The checkout's parent holds shared/ (see shared/data/bbq/SOURCE.md).
-    path = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bbq"
+    path = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "bbq"
     if not all((path / f"{name}.jsonl").is_file() for name in BBQ_FILES):
         pytest.skip(f"real BBQ data not found in {path} (expected beside the checkout)")
     return path
@@ -513,7 +513,7 @@ def test_data_hash(tmp_path: Path) -> None:
 def test_task_data_hash(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "Age.jsonl", [bbq_row()])
     assert task_data_hash("bbq", [path]) == data_hash([path])
-    builtin = Path(__file__).resolve().parents[2] / "interp" / "data" / "examples.jsonl"
+    builtin = Path(__file__).resolve().parents[3] / "interp" / "data" / "examples.jsonl"
     assert task_data_hash("builtin") == hashlib.sha256(builtin.read_bytes()).hexdigest()
     with pytest.raises(InterpError, match=r"takes no data files"):
         task_data_hash("builtin", [path])

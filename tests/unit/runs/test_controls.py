@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from unit.test_metrics import make_rounds as metrics_rounds
+from unit.metrics.test_rounds import make_rounds as metrics_rounds
 
 from interp.metrics.rounds import compute_metrics
 from interp.metrics.winogender import (

@@ -120,7 +120,7 @@ def test_models_lists_the_hf_cache_without_torch(tmp_path):
         "from interp.preflight import list_models\n"
         "print(json.dumps([list_models(), 'torch' in sys.modules]))\n"
     )
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_CACHE": str(tmp_path / "hub")}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True

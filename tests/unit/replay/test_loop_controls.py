@@ -104,7 +104,7 @@ FORCE_ROUNDS = 2
 
 @pytest.fixture(scope="module")
 def varied_model():
-    # Seed 3 chooses (a) and (b) on the built-in items (tests/unit/test_replay.py): forcing (c)
+    # Seed 3 chooses (a) and (b) on the built-in items (tests/unit/replay/test_loop.py): forcing (c)
     # overrides every round-0 choice, forcing (a) only some.
     from interp.model.loading import load_model
 

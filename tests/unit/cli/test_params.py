@@ -237,7 +237,7 @@ def test_old_spellings_work_from_the_program_itself(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     argv = ["patch", "--run", str(tmp_path / "none"), "--round", "1", "--layer", "x"]
     out = subprocess.run(
         [sys.executable, "-m", "interp.cli", *argv], capture_output=True, text=True, cwd=root

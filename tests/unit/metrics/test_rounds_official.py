@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
-from unit.test_bbq_rules import UNKNOWN, line, write_templates
-from unit.test_metrics import make_rounds, round0
+from unit.inputs.test_bbq_rules import UNKNOWN, line, write_templates
+from unit.metrics.test_rounds import make_rounds, round0
 
 from interp.cli import app
 from interp.metrics import calibration

@@ -741,7 +741,7 @@ def test_export_draws_the_scatter_per_round(wino_run, tmp_path):
 
 def test_a_winogender_run_is_schema_2(tmp_path):
     """An interp that reads only schema 1 would take the pronoun rows for BBQ rows: refuse it."""
-    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "winogender" / "templates.tsv"
+    data = Path(__file__).resolve().parents[4] / "shared" / "data" / "winogender" / "templates.tsv"
     if not data.exists():
         pytest.skip("../shared/data/winogender not beside the checkout")
     config = ReplayConfig(

@@ -3,8 +3,8 @@ feature_circuits/<name>/ of a run (summary, both rounds' graphs side by side, th
 and interventions tables, links to circuit-tracer's files) and writes a standalone offline
 graph.html beside it; the same run exports to the same bytes. The drawing's data is checked on
 hand-made tables (no circuit-tracer needed); the export on the tiny model with tiny
-transcoders skips when circuit-tracer is not importable, as tests/unit/test_feature_circuits.py
-does."""
+transcoders skips when circuit-tracer is not importable, as
+tests/unit/circuits/test_feature_level.py does."""
 
 from __future__ import annotations
 
