@@ -113,3 +113,21 @@ def test_no_import_cycle():
 def test_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_unit_tests_mirror_the_packages():
+    """tests/unit/<package>/test_<module>[_<aspect>].py (issue 24 part 5): each folder is a
+    package of interp (or probes), and each file names one of its modules (``package``: its
+    ``__init__``), so a module's tests are found by its path."""
+    unit = ROOT / "tests" / "unit"
+    folders = [p for p in unit.iterdir() if p.is_dir() and not p.name.startswith("__")]
+    assert folders, "tests/unit has no package folders"
+    for folder in folders:
+        package = ROOT / "probes" if folder.name == "probes" else ROOT / "interp" / folder.name
+        assert (package / "__init__.py").is_file(), f"tests/unit/{folder.name}: no such package"
+        modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"} | {"package"}
+        for test in folder.glob("test_*.py"):
+            name = test.stem.removeprefix("test_")
+            assert any(name == m or name.startswith(m + "_") for m in modules), (
+                f"{test.relative_to(ROOT)} names no module of {package.relative_to(ROOT)}"
+            )
