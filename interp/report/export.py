@@ -63,7 +63,7 @@ def export(
             in use, or an example index out of range.
     """
     from interp.errors import InterpError
-    from interp.report.run_page import _export_report
+    from interp.report.run_page import write_run_pages
     from interp.runs.store import Run
 
     if workers is not None:
@@ -71,7 +71,7 @@ def export(
     if isinstance(runs, Run | str | Path):  # one run: export(run) as the other verbs
         runs = [runs]
     config = ExportConfig() if config is None else config
-    return _export_report(
+    return write_run_pages(
         [run.path if isinstance(run, Run) else run for run in runs],
         heads=None if config.heads is None else list(config.heads),
         example=config.example_index,

@@ -55,7 +55,7 @@ from interp.stats import cluster_caveat, interval_text, sig3
 MAX_HEADS = 4  # heads in the attention views when patching or the fallback chooses them
 
 
-def _export_report(
+def write_run_pages(
     runs: Sequence[str | Path],
     *,
     heads: Sequence[str] | None = None,
@@ -63,7 +63,7 @@ def _export_report(
     png: bool = False,
     model: HookedTransformer | None = None,
 ) -> ExportResult:
-    """:func:`interp.report.export.export` (the verb, the one public entry), its config
+    """What :func:`interp.report.export.export` (the verb, the entry to use) does, its config
     unpacked: the figures of ``runs`` and an ``index.html`` into the first run directory.
 
     Args:

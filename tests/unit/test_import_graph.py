@@ -131,3 +131,30 @@ def test_unit_tests_mirror_the_packages():
             assert any(name == m or name.startswith(m + "_") for m in modules), (
                 f"{test.relative_to(ROOT)} names no module of {package.relative_to(ROOT)}"
             )
+
+
+def private_imports() -> list[str]:
+    """``module: from other import _name`` for every private name one module of interp or
+    probes takes from another (module level or inside functions)."""
+    found = modules()
+    known = set(found)
+    bad = []
+    for name, path in found.items():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.level:
+                continue
+            origin = node.module or ""
+            if origin.split(".")[0] not in PACKAGES:
+                continue
+            for alias in node.names:
+                inner = f"{origin}.{alias.name}"
+                if alias.name.startswith("_") and inner not in known and origin != name:
+                    bad.append(f"{name}: from {origin} import {alias.name}")
+    return bad
+
+
+def test_no_private_name_crosses_a_module_boundary():
+    """What a module keeps private (a leading underscore) is used only where it is defined:
+    another module that needs it gets a public name with a docstring (issue 24)."""
+    assert private_imports() == []
