@@ -137,11 +137,11 @@ def test_export_caption_prints_numbers_to_three_digits_and_n_a_with_its_reason(
     circuit_run, tiny_model, tmp_path
 ):
     """The report's circuit caption: no 17-digit floats, no bare n/a, links to the files."""
-    from interp.report.run_page import export_report
+    from interp.report.export import export
 
     run = tmp_path / "run"
     shutil.copytree(circuit_run, run)
-    export_report([run], model=tiny_model)
+    export([run], model=tiny_model)
     page = (run / "index.html").read_text()
     caption = page[page.index(f"<figcaption><code>{NAME}</code>") :]
     caption = caption[: caption.index("</figcaption>")]
