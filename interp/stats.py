@@ -587,7 +587,19 @@ def benjamini_hochberg(
 
 def sig3(value: Any, why: str | None = None, *, sign: bool = False) -> str:
     """``value`` to 3 significant digits ("0.344", "-1.04", "1.00"); a missing one (None or
-    not finite) is "n/a" followed by ``why`` in brackets when a reason is given."""
+    not finite) is "n/a" followed by ``why`` in brackets when a reason is given.
+
+    Args:
+        value: A number, or anything ``float()`` cannot read (shown as missing).
+        why: Why a missing value is missing (shown after "n/a"); None: no reason.
+        sign: Put "+" before a value >= 0.
+
+    Returns:
+        The text.
+
+    >>> sig3(0.34374427795410156), sig3(0.9999999999999999), sig3(None, "1 cluster")
+    ('0.344', '1.00', 'n/a (1 cluster)')
+    """
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -601,7 +613,15 @@ def sig3(value: Any, why: str | None = None, *, sign: bool = False) -> str:
 
 
 def interval_text(ci: Any, why: str | None = None) -> str:
-    """A 95% interval as "[lo, hi]" (3 significant digits), or "n/a (why)"."""
+    """A 95% interval as "[lo, hi]" (3 significant digits), or "n/a (why)".
+
+    Args:
+        ci: (low, high), or None.
+        why: Why there is no interval, shown when there is none.
+
+    Returns:
+        The text.
+    """
     if ci is None or len(ci) != 2 or any(sig3(x) == "n/a" for x in ci):
         return f"n/a ({why})" if why else "n/a"
     return f"[{sig3(ci[0])}, {sig3(ci[1])}]"
@@ -609,7 +629,15 @@ def interval_text(ci: Any, why: str | None = None) -> str:
 
 def no_interval_reason(n_clusters: Any = None, n_boot: Any = None) -> str:
     """Why an analysis gave no interval: the cluster floor (:data:`CLUSTER_FLOOR`), no
-    bootstrap, or (neither known) the interval is undefined for these data."""
+    bootstrap, or (neither known) the interval is undefined for these data.
+
+    Args:
+        n_clusters: How many clusters the bootstrap resampled (None: not known).
+        n_boot: How many resamples were asked for (None: not known).
+
+    Returns:
+        The reason, for "n/a (reason)".
+    """
     if n_boot is not None and int(n_boot) == 0:
         return "no bootstrap: n_boot 0"
     if n_clusters is not None and int(n_clusters) < CLUSTER_FLOOR:

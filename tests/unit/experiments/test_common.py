@@ -294,10 +294,13 @@ def test_experiment_options_are_the_config_fields(command, not_offered):
     group = typer.main.get_command(app).commands["experiment"]
     params = {p.name: p for p in group.commands[command].params if p.name != "help"}
     fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
-    assert set(params) - {"run", "as_json", "control_run"} == set(fields) - not_offered
+    # --examples: accepted as by every command that reads a run, and refused (reads all)
+    cli_only = {"run", "as_json", "control_run", "examples"}
+    assert set(params) - cli_only == set(fields) - not_offered
     for name, param in params.items():
         if name in fields and name not in ("out", "data"):
-            assert param.opts[0] == "--" + name.replace("_", "-")
+            flag = "--layers" if name == "layer" else "--" + name.replace("_", "-")
+            assert param.opts[0] == flag  # --layers: the one grammar (interp.cli.params)
             default = param.default
             assert (str(default) if isinstance(default, Path) else default) == fields[
                 name

@@ -428,7 +428,7 @@ def test_command_prints_the_index_path_last(full, tmp_path):
     run = _copy(full, tmp_path, "run")
     result = CliRunner().invoke(_app(), ["export", "--run", str(run), "--heads", "1.2"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1] == str(run / "index.html")
+    assert result.output.strip().splitlines()[-1] == f"wrote {run / 'index.html'}"
     result = CliRunner().invoke(_app(), ["export", "--run", str(run), "--json"])
     assert json.loads(result.output)["index"] == str(run / "index.html")
 
