@@ -333,8 +333,8 @@ def features(
     only those run examples (--sample drawn as replay draws it, seeded by --seed; on a
     permuted run over base examples, every order kept): each keeps the activations the full
     analysis gives it, while the means, intervals, shuffled-round control and top latents are
-    those of the selection. A selection is printed, never stored over RUN/sae/NAME/. No
-    --control-run: compare two plans by reading each run with the same SAE.
+    those of the selection. A selection is printed, never stored over RUN/sae/NAME/.
+    No --control-run: compare two plans by reading each run with the same SAE.
     """
     from interp import preflight
     from interp.options import check_at_least
