@@ -17,7 +17,9 @@ read-out activations:
 
 Written to ``<run>/probes/<concept>/``: those tables as parquet, ``example_scores.parquet``
 (every example x round x layer), ``directions.safetensors`` (the unit directions) and
-``summary.json``.
+``summary.json``. With a selection of the run's examples (``ProbeConfig.examples``, ``limit``,
+``sample``) only those examples are scored (the directions, fitted on the concept data, are
+the same), and the result is returned, not written: the stored results keep every example.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from interp.errors import InterpError
+from interp.inputs.selection import Selection, select_rows
 from interp.model.hooknames import act_name
 from interp.options import check_n_boot, check_seed
 from interp.runs.controls import open_control
@@ -69,6 +72,10 @@ BEST_LAYER_RULE = (
     "the layer with the highest accuracy on a validation split of the training pairs (the "
     "earliest on ties), fitted without them; the test split is not looked at to choose it, so "
     "its test accuracy is an honest estimate"
+)
+SELECTION_NOTE = (
+    "the examples selected only (--examples, --limit, --sample): printed, not stored; the "
+    "run's probe results (every example) are left as they are"
 )
 TEST_LAYER_RULE = (
     "the layer with the highest test accuracy: chosen on the test split itself, so its "
@@ -127,6 +134,7 @@ def _probe(
     check_seed(config.seed)
     check_n_boot(config.n_boot, "n_boot")
     check_cluster_key(config.cluster)
+    selection = config.selection  # a bad limit, sample or example list, before any file
     # checks every run file (interp.runs.store) before any encoding
     run = run if isinstance(run, Run) else Run.open(run)
     control_run = config.control_run
@@ -135,6 +143,7 @@ def _probe(
     chosen = _run_layers(run, None if config.layers is None else list(config.layers))
     if control is not None:
         _check_control_hooks(control[0], chosen)
+    kept = None if selection.is_all() else _selected_examples(run, selection)
     # One writer per run directory (interp.runs.lock), refused before the slow encoding.
     with run_lock(run.path):
         return _probe_locked(
@@ -153,7 +162,19 @@ def _probe(
             config.cluster,
             control,
             Path(encodings_dir) if encodings_dir is not None else None,
+            kept,
         )
+
+
+def _selected_examples(run: Run, selection: Selection) -> list[int]:
+    """The run's ``example_index`` values ``selection`` keeps, ascending (on a permuted run
+    every order of a kept base example).
+
+    Raises:
+        InterpError: An example the run lacks, or a sample larger than its examples.
+    """
+    rows = select_rows(run.rounds(), selection)
+    return sorted(int(i) for i in rows["example_index"].unique())
 
 
 def _probe_locked(
@@ -172,7 +193,17 @@ def _probe_locked(
     cluster: str,
     control: tuple[Run, dict[str, Any]] | None,
     encodings_dir: Path | None = None,
+    kept: list[int] | None = None,
 ) -> ProbeResult:
+    """The probe itself, under the run's lock: directions fitted on the concept data, then
+    the run's examples scored along them.
+
+    Args:
+        kept: The run's examples to score (``example_index``, ascending), as the config's
+            selection chose them; None: every example. The same positions of the control
+            run are read (:func:`~interp.runs.controls.check_control` pairs the two runs'
+            examples in order). With a selection nothing is written into the run.
+    """
     cache_dir = encodings_dir or run.analysis_dir("probes") / "encodings"
     encodings = _concept_encodings(run, data, position, model, progress, cache_dir)
     probe = probe_layers(
@@ -192,6 +223,8 @@ def _probe_locked(
     )
     acts = torch.stack([run.activations(_hook(layer)).float() for layer in chosen])
     rounds = run.rounds()
+    if kept is not None:
+        acts, rounds = acts[:, kept], _renumbered(rounds, kept)
     clusters = example_clusters(rounds, cluster)
     tables = _round_tables(
         acts, probe, chosen, rounds, score=score, n_boot=n_boot, seed=seed, clusters=clusters
@@ -211,7 +244,11 @@ def _probe_locked(
             n_boot=n_boot,
             seed=seed,
             clusters=clusters,
+            kept=kept,
         )
+    if kept is not None:  # positions in the selection back to the run's example_index
+        scores = tables["example_scores"]
+        scores["example_index"] = np.asarray(kept)[scores["example_index"].to_numpy()]
     config = {
         "concept": data.name,
         "concept_source": data.source,
@@ -237,8 +274,12 @@ def _probe_locked(
     summary = summarize(result, config, probe.surface)
     if control is not None:
         summary["control"] = _control_summary(control[1], result.control, summary["best_layer"])
-    _write(run, result, summary)
-    out_dir = run.path / "probes" / data.name
+    out_dir: Path | None = run.path / "probes" / data.name
+    if kept is None:
+        _write(run, result, summary)
+    else:  # as `interp metrics` does: a subset is returned, never stored over the full result
+        summary["selection"] = {"example_index": kept, "note": SELECTION_NOTE}
+        out_dir = None
     return ProbeResult(**{**result.__dict__, "summary": summary, "out_dir": out_dir})
 
 
@@ -378,6 +419,14 @@ def _round_tables(
     return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
 
 
+def _renumbered(rounds: pd.DataFrame, kept: list[int]) -> pd.DataFrame:
+    """The rows of the ``kept`` examples, their ``example_index`` renumbered 0..len(kept)-1 in
+    order (the row of each in the selected activations, as the score tables index them)."""
+    position = {old: new for new, old in enumerate(kept)}
+    rows = rounds[rounds["example_index"].isin(position)]
+    return rows.assign(example_index=rows["example_index"].map(position)).reset_index(drop=True)
+
+
 def _check_control_hooks(control: Run, layers: list[int]) -> None:
     missing = [_hook(layer) for layer in layers if _hook(layer) not in control.hooks]
     if missing:
@@ -396,16 +445,25 @@ def _control_table(
     n_boot: int,
     seed: int,
     clusters: Clusters,
+    kept: list[int] | None = None,
 ) -> pd.DataFrame:
     """Run - control concept score per layer and round: the control's stored read-outs
     projected on the run's directions (the same model and concept data give the same
-    directions), paired by example."""
+    directions), paired by example.
+
+    Args:
+        kept: The examples ``acts`` holds (the run's selection); the control's same
+            examples are read. None: every example.
+    """
     frames = []
     for i, layer in enumerate(layers):
         hook = _hook(layer)
         direction = probe.directions.vectors[i]
         run_scores = concept_scores(acts[i], direction, kind=score).numpy()
-        ctrl_scores = concept_scores(control.activations(hook).float(), direction, kind=score)
+        control_acts = control.activations(hook).float()
+        if kept is not None:
+            control_acts = control_acts[kept]
+        ctrl_scores = concept_scores(control_acts, direction, kind=score)
         frames.append(
             paired_score_table(
                 layer, run_scores, ctrl_scores.numpy(), clusters.ids, n_boot=n_boot, seed=seed
@@ -598,10 +656,16 @@ def probe(
     """Probe ``run`` for a concept as ``config`` says; write ``<run>/probes/<concept>/`` and
     return its tables.
 
+    With a selection (``config.examples``, ``limit``, ``sample``; on a permuted run whole base
+    examples) only the selected run examples are scored, each exactly as the full probe scores
+    it, and a control run is read at the same examples; the result is returned with
+    ``out_dir`` None and ``summary["selection"]``, never written over the stored results.
+
     Args:
         run: A complete run (``interp replay``) or its directory.
-        config: The concept, layers, method, split, bootstrap and control run; None:
-            ``ProbeConfig()`` (the stereotype concept, every stored layer).
+        config: The concept, layers, method, split, bootstrap, control run and selection of
+            the run's examples; None: ``ProbeConfig()`` (the stereotype concept, every stored
+            layer, every example).
         model: The run's model, already loaded; None loads it from the manifest, and only
             when the concept's encodings are not cached yet.
         progress: Show progress bars while encoding.
@@ -613,11 +677,13 @@ def probe(
             system prompt, so a shared hit is the encoding a private one would compute.
 
     Returns:
-        The tables it wrote into ``RUN/probes/<concept>/``, as DataFrames.
+        The tables it wrote into ``RUN/probes/<concept>/`` (with a selection: computed, not
+        written), as DataFrames.
 
     Raises:
         InterpError: Workers given, an unknown concept or a bad concept file, a layer the run
-            did not store, a bad setting, or a control run that is not a control of ``run``.
+            did not store, a bad setting, a control run that is not a control of ``run``, an
+            example the run lacks, or a sample larger than its examples.
     """
     if workers is not None:
         raise InterpError("probe runs in one process: workers must be None")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.inputs.selection import Selection
 from interp.stats import DEFAULT_CLUSTER
 
 
@@ -40,6 +41,14 @@ class ProbeConfig:
     control_run: str | Path | None = None
     """A replay of the same examples under another plan: report run - control per round with
     paired intervals."""
+    examples: tuple[int | str, ...] | None = None
+    """Score only these run examples (ids or indices); None: every example. The directions
+    are fitted on the concept data, so a selection changes which examples are scored (and
+    the behaviour probes' examples), not the directions."""
+    limit: int | None = None
+    """Score only the first N (base) examples of the selection."""
+    sample: int | None = None
+    """Score a seeded random N (base) examples (drawn as replay draws, seeded by ``seed``)."""
 
     def __post_init__(self) -> None:
         for name in ("concept", "control_run"):
@@ -48,3 +57,12 @@ class ProbeConfig:
                 object.__setattr__(self, name, str(value))
         if self.layers is not None and not isinstance(self.layers, tuple):
             object.__setattr__(self, "layers", tuple(self.layers))
+        if self.examples is not None and not isinstance(self.examples, tuple):
+            object.__setattr__(self, "examples", tuple(self.examples))
+
+    @property
+    def selection(self) -> Selection:
+        """The run examples scored, as every verb that selects spells them."""
+        return Selection(
+            examples=self.examples, limit=self.limit, sample=self.sample, seed=self.seed
+        )

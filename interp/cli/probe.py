@@ -16,8 +16,9 @@ from interp.cli.params import (
     Run,
     Sample,
     Seed,
+    check_selection,
+    parse_examples,
     parse_layers,
-    refuse_selection,
     wrote,
 )
 
@@ -63,21 +64,19 @@ def probe(
     Writes RUN/probes/CONCEPT/: per-layer accuracy with controls, scores per layer and
     round, the instruction shift, score-entropy correlations, behaviour probes, summary.json.
 
-    --examples, --limit and --sample are refused for now: the probe's split, controls and
-    behaviour probes read every example of the run (the library's shared selection, issue 24
-    part 2, brings them).
+    --examples, --limit and --sample score only those run examples (--sample drawn as replay
+    draws it, seeded by --seed; on a permuted run over base examples, every order kept): the
+    directions are fitted on the concept data as always, so each selected example gets the
+    score the full probe gives it, while the score intervals, correlations and behaviour
+    probes read the selected examples only. With --control-run the control is read at the same
+    examples. A selection is printed, never stored over RUN/probes/CONCEPT/.
     """
     from interp import preflight
     from interp.cli.format import format_probe
 
     chosen = parse_layers(layers)
-    refuse_selection(
-        "probe",
-        "reads every example of the run (its split and controls); no selection yet",
-        examples=examples,
-        limit=limit,
-        sample=sample,
-    )
+    picked = parse_examples(examples)
+    check_selection(limit, sample)
     # What the run's manifest and the file system can refuse, before torch is imported.
     manifest = preflight.run_manifest(run)
     preflight.check_layers(manifest, chosen)
@@ -97,10 +96,20 @@ def probe(
         transfer=transfer,
         cluster=cluster,
         control_run=None if control_run is None else str(control_run),
+        examples=None if picked is None else tuple(picked),
+        limit=limit,
+        sample=sample,
     )
     result = run_probe(run, config, progress=not as_json)
+    if result.out_dir is None:  # a selection: computed, not stored
+        typer.echo(
+            f"note: the probe of {result.summary['n_examples']} selected examples; "
+            f"{run / 'probes' / result.concept} (every example) is left as it is",
+            err=True,
+        )
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2, allow_nan=False))
         return
     typer.echo(format_probe(result))
-    typer.echo(wrote(result.out_dir))
+    if result.out_dir is not None:
+        typer.echo(wrote(result.out_dir))

@@ -24,8 +24,9 @@ from interp.cli.params import (
     Run,
     Sample,
     Seed,
+    check_selection,
+    parse_examples,
     parse_layers,
-    refuse_selection,
     wrote,
 )
 
@@ -328,21 +329,18 @@ def features(
     answers and correct vs wrong at each round; cosines with the concept directions `interp
     probe` stored; with --contexts, each top latent's max-activating corpus contexts.
 
-    --device and --dtype matter with --contexts only. --examples, --limit and --sample are
-    refused for now: the shuffled-round control and the intervals read every example (the
-    library's shared selection, issue 24 part 2, brings them). No --control-run: compare two
-    plans by reading each run with the same SAE.
+    --device and --dtype matter with --contexts only. --examples, --limit and --sample read
+    only those run examples (--sample drawn as replay draws it, seeded by --seed; on a
+    permuted run over base examples, every order kept): each keeps the activations the full
+    analysis gives it, while the means, intervals, shuffled-round control and top latents are
+    those of the selection. A selection is printed, never stored over RUN/sae/NAME/.
+    No --control-run: compare two plans by reading each run with the same SAE.
     """
     from interp import preflight
     from interp.options import check_at_least
 
-    refuse_selection(
-        "sae features",
-        "reads every example of the run (its control and intervals); no selection yet",
-        examples=examples,
-        limit=limit,
-        sample=sample,
-    )
+    picked = parse_examples(examples)
+    check_selection(limit, sample)
     check_at_least(top, 1, "--top-latents")  # the library's check, with the flag's name
 
     manifest = preflight.run_manifest(run)  # before torch is imported
@@ -363,9 +361,18 @@ def features(
         n_boot=n_boot,
         seed=seed,
         cluster=cluster,
+        examples=None if picked is None else tuple(picked),
+        limit=limit,
+        sample=sample,
     )
     result = sae_features(run, config, device=device, dtype=dtype, progress=not as_json)
     summary = result.summary
+    if "selection" in summary:  # computed, not stored
+        typer.echo(
+            f"note: the features of {summary['n_examples']} selected examples; "
+            f"{run / 'sae' / result.name} (every example) is left as it is",
+            err=True,
+        )
     if as_json:
         typer.echo(json.dumps(summary, indent=2, allow_nan=False))
         return

@@ -23,7 +23,8 @@ written to ``<run>/sae/<name>/`` through :class:`interp.runs.store.Run`:
                   latent's max-activating token windows, the activation on every token.
 
 Intervals resample clusters of examples (``interp.stats``: by template by default), the same
-resamples for every latent and round.
+resamples for every latent and round. A selection of the run's examples (``examples``,
+``limit``, ``sample``) computes the tables over those examples and returns them unwritten.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from jaxtyping import Float
 
 from interp.errors import InterpError
 from interp.inputs.files import MAX_DATA_FILE_BYTES, jsonl_objects, read_text_bounded
+from interp.inputs.selection import Selection, select_rows
 from interp.options import check_at_least, check_n_boot, check_seed
 from interp.runs.store import Run
 from interp.sae.load import read_sae_config, sae_hook_name, sae_name
@@ -69,6 +71,11 @@ RESID_HOOKS = (
     "hook_resid_post",
     "hook_attn_out",
     "hook_mlp_out",
+)
+
+SELECTION_NOTE = (
+    "the examples selected only (--examples, --limit, --sample): printed, not stored; the "
+    "run's sae/<name>/ (every example) is left as it is"
 )
 
 DEFINITIONS: dict[str, str] = {
@@ -115,9 +122,38 @@ class FeaturesConfig:
     """Seed of the bootstrap and of the shuffles."""
     cluster: str = DEFAULT_CLUSTER
     """What the bootstrap resamples: "template" or "example"."""
+    examples: tuple[int | str, ...] | None = None
+    """Encode only these run examples (ids or indices); None: every example."""
+    limit: int | None = None
+    """Only the first N (base) examples of the selection."""
+    sample: int | None = None
+    """A seeded random N (base) examples (drawn as replay draws, seeded by ``seed``)."""
+
+    def __post_init__(self) -> None:
+        if self.examples is not None and not isinstance(self.examples, tuple):
+            object.__setattr__(self, "examples", tuple(self.examples))
+
+    @property
+    def selection(self) -> Selection:
+        """The run examples read, as every verb that selects spells them."""
+        return Selection(
+            examples=self.examples, limit=self.limit, sample=self.sample, seed=self.seed
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as ``summary.json`` records them (the selection only when one is
+        given, so a full analysis records what it always recorded).
+
+        Returns:
+            A JSON-ready dict.
+        """
+        out = asdict(self)
+        if self.selection.is_all():
+            for name in ("examples", "limit", "sample"):
+                del out[name]
+        elif out["examples"] is not None:
+            out["examples"] = list(out["examples"])
+        return out
 
 
 @dataclass
@@ -188,6 +224,7 @@ def check_config(config: FeaturesConfig) -> None:
     check_n_boot(config.n_boot)
     check_seed(config.seed)
     check_cluster_key(config.cluster)
+    config.selection  # noqa: B018 (a bad limit, sample or example list is refused here)
 
 
 def open_sae(path: str | Path, run: Run, device: str = "cpu") -> SAE:
@@ -244,23 +281,29 @@ def sae_features(
     """Encode ``run``'s read-out activations with the SAE of ``config`` and write the tables
     (see the module docstring) to ``<run>/sae/<name>/``.
 
+    With a selection (``config.examples``, ``limit``, ``sample``; on a permuted run whole base
+    examples) the tables read the selected examples only, each example's activations exactly
+    those of the full analysis; the result is returned with ``summary["selection"]`` and
+    never written (no lock is taken), so ``sae/<name>/`` keeps every example.
+
     Args:
         run: A run or its directory.
-        config: The SAE folder and the analysis settings.
+        config: The SAE folder, the analysis settings and the selection of run examples.
         model: The run's model, loaded; needed (and loaded when None) only for
             ``config.contexts``.
         progress: Unused (no bar); part of the verb shape.
         workers: Not supported (one process); must be None.
         device: Where a model loaded here runs.
         dtype: The dtype of a model loaded here.
-        write: False computes without writing into the run.
+        write: False computes without writing into the run (a selection never writes).
 
     Returns:
         The tables (latents per round, changes, separations, example activations, concept
         cosines, contexts) and the summary.
 
     Raises:
-        InterpError: Settings out of range, or an SAE folder that does not fit the run.
+        InterpError: Settings out of range, an SAE folder that does not fit the run, an
+            example the run lacks, or a sample larger than its examples.
     """
     from interp.runs.distributed import single_process
     from interp.runs.lock import run_lock
@@ -270,7 +313,7 @@ def sae_features(
     started = time.perf_counter()
     run = run if isinstance(run, Run) else Run.open(run)
     check_config(config)
-    if not write:
+    if not write or not config.selection.is_all():  # a selection is never stored
         return _sae_features(run, config, model, device, dtype, started, write=False)
     # One writer per run, from the start (as replay): a second `sae features` into this run
     # is refused at once instead of computing everything and failing at the write.
@@ -292,12 +335,21 @@ def _sae_features(
     hook = sae.cfg.metadata.hook_name
     corpus = read_corpus(config.contexts) if config.contexts else None
     name = sae_name(config.sae)
-    acts = encode_run(run, sae, hook).numpy().astype(np.float64)
     rounds = run.rounds()
+    kept = None
+    if not config.selection.is_all():  # every example encoded, then the selected ones kept
+        rows = select_rows(rounds, config.selection)
+        kept = sorted(int(i) for i in rows["example_index"].unique())
+    acts = encode_run(run, sae, hook).numpy().astype(np.float64)
+    if kept is not None:
+        acts, rounds = acts[kept], _renumbered(rounds, kept)
     clusters = example_clusters(rounds, config.cluster)
     tables = latent_tables(acts, rounds, clusters.ids, config)
     top = top_latents(tables["changes"], config.top)
     tables["example_acts"] = _example_acts(acts, top)
+    if kept is not None:  # positions in the selection back to the run's example_index
+        example_acts = tables["example_acts"]
+        example_acts["example_index"] = np.asarray(kept)[example_acts["example_index"].to_numpy()]
     tables["concepts"], concept_notes = concept_cosines(run, sae, hook, top)
     notes = list(concept_notes)
     if corpus is not None:
@@ -313,6 +365,8 @@ def _sae_features(
         notes += [corpus_note] if corpus_note else []
     summary = _summary(run, config, name, hook, sae, acts, tables, top, clusters, notes)
     summary["timing"] = {"total_s": round(time.perf_counter() - started, 3)}
+    if kept is not None:
+        summary["selection"] = {"example_index": kept, "note": SELECTION_NOTE}
     paths: list[Path] = []
     weaker = weaker_than_stored(run, name, config) if write else None
     if weaker is not None:
@@ -323,6 +377,14 @@ def _sae_features(
     elif write:
         paths = run.write_analysis(KIND, name, tables, summary)
     return FeaturesResult(name, hook, tables, summary, paths)
+
+
+def _renumbered(rounds: pd.DataFrame, kept: list[int]) -> pd.DataFrame:
+    """The rows of the ``kept`` examples, their ``example_index`` renumbered 0..len(kept)-1 in
+    order (the row of each in the selected activations, as the tables index them)."""
+    position = {old: new for new, old in enumerate(kept)}
+    rows = rounds[rounds["example_index"].isin(position)]
+    return rows.assign(example_index=rows["example_index"].map(position)).reset_index(drop=True)
 
 
 def weaker_than_stored(run: Run, name: str, config: FeaturesConfig) -> str | None:

@@ -136,6 +136,15 @@ def test_every_command_that_reads_a_run_has_the_selection_options(name):
     assert {"--examples", "--limit", "--sample", "--seed"} <= _opts(LEAVES[name]), name
 
 
+@pytest.mark.parametrize("name", ["metrics", "probe", "sae features"])
+def test_a_command_that_takes_a_selection_says_it_prints_it_and_stores_nothing(name):
+    """probe and sae features pass --examples/--limit/--sample to their library verb (issue
+    24) as metrics does; their help says what the selection does, not that it is refused."""
+    words = " ".join((LEAVES[name].help or "").split())
+    assert "refused" not in words, name
+    assert "--examples, --limit and --sample" in words and "never stored over" in words, name
+
+
 @pytest.mark.parametrize("name", sorted(LEAVES))
 def test_shared_options_have_one_help_text(name):
     """--examples, --limit, --sample, --seed, --device, --dtype, --json and --layers are

@@ -857,3 +857,100 @@ def test_behaviour_split_keeps_clusters_whole_and_interval_is_a_cluster_bootstra
     assert row["n_test"] == 12 * n_rounds
     lo, hi = wilson_interval(int(round(row["acc"] * row["n_test"])), int(row["n_test"]))
     assert row["acc_hi"] - row["acc_lo"] > hi - lo
+
+
+# ---------------------------------------------------------------------------------------------
+# A selection of the run's examples (issue 24): scored as the full probe scores them, not stored
+
+
+def _digest(root: Path) -> dict[str, bytes]:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
+def _kept(run_dir: Path, selection) -> list[int]:
+    from interp.inputs.selection import select_rows
+
+    rows = select_rows(Run.open(run_dir).rounds(), selection)
+    return sorted(int(i) for i in rows["example_index"].unique())
+
+
+def test_a_sample_scores_the_examples_select_rows_picks_as_the_full_probe_does(
+    tmp_path, tiny_model, concept_file
+):
+    from interp.inputs.selection import Selection
+
+    run_dir = make_run(tmp_path / "run")
+    config = ProbeConfig(concept=concept_file, n_boot=50, seed=1, transfer=False)
+    full = probe(run_dir, config, model=tiny_model)
+    stored = _digest(run_dir / "probes" / full.concept)
+    chosen = ProbeConfig(concept=concept_file, n_boot=50, seed=1, transfer=False, sample=3)
+    part = probe(run_dir, chosen, model=tiny_model)
+    kept = _kept(run_dir, Selection(sample=3, seed=1))
+    assert kept != [0, 1, 2]  # a limit, or positions taken for indices, would score these
+    assert sorted(part.example_scores["example_index"].unique()) == kept
+    assert part.summary["n_examples"] == 3 and part.summary["selection"]["example_index"] == kept
+    expected = full.example_scores[full.example_scores["example_index"].isin(kept)]
+    pd.testing.assert_frame_equal(
+        part.example_scores.reset_index(drop=True), expected.reset_index(drop=True)
+    )
+    torch.testing.assert_close(part.directions, full.directions, rtol=0, atol=0)
+    # the mean score per round is the mean of the selected examples' scores
+    means = expected.groupby(["layer", "round"])["score"].mean().to_numpy()
+    np.testing.assert_allclose(part.scores["mean"].to_numpy(), means, rtol=1e-12)
+    # printed, not stored: the run's full result is left as it was
+    assert part.out_dir is None
+    assert _digest(run_dir / "probes" / full.concept) == stored
+
+
+def test_a_selection_on_a_permuted_run_keeps_every_order_of_a_base_example(
+    tmp_path, tiny_model, concept_file
+):
+    from interp.inputs.selection import Selection
+
+    run_dir = make_run(tmp_path / "run", n_examples=12)
+    rounds = pd.read_parquet(run_dir / "rounds.parquet")
+    rounds["base_index"] = rounds["example_index"] // 3  # four base examples, three orders
+    write_parquet(run_dir / "rounds.parquet", rounds)
+    config = ProbeConfig(concept=concept_file, n_boot=0, transfer=False, sample=2, seed=3)
+    part = probe(run_dir, config, model=tiny_model)
+    kept = _kept(run_dir, Selection(sample=2, seed=3))
+    assert len(kept) == 6 and {i // 3 for i in kept} == {i // 3 for i in kept[::3]}
+    assert sorted(part.example_scores["example_index"].unique()) == kept
+
+
+def test_a_selection_with_a_control_run_reads_the_same_examples_of_both(
+    tmp_path, tiny_model, concept_file
+):
+    run_dir = make_run(tmp_path / "run")
+    control_dir = make_run(tmp_path / "control", seed=5)
+    manifest = json.loads((control_dir / "manifest.json").read_text())
+    manifest["plan"] = {"answer_prefix": ANSWER_PREFIX, "name": "baseline", "texts": ["x"]}
+    write_json(control_dir / "manifest.json", manifest)
+    config = ProbeConfig(
+        concept=concept_file,
+        n_boot=0,
+        transfer=False,
+        control_run=control_dir,
+        examples=("ex/7", 2, "ex/4"),
+    )
+    part = probe(run_dir, config, model=tiny_model)
+    assert sorted(part.example_scores["example_index"].unique()) == [2, 4, 7]
+    control = Run.open(control_dir)
+    for i, layer in enumerate(part.per_layer["layer"]):
+        acts = control.activations(f"blocks.{layer}.hook_resid_post").float()[[2, 4, 7]]
+        means = concept_scores(acts, part.directions[i]).numpy().mean(axis=0)
+        rows = part.control[part.control["layer"] == layer]
+        np.testing.assert_allclose(rows["control"].to_numpy(), means, rtol=1e-6)
+    assert part.out_dir is None and not (run_dir / "probes" / part.concept).exists()
+
+
+def test_a_selection_is_refused_before_anything_is_read(tmp_path, tiny_model, concept_file):
+    run_dir = make_run(tmp_path / "run")
+    with pytest.raises(InterpError, match="no such examples"):
+        probe(run_dir, ProbeConfig(concept=concept_file, examples=("ex/99",)), model=tiny_model)
+    with pytest.raises(InterpError, match="--sample 11 exceeds the 10"):
+        probe(run_dir, ProbeConfig(concept=concept_file, sample=11), model=tiny_model)
+    with pytest.raises(InterpError, match="limit must be at least 1"):
+        probe(run_dir, ProbeConfig(concept=concept_file, limit=0), model=tiny_model)
+    assert not (run_dir / "probes").exists()

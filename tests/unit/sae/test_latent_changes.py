@@ -189,3 +189,48 @@ def test_contexts_from_a_held_out_corpus(run_dir, tmp_path, tiny_model):
         _, cache = tiny_model.run_with_cache(torch.tensor([chunks[row.chunk]]), names_filter=HOOK)
         alone = encode(sae, cache[HOOK][0, row.position])[row.latent]
         assert float(alone) == pytest.approx(row.activation, abs=1e-4)
+
+
+def test_a_sample_reads_the_examples_select_rows_picks_and_stores_nothing(run_dir, tmp_path):
+    from interp.inputs.selection import Selection, select_rows
+
+    path = save_sae(tmp_path / "sae")
+    run = Run.open(run_dir)
+    full = sae_features(run, FeaturesConfig(sae=path, n_boot=20, n_shuffles=5, seed=1, top=48))
+    stored = {p.name: p.read_bytes() for p in sorted((run_dir / "sae" / "sae").iterdir())}
+    config = FeaturesConfig(sae=path, n_boot=20, n_shuffles=5, seed=1, top=48, sample=3)
+    part = sae_features(run, config)
+    kept = sorted(
+        int(i)
+        for i in select_rows(run.rounds(), Selection(sample=3, seed=1))["example_index"].unique()
+    )
+    assert kept != [0, 1, 2]  # a limit, or positions taken for indices, would read these
+    acts = part.tables["example_acts"]
+    assert sorted(acts["example_index"].unique()) == kept
+    assert part.summary["n_examples"] == 3 and part.summary["selection"]["example_index"] == kept
+    assert part.summary["config"]["sample"] == 3
+    assert "sample" not in full.summary["config"]  # a full analysis records what it did
+    # each selected example's activations are the full analysis's, row for row
+    keys = ["example_index", "round", "latent"]
+    both = acts.merge(full.tables["example_acts"], on=keys, suffixes=("", "_full"))
+    assert len(both) > 0 and len(both) == acts["latent"].isin(both["latent"]).sum()
+    np.testing.assert_array_equal(both["activation"], both["activation_full"])
+    encoded = encode_run(run, open_sae(path, run)).double().numpy()[kept]
+    got = part.tables["latents"].pivot(index="round", columns="latent", values="mean")
+    np.testing.assert_allclose(got.to_numpy(), encoded.mean(axis=0)[:, got.columns], rtol=1e-12)
+    # printed, not stored: the run's full result is left as it was
+    assert part.paths == []
+    after = {p.name: p.read_bytes() for p in sorted((run_dir / "sae" / "sae").iterdir())}
+    assert after == stored
+
+
+def test_a_selection_is_refused_in_one_line(run_dir, tmp_path):
+    from interp.errors import InterpError
+
+    path = save_sae(tmp_path / "sae")
+    with pytest.raises(InterpError, match="no such examples in the run: nope/1"):
+        sae_features(run_dir, FeaturesConfig(sae=path, examples=("nope/1",)))
+    with pytest.raises(InterpError, match="--sample 9 exceeds the 8"):
+        sae_features(run_dir, FeaturesConfig(sae=path, sample=9))
+    with pytest.raises(InterpError, match="limit must be at least 1"):
+        sae_features(run_dir, FeaturesConfig(sae=path, limit=0))
