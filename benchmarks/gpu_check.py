@@ -59,7 +59,7 @@ def main() -> None:
         for name, flags in settings.items():
             replay_s = _interp("replay", *common, "--out", str(runs[name]), *flags)
             patch_s = _interp(
-                "patch", "--run", str(runs[name]), "--layer", "all", "--round", str(args.rounds),
+                "patch", "--run", str(runs[name]), "--layers", "all", "--round", str(args.rounds),
                 "--n-boot", "200", "--json", *flags,
             )  # fmt: skip
             manifest = json.loads((runs[name] / "manifest.json").read_text())

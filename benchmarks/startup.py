@@ -68,13 +68,13 @@ def main() -> None:
         replay = ["replay", "--model", "tiny", "--rounds", "1", "--limit", "4", "--out", run]
         subprocess.run([*cli, *replay, "--json"], env=env, check=True, capture_output=True)
         missing = str(Path(tmp) / "dmeo")
-        patch = [*cli, "patch", "--run", run, "--layer"]
+        patch = [*cli, "patch", "--run", run, "--layers"]
         cases = {
             "interp --help": [*cli, "--help"],
             "interp metrics --run R": [*cli, "metrics", "--run", run],
             # refusals, exit 2 (the tiny run has layers 0..2 and rounds 0..1)
             "refused: patch --run MISTYPED": [*cli, "patch", "--run", missing, "--round", "1"],
-            "refused: patch --layer 40": [*patch, "40", "--round", "1"],
+            "refused: patch --layers 40": [*patch, "40", "--round", "1"],
             "refused: patch --round 9": [*patch, "1", "--round", "9"],
             "refused: probe --layers 7": [*cli, "probe", "--run", run, "--layers", "7"],
             "refused: replay --model notinstalled": [*cli, "replay", "--model", "notinstalled"]
