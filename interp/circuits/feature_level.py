@@ -419,6 +419,13 @@ class FeatureCircuitResult:
             f"{len(self.interventions)} interventions, {len(self.paths)} files written)"
         )
 
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        facts = [("level", self.level), ("files written", len(self.paths))]
+        return html_card(f"FeatureCircuitResult {self.name}", facts, self.tables)
+
 
 def feature_circuit_of(
     run: Run,

@@ -325,6 +325,19 @@ class CircuitResult:
             f"{len(self.paths)} files written)"
         )
 
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        facts = [
+            ("level", self.level),
+            ("edges", len(self.edges)),
+            ("examples", self.summary.get("n_examples")),
+            ("faithful_n", self.summary.get("faithful_n")),
+            ("files written", len(self.paths)),
+        ]
+        return html_card(f"CircuitResult {self.name}", facts, self.tables)
+
 
 def circuit(
     run: Run | str | Path,

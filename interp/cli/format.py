@@ -75,8 +75,15 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
         f"{'patched':>8}  {'effect [95% CI]':<24} {'delta [95% CI]':<24} {'effect_mean':>11}"
     )
     rows = summary["table"]
-    if len(rows) > top:  # the strongest first; the denominator is shared, so |delta| ranks too
+    if _patch_ranking(rows) == "delta":  # the report's rule: the gap's interval covers 0
+        lines.insert(
+            len(lines) - 1,
+            "warning: the source - target gap's 95% interval covers 0, so the normalised "
+            "effect (a ratio by that gap) is unstable; rows are sorted by |delta|",
+        )
         rows = sorted(rows, key=lambda r: -abs(r["delta"] if r["delta"] is not None else 0.0))
+    elif len(rows) > top:  # the strongest |effect| first
+        rows = sorted(rows, key=lambda r: -abs(r["effect"] if r["effect"] is not None else 0.0))
     for row in rows[:top]:
         head = "-" if row["head"] < 0 else str(row["head"])
         lines.append(
@@ -98,6 +105,16 @@ def format_patching(summary: dict[str, Any], top: int = 15) -> str:
             f"{fixed(verify['spearman'])}"
         )
     return "\n".join(lines)
+
+
+def _patch_ranking(rows: list[dict[str, Any]]) -> str:
+    """``"delta"`` where the report reads the delta (:func:`interp.patching.analysis.
+    patching_value`: the gap's interval covers 0), else ``"effect"``."""
+    import pandas as pd
+
+    from interp.patching.analysis import patching_value
+
+    return patching_value(pd.DataFrame(rows))
 
 
 def _control_lines(control: dict[str, Any], top: int) -> list[str]:

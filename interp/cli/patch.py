@@ -110,7 +110,12 @@ def patch(
     device: Device = "cpu",
     dtype: Dtype = "float32",
     top: Annotated[
-        int, typer.Option("--rows", help="Table rows to print (strongest |effect| first).")
+        int,
+        typer.Option(
+            "--rows",
+            help="Table rows to print (strongest |effect| first; strongest |delta| first, with "
+            "a warning, when the source - target gap's interval covers 0).",
+        ),
     ] = 15,
     workers: WorkersOption = None,
     ray_address: RayAddressOption = None,

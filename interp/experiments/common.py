@@ -105,6 +105,20 @@ class ExperimentResult:
     # ``path`` is stronger and is kept)
     not_stored: str | None = None
 
+    def __repr__(self) -> str:
+        stored = "written" if self.not_stored is None else "not stored"
+        return (
+            f"ExperimentResult({self.name!r} at {self.path.name}: tables "
+            f"{', '.join(self.tables)}, {stored})"
+        )
+
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        facts = [("path", self.path), ("stored", self.not_stored or "yes")]
+        return html_card(f"ExperimentResult {self.name}", facts, self.tables)
+
 
 def validate(config: ExperimentConfig) -> None:
     # Messages start with the field's name; the CLI shows the flag instead.

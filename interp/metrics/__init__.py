@@ -12,6 +12,7 @@ name when called (no import of this package's modules depends on it).
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import types
 from typing import Any
@@ -22,6 +23,12 @@ class _CallableModule(types.ModuleType):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return importlib.import_module("interp.runs.metrics").metrics(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """The verb's signature (what ``inspect.signature`` and a notebook's Shift-Tab show),
+        not ``(*args, **kwargs)``; imported when asked for."""
+        return inspect.signature(importlib.import_module("interp.runs.metrics").metrics)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -279,6 +279,25 @@ class PatchConfig:
         return out
 
 
+def patching_value(table: pd.DataFrame) -> str:
+    """``"effect"`` (normalised), or ``"delta"`` (logit change) when the rounds do not differ
+    reliably: the interval of effect's shared denominator ``gap`` contains 0, so a ratio by
+    it would be noise. The one rule the report's figures and the CLI's patch table share.
+
+    Args:
+        table: A patching summary table (``gap_lo``, ``gap_hi`` and ``delta`` columns; the
+            interval is the same on every row).
+
+    Returns:
+        ``"effect"`` or ``"delta"``.
+    """
+    if not {"gap_lo", "gap_hi", "delta"} <= set(table.columns) or table.empty:
+        return "effect"
+    # None (read back from JSON) where no interval was given, e.g. below the cluster floor
+    lo, hi = (float(pd.to_numeric(table[c], errors="coerce").iloc[0]) for c in ("gap_lo", "gap_hi"))
+    return "delta" if np.isfinite(lo) and np.isfinite(hi) and lo <= 0 <= hi else "effect"
+
+
 @dataclass
 class PatchResult:
     """What :func:`~interp.patching.pipeline.patch` computed (and wrote, unless
@@ -300,9 +319,31 @@ class PatchResult:
     def __repr__(self) -> str:
         control = "" if self.control_table is None else ", with control"
         return (
-            f"PatchResult({self.name}: {self.summary.get('n_examples')} examples, "
+            f"PatchResult({self.name}: {self._n_examples()} examples, "
             f"{len(self.summary_table)} summary rows, {len(self.paths)} files{control})"
         )
+
+    def _n_examples(self) -> Any:
+        counts = self.summary.get("examples")
+        return counts.get("used") if isinstance(counts, dict) else self.summary.get("n_examples")
+
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        config = self.summary.get("config", {})
+        facts = [
+            ("rounds", f"source {config.get('round')} -> target {config.get('target_round')}"),
+            ("direction", config.get("direction")),
+            ("method", config.get("method")),
+            ("examples", self._n_examples()),
+            ("read", patching_value(self.summary_table)),
+            ("files", len(self.paths)),
+        ]
+        tables = {"summary_table": self.summary_table}
+        if self.control_table is not None:
+            tables["control_table"] = self.control_table
+        return html_card(f"PatchResult {self.name}", facts, tables)
 
 
 @dataclass(frozen=True)

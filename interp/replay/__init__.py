@@ -9,6 +9,7 @@ must be one object for ``from interp import replay`` to mean one thing.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from typing import Any
@@ -24,6 +25,12 @@ class _CallableModule(types.ModuleType):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Run:
         return replay(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """The verb's signature (what ``inspect.signature`` and a notebook's Shift-Tab show),
+        not ``(*args, **kwargs)``."""
+        return inspect.signature(replay)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 
 from interp.errors import InterpError
 from interp.inputs.plans import option_letter
+from interp.patching.analysis import patching_value
 
 TEMPLATE = "plotly_white"
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
@@ -577,17 +578,6 @@ def patching_control_figure(
 
 
 # --- patching ---------------------------------------------------------------------------------
-
-
-def patching_value(table: pd.DataFrame) -> str:
-    """``"effect"`` (normalised), or ``"delta"`` (logit change) when the rounds do not differ
-    reliably: the interval of effect's shared denominator ``gap`` contains 0, so a ratio by
-    it would be noise."""
-    if not {"gap_lo", "gap_hi", "delta"} <= set(table.columns) or table.empty:
-        return "effect"
-    # None (read back from JSON) where no interval was given, e.g. below the cluster floor
-    lo, hi = (float(pd.to_numeric(table[c], errors="coerce").iloc[0]) for c in ("gap_lo", "gap_hi"))
-    return "delta" if np.isfinite(lo) and np.isfinite(hi) and lo <= 0 <= hi else "effect"
 
 
 _VALUE_TITLES = {

@@ -64,6 +64,18 @@ class ExportResult:
             f"{len(self.notes)} sections left out)"
         )
 
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        facts = [("index", self.index), ("figures", len(self.figures))]
+        facts += [("left out", note) for note in self.notes[:5]]
+        if len(self.notes) > 5:
+            facts.append(("left out", f"... and {len(self.notes) - 5} more"))
+        if self.png:
+            facts.append(("images", self.png))
+        return html_card(f"ExportResult {self.index.parent.name}", facts)
+
 
 def load_metrics(run: Run) -> dict[str, Any]:
     """``metrics.json`` of a run (computed from rounds.parquet, not written, if missing)."""

@@ -88,6 +88,15 @@ class MetricsResult:
             f"{'written' if self.written else 'not stored'}{control})"
         )
 
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        facts = [("run", self.run), ("examples", self.n_examples), ("written", self.written)]
+        if self.difference is not None:
+            facts += [("control run", self.control_run), ("control plan", self.control_plan)]
+        return html_card(f"MetricsResult {self.run.name}", facts, {"table": self.table})
+
 
 def metrics(
     run: Run | str | Path,

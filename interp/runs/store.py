@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     # Only for annotations: reading a run (interp metrics, export's tables) must not pay for
     # importing torch; the functions that handle tensors import it themselves.
     import torch
+    from transformer_lens import ActivationCache, HookedTransformer
 
     from interp.inputs.conversation import RoundSpans
 
@@ -382,7 +383,7 @@ def hook_file(hook: str) -> str:
     return f"{hook}.safetensors"
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
     """A complete run directory, opened for reading."""
 
@@ -471,6 +472,89 @@ class Run:
         for hook in hooks:
             expected = (n_examples, n_rounds) + ((int(d_model),) if d_model is not None else ())
             _check_activation_file(self.path / "activations" / hook_file(hook), expected)
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        manifest = self.manifest
+        model = manifest.get("model") or {}
+        task, plan = manifest.get("task") or {}, manifest.get("plan") or {}
+        n_examples = task.get("n_examples")
+        return [
+            ("model", model.get("model_id", "?")),
+            ("task", task.get("name", "?")),
+            ("plan", plan.get("name", "?")),
+            ("rounds", f"0..{manifest.get('rounds', '?')}"),
+            ("examples", "?" if n_examples is None else n_examples),
+            ("complete", bool(manifest.get("complete"))),
+        ]
+
+    def __repr__(self) -> str:
+        from interp.runs.display import short
+
+        facts = ", ".join(f"{name} {value}" for name, value in self._facts())
+        return f"Run({short(self.path.name, 48)!r}: {short(facts, 140)})"
+
+    def _repr_html_(self) -> str:
+        from interp.runs.display import html_card
+
+        facts = [*self._facts(), ("hooks", ", ".join(self.hooks)), ("path", self.path)]
+        return html_card(f"Run {self.path.name}", facts)
+
+    def cache(self, example: int, round: int, model: HookedTransformer) -> ActivationCache:
+        """A TransformerLens ``ActivationCache`` of one example's stored transcript up to the
+        read-out of ``round`` (one ``model.run_with_cache`` on those tokens): every hook at
+        every position of that prompt, where the run stores only the read-out's.
+
+        Args:
+            example: The example's ``example_index`` (0..examples-1).
+            round: The round (0..R); the transcript is cut after its read-out position.
+            model: The run's model (checked against the manifest's ``model`` record).
+
+        Returns:
+            The cache, batch size 1; position ``-1`` is the read-out.
+
+        Raises:
+            InterpError: ``example`` or ``round`` out of range, a model other than the run's,
+                or a damaged tokens or spans file.
+        """
+        import torch
+
+        from interp.model.loading import check_run_model
+
+        transcripts = self.tokens()
+        n_examples = len(transcripts)
+        if not 0 <= int(example) < n_examples:
+            raise InterpError(
+                f"example {example} is out of range: the run holds 0..{n_examples - 1}"
+            )
+        if not 0 <= int(round) < self.n_rounds:
+            raise InterpError(
+                f"round {round} is out of range: the run holds 0..{self.n_rounds - 1}"
+            )
+        recorded = self.manifest.get("model") or {}
+        check_run_model(model, recorded)
+        wanted = recorded.get("model_id")
+        source = getattr(model, "interp_source", None)
+        if source is not None and wanted and source.model_id != wanted:
+            raise InterpError(
+                f"the model passed is {source.model_id!r}, the run's is {wanted!r}; pass the "
+                "run's model"
+            )
+        readout = self._readout(int(example), int(round))
+        tokens = transcripts[int(example)][: readout + 1]
+        ids = torch.tensor([tokens], dtype=torch.long, device=model.cfg.device)
+        with torch.no_grad():
+            _, cache = model.run_with_cache(ids)
+        return cache
+
+    def _readout(self, example: int, round: int) -> int:
+        spans = self.round_spans(example)
+        if spans is not None:
+            return spans[round].readout
+        rows = self.rounds()
+        if "readout_pos" not in rows.columns:
+            raise InterpError(f"{self.path} records no read-out positions; replay it again")
+        row = rows[(rows["example_index"] == example) & (rows["round"] == round)]
+        return int(row["readout_pos"].iloc[0])
 
     @property
     def n_rounds(self) -> int:

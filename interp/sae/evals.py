@@ -260,6 +260,13 @@ class EvalResult:
             f"{m.get('trained_on_this_corpus')})"
         )
 
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        facts = [(k, v) for k, v in self.metrics.items() if not isinstance(v, dict | list)]
+        return html_card(f"EvalResult {self.sae}", facts[:20])
+
 
 def evaluate_sae(
     source: str | HookedTransformer,

@@ -174,6 +174,19 @@ class FeaturesResult:
             f"{len(self.paths)} files written)"
         )
 
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        s = self.summary
+        facts = [
+            ("hook", self.hook),
+            ("examples", s.get("n_examples")),
+            ("rounds", s.get("n_rounds")),
+            ("files written", len(self.paths)),
+        ]
+        return html_card(f"FeaturesResult {self.name}", facts, self.tables)
+
 
 # --- checks (no model) ------------------------------------------------------------------------
 

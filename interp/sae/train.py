@@ -194,6 +194,23 @@ class TrainResult:
             f"{self.evals.get('explained_variance')})"
         )
 
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        t = self.training
+        facts = [
+            ("path", self.path),
+            ("architecture", t.get("architecture")),
+            ("width", t.get("width")),
+            ("hook", t.get("hook")),
+            ("tokens trained", (t.get("tokens") or {}).get("trained")),
+            *((f"eval: {k}", v) for k, v in self.evals.items() if not isinstance(v, dict | list)),
+        ]
+        return html_card(
+            f"TrainResult {self.path.name}", facts[:16], {"loss_curve": self.loss_curve}
+        )
+
 
 def check_train_config(config: TrainConfig, model: HookedTransformer | None = None) -> int:
     """Refuse settings that cannot train, before anything is computed or written; returns the

@@ -424,6 +424,21 @@ class TranscoderTrainResult:
             f"{r['width']} features, {r['tokens']['trained']} tokens)"
         )
 
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        r = self.record
+        facts = [
+            ("path", self.path),
+            ("layers", r.get("layers")),
+            ("width", r.get("width")),
+            ("tokens trained", (r.get("tokens") or {}).get("trained")),
+        ]
+        return html_card(
+            f"TranscoderTrainResult {self.path.name}", facts, {"loss_curve": self.loss_curve}
+        )
+
 
 def train_transcoders(
     source: str | HookedTransformer,

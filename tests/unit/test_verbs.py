@@ -147,3 +147,12 @@ def test_metrics_options_are_the_config_fields():
     assert set(params) - {"run", "as_json", "by_category"} == set(fields)
     for name, default in fields.items():
         assert params[name].default == default, name
+
+
+@pytest.mark.parametrize("name", interp.VERBS)
+def test_every_verb_shows_its_real_signature(name):
+    """Shift-Tab in a notebook shows ``inspect.signature``: the callable packages (replay,
+    metrics) show the verb's, not ``(*args, **kwargs)``."""
+    shown = inspect.signature(getattr(interp, name))
+    assert shown == inspect.signature(_function(name)), name
+    assert "args" not in shown.parameters and "kwargs" not in shown.parameters, name

@@ -165,3 +165,68 @@ def test_stored_spans_equal_the_rebuilt_ones(run: Run, tiny_model) -> None:
     old = Run.open(run.path)
     assert old.round_spans(0) is None
     assert not any(transcript(old, e, tiny_model.tokenizer).spans_known for e in range(3))
+
+
+# --- a run in a notebook: short repr, small HTML card, one transcript's ActivationCache ------
+
+
+def test_run_repr_is_short_and_names_the_run(run: Run) -> None:
+    text = repr(run)
+    assert len(text) <= 200, text
+    assert "\n" not in text
+    for fact in (run.path.name, "tiny", "builtin", "self-correct", "0..2", "examples 3"):
+        assert fact in text, (fact, text)
+    assert "complete True" in text
+    assert "fingerprint" not in text  # not the manifest
+
+
+def test_run_repr_html_parses_and_escapes(run: Run) -> None:
+    from html.parser import HTMLParser
+
+    run.manifest["plan"]["name"] = "<b>plan & co</b>"
+    page = run._repr_html_()
+    assert "<b>plan" not in page and "&lt;b&gt;plan &amp; co&lt;/b&gt;" in page
+    cells: list[str] = []
+
+    class Cells(HTMLParser):
+        def handle_data(self, data: str) -> None:
+            cells.append(data)
+
+    Cells().feed(page)
+    assert "<b>plan & co</b>" in cells and "tiny" in cells
+    assert len(page) < 2000
+
+
+def test_run_cache_matches_the_stored_activations(run: Run, tiny_model) -> None:
+    """The cache's hook at the read-out equals what replay stored for that example x round,
+    for every stored hook: a transcript cut at another position would not."""
+    from transformer_lens import ActivationCache
+
+    checked = 0
+    for example in range(3):
+        for round in range(run.n_rounds):
+            cache = run.cache(example, round, tiny_model)
+            assert isinstance(cache, ActivationCache)
+            readout = run.round_spans(example)[round].readout
+            assert cache[run.hooks[0]].shape[1] == readout + 1
+            for hook in run.hooks:
+                stored = run.activations(hook)[example, round].float()
+                got = cache[hook][0, -1].float()
+                torch.testing.assert_close(got, stored, atol=2e-2, rtol=1e-2)
+                checked += 1
+    assert checked == 3 * run.n_rounds * len(run.hooks) > 0
+
+
+def test_run_cache_refuses_what_it_cannot_cut(run: Run, tiny_model) -> None:
+    from interp.model.loading import load_model
+
+    with pytest.raises(InterpError, match="example 3 is out of range"):
+        run.cache(3, 0, tiny_model)
+    with pytest.raises(InterpError, match="example -1 is out of range"):
+        run.cache(-1, 0, tiny_model)
+    with pytest.raises(InterpError, match=f"round {run.n_rounds} is out of range"):
+        run.cache(0, run.n_rounds, tiny_model)
+    other = load_model("tiny", seed=1)
+    with pytest.raises(InterpError, match="run's model") as err:
+        run.cache(0, 0, other)
+    assert "\n" not in str(err.value)
