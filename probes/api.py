@@ -119,6 +119,21 @@ class ProbeResult:
             f"{'with' if self.control is not None else 'no'} control)"
         )
 
+    def _repr_html_(self) -> str:
+        """A small HTML card for notebooks (:func:`interp.runs.display.html_card`)."""
+        from interp.runs.display import html_card
+
+        facts = [
+            ("concept", self.concept),
+            ("best layer", self.summary.get("best_layer")),
+            ("control", self.control is not None),
+            ("stored in", self.out_dir),
+        ]
+        tables = {"per_layer": self.per_layer, "scores": self.scores}
+        if self.control is not None:
+            tables["control"] = self.control
+        return html_card(f"ProbeResult {self.concept}", facts, tables)
+
 
 def _probe(
     run: Run | str | Path,

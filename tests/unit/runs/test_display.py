@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from interp.runs.display import ROWS_SHOWN, html_card
 
@@ -64,6 +65,7 @@ def _results() -> list:
     from interp.sae.latent_changes import FeaturesResult
     from interp.sae.train import TrainResult
     from interp.sae.transcoders import TranscoderTrainResult
+    from probes.api import ProbeResult
 
     big, path = _big(), Path("/tmp/runs/run-tiny")
     curve = {"loss_curve": [{"step": i, "loss": 1.0 / (i + 1)} for i in range(500)]}
@@ -91,10 +93,11 @@ def _results() -> list:
         ),
         ExportResult(path / "index.html", [path] * 4, [EVIL] * 9, None),
         ExperimentResult(EVIL, path, {"t": big, "u": big}, {"x": 1}),
+        ProbeResult(EVIL, big, big, big, big, big, big, torch.zeros(2, 4), big, {}, path),
     ]
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(11))
 def test_every_result_has_a_short_repr_and_a_small_card(index) -> None:
     result = _results()[index]
     name = type(result).__name__
