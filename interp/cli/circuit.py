@@ -215,7 +215,7 @@ def circuit(
         context_condition=context_condition,
         limit=limit,
         sample=sample,
-        batch_size=batch_size,
+        **_given(batch_size=batch_size),
         n_boot=n_boot,
         seed=seed,
         cluster=cluster,
@@ -256,6 +256,11 @@ def _flag(name: str) -> str:
     return {"top": "--top-edges", "top_features": "--top-features"}.get(
         name, "--" + name.replace("_", "-")
     )
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The values given (not None): a None leaves the config's level default."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def run_features(
@@ -309,7 +314,7 @@ def run_features(
         target_round=target_round,
         examples=(example,),
         max_feature_nodes=max_feature_nodes,
-        batch_size=batch_size,
+        **_given(batch_size=batch_size),
         top=top,
         node_threshold=node_threshold,
         edge_threshold=edge_threshold,
