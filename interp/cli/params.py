@@ -210,7 +210,7 @@ def parse_examples(
 def parse_one_example(
     values: Iterable[str] | None, default: int | str, *, command: str, flag: str = "--examples"
 ) -> int | str:
-    """The one example of a command that reads one (``feature-circuit``, ``export``'s
+    """The one example of a command that reads one (``circuit --level features``, ``export``'s
     attention views): ``default`` when none is given; several are refused."""
     chosen = parse_examples(values, flag)
     if chosen is None:
