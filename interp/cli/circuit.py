@@ -118,7 +118,9 @@ def circuit(
     ] = None,
     max_feature_nodes: Annotated[
         int,
-        typer.Option(help="--level features: features circuit-tracer attributes backwards."),
+        typer.Option(
+            help="--level features: features circuit-tracer attributes backwards, per graph."
+        ),
     ] = 256,
     top_features: Annotated[
         int,
@@ -129,11 +131,15 @@ def circuit(
     ] = 10,
     node_threshold: Annotated[
         float,
-        typer.Option(help="--level features: pruning of the saved graph files: node influence."),
+        typer.Option(
+            help="--level features: pruning of the saved graph files: node influence kept."
+        ),
     ] = 0.8,
     edge_threshold: Annotated[
         float,
-        typer.Option(help="--level features: pruning of the saved graph files: edge influence."),
+        typer.Option(
+            help="--level features: pruning of the saved graph files: edge influence kept."
+        ),
     ] = 0.98,
     device: Device = "cpu",
     dtype: Dtype = "float32",
@@ -161,8 +167,9 @@ def circuit(
     and circuit-tracer's graph files for its viewer). --examples: the one example (id or
     index; default 0); --limit and --sample are refused, and --seed changes nothing.
 
-    An option of the other level is refused when given. No --control-run: a circuit compares
-    two rounds of one run; compare two plans by running circuit on each run."""
+    An option of the other level, given with another value than its default, is refused. No
+    --control-run: a circuit compares two rounds of one run; compare two plans by running
+    circuit on each run."""
     given = dict(locals())
     if level not in LEVELS:
         from interp.errors import InterpError
