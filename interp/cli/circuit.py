@@ -167,8 +167,8 @@ def circuit(
     and circuit-tracer's graph files for its viewer). --examples: the one example (id or
     index; default 0); --limit and --sample are refused, and --seed changes nothing.
 
-    An option of the other level, given with another value than its default, is refused. No
-    --control-run: a circuit compares two rounds of one run; compare two plans by running
+    An option of the other level, given with another value than its default, is refused.
+    No --control-run: a circuit compares two rounds of one run; compare two plans by running
     circuit on each run."""
     given = dict(locals())
     if level not in LEVELS:
