@@ -23,7 +23,7 @@ from interp.cli import app, flag_message
 from interp.cli.params import parse_layers
 from interp.errors import InterpError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMMAND = typer.main.get_command(app)
 
 
