@@ -9,7 +9,8 @@ exact edge patching, and the graph drawn from it.
 - :mod:`~interp.circuits.export`: the graph's JSON, plotly figure and optional SVG.
 - :mod:`~interp.circuits.feature_level`: feature circuits: circuit-tracer's attribution graphs on
   transcoders (`interp.sae.transcoders`) for two rounds, compared, checked by interventions
-  (``CircuitConfig(level="features")``, ``interp feature-circuit``; it needs circuit-tracer).
+  (``CircuitConfig(level="features")``, ``interp circuit --level features``; it needs
+  circuit-tracer).
 
 One verb for both levels: ``circuit(run, CircuitConfig(round=3))`` (components) and
 ``circuit(run, CircuitConfig(round=3, level="features", transcoders=...))``.

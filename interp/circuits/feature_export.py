@@ -1,6 +1,6 @@
-"""A feature circuit (``interp feature-circuit``) drawn: the JSON it is drawn from, a plotly
-figure of both rounds' attribution graphs side by side (also one standalone offline HTML file
-beside the tables) and the HTML tables of the report.
+"""A feature circuit (``interp circuit --level features``) drawn: the JSON it is drawn from, a
+plotly figure of both rounds' attribution graphs side by side (also one standalone offline HTML
+file beside the tables) and the HTML tables of the report.
 
 Each panel is one round's graph: x the token position, y the layer (the token embeddings at
 -1), one marker per node — a transcoder feature (circle), an error node (x: what the
@@ -294,8 +294,8 @@ def load_feature_graph(run: Run, name: str) -> tuple[dict[str, Any], Any]:
     missing = [f"{t}.parquet" for t in wanted if t not in found.tables]
     if missing:
         raise InterpError(
-            f"feature circuit {name} lacks {', '.join(missing)}; run `interp feature-circuit` "
-            "again to rewrite it"
+            f"feature circuit {name} lacks {', '.join(missing)}; run `interp circuit --level "
+            "features` again to rewrite it"
         )
     tokens = prompt_tokens(found.path, name)
     return feature_graph_data(found.tables["nodes"], found.summary, tokens), found

@@ -140,7 +140,7 @@ class CircuitConfig:
     ``level="components"`` (the default): edges between attention heads and MLPs, scored by
     EAP or EAP-IG and verified by exact edge patching. ``level="features"``: circuit-tracer's
     attribution graphs of one example on a transcoder set (``transcoders``), compared between
-    the rounds and checked by interventions (what ``interp feature-circuit`` computes).
+    the rounds and checked by interventions (what ``interp circuit --level features`` computes).
     """
 
     round: int

@@ -1,6 +1,6 @@
-"""``interp feature-circuit``: the command behind
-:func:`interp.circuits.feature_level.feature_circuit` (needs circuit-tracer:
-``pip install --no-deps circuit-tracer==0.5.0``)."""
+"""``interp feature-circuit``: the old spelling of ``interp circuit --level features``
+(:func:`interp.cli.circuit.run_features`), kept for one release: the command class prints one
+deprecation line (:data:`interp.cli.params.DEPRECATED_COMMANDS`), then the same code runs."""
 
 from __future__ import annotations
 
@@ -17,9 +17,6 @@ from interp.cli.params import (
     Run,
     Sample,
     Seed,
-    parse_one_example,
-    refuse_selection,
-    wrote,
 )
 
 
@@ -54,7 +51,9 @@ def feature_circuit(
     device: Device = "cpu",
     as_json: Json = False,
 ) -> None:
-    """Attribution graphs of one example's read-out value (logit correct - stereotyped) with
+    """Deprecated: now interp circuit --level features (this spelling goes in the next release).
+
+    Attribution graphs of one example's read-out value (logit correct - stereotyped) with
     circuit-tracer on the transcoders, for the target and the source round; the features whose
     total effect changes most between them; and the check by intervention: the source round
     with its top-k read-out features set to their target-round values. Writes
@@ -64,59 +63,23 @@ def feature_circuit(
     --examples: the one example (id or index; default 0). A graph is of one example, so
     --limit and --sample are refused, and --seed changes nothing. No --control-run: the two
     graphs compared are two rounds of the one run."""
-    import json
+    from interp.cli.circuit import run_features
 
-    from interp import preflight
-    from interp.options import check_at_least
-
-    example = parse_one_example(examples, 0, command="feature-circuit")
-    refuse_selection(
-        "feature-circuit", "graphs one example (--examples)", limit=limit, sample=sample
-    )
-    check_at_least(top, 1, "--top-features")  # the library's check, with the flag's name
     del seed  # nothing random: accepted as every command that reads a run accepts it
-    # What the run's manifest and the file system can refuse, before torch is imported.
-    manifest = preflight.run_manifest(run)
-    if not transcoders.is_dir():  # the message of interp.sae.transcoders.check_transcoder_folder
-        from interp.errors import InterpError
-
-        raise InterpError(f"--transcoders {transcoders}: no such folder")
-    preflight.check_rounds(manifest, round=round, target_round=target_round)
-    preflight.check_run_model(manifest, device=device)
-
-    from interp.circuits import CircuitConfig, circuit
-
-    config = CircuitConfig(
-        level="features",
-        transcoders=str(transcoders),
+    run_features(
+        "feature-circuit",
+        run=run,
+        transcoders=transcoders,
         round=round,
         target_round=target_round,
-        examples=(example,),
+        examples=examples,
         max_feature_nodes=max_feature_nodes,
         batch_size=batch_size,
         top=top,
         node_threshold=node_threshold,
         edge_threshold=edge_threshold,
+        limit=limit,
+        sample=sample,
+        device=device,
+        as_json=as_json,
     )
-    result = circuit(run, config, device=device, progress=not as_json)
-    s = result.summary
-    if as_json:
-        typer.echo(json.dumps(s, indent=2, allow_nan=False))
-        return
-    for label in ("target", "source"):
-        g = s["graphs"][label]
-        typer.echo(
-            f"{label} graph: {g['n_tokens']} tokens, {g['active_features']} active features "
-            f"({g['attributed_features']} attributed); replacement score "
-            f"{g['replacement_score']:.3f}, completeness {g['completeness_score']:.3f}"
-        )
-    typer.echo("top read-out features set to their target-round values:")
-    for row in s["interventions"]:
-        typer.echo(
-            f"  k={row['k']:<3} value {row['source_value']:+.3f} -> {row['value']:+.3f} "
-            f"(target {row['target_value']:+.3f}; share of the gap {row['share_of_gap']:+.3f})"
-        )
-    check = s["circuit_tracer_cross_check"]
-    if check.get("checked"):
-        typer.echo(f"circuit-tracer's feature_intervention agrees to {check['abs_diff']:.2g}")
-    typer.echo(wrote(result.paths))

@@ -17,8 +17,9 @@ these types instead of declaring their own.
 
 Every command that writes something ends its text with one line ``wrote PATH[, PATH...]``
 (:func:`wrote`). Old spellings (``--layer``, ``--example``, ``--example-index``, the four
-``--top``) keep working for one release: :data:`DEPRECATED` maps them, and the CLI's command
-class rewrites them before parsing with one line on stderr (:func:`rewrite_deprecated`).
+``--top``; the command ``feature-circuit``) keep working for one release: :data:`DEPRECATED`
+and :data:`DEPRECATED_COMMANDS` map them, and the CLI's command class rewrites them before
+parsing with one line on stderr (:func:`rewrite_deprecated`).
 """
 
 from __future__ import annotations
@@ -111,13 +112,20 @@ DEPRECATED: dict[str, dict[str, str]] = {
 }
 
 
+# Old command (as typed after `interp`) -> the command it is now; the old one still runs.
+DEPRECATED_COMMANDS: dict[str, str] = {"feature-circuit": "circuit --level features"}
+
+
 def deprecation_line(old: str, new: str) -> str:
     return f"deprecated: {old} is now {new}; the old spelling goes in the next release"
 
 
 def rewrite_deprecated(command: str, args: Sequence[str]) -> list[str]:
     """``args`` with the old spellings of ``command``'s flags replaced by the new ones, one
-    line on stderr per old flag used (``--layer 3`` and ``--layer=3`` alike)."""
+    line on stderr per old flag used (``--layer 3`` and ``--layer=3`` alike), after one line
+    for an old command (:data:`DEPRECATED_COMMANDS`)."""
+    if command in DEPRECATED_COMMANDS:
+        typer.echo(deprecation_line(command, DEPRECATED_COMMANDS[command]), err=True)
     table = DEPRECATED.get(command, {})
     out, said = [], set()
     for arg in args:
@@ -202,7 +210,7 @@ def parse_examples(
 def parse_one_example(
     values: Iterable[str] | None, default: int | str, *, command: str, flag: str = "--examples"
 ) -> int | str:
-    """The one example of a command that reads one (``feature-circuit``, ``export``'s
+    """The one example of a command that reads one (``circuit --level features``, ``export``'s
     attention views): ``default`` when none is given; several are refused."""
     chosen = parse_examples(values, flag)
     if chosen is None:

@@ -7,9 +7,11 @@ each its one-line user errors and adds the sub-app as ``interp sae``.
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,6 +31,8 @@ from interp.cli.params import (
     parse_layers,
     wrote,
 )
+from interp.sae.train import TrainConfig
+from interp.sae.transcoders import TranscoderTrainConfig
 
 sae_app = typer.Typer(
     help="Sparse autoencoders (sae-lens): train one on offline corpora, evaluate it, read a "
@@ -83,65 +87,116 @@ def _corpus_config(corpus, data, runs, plan, system, context, heldout, seed):
     )
 
 
-def train(
-    out: Out,
-    corpus: CorpusOpt = ["concepts"],  # noqa: B006 (typer reads the default)
-    data: DataOpt = None,
-    run: RunOpt = None,
-    model: ModelOpt = "smollm2",
-    hook: Annotated[str, typer.Option(help="The hook the SAE reads.")] = (
-        "blocks.12.hook_resid_post"
-    ),
-    architecture: Annotated[
-        str, typer.Option(help="topk, batchtopk, jumprelu or standard.")
-    ] = "topk",
-    width: Annotated[int, typer.Option(help="Latents (d_sae).")] = 2048,
-    k: Annotated[int, typer.Option(help="topk/batchtopk: active latents per token.")] = 32,
-    l1: Annotated[
-        float | None,
-        typer.Option(help="standard: L1 coefficient (default 5); jumprelu: L0 coefficient (1)."),
-    ] = None,
-    tokens: Annotated[
-        int | None,
-        typer.Option(help="Training tokens (default: one pass over the training split)."),
-    ] = None,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
-    batch_tokens: Annotated[int, typer.Option(help="Activations per optimiser step.")] = 1024,
-    context: ContextOpt = 128,
-    heldout: HeldoutOpt = 0.1,
-    eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at the end.")] = 8192,
-    plan: PlanOpt = "self-correct",
-    system: SystemOpt = None,
-    seed: Seed = 0,
-    device: Device = "cpu",
-    as_json: Json = False,
-) -> None:
-    """Train an SAE on a hook of the model with sae-lens, on offline corpora.
+# --- sae train and sae train-transcoders: generated from the training configs --------------
 
-    Writes OUT/: cfg.json and sae_weights.safetensors (sae-lens' SAE.load_from_disk opens
-    them), training.json (corpus hash, tokens, model hash, loss curve) and evals.json
-    (explained variance, L0, dead latents, CE loss recovered, KL on held-out tokens).
-    """
+# Training fields the command line declares in its own vocabulary (name -> annotation,
+# default) instead of from the field: --out is required, --layers takes the layers grammar,
+# --seed is the shared seed.
+CLI_FIELDS: dict[str, tuple[Any, Any]] = {
+    "out": (Out, inspect.Parameter.empty),
+    "layers": (Layers, "all"),
+    "seed": (Seed, 0),
+}
+# The training commands' options that are no config field: the corpus's, the model, the
+# device, --json.
+CLI_ONLY: dict[str, tuple[Any, Any]] = {
+    "corpus": (CorpusOpt, ["concepts"]),
+    "data": (DataOpt, None),
+    "run": (RunOpt, None),
+    "model": (ModelOpt, "smollm2"),
+    "context": (ContextOpt, 128),
+    "heldout": (HeldoutOpt, 0.1),
+    "plan": (PlanOpt, "self-correct"),
+    "system": (SystemOpt, None),
+    "device": (Device, "cpu"),
+    "as_json": (Json, False),
+}
+# Where the options stand in --help: the corpus first, then the command's own fields, then the
+# shared budget and the rest. A training field placed nowhere (one added to TrainingOptions or
+# a config) goes before --device: every field is an option.
+_HEAD = ("out", "corpus", "data", "run", "model")
+_TAIL = (
+    "tokens",
+    "lr",
+    "batch_tokens",
+    "context",
+    "heldout",
+    "eval_tokens",
+    "plan",
+    "system",
+    "seed",
+    "device",
+    "as_json",
+)
+
+
+def training_parameters(config_class: type, own: tuple[str, ...]) -> list[inspect.Parameter]:
+    """The options of a training command: one per field of ``config_class``
+    (:func:`interp.sae.train.training_fields`: its type, default and help; :data:`CLI_FIELDS`
+    for those the command line declares itself), and :data:`CLI_ONLY`; ``own``: the
+    command's fields placed after the corpus (the rest follow in :data:`_TAIL`'s order)."""
+    import typing
+
+    from interp.sae.train import training_fields
+
+    hints = typing.get_type_hints(config_class)
+    declared: dict[str, tuple[Any, Any]] = {}
+    for name, _type, default, help in training_fields(config_class):
+        declared[name] = CLI_FIELDS.get(name) or (
+            Annotated[hints[name], typer.Option(help=help)],
+            default,
+        )
+    declared.update(CLI_ONLY)
+    placed = [*_HEAD, *own, *_TAIL]
+    unplaced = [name for name in declared if name not in placed]
+    at = placed.index("device")
+    order = [*placed[:at], *unplaced, *placed[at:]]
+    return [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=declared[name][0],
+            default=declared[name][1],
+        )
+        for name in order
+    ]
+
+
+def training_command(
+    name: str, config_class: type, own: tuple[str, ...], body: Callable[..., None], doc: str
+) -> Callable[..., None]:
+    """A typer command whose options are :func:`training_parameters`; it calls ``body`` with
+    the config's field values (``corpus`` the built CorpusConfig) and the rest by name."""
+
+    def command(**given: Any) -> None:
+        corpus = _corpus_config(
+            given.pop("corpus"),
+            given.pop("data"),
+            given.pop("run"),
+            given.pop("plan"),
+            given.pop("system"),
+            given.pop("context"),
+            given.pop("heldout"),
+            given["seed"],
+        )
+        body(corpus=corpus, **given)
+
+    params = training_parameters(config_class, own)
+    command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    command.__name__ = command.__qualname__ = name
+    command.__doc__ = doc
+    return command
+
+
+def _train_sae(out: Path, model: str, device: str, as_json: bool, **fields: Any) -> None:
     from interp.preflight import check_model
 
     check_model(model, device=device)  # before torch is imported
     from interp.sae.evals import format_evals
     from interp.sae.train import TrainConfig, check_train_config, train_sae
 
-    config = TrainConfig(
-        out=str(out),
-        hook=hook,
-        architecture=architecture,
-        width=width,
-        k=k,
-        l1=l1,
-        tokens=tokens,
-        lr=lr,
-        batch_tokens=batch_tokens,
-        seed=seed,
-        eval_tokens=eval_tokens,
-        corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
-    )
+    config = TrainConfig(out=str(out), **fields)
     check_train_config(config)  # before the model loads (and before TransformerLens imports)
     result = train_sae(model, config, progress=not as_json, device=device)
     if as_json:
@@ -157,43 +212,9 @@ def train(
     typer.echo(wrote(result.path))
 
 
-def train_transcoders(
-    out: Out,
-    corpus: CorpusOpt = ["concepts"],  # noqa: B006 (typer reads the default)
-    data: DataOpt = None,
-    run: RunOpt = None,
-    model: ModelOpt = "smollm2",
-    layers: Layers = "all",
-    width: Annotated[int, typer.Option(help="Features per layer.")] = 1024,
-    l1: Annotated[
-        float, typer.Option(help="L1 coefficient (activations x decoder-row norms).")
-    ] = 2.0,
-    l1_warmup: Annotated[
-        float, typer.Option(help="Share of the steps over which the L1 coefficient rises.")
-    ] = 0.2,
-    tokens: Annotated[
-        int | None,
-        typer.Option(help="Training tokens (default: one pass over the training split)."),
-    ] = None,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    batch_tokens: Annotated[int, typer.Option(help="Activations per optimiser step.")] = 1024,
-    context: ContextOpt = 128,
-    heldout: HeldoutOpt = 0.1,
-    eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at the end.")] = 8192,
-    plan: PlanOpt = "self-correct",
-    system: SystemOpt = None,
-    seed: Seed = 0,
-    device: Device = "cpu",
-    as_json: Json = False,
+def _train_transcoders(
+    out: Path, model: str, device: str, as_json: bool, layers: str, **fields: Any
 ) -> None:
-    """Train a transcoder per layer (MLP input -> MLP output, ReLU features) on offline
-    corpora, from one activation stream (sae-lens' multi-hook store).
-
-    Writes OUT/ in circuit-tracer's transcoder-set layout (config.yaml, layer_<L>.safetensors),
-    transcoders.json (corpus, tokens, loss curves) and evals.json: the replacement model's
-    next-token loss (every MLP replaced; with and without error terms) vs. the original on
-    held-out tokens. --layers: the layers to train (circuit-tracer needs all).
-    """
     from interp.preflight import check_model
 
     check_model(model, device=device)  # before torch is imported
@@ -204,19 +225,7 @@ def train_transcoders(
     )
     from interp.sae.transcoders import train_transcoders as train_all
 
-    config = TranscoderTrainConfig(
-        out=str(out),
-        layers=parse_layers(layers),
-        width=width,
-        l1=l1,
-        l1_warmup=l1_warmup,
-        tokens=tokens,
-        lr=lr,
-        batch_tokens=batch_tokens,
-        seed=seed,
-        eval_tokens=eval_tokens,
-        corpus=_corpus_config(corpus, data, run, plan, system, context, heldout, seed),
-    )
+    config = TranscoderTrainConfig(out=str(out), layers=parse_layers(layers), **fields)
     check_transcoder_config(config)  # before the model loads (and before TransformerLens imports)
     result = train_all(model, config, progress=not as_json, device=device)
     if as_json:
@@ -230,6 +239,34 @@ def train_transcoders(
     )
     typer.echo(format_replacement(result.evals))
     typer.echo(wrote(result.path))
+
+
+train = training_command(
+    "train",
+    TrainConfig,
+    ("hook", "architecture", "width", "k", "l1"),
+    _train_sae,
+    """Train an SAE on a hook of the model with sae-lens, on offline corpora.
+
+    Writes OUT/: cfg.json and sae_weights.safetensors (sae-lens' SAE.load_from_disk opens
+    them), training.json (corpus hash, tokens, model hash, loss curve) and evals.json
+    (explained variance, L0, dead latents, CE loss recovered, KL on held-out tokens).
+    """,
+)
+train_transcoders = training_command(
+    "train_transcoders",
+    TranscoderTrainConfig,
+    ("layers", "width", "l1", "l1_warmup"),
+    _train_transcoders,
+    """Train a transcoder per layer (MLP input -> MLP output, ReLU features) on offline
+    corpora, from one activation stream (sae-lens' multi-hook store).
+
+    Writes OUT/ in circuit-tracer's transcoder-set layout (config.yaml, layer_<L>.safetensors),
+    transcoders.json (corpus, tokens, loss curves) and evals.json: the replacement model's
+    next-token loss (every MLP replaced; with and without error terms) vs. the original on
+    held-out tokens. --layers: the layers to train (circuit-tracer needs all).
+    """,
+)
 
 
 def evaluate(

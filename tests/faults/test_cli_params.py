@@ -43,13 +43,14 @@ def _cases(run: str, out: str) -> list[tuple[list[str], str]]:
             "--examples: experiment superficial reads every example",
         ),
         (
-            ["feature-circuit", "--run", run, "--round", "1", "--transcoders", out]
+            ["circuit", "--level", "features", "--run", run, "--round", "1", "--transcoders", out]
             + ["--examples", "0", "--examples", "1"],
-            "--examples 0 1: feature-circuit reads one example",
+            "--examples 0 1: circuit --level features reads one example",
         ),
         (
-            ["feature-circuit", "--run", run, "--round", "1", "--transcoders", out, "--limit", "1"],
-            "--limit: feature-circuit graphs one example",
+            ["circuit", "--level", "features", "--run", run, "--round", "1", "--transcoders", out]
+            + ["--limit", "1"],
+            "--limit: circuit --level features graphs one example",
         ),
         (["export", "--run", run, "--examples", "0", "--examples", "1"], "reads one example"),
         (["export", "--run", run, "--examples", "builtin/999"], "--examples builtin/999: no such"),

@@ -60,8 +60,9 @@ def _refusals(run: Path, missing: Path) -> dict[str, tuple[list[str], str]]:
             ["circuit", "--run", str(run), "--round", "9"],
             "run has rounds 0..1; --round 9",
         ),
-        "feature-circuit, no transcoder folder": (
-            ["feature-circuit", "--run", str(run), "--transcoders", str(missing), "--round", "1"],
+        "circuit --level features, no transcoder folder": (
+            ["circuit", "--level", "features", "--run", str(run), "--transcoders", str(missing)]
+            + ["--round", "1"],
             f"--transcoders {missing}: no such folder",
         ),
         "sae features, mistyped run": (

@@ -1,7 +1,8 @@
 """Issue 22, items 4 and 14: a damaged SAE or transcoder folder (junk, truncated or empty
 weights, a config out of range, a config.yaml that is no YAML or carries a Python tag) given to
-``sae features``, ``patch --sae``, ``sae eval`` or ``feature-circuit`` is one ``error:`` line
-naming the damaged file, exit 2, nothing written; these used to be tracebacks."""
+``sae features``, ``patch --sae``, ``sae eval`` or ``circuit --level features`` is one
+``error:`` line naming the damaged file, exit 2, nothing written; these used to be
+tracebacks."""
 
 from __future__ import annotations
 
@@ -152,7 +153,8 @@ TC_DAMAGE = {
 def test_a_damaged_transcoder_folder_is_one_line_naming_the_file(base_run, tcs, damage):
     name, spoil, message = TC_DAMAGE[damage]
     spoil(tcs / name)
-    args = ("feature-circuit", "--run", str(base_run), "--round", "1", "--transcoders", str(tcs))
+    args = ("circuit", "--level", "features", "--run", str(base_run), "--round", "1")
+    args += ("--transcoders", str(tcs))
     line = assert_refused_without_trace(base_run, *args, contains=message)
     assert str(tcs / name) in line
 
@@ -160,7 +162,8 @@ def test_a_damaged_transcoder_folder_is_one_line_naming_the_file(base_run, tcs, 
 def test_transcoders_of_another_model_are_refused_before_it_loads(base_run, tcs):
     from safetensors.torch import load_file, save_file
 
-    args = ("feature-circuit", "--run", str(base_run), "--round", "1", "--transcoders", str(tcs))
+    args = ("circuit", "--level", "features", "--run", str(base_run), "--round", "1")
+    args += ("--transcoders", str(tcs))
     (tcs / "layer_1.safetensors").rename(tcs / "layer_5.safetensors")
     assert_refused_without_trace(base_run, *args, contains="layer 5, the run's model has layers")
     for f in tcs.glob("layer_*.safetensors"):

@@ -1,5 +1,5 @@
-"""``interp sae train-transcoders`` and ``interp feature-circuit``: bad input is one ``error:``
-line, exit 2, and nothing on disk changes (no folder, no partial folder beside it)."""
+"""``interp sae train-transcoders`` and ``interp circuit --level features``: bad input is one
+``error:`` line, exit 2, and nothing on disk changes (no folder, no partial folder beside it)."""
 
 from __future__ import annotations
 
@@ -66,12 +66,13 @@ def test_train_transcoders_refuses_a_used_out_folder(tmp_path):
 def test_feature_circuit_refuses_what_is_no_transcoder_folder(base_run, tmp_path, make, contains):
     folder = tmp_path / "tc"
     make(folder)
-    args = ("feature-circuit", "--run", str(base_run), "--round", "1")
+    args = ("circuit", "--level", "features", "--run", str(base_run), "--round", "1")
     assert_refused_without_trace(base_run, *args, "--transcoders", str(folder), contains=contains)
 
 
 def test_feature_circuit_refuses_bad_settings(base_run, tmp_path):
-    args = ("feature-circuit", "--run", str(base_run), "--round", "1", "--transcoders", ".")
+    args = ("circuit", "--level", "features", "--run", str(base_run), "--round", "1")
+    args += ("--transcoders", ".")
     assert_refused_without_trace(base_run, *args, "--top-features", "0", contains="--top-features")
 
 
@@ -84,7 +85,8 @@ def test_feature_circuit_without_circuit_tracer_says_how_to_install_it(base_run,
     folder.mkdir()
     (folder / "config.yaml").write_text("model_kind: transcoder_set\n")
     (folder / "layer_0.safetensors").write_bytes(b"")
-    args = ("feature-circuit", "--run", str(base_run), "--round", "1", "--transcoders")
+    args = ("circuit", "--level", "features", "--run", str(base_run), "--round", "1")
+    args += ("--transcoders",)
     assert_refused_without_trace(
         base_run, *args, str(folder), contains="pip install --no-deps circuit-tracer==0.5.0"
     )

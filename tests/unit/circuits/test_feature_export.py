@@ -201,5 +201,5 @@ def test_a_damaged_feature_circuit_is_a_note_and_the_rest_exports(fc_run, tiny_m
     result = export([run], model=tiny_model)
     assert any("lacks nodes.parquet" in note for note in result.notes)
     index = (run / "index.html").read_text()
-    assert "lacks nodes.parquet" in index and "interp feature-circuit" in index
+    assert "lacks nodes.parquet" in index and "interp circuit --level features" in index
     assert not list((run / "figures").glob("feature-circuit-*"))

@@ -23,7 +23,7 @@ from interp.cli import app, flag_message
 from interp.cli.params import parse_layers
 from interp.errors import InterpError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMMAND = typer.main.get_command(app)
 
 
@@ -168,12 +168,13 @@ _CASES: dict[str, tuple[str, set[str], dict[str, str], set[str], set[str]]] = {
         set(),
         {"layer", "examples"},
     ),
-    # the feature level's fields are `interp feature-circuit`'s options (below)
+    # both levels (--level): --top-edges and --top-features fill the field `top`, one meaning
+    # per flag name
     "circuit": (
         "interp.circuits:CircuitConfig",
         {"run", "device", "dtype", "as_json", *_WORKERS},
-        {"category": "categories", "top": "top"},  # --top-edges: one meaning per flag name
-        {"level", "transcoders", "max_feature_nodes", "node_threshold", "edge_threshold"},
+        {"category": "categories", "top": "top", "top_features": "top"},
+        set(),
         {"examples"},
     ),
     # --examples: one id, or digits read as an example index
@@ -245,10 +246,12 @@ def test_every_option_matches_its_config_field(command: str) -> None:
         assert kind in annotation, (name, kind, annotation)
         assert several == param.multiple == annotation.startswith(("list", "tuple")), name
         default = _field_default(field)
-        if default is None and command == "circuit":  # None: the level's default
+        if command == "circuit" and field.name in ("top", "batch_size"):  # the level's default
             from interp.circuits.pipeline import LEVEL_DEFAULTS
 
-            default = LEVEL_DEFAULTS["components"].get(name, default)
+            level = "features" if name == "top_features" else "components"
+            # --batch-size: not given (None), the config's None, is the level's default
+            default = None if name == "batch_size" else LEVEL_DEFAULTS[level][field.name]
         if param.required:  # a run directory to write is always named on the command line
             continue
         if param.multiple:  # not given: the config's own default
