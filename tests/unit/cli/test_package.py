@@ -152,14 +152,13 @@ def test_sae_train_transcoders_defaults_are_the_config_defaults() -> None:
 _WORKERS = {"workers", "ray_address", "gpus_per_worker", "threads_per_worker"}
 _CASES: dict[str, tuple[str, set[str], dict[str, str], set[str], set[str]]] = {
     "replay": ("interp.replay.loop:ReplayConfig", {"as_json", *_WORKERS}, {}, set(), set()),
-    # The selection options the library's verb does not take yet are refused when given
-    # (interp.cli.params.refuse_selection) until its shared Selection (issue 24 part 2).
+    # --examples: ids or indices, parsed (interp.cli.params.parse_examples)
     "probe": (
         "probes.config:ProbeConfig",
-        {"run", "as_json", "examples", "limit", "sample"},
+        {"run", "as_json"},
         {},
         {"test_size", "n_boot"},
-        set(),
+        {"examples"},
     ),
     "patch": (
         "interp.patching:PatchConfig",
