@@ -527,8 +527,11 @@ def view_state(explorer: Explorer, state: dict[str, Any]) -> dict[str, Any]:
     widget's data traits hold and the server's ``/api/state`` returns."""
     listed = explorer.examples(state.get("query", "") or "", tuple(state.get("filters") or ()))
     example = state.get("example")
+    shown = set(listed["example_index"].tolist())
     if example is None or int(example) not in explorer._by_example:
         example = int(listed["example_index"].iloc[0]) if len(listed) else 0
+    elif shown and int(example) not in shown:  # the filters left it out: the first they keep
+        example = int(listed["example_index"].iloc[0])
     example = int(example)
     round = explorer._round(state.get("round"))
     layer = state.get("layer")
