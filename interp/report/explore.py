@@ -528,8 +528,9 @@ def view_state(explorer: Explorer, state: dict[str, Any]) -> dict[str, Any]:
     listed = explorer.examples(state.get("query", "") or "", tuple(state.get("filters") or ()))
     example = state.get("example")
     shown = set(listed["example_index"].tolist())
-    if example is None or int(example) not in explorer._by_example:
+    if example is None:
         example = int(listed["example_index"].iloc[0]) if len(listed) else 0
+    explorer._rows(int(example))  # an example the run lacks is refused
     elif shown and int(example) not in shown:  # the filters left it out: the first they keep
         example = int(listed["example_index"].iloc[0])
     example = int(example)

@@ -62,7 +62,16 @@ class ExploreWidget(anywidget.AnyWidget):
             "filters": list(self.filters),
             "concept": self.concept,
         }
-        data = view_state(self._explorer, state)
+        try:
+            data = view_state(self._explorer, state)
+        except InterpError:  # back to the state shown, and say why
+            if change is not None:
+                self._busy = True
+                try:
+                    setattr(self, change["name"], change["old"])
+                finally:
+                    self._busy = False
+            raise
         self._busy = True
         try:  # the state as computed (the first example, the last round) without recomputing
             with self.hold_sync():
