@@ -530,9 +530,9 @@ def view_state(explorer: Explorer, state: dict[str, Any]) -> dict[str, Any]:
     shown = set(listed["example_index"].tolist())
     if example is None:
         example = int(listed["example_index"].iloc[0]) if len(listed) else 0
-    elif shown and int(example) not in shown:  # the filters left it out: the first they keep
-        example = int(listed["example_index"].iloc[0])
     explorer._rows(int(example))  # an example the run lacks is refused
+    if shown and int(example) not in shown:  # the filters left it out: the first they keep
+        example = int(listed["example_index"].iloc[0])
     example = int(example)
     round = explorer._round(state.get("round"))
     layer = state.get("layer")
