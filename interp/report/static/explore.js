@@ -110,7 +110,7 @@ function render({ model, el }) {
       }, g.text)));
     const perRound = ex.rounds.map((r) => h("div", { style: `padding:2px 0;${r.round === s.round ? "font-weight:bold" : ""}` },
       `R${r.round}: ${r.answer_text} (${r.correct ? "right" : "wrong"}${r.biased ? ", stereotyped" : ""})`,
-      bars(r.raw, "raw"), bars(r.debiased, "debiased"), bars(r.control, "control")));
+      bars(r.raw, "raw"), bars(r.debiased, "debiased (original option order)"), bars(r.control, "control")));
     const hm = d.heatmap;
     const pick = (layer, round) => set({ layer, round });
     const heat = hm.missing ? missing(hm) : h("div", {},

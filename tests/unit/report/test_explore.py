@@ -195,3 +195,64 @@ def test_widget_refuses_sae(runs):
 
     with pytest.raises(InterpError, match="sae features"):
         explore(runs[1], sae="some/sae")
+
+
+@pytest.fixture(scope="module")
+def permuted(tiny_model, tmp_path_factory):
+    from interp.replay.loop import ReplayConfig, replay
+
+    out = tmp_path_factory.mktemp("explore") / "permuted"
+    replay(
+        ReplayConfig(
+            model="tiny", task="builtin", rounds=1, limit=3, permute="cyclic", out=str(out)
+        ),
+        model=tiny_model,
+        progress=False,
+    )
+    return out
+
+
+def test_permuted_run_debiases_as_the_run_does_and_lists_the_orders(permuted, tiny_model):
+    from interp.metrics.debias import debiased_rounds
+
+    rounds = pd.read_parquet(permuted / "rounds.parquet")
+    expected = debiased_rounds(rounds)
+    explorer = Explorer(permuted, model=tiny_model)
+    view = explorer.example_view(4)  # base example 1, its second order
+    base = int(rounds.loc[rounds.example_index == 4, "base_index"].iloc[0])
+    same = rounds[rounds.base_index == base]
+    assert [o["example_index"] for o in view["orders"]] == sorted(same.example_index.unique())
+    for entry in view["rounds"]:
+        row = expected[(expected.example_index == base) & (expected["round"] == entry["round"])]
+        assert entry["debiased"] == pytest.approx(list(np.exp(row.option_logprobs.iloc[0])))
+    assert isinstance(explorer.metrics_tab()["debiased"], list)
+
+
+def test_sae_latents_and_circuit_edges_read_the_stored_tables(runs, tmp_path):
+    import shutil
+
+    from interp.runs.store import Run
+
+    path = tmp_path / "run"
+    shutil.copytree(runs[0], path)
+    run = Run.open(path)
+    acts = pd.DataFrame(
+        {
+            "example_index": [1] * 6 + [2] * 6,
+            "round": [0, 2, 0, 2, 0, 2] * 2,
+            "latent": [7, 7, 8, 8, 9, 9] * 2,
+            # example 1: latent 8 moves most (-3), then 9 (+2), then 7 (+0.5)
+            "activation": [1.0, 1.5, 4.0, 1.0, 0.0, 2.0, 0, 9, 0, 0, 0, 0],
+        }
+    )
+    contexts = pd.DataFrame({"latent": [8, 9], "text": ["ctx of 8", "ctx of 9"]})
+    run.write_analysis("sae", "some-sae", {"example_acts": acts, "contexts": contexts}, {})
+    edges = pd.DataFrame({"source": ["a", "b", "c"], "target": ["x"] * 3, "score": [0.1, -2, 1]})
+    run.write_analysis("circuits", "some-circuit", {"edges": edges}, {})
+    explorer = Explorer(path)
+    view = explorer.sae_latents(1, round=2)["analyses"][0]
+    assert [x["latent"] for x in view["latents"]] == [8, 9, 7]
+    assert [x["change"] for x in view["latents"]] == pytest.approx([-3, 2, 0.5])
+    assert view["latents"][0]["contexts"] == [{"latent": 8, "text": "ctx of 8"}]
+    shown = explorer.circuit_edges()["analyses"][0]["edges"]
+    assert [e["source"] for e in shown] == ["b", "c", "a"]  # strongest |score| first
