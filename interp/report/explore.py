@@ -471,12 +471,60 @@ class Explorer:
             out.append({"name": name, "edges": self._views[key]})
         return {"analyses": out}
 
-    def attention(self, example: int) -> dict[str, Any]:
-        """Attention is not stored by any command: it needs the model."""
-        return {
-            "missing": "attention is computed from the model: run `interp export --run "
-            f"{self.run.path} --heads LAYER.HEAD --examples {int(example)}`"
-        }
+    def attention(self, example: int, layer: int | None = None, head: int = 0) -> dict[str, Any]:
+        """Where head ``head`` of ``layer`` (default the last layer) attends from each round's
+        read-out: per round its strongest keys, and the share of attention per round of the
+        transcript. Not stored by any command: computed with ``model`` (one forward per
+        example, kept), else missing."""
+        if self.model is None:
+            return {
+                "missing": "attention is computed from the model: pass model= to interp.explore, "
+                f"or run `interp export --run {self.run.path} --heads LAYER.HEAD --examples "
+                f"{int(example)}`"
+            }
+        rows = self._rows(example)
+        n_layers, n_heads = int(self.model.cfg.n_layers), int(self.model.cfg.n_heads)
+        layer = n_layers - 1 if layer is None else int(layer)
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise InterpError(
+                f"head {layer}.{head}: the model has layers 0..{n_layers - 1} and heads "
+                f"0..{n_heads - 1}"
+            )
+        key = ("attention", int(example))
+        if key not in self._views:
+            from interp.report.attention import readout_rows
+
+            tokens = self.run.tokens()[int(example)]
+            readouts = [int(p) for p in rows["readout_pos"]]
+            self._views[key] = readout_rows(self.model, tokens, readouts).numpy()
+        weights = self._views[key][layer, head]  # [round, key]
+        segments = self.transcript(example)["segments"]
+        round_of = np.zeros(weights.shape[1], dtype=int)
+        for seg in segments:
+            round_of[seg["start"] : seg["end"]] = seg["round"]
+        tokens = self.run.tokens()[int(example)]
+        tok = self.tokenizer
+        out = []
+        for r, pos in enumerate(int(p) for p in rows["readout_pos"]):
+            row = weights[r, : pos + 1]
+            top = np.argsort(-row, kind="stable")[:8]
+            out.append(
+                {
+                    "round": r,
+                    "readout_pos": pos,
+                    "per_round": [float(row[round_of[: pos + 1] == k].sum()) for k in range(r + 1)],
+                    "top": [
+                        {
+                            "pos": int(i),
+                            "round": int(round_of[i]),
+                            "weight": float(row[i]),
+                            "text": tok.decode([int(tokens[i])]) if tok else f"#{tokens[i]}",
+                        }
+                        for i in top
+                    ],
+                }
+            )
+        return {"layer": layer, "head": head, "n_heads": n_heads, "rounds": out}
 
     # --- the run tab ------------------------------------------------------------------------
 
@@ -519,7 +567,7 @@ def _grid(frame: pd.DataFrame, layers: list[int], rounds: list[int], column: str
 
 # --- state -> views ----------------------------------------------------------------------------
 
-STATE_KEYS = ("example", "round", "layer", "query", "filters", "concept")
+STATE_KEYS = ("example", "round", "layer", "head", "query", "filters", "concept")
 
 
 def view_state(explorer: Explorer, state: dict[str, Any]) -> dict[str, Any]:
@@ -542,6 +590,7 @@ def view_state(explorer: Explorer, state: dict[str, Any]) -> dict[str, Any]:
             "example": example,
             "round": round,
             "layer": -1 if layer is None else layer,
+            "head": int(state.get("head") or 0),
             "query": state.get("query", "") or "",
             "filters": list(state.get("filters") or ()),
             "concept": state.get("concept") or "",
@@ -564,6 +613,6 @@ def view_state(explorer: Explorer, state: dict[str, Any]) -> dict[str, Any]:
         "patching": explorer.patching_rows(example, layer),
         "sae": explorer.sae_latents(example, round),
         "circuit": explorer.circuit_edges(),
-        "attention": explorer.attention(example),
+        "attention": explorer.attention(example, layer, int(state.get("head") or 0)),
         "metrics": explorer.metrics_tab(),
     }

@@ -2,7 +2,7 @@
 
 The widget's front end is one hand-written ES module (``static/explore.js``: plain DOM and
 inline SVG, no CDN, no build step, no network). Its state is traitlets (``example``,
-``round``, ``layer``, ``query``, ``filters``, ``concept``); on every change Python recomputes
+``round``, ``layer``, ``head``, ``query``, ``filters``, ``concept``); on every change Python recomputes
 the one data trait, ``data``, with :func:`interp.report.explore.view_state`, the function the
 local server (``interp explore``) answers with too.
 """
@@ -35,6 +35,7 @@ class ExploreWidget(anywidget.AnyWidget):
     example = traitlets.Int(-1).tag(sync=True)
     round = traitlets.Int(-1).tag(sync=True)
     layer = traitlets.Int(-1).tag(sync=True)
+    head = traitlets.Int(0).tag(sync=True)
     query = traitlets.Unicode("").tag(sync=True)
     filters = traitlets.List(traitlets.Unicode()).tag(sync=True)
     concept = traitlets.Unicode("").tag(sync=True)
@@ -58,6 +59,7 @@ class ExploreWidget(anywidget.AnyWidget):
             "example": None if self.example < 0 else self.example,
             "round": None if self.round < 0 else self.round,
             "layer": self.layer,
+            "head": self.head,
             "query": self.query,
             "filters": list(self.filters),
             "concept": self.concept,
@@ -92,9 +94,10 @@ def explore(
 
     Every view shows what the run stores; a view without data names the command that makes
     it. ``model``: its tokenizer shows the transcript (without one the run's tokenizer is
-    loaded where that needs no network). ``sae``: not used yet (computing latents on demand
-    is not built: run ``interp sae features`` and the view shows them); anything but None is
-    refused.
+    loaded where that needs no network), and with it the attention of the chosen head
+    (``layer``, ``head``) from each round's read-out is computed, one forward per example.
+    ``sae``: not used yet (latents are not computed on demand: run ``interp sae features``
+    and the view shows them); anything but None is refused.
 
     Args:
         run: A run directory or an open Run.

@@ -1,6 +1,6 @@
 // interp explorer: one hand-written ES module, no dependencies, no network.
 // The model is anywidget's (in Jupyter) or the local server's shim (interp explore): both
-// hold the state traits (example, round, layer, query, filters, concept) and one data trait,
+// hold the state traits (example, round, layer, head, query, filters, concept) and one data trait,
 // "data", that Python recomputes from the state.
 const h = (tag, attrs = {}, ...kids) => {
   const el = document.createElement(tag);
@@ -66,17 +66,38 @@ function bars(probs, label) {
     probs.map((p, i) => h("span", { style: "margin-right:8px" }, String.fromCharCode(97 + i) + " " + fmt(p))));
 }
 
+function attention(view, set) {
+  if (!view || view.missing) return missing(view);
+  const pickHead = h("select", { class: "ix-head" }, Array.from({ length: view.n_heads }, (_, i) => {
+    const o = h("option", { value: i }, `L${view.layer}.H${i}`);
+    if (i === view.head) o.selected = true;
+    return o;
+  }));
+  pickHead.addEventListener("change", () => set({ head: Number(pickHead.value) }));
+  return h("div", {}, "head ", pickHead, " (the layer: click the heatmap)",
+    view.rounds.map((r) => h("div", { style: "font-size:12px;padding:2px 0" },
+      `R${r.round} read-out: share per round [${r.per_round.map(fmt).join(", ")}]; strongest: `,
+      r.top.map((t) => h("span", { title: `position ${t.pos}, round ${t.round}`, style: "margin-right:6px;background:#f3f3f3" },
+        `${JSON.stringify(t.text)} ${fmt(t.weight)}`)))));
+}
+
 function render({ model, el }) {
   const root = h("div", { class: "interp-explore", style: "font-family:sans-serif;font-size:13px" });
   el.append(root);
-  const set = (changes) => { for (const [k, v] of Object.entries(changes)) model.set(k, v); model.save_changes(); };
+  // The busy line shows until Python's answer redraws the page.
+  const busyLine = h("div", { class: "ix-busy", style: "color:#888;min-height:1em" }, "");
+  const set = (changes) => {
+    busyLine.textContent = "computing…";
+    for (const [k, v] of Object.entries(changes)) model.set(k, v);
+    model.save_changes();
+  };
   const draw = () => {
     const d = model.get("data") || {};
     if (!d.state) { root.replaceChildren(h("div", {}, "loading…")); return; }
     const s = d.state, run = d.run, ex = d.example;
-    const busy = h("span", { class: "ix-busy", style: "color:#888" }, "");
+    busyLine.textContent = "";
     const search = h("input", { type: "search", placeholder: "search id, category, text", value: s.query });
-    search.addEventListener("change", () => { busy.textContent = "…"; set({ query: search.value }); });
+    search.addEventListener("change", () => set({ query: search.value }));
     const filters = run.filters.map((f) => {
       const box = h("input", { type: "checkbox", "data-filter": f });
       box.checked = s.filters.includes(f);
@@ -124,7 +145,7 @@ function render({ model, el }) {
     const pickCols = (rows) => rows.map((r) => Object.fromEntries(cols.filter((c) => c in r).map((c) => [c, r[c]])));
     const tab = (name, view) => h("div", {}, h("h4", {}, name), missing(view) || table(pickCols(view)));
     root.replaceChildren(
-      h("div", {}, search, " ", filters, busy),
+      h("div", {}, search, " ", filters), busyLine,
       h("div", {}, `${d.n_listed} of ${run.n_examples} examples `, picker, orders, " round ", slider, ` R${s.round}`, s.layer >= 0 ? ` layer ${s.layer}` : ""),
       h("h3", {}, `example ${ex.example_index}: ${ex.example_id}`),
       transcript, h("div", {}, perRound),
@@ -132,7 +153,7 @@ function render({ model, el }) {
       h("h3", {}, "patching" + (s.layer >= 0 ? ` (layer ${s.layer})` : "")), analyses(d.patching, (a) => table(a.rows.slice(0, 60))),
       h("h3", {}, "SAE latents that moved most"), analyses(d.sae, (a) => table(a.latents.map(({ contexts, ...rest }) => rest))),
       h("h3", {}, "circuit edges"), analyses(d.circuit, (a) => table(a.edges)),
-      h("h3", {}, "attention"), missing(d.attention),
+      h("h3", {}, "attention from each round's read-out"), attention(d.attention, set),
       h("h3", {}, "run: metrics per round"), m.missing ? missing(m) : h("div", {}, tab("raw", m.raw), tab("debiased", m.debiased), tab("control", m.control)),
     );
   };

@@ -177,6 +177,8 @@ def test_widget_traits_follow_the_state(runs, control, tiny_model):
     assert widget.data["example"]["round"] == 1 and widget.data["state"]["round"] == 1
     widget.layer = 2
     assert {r["layer"] for r in widget.data["patching"]["analyses"][0]["rows"]} == {2}
+    widget.head = 1
+    assert (widget.data["attention"]["layer"], widget.data["attention"]["head"]) == (2, 1)
     widget.filters = ["disambiguated"]
     listed = [r["example_index"] for r in widget.data["examples"]]
     assert listed == [1, 3, 5] and widget.data["n_listed"] == 3
@@ -256,3 +258,23 @@ def test_sae_latents_and_circuit_edges_read_the_stored_tables(runs, tmp_path):
     assert view["latents"][0]["contexts"] == [{"latent": 8, "text": "ctx of 8"}]
     shown = explorer.circuit_edges()["analyses"][0]["edges"]
     assert [e["source"] for e in shown] == ["b", "c", "a"]  # strongest |score| first
+
+
+def test_attention_is_computed_with_the_model(explorer, runs, tiny_model):
+    from interp.report.attention import head_patterns
+
+    rounds = pd.read_parquet(runs[1] / "rounds.parquet")
+    tokens = pd.read_parquet(runs[1] / "tokens.parquet")
+    ids = [int(t) for t in tokens.loc[tokens.example_index == 3, "tokens"].iloc[0]]
+    view = explorer.attention(3, layer=1, head=2)
+    pattern = head_patterns(tiny_model, ids, [(1, 2)])[0].numpy()
+    readouts = list(rounds[rounds.example_index == 3].sort_values("round").readout_pos)
+    for r, entry in enumerate(view["rounds"]):
+        row = pattern[readouts[r], : readouts[r] + 1]
+        assert entry["readout_pos"] == readouts[r]
+        assert [t["pos"] for t in entry["top"]] == list(np.argsort(-row, kind="stable")[:8])
+        assert [t["weight"] for t in entry["top"]] == pytest.approx(sorted(row)[::-1][:8], abs=1e-5)
+        assert sum(entry["per_round"]) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(InterpError, match="head 1.99"):
+        explorer.attention(3, layer=1, head=99)
+    assert "pass model=" in Explorer(runs[1]).attention(3)["missing"]
