@@ -278,3 +278,14 @@ def test_attention_is_computed_with_the_model(explorer, runs, tiny_model):
     with pytest.raises(InterpError, match="head 1.99"):
         explorer.attention(3, layer=1, head=99)
     assert "pass model=" in Explorer(runs[1]).attention(3)["missing"]
+
+
+def test_import_interp_loads_no_anywidget():
+    import subprocess
+    import sys
+
+    code = "import sys, interp; interp.explore; assert 'anywidget' in sys.modules\n"
+    lazy = "import sys, interp; assert 'anywidget' not in sys.modules, 'anywidget at import'\n"
+    for script in (lazy, code):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
