@@ -2,9 +2,9 @@
 
 The widget's front end is one hand-written ES module (``static/explore.js``: plain DOM and
 inline SVG, no CDN, no build step, no network). Its state is traitlets (``example``,
-``round``, ``layer``, ``head``, ``query``, ``filters``, ``concept``); on every change Python recomputes
-the one data trait, ``data``, with :func:`interp.report.explore.view_state`, the function the
-local server (``interp explore``) answers with too.
+``round``, ``layer``, ``head``, ``query``, ``filters``, ``concept``); on every change Python
+recomputes the one data trait, ``data``, with :func:`interp.report.explore.view_state`, the
+function the local server (``interp explore``) answers with too.
 """
 
 from __future__ import annotations
