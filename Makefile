@@ -91,8 +91,10 @@ graphviz:
 			echo "graphviz: apt-get install -y graphviz failed; circuits get no graph.svg"; \
 	fi
 
+# One pytest worker per core (pytest-xdist), each on one torch thread: tests are spread one by
+# one (--dist load), so the slow notebook and golden tests run beside the rest, not after them.
 test: lint docs chromium graphviz
-	$(PY) -m pytest --durations=10
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist load --durations=10
 
 # ruff, and the import rules: the layers contract in pyproject.toml ([tool.importlinter]).
 lint: setup
