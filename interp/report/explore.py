@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import InterpError
+from interp.inputs.selection import Selection, select_rows
 from interp.metrics.debias import debiased_rounds, is_permuted
 from interp.metrics.rounds import metrics_table
 from interp.runs.store import Run
@@ -71,6 +72,8 @@ class Explorer:
         model: A loaded model; only its tokenizer is used here (the transcript's text). Without
             one the tokenizer of the run's model is loaded where that needs no network
             (``tiny``, a local folder, the Hugging Face cache); else tokens show as ids.
+        selection: Only these examples (ids or indices, a seeded sample, a limit: as every
+            verb that selects); None: every example.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class Explorer:
         run: str | Path | Run,
         control: str | Path | Run | None = None,
         model: Any = None,
+        selection: Selection | None = None,
     ) -> None:
         self.run = _open(run)
         self.control: Run | None = None
@@ -86,13 +90,17 @@ class Explorer:
 
             self.control, _ = open_control(self.run, control)
         self.model = model
+        self.selection = selection
         self._views: dict[tuple, Any] = {}
 
     # --- the stored tables, read once -------------------------------------------------------
 
     @cached_property
     def rounds(self) -> pd.DataFrame:
-        return self.run.rounds()
+        rounds = self.run.rounds()
+        if self.selection is not None and not self.selection.is_all():
+            rounds = select_rows(rounds, self.selection)
+        return rounds
 
     @cached_property
     def _by_example(self) -> dict[int, pd.DataFrame]:

@@ -102,6 +102,7 @@ def test_commands_are_registered_in_one_place() -> None:
             "circuit",
             "feature-circuit",
             "export",
+            "explore",
             "sae",
             "experiment",
         ]
