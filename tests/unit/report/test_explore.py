@@ -289,3 +289,19 @@ def test_import_interp_loads_no_anywidget():
     for script in (lazy, code):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_a_selection_lists_only_its_examples(runs):
+    """``interp explore --sample 2 --seed 1``: the picker holds the examples select_rows keeps
+    (the one rule of every verb), and an example outside it is refused."""
+    from interp.inputs.selection import Selection, select_rows
+    from interp.runs.store import Run
+
+    chosen = Selection(sample=2, seed=1)
+    want = sorted(set(select_rows(Run.open(runs[0]).rounds(), chosen)["example_index"]))
+    explorer = Explorer(runs[0], selection=chosen)
+    assert sorted(explorer.examples()["example_index"].tolist()) == want
+    assert len(want) == 2
+    outside = next(i for i in range(10) if i not in want)
+    with pytest.raises(InterpError):
+        explorer.example_view(outside, 0)
