@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
-    from interp import metrics, replay
+    from interp import finetune, metrics, replay
     from interp.circuits import CircuitConfig, CircuitResult, circuit
     from interp.circuits.feature_level import FeatureCircuitResult
     from interp.experiments import ExperimentConfig, ExperimentResult, experiment
-    from interp.finetune import FinetuneConfig, FinetuneResult, finetune
+    from interp.finetune import FinetuneConfig, FinetuneResult
     from interp.inputs.conversation import Conversation, RoundInput, RoundSpans, build_conversation
     from interp.inputs.selection import Selection
     from interp.model.loading import ModelSource, load_model
@@ -99,7 +99,7 @@ _LAZY: dict[str, str] = {
     "experiment": "interp.experiments.registry",
     "FinetuneConfig": "interp.finetune.config",
     "FinetuneResult": "interp.finetune.config",
-    "finetune": "interp.finetune.train",
+    "finetune": "interp.finetune",  # the package, callable as interp.finetune.train.finetune
     # the explorer widget (anywidget: pip install interp[notebook])
     "explore": "interp.report.explore_widget",
 }

@@ -36,7 +36,7 @@ from interp.inputs.conversation import RoundInput, build_conversation
 from interp.inputs.plans import load_plan, option_letter
 from interp.inputs.selection import choose
 from interp.inputs.tasks import load_task, task_data_hash
-from interp.model.loading import _save_state_dict, load_model
+from interp.model.loading import load_model, save_state_dict
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune"]
 
@@ -296,7 +296,7 @@ def _write(model: HookedTransformer, out: Path, info: dict) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        _save_state_dict(state, tmp / "model.safetensors")
+        save_state_dict(state, tmp / "model.safetensors")
         (tmp / "tl_config.json").write_text(json.dumps(tl_config_dict(model.cfg), indent=1))
         model.tokenizer.save_pretrained(tmp)
         (tmp / "finetune.json").write_text(json.dumps(info, indent=1, sort_keys=True))

@@ -340,7 +340,7 @@ def _convert_gguf_to_cache(path: Path, folder: Path, digest: str) -> None:
         tokenizer.save_pretrained(tmp)
         cfg = _tl_config(tmp, n_ctx=2048)
         state = tl_loading.get_pretrained_state_dict(str(tmp), cfg, hf_model=hf_model)
-        _save_state_dict(state, tmp / "model.safetensors")
+        save_state_dict(state, tmp / "model.safetensors")
         (tmp / "interp.json").write_text(
             json.dumps({"sha256": digest, "source": str(path), "format": CACHE_FORMAT})
         )
@@ -352,8 +352,9 @@ def _convert_gguf_to_cache(path: Path, folder: Path, digest: str) -> None:
             shutil.rmtree(tmp)
 
 
-def _save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Save in the layout the forward reads (see ``interp.model.layout``), so loading copies
+def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Save TransformerLens weights as safetensors (what ``_load_tl_folder`` and the GGUF cache
+    read) in the layout the forward reads (see ``interp.model.layout``), so loading copies
     nothing."""
     from safetensors.torch import save_file
 

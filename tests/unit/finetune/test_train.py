@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from interp.finetune import FinetuneConfig, finetune
-from interp.finetune.config import partial_dir
+from interp.finetune.config import FinetuneConfig, partial_dir
+from interp.finetune.train import finetune
 from interp.inputs.selection import Selection
 from interp.model.loading import load_model
 from tests.faults.faultkit import invoke
