@@ -87,12 +87,22 @@ class FinetuneResult:
 
 
 def partial_dir(out: Path) -> Path:
-    """Where the checkpoints of a fine-tune into ``out`` live."""
+    """Where the checkpoints of a fine-tune into ``out`` live (next to it, hidden).
+
+    Args:
+        out: The output folder.
+
+    Returns:
+        ``<parent>/.<name>.partial``.
+    """
     return out.parent / f".{out.name}.partial"
 
 
 def check_config(config: FinetuneConfig) -> None:
     """Refusals the settings and the file system decide, before any model is loaded.
+
+    Args:
+        config: The settings.
 
     Raises:
         InterpError: A bad setting, an existing output, or a missing data file.

@@ -48,6 +48,13 @@ CHECKPOINT = "checkpoint.pt"
 def build_examples(model: HookedTransformer, config: FinetuneConfig) -> tuple[list, list]:
     """The training conversations and, per conversation, its answer-token spans.
 
+    Args:
+        model: The model (its tokenizer and context).
+        config: The task, data, plan, rounds, selection and budget.
+
+    Returns:
+        ``(tokens, spans)``: per conversation its token ids and its answers' token spans.
+
     Raises:
         InterpError: No examples, or a conversation longer than the budget.
     """
@@ -273,7 +280,14 @@ def _checkpoint(model, opt, part: Path, fingerprint: str, step: int, losses: lis
 
 
 def tl_config_dict(cfg) -> dict[str, Any]:
-    """A HookedTransformerConfig as JSON-able fields (``HookedTransformerConfig(**d)``)."""
+    """A HookedTransformerConfig as JSON-able fields (``HookedTransformerConfig(**d)``).
+
+    Args:
+        cfg: The model's config.
+
+    Returns:
+        Its init fields that JSON can hold, dtype as a name, device ``"cpu"``.
+    """
     import dataclasses
 
     d = {}

@@ -355,7 +355,12 @@ def _convert_gguf_to_cache(path: Path, folder: Path, digest: str) -> None:
 def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
     """Save TransformerLens weights as safetensors (what ``_load_tl_folder`` and the GGUF cache
     read) in the layout the forward reads (see ``interp.model.layout``), so loading copies
-    nothing."""
+    nothing.
+
+    Args:
+        state: A TransformerLens state dict (CPU tensors).
+        path: The ``.safetensors`` file to write.
+    """
     from safetensors.torch import save_file
 
     tensors, orders = to_storage(state)
