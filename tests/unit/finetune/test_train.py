@@ -90,3 +90,28 @@ def test_the_output_runs_with_model_path(lora_out, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["model"]["kind"] == "tl-folder"
+
+
+def test_a_crash_mid_run_leaves_no_output_and_the_rerun_resumes(lora_out, tmp_path, monkeypatch):
+    import interp.finetune.train as train
+
+    out = tmp_path / "crashed"
+    real, calls = train._loss, []
+
+    def crash_in_step_four(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # batch_size 1: the 4th forward is step 4; step 2 was checkpointed
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_loss", crash_in_step_four)
+    with pytest.raises(KeyboardInterrupt):
+        finetune("tiny", _config(out), progress=False)
+    assert not out.exists()
+    assert torch.load(partial_dir(out) / "checkpoint.pt", weights_only=False)["step"] == 2
+    calls.clear()
+    monkeypatch.setattr(train, "_loss", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    assert finetune("tiny", _config(out), progress=False).finished
+    assert len(calls) == 2  # resumed at step 2: only steps 3 and 4 ran again
+    assert (out / "model.safetensors").read_bytes() == (lora_out / "model.safetensors").read_bytes()
+    assert not partial_dir(out).exists()
