@@ -3,19 +3,18 @@
 Replay multi-round self-correction conversations on a TransformerLens ``HookedTransformer``,
 cache the activations that matter, and measure per round and per layer what moved.
 
-The Python API has one shape: ``verb(run_or_source, config=None, *, model=None,
-progress=True, workers=None) -> Result``, a result with DataFrames:
-``replay(out, ReplayConfig)``, ``metrics(run, MetricsConfig)``, ``patch(run, PatchConfig)``,
-``probe(run, ProbeConfig)``, ``export(runs, ExportConfig)``, ``circuit(run, CircuitConfig)``
-(components or features), ``train_sae(model, TrainConfig)``, ``evaluate_sae(model, EvalConfig)``,
-``sae_features(run, FeaturesConfig)``, ``train_transcoders(model, TranscoderTrainConfig)``,
-``experiment(name, ExperimentConfig)``. A keyword that means nothing to a
-verb (``model`` for metrics, ``workers`` for probe, metrics and export) is accepted and refused
-with :class:`InterpError` unless left at its default; ``progress`` is a display setting that a
-verb without a progress bar ignores. Every config that selects examples spells the choice as
-one :class:`Selection` (``config.selection``). The names below load lazily (on first use), so that
-``import interp`` loads neither torch nor TransformerLens: the command line and the metrics
-start without them.
+The Python API has one shape: ``verb(run_or_source, config=None, *, model=None, progress=True,
+workers=None) -> Result``, a result with DataFrames: ``replay(out, ReplayConfig)``, ``metrics(run,
+MetricsConfig)``, ``patch(run, PatchConfig)``, ``probe(run, ProbeConfig)``, ``export(runs,
+ExportConfig)``, ``circuit(run, CircuitConfig)`` (components or features), ``train_sae(model,
+TrainConfig)``, ``evaluate_sae(model, EvalConfig)``, ``sae_features(run, FeaturesConfig)``,
+``train_transcoders(model, TranscoderTrainConfig)``, ``experiment(name, ExperimentConfig)``,
+``finetune(model, FinetuneConfig)``. A keyword that means nothing to a verb (``model`` for metrics,
+``workers`` for probe, metrics and export) is accepted and refused with :class:`InterpError` unless
+left at its default; ``progress`` is a display setting that a verb without a progress bar ignores.
+Every config that selects examples spells the choice as one :class:`Selection`
+(``config.selection``). The names below load lazily (on first use), so that ``import interp`` loads
+neither torch nor TransformerLens: the command line and the metrics start without them.
 """
 
 from __future__ import annotations
@@ -26,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
-    from interp import metrics, replay
+    from interp import finetune, metrics, replay
     from interp.circuits import CircuitConfig, CircuitResult, circuit
     from interp.circuits.feature_level import FeatureCircuitResult
     from interp.experiments import ExperimentConfig, ExperimentResult, experiment
+    from interp.finetune import FinetuneConfig, FinetuneResult
     from interp.inputs.conversation import Conversation, RoundInput, RoundSpans, build_conversation
     from interp.inputs.selection import Selection
     from interp.model.loading import ModelSource, load_model
@@ -97,6 +97,9 @@ _LAZY: dict[str, str] = {
     "ExperimentConfig": "interp.experiments.common",
     "ExperimentResult": "interp.experiments.common",
     "experiment": "interp.experiments.registry",
+    "FinetuneConfig": "interp.finetune.config",
+    "FinetuneResult": "interp.finetune.config",
+    "finetune": "interp.finetune",  # the package, callable as interp.finetune.train.finetune
     # the explorer widget (anywidget: pip install interp[notebook])
     "explore": "interp.report.explore_widget",
 }
@@ -114,6 +117,8 @@ __all__ = [
     "FeatureCircuitResult",
     "FeaturesConfig",
     "FeaturesResult",
+    "FinetuneConfig",
+    "FinetuneResult",
     "InterpError",
     "MetricsConfig",
     "MetricsResult",
@@ -138,6 +143,7 @@ __all__ = [
     "experiment",
     "explore",
     "export",
+    "finetune",
     "load_model",
     "metrics",
     "patch",
@@ -161,6 +167,7 @@ VERBS = (
     "sae_features",
     "train_transcoders",
     "experiment",
+    "finetune",
 )
 
 

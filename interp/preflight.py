@@ -156,6 +156,10 @@ def check_model(name: str, *, dtype: str | None = None, device: str | None = Non
         return
     folder = Path(name).expanduser()
     if folder.is_dir():
+        if (folder / "tl_config.json").is_file():  # TransformerLens weights (interp finetune)
+            if not (folder / "model.safetensors").is_file():
+                raise InterpError(f"{folder} has a tl_config.json but no model.safetensors")
+            return
         if not (folder / "config.json").is_file():
             raise InterpError(f"{folder} is not a Hugging Face model folder (no config.json)")
         if not (any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))):

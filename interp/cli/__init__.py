@@ -32,6 +32,7 @@ from interp.cli import (
     explore,
     export,
     feature_circuit,
+    finetune,
     metrics,
     models,
     patch,
@@ -217,6 +218,7 @@ app.command("circuit", cls=Command)(_user_errors(circuit.circuit))
 app.command("feature-circuit", cls=Command)(_user_errors(feature_circuit.feature_circuit))
 app.command("export", cls=Command)(_user_errors(export.export))
 app.command("explore", cls=Command)(_user_errors(explore.explore))
+app.command("finetune", cls=Command)(_user_errors(finetune.finetune))
 # `interp sae ...` and `interp experiment ...`: groups of commands; each gets the same
 # one-line user errors and help.
 _experiment_app = experiment.build(_user_errors)

@@ -49,7 +49,8 @@ Out = Annotated[
     typer.Option(
         "--out",
         help="The directory to write: a run (replay), an SAE or transcoder folder (sae train), "
-        "an experiment directory (experiment; resumable).",
+        "an experiment directory (experiment; resumable), a fine-tuned model folder "
+        "(finetune; resumable).",
     ),
 ]
 Examples = Annotated[

@@ -136,6 +136,8 @@ def load_model(
         if not path.is_file():
             raise InterpError(f"no such GGUF file: {path}")
         model, source = _load_gguf(path, model_id=name, n_ctx=n_ctx)
+    elif (Path(name).expanduser() / "tl_config.json").is_file():
+        model, source = _load_tl_folder(Path(name).expanduser(), n_ctx=n_ctx)
     elif Path(name).expanduser().is_dir():
         model, source = _load_hf_folder(Path(name).expanduser(), n_ctx=n_ctx)
     else:
@@ -338,7 +340,7 @@ def _convert_gguf_to_cache(path: Path, folder: Path, digest: str) -> None:
         tokenizer.save_pretrained(tmp)
         cfg = _tl_config(tmp, n_ctx=2048)
         state = tl_loading.get_pretrained_state_dict(str(tmp), cfg, hf_model=hf_model)
-        _save_state_dict(state, tmp / "model.safetensors")
+        save_state_dict(state, tmp / "model.safetensors")
         (tmp / "interp.json").write_text(
             json.dumps({"sha256": digest, "source": str(path), "format": CACHE_FORMAT})
         )
@@ -350,9 +352,15 @@ def _convert_gguf_to_cache(path: Path, folder: Path, digest: str) -> None:
             shutil.rmtree(tmp)
 
 
-def _save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Save in the layout the forward reads (see ``interp.model.layout``), so loading copies
-    nothing."""
+def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Save TransformerLens weights as safetensors (what ``_load_tl_folder`` and the GGUF cache
+    read) in the layout the forward reads (see ``interp.model.layout``), so loading copies
+    nothing.
+
+    Args:
+        state: A TransformerLens state dict (CPU tensors).
+        path: The ``.safetensors`` file to write.
+    """
     from safetensors.torch import save_file
 
     tensors, orders = to_storage(state)
@@ -384,6 +392,34 @@ def _load_weights(model: HookedTransformer, state: dict[str, torch.Tensor]) -> N
     ``load_state_dict`` once per key: ~10 s for SmolLM2)."""
     state = tl_loading.fill_missing_keys(model, state)
     model.load_state_dict(state, strict=True, assign=True)
+
+
+# --- TransformerLens folders (what `interp finetune` writes) ---------------------------------
+
+
+def _load_tl_folder(folder: Path, *, n_ctx: int) -> tuple[HookedTransformer, ModelSource]:
+    """A folder of TransformerLens weights: ``tl_config.json`` (HookedTransformerConfig
+    fields), ``model.safetensors`` and the tokenizer files."""
+    from transformer_lens import HookedTransformerConfig
+    from transformers import AutoTokenizer
+
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise InterpError(f"{folder} has a tl_config.json but no model.safetensors")
+    try:
+        fields = json.loads((folder / "tl_config.json").read_text())
+        fields["n_ctx"] = min(int(fields.get("n_ctx", n_ctx)), n_ctx)
+        fields.pop("device", None)
+        fields["dtype"] = DTYPES[fields.get("dtype", "float32")]
+        cfg = HookedTransformerConfig(**fields, device="cpu")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        state = _load_state_dict(weights)
+    except Exception as err:
+        raise InterpError(f"cannot load {folder}: {_first_line(err)}") from err
+    model = _empty_model(cfg)
+    attach_tokenizer(model, tokenizer)
+    _load_weights(model, state)
+    return model, ModelSource(str(folder), "tl-folder", str(folder), file_sha256(weights), 0, 0)
 
 
 # --- local Hugging Face folders and official names ------------------------------------------

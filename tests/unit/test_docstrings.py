@@ -41,6 +41,8 @@ MODULES = (
     "interp.metrics.debias",
     "interp.metrics.rounds",
     "interp.metrics.winogender",
+    "interp.finetune.config",
+    "interp.finetune.train",
     "interp.runs.controls",
     "interp.runs.distributed",
     "interp.runs.experiment_dir",

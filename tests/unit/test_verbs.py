@@ -21,7 +21,11 @@ P = inspect.Parameter
 
 
 # Where each verb's function is defined (replay and metrics: the package is callable as it).
-HOMES = {"replay": "interp.replay.loop", "metrics": "interp.runs.metrics"}
+HOMES = {
+    "replay": "interp.replay.loop",
+    "metrics": "interp.runs.metrics",
+    "finetune": "interp.finetune.train",
+}
 
 
 def _function(name: str):

@@ -1,0 +1,129 @@
+"""The fine-tuning settings and the refusals that need no model (nor torch)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interp.errors import InterpError
+from interp.inputs.selection import Selection
+
+METHODS = ("lora", "full")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """What to fine-tune on and how.
+
+    Attributes:
+        out: The output folder (must not exist).
+        task: ``"builtin"``, ``"bbq"`` or ``"mc"``.
+        data: The task's data files (none for ``"builtin"``).
+        plan: A built-in plan name or a plan file (the user turns and answer prefix).
+        rounds: Follow-up rounds per conversation (the conversation holds rounds 0..rounds).
+        selection: Which examples (``limit``/``sample``).
+        method: ``"lora"`` (adapters, merged at the end) or ``"full"`` (every weight).
+        rank: LoRA rank.
+        alpha: LoRA scaling numerator (the update is ``alpha / rank * A @ B``).
+        steps: Optimizer steps.
+        batch_size: Conversations per step (their losses averaged over answer tokens).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        seed: Seeds the example order and the LoRA initialisation.
+        max_tokens: The longest conversation allowed (None: the model's context).
+        checkpoint_every: Steps between checkpoints.
+        max_steps_this_call: Stop after this many steps in this call, keeping the checkpoint
+            (for tests and time-boxed jobs); None: run to the end.
+        device: Torch device.
+        dtype: ``"float32"`` (training in lower precision is not offered).
+    """
+
+    out: str
+    task: str = "builtin"
+    data: tuple[str, ...] = ()
+    plan: str = "self-correct"
+    rounds: int = 1
+    selection: Selection = field(default_factory=Selection)
+    method: str = "lora"
+    rank: int = 4
+    alpha: float = 8.0
+    steps: int = 20
+    batch_size: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    max_tokens: int | None = None
+    checkpoint_every: int = 10
+    max_steps_this_call: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def hyper(self) -> dict[str, Any]:
+        """The settings that decide the weights (a resumed run must match them)."""
+        d = asdict(self)
+        for k in ("out", "max_steps_this_call", "device"):
+            d.pop(k)
+        d["data"] = list(self.data)
+        return d
+
+
+@dataclass
+class FinetuneResult:
+    """What ``finetune`` did.
+
+    Attributes:
+        out: The output folder (None when stopped early by ``max_steps_this_call``).
+        steps_done: Optimizer steps done so far.
+        losses: The loss of every step so far.
+        finished: Whether the output folder was written.
+    """
+
+    out: Path | None
+    steps_done: int
+    losses: list[float]
+    finished: bool
+
+
+def partial_dir(out: Path) -> Path:
+    """Where the checkpoints of a fine-tune into ``out`` live (next to it, hidden).
+
+    Args:
+        out: The output folder.
+
+    Returns:
+        ``<parent>/.<name>.partial``.
+    """
+    return out.parent / f".{out.name}.partial"
+
+
+def check_config(config: FinetuneConfig) -> None:
+    """Refusals the settings and the file system decide, before any model is loaded.
+
+    Args:
+        config: The settings.
+
+    Raises:
+        InterpError: A bad setting, an existing output, or a missing data file.
+    """
+    out = Path(config.out)
+    if out.exists():
+        raise InterpError(f"{out} already exists; choose another --out or remove it")
+    if config.method not in METHODS:
+        raise InterpError(f"unknown method {config.method!r}; choose one of: {', '.join(METHODS)}")
+    if config.steps < 1 or config.batch_size < 1 or config.checkpoint_every < 1:
+        raise InterpError("--steps, --batch-size and --checkpoint-every must be at least 1")
+    if config.method == "lora" and config.rank < 1:
+        raise InterpError("--rank must be at least 1")
+    if config.rounds < 0:
+        raise InterpError("--rounds must be 0 or more")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise InterpError("--lr must be a positive number")
+    if config.dtype != "float32":
+        raise InterpError("fine-tuning runs in float32 only; drop --dtype")
+    for path in config.data:
+        if not Path(path).is_file():
+            raise InterpError(f"no such data file: {path}")
+    if not out.parent.is_dir():
+        raise InterpError(f"{out.parent} is not a folder")
