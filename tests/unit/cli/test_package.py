@@ -103,6 +103,7 @@ def test_commands_are_registered_in_one_place() -> None:
             "feature-circuit",
             "export",
             "explore",
+            "finetune",
             "sae",
             "experiment",
         ]
