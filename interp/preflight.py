@@ -83,14 +83,14 @@ def n_layers(manifest: dict[str, Any]) -> int:
 
 
 def check_patch_layer(manifest: dict[str, Any] | None, layer: int | str) -> None:
-    """``patch --layer``, with the message of ``PatchConfig.layers``."""
+    """``patch --layers``, with the message of ``PatchConfig.layers``."""
     if manifest is None or layer == "all":
         return
     n = n_layers(manifest)
     if not 0 <= int(layer) < n:
         raise InterpError(
-            f"--layer {layer} is out of range: the model has {n} layers "
-            f"(0..{n - 1}); use --layer all for every layer"
+            f"--layers {layer} is out of range: the model has {n} layers "
+            f"(0..{n - 1}); use --layers all for every layer"
         )
 
 

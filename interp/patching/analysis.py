@@ -230,12 +230,12 @@ class PatchConfig:
         if self.layer == "all":
             return list(range(n_layers))
         if isinstance(self.layer, str) and not self.layer.lstrip("-").isdigit():
-            raise InterpError(f"--layer {self.layer!r}: use a layer index or 'all'")
+            raise InterpError(f"--layers {self.layer!r}: use a layer index or 'all'")
         layer = int(self.layer)
         if not 0 <= layer < n_layers:
             raise InterpError(
-                f"--layer {layer} is out of range: the model has {n_layers} layers "
-                f"(0..{n_layers - 1}); use --layer all for every layer"
+                f"--layers {layer} is out of range: the model has {n_layers} layers "
+                f"(0..{n_layers - 1}); use --layers all for every layer"
             )
         return [layer]
 

@@ -32,7 +32,7 @@ def _refusals(run: Path, missing: Path) -> dict[str, tuple[list[str], str]]:
         ),
         "patch, layer out of range": (
             ["patch", "--run", str(run), "--layers", "40", "--round", "1"],
-            "--layer 40 is out of range: the model has 3 layers (0..2)",
+            "--layers 40 is out of range: the model has 3 layers (0..2)",
         ),
         "patch, round out of range": (
             ["patch", "--run", str(run), "--layers", "1", "--round", "9"],

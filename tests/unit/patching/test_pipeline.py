@@ -514,8 +514,8 @@ def test_exclusions_filters_and_limit(tiny_model, fake_run):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"layer": 3}, "--layer 3 is out of range: the model has 3 layers"),
-        ({"layer": -1}, "--layer -1 is out of range"),
+        ({"layer": 3}, "--layers 3 is out of range: the model has 3 layers"),
+        ({"layer": -1}, "--layers -1 is out of range"),
         ({"layer": "x"}, "use a layer index or 'all'"),
         ({"round": 3}, "run has rounds 0..2; --round 3 needs a replay with --rounds 3 or more"),
         ({"round": 1, "target_round": 5}, "--target-round 5 needs a replay with --rounds 5"),
