@@ -24,6 +24,34 @@ def finetune(
         "self-correct"
     ),
     rounds: Annotated[int, typer.Option("--rounds", help="Follow-up rounds per conversation.")] = 1,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            "--recipe",
+            help="answers: the correct option every round. self-correction: the planted "
+            "organism (round 0 of some ambiguous items answers the stereotyped option; after "
+            "--plan's instruction it moves to the correct one, under --control-plan it stays).",
+        ),
+    ] = "answers",
+    control_plan: Annotated[
+        str, typer.Option("--control-plan", help="The self-correction recipe's control plan.")
+    ] = "baseline",
+    error_share: Annotated[
+        float,
+        typer.Option(
+            "--error-share",
+            help="self-correction: share of ambiguous items whose round 0 answers the "
+            "stereotyped option.",
+        ),
+    ] = 0.5,
+    permute: Annotated[
+        str,
+        typer.Option(
+            "--permute",
+            help="none, or cyclic: each conversation shows its options in one rotation drawn "
+            "with --seed (teaches answering by content, not position).",
+        ),
+    ] = "none",
     method: Annotated[
         str, typer.Option("--method", help="lora (adapters, merged at the end) or full.")
     ] = "lora",
@@ -59,6 +87,10 @@ def finetune(
         data=tuple(str(p) for p in data or ()),
         plan=plan,
         rounds=rounds,
+        recipe=recipe,
+        control_plan=control_plan,
+        error_share=error_share,
+        permute=permute,
         selection=Selection(limit=limit, sample=sample, seed=seed),
         method=method,
         rank=rank,

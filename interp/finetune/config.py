@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from interp.errors import InterpError
+from interp.finetune.recipes import check_recipe
 from interp.inputs.selection import Selection
 
 METHODS = ("lora", "full")
@@ -23,6 +24,14 @@ class FinetuneConfig:
         data: The task's data files (none for ``"builtin"``).
         plan: A built-in plan name or a plan file (the user turns and answer prefix).
         rounds: Follow-up rounds per conversation (the conversation holds rounds 0..rounds).
+        recipe: What each round answers (:mod:`interp.finetune.recipes`): ``"answers"`` (the
+            correct option every round) or ``"self-correction"`` (the planted organism).
+        control_plan: The self-correction recipe's control plan (the instruction plan is
+            ``plan``).
+        error_share: The self-correction recipe's share of planted stereotyped round-0 answers
+            on ambiguous items.
+        permute: Option order of each training conversation: ``"none"`` or ``"cyclic"`` (one
+            rotation drawn per conversation).
         selection: Which examples (``limit``/``sample``).
         method: ``"lora"`` (adapters, merged at the end) or ``"full"`` (every weight).
         rank: LoRA rank.
@@ -45,6 +54,10 @@ class FinetuneConfig:
     data: tuple[str, ...] = ()
     plan: str = "self-correct"
     rounds: int = 1
+    recipe: str = "answers"
+    control_plan: str = "baseline"
+    error_share: float = 0.5
+    permute: str = "none"
     selection: Selection = field(default_factory=Selection)
     method: str = "lora"
     rank: int = 4
@@ -122,6 +135,7 @@ def check_config(config: FinetuneConfig) -> None:
         raise InterpError("--lr must be a positive number")
     if config.dtype != "float32":
         raise InterpError("fine-tuning runs in float32 only; drop --dtype")
+    check_recipe(config.recipe, config.error_share, config.permute)
     for path in config.data:
         if not Path(path).is_file():
             raise InterpError(f"no such data file: {path}")

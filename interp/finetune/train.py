@@ -18,11 +18,14 @@ the tokenizer files (chat template included) and ``finetune.json``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import resource
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from transformer_lens import HookedTransformer
 
 from interp.errors import InterpError
 from interp.finetune.config import FinetuneConfig, FinetuneResult, check_config, partial_dir
+from interp.finetune.recipes import plan_conversations
 from interp.inputs.conversation import RoundInput, build_conversation
 from interp.inputs.plans import load_plan, option_letter
 from interp.inputs.selection import choose
@@ -45,15 +49,17 @@ LORA_TARGETS = ("W_Q", "W_K", "W_V", "W_O", "_W_K", "_W_V", "W_in", "W_gate", "W
 CHECKPOINT = "checkpoint.pt"
 
 
-def build_examples(model: HookedTransformer, config: FinetuneConfig) -> tuple[list, list]:
-    """The training conversations and, per conversation, its answer-token spans.
+def build_examples(model: HookedTransformer, config: FinetuneConfig) -> tuple[list, list, dict]:
+    """The training conversations, per conversation its answer-token spans, and the recipe's
+    counts.
 
     Args:
         model: The model (its tokenizer and context).
-        config: The task, data, plan, rounds, selection and budget.
+        config: The task, data, plan, rounds, recipe, selection and budget.
 
     Returns:
-        ``(tokens, spans)``: per conversation its token ids and its answers' token spans.
+        ``(tokens, spans, recipe)``: per conversation its token ids and its answers' token
+        spans; the recipe's settings and counts for ``finetune.json``.
 
     Raises:
         InterpError: No examples, or a conversation longer than the budget.
@@ -62,15 +68,27 @@ def build_examples(model: HookedTransformer, config: FinetuneConfig) -> tuple[li
     examples = choose(examples, config.selection) if examples else examples
     if not examples:
         raise InterpError("no examples to fine-tune on (the selection or the data is empty)")
-    plan = load_plan(config.plan)
+    planned = plan_conversations(
+        examples,
+        recipe=config.recipe,
+        plan=load_plan(config.plan),
+        control_plan=load_plan(config.control_plan) if config.recipe != "answers" else None,
+        rounds=config.rounds,
+        error_share=config.error_share,
+        permute=config.permute,
+        seed=config.seed,
+    )
     tok = model.tokenizer
     budget = config.max_tokens or model.cfg.n_ctx
     convs, spans = [], []
-    for ex in examples:
-        answer = f"{option_letter(ex.label)}) {ex.options[ex.label]}"
+    for item in planned:
+        ex, plan = item.example, item.plan
         rounds = [
-            RoundInput(*plan.user_turn(ex, r, previous=ex.label), answer=answer)
-            for r in range(config.rounds + 1)
+            RoundInput(
+                *plan.user_turn(ex, r, previous=item.answers[r - 1] if r else None),
+                answer=f"{option_letter(a)}) {ex.options[a]}",
+            )
+            for r, a in enumerate(item.answers)
         ]
         conv = build_conversation(tok, rounds, answer_prefix=plan.answer_prefix)
         if len(conv.tokens) > budget:
@@ -80,7 +98,24 @@ def build_examples(model: HookedTransformer, config: FinetuneConfig) -> tuple[li
             )
         convs.append(conv.tokens)
         spans.append([r.answer for r in conv.rounds if r.answer is not None])
-    return convs, spans
+    recipe = {
+        "name": config.recipe,
+        "plan": config.plan,
+        "control_plan": config.control_plan if config.recipe != "answers" else None,
+        "error_share": config.error_share if config.recipe != "answers" else None,
+        "permute": config.permute,
+        "categories": sorted({ex.category for ex in examples}),
+        "conversations": len(planned),
+        "under_plan": {
+            name: sum(p.plan.name == name for p in planned)
+            for name in sorted({p.plan.name for p in planned})
+        },
+        "ambiguous": sum(p.example.context_condition == "ambig" for p in planned),
+        "planted_round0_errors": sum(p.planted for p in planned),
+        "tokens": sum(len(c) for c in convs),
+        "answer_tokens": sum(b - a for sp in spans for a, b in sp),
+    }
+    return convs, spans, recipe
 
 
 class _LoraDelta(torch.nn.Module):
@@ -134,13 +169,18 @@ def _order(n: int, steps: int, batch: int, seed: int) -> list[list[int]]:
 
 
 def _loss(model, tokens: list[int], spans: list[tuple[int, int]]) -> tuple[torch.Tensor, int]:
+    """Summed next-token loss on the answer tokens, and their count. The unembedding runs
+    only at the positions that predict them (the vocabulary is a fifth of SmolLM2's FLOPs)."""
     x = torch.tensor([tokens], device=model.cfg.device)
-    logits = model(x, return_type="logits")[0]
-    logp = torch.log_softmax(logits.float(), dim=-1)
     pos = [t for a, b in spans for t in range(a, b)]
-    idx = torch.tensor(pos, device=logits.device)
-    target = x[0, idx]
-    return -logp[idx - 1].gather(1, target[:, None]).sum(), len(pos)
+    idx = torch.tensor(pos, device=x.device)
+    resid = model(x, stop_at_layer=model.cfg.n_layers)[0, idx - 1]
+    logits = model.unembed(model.ln_final(resid[None]))[0]
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0)
+    if cap > 0:  # as HookedTransformer.forward does (Gemma)
+        logits = cap * torch.tanh(logits / cap)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -logp.gather(1, x[0, idx][:, None]).sum(), len(pos)
 
 
 def finetune(
@@ -199,7 +239,7 @@ def finetune(
 
 def _train(source, config, out, part, hyper, fingerprint, state, progress) -> FinetuneResult:
     model = load_model(source, device=config.device, seed=0)
-    convs, spans = build_examples(model, config)
+    convs, spans, recipe = build_examples(model, config)
     data_digest = task_data_hash(config.task, list(config.data) or None)
     model.train()
     model.requires_grad_(config.method == "full")
@@ -224,13 +264,17 @@ def _train(source, config, out, part, hyper, fingerprint, state, progress) -> Fi
     stop = config.steps
     if config.max_steps_this_call is not None:
         stop = min(stop, step + config.max_steps_this_call)
+    started, trained_tokens = time.perf_counter(), 0
     while step < stop:
         opt.zero_grad(set_to_none=True)
         total, count = None, 0
         for i in order[step]:
-            loss, n = _loss(model, convs[i], spans[i])
+            # LoRA: each adapted weight is computed once per forward, not at every access.
+            with parametrize.cached() if added else contextlib.nullcontext():
+                loss, n = _loss(model, convs[i], spans[i])
             total = loss if total is None else total + loss
             count += n
+            trained_tokens += len(convs[i])
         mean = total / count
         mean.backward()
         opt.step()
@@ -254,8 +298,17 @@ def _train(source, config, out, part, hyper, fingerprint, state, progress) -> Fi
         "base_weights_hash": model.interp_source.weights_hash,
         "data_hash": data_digest,
         "examples": len(convs),
+        "recipe": recipe,
         "hyper_parameters": hyper,
         "losses": losses,
+        # What this call cost (a resumed fine-tune counts only its own steps).
+        "cost": {
+            "steps_this_call": len(losses) - (state["step"] if state is not None else 0),
+            "tokens_this_call": trained_tokens,
+            "seconds_this_call": round(time.perf_counter() - started, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "threads": torch.get_num_threads(),
+        },
     }
     _write(model, out, info)
     shutil.rmtree(part, ignore_errors=True)

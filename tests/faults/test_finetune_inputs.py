@@ -49,7 +49,23 @@ def test_existing_output_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "extra", [["--method", "qlora"], ["--steps", "0"], ["--dtype", "float16"], ["--rank", "0"]]
+    "extra",
+    [
+        ["--method", "qlora"],
+        ["--steps", "0"],
+        ["--dtype", "float16"],
+        ["--rank", "0"],
+        ["--recipe", "organism"],
+        ["--error-share", "1.5"],
+        ["--permute", "all"],
+    ],
 )
 def test_bad_settings_are_refused(tmp_path, extra):
     assert_refused_without_trace(tmp_path, *_args(tmp_path)[:-2], *extra)
+
+
+def test_self_correction_recipe_on_items_without_unknown_is_refused(tmp_path):
+    data = tmp_path / "mc.jsonl"
+    data.write_text('{"id": "1", "question": "Q?", "options": ["x", "y"], "label": 0}\n')
+    args = _args(tmp_path, "--task", "mc", "--data", str(data), "--recipe", "self-correction")
+    assert_refused_without_trace(tmp_path, *args, contains="needs BBQ items")

@@ -115,3 +115,18 @@ def test_a_crash_mid_run_leaves_no_output_and_the_rerun_resumes(lora_out, tmp_pa
     assert len(calls) == 2  # resumed at step 2: only steps 3 and 4 ran again
     assert (out / "model.safetensors").read_bytes() == (lora_out / "model.safetensors").read_bytes()
     assert not partial_dir(out).exists()
+
+
+def test_answer_loss_equals_the_full_forwards_cross_entropy():
+    """The loss unembeds only the answer-predicting positions; it must equal the cross-entropy
+    read from the model's own full logits at those positions."""
+    from interp.finetune.train import _loss
+
+    model = load_model("tiny", seed=0)
+    tokens = list(range(5, 45))
+    spans = [(10, 14), (30, 33)]
+    loss, n = _loss(model, tokens, spans)
+    logp = torch.log_softmax(model(torch.tensor([tokens]))[0].float(), -1)
+    manual = -sum(logp[t - 1, tokens[t]] for a, b in spans for t in range(a, b))
+    assert n == 7
+    assert torch.allclose(loss, manual, atol=1e-5)
