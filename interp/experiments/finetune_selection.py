@@ -453,6 +453,7 @@ def analyse(
         "training": _training_table(infos),
     }
     summary = {
+        "plan": cfg["plan"],
         "n": int(cfg["n"]),
         "seeds": n_seeds,
         "rules": found,

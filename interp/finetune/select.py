@@ -16,7 +16,8 @@ candidates: the task's examples left after ``selection``'s sample and limit):
   (``concept``) the draw is **token-matched** to the concept rule's top ``n``: up to
   :data:`RANDOM_DRAWS` seeded draws of ``n`` candidates, the first whose training
   conversations hold within :data:`TOKEN_TOLERANCE` of the concept selection's tokens, else
-  the closest draw.
+  the closest draw (a draw of exactly the concept rule's top ``n`` is skipped: on a small
+  pool the token match would otherwise collapse the control onto the concept arm).
 
 The top ``n`` are kept (ties broken by example order), in example order. The concept folder
 is what ``interp probe`` writes, ``<run>/probes/<concept>/`` (``directions.safetensors``,
@@ -400,18 +401,27 @@ def training_tokens(tokenizer: Any, plan: Plan, example: Example, rounds: int) -
 
 
 def _random_draw(
-    n_pool: int, n: int, seed: int, lengths: list[int] | None, target: int | None
+    n_pool: int,
+    n: int,
+    seed: int,
+    lengths: list[int] | None = None,
+    target: int | None = None,
+    avoid: list[int] | None = None,
 ) -> tuple[list[int], dict[str, Any] | None]:
-    """``n`` seeded random positions; token-matched to ``target`` when given."""
+    """``n`` seeded random positions; token-matched to ``target`` when given, never the
+    positions ``avoid`` (the concept rule's own top n) unless the pool holds no other set."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     if target is None or lengths is None:
         return sorted(rng.choice(n_pool, size=n, replace=False).tolist()), None
+    banned = set(avoid or ()) if n < n_pool else set()
     best, best_gap, draws = None, None, 0
     while draws < RANDOM_DRAWS and (best_gap is None or best_gap > TOKEN_TOLERANCE * target):
         drawn = rng.choice(n_pool, size=n, replace=False)
         draws += 1
+        if banned and set(drawn.tolist()) == banned:
+            continue
         gap = abs(sum(lengths[i] for i in drawn) - target)
         if best_gap is None or gap < best_gap:
             best, best_gap = drawn, gap
@@ -426,7 +436,7 @@ def _random_draw(
         "rule": (
             f"seeded draws of n candidates (at most {RANDOM_DRAWS}), the first whose training "
             f"tokens are within {TOKEN_TOLERANCE:.0%} of the concept rule's top n, else the "
-            "closest"
+            "closest; a draw of exactly the concept rule's top n is skipped"
         ),
     }
 
@@ -473,8 +483,13 @@ def select_examples(
         if folder is not None:
             tok = model.tokenizer
             lengths = [training_tokens(tok, plan, ex, config.rounds) for ex in examples]
-            target = sum(lengths[i] for i in top_n("concept", scores, config.n)[0])
-        kept, match = _random_draw(len(examples), config.n, config.seed, lengths, target)
+            concept_top = top_n("concept", scores, config.n)[0]
+            target = sum(lengths[i] for i in concept_top)
+        else:
+            concept_top = None
+        kept, match = _random_draw(
+            len(examples), config.n, config.seed, lengths, target, concept_top
+        )
         key = None
     else:
         kept, key = top_n(config.select, scores, config.n)

@@ -125,6 +125,9 @@ def test_numbers_equal_a_recomputation_from_the_stored_runs(done):
         tuple(sel[(sel["arm"] == "concept") & (sel["seed"] == k)]["example_id"]) for k in range(3)
     }
     assert len(concept_ids) == 1
+    for k in range(3):  # the token-matched control is never the concept arm's own top N
+        random_ids = set(sel[(sel["arm"] == "random") & (sel["seed"] == k)]["example_id"])
+        assert random_ids != set(next(iter(concept_ids)))
     # the fine-tunes moved the answers (the comparison above is not of equal numbers only)
     runs_t = result.tables["runs"]
     acc = runs_t[(runs_t["measure"] == "entropy") & (runs_t["round"] == 0)]["value"]
@@ -138,6 +141,19 @@ def test_a_rerun_reuses_every_fine_tune_and_replay(done, monkeypatch):
     monkeypatch.setattr(train, "finetune", lambda *a, **k: pytest.fail("fine-tuned again"))
     again = experiment("finetune-selection", config, progress=False)
     pd.testing.assert_frame_equal(again.tables["vs_random"], result.tables["vs_random"])
+
+
+def test_the_command_line_reuses_the_runs_and_prints_the_reading(done, bbq_dir):
+    config, result = done
+    args = ["experiment", "finetune-selection", "--model", "tiny", "--task", "bbq"]
+    args += ["--data", config.data[0], "--eval-data", config.eval_data[0], "--sample", "6"]
+    args += ["--pool", "10", "--n", "3", "--steps", "2", "--lr", "0.05", "--n-boot", "50"]
+    args += ["--batch-size", "4", "--out", str(result.path)]
+    shown = invoke(*args)
+    assert shown.exit_code == 0, shown.output
+    assert "rule - random" in shown.output
+    assert "concept              accuracy" in shown.output
+    assert result.summary["reading"][0] in shown.output
 
 
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, bbq_dir):

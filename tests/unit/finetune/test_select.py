@@ -139,3 +139,18 @@ def test_random_follows_the_seed_and_all_keeps_everything(tiny_model):
         picks.append(record["example_ids"])
     assert picks[0] == picks[1] and picks[0] != picks[2]
     assert select_examples(tiny_model, examples, FinetuneConfig(out="unused")) == examples
+
+
+def test_token_matched_random_is_never_the_concept_selection(tiny_model, concept_dir):
+    """On a small pool the draw nearest the concept arm's tokens is often the concept arm's
+    own top N; the control skips it."""
+    examples = load_task("builtin")[:5]
+    fields = {"out": "unused", "n": 2, "concept": str(concept_dir), "rounds": 0}
+    concept: dict = {}
+    select_examples(tiny_model, examples, FinetuneConfig(select="concept", **fields), concept)
+    for seed in range(4):
+        record: dict = {}
+        config = FinetuneConfig(select="random", seed=seed, **fields)
+        select_examples(tiny_model, examples, config, record)
+        assert set(record["example_ids"]) != set(concept["example_ids"])
+        assert record["token_match"]["target_tokens"] > 0
