@@ -379,19 +379,34 @@ def main() -> None:
     ap.add_argument("--sae-tokens", type=int, default=100_000)
     ap.add_argument("--circuit-examples", type=int, default=12)
     ap.add_argument("--instruments", nargs="+", default=list(INSTRUMENTS))
-    ap.add_argument("--work", default="/tmp/organism-bench")
+    ap.add_argument("--work", default="/tmp/organism-bench", help="runs and per-model results")
+    ap.add_argument(
+        "--only", choices=("un-tuned", "organism"), help="evaluate one model now (the other later)"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/organism.json"))
     args = ap.parse_args()
     load_start = os.getloadavg()
-    info = json.loads((Path(args.organism) / "finetune.json").read_text())
-    trained_on = set(info["recipe"]["categories"])
-    assert not trained_on & set(args.held_out), f"held-out categories were trained on: {trained_on}"
+    info = {}
+    if args.only != "un-tuned":  # the organism must exist
+        info = json.loads((Path(args.organism) / "finetune.json").read_text())
+        trained_on = set(info["recipe"]["categories"])
+        assert not trained_on & set(args.held_out), f"held-out categories trained on: {trained_on}"
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     models = {}
     for label, source in (("un-tuned", args.base), ("organism", args.organism)):
+        stored = work / label / "result.json"
+        if stored.is_file():  # evaluated by an earlier call (--only)
+            models[label] = json.loads(stored.read_text())
+            continue
+        if args.only and label != args.only:
+            continue
         models[label] = evaluate(label, source, args, work)
+        stored.write_text(json.dumps(models[label], indent=1, default=str))
+    if len(models) < 2:
+        print(f"evaluated {', '.join(models)}; run again for the other model")
+        return
     table = []
     for name in INSTRUMENTS:
         if name not in args.instruments:

@@ -69,9 +69,10 @@ Stats = Annotated[
 ]
 
 
-def _config(**fields: Any):
+def _config(config_class: Any = None, **fields: Any):
     from interp.experiments.common import ExperimentConfig
 
+    config_class = config_class or ExperimentConfig
     out = fields.pop("out")
     if out is None:
         raise InterpError("give --out DIR (an experiment directory) or --run DIR (a run)")
@@ -79,7 +80,9 @@ def _config(**fields: Any):
     if "control" in fields and fields["control"] in ("none", ""):
         fields["control"] = None  # --control none: no control arm
     templates = fields.pop("bbq_templates")
-    return ExperimentConfig(
+    if "eval_data" in fields:
+        fields["eval_data"] = [str(p) for p in fields["eval_data"] or []]
+    return config_class(
         out=str(out),
         data=list(data or []),
         bbq_templates=None if templates is None else str(templates),
@@ -196,6 +199,29 @@ Eps = Annotated[
     typer.Option(help="Settled = within eps of the limit (concept: eps x round-0 s.d.)."),
 ]
 
+# finetune-selection: the fine-tunes and the held-out files
+EvalData = Annotated[
+    list[str] | None,
+    typer.Option(help="Held-out data file(s), replayed before and after fine-tuning."),
+]
+SelectRules = Annotated[
+    str,
+    typer.Option(
+        help="Selection rules compared, comma-separated: concept, uncertainty, "
+        "concept+uncertainty (random, the control, always runs)."
+    ),
+]
+SelectN = Annotated[int, typer.Option("--n", help="Candidates each fine-tune keeps (equal N).")]
+Seeds = Annotated[int, typer.Option(help="Fine-tuning seeds per rule (seed, seed+1, ...).")]
+Pool = Annotated[
+    int | None,
+    typer.Option(help="Score a seeded sample of this many training candidates (default: all)."),
+]
+Steps = Annotated[int, typer.Option(help="Optimizer steps per fine-tune.")]
+TrainBatch = Annotated[int, typer.Option(help="Conversations per fine-tuning step.")]
+Lr = Annotated[float, typer.Option(help="AdamW learning rate of the fine-tunes.")]
+Method = Annotated[str, typer.Option(help="lora (adapters, merged) or full fine-tuning.")]
+
 # Every option an experiment command may offer: name -> (annotation, default). The config
 # fields come from the entry's ``options``; ``run`` and ``control_run`` follow ``out`` and
 # ``control`` in experiments that can analyse a stored run; ``as_json`` closes every command.
@@ -224,6 +250,15 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "batch_size": (BatchSize, 8),
     "device": (Device, "cpu"),
     "dtype": (Dtype, "float32"),
+    "eval_data": (EvalData, None),
+    "select": (SelectRules, "random,concept"),
+    "n": (SelectN, 32),
+    "seeds": (Seeds, 3),
+    "pool": (Pool, None),
+    "steps": (Steps, 32),
+    "train_batch": (TrainBatch, 1),
+    "lr": (Lr, 1e-3),
+    "method": (Method, "lora"),
     "as_json": (AsJson, False),
 }
 
@@ -276,7 +311,7 @@ def run_command(spec: Any, command: Callable[..., Any], given: dict[str, Any]) -
         analysis = ExperimentConfig(**{k: v for k, v in fields.items() if k not in _REPLAY_ONLY})
         result = experiment(spec.name, analysis, run=run, control_run=control_run)
     else:
-        config = _config(**fields, **spec.fixed)
+        config = _config(spec.config, **fields, **spec.fixed)
         result = experiment(spec.name, config, progress=not as_json, command=_command())
     _show(result, as_json)
 

@@ -67,6 +67,28 @@ def finetune(
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", help="Steps between checkpoints (resume).")
     ] = 10,
+    select: Annotated[
+        str,
+        typer.Option(
+            "--select",
+            help="Which candidates to train on: all, random, concept (top --n by the "
+            "projection on the --concept direction at its chosen layer), uncertainty (top "
+            "--n by the option entropy at the round-0 read-out) or concept+uncertainty (mean "
+            "rank). random with --concept is token-matched to the concept top --n.",
+        ),
+    ] = "all",
+    n: Annotated[
+        int | None,
+        typer.Option("--n", help="How many candidates --select keeps (after --sample/--limit)."),
+    ] = None,
+    concept: Annotated[
+        Path | None,
+        typer.Option(
+            "--concept",
+            help="A probe folder RUN/probes/CONCEPT/ (interp probe) of the same model: its "
+            "direction at the validation-chosen layer scores the candidates.",
+        ),
+    ] = None,
     limit: Limit = None,
     sample: Sample = None,
     seed: Seed = 0,
@@ -75,7 +97,9 @@ def finetune(
     as_json: Json = False,
 ) -> None:
     """Fine-tune a model on a task's conversations (loss on the answers) and write a folder
-    that --model PATH loads; a rerun with the same arguments resumes from its checkpoint."""
+    that --model PATH loads; a rerun with the same arguments resumes from its checkpoint.
+    --select and --n keep the candidates by the latent concept and/or the model's uncertainty
+    (finetune.json records the kept ids, their scores and tokens)."""
     from interp.finetune.config import FinetuneConfig, check_config
     from interp.inputs.selection import Selection
     from interp.preflight import check_model
@@ -103,8 +127,14 @@ def finetune(
         checkpoint_every=checkpoint_every,
         device=device,
         dtype=dtype,
+        select=select,
+        n=n,
+        concept=None if concept is None else str(concept),
     )
     check_config(config)  # before torch is imported
+    from interp.finetune.select import check_select
+
+    check_select(config, model)
     check_model(model, device=device)
     from interp.finetune.train import finetune as run_finetune
 

@@ -345,6 +345,20 @@ def format_experiment(result) -> str:
         )
     if result.name == "self-distinguish":
         lines.append(f"examples asked: {s['n_examples']} (both orders, every round)")
+    if result.name == "finetune-selection":
+        lines.append(
+            f"N = {s['n']} per fine-tune, {s['seeds']} seeds per rule, "
+            f"{s['n_eval_examples']} held-out examples x 3 orders; round 0, debiased"
+        )
+        diffs = {(d["arm"], d["measure"]): d for d in s["vs_random"]}
+        lines.append(f"{'rule':<20} {'measure':<10} {'before':<8} {'after':<22} rule - random")
+        for a in s["arms"]:
+            d = diffs.get((a["arm"], a["measure"]))
+            lines.append(
+                f"{a['arm']:<20} {a['measure']:<10} {_na(a['before'])!s:<8} "
+                f"{_ci(a['after'], a['after_lo'], a['after_hi']):<22} "
+                + (_ci(d["value"], d["lo"], d["hi"]) if d else "(the control)")
+            )
     lines.append("reading:")
     lines.extend(f"  {line}" for line in s.get("reading", []))
     return "\n".join(lines)

@@ -44,6 +44,9 @@ class ExperimentSpec:
             offers as options, in their order.
         of_run: The function that analyses an existing run (``--run``), or None.
         fixed: Config fields the experiment sets itself (e.g. ``probe=False``).
+        config_class: The name of a config class in ``module`` that extends
+            :class:`~interp.experiments.common.ExperimentConfig` with the experiment's own
+            fields; empty: ``ExperimentConfig`` itself.
     """
 
     name: str
@@ -55,10 +58,14 @@ class ExperimentSpec:
     options: tuple[str, ...]
     of_run: str | None = None
     fixed: dict[str, Any] = field(default_factory=dict)
+    config_class: str = ""
 
     @property
     def config(self) -> type[ExperimentConfig]:
-        """The config class (:class:`~interp.experiments.common.ExperimentConfig`)."""
+        """The config class (:class:`~interp.experiments.common.ExperimentConfig`, or the
+        experiment's subclass of it)."""
+        if self.config_class:
+            return self.load(self.config_class)
         from interp.experiments.common import ExperimentConfig
 
         return ExperimentConfig
@@ -171,6 +178,47 @@ REGISTRY: dict[str, ExperimentSpec] = {
             analysis="analyse",
             options=(*_REPLAY, "plan", *_RUNTIME),
             fixed={"probe": False},
+        ),
+        ExperimentSpec(
+            name="finetune-selection",
+            help="Fine-tune on N samples chosen by the concept vs at random; held-out BBQ.",
+            doc=(
+                "Fine-tune the model on N candidates of the training files (--data) chosen by "
+                "each rule (--select: random, the control, token-matched to the concept rule's "
+                "top N, and concept, uncertainty, concept+uncertainty; the concept direction "
+                "from a probe of the un-tuned model at its validation-chosen layer), --seeds "
+                "seeds each; replay the un-tuned and every tuned model on the held-out files "
+                "(--eval-data, 3 cyclic option orders) and report the debiased accuracy, BBQ "
+                "scores, agreement across orders and entropy before and after, and rule - "
+                "random with intervals over seeds and template clusters."
+            ),
+            module="interp.experiments.finetune_selection",
+            verb="finetune_selection",
+            analysis="analyse",
+            options=(
+                "out",
+                "model",
+                "task",
+                "data",
+                "eval_data",
+                "bbq_templates",
+                "sample",
+                "limit",
+                "seed",
+                "plan",
+                "concept",
+                "select",
+                "n",
+                "seeds",
+                "pool",
+                "steps",
+                "train_batch",
+                "lr",
+                "method",
+                *_RUNTIME,
+            ),
+            fixed={"probe": True, "rounds": 1, "control": None},
+            config_class="SelectionConfig",
         ),
     )
 }

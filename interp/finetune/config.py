@@ -47,6 +47,12 @@ class FinetuneConfig:
             (for tests and time-boxed jobs); None: run to the end.
         device: Torch device.
         dtype: ``"float32"`` (training in lower precision is not offered).
+        select: Which candidates to train on (:mod:`interp.finetune.select`): ``"all"``,
+            ``"random"``, ``"concept"``, ``"uncertainty"`` or ``"concept+uncertainty"``.
+        n: How many candidates ``select`` keeps (required unless ``select="all"``).
+        concept: A concept folder ``<run>/probes/<concept>/`` written by ``interp probe``
+            (for ``concept`` and ``concept+uncertainty``; with ``random``, the draw is
+            token-matched to the concept rule's top ``n``).
     """
 
     out: str
@@ -72,6 +78,9 @@ class FinetuneConfig:
     max_steps_this_call: int | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    select: str = "all"
+    n: int | None = None
+    concept: str | None = None
 
     def hyper(self) -> dict[str, Any]:
         """The settings that decide the weights (a resumed run must match them)."""

@@ -36,6 +36,7 @@ from transformer_lens import HookedTransformer
 from interp.errors import InterpError
 from interp.finetune.config import FinetuneConfig, FinetuneResult, check_config, partial_dir
 from interp.finetune.recipes import plan_conversations
+from interp.finetune.select import check_select, finish_record, select_examples
 from interp.inputs.conversation import RoundInput, build_conversation
 from interp.inputs.plans import load_plan, option_letter
 from interp.inputs.selection import choose
@@ -49,13 +50,17 @@ LORA_TARGETS = ("W_Q", "W_K", "W_V", "W_O", "_W_K", "_W_V", "W_in", "W_gate", "W
 CHECKPOINT = "checkpoint.pt"
 
 
-def build_examples(model: HookedTransformer, config: FinetuneConfig) -> tuple[list, list, dict]:
+def build_examples(
+    model: HookedTransformer, config: FinetuneConfig, record: dict | None = None
+) -> tuple[list, list, dict]:
     """The training conversations, per conversation its answer-token spans, and the recipe's
     counts.
 
     Args:
         model: The model (its tokenizer and context).
-        config: The task, data, plan, rounds, recipe, selection and budget.
+        config: The task, data, plan, rounds, recipe, selection, sample selection and budget.
+        record: Filled with what ``finetune.json`` records of the sample selection
+            (:func:`interp.finetune.select.select_examples`); None: not recorded.
 
     Returns:
         ``(tokens, spans, recipe)``: per conversation its token ids and its answers' token
@@ -66,6 +71,7 @@ def build_examples(model: HookedTransformer, config: FinetuneConfig) -> tuple[li
     """
     examples = load_task(config.task, list(config.data) or None)
     examples = choose(examples, config.selection) if examples else examples
+    examples = select_examples(model, examples, config, record) if examples else examples
     if not examples:
         raise InterpError("no examples to fine-tune on (the selection or the data is empty)")
     planned = plan_conversations(
@@ -215,6 +221,7 @@ def finetune(
     if workers is not None:
         raise InterpError("finetune runs in one process; drop workers")
     check_config(config)
+    check_select(config, str(model_source))
     out = Path(config.out)
     part = partial_dir(out)
     source = str(model_source)
@@ -239,7 +246,8 @@ def finetune(
 
 def _train(source, config, out, part, hyper, fingerprint, state, progress) -> FinetuneResult:
     model = load_model(source, device=config.device, seed=0)
-    convs, spans, recipe = build_examples(model, config)
+    selection: dict[str, Any] = {}
+    convs, spans, recipe = build_examples(model, config, selection)
     data_digest = task_data_hash(config.task, list(config.data) or None)
     model.train()
     model.requires_grad_(config.method == "full")
@@ -247,6 +255,7 @@ def _train(source, config, out, part, hyper, fingerprint, state, progress) -> Fi
     params = [p for _, p in sorted(model.named_parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     order = _order(len(convs), config.steps, config.batch_size, config.seed)
+    finish_record(selection, convs, spans, order)
     losses: list[float] = []
     step = 0
     if state is not None:
@@ -309,6 +318,7 @@ def _train(source, config, out, part, hyper, fingerprint, state, progress) -> Fi
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "threads": torch.get_num_threads(),
         },
+        **({"selection": selection} if selection else {}),
     }
     _write(model, out, info)
     shutil.rmtree(part, ignore_errors=True)

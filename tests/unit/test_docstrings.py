@@ -43,6 +43,7 @@ MODULES = (
     "interp.metrics.winogender",
     "interp.finetune.config",
     "interp.finetune.train",
+    "interp.finetune.select",
     "interp.runs.controls",
     "interp.runs.distributed",
     "interp.runs.experiment_dir",

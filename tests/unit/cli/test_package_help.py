@@ -32,6 +32,8 @@ COMMANDS = [
     ["experiment", "interactions"],
     ["experiment", "weak-evidence"],
     ["experiment", "self-distinguish"],
+    ["experiment", "finetune-selection"],
+    ["finetune"],
 ]
 
 

@@ -28,12 +28,14 @@ CLI_ONLY = {"run", "control_run", "examples", "as_json"}
 def test_every_entry_has_a_config_arms_an_analysis_and_a_verb(name: str) -> None:
     spec = REGISTRY[name]
     assert spec.name == name
-    assert spec.config is ExperimentConfig
-    arms = spec.arms(ExperimentConfig())
+    # ExperimentConfig, or the experiment's own extension of it (finetune-selection)
+    assert issubclass(spec.config, ExperimentConfig)
+    assert (spec.config is ExperimentConfig) == (spec.config_class == "")
+    arms = spec.arms(spec.config())
     assert arms and all(isinstance(k, str) and isinstance(v, str) for k, v in arms.items())
     assert callable(spec.analysis_function())
     assert spec.help and "\n" not in spec.help and spec.doc
-    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    fields = {f.name for f in dataclasses.fields(spec.config)}
     assert set(spec.options) <= fields and set(spec.fixed) <= fields
     if spec.of_run is not None:
         of_run = inspect.signature(spec.load(spec.of_run))
