@@ -170,9 +170,9 @@ def probe_instrument(runs: dict[str, Run], model, n_boot: int) -> dict:
             "value": last["change_diff"],
             "ci": [last["change_lo"], last["change_hi"]],
         },
-        "recovered": bool(last["change_lo"] > 0 or last["change_hi"] < 0),
+        "recovered": bool(last["change_hi"] < 0),
         "criterion": "self-correct - baseline change of the stereotype score since round 0 at "
-        "the last round (chosen layer): interval excludes 0",
+        "the last round (chosen layer): interval below 0 (less stereotyped after the instruction)",
     }
 
 
@@ -260,6 +260,19 @@ def sae_instrument(
     }
 
 
+def circuit_recovered(summary: dict) -> bool:
+    """The circuit criterion: gap above 0 (planted direction), a faithful size, rho > 0.5."""
+    rho = (summary.get("verify") or {}).get("spearman")
+    gap_ci = (summary.get("gap") or {}).get("ci")
+    return bool(
+        rho is not None
+        and rho > 0.5
+        and summary.get("faithful_n") is not None
+        and gap_ci is not None
+        and gap_ci[0] > 0
+    )
+
+
 def circuit_instrument(runs, model, examples: int) -> dict:
     result = interp.circuit(
         runs["self-correct"],
@@ -278,18 +291,11 @@ def circuit_instrument(runs, model, examples: int) -> dict:
         "gap",
     )
     keep = {k: summary.get(k) for k in names}
-    rho = (summary.get("verify") or {}).get("spearman")
-    gap_ci = (summary.get("gap") or {}).get("ci")
-    keep["recovered"] = bool(
-        rho is not None
-        and rho > 0.5
-        and summary.get("faithful_n") is not None
-        and gap_ci is not None
-        and (gap_ci[0] > 0 or gap_ci[1] < 0)
-    )
+    keep["recovered"] = circuit_recovered(keep)
     keep["criterion"] = (
-        "the round gap's interval excludes 0, a circuit reaches faithfulness 0.8 at some size "
-        "(faithful_n) and exact verification of the top edges gives Spearman rho > 0.5"
+        "the round gap (correct - stereotyped) has an interval above 0, a circuit reaches "
+        "faithfulness 0.8 at some size (faithful_n) and exact verification of the top edges "
+        "gives Spearman rho > 0.5"
     )
     return keep
 
@@ -307,6 +313,51 @@ def experiments_instrument(runs, model) -> dict:
         )
         out[name] = {"reading": res.summary.get("reading")}
     return out
+
+
+# Per instrument: where its headline (value and interval) sits in a model's result, and which
+# sign is the planted direction. ``separates``: the organism's and the un-tuned model's
+# intervals do not overlap (an instrument that "recovers" the effect on both models only
+# sees that the rounds' texts differ, not the planted change).
+HEADLINES = {
+    "behaviour": (("behaviour", "unknown_rate_did_last_round"), +1),
+    "position": (("position", "agreement_round0"), +1),
+    "probes": (("probes", "change_diff_last_round"), -1),
+    "patching": (("patching", "gap_round1_minus_round0"), +1),
+    "circuits": (("circuits", "gap"), +1),
+}
+
+
+def verdicts(models: dict, names: list[str]) -> list[dict]:
+    """The instrument table: each model's verdict, headline and whether they separate."""
+    rows = []
+    for name in names:
+        key = "answers_by_content" if name == "position" else "recovered"
+        row = {"instrument": name}
+        heads = {}
+        for label in ("un-tuned", "organism"):
+            res = models[label].get(name, {})
+            row[label] = res.get(key)
+            if name in HEADLINES:
+                (a, b), _ = HEADLINES[name]
+                heads[label] = (models[label].get(a) or {}).get(b)
+                row[f"{label}_headline"] = heads[label]
+        if name == "sae":
+            row["un-tuned_headline"] = (
+                models["un-tuned"].get("sae", {}).get("latents_beyond_shuffled_round1")
+            )
+            row["organism_headline"] = (
+                models["organism"].get("sae", {}).get("latents_beyond_shuffled_round1")
+            )
+        sep = None
+        if all(h and h.get("ci") for h in heads.values()) and len(heads) == 2:
+            (lo_u, hi_u), (lo_o, hi_o) = heads["un-tuned"]["ci"], heads["organism"]["ci"]
+            sign = HEADLINES[name][1]
+            sep = bool(lo_o > hi_u) if sign > 0 else bool(hi_o < lo_u)
+        row["separates"] = sep
+        row["specific"] = bool(row["organism"]) and (sep is True or row["un-tuned"] is False)
+        rows.append(row)
+    return rows
 
 
 def evaluate(label, source, args, work: Path) -> dict:
@@ -399,6 +450,14 @@ def main() -> None:
         stored = work / label / "result.json"
         if stored.is_file():  # evaluated by an earlier call (--only)
             models[label] = json.loads(stored.read_text())
+            # criteria of this version of the script, from the stored numbers
+            if "error" not in models[label].get("circuits", {"error": 1}):
+                models[label]["circuits"]["recovered"] = circuit_recovered(
+                    models[label]["circuits"]
+                )
+            probe = models[label].get("probes", {})
+            if "change_diff_last_round" in probe:
+                probe["recovered"] = bool(probe["change_diff_last_round"]["ci"][1] < 0)
             continue
         if args.only and label != args.only:
             continue
@@ -407,18 +466,7 @@ def main() -> None:
     if len(models) < 2:
         print(f"evaluated {', '.join(models)}; run again for the other model")
         return
-    table = []
-    for name in INSTRUMENTS:
-        if name not in args.instruments:
-            continue
-        key = "answers_by_content" if name == "position" else "recovered"
-        table.append(
-            {
-                "instrument": name,
-                "un-tuned": models["un-tuned"].get(name, {}).get(key),
-                "organism": models["organism"].get(name, {}).get(key),
-            }
-        )
+    table = verdicts(models, [n for n in INSTRUMENTS if n in args.instruments])
     out = {
         "what": "positive control: each instrument on the planted self-correction organism and "
         "on the un-tuned model, same code, same held-out examples",

@@ -44,6 +44,14 @@ def finetune(
             "stereotyped option.",
         ),
     ] = 0.5,
+    loss: Annotated[
+        str,
+        typer.Option(
+            "--loss",
+            help="answer: every answer token; letter: only the option letter each answer "
+            "starts with (what the read-out scores).",
+        ),
+    ] = "answer",
     permute: Annotated[
         str,
         typer.Option(
@@ -115,6 +123,7 @@ def finetune(
         control_plan=control_plan,
         error_share=error_share,
         permute=permute,
+        loss=loss,
         selection=Selection(limit=limit, sample=sample, seed=seed),
         method=method,
         rank=rank,

@@ -12,6 +12,7 @@ from interp.finetune.recipes import check_recipe
 from interp.inputs.selection import Selection
 
 METHODS = ("lora", "full")
+LOSSES = ("answer", "letter")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class FinetuneConfig:
             ``plan``).
         error_share: The self-correction recipe's share of planted stereotyped round-0 answers
             on ambiguous items.
+        loss: ``"answer"`` (every answer token) or ``"letter"`` (only each answer's first
+            token, the option letter the replay's read-out scores).
         permute: Option order of each training conversation: ``"none"`` or ``"cyclic"`` (one
             rotation drawn per conversation).
         selection: Which examples (``limit``/``sample``).
@@ -64,6 +67,7 @@ class FinetuneConfig:
     control_plan: str = "baseline"
     error_share: float = 0.5
     permute: str = "none"
+    loss: str = "answer"
     selection: Selection = field(default_factory=Selection)
     method: str = "lora"
     rank: int = 4
@@ -145,6 +149,8 @@ def check_config(config: FinetuneConfig) -> None:
     if config.dtype != "float32":
         raise InterpError("fine-tuning runs in float32 only; drop --dtype")
     check_recipe(config.recipe, config.error_share, config.permute)
+    if config.loss not in LOSSES:
+        raise InterpError(f"unknown loss {config.loss!r}; choose one of: {', '.join(LOSSES)}")
     for path in config.data:
         if not Path(path).is_file():
             raise InterpError(f"no such data file: {path}")

@@ -103,13 +103,17 @@ def build_examples(
                 f"of {budget}; use fewer --rounds or a larger --max-tokens"
             )
         convs.append(conv.tokens)
-        spans.append([r.answer for r in conv.rounds if r.answer is not None])
+        answers = [r.answer for r in conv.rounds if r.answer is not None]
+        if config.loss == "letter":  # the option letter only: what the read-out scores
+            answers = [(a, a + 1) for a, _ in answers]
+        spans.append(answers)
     recipe = {
         "name": config.recipe,
         "plan": config.plan,
         "control_plan": config.control_plan if config.recipe != "answers" else None,
         "error_share": config.error_share if config.recipe != "answers" else None,
         "permute": config.permute,
+        "loss": config.loss,
         "categories": sorted({ex.category for ex in examples}),
         "conversations": len(planned),
         "under_plan": {

@@ -125,3 +125,34 @@ def test_the_conversations_hold_the_planned_answers(tmp_path):
         letters = [s.strip()[0] for s in said]
         assert letters == ["abc"[i] for i in p.answers]
     json.dumps(recipe)
+
+
+def test_letter_loss_trains_only_the_option_letters(tmp_path):
+    """--loss letter: one loss position per round, the letter the read-out scores."""
+    from dataclasses import replace
+
+    from interp.finetune.train import build_examples
+    from interp.inputs.selection import Selection
+    from interp.model.loading import load_model
+
+    model = load_model("tiny", seed=0)
+    cfg = FinetuneConfig(
+        out=str(tmp_path / "o"),
+        task="bbq",
+        data=(str(AGE),),
+        recipe="self-correction",
+        permute="cyclic",
+        rounds=2,
+        loss="letter",
+        selection=Selection(limit=12),
+    )
+    convs, spans, recipe = build_examples(model, cfg)
+    planned = _plan(load_task("bbq", [str(AGE)])[:12], seed=0)
+    assert recipe["answer_tokens"] == 12 * 3
+    for toks, sp, p in zip(convs, spans, planned, strict=True):
+        assert all(b == a + 1 for a, b in sp)
+        assert [model.tokenizer.decode(toks[a:b]).strip() for a, b in sp] == [
+            "abc"[i] for i in p.answers
+        ]
+    full = build_examples(model, replace(cfg, loss="answer"))
+    assert full[0] == convs and full[2]["answer_tokens"] > recipe["answer_tokens"]
