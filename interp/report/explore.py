@@ -393,6 +393,9 @@ class Explorer:
                     frame[frame["example_index"] == int(index.min())] if len(index) else frame[:0]
                 )
                 out["control"] = _grid(frame, layers, rounds, "score")
+        out["scale"] = colour_scale(
+            [out[k] for k in ("example", "run_mean", "control") if isinstance(out.get(k), list)]
+        )
         return out
 
     # --- the analyses below the heatmap ------------------------------------------------------
@@ -563,6 +566,23 @@ class Explorer:
         """Per round the run's metrics with their intervals (raw, debiased where the run is
         permuted) beside the control run's."""
         return self._metrics_tab
+
+
+def colour_scale(grids: list[list[list[float | None]]]) -> dict[str, Any] | None:
+    """The colour scale the heatmaps share: the range of their values (None: no value).
+
+    ``diverging`` where the values straddle 0: symmetric about 0 (``lo = -hi``, white at 0),
+    so a cell's sign reads from its hue; else ``sequential`` from the smallest value to the
+    largest. A single value spans a range of width 0: the page colours it mid-scale.
+    """
+    values = [v for grid in grids for row in grid for v in row if v is not None]
+    if not values:
+        return None
+    lo, hi = float(min(values)), float(max(values))
+    if lo < 0 < hi:
+        bound = max(-lo, hi)
+        return {"kind": "diverging", "lo": -bound, "hi": bound, "min": lo, "max": hi}
+    return {"kind": "sequential", "lo": lo, "hi": hi, "min": lo, "max": hi}
 
 
 def _grid(frame: pd.DataFrame, layers: list[int], rounds: list[int], column: str) -> list:

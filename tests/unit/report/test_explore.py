@@ -92,6 +92,43 @@ def test_heatmap_is_the_stored_example_scores(explorer, runs):
     assert "interp probe --run" in view["control"]["missing"]  # the control has no probe
 
 
+def test_heatmap_colour_scale_spans_the_values_shown(explorer):
+    """The state's heatmap carries one colour scale for its maps: their values' range, and
+    symmetric about 0 (diverging) where they straddle it."""
+    view = view_state(explorer, {"example": 4})["heatmap"]
+    values = [v for k in ("example", "run_mean") for row in view[k] for v in row if v is not None]
+    scale = view["scale"]
+    assert scale["min"] == pytest.approx(min(values)) and scale["max"] == pytest.approx(max(values))
+    assert scale["lo"] <= min(values) and max(values) <= scale["hi"]
+    if min(values) < 0 < max(values):
+        assert scale["kind"] == "diverging"
+        assert scale["lo"] == -scale["hi"] == pytest.approx(-max(-min(values), max(values)))
+    else:
+        assert scale["kind"] == "sequential"
+        assert (scale["lo"], scale["hi"]) == pytest.approx((min(values), max(values)))
+
+
+def test_colour_scale_diverges_only_across_zero():
+    from interp.report.explore import colour_scale
+
+    assert colour_scale([[[-1.0, 3.0], [None, 0.5]]]) == {
+        "kind": "diverging",
+        "lo": -3.0,
+        "hi": 3.0,
+        "min": -1.0,
+        "max": 3.0,
+    }
+    assert colour_scale([[[1.0, 3.0]], [[2.0, None]]]) == {
+        "kind": "sequential",
+        "lo": 1.0,
+        "hi": 3.0,
+        "min": 1.0,
+        "max": 3.0,
+    }
+    assert colour_scale([[[-4.0, -2.0]]])["kind"] == "sequential"
+    assert colour_scale([[[None]]]) is None and colour_scale([]) is None
+
+
 def test_filters_select_what_the_rounds_table_says(explorer, runs):
     rounds = pd.read_parquet(runs[1] / "rounds.parquet").sort_values(["example_index", "round"])
     first = rounds.groupby("example_index").first()
