@@ -1,6 +1,6 @@
 // interp explorer: one hand-written ES module, no dependencies, no network.
 // The model is anywidget's (in Jupyter) or the local server's shim (interp explore): both
-// hold the state traits (example, round, layer, head, query, filters, concept) and one data trait,
+// hold the state traits (example, round, layer, head, query, filters, order, concept) and one data trait,
 // "data", that Python recomputes from the state.
 const h = (tag, attrs = {}, ...kids) => {
   const el = document.createElement(tag);
@@ -128,7 +128,7 @@ function render({ model, el }) {
     if (!d.state) { root.replaceChildren(h("div", {}, "loading…")); return; }
     const s = d.state, run = d.run, ex = d.example;
     busyLine.textContent = "";
-    const search = h("input", { type: "search", placeholder: "search id, category, text", value: s.query });
+    const search = h("input", { type: "search", class: "ix-search", placeholder: "search id, category, question, answer", value: s.query, style: "width:260px" });
     search.addEventListener("change", () => set({ query: search.value }));
     const filters = run.filters.map((f) => {
       const box = h("input", { type: "checkbox", "data-filter": f });
@@ -140,9 +140,18 @@ function render({ model, el }) {
       });
       return h("label", { style: "margin-right:6px" }, box, f.replaceAll("_", " "));
     });
+    // a permuted run: only the examples in one option order (or every order)
+    const orderFilter = run.orders && run.orders.length ? h("select", { class: "ix-order-filter" },
+      h("option", { value: "" }, "every option order"),
+      run.orders.map((o) => {
+        const opt = h("option", { value: o }, "order " + o);
+        if (o === s.order) opt.selected = true;
+        return opt;
+      })) : null;
+    if (orderFilter) orderFilter.addEventListener("change", () => set({ order: orderFilter.value }));
     const picker = h("select", { class: "ix-example" },
       d.examples.map((r) => {
-        const o = h("option", { value: r.example_index }, `${r.example_index} ${r.example_id} ${r.category} ${r.context_condition}${r.changed ? " (changed)" : ""}`);
+        const o = h("option", { value: r.example_index }, `${r.example_index} ${r.example_id} ${r.category} ${r.context_condition}${r.permutation ? " order " + r.permutation : ""}${r.changed ? " (changed)" : ""}`);
         if (r.example_index === s.example) o.selected = true;
         return o;
       }));
@@ -178,7 +187,7 @@ function render({ model, el }) {
     const pickCols = (rows) => rows.map((r) => Object.fromEntries(cols.filter((c) => c in r).map((c) => [c, r[c]])));
     const tab = (name, view) => h("div", {}, h("h4", {}, name), missing(view) || table(pickCols(view)));
     root.replaceChildren(
-      h("div", {}, search, " ", filters), busyLine,
+      h("div", {}, search, " ", filters, orderFilter), busyLine,
       h("div", {}, `${d.n_listed} of ${run.n_examples} examples `, picker, orders, " round ", slider, ` R${s.round}`, s.layer >= 0 ? ` layer ${s.layer}` : ""),
       h("h3", {}, `example ${ex.example_index}: ${ex.example_id}`),
       transcript, h("div", {}, perRound),
