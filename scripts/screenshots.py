@@ -6,7 +6,7 @@ the findings box at the top of the report (index.html) and a circuit graph (grap
 
 Without --run it builds the tiny run the tests use (the tiny random model: seconds, no
 meaning; 6 built-in examples, rounds 0..2): a self-correct replay and its baseline control,
-a probe, patching with the control beside it, an EAP circuit, and the export of both runs.
+a probe of each, patching with the control beside it, an EAP circuit, and the export of both runs.
 With --run it takes that run as it is (its report and first circuit graph must exist: run
 `interp export` and `interp circuit` first).
 
@@ -89,7 +89,8 @@ def build_tiny(root: Path) -> tuple[Path, Path]:
     concept.parent.mkdir(parents=True)
     text = resources.files("probes").joinpath("data/stereotype.jsonl").read_text()
     concept.write_text("".join(text.splitlines(keepends=True)[:60]))
-    probe(run, ProbeConfig(concept=concept, n_boot=50, cluster="example"), model=model)
+    for out in (run, control):  # the control probed alike: the report pairs them
+        probe(out, ProbeConfig(concept=concept, n_boot=50, cluster="example"), model=model)
     patch(
         run,
         PatchConfig(
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
             server.terminate()
             server.wait(timeout=30)
         # the top of the page: the findings box (the warnings below it left out)
-        shoot(index.as_uri(), args.out / "findings.png", args.width, 720, tmp / "p2")
+        shoot(index.as_uri(), args.out / "findings.png", args.width, 690, tmp / "p2")
         # graph.svg scaled to 1100 px wide (its own size is in points, for a paper)
         page = tmp / "graph.html"
         page.write_text(
