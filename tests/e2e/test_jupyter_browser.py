@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "interp-explore-test"
 LOCAL = ("http://127.0.0.1:", "ws://127.0.0.1:", "data:", "blob:", "about:")
 BROWSER_PAGES = ("chrome://", "chrome-untrusted://")
-STEP_S = 60  # the longest wait for one step's answer (a kernel start on a busy machine)
+STEP_S = 120  # the longest wait for one step's answer (a kernel start on a busy machine)
 
 
 def _missing(what: str, reason: str) -> None:
@@ -66,7 +66,7 @@ def jupyterlab() -> None:
         import anywidget  # noqa: F401
         import jupyterlab  # noqa: F401
     except ImportError as err:
-        _missing("JupyterLab", f"{err} (pip install -e '.[dev]')")
+        _missing("JupyterLab", f"{err} (pip install -e '.[dev,notebook]')")
 
 
 def _free_port() -> int:
