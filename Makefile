@@ -58,20 +58,22 @@ demo: setup
 		--features top:4
 	$(VENV)/bin/interp export --run $(DEMO_RUN) --run $(DEMO_CONTROL)
 
-# Headless Chromium for tests/e2e/test_browser.py: Debian's package, installed when it is
-# missing and we are root; otherwise this says why not and the test skips (fails under CI=true).
+# Headless Chromium for tests/e2e/test_browser.py, and its driver (Debian's chromium-driver,
+# the same version) for tests/e2e/test_jupyter_browser.py: Debian's packages, installed when
+# missing and we are root; otherwise this says why not and the tests skip (fail under CI=true).
 chromium:
-	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
-		echo "chromium: found"; \
+	@if { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } && \
+		command -v chromedriver >/dev/null 2>&1; then \
+		echo "chromium: found (and chromedriver)"; \
 	elif [ "$$(id -u)" != 0 ]; then \
-		echo "chromium: missing, not installed (not root; run apt-get install -y chromium as root)"; \
+		echo "chromium: chromium or chromedriver missing, not installed (not root; run apt-get install -y chromium chromium-driver as root)"; \
 	elif ! command -v apt-get >/dev/null 2>&1; then \
-		echo "chromium: missing, not installed (no apt-get here)"; \
+		echo "chromium: chromium or chromedriver missing, not installed (no apt-get here)"; \
 	else \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -q chromium >/dev/null 2>&1 || \
-			{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
-			echo "chromium: apt-get install -y chromium failed; the browser test will skip"; \
+		apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+			echo "chromium: apt-get install -y chromium chromium-driver failed; the browser tests will skip"; \
 	fi
 
 # Graphviz' `dot` draws a circuit's graph.svg (interp circuit, interp export): Debian's package,

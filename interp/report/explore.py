@@ -163,19 +163,73 @@ class Explorer:
         return out.reset_index(drop=True)
 
     @cached_property
+    def tokens(self) -> list[list[int]]:
+        """The final transcripts' token ids (``tokens.parquet``), read once."""
+        return self.run.tokens()
+
+    @cached_property
     def n_rounds(self) -> int:
         return int(self.rounds["round"].max()) + 1
 
     # --- the picker -------------------------------------------------------------------------
 
-    def examples(self, query: str = "", filters: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
-        """The examples whose id, category or answers contain ``query`` (case-insensitive)
-        and that pass every filter in ``filters`` (names in :data:`FILTERS`).
+    @cached_property
+    def question_texts(self) -> dict[int, str]:
+        """example_index -> its question as the model read it: round 0's user message (the
+        context, the question and the options), decoded with the run's tokenizer; read on
+        the first search, once (spans.parquet read whole, one batch decode). Empty where no
+        tokenizer loads offline."""
+        from interp.runs.store import SPANS_FILE
 
-        ``changed``: the last round's answer differs from round 0's; ``right_to_wrong`` /
-        ``wrong_to_right``: round 0 right (wrong) and the last round wrong (right);
-        ``stereotyped``: the last round's answer is the stereotyped target; ``ambiguous`` /
-        ``disambiguated``: the BBQ context condition.
+        tok = self.tokenizer
+        if tok is None:
+            return {}
+        examples = [int(e) for e in self.table["example_index"]]
+        first = self.rounds[self.rounds["round"] == 0].set_index("example_index")
+        ends = {e: int(first.loc[e, "readout_pos"]) for e in examples}  # no spans: up to it
+        starts = dict.fromkeys(examples, 0)
+        path = self.run.path / SPANS_FILE
+        if path.is_file():
+            spans = pd.read_parquet(
+                path, columns=["example_index", "round", "user_start", "user_end"]
+            )
+            spans = spans[(spans["round"] == 0) & (spans["user_start"] >= 0)]
+            for e, a, b in zip(
+                spans["example_index"], spans["user_start"], spans["user_end"], strict=True
+            ):
+                if int(e) in starts:
+                    starts[int(e)], ends[int(e)] = int(a), int(b)
+        ids = [self.tokens[e][starts[e] : ends[e]] for e in examples]
+        decode = getattr(tok, "batch_decode", None)
+        texts = decode(ids) if decode is not None else [tok.decode(i) for i in ids]
+        return dict(zip(examples, texts, strict=True))
+
+    def orders(self) -> list[str]:
+        """A permuted run's option orders ("0,1,2": the original; "1,2,0": ...), else []."""
+        if not self.permuted:
+            return []
+        return sorted(self.table["permutation"].unique().tolist())
+
+    def examples(
+        self,
+        query: str = "",
+        filters: tuple[str, ...] | list[str] = (),
+        order: str = "",
+    ) -> pd.DataFrame:
+        """The examples that match ``query`` and pass every filter in ``filters`` (names in
+        :data:`FILTERS`) and, on a permuted run, are shown in option order ``order`` ("" or
+        None: every order).
+
+        ``query``: every word of it (case-insensitive) is in the example's index, id,
+        category, answers or question text (round 0's user message: context, question and
+        options). ``changed``: the last round's answer differs from round 0's;
+        ``right_to_wrong`` / ``wrong_to_right``: round 0 right (wrong) and the last round
+        wrong (right); ``stereotyped``: the last round's answer is the stereotyped target;
+        ``ambiguous`` / ``disambiguated``: the BBQ context condition.
+
+        Raises:
+            InterpError: An unknown filter, an order the run does not have, or an order on a
+                run that is not permuted.
         """
         unknown = [f for f in filters if f not in FILTERS]
         if unknown:
@@ -189,8 +243,19 @@ class Explorer:
                 keep &= (table["context_condition"] == "disambig").to_numpy()
             else:
                 keep &= table[name].to_numpy(dtype=bool)
-        query = query.strip().lower()
-        if query:
+        if order:
+            if not self.permuted:
+                raise InterpError(
+                    f"option order {order!r}: {self.run.path} is not a permuted run "
+                    "(replay with --permute to have orders)"
+                )
+            if order not in self.orders():
+                raise InterpError(
+                    f"option order {order!r} is not in the run; it has {', '.join(self.orders())}"
+                )
+            keep &= (table["permutation"] == order).to_numpy()
+        words = query.strip().lower().split()
+        if words:
             text = (
                 table["example_index"].astype(str)
                 + " "
@@ -199,8 +264,11 @@ class Explorer:
                 + table["category"]
                 + " "
                 + table["answers"]
+                + " "
+                + table["example_index"].map(self.question_texts).fillna("")
             ).str.lower()
-            keep &= text.str.contains(query, regex=False).to_numpy()
+            for word in words:
+                keep &= text.str.contains(word, regex=False).to_numpy()
         return table[keep].reset_index(drop=True)
 
     # --- one example ------------------------------------------------------------------------
@@ -241,7 +309,7 @@ class Explorer:
         """The example's final transcript as segments: per round its user message, the
         instruction inside it, the answer prefix and the answer, the read-out token apart."""
         rows = self._rows(example)
-        tokens = self.run.tokens()[int(example)]
+        tokens = self.tokens[int(example)]
         readouts = {int(p): int(r) for p, r in zip(rows["readout_pos"], rows["round"], strict=True)}
         kind = ["other"] * len(tokens)
         round_of = [0] * len(tokens)
@@ -393,6 +461,9 @@ class Explorer:
                     frame[frame["example_index"] == int(index.min())] if len(index) else frame[:0]
                 )
                 out["control"] = _grid(frame, layers, rounds, "score")
+        out["scale"] = colour_scale(
+            [out[k] for k in ("example", "run_mean", "control") if isinstance(out.get(k), list)]
+        )
         return out
 
     # --- the analyses below the heatmap ------------------------------------------------------
@@ -502,7 +573,7 @@ class Explorer:
         if key not in self._views:
             from interp.report.attention import readout_rows
 
-            tokens = self.run.tokens()[int(example)]
+            tokens = self.tokens[int(example)]
             readouts = [int(p) for p in rows["readout_pos"]]
             self._views[key] = readout_rows(self.model, tokens, readouts).numpy()
         weights = self._views[key][layer, head]  # [round, key]
@@ -510,7 +581,7 @@ class Explorer:
         round_of = np.zeros(weights.shape[1], dtype=int)
         for seg in segments:
             round_of[seg["start"] : seg["end"]] = seg["round"]
-        tokens = self.run.tokens()[int(example)]
+        tokens = self.tokens[int(example)]
         tok = self.tokenizer
         out = []
         for r, pos in enumerate(int(p) for p in rows["readout_pos"]):
@@ -565,30 +636,72 @@ class Explorer:
         return self._metrics_tab
 
 
+def colour_scale(grids: list[list[list[float | None]]]) -> dict[str, Any] | None:
+    """The colour scale the heatmaps share: the range of their values (None: no value).
+
+    ``diverging`` where the values straddle 0: symmetric about 0 (``lo = -hi``, white at 0),
+    so a cell's sign reads from its hue; else ``sequential`` from the smallest value to the
+    largest. A single value spans a range of width 0: the page colours it mid-scale.
+    """
+    values = [v for grid in grids for row in grid for v in row if v is not None]
+    if not values:
+        return None
+    lo, hi = float(min(values)), float(max(values))
+    if lo < 0 < hi:
+        bound = max(-lo, hi)
+        return {"kind": "diverging", "lo": -bound, "hi": bound, "min": lo, "max": hi}
+    return {"kind": "sequential", "lo": lo, "hi": hi, "min": lo, "max": hi}
+
+
 def _grid(frame: pd.DataFrame, layers: list[int], rounds: list[int], column: str) -> list:
-    """``frame``'s ``column`` as a layer x round list of lists (None where absent)."""
-    wide = frame.pivot_table(index="layer", columns="round", values=column).reindex(
-        index=layers, columns=rounds
+    """``frame``'s ``column`` as a layer x round list of lists (None where absent; the mean
+    where a cell has several rows)."""
+    at_layer = {layer: i for i, layer in enumerate(layers)}
+    at_round = {r: j for j, r in enumerate(rounds)}
+    total = np.zeros((len(layers), len(rounds)))
+    count = np.zeros((len(layers), len(rounds)))
+    cells = zip(
+        frame["layer"].to_numpy(),
+        frame["round"].to_numpy(),
+        frame[column].to_numpy(dtype=float),
+        strict=True,
     )
-    return [[None if pd.isna(v) else float(v) for v in row] for row in wide.to_numpy()]
+    for layer, r, value in cells:
+        i, j = at_layer.get(int(layer)), at_round.get(int(r))
+        if i is not None and j is not None and not np.isnan(value):
+            total[i, j] += value
+            count[i, j] += 1
+    return [
+        [float(total[i, j] / count[i, j]) if count[i, j] else None for j in range(len(rounds))]
+        for i in range(len(layers))
+    ]
 
 
 # --- state -> views ----------------------------------------------------------------------------
 
-STATE_KEYS = ("example", "round", "layer", "head", "query", "filters", "concept")
+STATE_KEYS = ("example", "round", "layer", "head", "query", "filters", "order", "concept")
 
 
 def view_state(explorer: Explorer, state: dict[str, Any]) -> dict[str, Any]:
-    """Every view for ``state`` (example, round, layer, query, filters, concept): what the
-    widget's data traits hold and the server's ``/api/state`` returns."""
-    listed = explorer.examples(state.get("query", "") or "", tuple(state.get("filters") or ()))
+    """Every view for ``state`` (example, round, layer, head, query, filters, order, concept):
+    what the widget's data traits hold and the server's ``/api/state`` returns."""
+    order = state.get("order") or ""
+    listed = explorer.examples(
+        state.get("query", "") or "", tuple(state.get("filters") or ()), order
+    )
     example = state.get("example")
     shown = set(listed["example_index"].tolist())
     if example is None:
         example = int(listed["example_index"].iloc[0]) if len(listed) else 0
     explorer._rows(int(example))  # an example the run lacks is refused
-    if shown and int(example) not in shown:  # the filters left it out: the first they keep
-        example = int(listed["example_index"].iloc[0])
+    if shown and int(example) not in shown:  # the filters left it out: the same base
+        asked = explorer.table["example_index"] == int(example)  # example in an order kept,
+        same = (  # else the first example they keep
+            listed[listed["base_index"] == explorer.table.loc[asked, "base_index"].iloc[0]]
+            if explorer.permuted
+            else listed[:0]
+        )
+        example = int((same if len(same) else listed)["example_index"].iloc[0])
     example = int(example)
     round = explorer._round(state.get("round"))
     layer = state.get("layer")
@@ -601,6 +714,7 @@ def view_state(explorer: Explorer, state: dict[str, Any]) -> dict[str, Any]:
             "head": int(state.get("head") or 0),
             "query": state.get("query", "") or "",
             "filters": list(state.get("filters") or ()),
+            "order": order,
             "concept": state.get("concept") or "",
         },
         "run": {
@@ -609,10 +723,12 @@ def view_state(explorer: Explorer, state: dict[str, Any]) -> dict[str, Any]:
             "n_examples": len(explorer.table),
             "permuted": explorer.permuted,
             "filters": list(FILTERS),
+            "orders": explorer.orders(),
         },
         "examples": records(
             listed[
                 ["example_index", "example_id", "category", "context_condition", "changed"]
+                + (["permutation"] if explorer.permuted else [])
             ].head(500)
         ),
         "n_listed": len(listed),

@@ -25,7 +25,7 @@ PAGE = """<!doctype html>
 <body><div id="app"></div><div id="error" style="color:#b00"></div>
 <script type="module">
 import widget from "./explore.js";
-const state = {example: -1, round: -1, layer: -1, query: "", filters: [], concept: ""};
+const state = {example: -1, round: -1, layer: -1, query: "", filters: [], order: "", concept: ""};
 const listeners = {};
 let data = {};
 const model = {

@@ -2,9 +2,10 @@
 
 The widget's front end is one hand-written ES module (``static/explore.js``: plain DOM and
 inline SVG, no CDN, no build step, no network). Its state is traitlets (``example``,
-``round``, ``layer``, ``head``, ``query``, ``filters``, ``concept``); on every change Python
-recomputes the one data trait, ``data``, with :func:`interp.report.explore.view_state`, the
-function the local server (``interp explore``) answers with too.
+``round``, ``layer``, ``head``, ``query``, ``filters``, ``order``, ``concept``); on every
+change Python recomputes the one data trait, ``data``, with
+:func:`interp.report.explore.view_state`, the function the local server (``interp explore``)
+answers with too.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def esm() -> str:
 
 class ExploreWidget(anywidget.AnyWidget):
     """The explorer over one run. Set ``example``, ``round`` (-1: the last), ``layer``
-    (-1: none), ``query``, ``filters`` or ``concept`` from Python or the page; ``data`` holds
-    every view for that state."""
+    (-1: none), ``query``, ``filters``, ``order`` (a permuted run's option order, e.g.
+    "1,2,0"; "": every order) or ``concept`` from Python or the page; ``data`` holds every
+    view for that state."""
 
     _esm = traitlets.Unicode(esm()).tag(sync=True)
     example = traitlets.Int(-1).tag(sync=True)
@@ -38,6 +40,7 @@ class ExploreWidget(anywidget.AnyWidget):
     head = traitlets.Int(0).tag(sync=True)
     query = traitlets.Unicode("").tag(sync=True)
     filters = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    order = traitlets.Unicode("").tag(sync=True)
     concept = traitlets.Unicode("").tag(sync=True)
     data = traitlets.Dict().tag(sync=True)
 
@@ -62,6 +65,7 @@ class ExploreWidget(anywidget.AnyWidget):
             "head": self.head,
             "query": self.query,
             "filters": list(self.filters),
+            "order": self.order,
             "concept": self.concept,
         }
         try:

@@ -36,6 +36,7 @@ class Row:
     cells: dict[int, str] = field(default_factory=dict)
     caveats: list[str] = field(default_factory=list)
     span: str | None = None  # one cell across every round (e.g. why the row is empty)
+    span_html: str | None = None  # one cell across every round, HTML (a round pair's value)
 
 
 def _covers_zero(lo: Any, hi: Any) -> bool:
@@ -165,38 +166,126 @@ def concept_rows(probes: dict[str, dict[str, Any]]) -> list[Row]:
     return rows
 
 
+# What each patched component is called in the box: the analysis family of its rows.
+SITE_FAMILIES = {
+    "resid_pre": "resid (pre)",
+    "resid_post": "resid",
+    "attn_out": "attn",
+    "mlp_out": "mlp",
+    "heads": "heads",
+    "sae": "SAE features",
+}
+
+
+def _number(value: Any) -> float | None:
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return None if pd.isna(number) else float(number)
+
+
+def _site(row: pd.Series) -> str:
+    site = f"L{int(row['layer'])}"
+    if "head" in row and pd.notna(row["head"]) and int(row["head"]) >= 0:
+        site += f".h{int(row['head'])}"
+    return site
+
+
+def _control_cell(
+    summary: dict[str, Any], best: pd.Series, value: str, why: str
+) -> tuple[str, str | None]:
+    """The control's value at the run's strongest site and run − control (paired interval),
+    or "n/a" with why not; and a caveat where the difference's interval covers 0."""
+    control = summary.get("control")
+    if not control:
+        return "control n/a (patched without --control-run)", None
+    table = pd.DataFrame(control.get("table") or [])
+    keys = ["layer", "component", "head"]
+    if table.empty or not set(keys) <= set(table) or f"{value}_control" not in table:
+        return "control n/a (the control's patching table has no such value)", None
+    same = table[table["component"] == best["component"]]
+    for key in ("layer", "head"):
+        same = same[pd.to_numeric(same[key], errors="coerce") == float(best[key])]
+    if "method" in same and "method" in best:
+        same = same[same["method"] == best["method"]]
+    if same.empty:
+        return "control n/a (the control's patching has no row for this site)", None
+    theirs = same.iloc[0]
+    lo, hi = _number(theirs.get(f"{value}_diff_lo")), _number(theirs.get(f"{value}_diff_hi"))
+    interval = esc(interval_text([lo, hi], why))
+    cell = (
+        f"control {sig3(_number(theirs[f'{value}_control']))}; run − control "
+        f"{sig3(_number(theirs.get(f'{value}_diff')), sign=True)} <small>{interval}</small>"
+    )
+    caveat = (
+        "run − control at this site: the paired interval covers 0" if _covers_zero(lo, hi) else None
+    )
+    return cell, caveat
+
+
 def patching_rows(patching: dict[str, tuple[dict[str, Any], pd.DataFrame]]) -> list[Row]:
-    """Per patching analysis: its strongest site (largest |effect|) in its source round."""
+    """Per patching analysis and per site family (resid, attn, mlp, heads, SAE features): the
+    strongest site (largest |value|), one cell across the rounds (the value is the round
+    pair's), labelled with the analysis's method,
+    direction and round pair, and beside it the control run's value at the same site (with
+    run − control and its paired interval) where the analysis patched a control run, else
+    why not. The value is the report's: the normalised effect, or the logit change (delta)
+    where the rounds do not differ reliably (:func:`interp.patching.analysis.patching_value`).
+    """
+    from interp.patching.analysis import patching_value
+
     rows = []
-    for summary, table in patching.values():
+    for name, (summary, table) in patching.items():
         config = summary.get("config") or {}
-        if "effect" not in table or not len(table) or table["effect"].isna().all():
+        if config.get("round") is None or "component" not in table or not len(table):
             continue
-        best = table.loc[table["effect"].abs().idxmax()]
-        site = f"{best['component']} L{int(best['layer'])}"
-        if "head" in best and pd.notna(best["head"]) and int(best["head"]) >= 0:
-            site += f".h{int(best['head'])}"
+        value = patching_value(table)
+        if value not in table:
+            continue
         cluster = summary.get("cluster") or {}
         why = no_interval_reason(cluster.get("n_clusters"), config.get("n_boot"))
-        ci = [best.get("effect_lo"), best.get("effect_hi")]
-        row = Row(
-            f"patching: strongest site ({esc(config.get('method', '?'))}, round "
-            f"{config.get('round')} into {config.get('target_round')})"
-        )
-        source = config.get("round")
-        if source is None:
-            continue
-        interval = esc(interval_text(ci, why))
-        row.cells[int(source)] = (
-            f"{esc(site)}: effect {sig3(best['effect'])} <small>{interval}</small>"
-        )
-        if _covers_zero(*ci):
-            row.caveats.append("the strongest site's interval covers 0")
-        elif interval_text(ci) == "n/a":
-            row.caveats.append(f"no interval ({why}): the strongest site may be noise")
-        if not summary.get("control"):
-            row.caveats.append("patched without --control-run: no control beside it")
-        rows.append(row)
+        direction = config.get("direction", "denoise")
+        how = esc(str(config.get("method", "?")))
+        how += "" if direction == "denoise" else f", {esc(str(direction))}"
+        components = list(dict.fromkeys(table["component"]))
+        order = [c for c in SITE_FAMILIES if c in components] + [
+            c for c in components if c not in SITE_FAMILIES
+        ]
+        for component in order:
+            rows_of = table[table["component"] == component]
+            size = pd.to_numeric(rows_of[value], errors="coerce").abs()
+            if size.isna().all():
+                continue
+            best = rows_of.loc[size.idxmax()]
+            family = SITE_FAMILIES.get(component, component)
+            row = Row(
+                f'<span title="patching analysis {esc(name)}">patching: strongest '
+                f"{esc(family)} site ({how}, round {config.get('round')} → "
+                f"{config.get('target_round')})</span>"
+            )
+            ci = [_number(best.get(f"{value}_lo")), _number(best.get(f"{value}_hi"))]
+            interval = esc(interval_text(ci, why))
+            label = "effect" if value == "effect" else "logit change (delta)"
+            control, control_caveat = _control_cell(summary, best, value, why)
+            row.span_html = (  # one line across the rounds: the value is the pair's
+                f"run {esc(_site(best))}: {label} {sig3(_number(best[value]))} "
+                f"<small>{interval}</small>; {control}"
+            )
+            if value == "delta":
+                row.caveats.append(
+                    "the rounds do not differ reliably (source − target covers 0): the logit "
+                    "change is shown, not the normalised effect"
+                )
+            if _covers_zero(*ci):
+                row.caveats.append("the strongest site's interval covers 0")
+            elif interval_text(ci) == "n/a":
+                row.caveats.append(f"no interval ({why}): the strongest site may be noise")
+            if control_caveat:
+                row.caveats.append(control_caveat)
+            if not summary.get("control") and component == order[0]:
+                row.caveats.append(
+                    "no control beside it: `interp patch --control-run BASELINE` patches the "
+                    "control the same way"
+                )
+            rows.append(row)
     return rows
 
 
@@ -272,6 +361,8 @@ def findings_html(
     for row in rows:
         if row.span is not None:
             cells = f'<td colspan="{len(rounds)}">{esc(row.span)}</td>'
+        elif row.span_html is not None:
+            cells = f'<td colspan="{len(rounds)}">{row.span_html}</td>'
         else:
             cells = "".join(f"<td>{row.cells.get(r, '—')}</td>" for r in rounds)
         caveat = "<br>".join(esc(c) for c in row.caveats) or "—"

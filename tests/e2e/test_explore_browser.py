@@ -8,6 +8,7 @@ Chromium fixture this reuses. ``--dump-dom`` returns the page after its virtual 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 
@@ -60,7 +61,8 @@ def test_served_page_renders_offline(served, chromium, tmp_path):  # noqa: F811
     dom = done.stdout
     assert "example 0: builtin/0" in dom, dom[-2000:]
     assert 'class="ix-transcript"' in dom and "read-out" in dom
-    assert dom.count("<rect") == 2 * 3 * 3  # layer x round: the example and the run mean
+    assert len(re.findall(r"<rect [^>]*data-layer=", dom)) == 2 * 3 * 3  # the example, the run mean
+    assert 'class="ix-legend"' in dom  # the colour scale they share
     assert "run `interp sae features --run" in dom  # a view without data names its command
     assert _console_problems(done.stderr) == []
     page_requests = [line for line in proxy.lines if str(port) in line or "127.0.0.1" in line]

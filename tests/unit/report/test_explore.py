@@ -92,6 +92,43 @@ def test_heatmap_is_the_stored_example_scores(explorer, runs):
     assert "interp probe --run" in view["control"]["missing"]  # the control has no probe
 
 
+def test_heatmap_colour_scale_spans_the_values_shown(explorer):
+    """The state's heatmap carries one colour scale for its maps: their values' range, and
+    symmetric about 0 (diverging) where they straddle it."""
+    view = view_state(explorer, {"example": 4})["heatmap"]
+    values = [v for k in ("example", "run_mean") for row in view[k] for v in row if v is not None]
+    scale = view["scale"]
+    assert scale["min"] == pytest.approx(min(values)) and scale["max"] == pytest.approx(max(values))
+    assert scale["lo"] <= min(values) and max(values) <= scale["hi"]
+    if min(values) < 0 < max(values):
+        assert scale["kind"] == "diverging"
+        assert scale["lo"] == -scale["hi"] == pytest.approx(-max(-min(values), max(values)))
+    else:
+        assert scale["kind"] == "sequential"
+        assert (scale["lo"], scale["hi"]) == pytest.approx((min(values), max(values)))
+
+
+def test_colour_scale_diverges_only_across_zero():
+    from interp.report.explore import colour_scale
+
+    assert colour_scale([[[-1.0, 3.0], [None, 0.5]]]) == {
+        "kind": "diverging",
+        "lo": -3.0,
+        "hi": 3.0,
+        "min": -1.0,
+        "max": 3.0,
+    }
+    assert colour_scale([[[1.0, 3.0]], [[2.0, None]]]) == {
+        "kind": "sequential",
+        "lo": 1.0,
+        "hi": 3.0,
+        "min": 1.0,
+        "max": 3.0,
+    }
+    assert colour_scale([[[-4.0, -2.0]]])["kind"] == "sequential"
+    assert colour_scale([[[None]]]) is None and colour_scale([]) is None
+
+
 def test_filters_select_what_the_rounds_table_says(explorer, runs):
     rounds = pd.read_parquet(runs[1] / "rounds.parquet").sort_values(["example_index", "round"])
     first = rounds.groupby("example_index").first()
@@ -228,6 +265,52 @@ def test_permuted_run_debiases_as_the_run_does_and_lists_the_orders(permuted, ti
         row = expected[(expected.example_index == base) & (expected["round"] == entry["round"])]
         assert entry["debiased"] == pytest.approx(list(np.exp(row.option_logprobs.iloc[0])))
     assert isinstance(explorer.metrics_tab()["debiased"], list)
+
+
+def test_search_reads_the_question_text(explorer, runs, tiny_model):
+    """A word only in the question (round 0's user message, decoded from the stored tokens)
+    finds the example; every word of the query must match."""
+    from interp.runs.store import Run
+
+    run = Run.open(runs[1])
+    span = run.round_spans(0)[0].user
+    question = tiny_model.tokenizer.decode(run.tokens()[0][span[0] : span[1]])
+    assert explorer.question_texts[0] == question
+    assert "evening coding class" in question
+    row = explorer.table[explorer.table.example_index == 0].iloc[0]
+    assert "coding" not in " ".join(map(str, row.to_dict().values())).lower()  # the question only
+    with_word = [e for e, text in explorer.question_texts.items() if "coding" in text.lower()]
+    assert explorer.examples("Coding")["example_index"].tolist() == with_word
+    assert 0 in with_word
+    both = explorer.examples("coding retiree")["example_index"].tolist()
+    assert 0 in both and set(both) <= set(with_word)
+    assert explorer.examples("coding no-such-word").empty
+    assert view_state(explorer, {"query": "coding"})["n_listed"] == len(with_word)
+
+
+def test_option_order_filter_of_a_permuted_run(permuted, tiny_model, runs):
+    rounds = pd.read_parquet(permuted / "rounds.parquet")
+    firsts = rounds.groupby("example_index").first()
+    perms = firsts["permutation"].map(lambda p: ",".join(str(int(i)) for i in p))
+    explorer = Explorer(permuted, model=tiny_model)
+    assert explorer.orders() == sorted(set(perms))
+    assert len(explorer.orders()) == 3
+    for order in explorer.orders():
+        listed = explorer.examples(order=order)["example_index"].tolist()
+        assert listed == sorted(perms.index[perms == order].tolist())
+    # the state keeps the chosen example's base example, in the order kept
+    example = int(perms.index[perms == explorer.orders()[0]][1])
+    other = explorer.orders()[1]
+    state = view_state(explorer, {"example": example, "order": other})
+    shown = state["state"]["example"]
+    assert perms[shown] == other and state["state"]["order"] == other
+    assert firsts.loc[shown, "base_index"] == firsts.loc[example, "base_index"]
+    assert state["run"]["orders"] == explorer.orders()
+    assert {r["permutation"] for r in state["examples"]} == {other}
+    with pytest.raises(InterpError, match="not in the run"):
+        view_state(explorer, {"order": "9,9,9"})
+    with pytest.raises(InterpError, match="not a permuted run"):
+        view_state(Explorer(runs[1]), {"order": "0,1,2"})
 
 
 def test_sae_latents_and_circuit_edges_read_the_stored_tables(runs, tmp_path):
