@@ -7,10 +7,12 @@ Four replays (2 models x 2 plans), each resumed if interrupted and reused once c
 
     python scripts/model_scale.py RUNS_DIR [--rounds 3] [--bbq ../shared/data/bbq]
 
-Cost (measured on 2 busy CPU cores, see the issue 27 report): a permuted conversation of 1 +
-3 rounds takes ~0.5 s on SmolLM2 and ~1.5 s on Gemma 3 270M (a 262k-token vocabulary, 18
-layers of width 640), so 900 conversations x 2 plans ~ 15 min for SmolLM2 and ~45 min for
-Gemma; run it where a few hours of CPU are free.
+Cost, measured 2026-12-08 on the 2-core machine at load average ~7 (12 permuted
+conversations of rounds 0..3 per model, self-correct): 6.5 s per conversation on SmolLM2
+(264 tokens each), 5.4 s on Gemma 3 270M (226 tokens: the plain template is shorter; 18 layers
+against 30, but a 262k-token vocabulary), of which ~1 s of CPU each. The table is 4 x 900
+conversations: ~6 h at that load, ~1-1.5 h on two free cores, plus ~2 min to convert Gemma
+once. Not run yet.
 
 Gemma 3 270M is a base model: its rounds are rendered with the plain-text template (the
 manifests say so), so its numbers measure a base model reading a transcript, not a chat model
