@@ -822,3 +822,12 @@ def test_a_base_models_run_renders_plain_text_and_its_manifest_says_so(tmp_path,
     text = model.tokenizer.decode(run.tokens()[0])
     assert text.startswith(model.tokenizer.bos_token + "User:\n")
     assert text.count("\n\nAssistant:\nThe single most likely answer is (") == 2
+
+
+def test_a_base_models_continuation_is_cut_where_it_writes_the_next_turn():
+    """Generated text (cot thinking, generate mode) under the plain template keeps only the
+    model's own turn: a base model goes on to write "User:" / "Assistant:" turns itself."""
+    own_turn = replay_module._own_turn
+    assert own_turn("b) The grandson.\n\nUser:\nAnd now?\n\nAssistant:\n(c") == "b) The grandson."
+    assert own_turn("Let me think.\nAssistant: (a)") == "Let me think."
+    assert own_turn(" (c) Can't be determined ") == "(c) Can't be determined"
