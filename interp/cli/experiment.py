@@ -31,7 +31,7 @@ RunDir = Annotated[
     Path | None,
     typer.Option(help="Analyse this existing run instead (writes RUN/experiments/NAME/)."),
 ]
-Model = Annotated[str, typer.Option(help="smollm2 (embedded), tiny, a .gguf file, a folder.")]
+Model = Annotated[str, typer.Option(help="smollm2, gemma3-270m, tiny, a .gguf file, a folder.")]
 Task = Annotated[
     str, typer.Option(help="bbq, builtin (48 items shipped), mc, or winogender (convergence).")
 ]

@@ -31,7 +31,7 @@ from interp.errors import InterpError
 def replay(
     out: Out,
     model: Annotated[
-        str, typer.Option(help="smollm2 (embedded), tiny, a .gguf file, a model folder.")
+        str, typer.Option(help="smollm2 or gemma3-270m (embedded), tiny, a .gguf file, a folder.")
     ] = "smollm2",
     task: Annotated[
         str, typer.Option(help="bbq, builtin (48 items shipped), mc or winogender.")

@@ -61,7 +61,7 @@ RunOpt = Annotated[
     typer.Option("--run", help="Run directories written by `interp replay` (corpus run); repeat."),
 ]
 ModelOpt = Annotated[
-    str, typer.Option(help="smollm2, tiny, a .gguf file, a model folder or a TL name.")
+    str, typer.Option(help="smollm2, gemma3-270m, tiny, a .gguf file, a model folder or a TL name.")
 ]
 ContextOpt = Annotated[int, typer.Option(help="Tokens per packed sequence (sink included).")]
 HeldoutOpt = Annotated[float, typer.Option(help="Share of groups held out for evaluation.")]

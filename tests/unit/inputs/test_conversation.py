@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from interp.errors import InterpError
-from interp.inputs.conversation import RoundInput, build_conversation
+from interp.inputs.conversation import (
+    PLAIN_TEMPLATE,
+    RoundInput,
+    build_conversation,
+    template_record,
+)
 from interp.model.tiny import build_tiny_tokenizer
 
 PREFIX = "The single most likely answer is ("
@@ -23,8 +28,22 @@ ROUNDS = [
 
 
 @pytest.fixture(scope="module")
-def tok():
+def chat_tok():
     return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def plain_tok():
+    """A tokenizer without a chat template, as a base model's (Gemma 3 270M's) is."""
+    no_template = build_tiny_tokenizer()
+    no_template.chat_template = None
+    return no_template
+
+
+@pytest.fixture(scope="module", params=["chat", "plain"])
+def tok(request, chat_tok, plain_tok):
+    """Both templates: the tokenizer's own chat template, and the plain-text fallback."""
+    return chat_tok if request.param == "chat" else plain_tok
 
 
 @pytest.mark.parametrize("system", [None, "You are careful."])
@@ -58,7 +77,8 @@ def test_spans_decode_to_their_text(tok, system):
     assert readouts == sorted(set(readouts))
 
 
-def test_system_prompt_and_template_default(tok):
+def test_system_prompt_and_template_default(chat_tok):
+    tok = chat_tok
     with_system = build_conversation(tok, ROUNDS[:1], answer_prefix=PREFIX, system="Be brief.")
     default = build_conversation(tok, ROUNDS[:1], answer_prefix=PREFIX)
     assert with_system.text.startswith("<|im_start|>system\nBe brief.<|im_end|>")
@@ -102,7 +122,24 @@ def test_errors(tok):
         build_conversation(tok, [RoundInput("a"), RoundInput("b")], answer_prefix=PREFIX)
     with pytest.raises(InterpError, match="instruction text is not inside"):
         build_conversation(tok, [RoundInput("a", instruction="zzz")], answer_prefix=PREFIX)
-    no_template = build_tiny_tokenizer()
-    no_template.chat_template = None
-    with pytest.raises(InterpError, match="no chat template"):
-        build_conversation(no_template, ROUNDS[:1], answer_prefix=PREFIX)
+
+
+def test_a_tokenizer_without_chat_template_gets_the_plain_text_one(plain_tok):
+    """A base model's tokenizer (no chat template) renders with PLAIN_TEMPLATE instead of
+    being refused: BOS once, then labelled turns, the assistant's text on its own line."""
+    conv = build_conversation(plain_tok, ROUNDS[:2], answer_prefix=PREFIX, system="Be brief.")
+    bos = plain_tok.bos_token
+    assert conv.text == (
+        f"{bos}Be brief.\n\nUser:\n{QUESTION}\n\nAssistant:\n{PREFIX}{ROUNDS[0].answer}\n\n"
+        f"User:\n{ROUNDS[1].user}\n\nAssistant:\n{PREFIX}{ROUNDS[1].answer}\n\n"
+    )
+    assert conv.tokens[0] == plain_tok.bos_token_id
+    assert conv.tokens.count(plain_tok.bos_token_id) == 1
+    prompt = build_conversation(plain_tok, [RoundInput("Q?")], answer_prefix=PREFIX)
+    assert prompt.text == f"{bos}User:\nQ?\n\nAssistant:\n{PREFIX}"
+
+
+def test_template_record_names_the_plain_template_only(chat_tok, plain_tok):
+    assert template_record(chat_tok) is None  # the tokenizer's own: manifests unchanged
+    record = template_record(plain_tok)
+    assert record["name"] == "plain-text" and record["template"] == PLAIN_TEMPLATE

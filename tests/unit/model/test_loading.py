@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
+import types
 
 import pytest
 import torch
@@ -171,7 +173,47 @@ def test_bad_dtype_and_device():
 
 def test_list_models_names_tiny_and_embedded():
     names = [row["name"] for row in list_models()]
-    assert "tiny" in names and "smollm2" in names
+    assert "tiny" in names and "smollm2" in names and "gemma3-270m" in names
+
+
+def test_gemma_row_carries_its_licence_note():
+    from interp import preflight
+
+    try:
+        preflight.gemma_package()
+    except InterpError:
+        pytest.skip("the Gemma 3 270M packages are not installed (make setup installs them)")
+    (row,) = [row for row in list_models() if row["name"] == "gemma3-270m"]
+    assert row["kind"] == "embedded (GGUF)" and row["size_mb"] > 200
+    assert "Gemma Terms of Use" in row["detail"] and "plain-text template" in row["detail"]
+
+
+@pytest.mark.parametrize("broken", ["missing", "no chunks"])
+def test_gemma_not_installed_is_refused_with_the_install_line(monkeypatch, broken):
+    """Without its packages, gemma3-270m is refused (preflight and load_model alike) with the
+    pip line that installs them, and `interp models` says so instead of failing."""
+    from interp import preflight
+
+    if broken == "missing":
+        monkeypatch.setattr(preflight, "GEMMA_PACKAGE", "interp_no_such_gemma_package")
+    else:  # the reassembly package without its chunk packages
+        package = types.ModuleType("interp_gemma_without_chunks")
+
+        def verify_chunks():
+            raise FileNotFoundError("Missing chunk files: part00")
+
+        package.verify_chunks = verify_chunks
+        monkeypatch.setitem(sys.modules, package.__name__, package)
+        monkeypatch.setattr(preflight, "GEMMA_PACKAGE", package.__name__)
+    messages = []
+    for fn in (preflight.check_model, load_model):
+        with pytest.raises(InterpError) as err:
+            fn("gemma3-270m")
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert preflight.GEMMA_INSTALL in messages[0] and "part4==1.0.0" in messages[0]
+    (row,) = [row for row in list_models() if row["name"] == "gemma3-270m"]
+    assert row["kind"] == "not installed" and row["detail"] == messages[0]
 
 
 # --- the embedded model (integration) --------------------------------------------------------

@@ -803,3 +803,31 @@ def test_changed_data_file_is_not_served_stale(tmp_path, tiny_model):
 
 
 # --- the embedded model ------------------------------------------------------------------------
+
+
+def test_a_base_models_run_renders_plain_text_and_its_manifest_says_so(tmp_path, small_run):
+    """A tokenizer without a chat template (a base model: Gemma 3 270M) is not refused: the
+    plain-text template renders the rounds, the stored transcript is that text, and the
+    manifest names the template; a chat model's manifest has no such record."""
+    from interp.inputs.conversation import PLAIN_TEMPLATE
+
+    model = load_model("tiny")  # its own copy: the tokenizer is changed
+    model.tokenizer = copy.deepcopy(model.tokenizer)
+    model.tokenizer.chat_template = None
+    run = replay(small_config(tmp_path / "plain", limit=1), model=model)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    assert manifest["template"]["name"] == "plain-text"
+    assert manifest["template"]["template"] == PLAIN_TEMPLATE
+    assert "template" not in json.loads((small_run.path / "manifest.json").read_text())
+    text = model.tokenizer.decode(run.tokens()[0])
+    assert text.startswith(model.tokenizer.bos_token + "User:\n")
+    assert text.count("\n\nAssistant:\nThe single most likely answer is (") == 2
+
+
+def test_a_base_models_continuation_is_cut_where_it_writes_the_next_turn():
+    """Generated text (cot thinking, generate mode) under the plain template keeps only the
+    model's own turn: a base model goes on to write "User:" / "Assistant:" turns itself."""
+    own_turn = replay_module._own_turn
+    assert own_turn("b) The grandson.\n\nUser:\nAnd now?\n\nAssistant:\n(c") == "b) The grandson."
+    assert own_turn("Let me think.\nAssistant: (a)") == "Let me think."
+    assert own_turn(" (c) Can't be determined ") == "(c) Can't be determined"
