@@ -60,6 +60,7 @@ from probes.config import ProbeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANS = ("self-correct", "baseline")
+PLANTED_ROUND = 1
 INSTRUMENTS = ("behaviour", "position", "probes", "patching", "sae", "circuits", "experiments")
 
 
@@ -129,14 +130,15 @@ def behaviour(runs: dict[str, Run], n_boot: int) -> tuple[dict, dict]:
             mine = did[(int(r), "s_amb")][p]["value"]
             theirs = stored[int(r)]["bias_amb"]["value"]
             assert theirs is None or abs(mine - theirs) < 1e-9, (p, r, mine, theirs)
-    last = int(rounds[-1])
-    unknown_did = did[(last, "unknown_rate_ambig")]["did"]
-    samb_did = did[(last, "s_amb")]["did"]
+    # Round 1: where the recipe plants the change (the first instruction); later rounds are
+    # also in the table.
+    unknown_did = did[(PLANTED_ROUND, "unknown_rate_ambig")]["did"]
+    samb_did = did[(PLANTED_ROUND, "s_amb")]["did"]
     summary = {
-        "unknown_rate_did_last_round": unknown_did,
-        "s_amb_did_last_round": samb_did,
+        "unknown_rate_did_round1": unknown_did,
+        "s_amb_did_round1": samb_did,
         "recovered": excludes_zero(unknown_did, +1) or excludes_zero(samb_did, -1),
-        "criterion": "self-correct - baseline change since round 0 at the last round: the "
+        "criterion": "self-correct - baseline change since round 0 at round 1: the "
         "interval of the ambiguous items' unknown rate excludes 0 upwards, or of s_AMB downwards",
     }
     position = {
@@ -153,26 +155,30 @@ def behaviour(runs: dict[str, Run], n_boot: int) -> tuple[dict, dict]:
 
 
 def probe_instrument(runs: dict[str, Run], model, n_boot: int) -> dict:
-    result = interp.probe(
+    interp.probe(
         runs["self-correct"],
         ProbeConfig(concept="stereotype", control_run=str(runs["baseline"].path), n_boot=n_boot),
         model=model,
         progress=False,
     )
+    return probe_reading(runs)
+
+
+def probe_reading(runs: dict[str, Run]) -> dict:
+    """The probe's headline from its stored summary: the change difference at round 1."""
     summary = json.loads((runs["self-correct"].path / "probes/stereotype/summary.json").read_text())
-    last = summary["control"]["by_round"][-1]
-    del result
+    last = summary["control"]["by_round"][PLANTED_ROUND]
     return {
         "layer": summary["control"]["layer"],
         "test_accuracy": summary["accuracy"],
         "transfer": summary.get("transfer"),
-        "change_diff_last_round": {
+        "change_diff_round1": {
             "value": last["change_diff"],
             "ci": [last["change_lo"], last["change_hi"]],
         },
         "recovered": bool(last["change_hi"] < 0),
         "criterion": "self-correct - baseline change of the stereotype score since round 0 at "
-        "the last round (chosen layer): interval below 0 (less stereotyped after the instruction)",
+        "round 1 (chosen layer): interval below 0 (less stereotyped after the instruction)",
     }
 
 
@@ -320,9 +326,9 @@ def experiments_instrument(runs, model) -> dict:
 # intervals do not overlap (an instrument that "recovers" the effect on both models only
 # sees that the rounds' texts differ, not the planted change).
 HEADLINES = {
-    "behaviour": (("behaviour", "unknown_rate_did_last_round"), +1),
+    "behaviour": (("behaviour", "unknown_rate_did_round1"), +1),
     "position": (("position", "agreement_round0"), +1),
-    "probes": (("probes", "change_diff_last_round"), -1),
+    "probes": (("probes", "change_diff_round1"), -1),
     "patching": (("patching", "gap_round1_minus_round0"), +1),
     "circuits": (("circuits", "gap"), +1),
 }
@@ -450,14 +456,16 @@ def main() -> None:
         stored = work / label / "result.json"
         if stored.is_file():  # evaluated by an earlier call (--only)
             models[label] = json.loads(stored.read_text())
-            # criteria of this version of the script, from the stored numbers
+            # readings of this version of the script, from the stored runs and numbers
+            runs = {p: Run.open(work / label / p) for p in PLANS}
+            models[label]["behaviour"], models[label]["position"] = behaviour(runs, args.n_boot)
+            if "error" not in models[label].get("probes", {"error": 1}):
+                models[label]["probes"] = {**models[label]["probes"], **probe_reading(runs)}
+                models[label]["probes"].pop("change_diff_last_round", None)
             if "error" not in models[label].get("circuits", {"error": 1}):
                 models[label]["circuits"]["recovered"] = circuit_recovered(
                     models[label]["circuits"]
                 )
-            probe = models[label].get("probes", {})
-            if "change_diff_last_round" in probe:
-                probe["recovered"] = bool(probe["change_diff_last_round"]["ci"][1] < 0)
             continue
         if args.only and label != args.only:
             continue
