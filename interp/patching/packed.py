@@ -56,7 +56,8 @@ from interp.patching.core import (
     Variant,
     check_positions,
     final_logits,
-    record_pair,
+    record,
+    shared_sequence,
     tail_positions,
 )
 from interp.patching.exact import patch_pair
@@ -105,7 +106,7 @@ def prefix_table_bytes(model: HookedTransformer, n_examples: int, longest_prefix
 
 def patch_examples(
     model: HookedTransformer,
-    pairs: Sequence[tuple[Int[torch.Tensor, " pos_r"], Int[torch.Tensor, " pos_d"]]],
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],  # (recipient, donor) token ids
     variants: Sequence[Variant],
     *,
     n_positions: int = 1,
@@ -130,13 +131,25 @@ def patch_examples(
         out = []
         for i, (recipient, donor) in enumerate(pairs):
             res = patch_pair(
-                model, recipient, donor, variants, n_positions=n_positions,
-                batch_size=batch_size, site=site,
-            )  # fmt: skip
-            out.append(ExamplePatch(res.recipient_logits, res.donor_logits, keep(i, res.patched_logits)))
+                model,
+                recipient,
+                donor,
+                variants,
+                n_positions=n_positions,
+                batch_size=batch_size,
+                site=site,
+            )
+            kept = keep(i, res.patched_logits)
+            out.append(ExamplePatch(res.recipient_logits, res.donor_logits, kept))
         return out
     k = ks[0]
-    records = [record_pair(model, r, d, variants, k) for r, d in pairs]
+    records = [_record_pair(model, r, d, variants, k) for r, d in pairs]
+    # The unpatched read-outs, unembedded like the patched rows (see _unembed).
+    final = get_act_name("resid_post", model.cfg.n_layers - 1)
+    reads = [rec.at(final, [len(r) - 1]) for (rec, _), (r, _) in zip(records, pairs, strict=True)]
+    reads += [don.at(final, [len(d) - 1]) for (_, don), (_, d) in zip(records, pairs, strict=True)]
+    with torch.no_grad():
+        unpatched = _unembed(model, torch.cat(reads))
     prefixes = [len(r) - k for r, _ in pairs]
     lowest = min(v.layer for v in variants)
     tables = _prefix_tables(model, [rec for rec, _ in records], prefixes, lowest)
@@ -150,18 +163,59 @@ def patch_examples(
     pieces: list[list[tuple[int, torch.Tensor]]] = [[] for _ in pairs]
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        logits = _packed_tail(model, batch, variants, records, prefixes, pairs, tables,
-                              donor_acts, k, site)  # fmt: skip
+        logits = _packed_tail(
+            model, batch, variants, records, prefixes, pairs, tables, donor_acts, k, site
+        )
         for e in sorted({e for e, _ in batch}):
             at = [j for j, (e2, _) in enumerate(batch) if e2 == e]
             kept = keep(e, logits[at])
             pieces[e].extend(zip([batch[j][1] for j in at], kept, strict=True))
     out = []
-    for e, (rec, don) in enumerate(records):
+    for e in range(len(pairs)):
         pieces[e].sort(key=lambda p: p[0])
         patched = torch.stack([value for _, value in pieces[e]])
-        out.append(ExamplePatch(rec.logits[0], don.logits[-1], patched))
+        out.append(ExamplePatch(unpatched[e], unpatched[len(pairs) + e], patched))
     return out
+
+
+def _record_pair(
+    model: HookedTransformer,
+    recipient: torch.Tensor,
+    donor: torch.Tensor,
+    variants: Sequence[Variant],
+    k: int,
+) -> tuple[Recording, Recording]:
+    """:func:`interp.patching.core.record_pair`, also keeping the last block's residual
+    stream at both tails (the unpatched read-outs are unembedded here, as the patched are)."""
+    final = get_act_name("resid_post", model.cfg.n_layers - 1)
+    start_hooks = [get_act_name("resid_pre", v.layer) for v in variants] + [final]
+    donor_hooks = [v.hook for v in variants] + [final]
+    tail_r, tail_d = tail_positions(len(recipient), k), tail_positions(len(donor), k)
+    reads = [len(recipient) - 1, len(donor) - 1]
+    seq = shared_sequence(recipient, donor)
+    if seq is not None:
+        rec = record(model, seq, start_hooks + donor_hooks, tail_r + tail_d, reads)
+        return rec, rec
+    rec = record(model, recipient, start_hooks, tail_r, reads[:1])
+    return rec, record(model, donor, donor_hooks, tail_d, reads[1:])
+
+
+# BLAS multiplies a matrix by very few rows on another path than by many, which rounds
+# differently (on this project's CPUs: 1-3 rows vs 4 or more); unembedding at least this many
+# rows makes a row's logits independent of how many rows its batch has, so that patching the
+# last layer's residual stream gives the source's read-out logits bit for bit.
+_MIN_ROWS = 8
+
+
+def _unembed(
+    model: HookedTransformer, resid: Float[torch.Tensor, "n d_model"]
+) -> Float[torch.Tensor, "n d_vocab"]:
+    """:func:`interp.patching.core.final_logits` of at least ``_MIN_ROWS`` rows (the last
+    one repeated), returning those of ``resid``."""
+    n = resid.shape[0]
+    if n < _MIN_ROWS:
+        resid = torch.cat([resid, resid[-1:].expand(_MIN_ROWS - n, -1)])
+    return final_logits(model, resid)[:n]
 
 
 @dataclass
@@ -230,8 +284,10 @@ def _packed_tail(
     def recorded(layer: int, at: list[int]) -> torch.Tensor:
         name = get_act_name("resid_pre", layer)
         return torch.stack(
-            [records[batch[j][0]][0].at(name, tail_positions(len(pairs[batch[j][0]][0]), k))
-             for j in at]  # fmt: skip
+            [
+                records[batch[j][0]][0].at(name, tail_positions(len(pairs[batch[j][0]][0]), k))
+                for j in at
+            ]
         )
 
     resid = recorded(start, list(range(len(batch))))
@@ -250,9 +306,8 @@ def _packed_tail(
             if joining:  # rows whose variant is at this layer start here, unpatched below
                 resid = resid.clone()
                 resid[joining] = recorded(layer, joining).to(resid.dtype)
-            resid = _block(model.blocks[layer], resid, examples, new_positions, mask, tables,
-                           layer)  # fmt: skip
-        return final_logits(model, resid[:, -1])
+            resid = _block(model.blocks[layer], resid, examples, new_positions, mask, tables, layer)
+        return _unembed(model, resid[:, -1])
 
 
 def _block(
@@ -297,9 +352,10 @@ def _attention(
     prefix_v = tables.values[layer].index_select(0, examples)
     k = k.permute(0, 2, 1, 3)  # [b, kv, k, d]
     v = v.permute(0, 2, 1, 3)
-    scores = torch.cat(
-        [q @ prefix_k.transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1
-    ) / attn.attn_scale  # [b, kv, group * k, pos + k]
+    scores = (
+        torch.cat([q @ prefix_k.transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1)
+        / attn.attn_scale
+    )  # [b, kv, group * k, pos + k]
     scores = scores.view(b, n_heads, n_new, -1)
     scores = torch.where(mask, scores, attn.IGNORE.to(scores.device))
     pattern = F.softmax(scores, dim=-1).view(b, n_kv, group * n_new, -1)
