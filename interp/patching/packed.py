@@ -45,18 +45,18 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.hook_points import HookPoint
+from transformer_lens.utilities.activation_functions import apply_softcap
 from transformer_lens.utils import get_act_name
 
 from interp.errors import InterpError
 from interp.model.fastpath import FastBlock
 from interp.patching.core import (
     SAE_COMPONENT,
-    Recording,
     Variant,
     check_positions,
     final_logits,
-    record,
     shared_sequence,
     tail_positions,
 )
@@ -70,19 +70,15 @@ if TYPE_CHECKING:
 # (150-token prompts), see prefix_table_bytes.
 EXAMPLE_BATCH = 16
 
-# What a caller keeps of one example's patched logits (rows in variant order): the logits
-# themselves by default; the pipeline keeps only its logit difference, so that a group never
-# holds [examples x variants x d_vocab].
-Readout = Callable[[int, torch.Tensor], torch.Tensor]
-
 
 @dataclass
 class ExamplePatch:
-    """One example's unpatched read-outs and what ``readout`` kept of its patched ones."""
+    """One example's read-outs: unpatched recipient and donor, and patched per variant (at
+    its ``columns`` when given, else the whole vocabulary)."""
 
     recipient_logits: Float[torch.Tensor, " d_vocab"]
     donor_logits: Float[torch.Tensor, " d_vocab"]
-    patched: torch.Tensor  # readout(example, logits [variant, d_vocab]), variants in order
+    patched: Float[torch.Tensor, "variant d_vocab"]
 
 
 def packable(model: HookedTransformer) -> bool:
@@ -95,12 +91,13 @@ def packable(model: HookedTransformer) -> bool:
         return all(isinstance(b, FastBlock) and b.fast_path_ready() for b in model.blocks)
 
 
-def prefix_table_bytes(model: HookedTransformer, n_examples: int, longest_prefix: int) -> int:
-    """Bytes of the rotated prefix keys and values a group of ``n_examples`` holds (every
-    layer; the largest memory this path adds over the per-example one)."""
+def group_bytes(model: HookedTransformer, n_examples: int, longest: int) -> int:
+    """Bytes a group of ``n_examples`` prompts of up to ``longest`` tokens holds at once: the
+    recording forward's KV cache and the rotated prefix tables (keys and values of every
+    layer, twice). The memory this path adds over one example at a time."""
     cfg = model.cfg
     n_kv = cfg.n_key_value_heads or cfg.n_heads
-    per = n_examples * n_kv * longest_prefix * cfg.d_head * cfg.n_layers * 2
+    per = 2 * n_examples * n_kv * longest * cfg.d_head * cfg.n_layers * 2
     return per * torch.finfo(cfg.dtype).bits // 8
 
 
@@ -112,18 +109,17 @@ def patch_examples(
     n_positions: int = 1,
     batch_size: int = 32,
     site: FeatureSite | None = None,
-    readout: Readout | None = None,
+    columns: Sequence[Sequence[int]] | None = None,
 ) -> list[ExamplePatch]:
     """:func:`~interp.patching.exact.patch_pair` for each (recipient, donor) of ``pairs``,
     every pair's variants packed into shared forwards of ``batch_size`` rows.
 
-    ``readout(i, logits)`` reduces pair ``i``'s patched logits (``[n, d_vocab]``, some of its
-    variants, in order) as they come; the results are concatenated per pair. Models whose
-    blocks this module does not write out run :func:`patch_pair` per pair.
+    ``columns[i]``: the token ids whose logits pair ``i`` needs (the unembedding then computes
+    only those, in that order). Models whose blocks this module does not write out run
+    :func:`patch_pair` per pair.
     """
     if batch_size < 1:
         raise InterpError(f"batch size must be at least 1 (got {batch_size})")
-    keep = readout or (lambda _i, logits: logits)
     if not pairs:
         return []
     ks = [check_positions(n_positions, len(r), len(d)) for r, d in pairs]
@@ -139,83 +135,40 @@ def patch_examples(
                 batch_size=batch_size,
                 site=site,
             )
-            kept = keep(i, res.patched_logits)
-            out.append(ExamplePatch(res.recipient_logits, res.donor_logits, kept))
+            logits = [res.recipient_logits, res.donor_logits, res.patched_logits]
+            if columns is not None:
+                logits = [x[..., list(columns[i])] for x in logits]
+            out.append(ExamplePatch(*logits))
         return out
     k = ks[0]
-    records = [_record_pair(model, r, d, variants, k) for r, d in pairs]
-    # The unpatched read-outs, unembedded like the patched rows (see _unembed).
-    final = get_act_name("resid_post", model.cfg.n_layers - 1)
-    reads = [rec.at(final, [len(r) - 1]) for (rec, _), (r, _) in zip(records, pairs, strict=True)]
-    reads += [don.at(final, [len(d) - 1]) for (_, don), (_, d) in zip(records, pairs, strict=True)]
     with torch.no_grad():
-        unpatched = _unembed(model, torch.cat(reads))
-    prefixes = [len(r) - k for r, _ in pairs]
-    lowest = min(v.layer for v in variants)
-    tables = _prefix_tables(model, [rec for rec, _ in records], prefixes, lowest)
-    donor_acts = [
-        {v.hook: don.at(v.hook, tail_positions(len(d), k)) for v in variants}
-        for (_, don), (_, d) in zip(records, pairs, strict=True)
-    ]
+        recorded, tables = _record_group(model, pairs, variants, k)
+    unembed = _Unembed(model, columns, len(pairs))
+    examples = list(range(len(pairs)))
+    # The unpatched read-outs, unembedded like the patched rows (see _Unembed).
+    unpatched = unembed(torch.cat([r.reads for r in recorded]), [e for e in examples for _ in "rd"])
     # Rows layer-major across the examples: (variant, example); a batch spans few layers.
     order = sorted(range(len(variants)), key=lambda i: variants[i])
-    rows = [(e, i) for i in order for e in range(len(pairs))]
-    pieces: list[list[tuple[int, torch.Tensor]]] = [[] for _ in pairs]
+    rows = [(e, i) for i in order for e in examples]
+    patched: list[list[torch.Tensor | None]] = [[None] * len(variants) for _ in pairs]
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        logits = _packed_tail(
-            model, batch, variants, records, prefixes, pairs, tables, donor_acts, k, site
-        )
-        for e in sorted({e for e, _ in batch}):
-            at = [j for j, (e2, _) in enumerate(batch) if e2 == e]
-            kept = keep(e, logits[at])
-            pieces[e].extend(zip([batch[j][1] for j in at], kept, strict=True))
-    out = []
-    for e in range(len(pairs)):
-        pieces[e].sort(key=lambda p: p[0])
-        patched = torch.stack([value for _, value in pieces[e]])
-        out.append(ExamplePatch(unpatched[e], unpatched[len(pairs) + e], patched))
-    return out
+        resid = _packed_tail(model, batch, variants, recorded, tables, k, site)
+        for (e, i), logits in zip(batch, unembed(resid, [e for e, _ in batch]), strict=True):
+            patched[e][i] = logits
+    return [
+        ExamplePatch(unpatched[2 * e], unpatched[2 * e + 1], torch.stack(patched[e]))  # type: ignore[arg-type]
+        for e in examples
+    ]
 
 
-def _record_pair(
-    model: HookedTransformer,
-    recipient: torch.Tensor,
-    donor: torch.Tensor,
-    variants: Sequence[Variant],
-    k: int,
-) -> tuple[Recording, Recording]:
-    """:func:`interp.patching.core.record_pair`, also keeping the last block's residual
-    stream at both tails (the unpatched read-outs are unembedded here, as the patched are)."""
-    final = get_act_name("resid_post", model.cfg.n_layers - 1)
-    start_hooks = [get_act_name("resid_pre", v.layer) for v in variants] + [final]
-    donor_hooks = [v.hook for v in variants] + [final]
-    tail_r, tail_d = tail_positions(len(recipient), k), tail_positions(len(donor), k)
-    reads = [len(recipient) - 1, len(donor) - 1]
-    seq = shared_sequence(recipient, donor)
-    if seq is not None:
-        rec = record(model, seq, start_hooks + donor_hooks, tail_r + tail_d, reads)
-        return rec, rec
-    rec = record(model, recipient, start_hooks, tail_r, reads[:1])
-    return rec, record(model, donor, donor_hooks, tail_d, reads[1:])
+@dataclass
+class _Recorded:
+    """What the group's recording forward kept of one example."""
 
-
-# BLAS multiplies a matrix by very few rows on another path than by many, which rounds
-# differently (on this project's CPUs: 1-3 rows vs 4 or more); unembedding at least this many
-# rows makes a row's logits independent of how many rows its batch has, so that patching the
-# last layer's residual stream gives the source's read-out logits bit for bit.
-_MIN_ROWS = 8
-
-
-def _unembed(
-    model: HookedTransformer, resid: Float[torch.Tensor, "n d_model"]
-) -> Float[torch.Tensor, "n d_vocab"]:
-    """:func:`interp.patching.core.final_logits` of at least ``_MIN_ROWS`` rows (the last
-    one repeated), returning those of ``resid``."""
-    n = resid.shape[0]
-    if n < _MIN_ROWS:
-        resid = torch.cat([resid, resid[-1:].expand(_MIN_ROWS - n, -1)])
-    return final_logits(model, resid)[:n]
+    start: dict[str, Float[torch.Tensor, "k d_model"]]  # resid_pre at the recipient's tail
+    donor: dict[str, torch.Tensor]  # each variant's activation at the donor's tail
+    reads: Float[torch.Tensor, "2 d_model"]  # the last block's output at both read-outs
 
 
 @dataclass
@@ -224,33 +177,127 @@ class _Tables:
 
     keys: dict[int, Float[torch.Tensor, "example kv_head pos d_head"]]
     values: dict[int, Float[torch.Tensor, "example kv_head pos d_head"]]
+    lengths: list[int]  # each example's prefix length
     longest: int
 
 
-def _prefix_tables(
-    model: HookedTransformer, records: list[Recording], prefixes: list[int], lowest: int
-) -> _Tables:
-    longest = max(prefixes)
+def _record_group(
+    model: HookedTransformer,
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    variants: Sequence[Variant],
+    k: int,
+) -> tuple[list[_Recorded], _Tables]:
+    """One forward over every example's prompts, right-padded side by side (a causal model's
+    real positions never see the padding after them): as
+    :func:`interp.patching.core.record_pair` per example (one sequence when one prompt is a
+    prefix of the other, else two), the KV cache turned into the prefix tables."""
+    final = get_act_name("resid_post", model.cfg.n_layers - 1)
+    start_hooks = [*dict.fromkeys(get_act_name("resid_pre", v.layer) for v in variants), final]
+    donor_hooks = [*dict.fromkeys(v.hook for v in variants), final]
+    seqs: list[torch.Tensor] = []
+    wanted: dict[str, list[tuple[int, list[int], int, str]]] = {}  # hook -> (seq, pos, e, role)
+    recipient_seq = []
+    for e, (recipient, donor) in enumerate(pairs):
+        shared = shared_sequence(recipient, donor)
+        roles = [(shared, "start", "donor")] if shared is not None else [
+            (recipient, "start", None), (donor, None, "donor")
+        ]  # fmt: skip
+        for seq, *parts in roles:
+            for role in parts:
+                if role is None:
+                    continue
+                tail = tail_positions(len(recipient if role == "start" else donor), k)
+                for hook in start_hooks if role == "start" else donor_hooks:
+                    wanted.setdefault(hook, []).append((len(seqs), tail, e, role))
+            if parts[0] == "start":
+                recipient_seq.append(len(seqs))
+            seqs.append(seq)
+    longest_seq = max(len(q) for q in seqs)
+    tokens = torch.zeros(len(seqs), longest_seq, dtype=torch.long, device=model.cfg.device)
+    for i, seq in enumerate(seqs):
+        tokens[i, : len(seq)] = seq
+    kept: list[dict[str, dict[str, torch.Tensor]]] = [{"start": {}, "donor": {}} for _ in pairs]
+
+    def save(act: torch.Tensor, hook: HookPoint) -> None:
+        for seq, positions, e, role in wanted[hook.name]:
+            kept[e][role][hook.name] = act[seq, positions].detach().clone()
+
+    kv = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, len(seqs))
+    # A mask of ones, as core.record passes: the positions are 0, 1, 2, ... in every row.
+    mask = torch.ones_like(tokens)
+    with model.hooks(fwd_hooks=[(h, save) for h in wanted]):
+        model(tokens, past_kv_cache=kv, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
+    recorded = [
+        _Recorded(
+            kept[e]["start"],
+            kept[e]["donor"],
+            torch.cat([kept[e]["start"][final][-1:], kept[e]["donor"][final][-1:]]),
+        )
+        for e in range(len(pairs))
+    ]
+    lengths = [len(r) - k for r, _ in pairs]
+    longest = max(lengths)
+    index = torch.tensor(recipient_seq, device=tokens.device)
     keys, values = {}, {}
-    for layer in range(lowest, model.cfg.n_layers):
-        attn = model.blocks[layer].attn
-        entry_keys, entry_values = [], []
-        for rec, p in zip(records, prefixes, strict=True):
-            entry = rec.kv.entries[layer]
-            k = _rotate(attn, entry.past_keys[:, :p], torch.arange(p)[None])[0]
-            v = entry.past_values[0, :p]
-            pad = (0, 0, 0, 0, 0, longest - p)  # [pos, kv_head, d_head]: pad pos at the end
-            entry_keys.append(F.pad(k, pad))
-            entry_values.append(F.pad(v, pad))
-        keys[layer] = torch.stack(entry_keys).permute(0, 2, 1, 3).contiguous()
-        values[layer] = torch.stack(entry_values).permute(0, 2, 1, 3).contiguous()
-    return _Tables(keys, values, longest)
+    for layer in range(min(v.layer for v in variants), model.cfg.n_layers):
+        entry = kv.entries[layer]
+        positions = torch.arange(longest, device=tokens.device)[None]
+        rotated = _rotate(model.blocks[layer].attn, entry.past_keys[index, :longest], positions)
+        # Zero past each prefix: padding must be finite (it meets a probability of exactly 0).
+        inside = (positions < torch.tensor(lengths, device=tokens.device)[:, None])[..., None, None]
+        keys[layer] = (rotated * inside).permute(0, 2, 1, 3).contiguous()
+        values[layer] = (entry.past_values[index, :longest] * inside).permute(0, 2, 1, 3)
+        values[layer] = values[layer].contiguous()
+    return recorded, _Tables(keys, values, lengths, longest)
+
+
+class _Unembed:
+    """The final norm and unembedding of a few residual vectors, at each example's columns.
+
+    BLAS multiplies by very few rows on another path than by many, which rounds differently
+    (here: 1-3 rows vs 4 or more); at least ``MIN_ROWS`` rows (the last repeated) make a
+    row's logits independent of how many rows its batch has, so that patching the last
+    layer's residual stream gives the source's read-out logits bit for bit.
+    """
+
+    MIN_ROWS = 8
+
+    def __init__(
+        self, model: HookedTransformer, columns: Sequence[Sequence[int]] | None, n: int
+    ) -> None:
+        self.model = model
+        self.columns = None
+        if columns is not None:
+            union = sorted({int(c) for cols in columns for c in cols})
+            at = {c: j for j, c in enumerate(union)}
+            self.columns = torch.tensor(union, device=model.cfg.device)
+            self.picks = [torch.tensor([at[int(c)] for c in cols]) for cols in columns]
+            w_u = model.unembed.W_U[:, self.columns]
+            self.weight = w_u.T.contiguous()
+            self.bias = model.unembed.b_U[self.columns]
+
+    def __call__(
+        self, resid: Float[torch.Tensor, "n d_model"], examples: list[int]
+    ) -> list[torch.Tensor]:
+        """Each row's logits at its example's columns (``examples[row]``)."""
+        n = resid.shape[0]
+        if n < self.MIN_ROWS:
+            resid = torch.cat([resid, resid[-1:].expand(self.MIN_ROWS - n, -1)])
+        with torch.no_grad():
+            if self.columns is None:
+                logits = final_logits(self.model, resid)[:n]
+                return list(logits)
+            model = self.model
+            x = model.ln_final(resid) if model.cfg.normalization_type is not None else resid
+            logits = F.linear(x, self.weight, self.bias)[:n]
+            logits = apply_softcap(logits, model.cfg.output_logits_soft_cap)
+        return [row[self.picks[e]] for row, e in zip(logits, examples, strict=True)]
 
 
 def _rotate(
     attn: torch.nn.Module,
     x: Float[torch.Tensor, "batch pos head d_head"],
-    positions: Int[torch.Tensor, "batch pos"],
+    positions: torch.Tensor,  # [batch or 1, pos]
 ) -> Float[torch.Tensor, "batch pos head d_head"]:
     """TransformerLens' rotary embedding of ``x`` at ``positions`` (its tables, its rotation)."""
     rotary_dim = attn.cfg.rotary_dim
@@ -266,48 +313,43 @@ def _packed_tail(
     model: HookedTransformer,
     batch: list[tuple[int, int]],
     variants: Sequence[Variant],
-    records: list[tuple[Recording, Recording]],
-    prefixes: list[int],
-    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    recorded: list[_Recorded],
     tables: _Tables,
-    donor_acts: list[dict[str, torch.Tensor]],
     k: int,
     site: FeatureSite | None,
-) -> Float[torch.Tensor, "batch d_vocab"]:
-    """The batch's rows from their lowest layer up; logits at each row's last position."""
+) -> Float[torch.Tensor, "batch d_model"]:
+    """The batch's rows from their lowest layer up: the last block's output at each row's
+    last position."""
     device = model.cfg.device
     layers = [variants[i].layer for _, i in batch]
     start = min(layers)
     examples = torch.tensor([e for e, _ in batch], device=device)
-    lengths = torch.tensor([prefixes[e] for e, _ in batch], device=device)
+    lengths = torch.tensor([tables.lengths[e] for e, _ in batch], device=device)
 
-    def recorded(layer: int, at: list[int]) -> torch.Tensor:
+    def unpatched(layer: int, at: list[int]) -> torch.Tensor:
         name = get_act_name("resid_pre", layer)
-        return torch.stack(
-            [
-                records[batch[j][0]][0].at(name, tail_positions(len(pairs[batch[j][0]][0]), k))
-                for j in at
-            ]
-        )
+        return torch.stack([recorded[batch[j][0]].start[name] for j in at])
 
-    resid = recorded(start, list(range(len(batch))))
-    # Positions of each row's new tokens, and the mask of which keys each query sees:
-    # [row, query, prefix key] (the row's own prefix) and [query, new key] (causal).
+    resid = unpatched(start, list(range(len(batch))))
+    # Positions of each row's new tokens, and the keys each query sees: [row, 1, query, key],
+    # its own prefix, then its own new tokens causally.
     new_positions = lengths[:, None] + torch.arange(k, device=device)[None]
     prefix_mask = torch.arange(tables.longest, device=device)[None] < lengths[:, None]
     causal = torch.ones(k, k, dtype=torch.bool, device=device).tril()
     mask = torch.cat(
         [prefix_mask[:, None, :].expand(-1, k, -1), causal[None].expand(len(batch), -1, -1)],
         dim=-1,
-    )[:, None]  # [row, 1, query, key]
-    with torch.no_grad(), model.hooks(fwd_hooks=_patch_hooks(batch, variants, donor_acts, site)):
+    )[:, None]
+    hooks = _patch_hooks(batch, variants, recorded, site)
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         for layer in range(start, model.cfg.n_layers):
             joining = [j for j, at in enumerate(layers) if at == layer and layer > start]
             if joining:  # rows whose variant is at this layer start here, unpatched below
                 resid = resid.clone()
-                resid[joining] = recorded(layer, joining).to(resid.dtype)
-            resid = _block(model.blocks[layer], resid, examples, new_positions, mask, tables, layer)
-        return _unembed(model, resid[:, -1])
+                resid[joining] = unpatched(layer, joining).to(resid.dtype)
+            block = model.blocks[layer]
+            resid = _block(block, resid, examples, new_positions, mask, tables, layer)
+        return resid[:, -1]
 
 
 def _block(
@@ -375,7 +417,7 @@ Hook = tuple[str, Callable[..., torch.Tensor | None]]
 def _patch_hooks(
     batch: list[tuple[int, int]],
     variants: Sequence[Variant],
-    donor_acts: list[dict[str, torch.Tensor]],
+    recorded: list[_Recorded],
     site: FeatureSite | None,
 ) -> list[Hook]:
     """One hook per hook name; each overwrites the last positions of its own rows with the
@@ -386,7 +428,7 @@ def _patch_hooks(
         by_hook.setdefault(variants[i].hook, []).append(j)
     hooks: list[Hook] = []
     for name, at in by_hook.items():
-        value = torch.stack([donor_acts[batch[j][0]][name] for j in at])  # [n, k, ...]
+        value = torch.stack([recorded[batch[j][0]].donor[name] for j in at])  # [n, k, ...]
         heads = [variants[batch[j][1]].head for j in at]
         if variants[batch[at[0]][1]].component == SAE_COMPONENT:
             if site is None:

@@ -355,6 +355,8 @@ def _packed_rows(
     found: dict[int, list[dict[str, Any]]] = {}
     for start in range(0, len(by_length), size):
         group = by_length[start : start + size]
+        # Only the logits of the answer tokens the values compare are computed.
+        columns = [_tokens(items[i], r_rec) + _tokens(items[i], r_don) for i in group]
         results = patch_examples(
             model,
             [pairs[i] for i in group],
@@ -362,18 +364,36 @@ def _packed_rows(
             n_positions=config.n_positions(),
             batch_size=config.batch_size,
             site=site,
-            readout=lambda e, logits, group=group: _value(logits, items[group[e]], r_rec),
+            columns=columns,
         )
-        for i, res in zip(group, results, strict=True):
+        for i, cols, res in zip(group, columns, results, strict=True):
             item = items[i]
-            rec_value = float(_value(res.recipient_logits, item, r_rec))
-            don_value = float(_value(res.donor_logits, item, r_don))
-            found[i] = _variant_rows(
-                config, item, variants, "exact", rec_value, don_value, res.patched.tolist()
-            )
+            rec_value = float(_value_at(res.recipient_logits, cols, item, r_rec))
+            don_value = float(_value_at(res.donor_logits, cols, item, r_don))
+            patched = _value_at(res.patched, cols, item, r_rec).tolist()
+            found[i] = _variant_rows(config, item, variants, "exact", rec_value, don_value, patched)
         if done is not None:
             done(len(group))
     return [row for i in range(len(items)) for row in found[i]]
+
+
+def _tokens(item: PatchItem, r: int) -> list[int]:
+    """The token ids round ``r``'s value compares (good, then bad)."""
+    return [
+        int(t)
+        for side in (item.good[r], item.bad[r])
+        for t in ([side] if isinstance(side, int) else side)
+    ]
+
+
+def _value_at(logits: torch.Tensor, columns: list[int], item: PatchItem, r: int) -> torch.Tensor:
+    """:func:`_value` of logits computed only at ``columns`` (token ids, in that order)."""
+    at = {c: j for j, c in enumerate(columns)}
+
+    def mapped(side: int | Sequence[int]) -> int | list[int]:
+        return at[int(side)] if isinstance(side, int) else [at[int(t)] for t in side]
+
+    return logit_gap(logits.detach().double().cpu(), mapped(item.good[r]), mapped(item.bad[r]))
 
 
 def _roles(config: PatchConfig) -> tuple[int, int]:
