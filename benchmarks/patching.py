@@ -2,14 +2,16 @@
 
 One run of the embedded model (SmolLM2-135M, 30 layers, 9 heads): the built-in task replayed
 with a 2-round plan (round 0: the question; round 1: "Please make sure your answer is unbiased
-and does not rely on stereotypes."), 32 usable examples. Measured:
+and does not rely on stereotypes."). Measured:
 
 1. A full layer x {resid_pre, attn_out, mlp_out} sweep (90 patches per example) of round 1
-   into round 0 at the read-out: ``interp.patching.patch`` (batched variants, KV-prefix
-   reuse) vs a loop of one forward per patch with TransformerLens' own helpers
-   (``transformer_lens.patching.get_act_patch_{resid_pre,attn_out,mlp_out}``) and vs a plain
-   ``run_with_hooks`` loop that skips the unembedding at other positions. The loops run on a
-   few examples and are extrapolated linearly to all of them; the JSON says so.
+   into round 0 at the read-out, on the first 16 usable examples: ``interp.patching.patch``
+   (variants of 16 examples packed into shared forwards, the default) vs the same call with
+   ``example_batch=1`` (the per-example path before it) vs a loop of one forward per patch
+   with TransformerLens' own helpers
+   (``transformer_lens.patching.get_act_patch_{resid_pre,attn_out,mlp_out}``) on one example.
+   Paired: each repeat runs the three back to back (the machine is shared); the JSON gives
+   every repeat, the load average and the medians, and the peak memory each call added.
 2. Attribution patching over every head (270 variants), its time, and Spearman's rank
    correlation with exact patching on the top 20.
 
@@ -37,7 +39,8 @@ from transformer_lens import patching as tl_patching  # noqa: E402
 
 from interp.model.hooknames import act_name  # noqa: E402
 from interp.model.loading import load_model  # noqa: E402
-from interp.patching import PatchConfig, patch, patch_pair, select_items, sweep  # noqa: E402
+from interp.patching import PatchConfig, patch, select_items, sweep  # noqa: E402
+from interp.patching.packed import EXAMPLE_BATCH, group_bytes  # noqa: E402
 from interp.replay.loop import ReplayConfig, replay  # noqa: E402
 from interp.runs.store import Run  # noqa: E402
 
@@ -53,8 +56,8 @@ OUT = Path(__file__).resolve().parent / "results" / "patching.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=32)
-    parser.add_argument("--loop-examples", type=int, default=2, help="examples the loops time")
+    parser.add_argument("--examples", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="paired repeats (median)")
     parser.add_argument("--verify-top", type=int, default=20)
     parser.add_argument("--run", type=Path, help="reuse a replayed run (2 rounds, smollm2)")
     parser.add_argument("--device", default="cpu")
@@ -78,7 +81,7 @@ def main() -> None:
                 "follow_up": FOLLOW_UP,
             },
         }
-        result["sweep"] = _sweep(model, run, args.examples, args.loop_examples)
+        result["sweep"] = _sweep(model, run, args.examples, args.repeats)
         result["run"].update(result["sweep"].pop("prompts"))
         result["attribution"] = _attribution(model, run, args.examples, args.verify_top)
         result["machine"]["load_average_at_end"] = list(os.getloadavg())
@@ -122,29 +125,60 @@ def _machine(device: str) -> dict[str, Any]:
 # --- 1. the layer x component sweep ---------------------------------------------------------------
 
 
-def _sweep(model, run: Run, n_examples: int, loop_examples: int) -> dict[str, Any]:
+def _sweep(model, run: Run, n_examples: int, repeats: int) -> dict[str, Any]:
     kwargs = dict(layer="all", round=1, component=",".join(COMPONENTS), limit=n_examples)
-    clock = _Clock(str(model.cfg.device))
-    ours = clock.time(lambda: patch(run.path, PatchConfig(**kwargs), model=model, write=False))
-    n = ours.value.summary["n_examples"]
     items, _ = select_items(run.rounds(), PatchConfig(**kwargs))
+    items = items[:n_examples]
+    n = len(items)
     tokens = run.tokens()
     variants = sweep(model.cfg.n_layers, model.cfg.n_heads, range(model.cfg.n_layers), COMPONENTS)
-    # The loops are timed on a few examples, each right after our own code on the same
-    # example, so that both see the same load on a shared machine.
-    paired: dict[str, list[_Timed]] = {"ours": [], "tl": [], "hooks": []}
-    values: dict[str, dict] = {"tl": {}, "hooks": {}}
-    for item in items[:loop_examples]:
-        target, source = _prompts(model, item, tokens[item.index])
-        paired["ours"].append(
-            clock.time(lambda t=target, s=source: patch_pair(model, t, s, variants))
+    clock = _Clock(str(model.cfg.device))
+
+    def ours(example_batch: int | None = None, examples=None):
+        config = PatchConfig(**kwargs, example_batch=example_batch, n_boot=0)
+        if examples is not None:
+            config = PatchConfig(**{**kwargs, "limit": None}, examples=examples, n_boot=0)
+        return patch(run.path, config, model=model, write=False, progress=False)
+
+    ours(examples=[items[0].example_id])  # warm-up (first calls allocate)
+    # Each repeat, back to back on the same load: ours (packed, the default), the
+    # per-example path (--example-batch 1, before this change) on the same examples, ours on
+    # one example alone, and TransformerLens' helpers on that example.
+    reps: list[dict[str, Any]] = []
+    tl_values: dict = {}
+    for r in range(repeats):
+        item = items[r % n]
+        load = os.getloadavg()[0]
+        packed = _peak(lambda: clock.time(ours))
+        before = _peak(lambda: clock.time(lambda: ours(example_batch=1)))
+        single = clock.time(lambda item=item: ours(examples=[item.example_id]))
+        tl = clock.time(lambda item=item: _tl_helper_loop(model, item, tokens[item.index]))
+        tl_values.update(tl.value)
+        reps.append(
+            {
+                "load_average_1min": round(load, 2),
+                "tl_example_index": item.index,
+                "tl_example_target_tokens": item.readout[0] + 1,
+                "ours_wall_s": packed[0].wall,
+                "ours_cpu_s": packed[0].cpu,
+                "ours_peak_rss_increase_mb": packed[1],
+                "before_wall_s": before[0].wall,
+                "before_cpu_s": before[0].cpu,
+                "before_peak_rss_increase_mb": before[1],
+                "ours_one_example_wall_s": single.wall,
+                "tl_one_example_wall_s": tl.wall,
+                "tl_one_example_cpu_s": tl.cpu,
+                "speedup_vs_before_wall": round(before[0].wall / packed[0].wall, 2),
+                "speedup_vs_tl_wall": round(tl.wall / (packed[0].wall / n), 1),
+                "speedup_vs_tl_cpu": round(tl.cpu / (packed[0].cpu / n), 1),
+                "speedup_one_example_vs_tl_wall": round(tl.wall / single.wall, 1),
+            }
         )
-        for key, loop in (("tl", _tl_helper_loop), ("hooks", _plain_hook_loop)):
-            timed = clock.time(lambda loop=loop, item=item: loop(model, item, tokens[item.index]))
-            values[key].update(timed.value)
-            paired[key].append(timed)
-    mine = ours.value.per_example.set_index(["example_index", "layer", "component"])["patched"]
-    k = len(paired["ours"])
+        last = (packed[0].value, before[0].value)
+    mine = last[0].per_example.set_index(["example_index", "layer", "component"])["patched"]
+    old = last[1].per_example.set_index(["example_index", "layer", "component"])["patched"]
+    lengths = [i.readout[0] + 1 for i in items]
+    cfg = PatchConfig(**kwargs)
     return {
         "what": "round 1 -> round 0 at the read-out, every layer x resid_pre/attn_out/mlp_out",
         "n_examples": n,
@@ -152,37 +186,85 @@ def _sweep(model, run: Run, n_examples: int, loop_examples: int) -> dict[str, An
         "forwards_one_per_patch": n * len(variants),
         "ours": {
             "method": (
-                "interp.patching.patch: one recording forward per example (donor "
-                "activations, both read-outs, the target prefix's KV cache), then the variants "
-                "batched along the batch dimension (32 per forward) over the target's last "
-                "token only, on the frozen prefix cache, each batch from its lowest layer up"
+                "interp.patching.patch, default example_batch 16: one right-padded recording "
+                "forward per group of 16 examples (donor activations, read-outs, KV caches), "
+                "prefix keys rotated once per example and layer; then the variants of all 16 "
+                "examples packed 32 rows per forward, layer-major, each row starting at its own "
+                "variant's layer over its example's last token on its cached prefix; only the "
+                "answer tokens' logits unembedded"
             ),
-            "wall_s": ours.wall,
-            "cpu_s": ours.cpu,
-            "wall_per_example_s": round(ours.wall / n, 3),
+            "batch_size": cfg.batch_size,
+            "example_batch": EXAMPLE_BATCH,
         },
-        "tl_helpers_loop": _loop_entry(paired["tl"], n, "TransformerLens get_act_patch_*"),
-        "plain_hooks_loop": _loop_entry(paired["hooks"], n, "run_with_hooks, final position"),
-        "paired": {
-            "examples": k,
-            "ours_wall_s": _total(paired["ours"], "wall"),
-            "ours_cpu_s": _total(paired["ours"], "cpu"),
-            "speedup_vs_tl_helpers_wall": _ratio(paired["tl"], paired["ours"], "wall"),
-            "speedup_vs_tl_helpers_cpu": _ratio(paired["tl"], paired["ours"], "cpu"),
-            "speedup_vs_plain_hooks_wall": _ratio(paired["hooks"], paired["ours"], "wall"),
-            "speedup_vs_plain_hooks_cpu": _ratio(paired["hooks"], paired["ours"], "cpu"),
-            "note": (
-                "headline speedups: on the same examples, ours timed right before each loop; "
-                "cpu = process CPU time, less sensitive to other processes on the machine"
+        "before": {
+            "method": (
+                "the same call with example_batch=1 (the per-example path of before this "
+                "change: one recording forward per example, its 90 variants 32 per forward)"
             ),
         },
-        "speedup_all_examples_vs_tl_helpers_extrapolated": round(
-            _total(paired["tl"], "wall") / k * n / ours.wall, 1
+        "tl_helpers": {
+            "method": (
+                "TransformerLens get_act_patch_{resid_pre,attn_out,mlp_out}, one forward over "
+                "the whole target prompt per patch, on one example per repeat"
+            ),
+        },
+        "repeats": reps,
+        "median": {
+            key: float(np.median([rep[key] for rep in reps]))
+            for key in (
+                "speedup_vs_tl_wall",
+                "speedup_vs_tl_cpu",
+                "speedup_vs_before_wall",
+                "speedup_one_example_vs_tl_wall",
+                "ours_wall_s",
+                "before_wall_s",
+                "tl_one_example_wall_s",
+            )
+        },
+        "speedup_definition": (
+            "speedup_vs_tl: TransformerLens' time on one example / ours per example (our "
+            "time for all n examples / n), each repeat's numbers taken back to back; the TL "
+            "example's target length is listed against the mean (TL's time grows with it). "
+            "speedup_one_example_vs_tl: both on that one example alone (no packing across "
+            "examples). Headline: the median over repeats"
         ),
-        "max_abs_diff_logit_diff_vs_tl_helpers": _max_diff(mine, values["tl"]),
-        "max_abs_diff_logit_diff_vs_plain_hooks": _max_diff(mine, values["hooks"]),
+        "memory": {
+            "group_bytes_mb": round(
+                group_bytes(model, min(n, EXAMPLE_BATCH), max(lengths) + 40) / 2**20, 1
+            ),
+            "group_bytes_definition": (
+                "interp.patching.packed.group_bytes: the recording forward's KV cache and the "
+                "rotated prefix tables a group of example_batch examples holds at once "
+                "(longest transcript, float32); --example-batch 1 holds one example's"
+            ),
+            "peak_rss_definition": (
+                "VmHWM reset (/proc/self/clear_refs 5) before the call, minus VmRSS before it: "
+                "what the call added to the process's peak resident memory"
+            ),
+        },
+        "mean_target_prompt_tokens": float(np.mean(lengths)),
+        "max_abs_diff_patched_logit_diff_vs_before": float((mine - old).abs().max()),
+        "max_abs_diff_logit_diff_vs_tl_helpers": _max_diff(mine, tl_values),
         "prompts": _prompt_lengths(items),
     }
+
+
+def _peak(fn) -> tuple[Any, float]:
+    """``fn()`` and the MB it added to the process's peak resident memory (Linux)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kb("VmRSS")
+    except OSError:
+        return fn(), float("nan")
+    value = fn()
+    return value, round((_status_kb("VmHWM") - before) / 1024, 1)
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise OSError(key)
 
 
 @dataclass
@@ -208,29 +290,6 @@ class _Clock:
     def sync(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
-
-
-def _total(timed: list[_Timed], what: str) -> float:
-    return round(sum(getattr(t, what) for t in timed), 3)
-
-
-def _ratio(slow: list[_Timed], fast: list[_Timed], what: str) -> float:
-    return round(_total(slow, what) / _total(fast, what), 1)
-
-
-def _loop_entry(timed: list[_Timed], n: int, method: str) -> dict[str, Any]:
-    k = len(timed)
-    wall = _total(timed, "wall")
-    return {
-        "method": method + ", one forward over the whole target prompt per patch",
-        "examples_timed": k,
-        "wall_s": wall,
-        "cpu_s": _total(timed, "cpu"),
-        "wall_per_example_s": round(wall / k, 2),
-        "estimated_wall_s_for_all_examples": round(wall / k * n, 1),
-        "extrapolated": True,
-        "extrapolation": f"EXTRAPOLATED: per-example time on the first {k} examples x {n}",
-    }
 
 
 def _prompts(model, item, transcript):
@@ -268,29 +327,6 @@ def _tl_helper_loop(model, item, transcript) -> dict:
             )
         for layer, value in enumerate(metric.tolist()):
             out[(item.index, layer, component)] = value
-    return out
-
-
-def _plain_hook_loop(model, item, transcript) -> dict:
-    """One forward per patch with a plain hook; logits at the final position only."""
-    target, source = _prompts(model, item, transcript)
-    names = [act_name(c, layer) for layer in range(model.cfg.n_layers) for c in COMPONENTS]
-    wanted = set(names)
-    with torch.no_grad():
-        _, s_cache = model.run_with_cache(source[None], names_filter=lambda n: n in wanted)
-    out = {}
-    for name in names:
-        donor = s_cache[name][0, -1]
-
-        def hook(act, hook, donor=donor):
-            act[:, -1] = donor
-            return act
-
-        with torch.no_grad(), model.hooks(fwd_hooks=[(name, hook)]):
-            resid = model(target[None], stop_at_layer=model.cfg.n_layers)
-            logits = model(resid[:, -1:], start_at_layer=model.cfg.n_layers)[0, -1]
-        layer, component = int(name.split(".")[1]), name.split("hook_")[1]
-        out[(item.index, layer, component)] = float(logits[item.good[0]] - logits[item.bad[0]])
     return out
 
 

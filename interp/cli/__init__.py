@@ -164,6 +164,7 @@ _OPTION_FIELDS = frozenset(
         "limit",
         "sample",
         "batch_size",
+        "example_batch",
         "max_new_tokens",
         "hooks",
         "force_round0",

@@ -82,6 +82,13 @@ def patch(
     limit: Limit = None,
     sample: Sample = None,
     batch_size: Annotated[int, typer.Option(help="Patch variants per forward pass.")] = 32,
+    example_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Exact patching: examples whose variants share forward passes [default: 16]; "
+            "1: one example at a time (the least memory)."
+        ),
+    ] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
     seed: Seed = 0,
     cluster: Annotated[
@@ -186,6 +193,7 @@ def patch(
         limit=limit,
         sample=sample,
         batch_size=batch_size,
+        example_batch=example_batch,
         n_boot=n_boot,
         seed=seed,
         cluster=cluster,

@@ -8,6 +8,8 @@ The modules build on each other one way:
   transcript.
 - :mod:`~interp.patching.exact`: exact patching of one pair, variants batched on a cached
   prefix.
+- :mod:`~interp.patching.packed`: exact patching of several pairs, the variants of all of them
+  packed into shared forwards (what :func:`patch` runs by default).
 - :mod:`~interp.patching.attribution`: the first-order estimate of every patch from one
   forward and backward.
 - :mod:`~interp.patching.analysis`: settings (:class:`PatchConfig`), which examples,

@@ -157,6 +157,10 @@ class PatchConfig:
     option orders."""
     batch_size: int = 32
     """Patch variants per forward pass."""
+    example_batch: int | None = None
+    """Exact patching: examples whose variants share forward passes (None: 16, see
+    :data:`interp.patching.packed.EXAMPLE_BATCH`); 1 patches one example at a time, each with
+    its own forwards (the least memory)."""
     n_boot: int = 1000
     """Bootstrap resamples for the intervals (0: no intervals)."""
     seed: int = 0
@@ -273,6 +277,8 @@ class PatchConfig:
         out = asdict(self)
         for key in ("examples", "categories"):
             out[key] = list(out[key]) if out[key] is not None else None
+        if out["example_batch"] is None:  # only when set: earlier summaries unchanged
+            del out["example_batch"]
         for key in ("sae", "features"):  # only in feature patching's summaries
             if out[key] is None:
                 del out[key]
@@ -403,6 +409,8 @@ def check_config(config: PatchConfig, run: Run) -> None:
         raise InterpError(f"--sample must be at least 1 (got {config.sample})")
     if config.batch_size < 1:
         raise InterpError(f"batch_size must be at least 1 (got {config.batch_size})")
+    if config.example_batch is not None and config.example_batch < 1:
+        raise InterpError(f"example_batch must be at least 1 (got {config.example_batch})")
     check_n_boot(config.n_boot)
     check_seed(config.seed)
     config.layers(run.n_layers)

@@ -40,6 +40,7 @@ from interp.patching.analysis import (
 from interp.patching.attribution import attribute_pair
 from interp.patching.core import Variant, logit_gap, sweep
 from interp.patching.exact import patch_pair
+from interp.patching.packed import EXAMPLE_BATCH, patch_examples
 from interp.patching.sae_latents import (
     FeatureSite,
     check_feature_request,
@@ -285,9 +286,13 @@ def _rows(
     bar = tqdm(total=len(items), desc=desc, disable=not progress)
     if spread is None:
         rows: list[dict[str, Any]] = []
-        for item in items:
-            rows += _example_rows(model, config, item, tokens[item.index], variants, method, site)
-            bar.update(1)
+        if method == "exact" and example_batch(config) > 1:
+            rows = _packed_rows(model, config, items, tokens, variants, site, bar.update)
+        else:
+            for item in items:
+                transcript = tokens[item.index]
+                rows += _example_rows(model, config, item, transcript, variants, method, site)
+                bar.update(1)
         bar.close()
         return rows
     # Shards of consecutive examples; the rows are put back in example order, so the table is
@@ -316,10 +321,95 @@ PATCH_SHARD = 4
 
 def _shard_rows(model, config, items, transcripts, variants, method) -> list[dict[str, Any]]:
     """One shard of examples on a Ray worker (interp.runs.distributed): their rows."""
+    if method == "exact" and example_batch(config) > 1:
+        tokens = dict(zip([item.index for item in items], transcripts, strict=True))
+        return _packed_rows(model, config, items, tokens, variants)
     rows: list[dict[str, Any]] = []
     for item, transcript in zip(items, transcripts, strict=True):
         rows += _example_rows(model, config, item, transcript, variants, method)
     return rows
+
+
+def example_batch(config: PatchConfig) -> int:
+    """Examples whose variants share forwards (``config.example_batch``, default
+    :data:`~interp.patching.packed.EXAMPLE_BATCH`); 1 runs one example at a time."""
+    return EXAMPLE_BATCH if config.example_batch is None else config.example_batch
+
+
+def _packed_rows(
+    model: HookedTransformer,
+    config: PatchConfig,
+    items: Sequence[PatchItem],
+    tokens: Sequence[Sequence[int]] | dict[int, Sequence[int]],
+    variants: Sequence[Variant],
+    site: FeatureSite | None = None,
+    done: Any = None,
+) -> list[dict[str, Any]]:
+    """Exact patching rows of ``items``, ``example_batch(config)`` examples at a time sharing
+    forwards (:func:`interp.patching.packed.patch_examples`). Groups are made of examples of
+    similar length (less padding); the rows come back in the items' order."""
+    r_rec, r_don = _roles(config)
+    pairs = [_pair(model, item, tokens[item.index], r_rec, r_don) for item in items]
+    by_length = sorted(range(len(items)), key=lambda i: (len(pairs[i][0]), i))
+    size = example_batch(config)
+    found: dict[int, list[dict[str, Any]]] = {}
+    for start in range(0, len(by_length), size):
+        group = by_length[start : start + size]
+        # Only the logits of the answer tokens the values compare are computed.
+        columns = [_tokens(items[i], r_rec) + _tokens(items[i], r_don) for i in group]
+        results = patch_examples(
+            model,
+            [pairs[i] for i in group],
+            variants,
+            n_positions=config.n_positions(),
+            batch_size=config.batch_size,
+            site=site,
+            columns=columns,
+        )
+        for i, cols, res in zip(group, columns, results, strict=True):
+            item = items[i]
+            rec_value = float(_value_at(res.recipient_logits, cols, item, r_rec))
+            don_value = float(_value_at(res.donor_logits, cols, item, r_don))
+            patched = _value_at(res.patched, cols, item, r_rec).tolist()
+            found[i] = _variant_rows(config, item, variants, "exact", rec_value, don_value, patched)
+        if done is not None:
+            done(len(group))
+    return [row for i in range(len(items)) for row in found[i]]
+
+
+def _tokens(item: PatchItem, r: int) -> list[int]:
+    """The token ids round ``r``'s value compares (good, then bad)."""
+    return [
+        int(t)
+        for side in (item.good[r], item.bad[r])
+        for t in ([side] if isinstance(side, int) else side)
+    ]
+
+
+def _value_at(logits: torch.Tensor, columns: list[int], item: PatchItem, r: int) -> torch.Tensor:
+    """:func:`_value` of logits computed only at ``columns`` (token ids, in that order)."""
+    at = {c: j for j, c in enumerate(columns)}
+
+    def mapped(side: int | Sequence[int]) -> int | list[int]:
+        return at[int(side)] if isinstance(side, int) else [at[int(t)] for t in side]
+
+    return logit_gap(logits.detach().double().cpu(), mapped(item.good[r]), mapped(item.bad[r]))
+
+
+def _roles(config: PatchConfig) -> tuple[int, int]:
+    """(recipient round, donor round): target <- source when denoising, else the reverse."""
+    r_rec, r_don = (config.target_round, config.round)
+    if config.direction == "noise":
+        r_rec, r_don = r_don, r_rec
+    return r_rec, r_don
+
+
+def _pair(
+    model: HookedTransformer, item: PatchItem, transcript: Sequence[int], r_rec: int, r_don: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recipient's and the donor's prompts: the transcript up to each read-out."""
+    seq = torch.tensor(transcript, dtype=torch.long, device=model.cfg.device)
+    return seq[: item.readout[r_rec] + 1], seq[: item.readout[r_don] + 1]
 
 
 def _example_rows(
@@ -331,11 +421,8 @@ def _example_rows(
     method: str,
     site: FeatureSite | None = None,
 ) -> list[dict[str, Any]]:
-    r_rec, r_don = (config.target_round, config.round)
-    if config.direction == "noise":
-        r_rec, r_don = r_don, r_rec
-    seq = torch.tensor(transcript, dtype=torch.long, device=model.cfg.device)
-    recipient, donor = seq[: item.readout[r_rec] + 1], seq[: item.readout[r_don] + 1]
+    r_rec, r_don = _roles(config)
+    recipient, donor = _pair(model, item, transcript, r_rec, r_don)
     k = config.n_positions()
     if method == "attribution":
         good, bad = item.good[r_rec], item.bad[r_rec]
@@ -356,6 +443,19 @@ def _example_rows(
         patched = _value(res.patched_logits, item, r_rec).tolist()
     rec_value = float(_value(rec_logits, item, r_rec))
     don_value = float(_value(don_logits, item, r_don))
+    return _variant_rows(config, item, variants, method, rec_value, don_value, patched)
+
+
+def _variant_rows(
+    config: PatchConfig,
+    item: PatchItem,
+    variants: Sequence[Variant],
+    method: str,
+    rec_value: float,
+    don_value: float,
+    patched: Sequence[float],
+) -> list[dict[str, Any]]:
+    """One example's rows, one per variant."""
     clean, source = (
         (rec_value, don_value) if config.direction == "denoise" else (don_value, rec_value)
     )

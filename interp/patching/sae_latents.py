@@ -133,23 +133,26 @@ def swap_latents(
     rows: torch.Tensor,
     masks: Bool[torch.Tensor, "n d_sae"],
     errors: Bool[torch.Tensor, " n"],
-    value: Float[torch.Tensor, "k d_model"],
+    value: Float[torch.Tensor, "k d_model"] | Float[torch.Tensor, "n k d_model"],
     sae: SAE,
 ) -> torch.Tensor:
-    """``act[rows, -k:]`` with each row's chosen latents taken from ``value`` (the donor)."""
-    k = value.shape[0]
+    """``act[rows, -k:]`` with each row's chosen latents taken from ``value`` (the donor; one
+    for every row, or each row's own, as when examples share a batch)."""
+    k = value.shape[-2]
     act = act.clone()
     rows = rows.to(act.device)
     x = act[rows, -k:]  # [n, k, d]
     with torch.no_grad():
+        donor = value.to(act.device).float()
+        donor = donor[None] if donor.dim() == 2 else donor  # [1 or n, k, d]
         f_rec = sae.encode(x.float())
-        f_don = sae.encode(value.to(act.device).float())[None]  # [1, k, d_sae]
+        f_don = sae.encode(donor)  # [1 or n, k, d_sae]
         masks = masks.to(act.device)[:, None, :]
         f_new = torch.where(masks, f_don, f_rec)
         delta = sae.decode(f_new) - sae.decode(f_rec)  # exactly 0 where nothing is chosen
         if errors.any():
             e_rec = x.float() - sae.decode(f_rec)
-            e_don = value.to(act.device).float()[None] - sae.decode(f_don)
+            e_don = donor - sae.decode(f_don)
             delta = delta + errors.to(act.device)[:, None, None] * (e_don - e_rec)
     act[rows, -k:] = x + delta.to(act.dtype)
     return act

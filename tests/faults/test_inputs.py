@@ -180,6 +180,7 @@ def test_replay_options(space, args, contains):
         ("patch", ("--layers", "0", "--round", "1", "--rows", "-1"), "--rows"),
         ("patch", ("--layers", "0", "--round", "1", "--positions", "last:100000"), "last:100000"),
         ("patch", ("--layers", "0", "--round", "1", "--batch-size", "0"), "--batch-size"),
+        ("patch", ("--layers", "0", "--round", "1", "--example-batch", "0"), "--example-batch"),
         ("probe", ("--layers", "0-99999999999"), "--layers"),
         ("probe", ("--layers", "2-1"), "--layers"),
         ("probe", ("--seed", "-1"), "--seed"),
