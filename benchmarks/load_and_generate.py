@@ -2,18 +2,24 @@
 
 Measures, in one process on the same prompts:
 - first load (GGUF -> TransformerLens conversion into an empty cache) vs cached load;
-- greedy generation with the KV cache (48 new tokens) by ``model.generate``: ours (weights
-  re-laid, interp/model/layout.py, and the fast block path, interp/model/fastpath.py), ours with the
-  re-laid weights only, plain TransformerLens (neither), and HF ``generate`` -> ratios. The
-  four run in turn, ROUNDS times (ours, HF, ours, HF, ...), so that a slow spell of the
-  machine hits them alike; the JSON has every round's ratio, their median and the ratio of
-  the fastest runs;
+- greedy generation with the KV cache (48 new tokens) by ``model.generate``: ours with the
+  fast path's sdpa attention (``fastpath.set_attention(model, "sdpa")``: one
+  ``scaled_dot_product_attention`` call per block), ours as loaded (weights re-laid,
+  interp/model/layout.py, and the fast block path with its exact attention,
+  interp/model/fastpath.py), ours with the re-laid weights only, plain TransformerLens
+  (neither), and HF ``generate`` -> ratios. The five run in turn, ROUNDS times (sdpa, HF,
+  ours, ..., sdpa, HF, ...), so that a slow spell of the machine hits them alike; the JSON
+  has every round's ratio, their median and the ratio of the fastest runs, whether every
+  round's tokens equal HF's, and the load average (``os.getloadavg``) before and after;
 - forward tokens/s at batch 1 and 8 (256 tokens), ours vs HF -> ratios, the same way.
 Writes benchmarks/results/load_and_generate.json. Usage: python benchmarks/load_and_generate.py
+(torch's default thread count; OMP_NUM_THREADS=1 for one thread, steadier on a shared machine);
+``--no-plain`` leaves out the two slow references (re-laid only, plain TransformerLens).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
@@ -34,13 +40,15 @@ ROUNDS = 7
 
 def interleaved(fns: dict, rounds: int = ROUNDS) -> tuple[dict, dict]:
     """Seconds of each of ``fns`` per round, the functions run in turn within a round (after
-    one untimed warm-up each), and each function's last result."""
-    results = {name: fn() for name, fn in fns.items()}
+    one untimed warm-up each), and each function's result in every round."""
+    for fn in fns.values():
+        fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    results: dict[str, list] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             start = time.perf_counter()
-            results[name] = fn()
+            results[name].append(fn())
             times[name].append(time.perf_counter() - start)
     return times, results
 
@@ -62,6 +70,9 @@ def before_eos(tokens: list[int], eos: int) -> list[int]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-plain", action="store_true", help="skip the slow references")
+    args = parser.parse_args()
     from transformers import AutoModelForCausalLM
 
     from interp.model import fastpath
@@ -85,6 +96,8 @@ def main() -> None:
     path = embedded_gguf_path()
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     hf.eval()
+    sdpa = copy.deepcopy(model)
+    fastpath.set_attention(sdpa, "sdpa")
     relaid_only = copy.deepcopy(model)
     fastpath.disable(relaid_only)
     plain = copy.deepcopy(relaid_only)
@@ -112,30 +125,63 @@ def main() -> None:
         return out[0, prompt.shape[1] :].tolist()
 
     eos = tok.eos_token_id
-    times, tokens = interleaved(
+    load_before = os.getloadavg()
+    times, runs = interleaved(
         {
+            "ours_sdpa": lambda: tl_generate(sdpa),
             "ours": lambda: tl_generate(model),
             "hf": hf_generate,
-            "relaid_only": lambda: tl_generate(relaid_only),
-            "plain": lambda: tl_generate(plain),
+            **(
+                {}
+                if args.no_plain
+                else {
+                    "relaid_only": lambda: tl_generate(relaid_only),
+                    "plain": lambda: tl_generate(plain),
+                }
+            ),
         }
     )
+    load_after = os.getloadavg()
+    tokens = {name: values[-1] for name, values in runs.items()}
     ours_before_eos = before_eos(tokens["ours"], eos)
+
+    def same_as_hf(name: str) -> list[bool]:
+        """Per round: the tokens before the first EOS equal HF's."""
+        out = []
+        for ours, theirs in zip(runs[name], runs["hf"], strict=True):
+            kept = before_eos(ours, eos)
+            out.append(kept == theirs[: len(kept)])
+        return out
+
     results["generate"] = {
         "new_tokens": NEW_TOKENS,
         "prompt_tokens": prompt.shape[1],
         "rounds": ROUNDS,
         "tok_s_median": {k: NEW_TOKENS / statistics.median(v) for k, v in times.items()},
+        "load_average_1_5_15min": {"before": list(load_before), "after": list(load_after)},
+        "ratio_ours_sdpa_vs_hf": ratio(times, "ours_sdpa", "hf"),
         "ratio_ours_vs_hf": ratio(times, "ours", "hf"),
-        "ratio_relaid_only_vs_hf": ratio(times, "relaid_only", "hf"),
-        "ratio_plain_transformerlens_vs_hf": ratio(times, "plain", "hf"),
-        "speedup_vs_plain_transformerlens": ratio(times, "ours", "plain"),
+        "speedup_sdpa_vs_exact_attention": ratio(times, "ours_sdpa", "ours"),
+        **(
+            {"plain_references": "skipped (--no-plain)"}
+            if args.no_plain
+            else {
+                "ratio_relaid_only_vs_hf": ratio(times, "relaid_only", "hf"),
+                "ratio_plain_transformerlens_vs_hf": ratio(times, "plain", "hf"),
+                "speedup_vs_plain_transformerlens": ratio(times, "ours", "plain"),
+            }
+        ),
         # HF's min_new_tokens (which makes it run all NEW_TOKENS steps, as ours does) forbids
         # EOS, so from the model's first EOS on the two differ by construction.
         "identical_tokens_ours_hf_before_eos": ours_before_eos
         == tokens["hf"][: len(ours_before_eos)],
         "tokens_before_eos": len(ours_before_eos),
-        "identical_tokens_ours_plain": tokens["ours"] == tokens["plain"] == tokens["relaid_only"],
+        "identical_tokens_ours_sdpa_hf_before_eos_per_round": same_as_hf("ours_sdpa"),
+        "identical_tokens_ours_hf_before_eos_per_round": same_as_hf("ours"),
+        "identical_tokens_ours_sdpa_ours": runs["ours_sdpa"] == runs["ours"],
+        "identical_tokens_ours_plain": None
+        if args.no_plain
+        else tokens["ours"] == tokens["plain"] == tokens["relaid_only"],
     }
     print(json.dumps(results["generate"], indent=2), flush=True)
 
@@ -145,10 +191,16 @@ def main() -> None:
         )
         with torch.no_grad():
             times, _ = interleaved(
-                {"ours": lambda t=tokens: model(t), "hf": lambda t=tokens: hf(t).logits}, rounds=5
+                {
+                    "ours_sdpa": lambda t=tokens: sdpa(t),
+                    "ours": lambda t=tokens: model(t),
+                    "hf": lambda t=tokens: hf(t).logits,
+                },
+                rounds=5,
             )
         results[f"forward_batch{batch}"] = {
             "tok_s_median": {k: tokens.numel() / statistics.median(v) for k, v in times.items()},
+            "ratio_ours_sdpa_vs_hf": ratio(times, "ours_sdpa", "hf"),
             "ratio_ours_vs_hf": ratio(times, "ours", "hf"),
         }
     OUT.parent.mkdir(exist_ok=True)
