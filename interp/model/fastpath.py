@@ -319,13 +319,17 @@ class FastBlock(TransformerBlock):
         """``AbstractAttention.forward`` for global causal rotary attention, MHA or GQA."""
         attn = self.attn
         grouped = isinstance(attn, GroupedQueryAttention)
-        q = _attn_linear(q_input, attn.W_Q, attn.b_Q)
-        if grouped:
-            k = _attn_linear(k_input, attn._W_K, attn._b_K)
-            v = _attn_linear(v_input, attn._W_V, attn._b_V)
+        sdpa = self._fast_memo.attention == "sdpa"
+        if sdpa and q_input is k_input:  # one input (no autograd): one matmul for q, k, v
+            q, k, v = self._fused_qkv(q_input, grouped)
         else:
-            k = _attn_linear(k_input, attn.W_K, attn.b_K)
-            v = _attn_linear(v_input, attn.W_V, attn.b_V)
+            q = _attn_linear(q_input, attn.W_Q, attn.b_Q)
+            if grouped:
+                k = _attn_linear(k_input, attn._W_K, attn._b_K)
+                v = _attn_linear(v_input, attn._W_V, attn._b_V)
+            else:
+                k = _attn_linear(k_input, attn.W_K, attn.b_K)
+                v = _attn_linear(v_input, attn.W_V, attn.b_V)
         if cache_entry is not None:
             offset = cache_entry.past_keys.size(1)
             k, v = cache_entry.append(k, v)
@@ -333,7 +337,7 @@ class FastBlock(TransformerBlock):
             offset = 0
         q = self._rotary(q, offset, attention_mask)
         k = self._rotary(k, 0, attention_mask)  # keys are cached unrotated
-        if self._fast_memo.attention == "sdpa":
+        if sdpa:
             z = self._sdpa(q, k, v, offset, attention_mask, grouped)
             return _attn_out(attn, z)
         if grouped:
@@ -354,6 +358,44 @@ class FastBlock(TransformerBlock):
             v = torch.repeat_interleave(v, dim=2, repeats=attn.repeat_kv_heads)
         z = (pattern @ v.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
         return _attn_out(attn, z)
+
+    def _fused_qkv(
+        self, x: Float[torch.Tensor, "batch pos d_model"], grouped: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values from one ``F.linear`` on the three weights stacked (the
+        sdpa path only: the same products, summed in another blocking). The stacked copy is
+        kept on the block and rebuilt when a weight or bias is replaced (another parameter
+        object or storage) or edited in place (its version counter moves)."""
+        attn = self.attn
+        if grouped:
+            params = (attn.W_Q, attn._W_K, attn._W_V, attn.b_Q, attn._b_K, attn._b_V)
+        else:
+            params = (attn.W_Q, attn.W_K, attn.W_V, attn.b_Q, attn.b_K, attn.b_V)
+        key = [(p.data_ptr(), p._version) for p in params]
+        fused = self.__dict__.get("_fast_qkv")
+        if (
+            fused is None
+            or fused[0] != key
+            or any(a is not b for a, b in zip(fused[1], params, strict=True))
+        ):
+            weights, biases = params[:3], params[3:]
+            with torch.no_grad():
+                weight = torch.cat(
+                    [
+                        w.permute(0, 2, 1).reshape(w.shape[0] * w.shape[2], w.shape[1])
+                        for w in weights
+                    ]
+                )
+                bias = torch.cat([b.reshape(-1) for b in biases])
+            fused = (key, params, weight, bias, [b.shape for b in biases])
+            self.__dict__["_fast_qkv"] = fused
+        _, _, weight, bias, shapes = fused
+        out = F.linear(x, weight, bias)
+        parts = out.split([n * d for n, d in shapes], dim=-1)
+        return tuple(
+            part.view(x.shape[0], x.shape[1], n, d)
+            for part, (n, d) in zip(parts, shapes, strict=True)
+        )
 
     def _sdpa(
         self,
@@ -580,7 +622,7 @@ def disable(model: HookedTransformer) -> None:
     for block in model.blocks:
         if type(block) is FastBlock:
             block.__class__ = TransformerBlock
-            for name in ("_fast_memo", "_fast_children"):
+            for name in ("_fast_memo", "_fast_children", "_fast_qkv"):
                 block.__dict__.pop(name, None)
 
 

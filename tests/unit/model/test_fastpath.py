@@ -463,3 +463,21 @@ def test_unknown_attention_is_refused(models):
     assert fastpath.attention_kind(ref) is None
     with pytest.raises(InterpError, match="no block of this model takes the fast path"):
         fastpath.set_attention(ref, "sdpa")
+
+
+@torch.no_grad()
+def test_sdpa_sees_weights_edited_or_replaced_after_a_forward(models):
+    """The sdpa path stacks q, k, v weights into one matrix, kept between forwards: an
+    in-place edit or a replaced parameter must not be served from the stale copy."""
+    fast, _ = models
+    sdpa = _sdpa_copy(fast)
+    tokens, mask = _batch(fast)
+    before = sdpa(tokens, attention_mask=mask)
+    for model in (fast, sdpa):
+        model.blocks[1].attn._W_K.mul_(3.0)
+        model.blocks[0].attn.b_Q.add_(0.5)
+        w_v = model.blocks[2].attn._W_V
+        model.blocks[2].attn._W_V = torch.nn.Parameter(w_v * -1.0)
+    after = sdpa(tokens, attention_mask=mask)
+    assert (after - before).abs().max() > 1e-2
+    _assert_close_same_argmax([after], [fast(tokens, attention_mask=mask)])
