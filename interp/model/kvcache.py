@@ -40,14 +40,21 @@ def greedy_generate(
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
     new = []
     with torch.no_grad():
+        # From the embeddings (start_at_layer=0), as generate runs: given tokens, the forward
+        # would build a padding mask from the tokenizer at every step, and the blocks would
+        # then take the masked path, for prompts that have no padding.
         resid = model(
-            tokens.to(model.cfg.device), past_kv_cache=cache, stop_at_layer=model.cfg.n_layers
+            model.embed(tokens.to(model.cfg.device)),
+            past_kv_cache=cache,
+            start_at_layer=0,
+            stop_at_layer=model.cfg.n_layers,
         )
         logits = model.unembed(model.ln_final(resid[:, -1:]))[:, -1]
         for step in range(max_new_tokens):
             new.append(logits.argmax(-1))
             if step + 1 < max_new_tokens:
-                logits = model(new[-1][:, None], past_kv_cache=cache)[:, -1]
+                embed = model.embed(new[-1][:, None])
+                logits = model(embed, past_kv_cache=cache, start_at_layer=0)[:, -1]
     return torch.stack(new, dim=1)
 
 
