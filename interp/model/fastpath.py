@@ -26,6 +26,15 @@ and only that block, down TransformerLens' path. So does a block whose input or 
 autograd tracks. When a residual hook hands the block a tracked tensor midway, the fast path
 computes ``ln1`` once per input, as TransformerLens does, so gradients sum in the same order
 and are bitwise its own (tested). :func:`disable` switches a model back.
+
+Attention: exact by default (above). ``set_attention(model, "sdpa")`` (or ``enable(model,
+attention="sdpa")``) computes it instead in one ``torch.nn.functional.scaled_dot_product_attention``
+call per block, the grouped key-value heads shared by the kernel rather than repeated: equal to
+the exact path up to floating-point rounding (logits within 1e-5 on the tiny model, greedy tokens
+identical to HF transformers' on the embedded one), faster in generation
+(``benchmarks/load_and_generate.py``), not bitwise, so not the default. A hook on an attention
+hook point (``hook_pattern``, ``hook_attn_scores``, ...) sends its block to TransformerLens'
+exact path either way.
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ from transformer_lens.components.transformer_block import TransformerBlock
 from transformer_lens.utilities.activation_functions import softcap_enabled
 from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 from transformer_lens.utilities.tensors import get_offset_position_ids
+
+from interp.errors import InterpError
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -82,6 +93,7 @@ def unsupported_transformer_lens(version: str | None = None) -> str | None:
 
 
 _INF = float("inf")
+ATTENTION_KINDS = ("exact", "sdpa")  # the fast path's attention: see set_attention
 
 
 class _Memo:
@@ -92,7 +104,8 @@ class _Memo:
     ``generate`` makes them) have no version counter to go by.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, attention: str = "exact") -> None:
+        self.attention = attention  # "exact" or "sdpa" (ATTENTION_KINDS), for every block
         self.position_ids: tuple[tuple, torch.Tensor | None, torch.Tensor] | None = None
         self.causal: tuple[tuple, torch.Tensor | None, torch.Tensor] | None = None
 
@@ -304,15 +317,19 @@ class FastBlock(TransformerBlock):
         attention_mask: Shaped[torch.Tensor, "batch key_pos"] | None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
         """``AbstractAttention.forward`` for global causal rotary attention, MHA or GQA."""
-        attn, cfg = self.attn, self.cfg
+        attn = self.attn
         grouped = isinstance(attn, GroupedQueryAttention)
-        q = _attn_linear(q_input, attn.W_Q, attn.b_Q)
-        if grouped:
-            k = _attn_linear(k_input, attn._W_K, attn._b_K)
-            v = _attn_linear(v_input, attn._W_V, attn._b_V)
+        sdpa = self._fast_memo.attention == "sdpa"
+        if sdpa and q_input is k_input:  # one input (no autograd): one matmul for q, k, v
+            q, k, v = self._fused_qkv(q_input, grouped)
         else:
-            k = _attn_linear(k_input, attn.W_K, attn.b_K)
-            v = _attn_linear(v_input, attn.W_V, attn.b_V)
+            q = _attn_linear(q_input, attn.W_Q, attn.b_Q)
+            if grouped:
+                k = _attn_linear(k_input, attn._W_K, attn._b_K)
+                v = _attn_linear(v_input, attn._W_V, attn._b_V)
+            else:
+                k = _attn_linear(k_input, attn.W_K, attn.b_K)
+                v = _attn_linear(v_input, attn.W_V, attn.b_V)
         if cache_entry is not None:
             offset = cache_entry.past_keys.size(1)
             k, v = cache_entry.append(k, v)
@@ -320,6 +337,9 @@ class FastBlock(TransformerBlock):
             offset = 0
         q = self._rotary(q, offset, attention_mask)
         k = self._rotary(k, 0, attention_mask)  # keys are cached unrotated
+        if sdpa:
+            z = self._sdpa(q, k, v, offset, attention_mask, grouped)
+            return _attn_out(attn, z)
         if grouped:
             k = torch.repeat_interleave(k, dim=2, repeats=attn.repeat_kv_heads)
         scores = q.permute(0, 2, 1, 3) @ k.permute(0, 2, 3, 1) / attn.attn_scale
@@ -337,12 +357,84 @@ class FastBlock(TransformerBlock):
         if grouped:
             v = torch.repeat_interleave(v, dim=2, repeats=attn.repeat_kv_heads)
         z = (pattern @ v.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
-        w_o = attn.W_O
-        w = w_o.permute(2, 0, 1).reshape(w_o.shape[2], -1).contiguous()
-        if z.dtype != w.dtype:
-            z = z.to(w.dtype)
-        z = z.reshape(z.shape[0], z.shape[1], cfg.d_head * cfg.n_heads)
-        return F.linear(z, w, attn.b_O)
+        return _attn_out(attn, z)
+
+    def _fused_qkv(
+        self, x: Float[torch.Tensor, "batch pos d_model"], grouped: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values from one ``F.linear`` on the three weights stacked (the
+        sdpa path only: the same products, summed in another blocking). The stacked copy is
+        kept on the block and rebuilt when a weight or bias is replaced (another parameter
+        object or storage) or edited in place (its version counter moves)."""
+        attn = self.attn
+        if grouped:
+            params = (attn.W_Q, attn._W_K, attn._W_V, attn.b_Q, attn._b_K, attn._b_V)
+        else:
+            params = (attn.W_Q, attn.W_K, attn.W_V, attn.b_Q, attn.b_K, attn.b_V)
+        key = [(p.data_ptr(), p._version) for p in params]
+        fused = self.__dict__.get("_fast_qkv")
+        if (
+            fused is None
+            or fused[0] != key
+            or any(a is not b for a, b in zip(fused[1], params, strict=True))
+        ):
+            weights, biases = params[:3], params[3:]
+            with torch.no_grad():
+                weight = torch.cat(
+                    [
+                        w.permute(0, 2, 1).reshape(w.shape[0] * w.shape[2], w.shape[1])
+                        for w in weights
+                    ]
+                )
+                bias = torch.cat([b.reshape(-1) for b in biases])
+            fused = (key, params, weight, bias, [b.shape for b in biases])
+            self.__dict__["_fast_qkv"] = fused
+        _, _, weight, bias, shapes = fused
+        out = F.linear(x, weight, bias)
+        parts = out.split([n * d for n, d in shapes], dim=-1)
+        return tuple(
+            part.view(x.shape[0], x.shape[1], n, d)
+            for part, (n, d) in zip(parts, shapes, strict=True)
+        )
+
+    def _sdpa(
+        self,
+        q: Float[torch.Tensor, "batch q_pos head d_head"],
+        k: Float[torch.Tensor, "batch k_pos kv_head d_head"],
+        v: Float[torch.Tensor, "batch k_pos kv_head d_head"],
+        offset: int,
+        attention_mask: Shaped[torch.Tensor, "batch key_pos"] | None,
+        grouped: bool,
+    ) -> Float[torch.Tensor, "batch q_pos head d_head"]:
+        """Softmax attention in one ``F.scaled_dot_product_attention`` call (grouped heads
+        shared by the kernel, not repeated), the mask as in the exact path: equal to it up to
+        floating-point rounding. A query that sees no key (a left-padding position) gets
+        zeros, as TransformerLens' NaN-to-zero gives."""
+        q_len, k_len = q.size(1), k.size(1)
+        if q_len + offset != k_len:
+            raise ValueError(f"query length {q_len} + cache offset {offset} != key length {k_len}")
+        mask, causal = None, False
+        if attention_mask is not None:
+            mask = self._fast_memo.causal_mask(
+                q_len, k_len, offset, attention_mask, attention_mask.device
+            )
+        elif q_len > 1:  # without padding, a single query sees every key
+            if offset == 0:
+                causal = True
+            else:
+                mask = self._fast_memo.causal_mask(q_len, k_len, offset, None, q.device)
+        if v.dtype != q.dtype:
+            v = v.to(q.dtype)
+        z = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=mask,
+            is_causal=causal,
+            scale=1.0 / self.attn.attn_scale,
+            enable_gqa=grouped,
+        )
+        return z.transpose(1, 2)
 
     def _rotary(
         self,
@@ -384,6 +476,18 @@ class FastBlock(TransformerBlock):
         return torch.cat([rotated, x_pass], dim=-1)
 
 
+def _attn_out(
+    attn: torch.nn.Module, z: Float[torch.Tensor, "batch pos head d_head"]
+) -> Float[torch.Tensor, "batch pos d_model"]:
+    """The heads' outputs through ``W_O`` (and ``b_O``), as ``AbstractAttention.forward``."""
+    w_o = attn.W_O
+    w = w_o.permute(2, 0, 1).reshape(w_o.shape[2], -1).contiguous()
+    if z.dtype != w.dtype:
+        z = z.to(w.dtype)
+    z = z.reshape(z.shape[0], z.shape[1], w.shape[1])
+    return F.linear(z, w, attn.b_O)
+
+
 def _rms_norm(
     ln: RMSNorm, x: Float[torch.Tensor, "*batch d_model"]
 ) -> Float[torch.Tensor, "*batch d_model"]:
@@ -416,7 +520,7 @@ def _gated_mlp(
     return F.linear(post_act, mlp.W_out.T.contiguous(), mlp.b_out)
 
 
-def enable(model: HookedTransformer) -> dict[int, str]:
+def enable(model: HookedTransformer, *, attention: str = "exact") -> dict[int, str]:
     """Switch every supported block to :class:`FastBlock`; returns {layer: reason} for the
     blocks left as they were (empty when all switched). Outside the supported TransformerLens
     range no block is switched, with a warning naming the range (the results stay right, only
@@ -424,16 +528,19 @@ def enable(model: HookedTransformer) -> dict[int, str]:
 
     Args:
         model: A loaded model; its blocks are switched in place.
+        attention: The fast path's attention (``ATTENTION_KINDS``): ``"exact"`` (bitwise
+            TransformerLens' own) or ``"sdpa"`` (see :func:`set_attention`).
 
     Returns:
         ``{layer: reason}`` for every block left unswitched (every block, with the version
         reason, outside the supported TransformerLens range); empty when all switched.
     """
+    _check_attention(attention)
     version_reason = unsupported_transformer_lens()
     if version_reason is not None:
         warnings.warn(version_reason, RuntimeWarning, stacklevel=2)
         return dict.fromkeys(range(len(model.blocks)), version_reason)
-    memo = _Memo()
+    memo = _Memo(attention)
     skipped: dict[int, str] = {}
     for layer, block in enumerate(model.blocks):
         reason = _static_support(block)
@@ -446,6 +553,66 @@ def enable(model: HookedTransformer) -> dict[int, str]:
     return skipped
 
 
+def set_attention(model: HookedTransformer, attention: str) -> str:
+    """Choose how the fast path computes attention, for every fast block of ``model``.
+
+    - ``"exact"`` (the default): scores, mask, softmax and weighted sum as TransformerLens
+      computes them, bitwise its results.
+    - ``"sdpa"``: one ``torch.nn.functional.scaled_dot_product_attention`` call per block
+      (PyTorch's fused kernel; grouped key-value heads shared, not repeated). The same
+      numbers up to floating-point rounding (logits within 1e-5 of the exact path on the
+      tiny model, greedy tokens identical to HF transformers' on the embedded one), not
+      bitwise: what generation uses when speed matters more than bitwise replay.
+
+    Either way a hook on an attention hook point (``attn.hook_pattern``,
+    ``attn.hook_attn_scores``, ``attn.hook_z``, ...) sends its block down TransformerLens'
+    own path, which computes that activation, and residual-stream hooks stay on the fast
+    path, as :class:`FastBlock` says.
+
+    Args:
+        model: A model whose blocks :func:`enable` switched.
+        attention: ``"exact"`` or ``"sdpa"``.
+
+    Returns:
+        The attention the model used before the call.
+
+    Raises:
+        InterpError: ``attention`` is not one of ``ATTENTION_KINDS``, or no block of
+            ``model`` takes the fast path.
+    """
+    _check_attention(attention)
+    memos = {id(b._fast_memo): b._fast_memo for b in model.blocks if type(b) is FastBlock}
+    if not memos:
+        raise InterpError("no block of this model takes the fast path (fastpath.enable)")
+    before = next(iter(memos.values())).attention
+    for memo in memos.values():
+        memo.attention = attention
+    return before
+
+
+def attention_kind(model: HookedTransformer) -> str | None:
+    """The fast path's attention in ``model`` (``"exact"`` or ``"sdpa"``), or None when no
+    block takes the fast path.
+
+    Args:
+        model: A loaded model.
+
+    Returns:
+        What :func:`set_attention` last set (``"exact"`` unless changed), or None.
+    """
+    for block in model.blocks:
+        if type(block) is FastBlock:
+            return block._fast_memo.attention
+    return None
+
+
+def _check_attention(attention: str) -> None:
+    if attention not in ATTENTION_KINDS:
+        raise InterpError(
+            f"unknown attention {attention!r}; use one of {', '.join(ATTENTION_KINDS)}"
+        )
+
+
 def disable(model: HookedTransformer) -> None:
     """Switch every :class:`FastBlock` back to TransformerLens' ``TransformerBlock``.
 
@@ -455,7 +622,7 @@ def disable(model: HookedTransformer) -> None:
     for block in model.blocks:
         if type(block) is FastBlock:
             block.__class__ = TransformerBlock
-            for name in ("_fast_memo", "_fast_children"):
+            for name in ("_fast_memo", "_fast_children", "_fast_qkv"):
                 block.__dict__.pop(name, None)
 
 

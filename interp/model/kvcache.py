@@ -1,8 +1,14 @@
-"""Forward passes on a TransformerLens key-value cache that score tokens without keeping them.
+"""Forward passes on a TransformerLens key-value cache: greedy generation, and scoring tokens
+without keeping them.
 
 Replay scores option texts (``--score text``) and Winogender scores pronouns that the tokenizer
 splits: each continuation runs on top of the conversation's cache, frozen, so its tokens are
 scored but not appended and the conversation goes on from where the cache was.
+
+:func:`greedy_generate` is ``model.generate(do_sample=False)`` without its one waste: that
+computes the logits of every prompt position (the vocabulary matmul, ~10% of the arithmetic of
+48 new tokens after a 42-token prompt on SmolLM2) and keeps the last; here the prompt stops
+before the unembedding and only its last position is unembedded, as HF transformers does.
 """
 
 from __future__ import annotations
@@ -10,9 +16,46 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+
+def greedy_generate(
+    model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"], max_new_tokens: int
+) -> Int[torch.Tensor, "batch new"]:
+    """Greedy continuation of unpadded prompts on a fresh key-value cache: the tokens
+    ``model.generate(tokens, max_new_tokens=n, do_sample=False, stop_at_eos=False)`` appends.
+    Hooks attached to the model run as in any forward.
+
+    Args:
+        model: The model (with the fast path's sdpa attention, see
+            ``interp.model.fastpath.set_attention``, the fastest).
+        tokens: Prompt token ids, one unpadded row per prompt.
+        max_new_tokens: How many tokens to generate (at least 1).
+
+    Returns:
+        The generated token ids, ``max_new_tokens`` per prompt (EOS does not stop it).
+    """
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
+    new = []
+    with torch.no_grad():
+        # From the embeddings (start_at_layer=0), as generate runs: given tokens, the forward
+        # would build a padding mask from the tokenizer at every step, and the blocks would
+        # then take the masked path, for prompts that have no padding.
+        resid = model(
+            model.embed(tokens.to(model.cfg.device)),
+            past_kv_cache=cache,
+            start_at_layer=0,
+            stop_at_layer=model.cfg.n_layers,
+        )
+        logits = model.unembed(model.ln_final(resid[:, -1:]))[:, -1]
+        for step in range(max_new_tokens):
+            new.append(logits.argmax(-1))
+            if step + 1 < max_new_tokens:
+                embed = model.embed(new[-1][:, None])
+                logits = model(embed, past_kv_cache=cache, start_at_layer=0)[:, -1]
+    return torch.stack(new, dim=1)
 
 
 def logits_on_frozen_cache(

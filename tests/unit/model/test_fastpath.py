@@ -10,6 +10,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from interp.errors import InterpError
 from interp.model import fastpath
 from interp.model.loading import load_model
 
@@ -317,3 +318,166 @@ def test_the_supported_range_is_the_pyproject_pin():
     pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
     deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     assert f"transformer-lens{fastpath.SUPPORTED_TRANSFORMER_LENS}" in deps
+
+
+# ---------------------------------------------------------------------------------------------
+# The sdpa attention (fastpath.set_attention): equal to the exact path up to rounding
+
+
+@pytest.fixture
+def sdpa_calls(monkeypatch):
+    """Counts calls of torch's scaled_dot_product_attention (the sdpa path's kernel)."""
+    calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    return calls
+
+
+def _sdpa_copy(model):
+    sdpa = copy.deepcopy(model)
+    assert fastpath.set_attention(sdpa, "sdpa") == "exact"
+    assert fastpath.attention_kind(sdpa) == "sdpa" and fastpath.attention_kind(model) == "exact"
+    return sdpa
+
+
+def _assert_close_same_argmax(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert (a - b).abs().max().item() <= 1e-5
+        assert torch.equal(a.argmax(-1), b.argmax(-1))
+
+
+@torch.no_grad()
+def test_sdpa_logits_equal_the_exact_path_with_and_without_kv_cache(models, tl_calls, sdpa_calls):
+    fast, _ = models
+    sdpa = _sdpa_copy(fast)
+    tokens, mask = _batch(fast)
+    ones = torch.ones_like(mask)
+
+    def outputs(model):
+        return [
+            model(tokens),
+            model(tokens, attention_mask=mask),
+            model(tokens, attention_mask=ones),
+            *_steps(model, tokens, mask),
+            *_steps(model, tokens, ones),
+            *_steps(model, tokens, None),
+        ]
+
+    ours = outputs(sdpa)
+    assert tl_calls == [] and len(sdpa_calls) == len(ours) * fast.cfg.n_layers
+    sdpa_calls.clear()
+    exact = outputs(fast)
+    assert sdpa_calls == [] and tl_calls == []
+    _assert_close_same_argmax(ours, exact)
+    assert not all(torch.equal(a, b) for a, b in zip(ours, exact, strict=True))  # another kernel
+
+
+@torch.no_grad()
+def test_sdpa_generate_gives_the_exact_paths_tokens(models, sdpa_calls):
+    fast, ref = models
+    sdpa = _sdpa_copy(fast)
+    tok = fast.tokenizer
+    prompt = torch.tensor([tok("Who was not comfortable using the phone?")["input_ids"]])
+    kwargs = dict(max_new_tokens=12, do_sample=False, verbose=False, stop_at_eos=False)
+    assert torch.equal(sdpa.generate(prompt, **kwargs), ref.generate(prompt, **kwargs))
+    assert len(sdpa_calls) == 12 * fast.cfg.n_layers
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("hook", ["hook_pattern", "hook_attn_scores"])
+def test_sdpa_falls_back_to_the_exact_path_where_attention_hooks_are_active(
+    models, tl_calls, sdpa_calls, hook
+):
+    """SDPA never forms the scores or the pattern: a block with such a hook runs
+    TransformerLens' path (the hook sees the real pattern), the others keep sdpa; with the
+    hook on every block nothing runs on sdpa and the outputs, prompt and cached steps, are
+    bitwise TransformerLens' own."""
+    fast, ref = models
+    sdpa = _sdpa_copy(fast)
+    tokens, mask = _batch(fast)
+    seen = {}
+
+    def keep(x, hook):
+        seen[hook.name] = x.clone()
+
+    one = [(f"blocks.1.attn.{hook}", keep)]
+    ours = sdpa.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=one)
+    assert tl_calls == [sdpa.blocks[1]] and len(sdpa_calls) == fast.cfg.n_layers - 1
+    ours_seen = seen.pop(one[0][0])
+    theirs = ref.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=one)
+    # block 0 ran on sdpa, so block 1's input (and pattern) is the reference's up to rounding
+    torch.testing.assert_close(ours_seen, seen.pop(one[0][0]), rtol=0, atol=1e-5)
+    _assert_close_same_argmax([ours], [theirs])
+
+    every = [(lambda name: name.endswith(hook), keep)]
+    tl_calls.clear()
+    sdpa_calls.clear()
+    with sdpa.hooks(fwd_hooks=every):
+        hooked = _steps(sdpa, tokens, mask, n_steps=3)
+    assert sdpa_calls == [] and len(tl_calls) == 4 * fast.cfg.n_layers
+    with ref.hooks(fwd_hooks=every):
+        expected = _steps(ref, tokens, mask, n_steps=3)
+    for a, b in zip(hooked, expected, strict=True):
+        assert torch.equal(a, b)
+    tl_calls.clear()
+    sdpa(tokens)  # the hooks are gone: sdpa again
+    assert tl_calls == [] and len(sdpa_calls) == fast.cfg.n_layers
+
+
+@torch.no_grad()
+def test_sdpa_on_multi_head_attention(tl_calls):
+    """The tiny model is grouped-query; plain multi-head attention takes the other branch."""
+    from interp.model.loading import attach_tokenizer
+    from interp.model.tiny import TINY_CONFIG, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    cfg = HookedTransformerConfig(
+        **{**TINY_CONFIG, "n_key_value_heads": None, "d_vocab": len(tokenizer)}
+    )
+    exact = HookedTransformer(cfg).eval()
+    attach_tokenizer(exact, tokenizer)
+    assert fastpath.enable(exact) == {}
+    sdpa = copy.deepcopy(exact)
+    fastpath.disable(sdpa)
+    assert fastpath.enable(sdpa, attention="sdpa") == {}
+    tokens, mask = _batch(exact)
+    ours = _steps(sdpa, tokens, mask, n_steps=3)
+    assert tl_calls == []
+    _assert_close_same_argmax(ours, _steps(exact, tokens, mask, n_steps=3))
+
+
+def test_unknown_attention_is_refused(models):
+    fast, _ = models
+    with pytest.raises(InterpError, match="unknown attention 'flash'; use one of exact, sdpa"):
+        fastpath.set_attention(fast, "flash")
+    with pytest.raises(InterpError, match="unknown attention"):
+        fastpath.enable(copy.deepcopy(fast), attention="flash")
+    ref = copy.deepcopy(fast)
+    fastpath.disable(ref)
+    assert fastpath.attention_kind(ref) is None
+    with pytest.raises(InterpError, match="no block of this model takes the fast path"):
+        fastpath.set_attention(ref, "sdpa")
+
+
+@torch.no_grad()
+def test_sdpa_sees_weights_edited_or_replaced_after_a_forward(models):
+    """The sdpa path stacks q, k, v weights into one matrix, kept between forwards: an
+    in-place edit or a replaced parameter must not be served from the stale copy."""
+    fast, _ = models
+    sdpa = _sdpa_copy(fast)
+    tokens, mask = _batch(fast)
+    before = sdpa(tokens, attention_mask=mask)
+    for model in (fast, sdpa):
+        model.blocks[1].attn._W_K.mul_(3.0)
+        model.blocks[0].attn.b_Q.add_(0.5)
+        w_v = model.blocks[2].attn._W_V
+        model.blocks[2].attn._W_V = torch.nn.Parameter(w_v * -1.0)
+    after = sdpa(tokens, attention_mask=mask)
+    assert (after - before).abs().max() > 1e-2
+    _assert_close_same_argmax([after], [fast(tokens, attention_mask=mask)])

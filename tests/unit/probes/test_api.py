@@ -221,8 +221,9 @@ def test_probe_layers_is_deterministic_for_a_seed():
 
 
 @pytest.mark.parametrize("n_items, d", [(120, 200), (400, 24)])
-def test_batched_probe_agrees_with_sklearn_per_layer(n_items, d):
-    """Fewer items than features (the fit moves into the rows' span) and more."""
+def test_probe_fit_agrees_with_a_sklearn_pipeline_per_layer(n_items, d):
+    """Fewer items than features and more: the weights mapped back to raw activations are
+    those of StandardScaler + LogisticRegression (lbfgs, tight tolerance)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4, n_items, d, generator=gen) * (0.5 + 3 * torch.rand(d, generator=gen))
     x += torch.randn(d, generator=gen)  # offsets, so standardisation matters
