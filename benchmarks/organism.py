@@ -182,10 +182,16 @@ def probe_reading(runs: dict[str, Run]) -> dict:
     }
 
 
-def patching_instrument(runs: dict[str, Run], model, n_boot: int) -> dict:
+def patching_instrument(runs: dict[str, Run], model, n_boot: int, condition: str | None) -> dict:
     result = interp.patch(
         runs["self-correct"],
-        PatchConfig(layer="all", round=1, control_run=str(runs["baseline"].path), n_boot=n_boot),
+        PatchConfig(
+            layer="all",
+            round=1,
+            control_run=str(runs["baseline"].path),
+            n_boot=n_boot,
+            context_condition=condition,
+        ),
         model=model,
         progress=False,
     )
@@ -279,10 +285,12 @@ def circuit_recovered(summary: dict) -> bool:
     )
 
 
-def circuit_instrument(runs, model, examples: int) -> dict:
+def circuit_instrument(runs, model, examples: int, condition: str | None) -> dict:
     result = interp.circuit(
         runs["self-correct"],
-        interp.CircuitConfig(round=1, limit=examples, verify_top=30, n_boot=200),
+        interp.CircuitConfig(
+            round=1, limit=examples, verify_top=30, n_boot=200, context_condition=condition
+        ),
         model=model,
         progress=False,
     )
@@ -396,7 +404,7 @@ def evaluate(label, source, args, work: Path) -> dict:
         res["behaviour"], res["position"] = behaviour(runs, args.n_boot)
     steps = {
         "probes": lambda: probe_instrument(runs, model, args.n_boot),
-        "patching": lambda: patching_instrument(runs, model, args.n_boot),
+        "patching": lambda: patching_instrument(runs, model, args.n_boot, args.condition),
         "sae": lambda: sae_instrument(
             runs,
             model,
@@ -406,7 +414,7 @@ def evaluate(label, source, args, work: Path) -> dict:
             args.sae_tokens,
             [str(Path(args.data_dir) / f"{c}.jsonl") for c in args.held_out],
         ),
-        "circuits": lambda: circuit_instrument(runs, model, args.circuit_examples),
+        "circuits": lambda: circuit_instrument(runs, model, args.circuit_examples, args.condition),
         "experiments": lambda: experiments_instrument(runs, model),
     }
     for name, step in steps.items():
@@ -435,13 +443,25 @@ def main() -> None:
     ap.add_argument("--sae-layer", type=int, default=12)
     ap.add_argument("--sae-tokens", type=int, default=100_000)
     ap.add_argument("--circuit-examples", type=int, default=12)
-    ap.add_argument("--instruments", nargs="+", default=list(INSTRUMENTS))
+    ap.add_argument(
+        "--instruments",
+        nargs="+",
+        default=list(INSTRUMENTS),
+        help="which to run; with stored results, only these are rerun and replaced",
+    )
+    ap.add_argument(
+        "--condition",
+        choices=("ambig", "disambig", "all"),
+        default="ambig",
+        help="items patching and circuits use (the recipe plants its change on ambiguous ones)",
+    )
     ap.add_argument("--work", default="/tmp/organism-bench", help="runs and per-model results")
     ap.add_argument(
         "--only", choices=("un-tuned", "organism"), help="evaluate one model now (the other later)"
     )
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/organism.json"))
     args = ap.parse_args()
+    args.condition = None if args.condition == "all" else args.condition
     load_start = os.getloadavg()
     info = {}
     if args.only != "un-tuned":  # the organism must exist
@@ -456,6 +476,9 @@ def main() -> None:
         stored = work / label / "result.json"
         if stored.is_file():  # evaluated by an earlier call (--only)
             models[label] = json.loads(stored.read_text())
+            if set(args.instruments) != set(INSTRUMENTS) and (not args.only or args.only == label):
+                models[label].update(evaluate(label, source, args, work))  # rerun these
+                stored.write_text(json.dumps(models[label], indent=1, default=str))
             # readings of this version of the script, from the stored runs and numbers
             runs = {p: Run.open(work / label / p) for p in PLANS}
             models[label]["behaviour"], models[label]["position"] = behaviour(runs, args.n_boot)
@@ -474,7 +497,7 @@ def main() -> None:
     if len(models) < 2:
         print(f"evaluated {', '.join(models)}; run again for the other model")
         return
-    table = verdicts(models, [n for n in INSTRUMENTS if n in args.instruments])
+    table = verdicts(models, [n for n in INSTRUMENTS if all(n in m for m in models.values())])
     out = {
         "what": "positive control: each instrument on the planted self-correction organism and "
         "on the un-tuned model, same code, same held-out examples",
