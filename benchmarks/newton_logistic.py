@@ -1,6 +1,7 @@
 """The batched all-layer Newton logistic regression that ``probes/logistic.py`` was until
 2026-12-08, kept here only as the comparison of ``benchmarks/probe_fit.py`` (the library
-fits with scikit-learn now). Unchanged from probes/logistic.py at commit bfe6772.
+fits with scikit-learn now). Unchanged from probes/logistic.py at commit bfe6772, except
+that the result type (``LogisticFit``) is imported from there.
 
 L2-regularised logistic regression fitted on every layer at once (batched Newton).
 
@@ -20,39 +21,16 @@ intercept (a Schur complement), so the work is applying (z'Wz + lam I)^-1:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Real
+
+from probes.logistic import LogisticFit  # the result type is the same as the library's
 
 _TINY_SCALE = 1e-12  # features with a smaller spread are constant: left unscaled (as sklearn)
 _SCHUR_JITTER = 1e-12  # keeps the intercept's pivot positive when every item is fitted
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 40
-
-
-@dataclass(frozen=True)
-class LogisticFit:
-    """Per-layer logistic regressions, expressed on raw (unstandardised) activations:
-    P(label 1 | x) = sigmoid(x @ weight[l] + bias[l])."""
-
-    weight: Float[torch.Tensor, "layer d_model"]
-    bias: Float[torch.Tensor, " layer"]
-    converged: Bool[torch.Tensor, " layer"]
-    iterations: int
-
-    def logits(
-        self, x: Float[torch.Tensor, "layer item d_model"]
-    ) -> Float[torch.Tensor, "layer item"]:
-        """Logits of every item at its own layer (``x`` has one row block per layer).
-
-        Args:
-            x: Items' activations, one block per fitted layer.
-
-        Returns:
-            One logit per layer and item.
-        """
-        return (x.to(self.weight.dtype) @ self.weight[..., None])[..., 0] + self.bias[:, None]
 
 
 def fit_logistic(
