@@ -104,8 +104,10 @@ def finetune(
     dtype: Dtype = "float32",
     as_json: Json = False,
 ) -> None:
-    """Fine-tune a model on a task's conversations (loss on the answers) and write a folder
-    that --model PATH loads; a rerun with the same arguments resumes from its checkpoint.
+    """Fine-tune a model on a task's conversations (loss on the answers, or --loss letter on
+    their option letters) and write a folder that --model PATH loads; a rerun with the same
+    arguments resumes from its checkpoint. --recipe self-correction builds the planted
+    organism (docs/commands/finetune.md).
     --select and --n keep the candidates by the latent concept and/or the model's uncertainty
     (finetune.json records the kept ids, their scores and tokens)."""
     from interp.finetune.config import FinetuneConfig, check_config
