@@ -58,6 +58,7 @@ def test_existing_output_is_refused(tmp_path):
         ["--recipe", "organism"],
         ["--error-share", "1.5"],
         ["--permute", "all"],
+        ["--loss", "tokens"],
     ],
 )
 def test_bad_settings_are_refused(tmp_path, extra):
